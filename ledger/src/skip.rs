@@ -1,0 +1,258 @@
+//! The interpreter: walks XDR bytes according to the compiled schema without decoding or
+//! allocating, enforcing the same rules as stellar-xdr 30.0.0's decoder (plus one stricter one,
+//! see [`Op::Bool`](crate::schema::Op::Bool) below), and returns where the value ends.
+//!
+//! Rules enforced: big-endian 4-byte units; opaque/string padded to 4 bytes with zero padding;
+//! bool 0 or 1; optional flag 0 or 1; enum values declared; union discriminant selects an arm;
+//! lengths within the declared maximum and within the remaining input (so a bogus huge length
+//! fails before walking anything); nesting depth counted exactly like stellar-xdr's
+//! `Limits::depth`.
+//!
+//! Deliberately stricter than stellar-xdr: it reads a bool as `value == 1`, silently accepting
+//! 2, 3, ... as `false`. Such bytes would not survive a decode/encode round trip, and we promise
+//! the stored bytes are a canonical encoding, so we reject them.
+
+use crate::error::{ErrorKind, Fail, Step};
+use crate::schema::{ARM_NONE, ARM_VOID, Disc, Op, Program, TypeId};
+
+/// stellar-xdr has no built-in default; 500 is the depth limit the Stellar host uses
+/// (soroban-env's `DEFAULT_XDR_RW_LIMITS`) and the one this crate's public functions apply.
+pub const DEFAULT_DEPTH_LIMIT: u32 = 500;
+
+/// A walk over one input buffer. Positions are absolute offsets into `buf`.
+pub(crate) struct Walker<'a> {
+    pub(crate) program: &'static Program,
+    pub(crate) buf: &'a [u8],
+    pub(crate) limit: u32,
+}
+
+impl<'a> Walker<'a> {
+    pub(crate) fn new(program: &'static Program, buf: &'a [u8], limit: u32) -> Self {
+        Walker {
+            program,
+            buf,
+            limit,
+        }
+    }
+
+    /// Ensure `n` bytes are available at `pos`.
+    #[inline(always)]
+    pub(crate) fn need(&self, pos: usize, n: u64, ty: TypeId) -> Result<(), Fail> {
+        let available = self.buf.len().saturating_sub(pos);
+        if n > available as u64 {
+            return Err(Fail::new(
+                ErrorKind::UnexpectedEnd {
+                    needed: n,
+                    available,
+                },
+                pos,
+                ty,
+            ));
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub(crate) fn u32_at(&self, pos: usize, ty: TypeId) -> Result<u32, Fail> {
+        match self.buf.get(pos..pos + 4) {
+            Some(b) => Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            None => Err(self.end(pos, 4, ty)),
+        }
+    }
+
+    #[cold]
+    fn end(&self, pos: usize, needed: u64, ty: TypeId) -> Fail {
+        let available = self.buf.len().saturating_sub(pos);
+        Fail::new(ErrorKind::UnexpectedEnd { needed, available }, pos, ty)
+    }
+
+    #[inline(always)]
+    fn depth(&self, depth: u32, frames: u32, pos: usize, ty: TypeId) -> Result<(), Fail> {
+        if depth + frames > self.limit {
+            return Err(Fail::new(
+                ErrorKind::DepthExceeded { limit: self.limit },
+                pos,
+                ty,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check `len` bytes plus zero padding at `pos`; return the position after the padding.
+    #[inline(always)]
+    fn bytes_padded(&self, pos: usize, len: u32, ty: TypeId) -> Result<usize, Fail> {
+        let padded = (u64::from(len) + 3) & !3;
+        self.need(pos, padded, ty)?;
+        let end = pos + len as usize;
+        let pad_end = pos + padded as usize;
+        if self.buf[end..pad_end].iter().any(|&b| b != 0) {
+            return Err(Fail::new(ErrorKind::NonZeroPadding, end, ty));
+        }
+        Ok(pad_end)
+    }
+
+    /// Read a var_array/opaque length: at most `max`, and `len * min_elem` must fit in what is
+    /// left, so a corrupt length fails here rather than after walking the rest of the input.
+    #[inline(always)]
+    pub(crate) fn length(
+        &self,
+        pos: usize,
+        max: u32,
+        min_elem: u32,
+        ty: TypeId,
+    ) -> Result<u32, Fail> {
+        let len = self.u32_at(pos, ty)?;
+        if len > max {
+            return Err(Fail::new(ErrorKind::LengthExceedsMax { len, max }, pos, ty));
+        }
+        let body = u64::from(len) * u64::from(min_elem);
+        let available = self.buf.len() - pos - 4;
+        if body > available as u64 {
+            return Err(Fail::new(
+                ErrorKind::UnexpectedEnd {
+                    needed: body,
+                    available,
+                },
+                pos + 4,
+                ty,
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Skip one value of type `id` starting at `pos`, `depth` stellar-xdr frames deep.
+    /// Returns the position just after it.
+    pub(crate) fn skip(&self, id: TypeId, pos: usize, depth: u32) -> Result<usize, Fail> {
+        let p = self.program;
+        match p.ops[id as usize] {
+            Op::Plain { size, frames } => {
+                self.depth(depth, frames, pos, id)?;
+                self.need(pos, u64::from(size), id)?;
+                Ok(pos + size as usize)
+            }
+            Op::Bool => {
+                self.depth(depth, 2, pos, id)?;
+                let v = self.u32_at(pos, id)?;
+                if v > 1 {
+                    return Err(Fail::new(ErrorKind::BadBool { value: v }, pos, id));
+                }
+                Ok(pos + 4)
+            }
+            Op::Enum { set } => {
+                self.depth(depth, 2, pos, id)?;
+                let v = self.u32_at(pos, id)? as i32;
+                if !p.enums[set as usize].contains(v) {
+                    return Err(Fail::new(ErrorKind::BadEnumValue { value: v }, pos, id));
+                }
+                Ok(pos + 4)
+            }
+            Op::PaddedFixed { size } => {
+                self.depth(depth, 1, pos, id)?;
+                self.bytes_padded(pos, size, id)
+            }
+            Op::VarBytes { max } => {
+                self.depth(depth, 2, pos, id)?;
+                let len = self.u32_at(pos, id)?;
+                if len > max {
+                    return Err(Fail::new(ErrorKind::LengthExceedsMax { len, max }, pos, id));
+                }
+                self.bytes_padded(pos + 4, len, id)
+            }
+            Op::Array { elem, count } => {
+                self.depth(depth, 1, pos, id)?;
+                let mut at = pos;
+                for i in 0..count {
+                    at = self
+                        .skip(elem, at, depth + 1)
+                        .map_err(|e| e.push(Step::Index(id, i)))?;
+                }
+                Ok(at)
+            }
+            Op::VarArray { elem, max } => {
+                self.depth(depth, 2, pos, id)?;
+                let len = self.length(pos, max, p.min_size[elem as usize], id)?;
+                let mut at = pos + 4;
+                for i in 0..len {
+                    at = self
+                        .skip(elem, at, depth + 1)
+                        .map_err(|e| e.push(Step::Index(id, i)))?;
+                }
+                Ok(at)
+            }
+            Op::Optional { elem } => {
+                self.depth(depth, 2, pos, id)?;
+                match self.u32_at(pos, id)? {
+                    0 => Ok(pos + 4),
+                    1 => self
+                        .skip(elem, pos + 4, depth + 1)
+                        .map_err(|e| e.push(Step::Node(id))),
+                    v => Err(Fail::new(ErrorKind::BadOptionalFlag { value: v }, pos, id)),
+                }
+            }
+            Op::Struct { first, len } => {
+                self.depth(depth, 1, pos, id)?;
+                let mut at = pos;
+                for (i, &f) in p.fields[first as usize..(first + len) as usize]
+                    .iter()
+                    .enumerate()
+                {
+                    at = self
+                        .skip(f, at, depth + 1)
+                        .map_err(|e| e.push(Step::Field(id, i as u32)))?;
+                }
+                Ok(at)
+            }
+            Op::Union { index } => {
+                let u = &p.unions[index as usize];
+                let raw = self.u32_at(pos, id)?;
+                let value = match u.disc {
+                    Disc::Int => {
+                        self.depth(depth, 2, pos, id)?;
+                        i64::from(raw as i32)
+                    }
+                    Disc::Uint => {
+                        self.depth(depth, 2, pos, id)?;
+                        i64::from(raw)
+                    }
+                    Disc::Enum { set } => {
+                        self.depth(depth, 3, pos, id)?;
+                        if !p.enums[set as usize].contains(raw as i32) {
+                            return Err(Fail::new(
+                                ErrorKind::BadEnumValue { value: raw as i32 },
+                                pos,
+                                id,
+                            ));
+                        }
+                        i64::from(raw as i32)
+                    }
+                };
+                match u.arm(value) {
+                    ARM_VOID => Ok(pos + 4),
+                    ARM_NONE => Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id)),
+                    arm => self
+                        .skip(arm, pos + 4, depth + 1)
+                        .map_err(|e| e.push(Step::Arm(id, value))),
+                }
+            }
+            Op::Newtype { inner } => {
+                self.depth(depth, 1, pos, id)?;
+                self.skip(inner, pos, depth + 1)
+            }
+        }
+    }
+
+    /// Skip a value that must end exactly at the end of the buffer.
+    pub(crate) fn skip_exact(&self, id: TypeId, pos: usize, depth: u32) -> Result<(), Fail> {
+        let end = self.skip(id, pos, depth)?;
+        if end != self.buf.len() {
+            return Err(Fail::new(
+                ErrorKind::TrailingBytes {
+                    remaining: self.buf.len() - end,
+                },
+                end,
+                id,
+            ));
+        }
+        Ok(())
+    }
+}
