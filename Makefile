@@ -1,0 +1,26 @@
+# Bronze: developer and CI entry points. `make help` lists the targets.
+#
+# Adding a target: declare it in .PHONY and end its rule line with `## what it does` so that
+# `make help` shows it. CI (.ci/run) runs `make test-deps` then `make test`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# The one place that says how the suite runs (profile, runner, flags); override on the command
+# line, e.g. `make test CARGO_TEST='cargo test --workspace --release'`.
+CARGO_TEST ?= $(CARGO) test --workspace
+# Extra arguments for the test run, e.g. `make test TEST_ARGS='-p bronze-testkit -- sink'`.
+TEST_ARGS ?=
+
+.PHONY: help test-deps test
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
+
+test-deps: ## Install test dependencies: nginx + postgresql (apt, needs root) and the pinned venv .venv (idempotent)
+	bash .ci/test-deps
+
+test: ## Run the whole test suite against real loopback servers (run `make test-deps` first)
+	$(CARGO_TEST) $(TEST_ARGS)
