@@ -73,8 +73,6 @@ pub(crate) enum Step {
     Index(TypeId, u32),
     /// Inside the arm selected by discriminant `.1` of union `.0`.
     Arm(TypeId, i64),
-    /// Inside the element of optional `.0`.
-    Node(TypeId),
 }
 
 /// The cheap failure value threaded through the interpreter. Boxed so that
@@ -110,6 +108,14 @@ impl Fail {
         self
     }
 
+    /// Append a static breadcrumb (stored outermost first).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn push_all(mut self, steps: &[Step]) -> Self {
+        self.0.trail.extend(steps.iter().rev());
+        self
+    }
+
     /// Render into the public error.
     #[cold]
     pub(crate) fn into_error(self, program: &'static Program) -> XdrError {
@@ -132,7 +138,6 @@ impl Fail {
                     Some(arm) => write!(path, "{}::{}", program.name(t), arm),
                     None => write!(path, "{}::<{}>", program.name(t), v),
                 },
-                Step::Node(t) => write!(path, "{}", program.name(t)),
             };
         }
         if path.is_empty() {

@@ -257,39 +257,15 @@ impl<'a> Nav<'a> {
         Ok(pos)
     }
 
-    /// Read a union discriminant at `pos` for union `id` skipped at `depth`; fails unless it
-    /// selects one of `allowed` (which must be arms of the union).
+    /// Read the discriminant of union `id` (skipped at `depth`) at `pos`; fails unless it
+    /// selects an arm.
     fn union_disc(&self, id: TypeId, pos: usize, depth: u32) -> Result<i64, Fail> {
-        // Reuse the interpreter's checks: discriminant range, enum membership and arm existence
-        // all come from the schema's union table.
-        let Op::Union { index } = self.p.ops[id as usize] else {
-            unreachable!("Known checked this is a union");
+        let (Op::Union { index } | Op::FlatUnion { index, wrap: 0 }) = self.p.ops[id as usize]
+        else {
+            unreachable!("Known checked this is an unwrapped union");
         };
         let u = &self.p.unions[index as usize];
-        let raw = self.w.u32_at(pos, id)?;
-        let (value, frames) = match u.disc {
-            crate::schema::Disc::Int => (i64::from(raw as i32), 2),
-            crate::schema::Disc::Uint => (i64::from(raw), 2),
-            crate::schema::Disc::Enum { set } => {
-                if !self.p.enums[set as usize].contains(raw as i32) {
-                    return Err(Fail::new(
-                        ErrorKind::BadEnumValue { value: raw as i32 },
-                        pos,
-                        id,
-                    ));
-                }
-                (i64::from(raw as i32), 3)
-            }
-        };
-        if depth + frames > self.w.limit {
-            return Err(Fail::new(
-                ErrorKind::DepthExceeded {
-                    limit: self.w.limit,
-                },
-                pos,
-                id,
-            ));
-        }
+        let value = self.w.discriminant(u, id, pos, depth)?;
         if u.arm(value) == crate::schema::ARM_NONE {
             return Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id));
         }

@@ -15,6 +15,7 @@
 mod batch;
 mod error;
 mod extract;
+mod lower;
 mod schema;
 mod skip;
 

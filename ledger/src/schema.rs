@@ -13,6 +13,8 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 
+use crate::lower::{Code, lower};
+
 /// The embedded schema; see `xdr/PROVENANCE.md`.
 const SCHEMA_JSON: &str = include_str!("../xdr/stellar-xdr-30.0.0.json");
 
@@ -44,6 +46,10 @@ pub(crate) enum Op {
     VarArray { elem: TypeId, max: u32 },
     /// `T*`: u32 flag 0/1 then maybe T. 2 frames (option, flag); T one level deeper.
     Optional { elem: TypeId },
+    /// A union whose arms are all void or plain (`ext` unions, `PublicKey`, `MuxedAccount`, ...),
+    /// wrapped in `wrap` typedef newtypes (e.g. `AccountID`): skipped with one table lookup in
+    /// `unions[index].flat`, no recursion.
+    FlatUnion { index: u32, wrap: u32 },
     /// Fields `fields[first..first + len]` in order. 1 frame.
     Struct { first: u32, len: u32 },
     /// `unions[index]`. 1 frame plus the discriminant's (1 for int, 2 for an enum).
@@ -73,9 +79,15 @@ pub(crate) struct UnionInfo {
     pub(crate) lo: i64,
     /// Dense table: `arms[v - lo]` is a type id, [`ARM_VOID`] or [`ARM_NONE`].
     pub(crate) arms: Box<[u32]>,
+    /// For flat unions: per table slot, the arm's (size, frames); void arms are (0, 0) and
+    /// missing arms [`FLAT_NONE`]. Empty for other unions.
+    pub(crate) flat: Box<[(u32, u32)]>,
     /// Arm names by discriminant, only for error messages.
     arm_names: Vec<(i64, Box<str>)>,
 }
+
+/// Flat-union table entry meaning "no arm for this discriminant".
+pub(crate) const FLAT_NONE: (u32, u32) = (u32::MAX, u32::MAX);
 
 impl UnionInfo {
     #[inline]
@@ -124,6 +136,8 @@ pub(crate) struct Program {
     pub(crate) unions: Vec<UnionInfo>,
     pub(crate) enums: Vec<EnumSet>,
     by_name: HashMap<Box<str>, TypeId>,
+    /// The lowered form the interpreter runs (see `lower.rs`).
+    pub(crate) code: Code,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,6 +323,7 @@ impl Program {
                 unions: Vec::new(),
                 enums: Vec::new(),
                 by_name: HashMap::new(),
+                code: Code::default(),
             },
             def_of_node: HashMap::new(),
         };
@@ -388,6 +403,8 @@ impl Program {
         let mut p = c.p;
         p.compute_min_sizes();
         p.fold_plain();
+        p.fold_flat_unions();
+        p.code = lower(&p);
         Ok(p)
     }
 
@@ -410,7 +427,7 @@ impl Program {
                         .iter()
                         .map(|&f| min[f as usize])
                         .sum(),
-                    Op::Union { index } => {
+                    Op::Union { index } | Op::FlatUnion { index, .. } => {
                         let arms = &self.unions[index as usize].arms;
                         4 + arms
                             .iter()
@@ -483,6 +500,51 @@ impl Program {
         r
     }
 
+    /// Turn unions whose arms are all void/plain into `FlatUnion`s, and typedef newtypes of
+    /// them into `FlatUnion`s with a larger `wrap`. Runs after `fold_plain`.
+    fn fold_flat_unions(&mut self) {
+        for id in 0..self.ops.len() {
+            let Op::Union { index } = self.ops[id] else {
+                continue;
+            };
+            let u = &self.unions[index as usize];
+            let flat: Option<Vec<(u32, u32)>> = u
+                .arms
+                .iter()
+                .map(|&a| match a {
+                    ARM_NONE => Some(FLAT_NONE),
+                    ARM_VOID => Some((0, 0)),
+                    a => match self.ops[a as usize] {
+                        Op::Plain { size, frames } => Some((size, frames)),
+                        _ => None,
+                    },
+                })
+                .collect();
+            if let Some(flat) = flat {
+                self.unions[index as usize].flat = flat.into();
+                self.ops[id] = Op::FlatUnion { index, wrap: 0 };
+            }
+        }
+        // Newtype chains are short (at most two levels); iterate to a fixed point.
+        loop {
+            let mut changed = false;
+            for id in 0..self.ops.len() {
+                if let Op::Newtype { inner } = self.ops[id]
+                    && let Op::FlatUnion { index, wrap } = self.ops[inner as usize]
+                {
+                    self.ops[id] = Op::FlatUnion {
+                        index,
+                        wrap: wrap + 1,
+                    };
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
     // --- accessors ------------------------------------------------------------------------
 
     pub(crate) fn lookup(&self, name: &str) -> Option<TypeId> {
@@ -514,7 +576,7 @@ impl Program {
 
     pub(crate) fn arm_name(&self, union_id: TypeId, value: i64) -> Option<&str> {
         match self.ops[union_id as usize] {
-            Op::Union { index } => self.unions[index as usize]
+            Op::Union { index } | Op::FlatUnion { index, .. } => self.unions[index as usize]
                 .arm_names
                 .iter()
                 .find(|(v, _)| *v == value)
@@ -527,7 +589,9 @@ impl Program {
     /// the table).
     pub(crate) fn union_arm(&self, union_id: TypeId, value: i64) -> Option<u32> {
         match self.ops[union_id as usize] {
-            Op::Union { index } => Some(self.unions[index as usize].arm(value)),
+            Op::Union { index } | Op::FlatUnion { index, .. } => {
+                Some(self.unions[index as usize].arm(value))
+            }
             _ => None,
         }
     }
@@ -604,10 +668,10 @@ impl Compiler<'_> {
                 _ => {}
             }
             for r in refs {
-                if let Some(Target::Node(id)) = self.targets.get(r) {
-                    if let Some(&rd) = self.def_of_node.get(id) {
-                        stack.push(rd);
-                    }
+                if let Some(Target::Node(id)) = self.targets.get(r)
+                    && let Some(&rd) = self.def_of_node.get(id)
+                {
+                    stack.push(rd);
                 }
             }
         }
@@ -655,10 +719,10 @@ impl Compiler<'_> {
         // small and hot in cache.
         let name = spec.display();
         let key = format!("#{name}");
-        if let Some(&id) = self.p.by_name.get(key.as_str()) {
-            if self.p.ops[id as usize] == op {
-                return Ok(id);
-            }
+        if let Some(&id) = self.p.by_name.get(key.as_str())
+            && self.p.ops[id as usize] == op
+        {
+            return Ok(id);
         }
         let id = self.push(op, name);
         self.p.by_name.insert(key.into(), id);
@@ -764,6 +828,7 @@ impl Compiler<'_> {
             disc,
             lo,
             arms: table.into(),
+            flat: Box::new([]),
             arm_names,
         })
     }

@@ -13,7 +13,8 @@
 //! the stored bytes are a canonical encoding, so we reject them.
 
 use crate::error::{ErrorKind, Fail, Step};
-use crate::schema::{ARM_NONE, ARM_VOID, Disc, Op, Program, TypeId};
+use crate::lower::{Block, IOp, Instr};
+use crate::schema::{ARM_NONE, ARM_VOID, Disc, FLAT_NONE, Program, TypeId, UnionInfo};
 
 /// stellar-xdr has no built-in default; 500 is the depth limit the Stellar host uses
 /// (soroban-env's `DEFAULT_XDR_RW_LIMITS`) and the one this crate's public functions apply.
@@ -120,25 +121,133 @@ impl<'a> Walker<'a> {
         Ok(len)
     }
 
-    /// Skip one value of type `id` starting at `pos`, `depth` stellar-xdr frames deep.
-    /// Returns the position just after it.
+    /// Read and check a union discriminant (enum membership included, depth for the union and
+    /// discriminant frames checked at `depth`). Returns the value.
+    #[inline(always)]
+    pub(crate) fn discriminant(
+        &self,
+        u: &UnionInfo,
+        id: TypeId,
+        pos: usize,
+        depth: u32,
+    ) -> Result<i64, Fail> {
+        let raw = self.u32_at(pos, id)?;
+        Ok(match u.disc {
+            Disc::Int => {
+                self.depth(depth, 2, pos, id)?;
+                i64::from(raw as i32)
+            }
+            Disc::Uint => {
+                self.depth(depth, 2, pos, id)?;
+                i64::from(raw)
+            }
+            Disc::Enum { set } => {
+                self.depth(depth, 3, pos, id)?;
+                if !self.program.enums[set as usize].contains(raw as i32) {
+                    return Err(Fail::new(
+                        ErrorKind::BadEnumValue { value: raw as i32 },
+                        pos,
+                        id,
+                    ));
+                }
+                i64::from(raw as i32)
+            }
+        })
+    }
+
+    /// Skip one value of type `id` starting at `pos`, its node being `depth` stellar-xdr frames
+    /// deep (0 for a top-level value). Returns the position just after it.
+    #[inline]
     pub(crate) fn skip(&self, id: TypeId, pos: usize, depth: u32) -> Result<usize, Fail> {
+        self.run(self.program.code.blocks[id as usize], pos, depth)
+    }
+
+    /// Run a block (the lowered body of one type) at `pos`, the type's node at `depth`.
+    fn run(&self, block: Block, mut pos: usize, depth: u32) -> Result<usize, Fail> {
+        let code = &self.program.code;
+        let instrs = &code.instrs[block.start as usize..(block.start + block.len) as usize];
+        for ins in instrs {
+            pos = match self.exec(ins, pos, depth) {
+                Ok(p) => p,
+                Err(e) => return Err(e.push_all(&code.crumbs[ins.crumb as usize])),
+            };
+        }
+        Ok(pos)
+    }
+
+    /// Execute one instruction whose block runs at depth `base`.
+    #[inline(always)]
+    fn exec(&self, ins: &Instr, pos: usize, base: u32) -> Result<usize, Fail> {
         let p = self.program;
-        match p.ops[id as usize] {
-            Op::Plain { size, frames } => {
-                self.depth(depth, frames, pos, id)?;
+        let id = ins.ty;
+        let depth = base + ins.d;
+        match ins.op {
+            IOp::Plain { size, need } => {
+                self.depth(base, need, pos, id)?;
                 self.need(pos, u64::from(size), id)?;
                 Ok(pos + size as usize)
             }
-            Op::Bool => {
-                self.depth(depth, 2, pos, id)?;
-                let v = self.u32_at(pos, id)?;
-                if v > 1 {
-                    return Err(Fail::new(ErrorKind::BadBool { value: v }, pos, id));
+            IOp::FlatUnion { index, wrap } => {
+                let u = &p.unions[index as usize];
+                // The `wrap` newtype frames come first, then the union's own.
+                let depth = depth + wrap;
+                let value = self.discriminant(u, id, pos, depth)?;
+                let idx = value.wrapping_sub(u.lo);
+                let (size, frames) = if idx >= 0 && (idx as u64) < u.flat.len() as u64 {
+                    u.flat[idx as usize]
+                } else {
+                    FLAT_NONE
+                };
+                if (size, frames) == FLAT_NONE {
+                    return Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id));
                 }
-                Ok(pos + 4)
+                if frames > 0 {
+                    self.depth(depth + 1, frames, pos + 4, id)?;
+                    self.need(pos + 4, u64::from(size), id)?;
+                }
+                Ok(pos + 4 + size as usize)
             }
-            Op::Enum { set } => {
+            IOp::PlainArray { max, size, need } => {
+                self.depth(depth, 2, pos, id)?;
+                let len = self.length(pos, max, size, id)?;
+                if len > 0 {
+                    self.depth(base, need, pos + 4, id)?;
+                }
+                // `length` checked that len * size bytes are there.
+                Ok(pos + 4 + len as usize * size as usize)
+            }
+            IOp::Union { index } => {
+                let u = &p.unions[index as usize];
+                let value = self.discriminant(u, id, pos, depth)?;
+                match u.arm(value) {
+                    ARM_VOID => Ok(pos + 4),
+                    ARM_NONE => Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id)),
+                    arm => self
+                        .run(p.code.blocks[arm as usize], pos + 4, depth + 1)
+                        .map_err(|e| e.push(Step::Arm(id, value))),
+                }
+            }
+            IOp::VarArray { elem, max, min } => {
+                self.depth(depth, 2, pos, id)?;
+                let len = self.length(pos, max, min, id)?;
+                let block = p.code.blocks[elem as usize];
+                let mut at = pos + 4;
+                for i in 0..len {
+                    at = self
+                        .run(block, at, depth + 1)
+                        .map_err(|e| e.push(Step::Index(id, i)))?;
+                }
+                Ok(at)
+            }
+            IOp::Optional { elem } => {
+                self.depth(depth, 2, pos, id)?;
+                match self.u32_at(pos, id)? {
+                    0 => Ok(pos + 4),
+                    1 => self.run(p.code.blocks[elem as usize], pos + 4, depth + 1),
+                    v => Err(Fail::new(ErrorKind::BadOptionalFlag { value: v }, pos, id)),
+                }
+            }
+            IOp::Enum { set } => {
                 self.depth(depth, 2, pos, id)?;
                 let v = self.u32_at(pos, id)? as i32;
                 if !p.enums[set as usize].contains(v) {
@@ -146,11 +255,7 @@ impl<'a> Walker<'a> {
                 }
                 Ok(pos + 4)
             }
-            Op::PaddedFixed { size } => {
-                self.depth(depth, 1, pos, id)?;
-                self.bytes_padded(pos, size, id)
-            }
-            Op::VarBytes { max } => {
+            IOp::VarBytes { max } => {
                 self.depth(depth, 2, pos, id)?;
                 let len = self.u32_at(pos, id)?;
                 if len > max {
@@ -158,85 +263,28 @@ impl<'a> Walker<'a> {
                 }
                 self.bytes_padded(pos + 4, len, id)
             }
-            Op::Array { elem, count } => {
+            IOp::Bool => {
+                self.depth(depth, 2, pos, id)?;
+                let v = self.u32_at(pos, id)?;
+                if v > 1 {
+                    return Err(Fail::new(ErrorKind::BadBool { value: v }, pos, id));
+                }
+                Ok(pos + 4)
+            }
+            IOp::PaddedFixed { size } => {
                 self.depth(depth, 1, pos, id)?;
+                self.bytes_padded(pos, size, id)
+            }
+            IOp::Array { elem, count } => {
+                self.depth(depth, 1, pos, id)?;
+                let block = p.code.blocks[elem as usize];
                 let mut at = pos;
                 for i in 0..count {
                     at = self
-                        .skip(elem, at, depth + 1)
+                        .run(block, at, depth + 1)
                         .map_err(|e| e.push(Step::Index(id, i)))?;
                 }
                 Ok(at)
-            }
-            Op::VarArray { elem, max } => {
-                self.depth(depth, 2, pos, id)?;
-                let len = self.length(pos, max, p.min_size[elem as usize], id)?;
-                let mut at = pos + 4;
-                for i in 0..len {
-                    at = self
-                        .skip(elem, at, depth + 1)
-                        .map_err(|e| e.push(Step::Index(id, i)))?;
-                }
-                Ok(at)
-            }
-            Op::Optional { elem } => {
-                self.depth(depth, 2, pos, id)?;
-                match self.u32_at(pos, id)? {
-                    0 => Ok(pos + 4),
-                    1 => self
-                        .skip(elem, pos + 4, depth + 1)
-                        .map_err(|e| e.push(Step::Node(id))),
-                    v => Err(Fail::new(ErrorKind::BadOptionalFlag { value: v }, pos, id)),
-                }
-            }
-            Op::Struct { first, len } => {
-                self.depth(depth, 1, pos, id)?;
-                let mut at = pos;
-                for (i, &f) in p.fields[first as usize..(first + len) as usize]
-                    .iter()
-                    .enumerate()
-                {
-                    at = self
-                        .skip(f, at, depth + 1)
-                        .map_err(|e| e.push(Step::Field(id, i as u32)))?;
-                }
-                Ok(at)
-            }
-            Op::Union { index } => {
-                let u = &p.unions[index as usize];
-                let raw = self.u32_at(pos, id)?;
-                let value = match u.disc {
-                    Disc::Int => {
-                        self.depth(depth, 2, pos, id)?;
-                        i64::from(raw as i32)
-                    }
-                    Disc::Uint => {
-                        self.depth(depth, 2, pos, id)?;
-                        i64::from(raw)
-                    }
-                    Disc::Enum { set } => {
-                        self.depth(depth, 3, pos, id)?;
-                        if !p.enums[set as usize].contains(raw as i32) {
-                            return Err(Fail::new(
-                                ErrorKind::BadEnumValue { value: raw as i32 },
-                                pos,
-                                id,
-                            ));
-                        }
-                        i64::from(raw as i32)
-                    }
-                };
-                match u.arm(value) {
-                    ARM_VOID => Ok(pos + 4),
-                    ARM_NONE => Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id)),
-                    arm => self
-                        .skip(arm, pos + 4, depth + 1)
-                        .map_err(|e| e.push(Step::Arm(id, value))),
-                }
-            }
-            Op::Newtype { inner } => {
-                self.depth(depth, 1, pos, id)?;
-                self.skip(inner, pos, depth + 1)
             }
         }
     }

@@ -1,0 +1,83 @@
+//! Micro benchmark: split + validate + extract vs a full stellar-xdr decode, on the real 372 KB
+//! pubnet ledger 53,312,000 (a genuine Galexie batch object).
+//!
+//! Run: `cargo run --release -p bronze-ledger --example bench_extract`
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bronze_ledger::{extract_row, header_hash_matches, split_batch, validate_lcm};
+use stellar_xdr::{LedgerCloseMetaBatch, Limits, ReadXdr};
+
+/// Run `f` repeatedly for about `budget`; return the fastest per-call time in ns. The minimum
+/// is reported because the benchmark machine is shared: slower runs measure other processes.
+fn time(label: &str, budget: Duration, mut f: impl FnMut()) -> f64 {
+    // Warm up (and fault in the schema's LazyLock).
+    for _ in 0..3 {
+        f();
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        let t = Instant::now();
+        for _ in 0..10 {
+            f();
+        }
+        samples.push(t.elapsed().as_nanos() as f64 / 10.0);
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (min, median) = (samples[0], samples[samples.len() / 2]);
+    println!(
+        "{label:<44} {min:>10.0} ns/ledger min {median:>10.0} median ({} x10 runs)",
+        samples.len()
+    );
+    min
+}
+
+fn main() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pubnet/FCD285FF--53312000.xdr.zstd");
+    let batch = zstd::stream::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    let view = split_batch(&batch).unwrap();
+    let lcm = view.ledgers[0];
+    let row = extract_row(lcm).unwrap();
+    println!(
+        "ledger {} : {} bytes of LCM XDR, {} txs, {} ops",
+        row.ledger_sequence,
+        lcm.len(),
+        row.tx_count,
+        row.operation_count
+    );
+    let budget = Duration::from_secs(3);
+
+    let ours = time("ours: split_batch + extract_row", budget, || {
+        let v = split_batch(black_box(&batch)).unwrap();
+        for l in &v.ledgers {
+            black_box(extract_row(l).unwrap());
+        }
+    });
+    time("ours: validate_lcm only", budget, || {
+        validate_lcm(black_box(lcm)).unwrap();
+    });
+    time("ours: extract_row only", budget, || {
+        black_box(extract_row(black_box(lcm)).unwrap());
+    });
+    time("ours: header_hash_matches", budget, || {
+        assert!(header_hash_matches(black_box(lcm)).unwrap());
+    });
+    let theirs = time(
+        "stellar-xdr: LedgerCloseMetaBatch::from_xdr",
+        budget,
+        || {
+            black_box(
+                LedgerCloseMetaBatch::from_xdr(black_box(&batch), Limits::depth(500)).unwrap(),
+            );
+        },
+    );
+    println!(
+        "full decode / ours = {:.1}x  ({:.1} MB/s ours)",
+        theirs / ours,
+        lcm.len() as f64 / ours * 1e3
+    );
+}
