@@ -87,6 +87,9 @@ pub(crate) struct FailInner {
     /// Type being read when it failed.
     pub(crate) ty: TypeId,
     pub(crate) trail: Vec<Step>,
+    /// Not an XDR error: the recursive fast path ran out of recursion budget and the value
+    /// must be redone on the heap-stack machine.
+    too_deep: bool,
 }
 
 impl Fail {
@@ -98,7 +101,24 @@ impl Fail {
             offset,
             ty,
             trail: Vec::new(),
+            too_deep: false,
         }))
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn too_deep() -> Self {
+        Fail(Box::new(FailInner {
+            kind: ErrorKind::DepthExceeded { limit: 0 },
+            offset: 0,
+            ty: 0,
+            trail: Vec::new(),
+            too_deep: true,
+        }))
+    }
+
+    pub(crate) fn is_too_deep(&self) -> bool {
+        self.0.too_deep
     }
 
     #[cold]

@@ -16,6 +16,7 @@ mod batch;
 mod error;
 mod extract;
 mod lower;
+mod machine;
 mod schema;
 mod skip;
 
@@ -39,7 +40,31 @@ pub fn validate_lcm(lcm_xdr: &[u8]) -> Result<(), XdrError> {
 /// `"TransactionEnvelope"`), with stellar-xdr's depth semantics: it accepts iff
 /// `T::from_xdr(xdr, Limits { depth: depth_limit, .. })` does, except that a bool other than
 /// 0 or 1 is rejected here (stellar-xdr reads it as `false`).
+///
+/// Any `depth_limit` is safe: values nested deeper than a small recursion budget are walked
+/// with an explicit stack on the heap, so no input can overflow the thread stack.
 pub fn validate_xdr(type_name: &str, xdr: &[u8], depth_limit: u32) -> Result<(), XdrError> {
+    validate_with(type_name, xdr, depth_limit, false)
+}
+
+/// [`validate_xdr`] forced onto the heap-stack interpreter that normally only handles values
+/// nested deeper than the recursion budget. For tests that hold both interpreters to the same
+/// verdicts; not part of the API.
+#[doc(hidden)]
+pub fn validate_xdr_heap_only(
+    type_name: &str,
+    xdr: &[u8],
+    depth_limit: u32,
+) -> Result<(), XdrError> {
+    validate_with(type_name, xdr, depth_limit, true)
+}
+
+fn validate_with(
+    type_name: &str,
+    xdr: &[u8],
+    depth_limit: u32,
+    heap_only: bool,
+) -> Result<(), XdrError> {
     let program: &'static Program = &PROGRAM;
     let Some(id) = program.lookup(type_name) else {
         return Err(XdrError::new(
@@ -49,7 +74,9 @@ pub fn validate_xdr(type_name: &str, xdr: &[u8], depth_limit: u32) -> Result<(),
             type_name.to_string(),
         ));
     };
-    Walker::new(program, xdr, depth_limit)
+    let mut walker = Walker::new(program, xdr, depth_limit);
+    walker.heap_only = heap_only;
+    walker
         .skip_exact(id, 0, 0)
         .map_err(|e| e.into_error(program))
 }

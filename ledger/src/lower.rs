@@ -18,6 +18,8 @@ use crate::schema::{Op, Program, TypeId};
 pub(crate) struct Block {
     pub(crate) start: u32,
     pub(crate) len: u32,
+    /// Every instruction is a leaf: the block can run in place, without a machine frame.
+    pub(crate) leafy: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,17 @@ pub(crate) enum IOp {
     },
 }
 
+impl IOp {
+    /// Leaves are executed in place; the others open a nested value on the machine's stack.
+    #[inline(always)]
+    pub(crate) fn is_leaf(&self) -> bool {
+        !matches!(
+            self,
+            IOp::Union { .. } | IOp::VarArray { .. } | IOp::Optional { .. } | IOp::Array { .. }
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Instr {
     pub(crate) op: IOp,
@@ -97,6 +110,7 @@ pub(crate) fn lower(p: &Program) -> Code {
         code.blocks.push(Block {
             start: start as u32,
             len: (code.instrs.len() - start) as u32,
+            leafy: code.instrs[start..].iter().all(|i| i.op.is_leaf()),
         });
     }
     code

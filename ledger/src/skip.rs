@@ -12,8 +12,11 @@
 //! 2, 3, ... as `false`. Such bytes would not survive a decode/encode round trip, and we promise
 //! the stored bytes are a canonical encoding, so we reject them.
 
+use std::cell::RefCell;
+
 use crate::error::{ErrorKind, Fail, Step};
 use crate::lower::{Block, IOp, Instr};
+use crate::machine::Frame;
 use crate::schema::{ARM_NONE, ARM_VOID, Disc, FLAT_NONE, Program, TypeId, UnionInfo};
 
 /// stellar-xdr has no built-in default; 500 is the depth limit the Stellar host uses
@@ -25,7 +28,16 @@ pub(crate) struct Walker<'a> {
     pub(crate) program: &'static Program,
     pub(crate) buf: &'a [u8],
     pub(crate) limit: u32,
+    /// The heap-stack machine's frames, kept between `skip` calls so a walk allocates at most
+    /// once. Only used for values nested deeper than the recursion budget.
+    pub(crate) stack: RefCell<Vec<Frame>>,
+    /// Testing aid: run everything on the machine, never recursively.
+    pub(crate) heap_only: bool,
 }
+
+/// Recursion levels the fast path may use before handing the value to the machine. Real
+/// ledgers need about 25; each level costs a few KiB of stack in a debug build.
+const RECURSION_BUDGET: u32 = 64;
 
 impl<'a> Walker<'a> {
     pub(crate) fn new(program: &'static Program, buf: &'a [u8], limit: u32) -> Self {
@@ -33,6 +45,8 @@ impl<'a> Walker<'a> {
             program,
             buf,
             limit,
+            stack: RefCell::new(Vec::new()),
+            heap_only: false,
         }
     }
 
@@ -68,7 +82,13 @@ impl<'a> Walker<'a> {
     }
 
     #[inline(always)]
-    fn depth(&self, depth: u32, frames: u32, pos: usize, ty: TypeId) -> Result<(), Fail> {
+    pub(crate) fn depth(
+        &self,
+        depth: u32,
+        frames: u32,
+        pos: usize,
+        ty: TypeId,
+    ) -> Result<(), Fail> {
         if depth + frames > self.limit {
             return Err(Fail::new(
                 ErrorKind::DepthExceeded { limit: self.limit },
@@ -157,17 +177,28 @@ impl<'a> Walker<'a> {
 
     /// Skip one value of type `id` starting at `pos`, its node being `depth` stellar-xdr frames
     /// deep (0 for a top-level value). Returns the position just after it.
-    #[inline]
     pub(crate) fn skip(&self, id: TypeId, pos: usize, depth: u32) -> Result<usize, Fail> {
-        self.run(self.program.code.blocks[id as usize], pos, depth)
+        let block = self.program.code.blocks[id as usize];
+        if block.leafy {
+            // Most field skips of the hand navigation: a few leaves, nothing nested.
+            return self.leaves(block, pos, depth);
+        }
+        if self.heap_only {
+            return self.skip_on_heap(block, pos, depth);
+        }
+        match self.run(block, pos, depth, RECURSION_BUDGET) {
+            Err(e) if e.is_too_deep() => self.skip_on_heap(block, pos, depth),
+            r => r,
+        }
     }
 
-    /// Run a block (the lowered body of one type) at `pos`, the type's node at `depth`.
-    fn run(&self, block: Block, mut pos: usize, depth: u32) -> Result<usize, Fail> {
+    /// The fast path: recursion, one level per nested union arm / element / optional value.
+    /// `budget` bounds the recursion so the thread stack stays small even in debug builds;
+    /// a value nested deeper is redone by the heap-stack machine (`machine.rs`).
+    fn run(&self, block: Block, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
         let code = &self.program.code;
-        let instrs = &code.instrs[block.start as usize..(block.start + block.len) as usize];
-        for ins in instrs {
-            pos = match self.exec(ins, pos, depth) {
+        for ins in &code.instrs[block.start as usize..(block.start + block.len) as usize] {
+            pos = match self.exec(ins, pos, depth, budget) {
                 Ok(p) => p,
                 Err(e) => return Err(e.push_all(&code.crumbs[ins.crumb as usize])),
             };
@@ -175,9 +206,89 @@ impl<'a> Walker<'a> {
         Ok(pos)
     }
 
+    /// Run a nested block: in place if it has only leaves, else one recursion level deeper.
+    #[inline(always)]
+    fn nested(&self, block: Block, pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
+        if block.leafy {
+            self.leaves(block, pos, depth)
+        } else if budget == 0 {
+            Err(Fail::too_deep())
+        } else {
+            self.run(block, pos, depth, budget - 1)
+        }
+    }
+
     /// Execute one instruction whose block runs at depth `base`.
     #[inline(always)]
-    fn exec(&self, ins: &Instr, pos: usize, base: u32) -> Result<usize, Fail> {
+    fn exec(&self, ins: &Instr, pos: usize, base: u32, budget: u32) -> Result<usize, Fail> {
+        let p = self.program;
+        let code = &p.code;
+        let id = ins.ty;
+        let depth = base + ins.d;
+        match ins.op {
+            IOp::Union { index } => {
+                let u = &p.unions[index as usize];
+                let value = self.discriminant(u, id, pos, depth)?;
+                match u.arm(value) {
+                    ARM_VOID => Ok(pos + 4),
+                    ARM_NONE => Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id)),
+                    arm => self
+                        .nested(code.blocks[arm as usize], pos + 4, depth + 1, budget)
+                        .map_err(|e| e.push(Step::Arm(id, value))),
+                }
+            }
+            IOp::VarArray { elem, max, min } => {
+                self.depth(depth, 2, pos, id)?;
+                let len = self.length(pos, max, min, id)?;
+                let block = code.blocks[elem as usize];
+                let mut at = pos + 4;
+                for i in 0..len {
+                    at = self
+                        .nested(block, at, depth + 1, budget)
+                        .map_err(|e| e.push(Step::Index(id, i)))?;
+                }
+                Ok(at)
+            }
+            IOp::Optional { elem } => {
+                self.depth(depth, 2, pos, id)?;
+                match self.u32_at(pos, id)? {
+                    0 => Ok(pos + 4),
+                    1 => self.nested(code.blocks[elem as usize], pos + 4, depth + 1, budget),
+                    v => Err(Fail::new(ErrorKind::BadOptionalFlag { value: v }, pos, id)),
+                }
+            }
+            IOp::Array { elem, count } => {
+                self.depth(depth, 1, pos, id)?;
+                let block = code.blocks[elem as usize];
+                let mut at = pos;
+                for i in 0..count {
+                    at = self
+                        .nested(block, at, depth + 1, budget)
+                        .map_err(|e| e.push(Step::Index(id, i)))?;
+                }
+                Ok(at)
+            }
+            _ => self.leaf(ins, pos, base),
+        }
+    }
+
+    /// Run a leaf-only block in place.
+    #[inline(always)]
+    pub(crate) fn leaves(&self, block: Block, mut pos: usize, depth: u32) -> Result<usize, Fail> {
+        let code = &self.program.code;
+        for ins in &code.instrs[block.start as usize..(block.start + block.len) as usize] {
+            pos = match self.leaf(ins, pos, depth) {
+                Ok(p) => p,
+                Err(e) => return Err(e.push_all(&code.crumbs[ins.crumb as usize])),
+            };
+        }
+        Ok(pos)
+    }
+
+    /// Execute one leaf instruction (anything that does not open a nested value) whose block
+    /// runs at depth `base`.
+    #[inline(always)]
+    pub(crate) fn leaf(&self, ins: &Instr, pos: usize, base: u32) -> Result<usize, Fail> {
         let p = self.program;
         let id = ins.ty;
         let depth = base + ins.d;
@@ -216,37 +327,6 @@ impl<'a> Walker<'a> {
                 // `length` checked that len * size bytes are there.
                 Ok(pos + 4 + len as usize * size as usize)
             }
-            IOp::Union { index } => {
-                let u = &p.unions[index as usize];
-                let value = self.discriminant(u, id, pos, depth)?;
-                match u.arm(value) {
-                    ARM_VOID => Ok(pos + 4),
-                    ARM_NONE => Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id)),
-                    arm => self
-                        .run(p.code.blocks[arm as usize], pos + 4, depth + 1)
-                        .map_err(|e| e.push(Step::Arm(id, value))),
-                }
-            }
-            IOp::VarArray { elem, max, min } => {
-                self.depth(depth, 2, pos, id)?;
-                let len = self.length(pos, max, min, id)?;
-                let block = p.code.blocks[elem as usize];
-                let mut at = pos + 4;
-                for i in 0..len {
-                    at = self
-                        .run(block, at, depth + 1)
-                        .map_err(|e| e.push(Step::Index(id, i)))?;
-                }
-                Ok(at)
-            }
-            IOp::Optional { elem } => {
-                self.depth(depth, 2, pos, id)?;
-                match self.u32_at(pos, id)? {
-                    0 => Ok(pos + 4),
-                    1 => self.run(p.code.blocks[elem as usize], pos + 4, depth + 1),
-                    v => Err(Fail::new(ErrorKind::BadOptionalFlag { value: v }, pos, id)),
-                }
-            }
             IOp::Enum { set } => {
                 self.depth(depth, 2, pos, id)?;
                 let v = self.u32_at(pos, id)? as i32;
@@ -275,16 +355,8 @@ impl<'a> Walker<'a> {
                 self.depth(depth, 1, pos, id)?;
                 self.bytes_padded(pos, size, id)
             }
-            IOp::Array { elem, count } => {
-                self.depth(depth, 1, pos, id)?;
-                let block = p.code.blocks[elem as usize];
-                let mut at = pos;
-                for i in 0..count {
-                    at = self
-                        .run(block, at, depth + 1)
-                        .map_err(|e| e.push(Step::Index(id, i)))?;
-                }
-                Ok(at)
+            IOp::Union { .. } | IOp::VarArray { .. } | IOp::Optional { .. } | IOp::Array { .. } => {
+                unreachable!("composite instructions are run by the machine")
             }
         }
     }
