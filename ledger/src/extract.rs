@@ -76,7 +76,6 @@ struct Known {
     lcm_arm: [TypeId; 3],
     lhhe: TypeId,
     header: TypeId,
-    stellar_value: TypeId,
     tx_set: TypeId,
     gen_tx_set: TypeId,
     tx_set_v1: TypeId,
@@ -97,7 +96,9 @@ struct Known {
 static KNOWN: LazyLock<Known> = LazyLock::new(|| Known::new(&PROGRAM));
 
 // Field positions, verified by name in `Known::new`.
-const LCM_V0_HEADER: usize = 0; // V1/V2: 1, after `ext`
+/// Index of `ledgerHeader` in LedgerCloseMetaV0/V1/V2 (V1 and V2 start with `ext`); `txSet`
+/// and `txProcessing` follow it.
+const LCM_HEADER: [usize; 3] = [0, 1, 1];
 const TX_OPERATIONS: usize = 5; // same in Transaction and TransactionV0
 const HEADER_SCP_VALUE: usize = 2;
 const HEADER_LEDGER_SEQ: usize = 5;
@@ -147,7 +148,6 @@ impl Known {
                     "feePool",
                 ],
             ),
-            stellar_value: fields("StellarValue", &["txSetHash", "closeTime"]),
             tx_set: fields("TransactionSet", &["previousLedgerHash", "txs"]),
             gen_tx_set: id("GeneralizedTransactionSet"),
             tx_set_v1: fields("TransactionSetV1", &["previousLedgerHash", "phases"]),
@@ -189,6 +189,8 @@ impl Known {
             ),
             inner_tx: id("FeeBumpTransactionInnerTx"),
         };
+        // `HeaderLayout` reads txSetHash and closeTime at fixed offsets inside StellarValue.
+        fields("StellarValue", &["txSetHash", "closeTime"]);
         // The arms this code follows must be the ones the schema declares.
         for (v, arm) in k.lcm_arm.iter().enumerate() {
             assert_eq!(p.union_arm(k.lcm, v as i64), Some(*arm));
@@ -312,7 +314,7 @@ impl<'a> Nav<'a> {
         self.enter(arm, 4, 1)
             .map_err(|e| e.push(Step::Arm(k.lcm, version.into())))?;
         let in_arm = |e: Fail| e.push(Step::Arm(k.lcm, version.into()));
-        let header_field = if version == 0 { LCM_V0_HEADER } else { 1 };
+        let header_field = LCM_HEADER[version as usize];
         let lhhe_pos = self
             .skip_fields(arm, 0..header_field, 4, 1)
             .map_err(in_arm)?;
@@ -342,7 +344,6 @@ impl<'a> Nav<'a> {
         let end = self
             .skip_fields(k.lhhe, 2..3, header_end, 2)
             .map_err(in_lhhe)?;
-        debug_assert!(self.p.struct_fields(k.stellar_value).is_some());
         Ok(Header {
             layout: HeaderLayout {
                 lcm_version: version,
@@ -362,7 +363,7 @@ impl<'a> Nav<'a> {
     fn tx_set(&self, version: u32, pos: usize) -> Result<(u32, u32, usize), Fail> {
         let k = self.k;
         let arm = k.lcm_arm[version as usize];
-        let field = if version == 0 { 1 } else { 2 };
+        let field = LCM_HEADER[version as usize] as u32 + 1;
         let ctx = |e: Fail| {
             e.push(Step::Field(arm, field))
                 .push(Step::Arm(k.lcm, version.into()))
@@ -592,7 +593,7 @@ impl<'a> Nav<'a> {
     fn tx_processing_len(&self, version: u32, pos: usize) -> Result<u32, Fail> {
         let k = self.k;
         let arm = k.lcm_arm[version as usize];
-        let field = if version == 0 { 2 } else { 3 };
+        let field = LCM_HEADER[version as usize] + 2;
         let arr = self.fields(arm)[field];
         self.array_len(arr, pos, 2).map_err(|e| {
             e.push(Step::Field(arm, field as u32))

@@ -18,7 +18,7 @@ use crate::lower::{Code, lower};
 /// The embedded schema; see `xdr/PROVENANCE.md`.
 const SCHEMA_JSON: &str = include_str!("../xdr/stellar-xdr-30.0.0.json");
 
-/// Index of a node in [`Program::nodes`].
+/// Index of a node in [`Program::ops`] (and of its block in the lowered code).
 pub(crate) type TypeId = u32;
 
 /// The compiled program, built on first use.

@@ -1,6 +1,8 @@
-//! The interpreter: walks XDR bytes according to the compiled schema without decoding or
-//! allocating, enforcing the same rules as stellar-xdr 30.0.0's decoder (plus one stricter one,
-//! see [`Op::Bool`](crate::schema::Op::Bool) below), and returns where the value ends.
+//! The interpreter: walks XDR bytes according to the lowered schema (`lower.rs`) without
+//! decoding or allocating, enforcing the same rules as stellar-xdr 30.0.0's decoder (plus one
+//! stricter one, below), and returns where the value ends. This file holds the primitives, the
+//! leaf instructions and the recursive fast path; `machine.rs` the heap-stack fallback for
+//! deeply nested values.
 //!
 //! Rules enforced: big-endian 4-byte units; opaque/string padded to 4 bytes with zero padding;
 //! bool 0 or 1; optional flag 0 or 1; enum values declared; union discriminant selects an arm;

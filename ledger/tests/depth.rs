@@ -4,7 +4,7 @@
 
 mod common;
 
-use bronze_ledger::{ErrorKind, validate_lcm, validate_xdr};
+use bronze_ledger::{ErrorKind, validate_lcm, validate_xdr, validate_xdr_heap_only};
 use common::{lcm_samples, loadtest_samples};
 use stellar_xdr::{ClaimPredicate, LedgerCloseMeta, Limits, ReadXdr, ScVal};
 
@@ -38,6 +38,10 @@ fn assert_same_min_depth<T: ReadXdr + 'static>(ty: &str, bytes: &[u8], what: &st
         with_big_stack(move || min_limit(2_000, |d| T::from_xdr(&owned, Limits::depth(d)).is_ok()));
     let ours = min_limit(2_000, |d| validate_xdr(ty, bytes, d).is_ok());
     assert_eq!(ours, theirs, "{what}");
+    // The heap-stack interpreter (normally only for values nested past the recursion budget)
+    // counts depth identically.
+    let heap = min_limit(2_000, |d| validate_xdr_heap_only(ty, bytes, d).is_ok());
+    assert_eq!(heap, theirs, "{what} (heap-stack interpreter)");
     if let Some(d) = ours {
         let err = validate_xdr(ty, bytes, d - 1).unwrap_err();
         assert_eq!(
