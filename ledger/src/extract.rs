@@ -269,7 +269,7 @@ impl<'a> Nav<'a> {
         let u = &self.p.unions[index as usize];
         let value = self.w.discriminant(u, id, pos, depth)?;
         if u.arm(value) == crate::schema::ARM_NONE {
-            return Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id));
+            return Err(self.w.no_arm(u, id, pos, value));
         }
         Ok(value)
     }

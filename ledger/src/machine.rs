@@ -91,13 +91,7 @@ impl Walker<'_> {
                             pos += 4;
                             match u.arm(value) {
                                 ARM_VOID => {}
-                                ARM_NONE => {
-                                    return Err(Fail::new(
-                                        ErrorKind::BadDiscriminant { value },
-                                        pos - 4,
-                                        id,
-                                    ));
-                                }
+                                ARM_NONE => return Err(self.no_arm(u, id, pos - 4, value)),
                                 arm => {
                                     let b = code.blocks[arm as usize];
                                     if b.leafy {

@@ -75,6 +75,8 @@ pub(crate) const ARM_VOID: u32 = u32::MAX - 1;
 #[derive(Debug)]
 pub(crate) struct UnionInfo {
     pub(crate) disc: Disc,
+    /// stellar-xdr frames of the union plus its discriminant: 2, or 3 for an enum (enum, i32).
+    pub(crate) disc_frames: u32,
     /// Discriminant value of `arms[0]`.
     pub(crate) lo: i64,
     /// Dense table: `arms[v - lo]` is a type id, [`ARM_VOID`] or [`ARM_NONE`].
@@ -809,6 +811,18 @@ impl Compiler<'_> {
                 entries.push((case.value, target, arm.name.as_deref()));
             }
         }
+        // The interpreter relies on this: a discriminant that selects an arm is a valid value
+        // of the discriminant's enum, so the hot path needs no membership test.
+        if let Disc::Enum { set } = disc
+            && let Some(v) = entries
+                .iter()
+                .map(|e| e.0)
+                .find(|&v| !self.p.enums[set as usize].contains(v as i32))
+        {
+            return Err(invalid(format!(
+                "union {name}: case {v} is not an enum member"
+            )));
+        }
         let lo = entries.iter().map(|e| e.0).min().unwrap_or(0);
         let hi = entries.iter().map(|e| e.0).max().unwrap_or(0);
         if hi - lo >= 1 << 16 {
@@ -826,6 +840,11 @@ impl Compiler<'_> {
         }
         Ok(UnionInfo {
             disc,
+            disc_frames: if matches!(disc, Disc::Enum { .. }) {
+                3
+            } else {
+                2
+            },
             lo,
             arms: table.into(),
             flat: Box::new([]),

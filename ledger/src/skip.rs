@@ -143,8 +143,10 @@ impl<'a> Walker<'a> {
         Ok(len)
     }
 
-    /// Read and check a union discriminant (enum membership included, depth for the union and
-    /// discriminant frames checked at `depth`). Returns the value.
+    /// Read a union discriminant at `pos` (depth of the union and discriminant frames checked
+    /// at `depth`). Enum membership is not checked here: every case value of an enum-typed
+    /// union is a member, so a value that selects an arm needs no further check, and one that
+    /// does not is classified by [`Self::no_arm`].
     #[inline(always)]
     pub(crate) fn discriminant(
         &self,
@@ -154,27 +156,26 @@ impl<'a> Walker<'a> {
         depth: u32,
     ) -> Result<i64, Fail> {
         let raw = self.u32_at(pos, id)?;
+        self.depth(depth, u.disc_frames, pos, id)?;
         Ok(match u.disc {
-            Disc::Int => {
-                self.depth(depth, 2, pos, id)?;
-                i64::from(raw as i32)
-            }
-            Disc::Uint => {
-                self.depth(depth, 2, pos, id)?;
-                i64::from(raw)
-            }
-            Disc::Enum { set } => {
-                self.depth(depth, 3, pos, id)?;
-                if !self.program.enums[set as usize].contains(raw as i32) {
-                    return Err(Fail::new(
-                        ErrorKind::BadEnumValue { value: raw as i32 },
-                        pos,
-                        id,
-                    ));
-                }
-                i64::from(raw as i32)
-            }
+            Disc::Uint => i64::from(raw),
+            Disc::Int | Disc::Enum { .. } => i64::from(raw as i32),
         })
+    }
+
+    /// The error for a discriminant that selects no arm: not a member of the discriminant's
+    /// enum, or a member the union has no arm for.
+    #[cold]
+    pub(crate) fn no_arm(&self, u: &UnionInfo, id: TypeId, pos: usize, value: i64) -> Fail {
+        let kind = match u.disc {
+            Disc::Enum { set } if !self.program.enums[set as usize].contains(value as i32) => {
+                ErrorKind::BadEnumValue {
+                    value: value as i32,
+                }
+            }
+            _ => ErrorKind::BadDiscriminant { value },
+        };
+        Fail::new(kind, pos, id)
     }
 
     /// Skip one value of type `id` starting at `pos`, its node being `depth` stellar-xdr frames
@@ -233,7 +234,7 @@ impl<'a> Walker<'a> {
                 let value = self.discriminant(u, id, pos, depth)?;
                 match u.arm(value) {
                     ARM_VOID => Ok(pos + 4),
-                    ARM_NONE => Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id)),
+                    ARM_NONE => Err(self.no_arm(u, id, pos, value)),
                     arm => self
                         .nested(code.blocks[arm as usize], pos + 4, depth + 1, budget)
                         .map_err(|e| e.push(Step::Arm(id, value))),
@@ -312,7 +313,7 @@ impl<'a> Walker<'a> {
                     FLAT_NONE
                 };
                 if (size, frames) == FLAT_NONE {
-                    return Err(Fail::new(ErrorKind::BadDiscriminant { value }, pos, id));
+                    return Err(self.no_arm(u, id, pos, value));
                 }
                 if frames > 0 {
                     self.depth(depth + 1, frames, pos + 4, id)?;

@@ -5,8 +5,8 @@ mod common;
 use std::io::Cursor;
 
 use bronze_ledger::{
-    ErrorKind, encode_batch, extract_row, header_hash_matches, header_layout, relink_header,
-    split_batch, validate_lcm,
+    DEFAULT_DEPTH_LIMIT, ErrorKind, encode_batch, extract_row, header_hash_matches, header_layout,
+    relink_header, split_batch, validate_lcm, validate_xdr_heap_only,
 };
 use common::{batches, lcm_samples, limits, loadtest_samples, oracle_row};
 use sha2::{Digest, Sha256};
@@ -18,6 +18,9 @@ fn check_sample(name: &str, lcm: &[u8], expect_hash_ok: bool) -> (u32, u32) {
     let decoded = LedgerCloseMeta::from_xdr(lcm, limits())
         .unwrap_or_else(|e| panic!("{name}: stellar-xdr rejects the sample: {e}"));
     validate_lcm(lcm).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // The heap-stack interpreter (used past the recursion budget) agrees on real data too.
+    validate_xdr_heap_only("LedgerCloseMeta", lcm, DEFAULT_DEPTH_LIMIT)
+        .unwrap_or_else(|e| panic!("{name} (heap-stack interpreter): {e}"));
     let row = extract_row(lcm).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(row, oracle_row(&decoded), "{name}");
 
