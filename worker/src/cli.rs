@@ -1,0 +1,126 @@
+//! Command line. The runbook spells long flags with one dash (`-config`, `-validate`,
+//! `-version`, Go style); both spellings work.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bronze-copier",
+    about = "Copies raw Stellar ledgers from a Galexie datastore into checksummed Parquet partitions",
+    disable_version_flag = true,
+    after_help = "Exit codes: 0 done, 1 runtime failure (retry), 2 config/usage error, 3 bad input data, \
+                  4 conflict with existing output, 130/143 interrupted (resume by restarting)."
+)]
+pub struct Cli {
+    /// YAML config file (else $CONFIG_FILE, else environment variables only).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    /// Check the configuration offline and exit.
+    #[arg(long)]
+    pub validate: bool,
+    /// Print the version and exit.
+    #[arg(long)]
+    pub version: bool,
+    /// Never draw a progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a realistic Galexie datastore of N ledgers from real template ledgers.
+    GenerateDatastore(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Output directory (the datastore root).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Template ledgers: files (raw or zstd XDR, a LedgerCloseMeta or a batch) or directories.
+    #[arg(long = "template", required = true)]
+    pub templates: Vec<PathBuf>,
+    /// Number of ledgers to write.
+    #[arg(long, default_value_t = 1000)]
+    pub ledgers: u32,
+    /// First ledger sequence.
+    #[arg(long, default_value_t = 2)]
+    pub first_ledger: u32,
+    #[arg(long, default_value_t = 1)]
+    pub ledgers_per_batch: u32,
+    #[arg(long, default_value_t = 64_000)]
+    pub batches_per_partition: u32,
+    /// Network whose passphrase goes into .config.json (pubnet, testnet, futurenet).
+    #[arg(long, default_value = "pubnet")]
+    pub network: String,
+    /// zstd level of the objects (Galexie uses the library default, 3).
+    #[arg(long, default_value_t = 3)]
+    pub zstd_level: i32,
+}
+
+/// Rewrites Go-style `-flag` / `-flag=value` into `--flag` for every long flag the CLI knows,
+/// leaving everything else (short flags, values, negative numbers) alone.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let command = Cli::command();
+    let mut long_names: Vec<String> = Vec::new();
+    let mut collect = |cmd: &clap::Command| {
+        long_names.extend(cmd.get_arguments().filter_map(|a| a.get_long().map(str::to_string)));
+    };
+    collect(&command);
+    for sub in command.get_subcommands() {
+        collect(sub);
+    }
+    long_names.extend(["help".to_string()]);
+    args.into_iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            let Some(text) = arg.to_str() else { return arg };
+            if i == 0 || text.starts_with("--") || !text.starts_with('-') || text.len() < 3 {
+                return arg;
+            }
+            let name = text[1..].split('=').next().unwrap_or("");
+            if long_names.iter().any(|n| n == name) { OsString::from(format!("-{text}")) } else { arg }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from))).unwrap()
+    }
+
+    #[test]
+    fn go_style_and_gnu_style_flags_both_work() {
+        for args in [
+            &["bronze-copier", "-config", "c.yaml", "-validate"][..],
+            &["bronze-copier", "--config", "c.yaml", "--validate"][..],
+            &["bronze-copier", "-config=c.yaml", "-validate"][..],
+        ] {
+            let cli = parse(args);
+            assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("c.yaml")), "{args:?}");
+            assert!(cli.validate, "{args:?}");
+        }
+        assert!(parse(&["bronze-copier", "-version"]).version);
+    }
+
+    #[test]
+    fn subcommand_flags_accept_one_dash_too() {
+        let cli = parse(&["bronze-copier", "generate-datastore", "-out", "d", "-template", "t", "-ledgers", "5"]);
+        let Some(Command::GenerateDatastore(g)) = cli.command else { panic!("subcommand") };
+        assert_eq!(g.ledgers, 5);
+        assert_eq!(g.out, PathBuf::from("d"));
+    }
+
+    #[test]
+    fn unknown_flags_are_still_rejected() {
+        assert!(Cli::try_parse_from(normalize_args(["bronze-copier", "-confgi", "x"].map(OsString::from))).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! Configuration: the runbook's YAML keys, environment overrides and offline validation.
+//!
+//! Every key of the original runbook is accepted. Keys that mean nothing any more (`eras`,
+//! `active_eras`, `catalog.namespace`) are accepted and reported as ignored, so existing config
+//! files keep loading. Defaults are the same whether the config comes from a file or from the
+//! environment (the original disagreed between the two).
+
+mod env;
+mod load;
+mod validate;
+
+pub use env::{ENV_VARS, EnvOverrides};
+pub use load::{ConfigError, LoadedConfig, load_config};
+pub use validate::{FieldError, validate};
+
+use serde::{Deserialize, Serialize};
+
+/// The only table Bronze produces.
+pub const PRIMARY_TABLE: &str = "ledgers_lcm_raw";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub copier_id: String,
+    pub era: EraConfig,
+    /// Parsed for compatibility with old config files; multi-era routing is not supported.
+    pub eras: Option<serde_yaml_ng::Value>,
+    /// Parsed for compatibility with old config files; multi-era routing is not supported.
+    pub active_eras: Option<serde_yaml_ng::Value>,
+    pub source: SourceConfig,
+    pub storage: StorageConfig,
+    pub catalog: CatalogConfig,
+    pub pas: PasConfig,
+    pub checkpoint: CheckpointConfig,
+    pub perf: PerfConfig,
+    pub logging: LoggingConfig,
+    pub metrics: MetricsConfig,
+    pub bronze: BronzeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            copier_id: "bronze-copier-001".into(),
+            era: EraConfig::default(),
+            eras: None,
+            active_eras: None,
+            source: SourceConfig::default(),
+            storage: StorageConfig::default(),
+            catalog: CatalogConfig::default(),
+            pas: PasConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            perf: PerfConfig::default(),
+            logging: LoggingConfig::default(),
+            metrics: MetricsConfig::default(),
+            bronze: BronzeConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EraConfig {
+    pub era_id: String,
+    pub version_label: String,
+    pub network: String,
+    /// Passphrase for networks other than pubnet, testnet and futurenet.
+    pub network_passphrase: Option<String>,
+    pub ledger_start: u32,
+    /// 0 follows the datastore's tip.
+    pub ledger_end: u32,
+    pub partition_size: u32,
+    pub allow_overwrite: bool,
+    /// Fixes the `ingested_at` column for this backfill (RFC 3339). When absent it is taken from
+    /// the checkpoint, else from the clock at the first run, and then recorded in the checkpoint.
+    pub ingested_at: Option<String>,
+}
+
+impl Default for EraConfig {
+    fn default() -> Self {
+        Self {
+            era_id: "pre_p23".into(),
+            version_label: "v1".into(),
+            network: "pubnet".into(),
+            network_passphrase: None,
+            ledger_start: 1,
+            ledger_end: 0,
+            partition_size: 10_000,
+            allow_overwrite: false,
+            ingested_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SourceConfig {
+    /// `local`, `gcs`, `s3` or `datastore`. All of them read a Galexie (SEP-54) datastore.
+    pub mode: String,
+    pub local_path: String,
+    pub gcs_bucket: String,
+    pub gcs_prefix: String,
+    pub s3_bucket: String,
+    pub s3_prefix: String,
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    /// `GCS` or `S3` (mode `datastore`).
+    pub datastore_type: String,
+    /// `bucket/prefix`, no scheme (mode `datastore`).
+    pub datastore_path: String,
+    /// How long to wait between polls for the next object when following the tip.
+    pub poll_interval_ms: u64,
+    /// Used only when the datastore has no `.config.json`.
+    pub ledgers_per_batch: Option<u32>,
+    /// Used only when the datastore has no `.config.json`.
+    pub batches_per_partition: Option<u32>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            mode: "local".into(),
+            local_path: String::new(),
+            gcs_bucket: String::new(),
+            gcs_prefix: String::new(),
+            s3_bucket: String::new(),
+            s3_prefix: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            datastore_type: String::new(),
+            datastore_path: String::new(),
+            poll_interval_ms: 2_000,
+            ledgers_per_batch: None,
+            batches_per_partition: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// `local`, `gcs` or `s3`.
+    pub backend: String,
+    pub local_dir: String,
+    pub gcs_bucket: String,
+    pub s3_bucket: String,
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    /// Key prefix inside the bucket or directory; a missing trailing `/` is added.
+    pub prefix: String,
+    /// Parquet codec: `zstd`, `snappy`, `lz4`, `gzip` or `none`.
+    pub compression: String,
+    /// Codec level for `zstd` (1-22) and `gzip` (0-9); absent means the codec's default.
+    pub compression_level: Option<i32>,
+    /// Row groups are closed when their encoded size reaches this many bytes.
+    pub row_group_bytes: usize,
+    /// Size of each part of a multipart upload (cloud backends).
+    pub upload_part_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            local_dir: String::new(),
+            gcs_bucket: String::new(),
+            s3_bucket: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            prefix: "bronze/".into(),
+            compression: "zstd".into(),
+            compression_level: None,
+            row_group_bytes: 64 * 1024 * 1024,
+            upload_part_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CatalogConfig {
+    pub postgres_dsn: String,
+    /// Accepted for compatibility; unused.
+    pub namespace: Option<String>,
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PasConfig {
+    pub enabled: bool,
+    pub endpoint: String,
+    pub backup_dir: String,
+    pub strict: bool,
+    /// Name of the environment variable holding a bearer token for the endpoint.
+    pub token_env: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for PasConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: String::new(),
+            backup_dir: "./pas-backup".into(),
+            strict: false,
+            token_env: "PAS_TOKEN".into(),
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CheckpointConfig {
+    /// On by default: resuming is what the runbook promises.
+    pub enabled: bool,
+    pub dir: String,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { enabled: true, dir: "./state".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PerfConfig {
+    /// Partitions built concurrently.
+    pub max_in_flight_partitions: usize,
+    /// Datastore objects downloaded concurrently (fetched ahead) for each partition.
+    pub workers: usize,
+    /// Downloaded objects buffered ahead of the encoder, per partition; 0 means 2 × workers.
+    pub queue_size: usize,
+    /// Attempts for a transient failure (a request, or a whole partition build).
+    pub retry_attempts: u32,
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for PerfConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight_partitions: 4,
+            workers: 8,
+            queue_size: 0,
+            retry_attempts: 3,
+            retry_backoff_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LoggingConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { format: "text".into(), level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub address: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: false, address: ":9090".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BronzeConfig {
+    pub primary_table: String,
+}
+
+impl Default for BronzeConfig {
+    fn default() -> Self {
+        Self { primary_table: PRIMARY_TABLE.into() }
+    }
+}
+
+impl Config {
+    /// `storage.prefix` with exactly one trailing `/` (or empty).
+    pub fn storage_prefix(&self) -> String {
+        normalize_prefix(&self.storage.prefix)
+    }
+
+    /// Whether the run follows the datastore's tip instead of stopping at `ledger_end`.
+    pub fn follows_tip(&self) -> bool {
+        self.era.ledger_end == 0
+    }
+}
+
+/// Trims slashes and re-adds one trailing `/`, so `bronze` and `bronze/` mean the same.
+pub fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() { String::new() } else { format!("{trimmed}/") }
+}

@@ -1,0 +1,401 @@
+//! Offline validation: everything that can be checked without touching the network.
+//! Every problem is reported (not just the first), each naming the field and the bad value.
+
+use std::fmt;
+use std::path::Path;
+
+use super::{Config, PRIMARY_TABLE, normalize_prefix};
+use crate::network::passphrase_for;
+
+/// The largest partition the grid accepts. Bigger partitions only make retries and memory worse.
+pub const MAX_PARTITION_SIZE: u32 = 10_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub value: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {:?}: {}", self.field, self.value, self.message)
+    }
+}
+
+#[derive(Default)]
+struct Report(Vec<FieldError>);
+
+impl Report {
+    fn fail(&mut self, field: &str, value: impl fmt::Display, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.to_string(),
+            value: value.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn require(&mut self, field: &str, value: &str, why: &str) {
+        if value.trim().is_empty() {
+            self.fail(field, value, format!("is required {why}"));
+        }
+    }
+}
+
+/// Validates `config`. Directory checks create missing output and state directories (as the run
+/// would) and prove they are writable.
+pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
+    let mut r = Report::default();
+    check_era(config, &mut r);
+    check_source(config, &mut r);
+    check_storage(config, &mut r);
+    check_services(config, &mut r);
+    check_perf_and_logging(config, &mut r);
+    if r.0.is_empty() { Ok(()) } else { Err(r.0) }
+}
+
+fn check_era(c: &Config, r: &mut Report) {
+    let era = &c.era;
+    for (field, value) in [
+        ("copier_id", &c.copier_id),
+        ("era.era_id", &era.era_id),
+        ("era.version_label", &era.version_label),
+        ("era.network", &era.network),
+    ] {
+        if value.is_empty() {
+            r.fail(field, value, "is required");
+        } else if !is_path_segment(value) {
+            r.fail(field, value, "must use only letters, digits, '-', '_' and '.' (it becomes part of paths and file names)");
+        }
+    }
+    if !era.network.is_empty()
+        && passphrase_for(&era.network).is_none()
+        && era.network_passphrase.as_deref().unwrap_or("").is_empty()
+    {
+        r.fail(
+            "era.network",
+            &era.network,
+            "is not pubnet, testnet or futurenet; set era.network_passphrase for another network",
+        );
+    }
+    if era.ledger_start == 0 {
+        r.fail("era.ledger_start", era.ledger_start, "must be >= 1 (there is no ledger 0)");
+    }
+    if era.ledger_end != 0 && era.ledger_end < era.ledger_start {
+        r.fail(
+            "era.ledger_end",
+            era.ledger_end,
+            format!("must be 0 (follow the tip) or >= era.ledger_start ({})", era.ledger_start),
+        );
+    }
+    if era.partition_size == 0 || era.partition_size > MAX_PARTITION_SIZE {
+        r.fail("era.partition_size", era.partition_size, format!("must be between 1 and {MAX_PARTITION_SIZE}"));
+    }
+    if let Some(at) = &era.ingested_at
+        && chrono::DateTime::parse_from_rfc3339(at).is_err()
+    {
+        r.fail("era.ingested_at", at, "must be an RFC 3339 timestamp such as 2025-01-15T10:00:00Z");
+    }
+    if c.bronze.primary_table != PRIMARY_TABLE {
+        r.fail(
+            "bronze.primary_table",
+            &c.bronze.primary_table,
+            format!("only {PRIMARY_TABLE} is produced; other values would mislabel the output"),
+        );
+    }
+}
+
+fn check_source(c: &Config, r: &mut Report) {
+    let s = &c.source;
+    match s.mode.as_str() {
+        "local" => {
+            r.require("source.local_path", &s.local_path, "when source.mode is local");
+            if !s.local_path.is_empty() && !Path::new(&s.local_path).is_dir() {
+                r.fail("source.local_path", &s.local_path, "is not a readable directory");
+            }
+        }
+        "gcs" => r.require("source.gcs_bucket", &s.gcs_bucket, "when source.mode is gcs"),
+        "s3" => {
+            r.require("source.s3_bucket", &s.s3_bucket, "when source.mode is s3");
+            check_endpoint("source.s3_endpoint", &s.s3_endpoint, r);
+        }
+        "datastore" => {
+            r.require("source.datastore_path", &s.datastore_path, "when source.mode is datastore");
+            if s.datastore_path.contains("://") {
+                r.fail(
+                    "source.datastore_path",
+                    &s.datastore_path,
+                    "must be bucket/prefix without a scheme (drop the gs:// or s3://)",
+                );
+            } else if s.datastore_path.starts_with('/') {
+                r.fail("source.datastore_path", &s.datastore_path, "must start with the bucket name");
+            }
+            if !matches!(s.datastore_type.to_ascii_uppercase().as_str(), "GCS" | "S3") {
+                r.fail("source.datastore_type", &s.datastore_type, "must be GCS or S3");
+            }
+            check_endpoint("source.s3_endpoint", &s.s3_endpoint, r);
+        }
+        other => r.fail("source.mode", other, "must be one of: local, gcs, s3, datastore"),
+    }
+    if s.poll_interval_ms == 0 {
+        r.fail("source.poll_interval_ms", s.poll_interval_ms, "must be > 0");
+    }
+    for (field, value) in [
+        ("source.ledgers_per_batch", s.ledgers_per_batch),
+        ("source.batches_per_partition", s.batches_per_partition),
+    ] {
+        if value == Some(0) {
+            r.fail(field, 0, "must be >= 1");
+        }
+    }
+}
+
+fn check_storage(c: &Config, r: &mut Report) {
+    let s = &c.storage;
+    match s.backend.as_str() {
+        "local" => {
+            r.require("storage.local_dir", &s.local_dir, "when storage.backend is local");
+            if !s.local_dir.is_empty() {
+                check_writable_dir("storage.local_dir", &s.local_dir, r);
+            }
+        }
+        "gcs" => r.require("storage.gcs_bucket", &s.gcs_bucket, "when storage.backend is gcs"),
+        "s3" => {
+            r.require("storage.s3_bucket", &s.s3_bucket, "when storage.backend is s3");
+            check_endpoint("storage.s3_endpoint", &s.s3_endpoint, r);
+        }
+        other => r.fail("storage.backend", other, "must be one of: local, gcs, s3"),
+    }
+    let prefix = normalize_prefix(&s.prefix);
+    if prefix.split('/').any(|seg| seg == "." || seg == "..") {
+        r.fail("storage.prefix", &s.prefix, "must not contain . or .. segments");
+    }
+    match s.compression.to_ascii_lowercase().as_str() {
+        "zstd" => check_level("storage.compression_level", s.compression_level, 1, 22, r),
+        "gzip" => check_level("storage.compression_level", s.compression_level, 0, 9, r),
+        "snappy" | "lz4" | "none" | "uncompressed" => {
+            if let Some(level) = s.compression_level {
+                r.fail("storage.compression_level", level, format!("is not used by {}", s.compression));
+            }
+        }
+        other => r.fail("storage.compression", other, "must be one of: zstd, snappy, lz4, gzip, none"),
+    }
+    if s.row_group_bytes < 1024 * 1024 {
+        r.fail("storage.row_group_bytes", s.row_group_bytes, "must be at least 1 MiB");
+    }
+    if s.upload_part_bytes < 5 * 1024 * 1024 {
+        r.fail("storage.upload_part_bytes", s.upload_part_bytes, "must be at least 5 MiB (S3's minimum part size)");
+    }
+}
+
+fn check_services(c: &Config, r: &mut Report) {
+    if c.checkpoint.enabled {
+        r.require("checkpoint.dir", &c.checkpoint.dir, "when checkpoint.enabled is true");
+        if !c.checkpoint.dir.is_empty() {
+            check_writable_dir("checkpoint.dir", &c.checkpoint.dir, r);
+        }
+    }
+    if c.pas.enabled {
+        r.require("pas.backup_dir", &c.pas.backup_dir, "when pas.enabled is true");
+        if !c.pas.backup_dir.is_empty() {
+            check_writable_dir("pas.backup_dir", &c.pas.backup_dir, r);
+        }
+        if !c.pas.endpoint.is_empty() {
+            check_url("pas.endpoint", &c.pas.endpoint, r);
+        }
+        if c.pas.timeout_ms == 0 {
+            r.fail("pas.timeout_ms", 0, "must be > 0");
+        }
+    }
+    if !c.catalog.postgres_dsn.is_empty()
+        && let Err(e) = c.catalog.postgres_dsn.parse::<tokio_postgres::Config>()
+    {
+        // The error text never contains the DSN itself, so no password is echoed.
+        r.fail("catalog.postgres_dsn", redact_dsn(&c.catalog.postgres_dsn), format!("is not a valid PostgreSQL connection string: {e}"));
+    }
+    if c.metrics.enabled && crate::net::parse_listen_address(&c.metrics.address).is_none() {
+        r.fail("metrics.address", &c.metrics.address, "must be host:port or :port");
+    }
+}
+
+fn check_perf_and_logging(c: &Config, r: &mut Report) {
+    let p = &c.perf;
+    if !(1..=256).contains(&p.max_in_flight_partitions) {
+        r.fail("perf.max_in_flight_partitions", p.max_in_flight_partitions, "must be between 1 and 256");
+    }
+    if !(1..=1024).contains(&p.workers) {
+        r.fail("perf.workers", p.workers, "must be between 1 and 1024");
+    }
+    if p.retry_attempts == 0 {
+        r.fail("perf.retry_attempts", p.retry_attempts, "must be >= 1 (it counts the first attempt)");
+    }
+    if !matches!(c.logging.format.to_ascii_lowercase().as_str(), "text" | "json") {
+        r.fail("logging.format", &c.logging.format, "must be text or json");
+    }
+    if !matches!(
+        c.logging.level.to_ascii_lowercase().as_str(),
+        "trace" | "debug" | "info" | "warn" | "warning" | "error"
+    ) {
+        r.fail("logging.level", &c.logging.level, "must be trace, debug, info, warn or error");
+    }
+}
+
+fn check_level(field: &str, level: Option<i32>, min: i32, max: i32, r: &mut Report) {
+    if let Some(level) = level
+        && !(min..=max).contains(&level)
+    {
+        r.fail(field, level, format!("must be between {min} and {max}"));
+    }
+}
+
+fn check_endpoint(field: &str, value: &str, r: &mut Report) {
+    if !value.is_empty() {
+        check_url(field, value, r);
+    }
+}
+
+fn check_url(field: &str, value: &str, r: &mut Report) {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(_) => r.fail(field, value, "must be an http:// or https:// URL with a host"),
+        Err(e) => r.fail(field, value, format!("is not a valid URL: {e}")),
+    }
+}
+
+/// Creates the directory if missing and proves it is writable with a probe file.
+fn check_writable_dir(field: &str, dir: &str, r: &mut Report) {
+    let path = Path::new(dir);
+    if let Err(e) = std::fs::create_dir_all(path) {
+        r.fail(field, dir, format!("cannot be created: {e}"));
+        return;
+    }
+    let probe = path.join(format!(".bronze-write-probe-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) => r.fail(field, dir, format!("is not writable: {e}")),
+    }
+}
+
+fn is_path_segment(value: &str) -> bool {
+    value != "."
+        && value != ".."
+        && value.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+}
+
+/// Replaces the password of a URL-style or key=value DSN with `***`.
+pub fn redact_dsn(dsn: &str) -> String {
+    if let Ok(mut url) = url::Url::parse(dsn)
+        && url.password().is_some()
+    {
+        let _ = url.set_password(Some("***"));
+        return url.to_string();
+    }
+    dsn.split_whitespace()
+        .map(|kv| if kv.to_ascii_lowercase().starts_with("password=") { "password=***" } else { kv })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid_config(dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.source.local_path = dir.to_string_lossy().into();
+        c.storage.local_dir = dir.join("out").to_string_lossy().into();
+        c.checkpoint.dir = dir.join("state").to_string_lossy().into();
+        c
+    }
+
+    fn errors_of(c: &Config) -> Vec<FieldError> {
+        validate(c).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_complete_config_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(errors_of(&valid_config(dir.path())), vec![]);
+    }
+
+    #[test]
+    fn every_error_names_field_and_value_and_all_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.era.ledger_start = 500;
+        c.era.ledger_end = 100;
+        c.era.partition_size = 0;
+        c.source.mode = "datastore".into();
+        c.source.datastore_type = "azure".into();
+        c.source.datastore_path = "gs://bucket/prefix".into();
+        c.pas.enabled = true;
+        c.pas.endpoint = "not a url".into();
+        c.perf.max_in_flight_partitions = 0;
+        c.bronze.primary_table = "ledgers".into();
+        let errors = errors_of(&c);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for want in [
+            "era.ledger_end",
+            "era.partition_size",
+            "source.datastore_path",
+            "source.datastore_type",
+            "pas.endpoint",
+            "perf.max_in_flight_partitions",
+            "bronze.primary_table",
+        ] {
+            assert!(fields.contains(&want), "missing {want} in {errors:?}");
+        }
+        let path_error = errors.iter().find(|e| e.field == "source.datastore_path").unwrap();
+        assert_eq!(path_error.value, "gs://bucket/prefix");
+        assert!(path_error.to_string().contains("gs://bucket/prefix"));
+    }
+
+    #[test]
+    fn unwritable_or_missing_paths_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.source.local_path = dir.path().join("missing").to_string_lossy().into();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        c.storage.local_dir = file.join("sub").to_string_lossy().into();
+        let fields: Vec<String> = errors_of(&c).into_iter().map(|e| e.field).collect();
+        assert!(fields.contains(&"source.local_path".to_string()), "{fields:?}");
+        assert!(fields.contains(&"storage.local_dir".to_string()), "{fields:?}");
+    }
+
+    #[test]
+    fn unknown_network_needs_a_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.era.network = "standalone".into();
+        assert!(errors_of(&c).iter().any(|e| e.field == "era.network"));
+        c.era.network_passphrase = Some("Standalone Network ; February 2017".into());
+        assert_eq!(errors_of(&c), vec![]);
+    }
+
+    #[test]
+    fn bad_dsn_is_reported_without_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.catalog.postgres_dsn = "postgres://user:s3cret@host:notaport/db".into();
+        let errors = errors_of(&c);
+        let e = errors.iter().find(|e| e.field == "catalog.postgres_dsn").expect("dsn error");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn path_segments_reject_separators() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.era.era_id = "../etc".into();
+        assert!(errors_of(&c).iter().any(|e| e.field == "era.era_id"));
+    }
+
+    #[test]
+    fn redact_dsn_hides_passwords_in_both_forms() {
+        assert_eq!(redact_dsn("postgres://u:pw@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(redact_dsn("host=h password=pw user=u"), "host=h password=*** user=u");
+    }
+}

@@ -1,0 +1,61 @@
+//! Process exit codes, documented for operators and for the Kubernetes Job's pod failure policy.
+//!
+//! | code | meaning | retry? |
+//! |---|---|---|
+//! | 0 | finished (bounded range done, `-validate` passed, `-version`) | – |
+//! | 1 | runtime failure: storage, network, database (transient) | yes |
+//! | 2 | configuration or usage error | no: fix the config |
+//! | 3 | bad input data: corrupt zstd, invalid XDR, missing ledger, broken hash chain, wrong network | no: fix the datastore |
+//! | 4 | conflict with existing output (a different committed partition, a foreign dataset) | no |
+//! | 130 / 143 | stopped by SIGINT / SIGTERM; committed work is kept, a restart resumes | yes |
+
+use crate::pipeline::{BuildError, RunError, SequenceError};
+use crate::publish::CommitError;
+use crate::source::SourceError;
+
+pub const OK: u8 = 0;
+pub const FAILURE: u8 = 1;
+pub const CONFIG: u8 = 2;
+pub const BAD_INPUT: u8 = 3;
+pub const CONFLICT: u8 = 4;
+pub const SIGINT: u8 = 130;
+pub const SIGTERM: u8 = 143;
+
+fn source_code(e: &SourceError) -> u8 {
+    match e {
+        SourceError::Open(_) => CONFIG,
+        e if e.is_transient() => FAILURE,
+        _ => BAD_INPUT,
+    }
+}
+
+fn commit_code(e: &CommitError) -> u8 {
+    match e {
+        CommitError::Conflict { .. } | CommitError::CorruptManifest { .. } => CONFLICT,
+        CommitError::Store { .. } => FAILURE,
+    }
+}
+
+/// The exit code for a failed run.
+pub fn code_for(error: &RunError) -> u8 {
+    match error {
+        RunError::Store(_) => CONFIG,
+        RunError::Source(e) => source_code(e),
+        RunError::Checkpoint(_) => CONFIG,
+        RunError::Commit(e) => commit_code(e),
+        RunError::Build { source, .. } => match source {
+            BuildError::Source(e) => source_code(e),
+            BuildError::Commit(e) => commit_code(e),
+            BuildError::Upload(_) | BuildError::Encoder { .. } => FAILURE,
+            BuildError::Writer { .. } => BAD_INPUT,
+            BuildError::Decode { .. } | BuildError::Xdr { .. } | BuildError::Invalid(_) => BAD_INPUT,
+        },
+        RunError::Sequence(e) => match e {
+            SequenceError::Link(_) => BAD_INPUT,
+            SequenceError::Commit(e) => commit_code(e),
+            SequenceError::ForeignPartition { .. } => CONFLICT,
+            SequenceError::Hook(_) => FAILURE,
+            SequenceError::Checkpoint(_) => FAILURE,
+        },
+    }
+}

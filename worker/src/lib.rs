@@ -1,0 +1,34 @@
+//! Bronze: copies raw Stellar ledgers from Galexie (SEP-54) datastores into immutable,
+//! checksummed Parquet partitions.
+//!
+//! The data's trip, one module per stage: [`source`] (datastore layout, fetch, zstd) →
+//! `bronze_ledger` (XDR split, validation, field extraction) → [`validate`] (chain checks) →
+//! [`parquet`] (the `ledgers_lcm_raw` table) → [`publish`] (upload, manifest commit) →
+//! [`pipeline`] (parallel builds, in-order sequencer) → [`checkpoint`].
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod generate;
+pub mod logging;
+pub mod metrics;
+pub mod net;
+pub mod network;
+pub mod parquet;
+pub mod partition;
+pub mod pipeline;
+pub mod publish;
+pub mod source;
+pub mod store;
+pub mod time;
+pub mod validate;
+
+/// The producer version recorded in manifests and events.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit the binary was built from (`BRONZE_GIT_SHA` at build time), or `unknown`.
+pub const GIT_SHA: &str = match option_env!("BRONZE_GIT_SHA") {
+    Some(sha) => sha,
+    None => "unknown",
+};

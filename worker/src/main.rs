@@ -1,0 +1,157 @@
+//! `bronze-copier`: the standalone CLI of the runbook.
+
+use std::process::ExitCode;
+
+use bronze::cli::{Cli, Command, GenerateArgs, normalize_args};
+use bronze::config::{LoadedConfig, load_config, validate};
+use bronze::pipeline::{RunOptions, run};
+use bronze::{exit, generate, logging};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    if cli.version {
+        println!("bronze-copier {} ({})", bronze::VERSION, bronze::GIT_SHA);
+        return ExitCode::SUCCESS;
+    }
+    let code = match &cli.command {
+        Some(Command::GenerateDatastore(args)) => generate_command(args),
+        None => copier_command(&cli),
+    };
+    ExitCode::from(code)
+}
+
+fn load(cli: &Cli) -> Result<LoadedConfig, u8> {
+    let loaded = load_config(cli.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| {
+        eprintln!("{e}");
+        exit::CONFIG
+    })?;
+    logging::init(&loaded.config.logging.format, &loaded.config.logging.level);
+    for key in &loaded.ignored_keys {
+        tracing::warn!(key = %key, "unknown or unused config key ignored");
+    }
+    for (var, key) in &loaded.env.applied {
+        tracing::info!(variable = var, key = key, "environment variable overrides config");
+    }
+    if let Err(errors) = validate(&loaded.config) {
+        for e in &errors {
+            tracing::error!(field = %e.field, value = %e.value, "invalid configuration: {e}");
+            eprintln!("config: {e}");
+        }
+        eprintln!("config: {} problem(s) found", errors.len());
+        return Err(exit::CONFIG);
+    }
+    Ok(loaded)
+}
+
+fn copier_command(cli: &Cli) -> u8 {
+    let loaded = match load(cli) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if cli.validate {
+        tracing::info!(file = ?loaded.file, "configuration is valid");
+        println!("configuration is valid");
+        return exit::OK;
+    }
+    let config = loaded.config;
+    tracing::info!(version = bronze::VERSION, git_sha = bronze::GIT_SHA, copier_id = %config.copier_id, "bronze copier starting");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let signal = tokio::spawn(wait_for_signal(cancel.clone()));
+        let options = RunOptions { show_progress_bar: !cli.no_progress };
+        let result = run(&config, Vec::new(), cancel.clone(), options).await;
+        let received = if cancel.is_cancelled() {
+            signal.await.ok().flatten()
+        } else {
+            signal.abort();
+            None
+        };
+        match result {
+            Ok(summary) => {
+                let s = summary.progress;
+                tracing::info!(
+                    ledgers = s.committed_ledgers,
+                    partitions = s.committed_partitions,
+                    skipped = s.skipped_partitions,
+                    last_committed_ledger = ?summary.last_committed,
+                    duration_s = format!("{:.1}", s.elapsed.as_secs_f64()),
+                    rate_per_sec = format!("{:.2}", s.ledgers_per_second()),
+                    "backfill {}", if summary.interrupted { "interrupted; restart to resume" } else { "complete" }
+                );
+                match received {
+                    Some(code) if summary.interrupted => code,
+                    _ => exit::OK,
+                }
+            }
+            Err(e) => {
+                let code = exit::code_for(&e);
+                tracing::error!(exit_code = code, "backfill failed: {e}");
+                eprintln!("bronze-copier: {e}");
+                code
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    tracing::info!("bronze copier stopped");
+    code
+}
+
+/// Waits for SIGINT or SIGTERM, cancels the run, and returns the exit code for that signal.
+async fn wait_for_signal(cancel: CancellationToken) -> Option<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    let code = tokio::select! {
+        _ = term.recv() => exit::SIGTERM,
+        _ = int.recv() => exit::SIGINT,
+    };
+    tracing::warn!("signal received: finishing the partition being published, then stopping");
+    cancel.cancel();
+    Some(code)
+}
+
+fn generate_command(args: &GenerateArgs) -> u8 {
+    logging::init("text", "info");
+    let Some(passphrase) = bronze::network::passphrase_for(&args.network) else {
+        eprintln!("generate-datastore: --network must be pubnet, testnet or futurenet (got {:?})", args.network);
+        return exit::CONFIG;
+    };
+    let spec = generate::GenerateSpec {
+        out: args.out.clone(),
+        templates: args.templates.clone(),
+        first_ledger: args.first_ledger,
+        ledgers: args.ledgers,
+        ledgers_per_batch: args.ledgers_per_batch,
+        batches_per_partition: args.batches_per_partition,
+        network_passphrase: passphrase.to_string(),
+        zstd_level: args.zstd_level,
+        first_close_time: 1_725_235_200,
+        genesis_previous_hash: [0; 32],
+    };
+    match generate::generate_datastore(&spec) {
+        Ok(report) => {
+            println!(
+                "wrote {} ledgers in {} objects to {} ({:.1} MB of XDR, {:.1} MB compressed)",
+                report.ledgers,
+                report.objects,
+                args.out.display(),
+                report.xdr_bytes as f64 / 1e6,
+                report.compressed_bytes as f64 / 1e6
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("generate-datastore: {e}");
+            exit::FAILURE
+        }
+    }
+}

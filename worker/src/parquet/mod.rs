@@ -1,0 +1,7 @@
+//! The `ledgers_lcm_raw` table: its Arrow schema and a streaming Parquet writer.
+
+mod schema;
+mod writer;
+
+pub use schema::{COLUMNS, ledgers_lcm_raw_schema};
+pub use writer::{Hex32, LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings, codec, hex32};

@@ -1,0 +1,375 @@
+//! Streams ledgers into one Parquet file with bounded memory.
+//!
+//! Rows are collected into small Arrow batches (a few MiB) and handed to the writer, which closes
+//! a row group whenever its encoded size reaches `row_group_bytes`, so memory does not grow with
+//! the partition. The output goes through a hashing sink: the sha256 and size of the file are
+//! known the moment it is finished, without reading it back. The bytes depend only on the rows
+//! and the settings, so the same input always gives the same file.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
+    UInt64Builder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use bronze_ledger::LedgerRow;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, GzipLevel, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use sha2::{Digest, Sha256};
+
+use super::schema::ledgers_lcm_raw_schema;
+
+/// Rows per Arrow batch handed to the writer (also capped by `BATCH_XDR_BYTES`).
+const BATCH_ROWS: usize = 256;
+const BATCH_XDR_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("parquet encoding failed: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow batch could not be built: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("unknown parquet compression {0:?}")]
+    UnknownCompression(String),
+    #[error("ledger {seq}: {field} = {value} does not fit the column type")]
+    OutOfRange { seq: u32, field: &'static str, value: u64 },
+}
+
+/// What the writer needs besides the rows.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub compression: String,
+    pub compression_level: Option<i32>,
+    pub row_group_bytes: usize,
+    pub network: String,
+    pub era_id: String,
+    pub version_label: String,
+    /// `ingested_at` for every row, fixed per backfill.
+    pub ingested_at_millis: i64,
+}
+
+impl WriterSettings {
+    pub fn properties(&self) -> Result<WriterProperties, WriterError> {
+        let compression = codec(&self.compression, self.compression_level)?;
+        let mut builder = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_bytes(Some(self.row_group_bytes))
+            .set_created_by(format!("bronze-copier version {}", crate::VERSION))
+            .set_statistics_truncate_length(Some(64))
+            .set_column_index_truncate_length(Some(64));
+        // Unique values gain nothing from a dictionary; large blobs gain nothing from statistics.
+        for column in ["ledger_hash", "previous_ledger_hash", "tx_set_hash", "xdr_sha256", "xdr_bytes"] {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(column), false)
+                .set_column_encoding(ColumnPath::from(column), Encoding::PLAIN);
+        }
+        builder = builder.set_column_statistics_enabled(ColumnPath::from("xdr_bytes"), EnabledStatistics::None);
+        Ok(builder.build())
+    }
+}
+
+/// The Parquet codec for a config value.
+pub fn codec(name: &str, level: Option<i32>) -> Result<Compression, WriterError> {
+    let bad = || WriterError::UnknownCompression(format!("{name} level {level:?}"));
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "zstd" => Compression::ZSTD(match level {
+            Some(l) => ZstdLevel::try_new(l).map_err(|_| bad())?,
+            None => ZstdLevel::default(),
+        }),
+        "gzip" => Compression::GZIP(match level {
+            Some(l) => GzipLevel::try_new(u32::try_from(l).map_err(|_| bad())?).map_err(|_| bad())?,
+            None => GzipLevel::default(),
+        }),
+        "snappy" => Compression::SNAPPY,
+        "lz4" => Compression::LZ4_RAW,
+        "none" | "uncompressed" => Compression::UNCOMPRESSED,
+        _ => return Err(bad()),
+    })
+}
+
+/// One ledger as it goes into the table.
+pub struct LedgerRecord<'a> {
+    pub row: &'a LedgerRow,
+    pub xdr: &'a [u8],
+    pub xdr_sha256: [u8; 32],
+}
+
+/// Size and checksum of a finished file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionFileSummary {
+    pub rows: u64,
+    pub byte_size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// A sink that hashes and counts what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Columns {
+    ledger_sequence: UInt64Builder,
+    ledger_hash: StringBuilder,
+    previous_ledger_hash: StringBuilder,
+    close_time: TimestampMillisecondBuilder,
+    protocol_version: UInt32Builder,
+    total_coins: Int64Builder,
+    fee_pool: Int64Builder,
+    tx_set_hash: StringBuilder,
+    tx_count: Int32Builder,
+    operation_count: Int32Builder,
+    xdr_bytes: BinaryBuilder,
+    xdr_byte_length: Int32Builder,
+    xdr_sha256: StringBuilder,
+    rows: usize,
+    xdr_bytes_len: usize,
+}
+
+impl Columns {
+    fn new() -> Self {
+        let hex_col = || StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 64);
+        Self {
+            ledger_sequence: UInt64Builder::with_capacity(BATCH_ROWS),
+            ledger_hash: hex_col(),
+            previous_ledger_hash: hex_col(),
+            close_time: TimestampMillisecondBuilder::with_capacity(BATCH_ROWS),
+            protocol_version: UInt32Builder::with_capacity(BATCH_ROWS),
+            total_coins: Int64Builder::with_capacity(BATCH_ROWS),
+            fee_pool: Int64Builder::with_capacity(BATCH_ROWS),
+            tx_set_hash: hex_col(),
+            tx_count: Int32Builder::with_capacity(BATCH_ROWS),
+            operation_count: Int32Builder::with_capacity(BATCH_ROWS),
+            xdr_bytes: BinaryBuilder::new(),
+            xdr_byte_length: Int32Builder::with_capacity(BATCH_ROWS),
+            xdr_sha256: hex_col(),
+            rows: 0,
+            xdr_bytes_len: 0,
+        }
+    }
+}
+
+/// Writes one partition's Parquet file into `W`.
+pub struct PartitionWriter<W: Write + Send> {
+    writer: ArrowWriter<HashingWriter<W>>,
+    columns: Columns,
+    settings: WriterSettings,
+    rows_total: u64,
+}
+
+impl<W: Write + Send> PartitionWriter<W> {
+    pub fn new(sink: W, settings: WriterSettings) -> Result<Self, WriterError> {
+        let sink = HashingWriter { inner: sink, hasher: Sha256::new(), written: 0 };
+        let writer = ArrowWriter::try_new(sink, ledgers_lcm_raw_schema(), Some(settings.properties()?))?;
+        Ok(Self { writer, columns: Columns::new(), settings, rows_total: 0 })
+    }
+
+    /// Appends one ledger. Rows must arrive in ledger order (the caller validates it).
+    pub fn push(&mut self, record: &LedgerRecord<'_>) -> Result<(), WriterError> {
+        let row = record.row;
+        let c = &mut self.columns;
+        let seq = row.ledger_sequence;
+        let as_i32 = |field: &'static str, value: u64| {
+            i32::try_from(value).map_err(|_| WriterError::OutOfRange { seq, field, value })
+        };
+        let close_millis = i64::try_from(row.close_time)
+            .ok()
+            .and_then(|s| s.checked_mul(1000))
+            .ok_or(WriterError::OutOfRange { seq, field: "close_time", value: row.close_time })?;
+        c.ledger_sequence.append_value(u64::from(seq));
+        c.ledger_hash.append_value(hex32(&row.ledger_hash).as_str());
+        c.previous_ledger_hash.append_value(hex32(&row.previous_ledger_hash).as_str());
+        c.close_time.append_value(close_millis);
+        c.protocol_version.append_value(row.protocol_version);
+        c.total_coins.append_value(row.total_coins);
+        c.fee_pool.append_value(row.fee_pool);
+        c.tx_set_hash.append_value(hex32(&row.tx_set_hash).as_str());
+        c.tx_count.append_value(as_i32("tx_count", u64::from(row.tx_count))?);
+        c.operation_count.append_value(as_i32("operation_count", u64::from(row.operation_count))?);
+        c.xdr_bytes.append_value(record.xdr);
+        c.xdr_byte_length.append_value(as_i32("xdr_byte_length", record.xdr.len() as u64)?);
+        c.xdr_sha256.append_value(hex32(&record.xdr_sha256).as_str());
+        c.rows += 1;
+        c.xdr_bytes_len += record.xdr.len();
+        if c.rows >= BATCH_ROWS || c.xdr_bytes_len >= BATCH_XDR_BYTES {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<(), WriterError> {
+        let rows = self.columns.rows;
+        if rows == 0 {
+            return Ok(());
+        }
+        let c = &mut self.columns;
+        let constant = |value: &str| -> ArrayRef {
+            let mut b = StringBuilder::with_capacity(rows, rows * value.len());
+            for _ in 0..rows {
+                b.append_value(value);
+            }
+            Arc::new(b.finish())
+        };
+        let ingested = {
+            let mut b = TimestampMillisecondBuilder::with_capacity(rows);
+            for _ in 0..rows {
+                b.append_value(self.settings.ingested_at_millis);
+            }
+            Arc::new(b.finish().with_timezone("UTC")) as ArrayRef
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(c.ledger_sequence.finish()),
+            Arc::new(c.ledger_hash.finish()),
+            Arc::new(c.previous_ledger_hash.finish()),
+            Arc::new(c.close_time.finish().with_timezone("UTC")),
+            Arc::new(c.protocol_version.finish()),
+            Arc::new(c.total_coins.finish()),
+            Arc::new(c.fee_pool.finish()),
+            Arc::new(c.tx_set_hash.finish()),
+            Arc::new(c.tx_count.finish()),
+            Arc::new(c.operation_count.finish()),
+            Arc::new(c.xdr_bytes.finish()),
+            Arc::new(c.xdr_byte_length.finish()),
+            Arc::new(c.xdr_sha256.finish()),
+            constant(&self.settings.version_label),
+            constant(&self.settings.era_id),
+            constant(&self.settings.network),
+            ingested,
+        ];
+        let batch = RecordBatch::try_new(ledgers_lcm_raw_schema(), columns)?;
+        self.writer.write(&batch)?;
+        self.rows_total += rows as u64;
+        c.rows = 0;
+        c.xdr_bytes_len = 0;
+        Ok(())
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows_total + self.columns.rows as u64
+    }
+
+    /// Finishes the file and returns its summary and the sink.
+    pub fn finish(mut self) -> Result<(PartitionFileSummary, W), WriterError> {
+        self.write_pending()?;
+        let rows = self.rows_total;
+        let sink = self.writer.into_inner()?;
+        let summary =
+            PartitionFileSummary { rows, byte_size: sink.written, sha256: sink.hasher.finalize().into() };
+        Ok((summary, sink.inner))
+    }
+}
+
+/// Lowercase hex of a 32-byte value without a heap allocation per call.
+pub fn hex32(bytes: &[u8; 32]) -> Hex32 {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(bytes, &mut out).expect("64 bytes hold 32 bytes of hex");
+    Hex32(out)
+}
+
+pub struct Hex32([u8; 64]);
+
+impl Hex32 {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex is ASCII")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(compression: &str) -> WriterSettings {
+        WriterSettings {
+            compression: compression.into(),
+            compression_level: None,
+            row_group_bytes: 1024 * 1024,
+            network: "testnet".into(),
+            era_id: "pre_p23".into(),
+            version_label: "v1".into(),
+            ingested_at_millis: 1_700_000_000_000,
+        }
+    }
+
+    fn row(seq: u32) -> LedgerRow {
+        LedgerRow {
+            lcm_version: 1,
+            ledger_sequence: seq,
+            ledger_hash: [seq as u8; 32],
+            previous_ledger_hash: [seq.wrapping_sub(1) as u8; 32],
+            close_time: 1_700_000_000 + u64::from(seq),
+            protocol_version: 21,
+            total_coins: 1,
+            fee_pool: 2,
+            tx_set_hash: [9; 32],
+            tx_count: 3,
+            operation_count: 4,
+            tx_processing_count: 3,
+        }
+    }
+
+    fn write_file(rows: u32, blob: usize, s: WriterSettings) -> (PartitionFileSummary, Vec<u8>) {
+        let mut w = PartitionWriter::new(Vec::new(), s).unwrap();
+        for seq in 1..=rows {
+            let xdr: Vec<u8> = (0..blob).map(|i| (i as u32 ^ seq.wrapping_mul(2654435761)) as u8).collect();
+            let r = row(seq);
+            w.push(&LedgerRecord { row: &r, xdr: &xdr, xdr_sha256: Sha256::digest(&xdr).into() }).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn summary_matches_the_bytes_written() {
+        let (summary, bytes) = write_file(10, 1000, settings("zstd"));
+        assert_eq!(summary.rows, 10);
+        assert_eq!(summary.byte_size, bytes.len() as u64);
+        assert_eq!(summary.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        assert_eq!(&bytes[..4], b"PAR1");
+    }
+
+    #[test]
+    fn same_rows_give_identical_bytes() {
+        assert_eq!(write_file(50, 3000, settings("zstd")).1, write_file(50, 3000, settings("zstd")).1);
+    }
+
+    #[test]
+    fn row_groups_are_bounded_by_bytes() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let (_, bytes) = write_file(600, 20_000, settings("none"));
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+        let meta = reader.metadata();
+        assert!(meta.num_row_groups() > 5, "{} row groups", meta.num_row_groups());
+        let rows: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
+        assert_eq!(rows, 600);
+        for g in meta.row_groups() {
+            assert!(g.compressed_size() < 3 * 1024 * 1024, "row group of {} bytes", g.compressed_size());
+        }
+    }
+
+    #[test]
+    fn every_codec_is_accepted_and_unknown_is_not() {
+        for name in ["zstd", "snappy", "lz4", "gzip", "none"] {
+            assert!(codec(name, None).is_ok(), "{name}");
+        }
+        assert!(codec("zstd", Some(99)).is_err());
+        assert!(codec("brotli-ish", None).is_err());
+    }
+}

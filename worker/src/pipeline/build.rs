@@ -1,0 +1,216 @@
+//! Building one partition: download its batch objects (several ahead), decode and validate its
+//! ledgers on a blocking thread, stream them into Parquet and upload the file. Nothing here
+//! commits: the sequencer does, in ledger order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::parquet::{LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings};
+use crate::partition::LedgerRange;
+use crate::publish::{CommitError, Committer, ExistingPartition, UploadError, UploadSink, start_upload};
+use crate::source::{Datastore, DecodeError, FetchedBatch, SourceError, decompress_batch};
+use crate::validate::{PartitionEdges, PartitionValidator, ValidationError};
+
+use super::progress::Progress;
+
+/// Everything a partition build needs, shared by all builds of a run.
+pub struct BuildEnv {
+    pub source: Arc<Datastore>,
+    pub committer: Committer,
+    pub writer: WriterSettings,
+    pub upload_part_bytes: usize,
+    pub fetch_concurrency: usize,
+    pub queue_size: usize,
+    pub retry_attempts: u32,
+    pub retry_backoff: Duration,
+    pub progress: Arc<Progress>,
+}
+
+/// A partition ready for the sequencer.
+#[derive(Debug)]
+pub enum Built {
+    /// The Parquet file is uploaded; the manifest is not written yet.
+    Staged(Staged),
+    /// Storage already holds a committed partition for the range (a resumed run).
+    AlreadyCommitted(ExistingPartition),
+}
+
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub range: LedgerRange,
+    pub parquet_key: String,
+    pub file: PartitionFileSummary,
+    pub edges: PartitionEdges,
+    pub xdr_bytes: u64,
+    pub build_time: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{key}: {source}")]
+    Decode { key: String, source: DecodeError },
+    #[error("{key}: ledger {ledger}: invalid XDR: {source}", ledger = .ledger.map_or("?".to_string(), |l| l.to_string()))]
+    Xdr { key: String, ledger: Option<u32>, source: bronze_ledger::XdrError },
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("partition {range}: {source}")]
+    Writer { range: LedgerRange, source: WriterError },
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("partition {range}: encoder thread failed: {message}")]
+    Encoder { range: LedgerRange, message: String },
+}
+
+impl BuildError {
+    /// Whether a later attempt may succeed (I/O), as opposed to bad input that never will.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BuildError::Source(e) => e.is_transient(),
+            BuildError::Upload(_) => true,
+            BuildError::Commit(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Builds `range`, retrying transient failures with exponential backoff.
+pub async fn build_partition(env: Arc<BuildEnv>, range: LedgerRange) -> Result<Built, BuildError> {
+    let mut attempt = 1;
+    loop {
+        match build_once(&env, range).await {
+            Err(e) if e.is_transient() && attempt < env.retry_attempts => {
+                let backoff = env.retry_backoff * 2u32.saturating_pow(attempt - 1);
+                tracing::warn!(partition = %range, attempt, error = %e, "partition build failed; retrying in {backoff:?}");
+                crate::metrics::retry("partition_build");
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, BuildError> {
+    let committer = &env.committer;
+    if committer.allow_overwrite {
+        committer.uncommit(range).await?;
+    } else if let Some(existing) = committer.existing(range).await? {
+        return Ok(Built::AlreadyCommitted(existing));
+    }
+    let started = Instant::now();
+    let parquet_key = committer.layout.parquet_key(range);
+    let (sink, uploader) =
+        start_upload(committer.location.store.clone(), committer.location.key(&parquet_key), env.upload_part_bytes);
+    let (tx, rx) = mpsc::channel::<FetchedBatch>(env.queue_size.max(1));
+    let settings = env.writer.clone();
+    let progress = env.progress.clone();
+    let encoder = tokio::task::spawn_blocking(move || encode_partition(range, rx, sink, settings, &progress));
+
+    let source = env.source.clone();
+    let batches = source.schema().batches_covering(range.start, range.end).collect::<Vec<_>>();
+    let mut fetched =
+        futures::stream::iter(batches).map(|b| source.fetch(b)).buffered(env.fetch_concurrency.max(1));
+    let mut fetch_error = None;
+    while let Some(result) = fetched.next().await {
+        match result {
+            Ok(batch) => {
+                if tx.send(batch).await.is_err() {
+                    break; // the encoder stopped; its error says why
+                }
+            }
+            Err(e) => {
+                fetch_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(fetched);
+    drop(tx);
+    let encoded = encoder
+        .await
+        .unwrap_or_else(|join| Err(BuildError::Encoder { range, message: join.to_string() }));
+    // Always wait for the upload: an abandoned one aborts its multipart upload on the way out.
+    let uploaded = uploader.wait().await;
+    if let Some(e) = fetch_error {
+        return Err(e.into());
+    }
+    let encoded = match (encoded, uploaded) {
+        (Ok(encoded), Ok(_)) => encoded,
+        (Ok(_), Err(upload)) => return Err(upload.into()),
+        // The encoder fails too when the upload dies under it; the upload's error is the cause.
+        (Err(_), Err(upload)) if !matches!(upload, UploadError::Abandoned { .. }) => return Err(upload.into()),
+        (Err(e), _) => return Err(e),
+    };
+    Ok(Built::Staged(Staged {
+        range,
+        parquet_key,
+        file: encoded.file,
+        edges: encoded.edges,
+        xdr_bytes: encoded.xdr_bytes,
+        build_time: started.elapsed(),
+    }))
+}
+
+struct Encoded {
+    file: PartitionFileSummary,
+    edges: PartitionEdges,
+    xdr_bytes: u64,
+}
+
+/// The CPU side of a build, on a blocking thread.
+fn encode_partition(
+    range: LedgerRange,
+    mut rx: mpsc::Receiver<FetchedBatch>,
+    sink: UploadSink,
+    settings: WriterSettings,
+    progress: &Progress,
+) -> Result<Encoded, BuildError> {
+    let writer_err = |source| BuildError::Writer { range, source };
+    let mut writer = PartitionWriter::new(sink, settings).map_err(writer_err)?;
+    let mut validator = PartitionValidator::new(range);
+    let mut buffer = Vec::new();
+    let mut xdr_bytes = 0u64;
+    while let Some(object) = rx.blocking_recv() {
+        let key = object.key.as_str();
+        decompress_batch(&object.bytes, &mut buffer)
+            .map_err(|source| BuildError::Decode { key: key.to_string(), source })?;
+        let view = bronze_ledger::split_batch(&buffer).map_err(|source| BuildError::Xdr {
+            key: key.to_string(),
+            ledger: None,
+            source,
+        })?;
+        PartitionValidator::check_batch(
+            key,
+            (object.batch.start, object.batch.end),
+            (view.start_sequence, view.end_sequence),
+            view.ledgers.len(),
+        )?;
+        for (offset, lcm) in view.ledgers.iter().enumerate() {
+            let seq = view.start_sequence + offset as u32;
+            if !validator.wants(seq) {
+                continue;
+            }
+            let xdr_err = |source| BuildError::Xdr { key: key.to_string(), ledger: Some(seq), source };
+            let row = bronze_ledger::extract_row(lcm).map_err(xdr_err)?;
+            let header_ok = bronze_ledger::header_hash_matches(lcm).map_err(xdr_err)?;
+            validator.check(key, &row, header_ok)?;
+            let record = LedgerRecord { row: &row, xdr: lcm, xdr_sha256: Sha256::digest(lcm).into() };
+            writer.push(&record).map_err(writer_err)?;
+            xdr_bytes += lcm.len() as u64;
+            progress.ledger_encoded(lcm.len() as u64);
+        }
+    }
+    let edges = validator.finish()?;
+    let (file, sink) = writer.finish().map_err(writer_err)?;
+    sink.finish()
+        .map_err(|e| BuildError::Encoder { range, message: format!("upload stopped: {e}") })?;
+    Ok(Encoded { file, edges, xdr_bytes })
+}

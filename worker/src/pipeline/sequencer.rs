@@ -1,0 +1,196 @@
+//! The sequencer: takes built partitions in ledger order and publishes each one: hash link to the
+//! previous partition, manifest (the commit), the commit hooks (PAS, catalog), then the
+//! checkpoint. A failure at any step stops the run before the checkpoint moves, so a restart
+//! redoes exactly the partitions that were not fully published.
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+
+use super::build::{Built, Staged};
+use super::progress::Progress;
+use crate::checkpoint::{CheckpointError, CheckpointStore, CommittedPartition};
+use crate::config::PRIMARY_TABLE;
+use crate::parquet::hex32;
+use crate::partition::LedgerRange;
+use crate::publish::{ChainInfo, CommitError, Committer, DatasetLayout, Manifest, ManifestPartition, ManifestTable, Producer};
+use crate::validate::{ValidationError, check_link};
+
+/// What a hook learns about a committed partition.
+#[derive(Debug, Clone)]
+pub struct CommitEvent {
+    pub range: LedgerRange,
+    pub manifest: Manifest,
+    /// `<network>/<era>/<version>/<table>/range=S-E` (no prefix).
+    pub storage_path: String,
+    /// Full URI of the Parquet file, prefix included.
+    pub parquet_uri: String,
+    /// Found already committed in storage (a resumed run) rather than written now.
+    pub adopted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{hook}: {message}")]
+pub struct HookError {
+    pub hook: &'static str,
+    pub message: String,
+}
+
+/// Something that must happen, in ledger order, after a partition is committed and before the
+/// checkpoint moves past it (PAS events, catalog rows). Implementations must be idempotent: after
+/// a crash the same partition may be presented again.
+pub trait CommitHook: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> BoxFuture<'a, Result<(), HookError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SequenceError {
+    #[error(transparent)]
+    Link(#[from] ValidationError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("partition {range} in storage ({key}) belongs to {found}, not {expected}")]
+    ForeignPartition { range: LedgerRange, key: String, found: String, expected: String },
+}
+
+pub struct Sequencer {
+    pub committer: Committer,
+    pub layout: DatasetLayout,
+    pub checkpoint: Option<CheckpointStore>,
+    pub hooks: Vec<Box<dyn CommitHook>>,
+    pub ingested_at: String,
+    pub network_passphrase: Option<String>,
+    /// Hash of the last ledger before the next partition, when known.
+    pub prior_last_hash: Option<[u8; 32]>,
+    pub last_committed: Option<u32>,
+}
+
+impl Sequencer {
+    /// Publishes one built partition. Must be called in ledger order.
+    pub async fn publish(&mut self, built: Built, progress: &Progress) -> Result<CommitEvent, SequenceError> {
+        let (manifest, adopted) = match built {
+            Built::Staged(staged) => (self.commit_staged(&staged).await?, false),
+            Built::AlreadyCommitted(existing) => {
+                self.check_adopted(&existing.manifest, &existing.manifest_key)?;
+                tracing::info!(partition = %existing.manifest.range(), "skipping partition (already committed)");
+                (existing.manifest, true)
+            }
+        };
+        let range = manifest.range();
+        self.prior_last_hash = manifest.chain.as_ref().and_then(|c| parse_hash(&c.last_ledger_hash));
+        let event = CommitEvent {
+            range,
+            storage_path: self.layout.storage_path(range),
+            parquet_uri: self.committer.location.uri_of(&self.layout.parquet_key(range)),
+            manifest,
+            adopted,
+        };
+        for hook in &self.hooks {
+            hook.on_commit(&event).await?;
+        }
+        if let Some(store) = &self.checkpoint {
+            let table = event.manifest.primary();
+            let cp = store.at(
+                range.end,
+                Some(CommittedPartition {
+                    start: range.start,
+                    end: range.end,
+                    checksum: table.map(|t| t.checksum.clone()).unwrap_or_default(),
+                }),
+                Some(self.ingested_at.clone()),
+                event.manifest.chain.as_ref().map(|c| c.last_ledger_hash.clone()),
+            );
+            store.save(&cp)?;
+        }
+        self.last_committed = Some(range.end);
+        progress.partition_committed(range.len(), adopted);
+        Ok(event)
+    }
+
+    async fn commit_staged(&mut self, staged: &Staged) -> Result<Manifest, SequenceError> {
+        let range = staged.range;
+        if let Some(prior) = &self.prior_last_hash {
+            check_link(range, &staged.edges.previous_ledger_hash, prior, &staged.parquet_key)?;
+        }
+        let manifest = self.manifest_for(staged);
+        self.committer.commit(&manifest).await?;
+        tracing::info!(
+            partition = %range,
+            rows = staged.file.rows,
+            bytes = staged.file.byte_size,
+            hash = %manifest.primary().map(|t| t.checksum.as_str()).unwrap_or(""),
+            build_ms = staged.build_time.as_millis() as u64,
+            "committed partition"
+        );
+        Ok(manifest)
+    }
+
+    fn manifest_for(&self, staged: &Staged) -> Manifest {
+        let range = staged.range;
+        Manifest {
+            partition: ManifestPartition {
+                start: range.start,
+                end: range.end,
+                era_id: self.layout.era_id.clone(),
+                version: self.layout.version_label.clone(),
+                network: self.layout.network.clone(),
+            },
+            tables: BTreeMap::from([(
+                PRIMARY_TABLE.to_string(),
+                ManifestTable {
+                    file: DatasetLayout::parquet_file_name(range),
+                    checksum: crate::publish::checksum_string(&staged.file.sha256),
+                    row_count: staged.file.rows,
+                    byte_size: staged.file.byte_size,
+                },
+            )]),
+            producer: Producer::current(),
+            created_at: crate::time::now_rfc3339_nanos(),
+            chain: Some(ChainInfo {
+                previous_ledger_hash: hex32(&staged.edges.previous_ledger_hash).as_str().to_string(),
+                first_ledger_hash: hex32(&staged.edges.first_ledger_hash).as_str().to_string(),
+                last_ledger_hash: hex32(&staged.edges.last_ledger_hash).as_str().to_string(),
+            }),
+            ingested_at: Some(self.ingested_at.clone()),
+            network_passphrase: self.network_passphrase.clone(),
+        }
+    }
+
+    fn check_adopted(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
+        let p = &manifest.partition;
+        let l = &self.layout;
+        if (p.network.as_str(), p.era_id.as_str(), p.version.as_str())
+            != (l.network.as_str(), l.era_id.as_str(), l.version_label.as_str())
+        {
+            return Err(SequenceError::ForeignPartition {
+                range: manifest.range(),
+                key: key.to_string(),
+                found: format!("{}/{}/{}", p.network, p.era_id, p.version),
+                expected: format!("{}/{}/{}", l.network, l.era_id, l.version_label),
+            });
+        }
+        match (&self.prior_last_hash, manifest.chain.as_ref().and_then(|c| parse_hash(&c.previous_ledger_hash))) {
+            (Some(prior), Some(first_prev)) => check_link(manifest.range(), &first_prev, prior, key)?,
+            (Some(_), None) => tracing::warn!(
+                partition = %manifest.range(),
+                "committed partition has no chain hashes in its manifest; its link to the previous partition is not checked"
+            ),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A boxed hook future, for implementors.
+pub type HookFuture<'a> = BoxFuture<'a, Result<(), HookError>>;
+
+pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}

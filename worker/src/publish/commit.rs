@@ -1,0 +1,114 @@
+//! The commit protocol. The Parquet file is uploaded first (see `upload`); the manifest is
+//! written last with a conditional create and is the commit marker. So:
+//! * a partition without a manifest is not committed, and its leftover file is simply replaced;
+//! * a committed partition is never overwritten unless `allow_overwrite`, and then it is first
+//!   un-committed (manifest deleted) so a crash mid-way leaves it uncommitted, never mismatched.
+
+use std::sync::Arc;
+
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::layout::DatasetLayout;
+use super::manifest::Manifest;
+use crate::partition::LedgerRange;
+use crate::store::Location;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("partition already exists: ledgers_lcm_raw range={range} ({key}: {why}); set era.allow_overwrite to replace it")]
+    Conflict { range: LedgerRange, key: String, why: String },
+    #[error("committed manifest {key} is unreadable: {message}")]
+    CorruptManifest { key: String, message: String },
+    #[error("storage {op} of {key} failed: {source}")]
+    Store { op: &'static str, key: String, source: object_store::Error },
+}
+
+impl CommitError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CommitError::Store { .. })
+    }
+}
+
+/// A committed partition found in storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingPartition {
+    pub manifest: Manifest,
+    pub manifest_key: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Committer {
+    pub location: Location,
+    pub layout: DatasetLayout,
+    pub allow_overwrite: bool,
+}
+
+impl Committer {
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.location.store
+    }
+
+    /// The committed partition at exactly `range`, if any.
+    pub async fn existing(&self, range: LedgerRange) -> Result<Option<ExistingPartition>, CommitError> {
+        let key = self.location.key(&self.layout.manifest_key(range));
+        let bytes = match self.store().get(&key).await {
+            Ok(found) => found.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(CommitError::Store { op: "read", key: key.to_string(), source }),
+        };
+        let manifest = Manifest::from_json(&bytes)
+            .map_err(|e| CommitError::CorruptManifest { key: key.to_string(), message: e.to_string() })?;
+        if manifest.range() != range {
+            return Err(CommitError::CorruptManifest {
+                key: key.to_string(),
+                message: format!("it describes range {} instead of {range}", manifest.range()),
+            });
+        }
+        Ok(Some(ExistingPartition { manifest, manifest_key: key.to_string() }))
+    }
+
+    /// Deletes the manifest of `range` so the partition is no longer committed (overwrite only).
+    pub async fn uncommit(&self, range: LedgerRange) -> Result<(), CommitError> {
+        let key = self.location.key(&self.layout.manifest_key(range));
+        match self.store().delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(CommitError::Store { op: "delete", key: key.to_string(), source }),
+        }
+    }
+
+    /// Writes the manifest with a conditional create. If a manifest is already there, an
+    /// identical commit (same file checksum) is accepted as done; anything else is a conflict
+    /// unless overwriting is allowed.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<(), CommitError> {
+        let range = manifest.range();
+        let key = self.location.key(&self.layout.manifest_key(range));
+        let payload = PutPayload::from(manifest.to_json());
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store().put_opts(&key, payload.clone(), create).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(source) => return Err(CommitError::Store { op: "create", key: key.to_string(), source }),
+        }
+        let existing = self.existing(range).await?.map(|e| e.manifest);
+        let same_file = existing.as_ref().and_then(|m| m.primary()) == manifest.primary();
+        if same_file {
+            return Ok(());
+        }
+        if !self.allow_overwrite {
+            return Err(CommitError::Conflict {
+                range,
+                key: key.to_string(),
+                why: "another manifest with a different checksum was committed first".into(),
+            });
+        }
+        self.store()
+            .put(&key, payload)
+            .await
+            .map(|_| ())
+            .map_err(|source| CommitError::Store { op: "overwrite", key: key.to_string(), source })
+    }
+}

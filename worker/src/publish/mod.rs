@@ -1,0 +1,11 @@
+//! Publishing partitions: where they go, the manifest that commits them, and the upload.
+
+mod commit;
+mod layout;
+mod manifest;
+mod upload;
+
+pub use commit::{CommitError, Committer, ExistingPartition};
+pub use layout::DatasetLayout;
+pub use manifest::{ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer, checksum_string};
+pub use upload::{UploadError, UploadSink, Uploader, start_upload};

@@ -1,0 +1,323 @@
+//! Fetching batch objects from a datastore: computed keys, both zstd extensions, retries for
+//! transient failures, and waiting at the tip when following it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use tokio::sync::Mutex;
+
+use super::schema::{BatchObject, DatastoreManifest, DatastoreSchema, SchemaError, ZSTD_EXTENSIONS};
+use crate::config::Config;
+use crate::store::{self, Location, StoreError};
+
+/// The datastore's description file, at its root.
+pub const DATASTORE_CONFIG_FILE: &str = ".config.json";
+
+/// While waiting at the tip, check every this many poll intervals whether newer objects exist
+/// (then the missing object is a hole, not the tip).
+const GAP_CHECK_POLLS: u32 = 15;
+
+/// How many poll intervals an object must stay missing while newer ones exist before it is
+/// reported as a hole (a writer may upload a few objects out of order).
+const GAP_CONFIRM_POLLS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Open(#[from] StoreError),
+    #[error("datastore {uri}: {key} is missing; set source.ledgers_per_batch and source.batches_per_partition to read a datastore without one")]
+    NoDatastoreConfig { uri: String, key: String },
+    #[error("datastore {uri}: {key} is not valid JSON for a datastore config: {message}")]
+    BadDatastoreConfig { uri: String, key: String, message: String },
+    #[error("datastore {uri}: {0}", uri = .1)]
+    Schema(SchemaError, String),
+    #[error(
+        "datastore {uri}: {key} field networkPassphrase is {found:?} but era.network {network:?} expects {expected:?}"
+    )]
+    WrongNetwork { uri: String, key: String, network: String, expected: String, found: String },
+    #[error("missing object {key} (ledgers {start}-{end}) in datastore {uri}")]
+    MissingObject { uri: String, key: String, start: u32, end: u32 },
+    #[error("cannot read {key} from datastore {uri} after {attempts} attempt(s): {source}")]
+    Read { uri: String, key: String, attempts: u32, source: object_store::Error },
+    #[error("cannot list datastore {uri}: {source}")]
+    List { uri: String, source: object_store::Error },
+}
+
+impl SourceError {
+    /// Whether trying again later can help (a network or server failure), as opposed to bad data.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Read { .. } | SourceError::List { .. })
+    }
+}
+
+/// One fetched, still compressed batch object.
+#[derive(Debug, Clone)]
+pub struct FetchedBatch {
+    pub batch: BatchObject,
+    /// The full key, for error messages.
+    pub key: String,
+    pub bytes: Bytes,
+}
+
+/// An open datastore.
+pub struct Datastore {
+    location: Location,
+    schema: DatastoreSchema,
+    manifest: Option<DatastoreManifest>,
+    /// Index into ZSTD_EXTENSIONS of the extension that worked last, tried first next time.
+    extension: AtomicUsize,
+    follow: bool,
+    poll_interval: Duration,
+    retry_attempts: u32,
+    retry_backoff: Duration,
+    latest_cache: Mutex<Option<(Instant, Option<u32>)>>,
+}
+
+impl std::fmt::Debug for Datastore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datastore").field("uri", &self.location.uri).field("schema", &self.schema).finish()
+    }
+}
+
+/// The source location from `source.*`.
+pub fn open_source_location(config: &Config) -> Result<Location, StoreError> {
+    let s = &config.source;
+    match s.mode.as_str() {
+        "gcs" => store::gcs("source.gcs_bucket", &s.gcs_bucket, &s.gcs_prefix, &config.perf),
+        "s3" => store::s3("source.s3_bucket", &s.s3_bucket, &s.s3_prefix, &s.s3_endpoint, &s.s3_region, &config.perf),
+        "datastore" => {
+            let (bucket, prefix) = store::split_bucket_path(&s.datastore_path);
+            if s.datastore_type.eq_ignore_ascii_case("S3") {
+                store::s3("source.datastore_path", bucket, prefix, &s.s3_endpoint, &s.s3_region, &config.perf)
+            } else {
+                store::gcs("source.datastore_path", bucket, prefix, &config.perf)
+            }
+        }
+        _ => store::local("source.local_path", &s.local_path, false),
+    }
+}
+
+impl Datastore {
+    /// Opens the datastore: reads `.config.json`, checks the network passphrase.
+    pub async fn open(config: &Config, location: Location) -> Result<Self, SourceError> {
+        let key = location.key(DATASTORE_CONFIG_FILE);
+        let uri = location.uri.clone();
+        let manifest = match location.store.get(&key).await {
+            Ok(found) => {
+                let bytes = found.bytes().await.map_err(|source| SourceError::Read {
+                    uri: uri.clone(),
+                    key: key.to_string(),
+                    attempts: 1,
+                    source,
+                })?;
+                let m: DatastoreManifest = serde_json::from_slice(&bytes).map_err(|e| {
+                    SourceError::BadDatastoreConfig { uri: uri.clone(), key: key.to_string(), message: e.to_string() }
+                })?;
+                Some(m)
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(source) => return Err(SourceError::Read { uri, key: key.to_string(), attempts: 1, source }),
+        };
+        let schema = match (&manifest, config.source.ledgers_per_batch, config.source.batches_per_partition) {
+            (Some(m), _, _) => DatastoreSchema::from_manifest(m),
+            (None, Some(l), Some(b)) => DatastoreSchema::new(l, b),
+            (None, _, _) => return Err(SourceError::NoDatastoreConfig { uri, key: key.to_string() }),
+        }
+        .map_err(|e| SourceError::Schema(e, uri.clone()))?;
+        if let (Some(m), Some(expected)) = (&manifest, crate::network::expected_passphrase(config))
+            && m.network_passphrase != expected
+        {
+            return Err(SourceError::WrongNetwork {
+                uri,
+                key: key.to_string(),
+                network: config.era.network.clone(),
+                expected,
+                found: m.network_passphrase.clone(),
+            });
+        }
+        if manifest.is_none() {
+            tracing::warn!(uri = %uri, "datastore has no .config.json: its network passphrase cannot be checked");
+        }
+        Ok(Self {
+            location,
+            schema,
+            manifest,
+            extension: AtomicUsize::new(0),
+            follow: config.follows_tip(),
+            poll_interval: Duration::from_millis(config.source.poll_interval_ms),
+            retry_attempts: config.perf.retry_attempts.max(1),
+            retry_backoff: Duration::from_millis(config.perf.retry_backoff_ms),
+            latest_cache: Mutex::new(None),
+        })
+    }
+
+    pub fn schema(&self) -> DatastoreSchema {
+        self.schema
+    }
+
+    pub fn manifest(&self) -> Option<&DatastoreManifest> {
+        self.manifest.as_ref()
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.location.uri
+    }
+
+    /// Fetches one batch object. A missing object is an error in a bounded run; when following
+    /// the tip it is waited for, unless newer objects exist (then it is a hole in the datastore).
+    pub async fn fetch(self: &Arc<Self>, batch: BatchObject) -> Result<FetchedBatch, SourceError> {
+        let mut next_gap_check = Instant::now();
+        let mut newer_seen_at: Option<Instant> = None;
+        loop {
+            if let Some(found) = self.try_fetch(&batch).await? {
+                return Ok(found);
+            }
+            let missing = || SourceError::MissingObject {
+                uri: self.location.uri.clone(),
+                key: self.preferred_key(&batch).to_string(),
+                start: batch.start,
+                end: batch.end,
+            };
+            if !self.follow {
+                return Err(missing());
+            }
+            let now = Instant::now();
+            if now >= next_gap_check {
+                next_gap_check = now + self.poll_interval * GAP_CHECK_POLLS;
+                if self.latest_ledger().await?.is_some_and(|latest| latest > batch.end) {
+                    // Newer ledgers exist, so this is not the tip. Give a writer that uploads out
+                    // of order time to fill the hole, then report it.
+                    match newer_seen_at {
+                        Some(seen) if now.duration_since(seen) >= self.poll_interval * GAP_CONFIRM_POLLS => {
+                            return Err(missing());
+                        }
+                        Some(_) => {}
+                        None => newer_seen_at = Some(now),
+                    }
+                    next_gap_check = now + self.poll_interval * GAP_CONFIRM_POLLS;
+                }
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
+    /// One attempt over both extensions, with retries for transient failures.
+    async fn try_fetch(&self, batch: &BatchObject) -> Result<Option<FetchedBatch>, SourceError> {
+        let first = self.extension.load(Ordering::Relaxed);
+        for offset in 0..ZSTD_EXTENSIONS.len() {
+            let index = (first + offset) % ZSTD_EXTENSIONS.len();
+            let key = self.key_with(batch, index);
+            if let Some(bytes) = self.get_with_retries(&key).await? {
+                self.extension.store(index, Ordering::Relaxed);
+                return Ok(Some(FetchedBatch { batch: batch.clone(), key: key.to_string(), bytes }));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn get_with_retries(&self, key: &ObjectPath) -> Result<Option<Bytes>, SourceError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match self.location.store.get(key).await {
+                Ok(found) => found.bytes().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(source) if attempt >= self.retry_attempts => {
+                    return Err(SourceError::Read {
+                        uri: self.location.uri.clone(),
+                        key: key.to_string(),
+                        attempts: attempt,
+                        source,
+                    });
+                }
+                Err(e) => {
+                    let backoff = self.retry_backoff * 2u32.saturating_pow(attempt - 1);
+                    tracing::warn!(key = %key, attempt, error = %e, "datastore read failed; retrying in {backoff:?}");
+                    crate::metrics::retry("source_read");
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    fn key_with(&self, batch: &BatchObject, extension: usize) -> ObjectPath {
+        self.location.key(&format!("{}.{}", batch.stem, ZSTD_EXTENSIONS[extension]))
+    }
+
+    fn preferred_key(&self, batch: &BatchObject) -> ObjectPath {
+        self.key_with(batch, self.extension.load(Ordering::Relaxed))
+    }
+
+    /// The newest ledger in the datastore, by listing (never on the hot path: only while
+    /// waiting at the tip, and cached briefly).
+    pub async fn latest_ledger(&self) -> Result<Option<u32>, SourceError> {
+        let mut cache = self.latest_cache.lock().await;
+        if let Some((at, value)) = *cache
+            && at.elapsed() < self.poll_interval * 2
+        {
+            return Ok(value);
+        }
+        let value = self.list_latest_ledger().await?;
+        *cache = Some((Instant::now(), value));
+        Ok(value)
+    }
+
+    async fn list_latest_ledger(&self) -> Result<Option<u32>, SourceError> {
+        let list_err = |source| SourceError::List { uri: self.location.uri.clone(), source };
+        let root = self.location.key("");
+        let top = self.location.store.list_with_delimiter(Some(&root)).await.map_err(list_err)?;
+        // Partition folders sort newest first by name; pick by parsed start to be independent
+        // of listing order (local listings are unordered).
+        let newest_folder = top
+            .common_prefixes
+            .iter()
+            .filter_map(|p| parse_range_name(p.filename()?).map(|(s, _)| (s, p.clone())))
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, p)| p);
+        let objects = match newest_folder {
+            Some(folder) => self.location.store.list_with_delimiter(Some(&folder)).await.map_err(list_err)?.objects,
+            None => top.objects,
+        };
+        Ok(objects
+            .iter()
+            .filter_map(|o| {
+                let name = o.location.filename()?;
+                let stem = ZSTD_EXTENSIONS.iter().find_map(|ext| name.strip_suffix(&format!(".{ext}")))?;
+                parse_range_name(stem).map(|(_, end)| end)
+            })
+            .max())
+    }
+}
+
+/// Parses `HEX--start` or `HEX--start-end` names into (start, end).
+pub fn parse_range_name(name: &str) -> Option<(u32, u32)> {
+    let (_hex, rest) = name.split_once("--")?;
+    match rest.split_once('-') {
+        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+        None => {
+            let v = rest.parse().ok()?;
+            Some((v, v))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_names_parse() {
+        assert_eq!(parse_range_name("FC6DEFFF--59904000-59967999"), Some((59_904_000, 59_967_999)));
+        assert_eq!(parse_range_name("FFFFFC1A--997"), Some((997, 997)));
+        assert_eq!(parse_range_name(".config.json"), None);
+        assert_eq!(parse_range_name("x--abc"), None);
+    }
+}

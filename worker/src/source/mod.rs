@@ -1,0 +1,9 @@
+//! Reading a Galexie (SEP-54) datastore: its layout, fetching batch objects, decompressing them.
+
+mod datastore;
+mod decode;
+pub mod schema;
+
+pub use datastore::{Datastore, FetchedBatch, SourceError, open_source_location};
+pub use decode::{DecodeError, decompress_batch};
+pub use schema::{BatchObject, DatastoreManifest, DatastoreSchema};
