@@ -80,4 +80,29 @@ fn main() {
         theirs / ours,
         lcm.len() as f64 / ours * 1e3
     );
+
+    // For scale: a 1.8 MB synthetic Soroban-heavy ledger (record-marked stream, first big one).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/standalone-loadtest/load-test-ledgers-v24.xdr.zstd");
+    let stream = zstd::stream::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    let (mut at, mut big) = (0, &stream[..0]);
+    while at < stream.len() {
+        let len =
+            (u32::from_be_bytes(stream[at..at + 4].try_into().unwrap()) & 0x7fff_ffff) as usize;
+        if len > big.len() {
+            big = &stream[at + 4..at + 4 + len];
+        }
+        at += 4 + len;
+    }
+    println!("load-test ledger: {} bytes", big.len());
+    let ours = time("ours: validate_lcm + extract_row", budget, || {
+        validate_lcm(black_box(big)).unwrap();
+        black_box(extract_row(big).unwrap());
+    });
+    let theirs = time("stellar-xdr: LedgerCloseMeta::from_xdr", budget, || {
+        black_box(
+            stellar_xdr::LedgerCloseMeta::from_xdr(black_box(big), Limits::depth(500)).unwrap(),
+        );
+    });
+    println!("full decode / ours = {:.1}x", theirs / ours);
 }

@@ -141,8 +141,17 @@ impl Fail {
     pub(crate) fn into_error(self, program: &'static Program) -> XdrError {
         let inner = *self.0;
         let mut path = String::new();
-        for (i, step) in inner.trail.iter().rev().enumerate() {
-            if i > 0 {
+        for step in inner.trail.iter().rev() {
+            // An element of an inline array continues the field that holds it:
+            // `LedgerCloseMetaV2.txProcessing[4]`, not `... > TransactionResultMetaV1<>[4]`.
+            if let Step::Index(t, i) = *step
+                && program.is_anonymous(t)
+                && !path.is_empty()
+            {
+                let _ = write!(path, "[{i}]");
+                continue;
+            }
+            if !path.is_empty() {
                 path.push_str(" > ");
             }
             // Writing into a String cannot fail.

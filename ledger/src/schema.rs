@@ -133,6 +133,8 @@ pub(crate) struct Program {
     /// instead of after walking the rest of the input.
     pub(crate) min_size: Vec<u32>,
     names: Vec<Box<str>>,
+    /// Whether a node is an inline type (no definition name of its own).
+    anonymous: Vec<bool>,
     pub(crate) fields: Vec<TypeId>,
     field_names: Vec<Box<str>>,
     pub(crate) unions: Vec<UnionInfo>,
@@ -320,6 +322,7 @@ impl Program {
                 ops: Vec::new(),
                 min_size: Vec::new(),
                 names: Vec::new(),
+                anonymous: Vec::new(),
                 fields: Vec::new(),
                 field_names: Vec::new(),
                 unions: Vec::new(),
@@ -345,7 +348,7 @@ impl Program {
                 Definition::Const {} => continue,
             };
             // Placeholder op; pass 2 fills it in.
-            let id = c.push(Op::Plain { size: 0, frames: 0 }, name.clone());
+            let id = c.push(Op::Plain { size: 0, frames: 0 }, name.clone(), false);
             if c.targets.insert(name, Target::Node(id)).is_some() {
                 return Err(invalid(format!("duplicate definition {name}")));
             }
@@ -557,6 +560,10 @@ impl Program {
         &self.names[id as usize]
     }
 
+    pub(crate) fn is_anonymous(&self, id: TypeId) -> bool {
+        self.anonymous[id as usize]
+    }
+
     pub(crate) fn field_name(&self, struct_id: TypeId, field: usize) -> &str {
         match self.ops[struct_id as usize] {
             Op::Struct { first, .. } => &self.field_names[first as usize + field],
@@ -615,9 +622,10 @@ fn def_name(def: &Definition) -> &str {
 }
 
 impl Compiler<'_> {
-    fn push(&mut self, op: Op, name: String) -> TypeId {
+    fn push(&mut self, op: Op, name: String, anonymous: bool) -> TypeId {
         self.p.ops.push(op);
         self.p.names.push(name.into());
+        self.p.anonymous.push(anonymous);
         (self.p.ops.len() - 1) as TypeId
     }
 
@@ -627,11 +635,11 @@ impl Compiler<'_> {
         match spec {
             TypeSpec::Optional { element } => {
                 let elem = self.spec_boxed(element, owner)?;
-                Ok(self.push(Op::Optional { elem }, spec.display()))
+                Ok(self.push(Op::Optional { elem }, spec.display(), true))
             }
             TypeSpec::Ref { name } => match self.targets.get(name.as_str()).copied() {
                 Some(Target::Node(id)) if self.needs_box(id, owner) => {
-                    Ok(self.push(Op::Newtype { inner: id }, format!("Box<{name}>")))
+                    Ok(self.push(Op::Newtype { inner: id }, format!("Box<{name}>"), true))
                 }
                 _ => self.spec(spec),
             },
@@ -726,7 +734,7 @@ impl Compiler<'_> {
         {
             return Ok(id);
         }
-        let id = self.push(op, name);
+        let id = self.push(op, name, true);
         self.p.by_name.insert(key.into(), id);
         Ok(id)
     }
