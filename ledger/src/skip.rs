@@ -22,7 +22,7 @@ use crate::machine::Frame;
 use crate::schema::{ARM_NONE, ARM_VOID, Disc, FLAT_NONE, Program, TypeId, UnionInfo};
 
 /// stellar-xdr has no built-in default; 500 is the depth limit the Stellar host uses
-/// (soroban-env's `DEFAULT_XDR_RW_LIMITS`) and the one this crate's public functions apply.
+/// (soroban-env-host's `DEFAULT_XDR_RW_LIMITS`) and the one this crate's public functions apply.
 pub const DEFAULT_DEPTH_LIMIT: u32 = 500;
 
 /// A walk over one input buffer. Positions are absolute offsets into `buf`.
@@ -46,7 +46,8 @@ impl<'a> Walker<'a> {
         Walker {
             program,
             buf,
-            limit,
+            // Depth arithmetic (`depth + frames`) then never overflows; no real limit is near.
+            limit: limit.min(u32::MAX / 2),
             stack: RefCell::new(Vec::new()),
             heap_only: false,
         }
