@@ -8,10 +8,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-# The one place that says how the suite runs (profile, runner, flags); override on the command
-# line, e.g. `make test CARGO_TEST='cargo test --workspace --release'`.
-CARGO_TEST ?= $(CARGO) test --workspace
-# Extra arguments for the test run, e.g. `make test TEST_ARGS='-p bronze-testkit -- sink'`.
+# How the suite runs (profile, runner): the one place to change it, e.g. to
+# `cargo test --release` or `cargo nextest run`.
+CARGO_TEST ?= $(CARGO) test
+# What it runs: the whole workspace, or e.g. `make test TEST_SCOPE='-p bronze-testkit'`.
+TEST_SCOPE ?= --workspace
+# Extra arguments, e.g. `make test TEST_ARGS='-- sink'` (a test name filter).
 TEST_ARGS ?=
 
 .PHONY: help test-deps test
@@ -23,4 +25,4 @@ test-deps: ## Install test dependencies: nginx + postgresql (apt, needs root) an
 	bash .ci/test-deps
 
 test: ## Run the whole test suite against real loopback servers (run `make test-deps` first)
-	$(CARGO_TEST) $(TEST_ARGS)
+	$(CARGO_TEST) $(TEST_SCOPE) $(TEST_ARGS)

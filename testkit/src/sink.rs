@@ -362,7 +362,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // e.g. out of file descriptors: do not spin.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
         let conn_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
