@@ -42,12 +42,22 @@ pub struct CommittedPartition {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("checkpoint {path} is corrupt: {message} (fix or delete it; the committed partitions in storage are not affected)")]
+    #[error(
+        "checkpoint {path} is corrupt: {message} (fix or delete it; the committed partitions in storage are not affected)"
+    )]
     Corrupt { path: PathBuf, message: String },
     #[error("checkpoint {path} belongs to {found}, not to {expected}")]
-    WrongDataset { path: PathBuf, found: String, expected: String },
+    WrongDataset {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("cannot {op} checkpoint {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Reads and writes the checkpoint of one network/era/version.
@@ -76,7 +86,11 @@ impl CheckpointStore {
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.join(Self::file_name(&self.network, &self.era_id, &self.version_label))
+        self.dir.join(Self::file_name(
+            &self.network,
+            &self.era_id,
+            &self.version_label,
+        ))
     }
 
     fn identity(&self) -> String {
@@ -107,7 +121,9 @@ impl CheckpointStore {
     }
 
     fn matches(&self, cp: &Checkpoint) -> bool {
-        cp.network == self.network && cp.era_id == self.era_id && cp.version_label == self.version_label
+        cp.network == self.network
+            && cp.era_id == self.era_id
+            && cp.version_label == self.version_label
     }
 
     fn check_identity(&self, path: &Path, cp: Checkpoint) -> Result<Checkpoint, CheckpointError> {
@@ -146,7 +162,11 @@ impl CheckpointStore {
     /// Writes atomically: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
         let path = self.path();
-        let io = |op, source| CheckpointError::Io { op, path: path.clone(), source };
+        let io = |op, source| CheckpointError::Io {
+            op,
+            path: path.clone(),
+            source,
+        };
         std::fs::create_dir_all(&self.dir).map_err(|e| io("create the directory of", e))?;
         let tmp = path.with_extension("json.tmp");
         let mut text = serde_json::to_vec_pretty(cp).expect("checkpoint serializes");
@@ -167,11 +187,20 @@ fn read(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CheckpointError::Io { op: "read", path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     serde_json::from_slice(&text)
         .map(Some)
-        .map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), message: e.to_string() })
+        .map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -190,11 +219,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path(), "testnet");
         assert_eq!(s.load().unwrap(), None);
-        let cp = s.at(1001, Some(CommittedPartition { start: 2, end: 1001, checksum: "sha256:aa".into() }), None, None);
+        let cp = s.at(
+            1001,
+            Some(CommittedPartition {
+                start: 2,
+                end: 1001,
+                checksum: "sha256:aa".into(),
+            }),
+            None,
+            None,
+        );
         s.save(&cp).unwrap();
         assert_eq!(s.load().unwrap(), Some(cp));
-        assert!(dir.path().join("checkpoint_testnet_pre_p23_v1.json").exists());
-        assert!(!dir.path().join("checkpoint_testnet_pre_p23_v1.json.tmp").exists());
+        assert!(
+            dir.path()
+                .join("checkpoint_testnet_pre_p23_v1.json")
+                .exists()
+        );
+        assert!(
+            !dir.path()
+                .join("checkpoint_testnet_pre_p23_v1.json.tmp")
+                .exists()
+        );
     }
 
     #[test]
@@ -213,7 +259,11 @@ mod tests {
         std::fs::write(s.path(), b"{\"copier_id\": ").unwrap();
         let err = s.load().unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }));
-        assert!(err.to_string().contains("checkpoint_testnet_pre_p23_v1.json"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("checkpoint_testnet_pre_p23_v1.json"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -236,6 +286,9 @@ mod tests {
         let mut cp = s.at(10, None, None, None);
         cp.network = "pubnet".into();
         std::fs::write(s.path(), serde_json::to_vec(&cp).unwrap()).unwrap();
-        assert!(matches!(s.load(), Err(CheckpointError::WrongDataset { .. })));
+        assert!(matches!(
+            s.load(),
+            Err(CheckpointError::WrongDataset { .. })
+        ));
     }
 }

@@ -69,7 +69,10 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     let command = Cli::command();
     let mut long_names: Vec<String> = Vec::new();
     let mut collect = |cmd: &clap::Command| {
-        long_names.extend(cmd.get_arguments().filter_map(|a| a.get_long().map(str::to_string)));
+        long_names.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_string)),
+        );
     };
     collect(&command);
     for sub in command.get_subcommands() {
@@ -84,7 +87,11 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
                 return arg;
             }
             let name = text[1..].split('=').next().unwrap_or("");
-            if long_names.iter().any(|n| n == name) { OsString::from(format!("-{text}")) } else { arg }
+            if long_names.iter().any(|n| n == name) {
+                OsString::from(format!("-{text}"))
+            } else {
+                arg
+            }
         })
         .collect()
 }
@@ -105,7 +112,11 @@ mod tests {
             &["bronze-copier", "-config=c.yaml", "-validate"][..],
         ] {
             let cli = parse(args);
-            assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("c.yaml")), "{args:?}");
+            assert_eq!(
+                cli.config.as_deref(),
+                Some(std::path::Path::new("c.yaml")),
+                "{args:?}"
+            );
             assert!(cli.validate, "{args:?}");
         }
         assert!(parse(&["bronze-copier", "-version"]).version);
@@ -113,14 +124,30 @@ mod tests {
 
     #[test]
     fn subcommand_flags_accept_one_dash_too() {
-        let cli = parse(&["bronze-copier", "generate-datastore", "-out", "d", "-template", "t", "-ledgers", "5"]);
-        let Some(Command::GenerateDatastore(g)) = cli.command else { panic!("subcommand") };
+        let cli = parse(&[
+            "bronze-copier",
+            "generate-datastore",
+            "-out",
+            "d",
+            "-template",
+            "t",
+            "-ledgers",
+            "5",
+        ]);
+        let Some(Command::GenerateDatastore(g)) = cli.command else {
+            panic!("subcommand")
+        };
         assert_eq!(g.ledgers, 5);
         assert_eq!(g.out, PathBuf::from("d"));
     }
 
     #[test]
     fn unknown_flags_are_still_rejected() {
-        assert!(Cli::try_parse_from(normalize_args(["bronze-copier", "-confgi", "x"].map(OsString::from))).is_err());
+        assert!(
+            Cli::try_parse_from(normalize_args(
+                ["bronze-copier", "-confgi", "x"].map(OsString::from)
+            ))
+            .is_err()
+        );
     }
 }

@@ -48,7 +48,9 @@ pub fn code_for(error: &RunError) -> u8 {
             BuildError::Commit(e) => commit_code(e),
             BuildError::Upload(_) | BuildError::Encoder { .. } => FAILURE,
             BuildError::Writer { .. } => BAD_INPUT,
-            BuildError::Decode { .. } | BuildError::Xdr { .. } | BuildError::Invalid(_) => BAD_INPUT,
+            BuildError::Decode { .. } | BuildError::Xdr { .. } | BuildError::Invalid(_) => {
+                BAD_INPUT
+            }
         },
         RunError::Sequence(e) => match e {
             SequenceError::Link(_) => BAD_INPUT,

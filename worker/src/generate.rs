@@ -29,11 +29,17 @@ pub struct GenerateSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("cannot read template {path}: {source}")]
-    ReadTemplate { path: PathBuf, source: std::io::Error },
+    ReadTemplate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("template {path}: {source}")]
     DecodeTemplate { path: PathBuf, source: DecodeError },
     #[error("template {path} is neither a LedgerCloseMeta nor a LedgerCloseMetaBatch: {source}")]
-    BadTemplate { path: PathBuf, source: bronze_ledger::XdrError },
+    BadTemplate {
+        path: PathBuf,
+        source: bronze_ledger::XdrError,
+    },
     #[error("no template ledgers given")]
     NoTemplates,
     #[error("invalid layout: {0}")]
@@ -41,7 +47,10 @@ pub enum GenerateError {
     #[error("ledger range overflows u32")]
     Overflow,
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +69,17 @@ pub fn load_templates(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, GenerateError> 
     for path in paths {
         if path.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|source| GenerateError::ReadTemplate { path: path.clone(), source })?
+                .map_err(|source| GenerateError::ReadTemplate {
+                    path: path.clone(),
+                    source,
+                })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .filter(|p| {
+                    p.is_file()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .filter(|p| p.extension().is_some_and(|e| e != "md"))
                 .collect();
             entries.sort();
@@ -73,11 +90,17 @@ pub fn load_templates(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, GenerateError> 
     }
     let mut out = Vec::new();
     for path in files {
-        let raw = std::fs::read(&path).map_err(|source| GenerateError::ReadTemplate { path: path.clone(), source })?;
+        let raw = std::fs::read(&path).map_err(|source| GenerateError::ReadTemplate {
+            path: path.clone(),
+            source,
+        })?;
         let name = path.to_string_lossy();
         let xdr = if name.ends_with(".zst") || name.ends_with(".zstd") {
             let mut buf = Vec::new();
-            decompress_batch(&raw, &mut buf).map_err(|source| GenerateError::DecodeTemplate { path: path.clone(), source })?;
+            decompress_batch(&raw, &mut buf).map_err(|source| GenerateError::DecodeTemplate {
+                path: path.clone(),
+                source,
+            })?;
             buf
         } else {
             raw
@@ -86,7 +109,12 @@ pub fn load_templates(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, GenerateError> 
             Ok(()) => out.push(xdr),
             Err(lcm_err) => match bronze_ledger::split_batch(&xdr) {
                 Ok(view) => out.extend(view.ledgers.iter().map(|l| l.to_vec())),
-                Err(_) => return Err(GenerateError::BadTemplate { path, source: lcm_err }),
+                Err(_) => {
+                    return Err(GenerateError::BadTemplate {
+                        path,
+                        source: lcm_err,
+                    });
+                }
             },
         }
     }
@@ -100,8 +128,14 @@ pub fn load_templates(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, GenerateError> 
 pub fn generate_datastore(spec: &GenerateSpec) -> Result<GenerateReport, GenerateError> {
     let templates = load_templates(&spec.templates)?;
     let schema = DatastoreSchema::new(spec.ledgers_per_batch, spec.batches_per_partition)?;
-    let last = spec.first_ledger.checked_add(spec.ledgers.saturating_sub(1)).ok_or(GenerateError::Overflow)?;
-    std::fs::create_dir_all(&spec.out).map_err(|source| GenerateError::Write { path: spec.out.clone(), source })?;
+    let last = spec
+        .first_ledger
+        .checked_add(spec.ledgers.saturating_sub(1))
+        .ok_or(GenerateError::Overflow)?;
+    std::fs::create_dir_all(&spec.out).map_err(|source| GenerateError::Write {
+        path: spec.out.clone(),
+        source,
+    })?;
     let manifest = DatastoreManifest {
         network_passphrase: spec.network_passphrase.clone(),
         version: "1.0".into(),
@@ -110,8 +144,14 @@ pub fn generate_datastore(spec: &GenerateSpec) -> Result<GenerateReport, Generat
         batches_per_partition: spec.batches_per_partition,
     };
     let config_path = spec.out.join(".config.json");
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&manifest).expect("serializes"))
-        .map_err(|source| GenerateError::Write { path: config_path, source })?;
+    std::fs::write(
+        &config_path,
+        serde_json::to_vec_pretty(&manifest).expect("serializes"),
+    )
+    .map_err(|source| GenerateError::Write {
+        path: config_path,
+        source,
+    })?;
 
     // Relink sequentially (each hash depends on the previous), compress in parallel.
     let mut previous = spec.genesis_previous_hash;
@@ -147,8 +187,13 @@ pub fn generate_datastore(spec: &GenerateSpec) -> Result<GenerateReport, Generat
     })
 }
 
-fn compress_all(batches: Vec<(PathBuf, Vec<u8>)>, level: i32) -> Result<(usize, u64), GenerateError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+fn compress_all(
+    batches: Vec<(PathBuf, Vec<u8>)>,
+    level: i32,
+) -> Result<(usize, u64), GenerateError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
     let chunk = batches.len().div_ceil(threads).max(1);
     let count = batches.len();
     let results: Vec<Result<u64, GenerateError>> = std::thread::scope(|scope| {
@@ -158,8 +203,12 @@ fn compress_all(batches: Vec<(PathBuf, Vec<u8>)>, level: i32) -> Result<(usize, 
                 scope.spawn(move || {
                     let mut total = 0u64;
                     for (path, xdr) in part {
-                        let data = zstd::encode_all(&xdr[..], level)
-                            .map_err(|source| GenerateError::Write { path: path.clone(), source })?;
+                        let data = zstd::encode_all(&xdr[..], level).map_err(|source| {
+                            GenerateError::Write {
+                                path: path.clone(),
+                                source,
+                            }
+                        })?;
                         write_file(path, &data)?;
                         total += data.len() as u64;
                     }
@@ -167,7 +216,10 @@ fn compress_all(batches: Vec<(PathBuf, Vec<u8>)>, level: i32) -> Result<(usize, 
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("compression thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("compression thread"))
+            .collect()
     });
     let mut total = 0;
     for r in results {
@@ -178,7 +230,13 @@ fn compress_all(batches: Vec<(PathBuf, Vec<u8>)>, level: i32) -> Result<(usize, 
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), GenerateError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| GenerateError::Write { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| GenerateError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
-    std::fs::write(path, data).map_err(|source| GenerateError::Write { path: path.to_path_buf(), source })
+    std::fs::write(path, data).map_err(|source| GenerateError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

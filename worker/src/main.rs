@@ -32,7 +32,11 @@ fn load(cli: &Cli) -> Result<LoadedConfig, u8> {
         tracing::warn!(key = %key, "unknown or unused config key ignored");
     }
     for (var, key) in &loaded.env.applied {
-        tracing::info!(variable = var, key = key, "environment variable overrides config");
+        tracing::info!(
+            variable = var,
+            key = key,
+            "environment variable overrides config"
+        );
     }
     if let Err(errors) = validate(&loaded.config) {
         for e in &errors {
@@ -57,7 +61,10 @@ fn copier_command(cli: &Cli) -> u8 {
     }
     let config = loaded.config;
     tracing::info!(version = bronze::VERSION, git_sha = bronze::GIT_SHA, copier_id = %config.copier_id, "bronze copier starting");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -122,7 +129,10 @@ async fn wait_for_signal(cancel: CancellationToken) -> Option<u8> {
 fn generate_command(args: &GenerateArgs) -> u8 {
     logging::init("text", "info");
     let Some(passphrase) = bronze::network::passphrase_for(&args.network) else {
-        eprintln!("generate-datastore: --network must be pubnet, testnet or futurenet (got {:?})", args.network);
+        eprintln!(
+            "generate-datastore: --network must be pubnet, testnet or futurenet (got {:?})",
+            args.network
+        );
         return exit::CONFIG;
     };
     let spec = generate::GenerateSpec {

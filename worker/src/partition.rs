@@ -53,7 +53,10 @@ pub struct PartitionGrid {
 impl PartitionGrid {
     /// `ledger_end == 0` means unbounded (follow the tip).
     pub fn new(ledger_start: u32, ledger_end: u32, partition_size: u32) -> Self {
-        assert!(partition_size > 0, "partition_size is validated before the grid is built");
+        assert!(
+            partition_size > 0,
+            "partition_size is validated before the grid is built"
+        );
         Self {
             anchor: ledger_start,
             size: partition_size,
@@ -113,21 +116,32 @@ mod tests {
     use super::*;
 
     fn ranges(grid: &PartitionGrid, next: u32) -> Vec<(u32, u32)> {
-        grid.partitions_from(next).map(|r| (r.start, r.end)).collect()
+        grid.partitions_from(next)
+            .map(|r| (r.start, r.end))
+            .collect()
     }
 
     #[test]
     fn grid_is_anchored_on_ledger_start_and_clipped_to_the_end() {
         let grid = PartitionGrid::new(2, 3001, 1000);
-        assert_eq!(ranges(&grid, 2), vec![(2, 1001), (1002, 2001), (2002, 3001)]);
+        assert_eq!(
+            ranges(&grid, 2),
+            vec![(2, 1001), (1002, 2001), (2002, 3001)]
+        );
         let grid = PartitionGrid::new(2, 2500, 1000);
-        assert_eq!(ranges(&grid, 2), vec![(2, 1001), (1002, 2001), (2002, 2500)]);
+        assert_eq!(
+            ranges(&grid, 2),
+            vec![(2, 1001), (1002, 2001), (2002, 2500)]
+        );
     }
 
     #[test]
     fn genesis_ledger_is_skipped_without_shifting_the_grid() {
         let grid = PartitionGrid::new(1, 30_000, 10_000);
-        assert_eq!(ranges(&grid, 1), vec![(2, 10_000), (10_001, 20_000), (20_001, 30_000)]);
+        assert_eq!(
+            ranges(&grid, 1),
+            vec![(2, 10_000), (10_001, 20_000), (20_001, 30_000)]
+        );
     }
 
     #[test]

@@ -35,23 +35,40 @@ impl std::fmt::Debug for Location {
 impl Location {
     /// The key for `relative` under the root.
     pub fn key(&self, relative: &str) -> ObjectPath {
-        let mut parts: Vec<&str> = self.root.as_ref().split('/').filter(|s| !s.is_empty()).collect();
+        let mut parts: Vec<&str> = self
+            .root
+            .as_ref()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
         parts.extend(relative.split('/').filter(|s| !s.is_empty()));
         ObjectPath::from(parts.join("/"))
     }
 
     /// The URI of `relative` under the root.
     pub fn uri_of(&self, relative: &str) -> String {
-        format!("{}/{}", self.uri.trim_end_matches('/'), relative.trim_start_matches('/'))
+        format!(
+            "{}/{}",
+            self.uri.trim_end_matches('/'),
+            relative.trim_start_matches('/')
+        )
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{field}: cannot open {what}: {source}")]
-    Build { field: &'static str, what: String, source: object_store::Error },
+    Build {
+        field: &'static str,
+        what: String,
+        source: object_store::Error,
+    },
     #[error("{field}: cannot create directory {path}: {source}")]
-    CreateDir { field: &'static str, path: String, source: std::io::Error },
+    CreateDir {
+        field: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Object store request retries, from `perf.retry_attempts` / `perf.retry_backoff_ms`.
@@ -70,13 +87,23 @@ pub fn retry_config(perf: &PerfConfig) -> RetryConfig {
 /// A local directory (created if missing) as a store.
 pub fn local(field: &'static str, dir: &str, create: bool) -> Result<Location, StoreError> {
     if create {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::CreateDir { field, path: dir.to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            field,
+            path: dir.to_string(),
+            source,
+        })?;
     }
-    let canonical = std::fs::canonicalize(dir)
-        .map_err(|source| StoreError::CreateDir { field, path: dir.to_string(), source })?;
+    let canonical = std::fs::canonicalize(dir).map_err(|source| StoreError::CreateDir {
+        field,
+        path: dir.to_string(),
+        source,
+    })?;
     let store = LocalFileSystem::new_with_prefix(&canonical)
-        .map_err(|source| StoreError::Build { field, what: dir.to_string(), source })?
+        .map_err(|source| StoreError::Build {
+            field,
+            what: dir.to_string(),
+            source,
+        })?
         .with_automatic_cleanup(true);
     Ok(Location {
         store: Arc::new(store),
@@ -113,16 +140,24 @@ pub fn s3(
             .with_virtual_hosted_style_request(false);
     }
     if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
         if let Some(token) = env("AWS_SESSION_TOKEN") {
             builder = builder.with_token(token);
         }
     }
-    let store = builder
-        .build()
-        .map_err(|source| StoreError::Build { field, what: format!("s3://{bucket}"), source })?;
+    let store = builder.build().map_err(|source| StoreError::Build {
+        field,
+        what: format!("s3://{bucket}"),
+        source,
+    })?;
     let root = ObjectPath::from(prefix.trim_matches('/'));
-    Ok(Location { store: Arc::new(store), uri: bucket_uri("s3", bucket, &root), root })
+    Ok(Location {
+        store: Arc::new(store),
+        uri: bucket_uri("s3", bucket, &root),
+        root,
+    })
 }
 
 /// A GCS bucket. `GOOGLE_APPLICATION_CREDENTIALS` may name a service-account key file (it may
@@ -137,18 +172,27 @@ pub fn gcs(
         .with_bucket_name(bucket)
         .with_retry(retry_config(perf))
         .with_client_options(client_options());
-    if let Some(path) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS").ok().filter(|v| !v.is_empty()) {
+    if let Some(path) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         builder = if is_service_account_file(&path) {
             builder.with_service_account_path(path)
         } else {
             builder.with_application_credentials(path)
         };
     }
-    let store = builder
-        .build()
-        .map_err(|source| StoreError::Build { field, what: format!("gs://{bucket}"), source })?;
+    let store = builder.build().map_err(|source| StoreError::Build {
+        field,
+        what: format!("gs://{bucket}"),
+        source,
+    })?;
     let root = ObjectPath::from(prefix.trim_matches('/'));
-    Ok(Location { store: Arc::new(store), uri: bucket_uri("gs", bucket, &root), root })
+    Ok(Location {
+        store: Arc::new(store),
+        uri: bucket_uri("gs", bucket, &root),
+        root,
+    })
 }
 
 /// Splits `bucket/prefix` (the runbook's `datastore_path`).
@@ -187,7 +231,10 @@ mod tests {
 
     #[test]
     fn datastore_path_splits_into_bucket_and_prefix() {
-        assert_eq!(split_bucket_path("bucket/landing/ledgers/testnet"), ("bucket", "landing/ledgers/testnet"));
+        assert_eq!(
+            split_bucket_path("bucket/landing/ledgers/testnet"),
+            ("bucket", "landing/ledgers/testnet")
+        );
         assert_eq!(split_bucket_path("bucket"), ("bucket", ""));
         assert_eq!(split_bucket_path("bucket/p/"), ("bucket", "p"));
     }

@@ -8,7 +8,9 @@ pub fn now_rfc3339_nanos() -> String {
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp.
 pub fn rfc3339_to_millis(text: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// An RFC 3339 timestamp (millisecond precision) for epoch milliseconds.

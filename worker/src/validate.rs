@@ -9,20 +9,63 @@ use crate::partition::LedgerRange;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
-    #[error("{key}: batch declares ledgers {found_start}-{found_end} but its key says {expected_start}-{expected_end} (does the datastore's .config.json match its objects?)")]
-    BatchBounds { key: String, expected_start: u32, expected_end: u32, found_start: u32, found_end: u32 },
+    #[error(
+        "{key}: batch declares ledgers {found_start}-{found_end} but its key says {expected_start}-{expected_end} (does the datastore's .config.json match its objects?)"
+    )]
+    BatchBounds {
+        key: String,
+        expected_start: u32,
+        expected_end: u32,
+        found_start: u32,
+        found_end: u32,
+    },
     #[error("{key}: batch {start}-{end} holds {found} ledgers, expected {expected}")]
-    BatchCount { key: String, start: u32, end: u32, expected: u64, found: usize },
+    BatchCount {
+        key: String,
+        start: u32,
+        end: u32,
+        expected: u64,
+        found: usize,
+    },
     #[error("{key}: ledger {found} found where ledger {expected} was expected (field ledgerSeq)")]
-    Sequence { key: String, expected: u32, found: u32 },
-    #[error("{key}: ledger {ledger}: header does not hash to the stored ledger hash {stored} (corrupt header)")]
-    HeaderHash { key: String, ledger: u32, stored: String },
-    #[error("{key}: ledger {ledger}: previous_ledger_hash {found} does not match hash {expected} of ledger {prior}")]
-    HashLink { key: String, ledger: u32, prior: u32, expected: String, found: String },
-    #[error("{key}: ledger {ledger}: transaction set has {tx_count} transactions but txProcessing has {processed}")]
-    TxCount { key: String, ledger: u32, tx_count: u32, processed: u32 },
+    Sequence {
+        key: String,
+        expected: u32,
+        found: u32,
+    },
+    #[error(
+        "{key}: ledger {ledger}: header does not hash to the stored ledger hash {stored} (corrupt header)"
+    )]
+    HeaderHash {
+        key: String,
+        ledger: u32,
+        stored: String,
+    },
+    #[error(
+        "{key}: ledger {ledger}: previous_ledger_hash {found} does not match hash {expected} of ledger {prior}"
+    )]
+    HashLink {
+        key: String,
+        ledger: u32,
+        prior: u32,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "{key}: ledger {ledger}: transaction set has {tx_count} transactions but txProcessing has {processed}"
+    )]
+    TxCount {
+        key: String,
+        ledger: u32,
+        tx_count: u32,
+        processed: u32,
+    },
     #[error("partition {range}: ledgers {missing_from}-{end} never arrived")]
-    Incomplete { range: LedgerRange, missing_from: u32, end: u32 },
+    Incomplete {
+        range: LedgerRange,
+        missing_from: u32,
+        end: u32,
+    },
 }
 
 /// Edge hashes of a validated partition.
@@ -43,7 +86,12 @@ pub struct PartitionValidator {
 
 impl PartitionValidator {
     pub fn new(range: LedgerRange) -> Self {
-        Self { range, next: u64::from(range.start), last_hash: None, first: None }
+        Self {
+            range,
+            next: u64::from(range.start),
+            last_hash: None,
+            first: None,
+        }
     }
 
     /// Checks that a batch's own bounds lie within the bounds its key promises (the first batch
@@ -65,20 +113,39 @@ impl PartitionValidator {
         }
         let want = u64::from(found.1) - u64::from(found.0) + 1;
         if want != ledgers as u64 {
-            return Err(ValidationError::BatchCount { key: key.into(), start: found.0, end: found.1, expected: want, found: ledgers });
+            return Err(ValidationError::BatchCount {
+                key: key.into(),
+                start: found.0,
+                end: found.1,
+                expected: want,
+                found: ledgers,
+            });
         }
         Ok(())
     }
 
     /// Checks the next ledger of the partition. `header_hash_ok` is whether its header hashes to
     /// its stored hash.
-    pub fn check(&mut self, key: &str, row: &LedgerRow, header_hash_ok: bool) -> Result<(), ValidationError> {
+    pub fn check(
+        &mut self,
+        key: &str,
+        row: &LedgerRow,
+        header_hash_ok: bool,
+    ) -> Result<(), ValidationError> {
         let seq = row.ledger_sequence;
         if u64::from(seq) != self.next {
-            return Err(ValidationError::Sequence { key: key.into(), expected: self.next as u32, found: seq });
+            return Err(ValidationError::Sequence {
+                key: key.into(),
+                expected: self.next as u32,
+                found: seq,
+            });
         }
         if !header_hash_ok {
-            return Err(ValidationError::HeaderHash { key: key.into(), ledger: seq, stored: hex::encode(row.ledger_hash) });
+            return Err(ValidationError::HeaderHash {
+                key: key.into(),
+                ledger: seq,
+                stored: hex::encode(row.ledger_hash),
+            });
         }
         if let Some(prior) = self.last_hash
             && prior != row.previous_ledger_hash
@@ -99,7 +166,8 @@ impl PartitionValidator {
                 processed: row.tx_processing_count,
             });
         }
-        self.first.get_or_insert((row.previous_ledger_hash, row.ledger_hash));
+        self.first
+            .get_or_insert((row.previous_ledger_hash, row.ledger_hash));
         self.last_hash = Some(row.ledger_hash);
         self.next += 1;
         Ok(())
@@ -114,7 +182,11 @@ impl PartitionValidator {
     pub fn finish(self) -> Result<PartitionEdges, ValidationError> {
         match (self.first, self.last_hash) {
             (Some((previous, first)), Some(last)) if self.next == u64::from(self.range.end) + 1 => {
-                Ok(PartitionEdges { previous_ledger_hash: previous, first_ledger_hash: first, last_ledger_hash: last })
+                Ok(PartitionEdges {
+                    previous_ledger_hash: previous,
+                    first_ledger_hash: first,
+                    last_ledger_hash: last,
+                })
             }
             _ => Err(ValidationError::Incomplete {
                 range: self.range,
@@ -182,13 +254,33 @@ mod tests {
         let mut v = PartitionValidator::new(LedgerRange::new(10, 12));
         v.check("k", &row(10, 1, 0), true).unwrap();
         let gap = v.check("obj-12", &row(12, 3, 2), true).unwrap_err();
-        assert_eq!(gap, ValidationError::Sequence { key: "obj-12".into(), expected: 11, found: 12 });
+        assert_eq!(
+            gap,
+            ValidationError::Sequence {
+                key: "obj-12".into(),
+                expected: 11,
+                found: 12
+            }
+        );
         let dup = v.check("k", &row(10, 1, 0), true).unwrap_err();
-        assert!(matches!(dup, ValidationError::Sequence { expected: 11, found: 10, .. }));
+        assert!(matches!(
+            dup,
+            ValidationError::Sequence {
+                expected: 11,
+                found: 10,
+                ..
+            }
+        ));
         let link = v.check("obj-11", &row(11, 2, 9), true).unwrap_err();
-        assert!(link.to_string().contains("obj-11") && link.to_string().contains("ledger 11"), "{link}");
+        assert!(
+            link.to_string().contains("obj-11") && link.to_string().contains("ledger 11"),
+            "{link}"
+        );
         let bad_header = v.check("k", &row(11, 2, 1), false).unwrap_err();
-        assert!(matches!(bad_header, ValidationError::HeaderHash { ledger: 11, .. }));
+        assert!(matches!(
+            bad_header,
+            ValidationError::HeaderHash { ledger: 11, .. }
+        ));
     }
 
     #[test]
@@ -197,9 +289,17 @@ mod tests {
         v.check("k", &row(10, 1, 0), true).unwrap();
         assert_eq!(
             v.finish().unwrap_err(),
-            ValidationError::Incomplete { range: LedgerRange::new(10, 12), missing_from: 11, end: 12 }
+            ValidationError::Incomplete {
+                range: LedgerRange::new(10, 12),
+                missing_from: 11,
+                end: 12
+            }
         );
-        assert!(PartitionValidator::new(LedgerRange::new(1, 1)).finish().is_err());
+        assert!(
+            PartitionValidator::new(LedgerRange::new(1, 1))
+                .finish()
+                .is_err()
+        );
     }
 
     #[test]
@@ -207,22 +307,41 @@ mod tests {
         let mut v = PartitionValidator::new(LedgerRange::new(10, 10));
         let mut r = row(10, 1, 0);
         r.tx_processing_count = 2;
-        assert!(matches!(v.check("k", &r, true), Err(ValidationError::TxCount { .. })));
+        assert!(matches!(
+            v.check("k", &r, true),
+            Err(ValidationError::TxCount { .. })
+        ));
     }
 
     #[test]
     fn batch_bounds_must_match_the_key() {
         assert!(PartitionValidator::check_batch("k", (0, 63), (0, 63), 64).is_ok());
         assert!(PartitionValidator::check_batch("k", (0, 63), (2, 63), 62).is_ok());
-        assert!(matches!(PartitionValidator::check_batch("k", (0, 63), (0, 64), 65), Err(ValidationError::BatchBounds { .. })));
-        assert!(matches!(PartitionValidator::check_batch("k", (64, 127), (0, 63), 64), Err(ValidationError::BatchBounds { .. })));
-        assert!(matches!(PartitionValidator::check_batch("k", (0, 63), (0, 63), 60), Err(ValidationError::BatchCount { .. })));
+        assert!(matches!(
+            PartitionValidator::check_batch("k", (0, 63), (0, 64), 65),
+            Err(ValidationError::BatchBounds { .. })
+        ));
+        assert!(matches!(
+            PartitionValidator::check_batch("k", (64, 127), (0, 63), 64),
+            Err(ValidationError::BatchBounds { .. })
+        ));
+        assert!(matches!(
+            PartitionValidator::check_batch("k", (0, 63), (0, 63), 60),
+            Err(ValidationError::BatchCount { .. })
+        ));
     }
 
     #[test]
     fn links_across_partitions() {
         let r = LedgerRange::new(11, 20);
         assert!(check_link(r, &[5; 32], &[5; 32], "k").is_ok());
-        assert!(matches!(check_link(r, &[5; 32], &[6; 32], "k"), Err(ValidationError::HashLink { ledger: 11, prior: 10, .. })));
+        assert!(matches!(
+            check_link(r, &[5; 32], &[6; 32], "k"),
+            Err(ValidationError::HashLink {
+                ledger: 11,
+                prior: 10,
+                ..
+            })
+        ));
     }
 }

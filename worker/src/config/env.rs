@@ -9,75 +9,147 @@ type Apply = fn(&mut Config, &str) -> Result<(), String>;
 
 /// Every variable Bronze reads, with the config key it overrides.
 pub const ENV_VARS: &[(&str, &str, Apply)] = &[
-    ("COPIER_ID", "copier_id", |c, v| set_str(&mut c.copier_id, v)),
+    ("COPIER_ID", "copier_id", |c, v| {
+        set_str(&mut c.copier_id, v)
+    }),
     ("ERA_ID", "era.era_id", |c, v| set_str(&mut c.era.era_id, v)),
-    ("VERSION_LABEL", "era.version_label", |c, v| set_str(&mut c.era.version_label, v)),
-    ("NETWORK", "era.network", |c, v| set_str(&mut c.era.network, v)),
+    ("VERSION_LABEL", "era.version_label", |c, v| {
+        set_str(&mut c.era.version_label, v)
+    }),
+    ("NETWORK", "era.network", |c, v| {
+        set_str(&mut c.era.network, v)
+    }),
     ("NETWORK_PASSPHRASE", "era.network_passphrase", |c, v| {
         c.era.network_passphrase = Some(v.to_string());
         Ok(())
     }),
-    ("LEDGER_START", "era.ledger_start", |c, v| set_num(&mut c.era.ledger_start, v)),
-    ("LEDGER_END", "era.ledger_end", |c, v| set_num(&mut c.era.ledger_end, v)),
-    ("PARTITION_SIZE", "era.partition_size", |c, v| set_num(&mut c.era.partition_size, v)),
-    ("ALLOW_OVERWRITE", "era.allow_overwrite", |c, v| set_bool(&mut c.era.allow_overwrite, v)),
+    ("LEDGER_START", "era.ledger_start", |c, v| {
+        set_num(&mut c.era.ledger_start, v)
+    }),
+    ("LEDGER_END", "era.ledger_end", |c, v| {
+        set_num(&mut c.era.ledger_end, v)
+    }),
+    ("PARTITION_SIZE", "era.partition_size", |c, v| {
+        set_num(&mut c.era.partition_size, v)
+    }),
+    ("ALLOW_OVERWRITE", "era.allow_overwrite", |c, v| {
+        set_bool(&mut c.era.allow_overwrite, v)
+    }),
     ("INGESTED_AT", "era.ingested_at", |c, v| {
         c.era.ingested_at = Some(v.to_string());
         Ok(())
     }),
-    ("SOURCE_MODE", "source.mode", |c, v| set_str(&mut c.source.mode, v)),
-    ("SOURCE_LOCAL_PATH", "source.local_path", |c, v| set_str(&mut c.source.local_path, v)),
-    ("SOURCE_GCS_BUCKET", "source.gcs_bucket", |c, v| set_str(&mut c.source.gcs_bucket, v)),
-    ("SOURCE_GCS_PREFIX", "source.gcs_prefix", |c, v| set_str(&mut c.source.gcs_prefix, v)),
-    ("SOURCE_S3_BUCKET", "source.s3_bucket", |c, v| set_str(&mut c.source.s3_bucket, v)),
-    ("SOURCE_S3_PREFIX", "source.s3_prefix", |c, v| set_str(&mut c.source.s3_prefix, v)),
-    ("SOURCE_S3_ENDPOINT", "source.s3_endpoint", |c, v| set_str(&mut c.source.s3_endpoint, v)),
-    ("SOURCE_S3_REGION", "source.s3_region", |c, v| set_str(&mut c.source.s3_region, v)),
+    ("SOURCE_MODE", "source.mode", |c, v| {
+        set_str(&mut c.source.mode, v)
+    }),
+    ("SOURCE_LOCAL_PATH", "source.local_path", |c, v| {
+        set_str(&mut c.source.local_path, v)
+    }),
+    ("SOURCE_GCS_BUCKET", "source.gcs_bucket", |c, v| {
+        set_str(&mut c.source.gcs_bucket, v)
+    }),
+    ("SOURCE_GCS_PREFIX", "source.gcs_prefix", |c, v| {
+        set_str(&mut c.source.gcs_prefix, v)
+    }),
+    ("SOURCE_S3_BUCKET", "source.s3_bucket", |c, v| {
+        set_str(&mut c.source.s3_bucket, v)
+    }),
+    ("SOURCE_S3_PREFIX", "source.s3_prefix", |c, v| {
+        set_str(&mut c.source.s3_prefix, v)
+    }),
+    ("SOURCE_S3_ENDPOINT", "source.s3_endpoint", |c, v| {
+        set_str(&mut c.source.s3_endpoint, v)
+    }),
+    ("SOURCE_S3_REGION", "source.s3_region", |c, v| {
+        set_str(&mut c.source.s3_region, v)
+    }),
     ("SOURCE_DATASTORE_TYPE", "source.datastore_type", |c, v| {
         set_str(&mut c.source.datastore_type, v)
     }),
     ("SOURCE_DATASTORE_PATH", "source.datastore_path", |c, v| {
         set_str(&mut c.source.datastore_path, v)
     }),
-    ("STORAGE_BACKEND", "storage.backend", |c, v| set_str(&mut c.storage.backend, v)),
-    ("STORAGE_LOCAL_DIR", "storage.local_dir", |c, v| set_str(&mut c.storage.local_dir, v)),
-    ("STORAGE_GCS_BUCKET", "storage.gcs_bucket", |c, v| set_str(&mut c.storage.gcs_bucket, v)),
-    ("STORAGE_S3_BUCKET", "storage.s3_bucket", |c, v| set_str(&mut c.storage.s3_bucket, v)),
+    ("STORAGE_BACKEND", "storage.backend", |c, v| {
+        set_str(&mut c.storage.backend, v)
+    }),
+    ("STORAGE_LOCAL_DIR", "storage.local_dir", |c, v| {
+        set_str(&mut c.storage.local_dir, v)
+    }),
+    ("STORAGE_GCS_BUCKET", "storage.gcs_bucket", |c, v| {
+        set_str(&mut c.storage.gcs_bucket, v)
+    }),
+    ("STORAGE_S3_BUCKET", "storage.s3_bucket", |c, v| {
+        set_str(&mut c.storage.s3_bucket, v)
+    }),
     ("STORAGE_S3_ENDPOINT", "storage.s3_endpoint", |c, v| {
         set_str(&mut c.storage.s3_endpoint, v)
     }),
-    ("STORAGE_S3_REGION", "storage.s3_region", |c, v| set_str(&mut c.storage.s3_region, v)),
-    ("STORAGE_PREFIX", "storage.prefix", |c, v| set_str(&mut c.storage.prefix, v)),
+    ("STORAGE_S3_REGION", "storage.s3_region", |c, v| {
+        set_str(&mut c.storage.s3_region, v)
+    }),
+    ("STORAGE_PREFIX", "storage.prefix", |c, v| {
+        set_str(&mut c.storage.prefix, v)
+    }),
     ("STORAGE_COMPRESSION", "storage.compression", |c, v| {
         set_str(&mut c.storage.compression, v)
     }),
-    ("CATALOG_DSN", "catalog.postgres_dsn", |c, v| set_str(&mut c.catalog.postgres_dsn, v)),
+    ("CATALOG_DSN", "catalog.postgres_dsn", |c, v| {
+        set_str(&mut c.catalog.postgres_dsn, v)
+    }),
     ("CATALOG_NAMESPACE", "catalog.namespace", |c, v| {
         c.catalog.namespace = Some(v.to_string());
         Ok(())
     }),
-    ("CATALOG_STRICT", "catalog.strict", |c, v| set_bool(&mut c.catalog.strict, v)),
-    ("PAS_ENABLED", "pas.enabled", |c, v| set_bool(&mut c.pas.enabled, v)),
-    ("PAS_ENDPOINT", "pas.endpoint", |c, v| set_str(&mut c.pas.endpoint, v)),
-    ("PAS_BACKUP_DIR", "pas.backup_dir", |c, v| set_str(&mut c.pas.backup_dir, v)),
-    ("PAS_STRICT", "pas.strict", |c, v| set_bool(&mut c.pas.strict, v)),
+    ("CATALOG_STRICT", "catalog.strict", |c, v| {
+        set_bool(&mut c.catalog.strict, v)
+    }),
+    ("PAS_ENABLED", "pas.enabled", |c, v| {
+        set_bool(&mut c.pas.enabled, v)
+    }),
+    ("PAS_ENDPOINT", "pas.endpoint", |c, v| {
+        set_str(&mut c.pas.endpoint, v)
+    }),
+    ("PAS_BACKUP_DIR", "pas.backup_dir", |c, v| {
+        set_str(&mut c.pas.backup_dir, v)
+    }),
+    ("PAS_STRICT", "pas.strict", |c, v| {
+        set_bool(&mut c.pas.strict, v)
+    }),
     ("BRONZE_PRIMARY_TABLE", "bronze.primary_table", |c, v| {
         set_str(&mut c.bronze.primary_table, v)
     }),
-    ("CHECKPOINT_ENABLED", "checkpoint.enabled", |c, v| set_bool(&mut c.checkpoint.enabled, v)),
-    ("CHECKPOINT_DIR", "checkpoint.dir", |c, v| set_str(&mut c.checkpoint.dir, v)),
-    ("MAX_IN_FLIGHT_PARTITIONS", "perf.max_in_flight_partitions", |c, v| {
-        set_num(&mut c.perf.max_in_flight_partitions, v)
+    ("CHECKPOINT_ENABLED", "checkpoint.enabled", |c, v| {
+        set_bool(&mut c.checkpoint.enabled, v)
     }),
-    ("WORKERS", "perf.workers", |c, v| set_num(&mut c.perf.workers, v)),
-    ("RETRY_ATTEMPTS", "perf.retry_attempts", |c, v| set_num(&mut c.perf.retry_attempts, v)),
+    ("CHECKPOINT_DIR", "checkpoint.dir", |c, v| {
+        set_str(&mut c.checkpoint.dir, v)
+    }),
+    (
+        "MAX_IN_FLIGHT_PARTITIONS",
+        "perf.max_in_flight_partitions",
+        |c, v| set_num(&mut c.perf.max_in_flight_partitions, v),
+    ),
+    ("WORKERS", "perf.workers", |c, v| {
+        set_num(&mut c.perf.workers, v)
+    }),
+    ("RETRY_ATTEMPTS", "perf.retry_attempts", |c, v| {
+        set_num(&mut c.perf.retry_attempts, v)
+    }),
     ("RETRY_BACKOFF_MS", "perf.retry_backoff_ms", |c, v| {
         set_num(&mut c.perf.retry_backoff_ms, v)
     }),
-    ("LOG_FORMAT", "logging.format", |c, v| set_str(&mut c.logging.format, v)),
-    ("LOG_LEVEL", "logging.level", |c, v| set_str(&mut c.logging.level, v)),
-    ("METRICS_ENABLED", "metrics.enabled", |c, v| set_bool(&mut c.metrics.enabled, v)),
-    ("METRICS_ADDRESS", "metrics.address", |c, v| set_str(&mut c.metrics.address, v)),
+    ("LOG_FORMAT", "logging.format", |c, v| {
+        set_str(&mut c.logging.format, v)
+    }),
+    ("LOG_LEVEL", "logging.level", |c, v| {
+        set_str(&mut c.logging.level, v)
+    }),
+    ("METRICS_ENABLED", "metrics.enabled", |c, v| {
+        set_bool(&mut c.metrics.enabled, v)
+    }),
+    ("METRICS_ADDRESS", "metrics.address", |c, v| {
+        set_str(&mut c.metrics.address, v)
+    }),
 ];
 
 /// The variables that were applied, for the log line that says where each value came from.
@@ -95,13 +167,19 @@ pub fn apply_env(
     let mut overrides = EnvOverrides::default();
     let mut errors = Vec::new();
     for (var, key, apply) in ENV_VARS {
-        let Some(value) = lookup(var).filter(|v| !v.is_empty()) else { continue };
+        let Some(value) = lookup(var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
         match apply(config, &value) {
             Ok(()) => overrides.applied.push((var, key)),
             Err(why) => errors.push(format!("{var} (overrides {key}): {why}: {value:?}")),
         }
     }
-    if errors.is_empty() { Ok(overrides) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(overrides)
+    } else {
+        Err(errors)
+    }
 }
 
 fn set_str(slot: &mut String, value: &str) -> Result<(), String> {
@@ -110,7 +188,10 @@ fn set_str(slot: &mut String, value: &str) -> Result<(), String> {
 }
 
 fn set_num<T: std::str::FromStr>(slot: &mut T, value: &str) -> Result<(), String> {
-    *slot = value.trim().parse().map_err(|_| "not a valid non-negative integer".to_string())?;
+    *slot = value
+        .trim()
+        .parse()
+        .map_err(|_| "not a valid non-negative integer".to_string())?;
     Ok(())
 }
 
@@ -133,8 +214,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -142,9 +225,11 @@ mod tests {
     fn env_overrides_file_values() {
         let mut config = Config::default();
         config.perf.max_in_flight_partitions = 2;
-        let applied =
-            apply_env(&mut config, env(&[("MAX_IN_FLIGHT_PARTITIONS", "8"), ("NETWORK", "testnet")]))
-                .unwrap();
+        let applied = apply_env(
+            &mut config,
+            env(&[("MAX_IN_FLIGHT_PARTITIONS", "8"), ("NETWORK", "testnet")]),
+        )
+        .unwrap();
         assert_eq!(config.perf.max_in_flight_partitions, 8);
         assert_eq!(config.era.network, "testnet");
         assert_eq!(applied.applied.len(), 2);
@@ -160,18 +245,30 @@ mod tests {
     #[test]
     fn bad_number_is_an_error_naming_the_variable_not_a_zero() {
         let mut config = Config::default();
-        let errors = apply_env(&mut config, env(&[("LEDGER_START", "12x"), ("PAS_STRICT", "maybe")]))
-            .unwrap_err();
+        let errors = apply_env(
+            &mut config,
+            env(&[("LEDGER_START", "12x"), ("PAS_STRICT", "maybe")]),
+        )
+        .unwrap_err();
         assert_eq!(errors.len(), 2);
         assert!(errors[0].contains("LEDGER_START") && errors[0].contains("era.ledger_start"));
         assert!(errors[0].contains("12x"));
         assert!(errors[1].contains("PAS_STRICT"));
-        assert_eq!(config.era.ledger_start, 1, "a bad value must not change the config");
+        assert_eq!(
+            config.era.ledger_start, 1,
+            "a bad value must not change the config"
+        );
     }
 
     #[test]
     fn booleans_accept_common_spellings() {
-        for (text, want) in [("true", true), ("TRUE", true), ("1", true), ("false", false), ("0", false)] {
+        for (text, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("false", false),
+            ("0", false),
+        ] {
             let mut config = Config::default();
             apply_env(&mut config, env(&[("CHECKPOINT_ENABLED", text)])).unwrap();
             assert_eq!(config.checkpoint.enabled, want, "{text}");

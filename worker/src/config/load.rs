@@ -2,15 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
-
-
 use super::Config;
 use super::env::{EnvOverrides, apply_env};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config: cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config: cannot parse config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config: bad environment variable(s):\n  {}", .0.join("\n  "))]
@@ -35,19 +36,31 @@ pub fn load_config(
     file: Option<&Path>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<LoadedConfig, ConfigError> {
-    let file = file
-        .map(Path::to_path_buf)
-        .or_else(|| lookup("CONFIG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from));
+    let file = file.map(Path::to_path_buf).or_else(|| {
+        lookup("CONFIG_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     let (mut config, ignored_keys) = match &file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            parse_yaml(&text).map_err(|message| ConfigError::Parse { path: path.clone(), message })?
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            parse_yaml(&text).map_err(|message| ConfigError::Parse {
+                path: path.clone(),
+                message,
+            })?
         }
         None => (Config::default(), Vec::new()),
     };
     let env = apply_env(&mut config, lookup).map_err(ConfigError::Env)?;
-    Ok(LoadedConfig { config, file, ignored_keys, env })
+    Ok(LoadedConfig {
+        config,
+        file,
+        ignored_keys,
+        env,
+    })
 }
 
 /// Parses YAML text into a config, collecting the keys that were not used.
@@ -67,7 +80,9 @@ pub fn parse_yaml(text: &str) -> Result<(Config, Vec<String>), String> {
             _ => config.active_eras.is_some(),
         };
         if present {
-            ignored.push(format!("{legacy} (multi-era routing is not supported; only `era` is used)"));
+            ignored.push(format!(
+                "{legacy} (multi-era routing is not supported; only `era` is used)"
+            ));
         }
     }
     if config.catalog.namespace.is_some() {
@@ -75,7 +90,6 @@ pub fn parse_yaml(text: &str) -> Result<(Config, Vec<String>), String> {
     }
     Ok((config, ignored))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -130,14 +144,16 @@ perf:
 
     #[test]
     fn unknown_and_legacy_keys_are_reported_not_fatal() {
-        let (config, ignored) = parse_yaml(
-            "era:\n  netwrok: testnet\neras: []\ncatalog:\n  namespace: mainnet\n",
-        )
-        .unwrap();
+        let (config, ignored) =
+            parse_yaml("era:\n  netwrok: testnet\neras: []\ncatalog:\n  namespace: mainnet\n")
+                .unwrap();
         assert_eq!(config.era.network, "pubnet");
         assert!(ignored.iter().any(|k| k == "era.netwrok"), "{ignored:?}");
         assert!(ignored.iter().any(|k| k.starts_with("eras")), "{ignored:?}");
-        assert!(ignored.iter().any(|k| k.starts_with("catalog.namespace")), "{ignored:?}");
+        assert!(
+            ignored.iter().any(|k| k.starts_with("catalog.namespace")),
+            "{ignored:?}"
+        );
     }
 
     #[test]
@@ -166,6 +182,9 @@ perf:
     #[test]
     fn missing_file_is_a_read_error_naming_the_path() {
         let err = load_config(Some(Path::new("/nonexistent/bronze.yaml")), no_env).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/bronze.yaml"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/bronze.yaml"),
+            "{err}"
+        );
     }
 }

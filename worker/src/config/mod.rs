@@ -220,7 +220,10 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { enabled: true, dir: "./state".into() }
+        Self {
+            enabled: true,
+            dir: "./state".into(),
+        }
     }
 }
 
@@ -261,7 +264,10 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { format: "text".into(), level: "info".into() }
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
     }
 }
 
@@ -274,7 +280,10 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: false, address: ":9090".into() }
+        Self {
+            enabled: false,
+            address: ":9090".into(),
+        }
     }
 }
 
@@ -286,7 +295,9 @@ pub struct BronzeConfig {
 
 impl Default for BronzeConfig {
     fn default() -> Self {
-        Self { primary_table: PRIMARY_TABLE.into() }
+        Self {
+            primary_table: PRIMARY_TABLE.into(),
+        }
     }
 }
 
@@ -305,5 +316,9 @@ impl Config {
 /// Trims slashes and re-adds one trailing `/`, so `bronze` and `bronze/` mean the same.
 pub fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim_matches('/');
-    if trimmed.is_empty() { String::new() } else { format!("{trimmed}/") }
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{trimmed}/")
+    }
 }

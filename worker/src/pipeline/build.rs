@@ -9,9 +9,13 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::parquet::{LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings};
+use crate::parquet::{
+    LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings,
+};
 use crate::partition::LedgerRange;
-use crate::publish::{CommitError, Committer, ExistingPartition, UploadError, UploadSink, start_upload};
+use crate::publish::{
+    CommitError, Committer, ExistingPartition, UploadError, UploadSink, start_upload,
+};
 use crate::source::{Datastore, DecodeError, FetchedBatch, SourceError, decompress_batch};
 use crate::validate::{PartitionEdges, PartitionValidator, ValidationError};
 
@@ -56,11 +60,18 @@ pub enum BuildError {
     #[error("{key}: {source}")]
     Decode { key: String, source: DecodeError },
     #[error("{key}: ledger {ledger}: invalid XDR: {source}", ledger = .ledger.map_or("?".to_string(), |l| l.to_string()))]
-    Xdr { key: String, ledger: Option<u32>, source: bronze_ledger::XdrError },
+    Xdr {
+        key: String,
+        ledger: Option<u32>,
+        source: bronze_ledger::XdrError,
+    },
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error("partition {range}: {source}")]
-    Writer { range: LedgerRange, source: WriterError },
+    Writer {
+        range: LedgerRange,
+        source: WriterError,
+    },
     #[error(transparent)]
     Upload(#[from] UploadError),
     #[error(transparent)]
@@ -107,17 +118,25 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
     }
     let started = Instant::now();
     let parquet_key = committer.layout.parquet_key(range);
-    let (sink, uploader) =
-        start_upload(committer.location.store.clone(), committer.location.key(&parquet_key), env.upload_part_bytes);
+    let (sink, uploader) = start_upload(
+        committer.location.store.clone(),
+        committer.location.key(&parquet_key),
+        env.upload_part_bytes,
+    );
     let (tx, rx) = mpsc::channel::<FetchedBatch>(env.queue_size.max(1));
     let settings = env.writer.clone();
     let progress = env.progress.clone();
-    let encoder = tokio::task::spawn_blocking(move || encode_partition(range, rx, sink, settings, &progress));
+    let encoder =
+        tokio::task::spawn_blocking(move || encode_partition(range, rx, sink, settings, &progress));
 
     let source = env.source.clone();
-    let batches = source.schema().batches_covering(range.start, range.end).collect::<Vec<_>>();
-    let mut fetched =
-        futures::stream::iter(batches).map(|b| source.fetch(b)).buffered(env.fetch_concurrency.max(1));
+    let batches = source
+        .schema()
+        .batches_covering(range.start, range.end)
+        .collect::<Vec<_>>();
+    let mut fetched = futures::stream::iter(batches)
+        .map(|b| source.fetch(b))
+        .buffered(env.fetch_concurrency.max(1));
     let mut fetch_error = None;
     while let Some(result) = fetched.next().await {
         match result {
@@ -134,9 +153,12 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
     }
     drop(fetched);
     drop(tx);
-    let encoded = encoder
-        .await
-        .unwrap_or_else(|join| Err(BuildError::Encoder { range, message: join.to_string() }));
+    let encoded = encoder.await.unwrap_or_else(|join| {
+        Err(BuildError::Encoder {
+            range,
+            message: join.to_string(),
+        })
+    });
     // Always wait for the upload: an abandoned one aborts its multipart upload on the way out.
     let uploaded = uploader.wait().await;
     if let Some(e) = fetch_error {
@@ -146,7 +168,9 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
         (Ok(encoded), Ok(_)) => encoded,
         (Ok(_), Err(upload)) => return Err(upload.into()),
         // The encoder fails too when the upload dies under it; the upload's error is the cause.
-        (Err(_), Err(upload)) if !matches!(upload, UploadError::Abandoned { .. }) => return Err(upload.into()),
+        (Err(_), Err(upload)) if !matches!(upload, UploadError::Abandoned { .. }) => {
+            return Err(upload.into());
+        }
         (Err(e), _) => return Err(e),
     };
     Ok(Built::Staged(Staged {
@@ -180,8 +204,10 @@ fn encode_partition(
     let mut xdr_bytes = 0u64;
     while let Some(object) = rx.blocking_recv() {
         let key = object.key.as_str();
-        decompress_batch(&object.bytes, &mut buffer)
-            .map_err(|source| BuildError::Decode { key: key.to_string(), source })?;
+        decompress_batch(&object.bytes, &mut buffer).map_err(|source| BuildError::Decode {
+            key: key.to_string(),
+            source,
+        })?;
         let view = bronze_ledger::split_batch(&buffer).map_err(|source| BuildError::Xdr {
             key: key.to_string(),
             ledger: None,
@@ -198,11 +224,19 @@ fn encode_partition(
             if !validator.wants(seq) {
                 continue;
             }
-            let xdr_err = |source| BuildError::Xdr { key: key.to_string(), ledger: Some(seq), source };
+            let xdr_err = |source| BuildError::Xdr {
+                key: key.to_string(),
+                ledger: Some(seq),
+                source,
+            };
             let row = bronze_ledger::extract_row(lcm).map_err(xdr_err)?;
             let header_ok = bronze_ledger::header_hash_matches(lcm).map_err(xdr_err)?;
             validator.check(key, &row, header_ok)?;
-            let record = LedgerRecord { row: &row, xdr: lcm, xdr_sha256: Sha256::digest(lcm).into() };
+            let record = LedgerRecord {
+                row: &row,
+                xdr: lcm,
+                xdr_sha256: Sha256::digest(lcm).into(),
+            };
             writer.push(&record).map_err(writer_err)?;
             xdr_bytes += lcm.len() as u64;
             progress.ledger_encoded(lcm.len() as u64);
@@ -210,7 +244,13 @@ fn encode_partition(
     }
     let edges = validator.finish()?;
     let (file, sink) = writer.finish().map_err(writer_err)?;
-    sink.finish()
-        .map_err(|e| BuildError::Encoder { range, message: format!("upload stopped: {e}") })?;
-    Ok(Encoded { file, edges, xdr_bytes })
+    sink.finish().map_err(|e| BuildError::Encoder {
+        range,
+        message: format!("upload stopped: {e}"),
+    })?;
+    Ok(Encoded {
+        file,
+        edges,
+        xdr_bytes,
+    })
 }

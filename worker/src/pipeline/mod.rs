@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use build::{BuildEnv, BuildError, Built, Staged, build_partition};
 pub use progress::{Progress, ProgressSnapshot, progress_line};
-pub use sequencer::{CommitEvent, CommitHook, HookError, HookFuture, SequenceError, Sequencer, parse_hash};
+pub use sequencer::{
+    CommitEvent, CommitHook, HookError, HookFuture, SequenceError, Sequencer, parse_hash,
+};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::config::Config;
@@ -43,7 +45,10 @@ pub enum RunError {
     #[error(transparent)]
     Commit(#[from] CommitError),
     #[error("partition {range}: {source}")]
-    Build { range: LedgerRange, source: BuildError },
+    Build {
+        range: LedgerRange,
+        source: BuildError,
+    },
     #[error(transparent)]
     Sequence(#[from] SequenceError),
 }
@@ -66,7 +71,14 @@ pub fn open_output_location(config: &Config) -> Result<Location, StoreError> {
     let s = &config.storage;
     match s.backend.as_str() {
         "gcs" => store::gcs("storage.gcs_bucket", &s.gcs_bucket, "", &config.perf),
-        "s3" => store::s3("storage.s3_bucket", &s.s3_bucket, "", &s.s3_endpoint, &s.s3_region, &config.perf),
+        "s3" => store::s3(
+            "storage.s3_bucket",
+            &s.s3_bucket,
+            "",
+            &s.s3_endpoint,
+            &s.s3_region,
+            &config.perf,
+        ),
         _ => store::local("storage.local_dir", &s.local_dir, true),
     }
 }
@@ -86,18 +98,31 @@ pub async fn run(
         layout: layout.clone(),
         allow_overwrite: config.era.allow_overwrite,
     };
-    let checkpoint_store = config.checkpoint.enabled.then(|| CheckpointStore::new(config));
+    let checkpoint_store = config
+        .checkpoint
+        .enabled
+        .then(|| CheckpointStore::new(config));
     let checkpoint = match &checkpoint_store {
         Some(store) => store.load()?,
         None => None,
     };
-    let grid = PartitionGrid::new(config.era.ledger_start, config.era.ledger_end, config.era.partition_size);
+    let grid = PartitionGrid::new(
+        config.era.ledger_start,
+        config.era.ledger_end,
+        config.era.partition_size,
+    );
     let next = checkpoint
         .as_ref()
-        .map_or(grid.first_ledger(), |cp| cp.last_committed_ledger.saturating_add(1))
+        .map_or(grid.first_ledger(), |cp| {
+            cp.last_committed_ledger.saturating_add(1)
+        })
         .max(grid.first_ledger());
     if let Some(cp) = &checkpoint {
-        tracing::info!(last_committed_ledger = cp.last_committed_ledger, next, "resuming from checkpoint");
+        tracing::info!(
+            last_committed_ledger = cp.last_committed_ledger,
+            next,
+            "resuming from checkpoint"
+        );
         if !grid.is_partition_start(next) && grid.partition_of(next).is_some() {
             tracing::warn!(
                 next,
@@ -109,9 +134,13 @@ pub async fn run(
     let previous = previous_partition(&grid, next, &committer).await?;
     let prior_last_hash = prior_hash(checkpoint.as_ref(), next, previous.as_ref());
     if prior_last_hash.is_none() && next > grid.first_ledger() {
-        tracing::warn!(ledger = next, "hash of the ledger before the first partition is unknown; that one link is not checked");
+        tracing::warn!(
+            ledger = next,
+            "hash of the ledger before the first partition is unknown; that one link is not checked"
+        );
     }
-    let (ingested_at, ingested_at_millis) = ingested_at(config, checkpoint.as_ref(), previous.as_ref());
+    let (ingested_at, ingested_at_millis) =
+        ingested_at(config, checkpoint.as_ref(), previous.as_ref());
     tracing::info!(
         source = %source.uri(),
         output = %committer.location.uri_of(&layout.dataset_dir()),
@@ -123,9 +152,10 @@ pub async fn run(
         "starting backfill"
     );
 
-    let total = grid.last_ledger().map(|last| u64::from(last.saturating_sub(next)) + 1).filter(|_| {
-        grid.last_ledger().is_some_and(|last| next <= last)
-    });
+    let total = grid
+        .last_ledger()
+        .map(|last| u64::from(last.saturating_sub(next)) + 1)
+        .filter(|_| grid.last_ledger().is_some_and(|last| next <= last));
     let progress = Arc::new(Progress::new(total, options.show_progress_bar));
     let env = Arc::new(BuildEnv {
         source: source.clone(),
@@ -141,7 +171,11 @@ pub async fn run(
         },
         upload_part_bytes: config.storage.upload_part_bytes,
         fetch_concurrency: config.perf.workers,
-        queue_size: if config.perf.queue_size == 0 { config.perf.workers * 2 } else { config.perf.queue_size },
+        queue_size: if config.perf.queue_size == 0 {
+            config.perf.workers * 2
+        } else {
+            config.perf.queue_size
+        },
         retry_attempts: config.perf.retry_attempts.max(1),
         retry_backoff: Duration::from_millis(config.perf.retry_backoff_ms),
         progress: progress.clone(),
@@ -173,7 +207,12 @@ pub async fn run(
         };
         let Some((range, joined)) = item else { break };
         let built = joined
-            .unwrap_or_else(|e| Err(BuildError::Encoder { range, message: e.to_string() }))
+            .unwrap_or_else(|e| {
+                Err(BuildError::Encoder {
+                    range,
+                    message: e.to_string(),
+                })
+            })
             .map_err(|source| RunError::Build { range, source })?;
         // Publishing is not interrupted half-way: a signal is noticed before the next partition.
         sequencer.publish(built, &progress).await?;
@@ -181,7 +220,11 @@ pub async fn run(
     }
     drop(builds);
     progress.finish();
-    Ok(RunSummary { progress: progress.snapshot(), last_committed: sequencer.last_committed, interrupted })
+    Ok(RunSummary {
+        progress: progress.snapshot(),
+        last_committed: sequencer.last_committed,
+        interrupted,
+    })
 }
 
 /// The committed partition ending just before `next`, if the grid has one there.
@@ -190,24 +233,38 @@ async fn previous_partition(
     next: u32,
     committer: &Committer,
 ) -> Result<Option<Manifest>, RunError> {
-    let Some(prev) = next.checked_sub(1).and_then(|p| grid.partition_of(p)) else { return Ok(None) };
+    let Some(prev) = next.checked_sub(1).and_then(|p| grid.partition_of(p)) else {
+        return Ok(None);
+    };
     if prev.end != next - 1 {
         return Ok(None);
     }
     Ok(committer.existing(prev).await?.map(|e| e.manifest))
 }
 
-fn prior_hash(checkpoint: Option<&Checkpoint>, next: u32, previous: Option<&Manifest>) -> Option<[u8; 32]> {
+fn prior_hash(
+    checkpoint: Option<&Checkpoint>,
+    next: u32,
+    previous: Option<&Manifest>,
+) -> Option<[u8; 32]> {
     checkpoint
         .filter(|cp| cp.last_committed_ledger.checked_add(1) == Some(next))
         .and_then(|cp| cp.last_ledger_hash.as_deref())
         .and_then(parse_hash)
-        .or_else(|| previous.and_then(|m| m.chain.as_ref()).and_then(|c| parse_hash(&c.last_ledger_hash)))
+        .or_else(|| {
+            previous
+                .and_then(|m| m.chain.as_ref())
+                .and_then(|c| parse_hash(&c.last_ledger_hash))
+        })
 }
 
 /// `ingested_at` for this backfill: the config, else the checkpoint, else the previous
 /// partition's manifest, else now (then recorded in the checkpoint).
-fn ingested_at(config: &Config, checkpoint: Option<&Checkpoint>, previous: Option<&Manifest>) -> (String, i64) {
+fn ingested_at(
+    config: &Config,
+    checkpoint: Option<&Checkpoint>,
+    previous: Option<&Manifest>,
+) -> (String, i64) {
     let recorded = config
         .era
         .ingested_at

@@ -31,7 +31,11 @@ pub struct ProgressSnapshot {
 impl ProgressSnapshot {
     pub fn ledgers_per_second(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.committed_ledgers as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.committed_ledgers as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 
@@ -76,7 +80,8 @@ impl Progress {
 
     pub fn ledger_encoded(&self, xdr_bytes: u64) {
         self.encoded_ledgers.fetch_add(1, Ordering::Relaxed);
-        self.encoded_xdr_bytes.fetch_add(xdr_bytes, Ordering::Relaxed);
+        self.encoded_xdr_bytes
+            .fetch_add(xdr_bytes, Ordering::Relaxed);
     }
 
     pub fn partition_committed(&self, ledgers: u64, adopted: bool) {
@@ -136,6 +141,9 @@ mod tests {
             encoded_xdr_bytes: 0,
             elapsed: Duration::from_secs(2861),
         };
-        assert_eq!(progress_line(&s), "[copier] progress: 150000 ledgers, 15 partitions, 52.43 ledgers/sec");
+        assert_eq!(
+            progress_line(&s),
+            "[copier] progress: 150000 ledgers, 15 partitions, 52.43 ledgers/sec"
+        );
     }
 }

@@ -13,7 +13,10 @@ use crate::checkpoint::{CheckpointError, CheckpointStore, CommittedPartition};
 use crate::config::PRIMARY_TABLE;
 use crate::parquet::hex32;
 use crate::partition::LedgerRange;
-use crate::publish::{ChainInfo, CommitError, Committer, DatasetLayout, Manifest, ManifestPartition, ManifestTable, Producer};
+use crate::publish::{
+    ChainInfo, CommitError, Committer, DatasetLayout, Manifest, ManifestPartition, ManifestTable,
+    Producer,
+};
 use crate::validate::{ValidationError, check_link};
 
 /// What a hook learns about a committed partition.
@@ -55,7 +58,12 @@ pub enum SequenceError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("partition {range} in storage ({key}) belongs to {found}, not {expected}")]
-    ForeignPartition { range: LedgerRange, key: String, found: String, expected: String },
+    ForeignPartition {
+        range: LedgerRange,
+        key: String,
+        found: String,
+        expected: String,
+    },
 }
 
 pub struct Sequencer {
@@ -72,7 +80,11 @@ pub struct Sequencer {
 
 impl Sequencer {
     /// Publishes one built partition. Must be called in ledger order.
-    pub async fn publish(&mut self, built: Built, progress: &Progress) -> Result<CommitEvent, SequenceError> {
+    pub async fn publish(
+        &mut self,
+        built: Built,
+        progress: &Progress,
+    ) -> Result<CommitEvent, SequenceError> {
         let (manifest, adopted) = match built {
             Built::Staged(staged) => (self.commit_staged(&staged).await?, false),
             Built::AlreadyCommitted(existing) => {
@@ -82,11 +94,17 @@ impl Sequencer {
             }
         };
         let range = manifest.range();
-        self.prior_last_hash = manifest.chain.as_ref().and_then(|c| parse_hash(&c.last_ledger_hash));
+        self.prior_last_hash = manifest
+            .chain
+            .as_ref()
+            .and_then(|c| parse_hash(&c.last_ledger_hash));
         let event = CommitEvent {
             range,
             storage_path: self.layout.storage_path(range),
-            parquet_uri: self.committer.location.uri_of(&self.layout.parquet_key(range)),
+            parquet_uri: self
+                .committer
+                .location
+                .uri_of(&self.layout.parquet_key(range)),
             manifest,
             adopted,
         };
@@ -103,7 +121,11 @@ impl Sequencer {
                     checksum: table.map(|t| t.checksum.clone()).unwrap_or_default(),
                 }),
                 Some(self.ingested_at.clone()),
-                event.manifest.chain.as_ref().map(|c| c.last_ledger_hash.clone()),
+                event
+                    .manifest
+                    .chain
+                    .as_ref()
+                    .map(|c| c.last_ledger_hash.clone()),
             );
             store.save(&cp)?;
         }
@@ -115,7 +137,12 @@ impl Sequencer {
     async fn commit_staged(&mut self, staged: &Staged) -> Result<Manifest, SequenceError> {
         let range = staged.range;
         if let Some(prior) = &self.prior_last_hash {
-            check_link(range, &staged.edges.previous_ledger_hash, prior, &staged.parquet_key)?;
+            check_link(
+                range,
+                &staged.edges.previous_ledger_hash,
+                prior,
+                &staged.parquet_key,
+            )?;
         }
         let manifest = self.manifest_for(staged);
         self.committer.commit(&manifest).await?;
@@ -152,7 +179,9 @@ impl Sequencer {
             producer: Producer::current(),
             created_at: crate::time::now_rfc3339_nanos(),
             chain: Some(ChainInfo {
-                previous_ledger_hash: hex32(&staged.edges.previous_ledger_hash).as_str().to_string(),
+                previous_ledger_hash: hex32(&staged.edges.previous_ledger_hash)
+                    .as_str()
+                    .to_string(),
                 first_ledger_hash: hex32(&staged.edges.first_ledger_hash).as_str().to_string(),
                 last_ledger_hash: hex32(&staged.edges.last_ledger_hash).as_str().to_string(),
             }),
@@ -165,7 +194,11 @@ impl Sequencer {
         let p = &manifest.partition;
         let l = &self.layout;
         if (p.network.as_str(), p.era_id.as_str(), p.version.as_str())
-            != (l.network.as_str(), l.era_id.as_str(), l.version_label.as_str())
+            != (
+                l.network.as_str(),
+                l.era_id.as_str(),
+                l.version_label.as_str(),
+            )
         {
             return Err(SequenceError::ForeignPartition {
                 range: manifest.range(),
@@ -174,8 +207,16 @@ impl Sequencer {
                 expected: format!("{}/{}/{}", l.network, l.era_id, l.version_label),
             });
         }
-        match (&self.prior_last_hash, manifest.chain.as_ref().and_then(|c| parse_hash(&c.previous_ledger_hash))) {
-            (Some(prior), Some(first_prev)) => check_link(manifest.range(), &first_prev, prior, key)?,
+        match (
+            &self.prior_last_hash,
+            manifest
+                .chain
+                .as_ref()
+                .and_then(|c| parse_hash(&c.previous_ledger_hash)),
+        ) {
+            (Some(prior), Some(first_prev)) => {
+                check_link(manifest.range(), &first_prev, prior, key)?
+            }
             (Some(_), None) => tracing::warn!(
                 partition = %manifest.range(),
                 "committed partition has no chain hashes in its manifest; its link to the previous partition is not checked"

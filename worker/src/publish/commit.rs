@@ -15,12 +15,22 @@ use crate::store::Location;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    #[error("partition already exists: ledgers_lcm_raw range={range} ({key}: {why}); set era.allow_overwrite to replace it")]
-    Conflict { range: LedgerRange, key: String, why: String },
+    #[error(
+        "partition already exists: ledgers_lcm_raw range={range} ({key}: {why}); set era.allow_overwrite to replace it"
+    )]
+    Conflict {
+        range: LedgerRange,
+        key: String,
+        why: String,
+    },
     #[error("committed manifest {key} is unreadable: {message}")]
     CorruptManifest { key: String, message: String },
     #[error("storage {op} of {key} failed: {source}")]
-    Store { op: &'static str, key: String, source: object_store::Error },
+    Store {
+        op: &'static str,
+        key: String,
+        source: object_store::Error,
+    },
 }
 
 impl CommitError {
@@ -49,7 +59,10 @@ impl Committer {
     }
 
     /// The committed partition at exactly `range`, if any.
-    pub async fn existing(&self, range: LedgerRange) -> Result<Option<ExistingPartition>, CommitError> {
+    pub async fn existing(
+        &self,
+        range: LedgerRange,
+    ) -> Result<Option<ExistingPartition>, CommitError> {
         let key = self.location.key(&self.layout.manifest_key(range));
         let bytes = match self.store().get(&key).await {
             Ok(found) => found.bytes().await,
@@ -58,17 +71,28 @@ impl Committer {
         let bytes = match bytes {
             Ok(b) => b,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => return Err(CommitError::Store { op: "read", key: key.to_string(), source }),
+            Err(source) => {
+                return Err(CommitError::Store {
+                    op: "read",
+                    key: key.to_string(),
+                    source,
+                });
+            }
         };
-        let manifest = Manifest::from_json(&bytes)
-            .map_err(|e| CommitError::CorruptManifest { key: key.to_string(), message: e.to_string() })?;
+        let manifest = Manifest::from_json(&bytes).map_err(|e| CommitError::CorruptManifest {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
         if manifest.range() != range {
             return Err(CommitError::CorruptManifest {
                 key: key.to_string(),
                 message: format!("it describes range {} instead of {range}", manifest.range()),
             });
         }
-        Ok(Some(ExistingPartition { manifest, manifest_key: key.to_string() }))
+        Ok(Some(ExistingPartition {
+            manifest,
+            manifest_key: key.to_string(),
+        }))
     }
 
     /// Deletes the manifest of `range` so the partition is no longer committed (overwrite only).
@@ -76,7 +100,11 @@ impl Committer {
         let key = self.location.key(&self.layout.manifest_key(range));
         match self.store().delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(CommitError::Store { op: "delete", key: key.to_string(), source }),
+            Err(source) => Err(CommitError::Store {
+                op: "delete",
+                key: key.to_string(),
+                source,
+            }),
         }
     }
 
@@ -87,11 +115,20 @@ impl Committer {
         let range = manifest.range();
         let key = self.location.key(&self.layout.manifest_key(range));
         let payload = PutPayload::from(manifest.to_json());
-        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         match self.store().put_opts(&key, payload.clone(), create).await {
             Ok(_) => return Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {}
-            Err(source) => return Err(CommitError::Store { op: "create", key: key.to_string(), source }),
+            Err(source) => {
+                return Err(CommitError::Store {
+                    op: "create",
+                    key: key.to_string(),
+                    source,
+                });
+            }
         }
         let existing = self.existing(range).await?.map(|e| e.manifest);
         let same_file = existing.as_ref().and_then(|m| m.primary()) == manifest.primary();
@@ -109,6 +146,10 @@ impl Committer {
             .put(&key, payload)
             .await
             .map(|_| ())
-            .map_err(|source| CommitError::Store { op: "overwrite", key: key.to_string(), source })
+            .map_err(|source| CommitError::Store {
+                op: "overwrite",
+                key: key.to_string(),
+                source,
+            })
     }
 }

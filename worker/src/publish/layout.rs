@@ -28,12 +28,18 @@ impl DatasetLayout {
     /// `<network>/<era>/<version>/<table>/range=S-E`: the partition's path without the prefix,
     /// as the PAS event and the catalog record it.
     pub fn storage_path(&self, range: LedgerRange) -> String {
-        format!("{}/{}/{}/{PRIMARY_TABLE}/range={range}", self.network, self.era_id, self.version_label)
+        format!(
+            "{}/{}/{}/{PRIMARY_TABLE}/range={range}",
+            self.network, self.era_id, self.version_label
+        )
     }
 
     /// The dataset folder, relative to the storage root.
     pub fn dataset_dir(&self) -> String {
-        format!("{}{}/{}/{}/{PRIMARY_TABLE}", self.prefix, self.network, self.era_id, self.version_label)
+        format!(
+            "{}{}/{}/{}/{PRIMARY_TABLE}",
+            self.prefix, self.network, self.era_id, self.version_label
+        )
     }
 
     /// The partition folder, relative to the storage root.
@@ -46,7 +52,11 @@ impl DatasetLayout {
     }
 
     pub fn parquet_key(&self, range: LedgerRange) -> String {
-        format!("{}/{}", self.partition_dir(range), Self::parquet_file_name(range))
+        format!(
+            "{}/{}",
+            self.partition_dir(range),
+            Self::parquet_file_name(range)
+        )
     }
 
     pub fn manifest_key(&self, range: LedgerRange) -> String {
@@ -76,21 +86,42 @@ mod tests {
     fn paths_match_the_original_layout() {
         let l = layout("bronze/");
         let r = LedgerRange::new(2, 1001);
-        assert_eq!(l.parquet_key(r), "bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=2-1001/part-2-1001.parquet");
-        assert_eq!(l.manifest_key(r), "bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=2-1001/_manifest.json");
-        assert_eq!(l.storage_path(r), "testnet/pre_p23/v1/ledgers_lcm_raw/range=2-1001");
+        assert_eq!(
+            l.parquet_key(r),
+            "bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=2-1001/part-2-1001.parquet"
+        );
+        assert_eq!(
+            l.manifest_key(r),
+            "bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=2-1001/_manifest.json"
+        );
+        assert_eq!(
+            l.storage_path(r),
+            "testnet/pre_p23/v1/ledgers_lcm_raw/range=2-1001"
+        );
     }
 
     #[test]
     fn a_prefix_without_slash_still_makes_a_folder() {
-        assert_eq!(layout("bronze").dataset_dir(), "bronze/testnet/pre_p23/v1/ledgers_lcm_raw");
-        assert_eq!(layout("").dataset_dir(), "testnet/pre_p23/v1/ledgers_lcm_raw");
+        assert_eq!(
+            layout("bronze").dataset_dir(),
+            "bronze/testnet/pre_p23/v1/ledgers_lcm_raw"
+        );
+        assert_eq!(
+            layout("").dataset_dir(),
+            "testnet/pre_p23/v1/ledgers_lcm_raw"
+        );
     }
 
     #[test]
     fn range_folder_names_round_trip() {
-        assert_eq!(DatasetLayout::parse_partition_dir_name("range=2-1001"), Some(LedgerRange::new(2, 1001)));
+        assert_eq!(
+            DatasetLayout::parse_partition_dir_name("range=2-1001"),
+            Some(LedgerRange::new(2, 1001))
+        );
         assert_eq!(DatasetLayout::parse_partition_dir_name("range=9-1"), None);
-        assert_eq!(DatasetLayout::parse_partition_dir_name("part-1-2.parquet"), None);
+        assert_eq!(
+            DatasetLayout::parse_partition_dir_name("part-1-2.parquet"),
+            None
+        );
     }
 }

@@ -54,7 +54,11 @@ pub struct Producer {
 
 impl Producer {
     pub fn current() -> Self {
-        Self { name: "bronze-copier".into(), version: crate::VERSION.into(), git_sha: crate::GIT_SHA.into() }
+        Self {
+            name: "bronze-copier".into(),
+            version: crate::VERSION.into(),
+            git_sha: crate::GIT_SHA.into(),
+        }
     }
 }
 
@@ -123,7 +127,12 @@ mod tests {
             },
             tables: BTreeMap::from([(
                 PRIMARY_TABLE.to_string(),
-                ManifestTable { file: "part-2-3.parquet".into(), checksum: checksum_string(&[0; 32]), row_count: 2, byte_size: 9 },
+                ManifestTable {
+                    file: "part-2-3.parquet".into(),
+                    checksum: checksum_string(&[0; 32]),
+                    row_count: 2,
+                    byte_size: 9,
+                },
             )]),
             producer: Producer::current(),
             created_at: "2025-01-01T00:00:00Z".into(),
@@ -136,8 +145,15 @@ mod tests {
             network_passphrase: None,
         };
         let json = String::from_utf8(m.to_json()).unwrap();
-        let order: Vec<usize> =
-            ["\"partition\"", "\"tables\"", "\"producer\"", "\"created_at\""].iter().map(|k| json.find(k).unwrap()).collect();
+        let order: Vec<usize> = [
+            "\"partition\"",
+            "\"tables\"",
+            "\"producer\"",
+            "\"created_at\"",
+        ]
+        .iter()
+        .map(|k| json.find(k).unwrap())
+        .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{json}");
         assert!(json.contains("  \"partition\""), "two-space indent: {json}");
         assert_eq!(Manifest::from_json(json.as_bytes()).unwrap(), m);

@@ -7,5 +7,7 @@ mod upload;
 
 pub use commit::{CommitError, Committer, ExistingPartition};
 pub use layout::DatasetLayout;
-pub use manifest::{ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer, checksum_string};
+pub use manifest::{
+    ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer, checksum_string,
+};
 pub use upload::{UploadError, UploadSink, Uploader, start_upload};

@@ -20,7 +20,10 @@ const CHANNEL_PARTS: usize = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error("upload of {key} failed: {source}")]
-    Store { key: String, source: object_store::Error },
+    Store {
+        key: String,
+        source: object_store::Error,
+    },
     #[error("upload of {key} was abandoned before the file was complete")]
     Abandoned { key: String },
     #[error("upload task of {key} failed: {message}")]
@@ -56,9 +59,9 @@ impl Write for UploadSink {
 
 impl UploadSink {
     fn send(&self, message: Message) -> std::io::Result<()> {
-        self.tx
-            .blocking_send(message)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload task has stopped"))
+        self.tx.blocking_send(message).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload task has stopped")
+        })
     }
 
     /// Sends the rest of the file and marks it complete.
@@ -82,7 +85,10 @@ impl Uploader {
     pub async fn wait(self) -> Result<u64, UploadError> {
         match self.task.await {
             Ok(result) => result,
-            Err(e) => Err(UploadError::Task { key: self.key, message: e.to_string() }),
+            Err(e) => Err(UploadError::Task {
+                key: self.key,
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -92,11 +98,22 @@ impl Uploader {
 }
 
 /// Starts uploading to `key`; write the file into the returned sink from a blocking thread.
-pub fn start_upload(store: Arc<dyn ObjectStore>, key: ObjectPath, part_bytes: usize) -> (UploadSink, Uploader) {
+pub fn start_upload(
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    part_bytes: usize,
+) -> (UploadSink, Uploader) {
     let (tx, rx) = mpsc::channel(CHANNEL_PARTS);
     let name = key.to_string();
     let task = tokio::spawn(run_upload(store, key, part_bytes, rx));
-    (UploadSink { tx, buffer: Vec::with_capacity(part_bytes), part_bytes }, Uploader { key: name, task })
+    (
+        UploadSink {
+            tx,
+            buffer: Vec::with_capacity(part_bytes),
+            part_bytes,
+        },
+        Uploader { key: name, task },
+    )
 }
 
 async fn run_upload(
@@ -105,19 +122,31 @@ async fn run_upload(
     part_bytes: usize,
     mut rx: mpsc::Receiver<Message>,
 ) -> Result<u64, UploadError> {
-    let store_err = |source| UploadError::Store { key: key.to_string(), source };
-    let abandoned = || UploadError::Abandoned { key: key.to_string() };
+    let store_err = |source| UploadError::Store {
+        key: key.to_string(),
+        source,
+    };
+    let abandoned = || UploadError::Abandoned {
+        key: key.to_string(),
+    };
     let first = match rx.recv().await {
         Some(Message::Part(part)) => part,
         Some(Message::Done) => Bytes::new(),
         None => return Err(abandoned()),
     };
-    let second = if first.is_empty() { Some(Message::Done) } else { rx.recv().await };
+    let second = if first.is_empty() {
+        Some(Message::Done)
+    } else {
+        rx.recv().await
+    };
     match second {
         Some(Message::Done) => {
             // Small file: one request.
             let len = first.len() as u64;
-            store.put(&key, PutPayload::from(first)).await.map_err(store_err)?;
+            store
+                .put(&key, PutPayload::from(first))
+                .await
+                .map_err(store_err)?;
             Ok(len)
         }
         None => Err(abandoned()),
@@ -165,9 +194,14 @@ mod tests {
     use super::*;
     use object_store::memory::InMemory;
 
-    async fn upload(data: Vec<u8>, part: usize, finish: bool) -> (Arc<InMemory>, Result<u64, UploadError>) {
+    async fn upload(
+        data: Vec<u8>,
+        part: usize,
+        finish: bool,
+    ) -> (Arc<InMemory>, Result<u64, UploadError>) {
         let store = Arc::new(InMemory::new());
-        let (mut sink, uploader) = start_upload(store.clone(), ObjectPath::from("a/b.parquet"), part);
+        let (mut sink, uploader) =
+            start_upload(store.clone(), ObjectPath::from("a/b.parquet"), part);
         tokio::task::spawn_blocking(move || {
             for chunk in data.chunks(1000) {
                 sink.write_all(chunk).unwrap();
@@ -184,11 +218,21 @@ mod tests {
 
     #[tokio::test]
     async fn small_and_multipart_files_arrive_intact() {
-        for (len, part) in [(10usize, 5 * 1024 * 1024), (13_000_000, 5 * 1024 * 1024), (0, 5 * 1024 * 1024)] {
+        for (len, part) in [
+            (10usize, 5 * 1024 * 1024),
+            (13_000_000, 5 * 1024 * 1024),
+            (0, 5 * 1024 * 1024),
+        ] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let (store, result) = upload(data.clone(), part, true).await;
             assert_eq!(result.unwrap(), len as u64);
-            let got = store.get(&ObjectPath::from("a/b.parquet")).await.unwrap().bytes().await.unwrap();
+            let got = store
+                .get(&ObjectPath::from("a/b.parquet"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
             assert_eq!(got.as_ref(), data.as_slice(), "len {len}");
         }
     }
@@ -197,7 +241,10 @@ mod tests {
     async fn an_unfinished_file_is_never_stored() {
         for len in [10usize, 13_000_000] {
             let (store, result) = upload(vec![1; len], 5 * 1024 * 1024, false).await;
-            assert!(matches!(result, Err(UploadError::Abandoned { .. })), "len {len}");
+            assert!(
+                matches!(result, Err(UploadError::Abandoned { .. })),
+                "len {len}"
+            );
             assert!(store.head(&ObjectPath::from("a/b.parquet")).await.is_err());
         }
     }

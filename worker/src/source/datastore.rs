@@ -10,7 +10,9 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use tokio::sync::Mutex;
 
-use super::schema::{BatchObject, DatastoreManifest, DatastoreSchema, SchemaError, ZSTD_EXTENSIONS};
+use super::schema::{
+    BatchObject, DatastoreManifest, DatastoreSchema, SchemaError, ZSTD_EXTENSIONS,
+};
 use crate::config::Config;
 use crate::store::{self, Location, StoreError};
 
@@ -29,22 +31,47 @@ const GAP_CONFIRM_POLLS: u32 = 5;
 pub enum SourceError {
     #[error(transparent)]
     Open(#[from] StoreError),
-    #[error("datastore {uri}: {key} is missing; set source.ledgers_per_batch and source.batches_per_partition to read a datastore without one")]
+    #[error(
+        "datastore {uri}: {key} is missing; set source.ledgers_per_batch and source.batches_per_partition to read a datastore without one"
+    )]
     NoDatastoreConfig { uri: String, key: String },
     #[error("datastore {uri}: {key} is not valid JSON for a datastore config: {message}")]
-    BadDatastoreConfig { uri: String, key: String, message: String },
+    BadDatastoreConfig {
+        uri: String,
+        key: String,
+        message: String,
+    },
     #[error("datastore {uri}: {0}", uri = .1)]
     Schema(SchemaError, String),
     #[error(
         "datastore {uri}: {key} field networkPassphrase is {found:?} but era.network {network:?} expects {expected:?}"
     )]
-    WrongNetwork { uri: String, key: String, network: String, expected: String, found: String },
+    WrongNetwork {
+        uri: String,
+        key: String,
+        network: String,
+        expected: String,
+        found: String,
+    },
     #[error("missing object {key} (ledgers {start}-{end}) in datastore {uri}")]
-    MissingObject { uri: String, key: String, start: u32, end: u32 },
+    MissingObject {
+        uri: String,
+        key: String,
+        start: u32,
+        end: u32,
+    },
     #[error("cannot read {key} from datastore {uri} after {attempts} attempt(s): {source}")]
-    Read { uri: String, key: String, attempts: u32, source: object_store::Error },
+    Read {
+        uri: String,
+        key: String,
+        attempts: u32,
+        source: object_store::Error,
+    },
     #[error("cannot list datastore {uri}: {source}")]
-    List { uri: String, source: object_store::Error },
+    List {
+        uri: String,
+        source: object_store::Error,
+    },
 }
 
 impl SourceError {
@@ -79,7 +106,10 @@ pub struct Datastore {
 
 impl std::fmt::Debug for Datastore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datastore").field("uri", &self.location.uri).field("schema", &self.schema).finish()
+        f.debug_struct("Datastore")
+            .field("uri", &self.location.uri)
+            .field("schema", &self.schema)
+            .finish()
     }
 }
 
@@ -87,12 +117,31 @@ impl std::fmt::Debug for Datastore {
 pub fn open_source_location(config: &Config) -> Result<Location, StoreError> {
     let s = &config.source;
     match s.mode.as_str() {
-        "gcs" => store::gcs("source.gcs_bucket", &s.gcs_bucket, &s.gcs_prefix, &config.perf),
-        "s3" => store::s3("source.s3_bucket", &s.s3_bucket, &s.s3_prefix, &s.s3_endpoint, &s.s3_region, &config.perf),
+        "gcs" => store::gcs(
+            "source.gcs_bucket",
+            &s.gcs_bucket,
+            &s.gcs_prefix,
+            &config.perf,
+        ),
+        "s3" => store::s3(
+            "source.s3_bucket",
+            &s.s3_bucket,
+            &s.s3_prefix,
+            &s.s3_endpoint,
+            &s.s3_region,
+            &config.perf,
+        ),
         "datastore" => {
             let (bucket, prefix) = store::split_bucket_path(&s.datastore_path);
             if s.datastore_type.eq_ignore_ascii_case("S3") {
-                store::s3("source.datastore_path", bucket, prefix, &s.s3_endpoint, &s.s3_region, &config.perf)
+                store::s3(
+                    "source.datastore_path",
+                    bucket,
+                    prefix,
+                    &s.s3_endpoint,
+                    &s.s3_region,
+                    &config.perf,
+                )
             } else {
                 store::gcs("source.datastore_path", bucket, prefix, &config.perf)
             }
@@ -115,17 +164,37 @@ impl Datastore {
                     source,
                 })?;
                 let m: DatastoreManifest = serde_json::from_slice(&bytes).map_err(|e| {
-                    SourceError::BadDatastoreConfig { uri: uri.clone(), key: key.to_string(), message: e.to_string() }
+                    SourceError::BadDatastoreConfig {
+                        uri: uri.clone(),
+                        key: key.to_string(),
+                        message: e.to_string(),
+                    }
                 })?;
                 Some(m)
             }
             Err(object_store::Error::NotFound { .. }) => None,
-            Err(source) => return Err(SourceError::Read { uri, key: key.to_string(), attempts: 1, source }),
+            Err(source) => {
+                return Err(SourceError::Read {
+                    uri,
+                    key: key.to_string(),
+                    attempts: 1,
+                    source,
+                });
+            }
         };
-        let schema = match (&manifest, config.source.ledgers_per_batch, config.source.batches_per_partition) {
+        let schema = match (
+            &manifest,
+            config.source.ledgers_per_batch,
+            config.source.batches_per_partition,
+        ) {
             (Some(m), _, _) => DatastoreSchema::from_manifest(m),
             (None, Some(l), Some(b)) => DatastoreSchema::new(l, b),
-            (None, _, _) => return Err(SourceError::NoDatastoreConfig { uri, key: key.to_string() }),
+            (None, _, _) => {
+                return Err(SourceError::NoDatastoreConfig {
+                    uri,
+                    key: key.to_string(),
+                });
+            }
         }
         .map_err(|e| SourceError::Schema(e, uri.clone()))?;
         if let (Some(m), Some(expected)) = (&manifest, crate::network::expected_passphrase(config))
@@ -188,11 +257,18 @@ impl Datastore {
             let now = Instant::now();
             if now >= next_gap_check {
                 next_gap_check = now + self.poll_interval * GAP_CHECK_POLLS;
-                if self.latest_ledger().await?.is_some_and(|latest| latest > batch.end) {
+                if self
+                    .latest_ledger()
+                    .await?
+                    .is_some_and(|latest| latest > batch.end)
+                {
                     // Newer ledgers exist, so this is not the tip. Give a writer that uploads out
                     // of order time to fill the hole, then report it.
                     match newer_seen_at {
-                        Some(seen) if now.duration_since(seen) >= self.poll_interval * GAP_CONFIRM_POLLS => {
+                        Some(seen)
+                            if now.duration_since(seen)
+                                >= self.poll_interval * GAP_CONFIRM_POLLS =>
+                        {
                             return Err(missing());
                         }
                         Some(_) => {}
@@ -213,7 +289,11 @@ impl Datastore {
             let key = self.key_with(batch, index);
             if let Some(bytes) = self.get_with_retries(&key).await? {
                 self.extension.store(index, Ordering::Relaxed);
-                return Ok(Some(FetchedBatch { batch: batch.clone(), key: key.to_string(), bytes }));
+                return Ok(Some(FetchedBatch {
+                    batch: batch.clone(),
+                    key: key.to_string(),
+                    bytes,
+                }));
             }
         }
         Ok(None)
@@ -249,7 +329,8 @@ impl Datastore {
     }
 
     fn key_with(&self, batch: &BatchObject, extension: usize) -> ObjectPath {
-        self.location.key(&format!("{}.{}", batch.stem, ZSTD_EXTENSIONS[extension]))
+        self.location
+            .key(&format!("{}.{}", batch.stem, ZSTD_EXTENSIONS[extension]))
     }
 
     fn preferred_key(&self, batch: &BatchObject) -> ObjectPath {
@@ -271,9 +352,17 @@ impl Datastore {
     }
 
     async fn list_latest_ledger(&self) -> Result<Option<u32>, SourceError> {
-        let list_err = |source| SourceError::List { uri: self.location.uri.clone(), source };
+        let list_err = |source| SourceError::List {
+            uri: self.location.uri.clone(),
+            source,
+        };
         let root = self.location.key("");
-        let top = self.location.store.list_with_delimiter(Some(&root)).await.map_err(list_err)?;
+        let top = self
+            .location
+            .store
+            .list_with_delimiter(Some(&root))
+            .await
+            .map_err(list_err)?;
         // Partition folders sort newest first by name; pick by parsed start to be independent
         // of listing order (local listings are unordered).
         let newest_folder = top
@@ -283,14 +372,23 @@ impl Datastore {
             .max_by_key(|(s, _)| *s)
             .map(|(_, p)| p);
         let objects = match newest_folder {
-            Some(folder) => self.location.store.list_with_delimiter(Some(&folder)).await.map_err(list_err)?.objects,
+            Some(folder) => {
+                self.location
+                    .store
+                    .list_with_delimiter(Some(&folder))
+                    .await
+                    .map_err(list_err)?
+                    .objects
+            }
             None => top.objects,
         };
         Ok(objects
             .iter()
             .filter_map(|o| {
                 let name = o.location.filename()?;
-                let stem = ZSTD_EXTENSIONS.iter().find_map(|ext| name.strip_suffix(&format!(".{ext}")))?;
+                let stem = ZSTD_EXTENSIONS
+                    .iter()
+                    .find_map(|ext| name.strip_suffix(&format!(".{ext}")))?;
                 parse_range_name(stem).map(|(_, end)| end)
             })
             .max())
@@ -315,7 +413,10 @@ mod tests {
 
     #[test]
     fn range_names_parse() {
-        assert_eq!(parse_range_name("FC6DEFFF--59904000-59967999"), Some((59_904_000, 59_967_999)));
+        assert_eq!(
+            parse_range_name("FC6DEFFF--59904000-59967999"),
+            Some((59_904_000, 59_967_999))
+        );
         assert_eq!(parse_range_name("FFFFFC1A--997"), Some((997, 997)));
         assert_eq!(parse_range_name(".config.json"), None);
         assert_eq!(parse_range_name("x--abc"), None);

@@ -24,7 +24,8 @@ pub fn decompress_batch(compressed: &[u8], out: &mut Vec<u8>) -> Result<(), Deco
     if compressed.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(DecodeError::Zstd)?;
+    let decoder =
+        zstd::stream::read::Decoder::with_buffer(compressed).map_err(DecodeError::Zstd)?;
     let read = decoder
         .take(MAX_DECOMPRESSED_BYTES + 1)
         .read_to_end(out)
@@ -54,8 +55,17 @@ mod tests {
     fn corrupt_and_truncated_frames_are_errors() {
         let compressed = zstd::encode_all(&[7u8; 10_000][..], 3).unwrap();
         let mut out = Vec::new();
-        assert!(matches!(decompress_batch(&compressed[..compressed.len() - 4], &mut out), Err(DecodeError::Zstd(_))));
-        assert!(matches!(decompress_batch(b"not zstd at all", &mut out), Err(DecodeError::Zstd(_))));
-        assert!(matches!(decompress_batch(b"", &mut out), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decompress_batch(&compressed[..compressed.len() - 4], &mut out),
+            Err(DecodeError::Zstd(_))
+        ));
+        assert!(matches!(
+            decompress_batch(b"not zstd at all", &mut out),
+            Err(DecodeError::Zstd(_))
+        ));
+        assert!(matches!(
+            decompress_batch(b"", &mut out),
+            Err(DecodeError::Empty)
+        ));
     }
 }

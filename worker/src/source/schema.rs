@@ -32,7 +32,9 @@ pub enum SchemaError {
     ZeroBatchesPerPartition(u32),
     #[error("datastore .config.json: compression {0:?} is not supported (only zstd)")]
     UnsupportedCompression(String),
-    #[error("datastore .config.json: partition size ledgersPerBatch × batchesPerPartition overflows")]
+    #[error(
+        "datastore .config.json: partition size ledgersPerBatch × batchesPerPartition overflows"
+    )]
     PartitionOverflow,
 }
 
@@ -70,8 +72,13 @@ impl DatastoreSchema {
         if batches_per_partition == 0 {
             return Err(SchemaError::ZeroBatchesPerPartition(batches_per_partition));
         }
-        ledgers_per_batch.checked_mul(batches_per_partition).ok_or(SchemaError::PartitionOverflow)?;
-        Ok(Self { ledgers_per_batch, batches_per_partition })
+        ledgers_per_batch
+            .checked_mul(batches_per_partition)
+            .ok_or(SchemaError::PartitionOverflow)?;
+        Ok(Self {
+            ledgers_per_batch,
+            batches_per_partition,
+        })
     }
 
     /// The batch holding `seq`.
@@ -93,7 +100,11 @@ impl DatastoreSchema {
     }
 
     /// The batches covering `[first, last]`, in ledger order.
-    pub fn batches_covering(&self, first: u32, last: u32) -> impl Iterator<Item = BatchObject> + '_ {
+    pub fn batches_covering(
+        &self,
+        first: u32,
+        last: u32,
+    ) -> impl Iterator<Item = BatchObject> + '_ {
         let mut next = Some(first);
         std::iter::from_fn(move || {
             let seq = next?;
@@ -115,9 +126,18 @@ mod tests {
     fn galexie_pubnet_keys_match_real_bucket_names() {
         let schema = DatastoreSchema::new(1, 64_000).unwrap();
         // Names from the original implementation's documentation and a real bucket.
-        assert_eq!(schema.batch_for(59_957_913).stem, "FC6DEFFF--59904000-59967999/FC6D1D66--59957913");
-        assert_eq!(schema.batch_for(997).stem, "FFFFFFFF--0-63999/FFFFFC1A--997");
-        assert_eq!(schema.batch_for(53_312_000).stem, "FCD285FF--53312000-53375999/FCD285FF--53312000");
+        assert_eq!(
+            schema.batch_for(59_957_913).stem,
+            "FC6DEFFF--59904000-59967999/FC6D1D66--59957913"
+        );
+        assert_eq!(
+            schema.batch_for(997).stem,
+            "FFFFFFFF--0-63999/FFFFFC1A--997"
+        );
+        assert_eq!(
+            schema.batch_for(53_312_000).stem,
+            "FCD285FF--53312000-53375999/FCD285FF--53312000"
+        );
     }
 
     #[test]
@@ -125,7 +145,10 @@ mod tests {
         let schema = DatastoreSchema::new(64, 10).unwrap();
         let b = schema.batch_for(130);
         assert_eq!((b.start, b.end), (128, 191));
-        assert_eq!(b.stem, format!("{:08X}--0-639/{:08X}--128-191", u32::MAX, u32::MAX - 128));
+        assert_eq!(
+            b.stem,
+            format!("{:08X}--0-639/{:08X}--128-191", u32::MAX, u32::MAX - 128)
+        );
     }
 
     #[test]
@@ -158,9 +181,21 @@ mod tests {
             r#"{"networkPassphrase":"Test SDF Network ; September 2015","version":"1.0","compression":"zstd","ledgersPerBatch":1,"batchesPerPartition":64000}"#,
         )
         .unwrap();
-        assert_eq!(DatastoreSchema::from_manifest(&m).unwrap(), DatastoreSchema::new(1, 64_000).unwrap());
-        let lz = DatastoreManifest { compression: "lz4".into(), ..m };
-        assert_eq!(DatastoreSchema::from_manifest(&lz), Err(SchemaError::UnsupportedCompression("lz4".into())));
-        assert_eq!(DatastoreSchema::new(0, 1), Err(SchemaError::ZeroLedgersPerBatch(0)));
+        assert_eq!(
+            DatastoreSchema::from_manifest(&m).unwrap(),
+            DatastoreSchema::new(1, 64_000).unwrap()
+        );
+        let lz = DatastoreManifest {
+            compression: "lz4".into(),
+            ..m
+        };
+        assert_eq!(
+            DatastoreSchema::from_manifest(&lz),
+            Err(SchemaError::UnsupportedCompression("lz4".into()))
+        );
+        assert_eq!(
+            DatastoreSchema::new(0, 1),
+            Err(SchemaError::ZeroLedgersPerBatch(0))
+        );
     }
 }
