@@ -16,7 +16,7 @@ TEST_SCOPE ?= --workspace
 # Extra arguments, e.g. `make test TEST_ARGS='-- sink'` (a test name filter).
 TEST_ARGS ?=
 
-.PHONY: help test-deps test
+.PHONY: help test-deps test demo bench lint build
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -26,3 +26,19 @@ test-deps: ## Install test dependencies: nginx + postgresql (apt, needs root) an
 
 test: ## Run the whole test suite against real loopback servers (run `make test-deps` first)
 	$(CARGO_TEST) $(TEST_SCOPE) $(TEST_ARGS)
+
+build: ## Build the release binaries
+	$(CARGO) build --release -p bronze
+
+demo: ## Back-fill the bundled real testnet ledgers (local disk, no cloud) into ./demo-output, then verify
+	rm -rf demo-output
+	$(CARGO) run --release -q -p bronze --bin bronze-copier -- -config examples/demo-testnet.yaml --no-progress
+	@echo; echo "== committed partitions"; find demo-output/bronze-data -type f | sort
+	@echo; echo "== checkpoint"; cat demo-output/state/checkpoint_testnet_pre_p23_v1.json
+
+bench: ## Throughput vs the zstd+sha256+codec floor on 10,000 generated pubnet-sized ledgers (one core)
+	bash scripts/bench.sh
+
+lint: ## rustfmt and clippy, as CI expects them
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

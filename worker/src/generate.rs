@@ -202,13 +202,21 @@ fn compress_all(
             .map(|part| {
                 scope.spawn(move || {
                     let mut total = 0u64;
-                    for (path, xdr) in part {
-                        let data = zstd::encode_all(&xdr[..], level).map_err(|source| {
-                            GenerateError::Write {
-                                path: path.clone(),
-                                source,
-                            }
+                    // Galexie's frames carry a content checksum; so do ours.
+                    let mut compressor = zstd::bulk::Compressor::new(level)
+                        .and_then(|mut c| c.include_checksum(true).map(|()| c))
+                        .map_err(|source| GenerateError::Write {
+                            path: PathBuf::from("zstd"),
+                            source,
                         })?;
+                    for (path, xdr) in part {
+                        let data =
+                            compressor
+                                .compress(xdr)
+                                .map_err(|source| GenerateError::Write {
+                                    path: path.clone(),
+                                    source,
+                                })?;
                         write_file(path, &data)?;
                         total += data.len() as u64;
                     }

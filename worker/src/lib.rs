@@ -18,6 +18,7 @@ pub mod network;
 pub mod parquet;
 pub mod partition;
 pub mod pipeline;
+pub mod process;
 pub mod publish;
 pub mod source;
 pub mod store;

@@ -168,15 +168,29 @@ pub fn gcs(
     prefix: &str,
     perf: &PerfConfig,
 ) -> Result<Location, StoreError> {
+    let credentials = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let key_file = credentials.as_deref().and_then(read_json);
+    // An emulator named by the key file's `gcs_base_url` may be plain http.
+    let plain_http = key_file
+        .as_ref()
+        .and_then(|v| {
+            v.get("gcs_base_url")?
+                .as_str()
+                .map(|u| u.starts_with("http://"))
+        })
+        .unwrap_or(false);
     let mut builder = GoogleCloudStorageBuilder::new()
         .with_bucket_name(bucket)
         .with_retry(retry_config(perf))
-        .with_client_options(client_options());
-    if let Some(path) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        builder = if is_service_account_file(&path) {
+        .with_client_options(client_options().with_allow_http(plain_http));
+    if let Some(path) = credentials {
+        let is_service_account = key_file.as_ref().is_some_and(|v| {
+            v.get("type").and_then(|t| t.as_str()) == Some("service_account")
+                || v.get("private_key").is_some()
+        });
+        builder = if is_service_account {
             builder.with_service_account_path(path)
         } else {
             builder.with_application_credentials(path)
@@ -215,14 +229,8 @@ fn client_options() -> ClientOptions {
         .with_timeout(Duration::from_secs(120))
 }
 
-fn is_service_account_file(path: &str) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .is_some_and(|v| {
-            v.get("type").and_then(|t| t.as_str()) == Some("service_account")
-                || v.get("private_key").is_some()
-        })
+fn read_json(path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
 #[cfg(test)]

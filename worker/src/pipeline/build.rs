@@ -56,7 +56,7 @@ pub struct Staged {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Source(Box<SourceError>),
     #[error("{key}: {source}")]
     Decode { key: String, source: DecodeError },
     #[error("{key}: ledger {ledger}: invalid XDR: {source}", ledger = .ledger.map_or("?".to_string(), |l| l.to_string()))]
@@ -78,6 +78,12 @@ pub enum BuildError {
     Commit(#[from] CommitError),
     #[error("partition {range}: encoder thread failed: {message}")]
     Encoder { range: LedgerRange, message: String },
+}
+
+impl From<SourceError> for BuildError {
+    fn from(e: SourceError) -> Self {
+        BuildError::Source(Box::new(e))
+    }
 }
 
 impl BuildError {

@@ -1,0 +1,114 @@
+//! Following the tip (`ledger_end: 0`): complete partitions are committed as the datastore grows,
+//! a partial partition never is, a hole below the tip is an error, and SIGTERM stops cleanly.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn copy_ledgers(staging: &Path, datastore: &Path, from: u32, to: u32) {
+    std::fs::create_dir_all(datastore).unwrap();
+    std::fs::copy(staging.join(".config.json"), datastore.join(".config.json")).unwrap();
+    for seq in from..=to {
+        let src = object_for(staging, seq);
+        let dst = datastore.join(src.strip_prefix(staging).unwrap());
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, dst).unwrap();
+    }
+}
+
+fn wait_for_checkpoint(run: &LocalRun, child: &mut Child, ledger: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if run
+            .checkpoint()
+            .and_then(|c| c["last_committed_ledger"].as_u64())
+            == Some(ledger)
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("copier exited early with {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint never reached {ledger}: {:?}",
+            run.checkpoint()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start(config: &Path) -> Child {
+    copier()
+        .arg("-config")
+        .arg(config)
+        .arg("--no-progress")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn follows_the_tip_commits_only_complete_partitions_and_stops_on_sigterm() {
+    let run = LocalRun::new();
+    let staging = run.dir.path().join("staging");
+    generate(&staging, &small_templates(), 2, 50, 1, 64_000);
+    copy_ledgers(&staging, &run.datastore, 2, 25);
+    let config = run.config(2, 0, 10, "");
+    let mut child = start(&config);
+    wait_for_checkpoint(&run, &mut child, 21);
+    copy_ledgers(&staging, &run.datastore, 26, 45);
+    wait_for_checkpoint(&run, &mut child, 41);
+    std::thread::sleep(Duration::from_millis(500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(143), "{log}");
+    let committed: Vec<_> = partitions(&run.dataset())
+        .into_iter()
+        .filter(|(_, _, d)| d.join("_manifest.json").exists())
+        .map(|(s, e, _)| (s, e))
+        .collect();
+    assert_eq!(
+        committed,
+        vec![(2, 11), (12, 21), (22, 31), (32, 41)],
+        "{log}"
+    );
+    assert_eq!(run.checkpoint().unwrap()["last_committed_ledger"], 41);
+    // The rows are right too.
+    let expected = expected_rows(&staging);
+    for (s, e, d) in partitions(&run.dataset())
+        .into_iter()
+        .filter(|p| p.2.join("_manifest.json").exists())
+    {
+        check_parquet_with_pyarrow(
+            &d.join(format!("part-{s}-{e}.parquet")),
+            &expected,
+            ("testnet", "pre_p23", "v1"),
+            Some(INGESTED_AT_MS),
+        );
+    }
+}
+
+#[test]
+fn a_hole_below_the_tip_is_an_error_not_an_endless_wait() {
+    let run = LocalRun::new();
+    generate(&run.datastore, &small_templates(), 2, 30, 1, 64_000);
+    std::fs::remove_file(object_for(&run.datastore, 17)).unwrap();
+    let config = run.config(2, 0, 10, "");
+    let started = Instant::now();
+    let log = run_config(&config, 3);
+    assert!(
+        log.contains("missing object") && log.contains("17"),
+        "{log}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(run.checkpoint().unwrap()["last_committed_ledger"], 11);
+}
