@@ -232,3 +232,32 @@ fn an_uncommitted_leftover_is_replaced_and_allow_overwrite_rebuilds_committed_da
         sha256_file(&dir.join("part-2-11.parquet"))
     );
 }
+
+#[test]
+fn older_zstd_extension_snappy_codec_and_json_logs() {
+    let run = LocalRun::new();
+    generate(&run.datastore, &small_templates(), 2, 20, 1, 64_000);
+    // Older datastores name objects `.xdr.zstd`.
+    for path in object_files(&run.datastore) {
+        std::fs::rename(&path, path.with_extension("zstd")).unwrap();
+    }
+    let config = run.config(2, 21, 10, "storage_extra: 1\nlogging:\n  format: json\n");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("  local_dir:", "  compression: snappy\n  local_dir:")
+        .replace("storage_extra: 1\n", "");
+    std::fs::write(&config, text).unwrap();
+    let log = run_config(&config, 0);
+    let progress: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .filter(|v: &serde_json::Value| v["message"].as_str().is_some_and(|m| m.starts_with("[copier] progress")))
+        .collect();
+    assert_eq!(progress.len(), 2, "{log}");
+    assert_eq!(progress[1]["ledgers"], 20);
+    let parquet = run.dataset().join("range=12-21/part-12-21.parquet");
+    let dump = bronze_testkit::parquet_dump(&parquet);
+    assert_eq!(dump["compression"], "SNAPPY");
+    check_parquet_with_pyarrow(&parquet, &expected_rows(&run.datastore), ("testnet", "pre_p23", "v1"), Some(INGESTED_AT_MS));
+}
