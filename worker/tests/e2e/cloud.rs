@@ -1,12 +1,10 @@
 //! End to end against real object-store servers on loopback: S3 (moto) and GCS (object_store's
 //! GCS client through the GCS-to-S3 translating proxy). Source and output both in buckets.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use bronze_testkit::{GcsProxy, MotoS3};
-use common::*;
 
 /// Uploads a local datastore into `bucket/prefix`.
 fn upload_datastore(s3: &MotoS3, local: &Path, bucket: &str, prefix: &str) {

@@ -1,11 +1,9 @@
 //! End to end on local disk: the real binary, real ledgers, output read back with pyarrow and
 //! DuckDB and checked column by column against the reference decoder.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn real_testnet_ledgers_are_copied_exactly() {
@@ -252,12 +250,21 @@ fn older_zstd_extension_snappy_codec_and_json_logs() {
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
-        .filter(|v: &serde_json::Value| v["message"].as_str().is_some_and(|m| m.starts_with("[copier] progress")))
+        .filter(|v: &serde_json::Value| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("[copier] progress"))
+        })
         .collect();
     assert_eq!(progress.len(), 2, "{log}");
     assert_eq!(progress[1]["ledgers"], 20);
     let parquet = run.dataset().join("range=12-21/part-12-21.parquet");
     let dump = bronze_testkit::parquet_dump(&parquet);
     assert_eq!(dump["compression"], "SNAPPY");
-    check_parquet_with_pyarrow(&parquet, &expected_rows(&run.datastore), ("testnet", "pre_p23", "v1"), Some(INGESTED_AT_MS));
+    check_parquet_with_pyarrow(
+        &parquet,
+        &expected_rows(&run.datastore),
+        ("testnet", "pre_p23", "v1"),
+        Some(INGESTED_AT_MS),
+    );
 }

@@ -1,13 +1,11 @@
 //! Following the tip (`ledger_end: 0`): complete partitions are committed as the datastore grows,
 //! a partial partition never is, a hole below the tip is an error, and SIGTERM stops cleanly.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

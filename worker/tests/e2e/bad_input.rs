@@ -2,11 +2,9 @@
 //! loses nothing: the damaged partition is not committed and the checkpoint stays at the last
 //! good partition.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// A datastore of 30 ledgers (2..=31, one per object), partitions of 10; `damage` breaks it.
 /// Runs the copier and returns its log after checking that 2-11 is committed, the damaged

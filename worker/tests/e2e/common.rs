@@ -1,7 +1,6 @@
 //! Shared harness of the end-to-end tests: run the real binary, build datastores from real
 //! ledgers, and an independent oracle (a full decode with the reference `stellar-xdr` library)
 //! for every column of the output.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

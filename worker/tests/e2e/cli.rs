@@ -1,9 +1,7 @@
 //! The runbook's command line: `-config`, `-validate`, `-version`, `CONFIG_FILE`, and environment
 //! variables overriding the file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn version_in_both_spellings() {

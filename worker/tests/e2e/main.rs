@@ -1,0 +1,10 @@
+//! End-to-end tests of the `bronze-copier` binary against real servers on loopback. One test
+//! binary (modules per area) so the heavy crate is linked once.
+
+mod common;
+
+mod bad_input;
+mod cli;
+mod cloud;
+mod follow;
+mod local;
