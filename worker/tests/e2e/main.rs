@@ -8,3 +8,4 @@ mod cli;
 mod cloud;
 mod follow;
 mod local;
+mod worker_mode;

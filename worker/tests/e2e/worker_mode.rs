@@ -3,39 +3,27 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use bronze::generate::{GenerateSpec, generate_datastore};
 use bronze::publish::Manifest;
-use bronze_testkit::{MotoS3, TempDir, workspace_root};
+use bronze_testkit::{MotoS3, TempDir};
+
+use crate::common::{copier, generate, object_for, small_templates};
 
 const INGESTED_AT: &str = "2025-01-15T10:00:00Z";
-const BIN: &str = env!("CARGO_BIN_EXE_bronze-copier");
 
 /// A datastore of ledgers 2..=61 (one ledger per object).
 fn datastore(dir: &Path) -> PathBuf {
     let out = dir.join("datastore");
-    generate_datastore(&GenerateSpec {
-        out: out.clone(),
-        templates: vec![workspace_root().join("tests/fixtures/pubnet-variants")],
-        first_ledger: 2,
-        ledgers: 60,
-        ledgers_per_batch: 1,
-        batches_per_partition: 64_000,
-        network_passphrase: bronze::network::passphrase_for("pubnet").unwrap().into(),
-        zstd_level: 1,
-        first_close_time: 1_725_235_200,
-        genesis_previous_hash: [0; 32],
-    })
-    .unwrap();
+    generate(&out, &small_templates(), 2, 60, 1, 64_000);
     out
 }
 
 /// The environment of a worker Pod, as the operator writes it.
 fn worker_env(source: &Path, output: &Path) -> BTreeMap<String, String> {
     [
-        ("NETWORK", "pubnet"),
+        ("NETWORK", "testnet"),
         ("ERA_ID", "p23"),
         ("VERSION_LABEL", "v1"),
         ("LEDGER_START", "2"),
@@ -57,13 +45,8 @@ fn worker_env(source: &Path, output: &Path) -> BTreeMap<String, String> {
 }
 
 fn run_worker(env: &BTreeMap<String, String>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .envs(env)
-        .arg("worker")
-        .args(args);
+    let mut cmd = copier();
+    cmd.envs(env).arg("worker").args(args);
     // A run is bounded; a hang here is a bug.
     let child = cmd
         .stdout(std::process::Stdio::piped())
@@ -76,14 +59,17 @@ fn run_worker(env: &BTreeMap<String, String>, args: &[&str]) -> Output {
     match rx.recv_timeout(Duration::from_secs(120)) {
         Ok(out) => out,
         Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(id.to_string())
+                .status();
             panic!("worker did not finish within 120 s");
         }
     }
 }
 
 fn dataset_dir(output: &Path) -> PathBuf {
-    output.join("bronze/pubnet/p23/v1/ledgers_lcm_raw")
+    output.join("bronze/testnet/p23/v1/ledgers_lcm_raw")
 }
 
 fn manifest(output: &Path, range: &str) -> Option<Manifest> {
@@ -247,15 +233,7 @@ fn corrupt_input_exits_3_with_a_termination_message_naming_the_object() {
     let source = datastore(tmp.path());
     let output = tmp.path().join("out");
     // Ledger 25's object: overwrite it with garbage.
-    let object = walk(&source)
-        .into_iter()
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .ends_with("--25.xdr.zst")
-        })
-        .expect("object of ledger 25");
+    let object = object_for(&source, 25);
     std::fs::write(&object, b"not zstd at all").unwrap();
     let log = tmp.path().join("termination-log");
     std::fs::write(&log, "").unwrap();
@@ -338,16 +316,16 @@ fn commits_to_s3() {
     assert_eq!(
         keys,
         [
-            "bronze/pubnet/p23/v1/ledgers_lcm_raw/range=12-21/_manifest.json",
-            "bronze/pubnet/p23/v1/ledgers_lcm_raw/range=12-21/part-12-21.parquet",
-            "bronze/pubnet/p23/v1/ledgers_lcm_raw/range=2-11/_manifest.json",
-            "bronze/pubnet/p23/v1/ledgers_lcm_raw/range=2-11/part-2-11.parquet",
+            "bronze/testnet/p23/v1/ledgers_lcm_raw/range=12-21/_manifest.json",
+            "bronze/testnet/p23/v1/ledgers_lcm_raw/range=12-21/part-12-21.parquet",
+            "bronze/testnet/p23/v1/ledgers_lcm_raw/range=2-11/_manifest.json",
+            "bronze/testnet/p23/v1/ledgers_lcm_raw/range=2-11/part-2-11.parquet",
         ]
     );
     let m = Manifest::from_json(
         &s3.get_object(
             "bronze-out",
-            "bronze/pubnet/p23/v1/ledgers_lcm_raw/range=12-21/_manifest.json",
+            "bronze/testnet/p23/v1/ledgers_lcm_raw/range=12-21/_manifest.json",
         )
         .unwrap(),
     )
@@ -355,7 +333,7 @@ fn commits_to_s3() {
     let parquet = s3
         .get_object(
             "bronze-out",
-            "bronze/pubnet/p23/v1/ledgers_lcm_raw/range=12-21/part-12-21.parquet",
+            "bronze/testnet/p23/v1/ledgers_lcm_raw/range=12-21/part-12-21.parquet",
         )
         .unwrap();
     assert_eq!(m.primary().unwrap().byte_size, parquet.len() as u64);
@@ -370,23 +348,10 @@ fn commits_to_s3() {
     let m2 = Manifest::from_json(
         &s3.get_object(
             "bronze-out",
-            "bronze/pubnet/p23/v1/ledgers_lcm_raw/range=12-21/_manifest.json",
+            "bronze/testnet/p23/v1/ledgers_lcm_raw/range=12-21/_manifest.json",
         )
         .unwrap(),
     )
     .unwrap();
     assert_eq!(m2, m);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
