@@ -148,24 +148,41 @@ fn healthy_run_makes_a_linear_complete_chain_and_delivers_every_event() {
         assert_eq!(req.body_text(), stored.event.to_compact_json());
     }
     // The original's heads file, and our delivery cursor at the last event.
-    let heads: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(setup.backup_dir().join("pas-chain-heads.json")).unwrap())
-            .unwrap();
+    let heads: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(setup.backup_dir().join("pas-chain-heads.json")).unwrap(),
+    )
+    .unwrap();
     let last = chain.last().unwrap();
-    assert_eq!(heads["testnet/pre_p23/v1"], last.event.chain.event_hash.as_str());
-    let delivery: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(setup.backup_dir().join("pas-delivery.json")).unwrap())
-            .unwrap();
-    assert_eq!(delivery["testnet/pre_p23/v1"]["event_id"], last.event.event_id.as_str());
+    assert_eq!(
+        heads["testnet/pre_p23/v1"],
+        last.event.chain.event_hash.as_str()
+    );
+    let delivery: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(setup.backup_dir().join("pas-delivery.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        delivery["testnet/pre_p23/v1"]["event_id"],
+        last.event.event_id.as_str()
+    );
 
     let verified = setup.verify();
-    assert_eq!(verified.status.code(), Some(0), "{}", output_text(&verified));
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        output_text(&verified)
+    );
 
     // A second run has nothing to copy and mints nothing new.
     let again = with_token(&setup, &["-no-progress"]);
     assert!(again.status.success(), "{}", output_text(&again));
     assert_eq!(setup.chain().events.len(), chain.events.len());
-    assert_eq!(receiver.sink.request_count(), requests.len(), "nothing re-sent");
+    assert_eq!(
+        receiver.sink.request_count(),
+        requests.len(),
+        "nothing re-sent"
+    );
 }
 
 /// Strict mode with a receiver that accepts 3 events and then fails in `failure`'s way.
@@ -203,7 +220,11 @@ fn strict_failure_then_restart(failure: Mode, timeout_ms: u64) {
     let chain = setup.chain();
     assert!(chain.issues.is_empty(), "{:?}", chain.issues);
     let ranges = setup.ranges();
-    assert_eq!(chain.events.len(), 4, "outbox first: the undelivered event is stored");
+    assert_eq!(
+        chain.events.len(),
+        4,
+        "outbox first: the undelivered event is stored"
+    );
     assert_eq!(chain.last().unwrap().range.start, ranges[3].0);
     assert_eq!(setup.checkpoint_ledger(), Some(ranges[2].1));
     let undelivered = chain.last().unwrap().event.clone();
@@ -220,7 +241,12 @@ fn strict_failure_then_restart(failure: Mode, timeout_ms: u64) {
     );
     assert_all_delivered(&setup, &receiver);
     let verified = setup.verify();
-    assert_eq!(verified.status.code(), Some(0), "{}", output_text(&verified));
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        output_text(&verified)
+    );
 }
 
 #[test]
@@ -256,7 +282,12 @@ fn lenient_mode_completes_while_the_receiver_is_down_and_delivers_when_it_is_bac
         output_text(&out)
     );
     let verified = setup.verify();
-    assert_eq!(verified.status.code(), Some(0), "{}", output_text(&verified));
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        output_text(&verified)
+    );
     assert!(
         String::from_utf8_lossy(&verified.stdout).contains("check=pas.delivery"),
         "{}",
@@ -350,7 +381,10 @@ fn sigkill_at_random_moments_then_restart_until_done() {
         if status.success() && setup.checkpoint_ledger() == Some(setup.ledger_end) {
             break;
         }
-        assert!(status.success() || status.code().is_none(), "round {round}: {status:?}");
+        assert!(
+            status.success() || status.code().is_none(),
+            "round {round}: {status:?}"
+        );
     }
     assert!(kills >= 1, "the test killed nothing");
     let final_run = with_token(&setup, &["-no-progress"]);
@@ -359,7 +393,12 @@ fn sigkill_at_random_moments_then_restart_until_done() {
     assert_linear_complete(&setup.chain(), &setup.ranges());
     assert_all_delivered(&setup, &receiver);
     let verified = setup.verify();
-    assert_eq!(verified.status.code(), Some(0), "seed {seed}: {}", output_text(&verified));
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "seed {seed}: {}",
+        output_text(&verified)
+    );
 }
 
 /// A chain started by the original (its manifests, its events: time-based ids, nanosecond
@@ -385,13 +424,20 @@ fn a_chain_started_by_the_original_is_verified_and_continued() {
         // The original's manifest: none of our additions.
         let mut m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-        for key in ["chain", "ingested_at", "network_passphrase", "manifest_sha256"] {
+        for key in [
+            "chain",
+            "ingested_at",
+            "network_passphrase",
+            "manifest_sha256",
+        ] {
             m.as_object_mut().unwrap().remove(key);
         }
         m["producer"]["version"] = "v0.1.0".into();
         std::fs::write(&manifest_path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-        let manifest = bronze::publish::Manifest::from_json(&std::fs::read(&manifest_path).unwrap()).unwrap();
-        let at = chrono::DateTime::from_timestamp(1_763_892_000 + i as i64 * 60, 123_456_700).unwrap();
+        let manifest =
+            bronze::publish::Manifest::from_json(&std::fs::read(&manifest_path).unwrap()).unwrap();
+        let at =
+            chrono::DateTime::from_timestamp(1_763_892_000 + i as i64 * 60, 123_456_700).unwrap();
         let mut e = bronze::pas::PasEvent::for_partition(
             &chain_id,
             &manifest,
@@ -405,7 +451,9 @@ fn a_chain_started_by_the_original_is_verified_and_continued() {
         e.chain.event_hash = e.compute_hash();
         prev = e.chain.event_hash.clone();
         std::fs::write(
-            setup.backup_dir().join(format!("testnet_pre_p23_v1_{start}-{end}.json")),
+            setup
+                .backup_dir()
+                .join(format!("testnet_pre_p23_v1_{start}-{end}.json")),
             e.to_indented_json(),
         )
         .unwrap();
@@ -421,12 +469,95 @@ fn a_chain_started_by_the_original_is_verified_and_continued() {
     setup.ledger_end = 301;
     setup.pas = Some(String::new());
     let verified = setup.verify();
-    assert_eq!(verified.status.code(), Some(0), "{}", output_text(&verified));
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        output_text(&verified)
+    );
     let out = setup.run();
     assert!(out.status.success(), "{}", output_text(&out));
     let chain = setup.chain();
     assert_linear_complete(&chain, &setup.ranges());
     assert_eq!(chain.events[2].event.chain.prev_event_hash, prev);
     let verified = setup.verify();
-    assert_eq!(verified.status.code(), Some(0), "{}", output_text(&verified));
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        output_text(&verified)
+    );
+}
+
+/// Partitions committed before PAS was on (or before a crash between commit and event) are
+/// adopted when presented again, and each gets its event: no holes.
+#[test]
+fn adopted_partitions_without_events_get_them_in_order() {
+    let mut setup = Setup::new(200, 20);
+    setup.pas = None;
+    let out = setup.run();
+    assert!(out.status.success(), "{}", output_text(&out));
+    // Without the checkpoint the copier re-presents every committed partition (adopted, not
+    // rebuilt); with PAS on, each one gets its event.
+    std::fs::remove_file(setup.checkpoint_path()).unwrap();
+    setup.pas = Some(String::new());
+    let out = setup.run();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("adopted=true"),
+        "{}",
+        output_text(&out)
+    );
+    assert_linear_complete(&setup.chain(), &setup.ranges());
+    let verified = setup.verify();
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        output_text(&verified)
+    );
+}
+
+/// A recorded head that is neither the last event nor the one before it: the copier refuses to
+/// continue (it would fork) and says why.
+#[test]
+fn a_heads_file_that_disagrees_with_the_events_stops_the_copier() {
+    let mut setup = Setup::new(100, 20);
+    setup.ledger_end = 61;
+    let out = setup.run();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let chain = setup.chain();
+    let heads = setup.backup_dir().join("pas-chain-heads.json");
+    std::fs::write(
+        &heads,
+        format!(
+            "{{\n  \"testnet/pre_p23/v1\": \"{}\"\n}}",
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+        ),
+    )
+    .unwrap();
+    setup.ledger_end = 101;
+    let out = setup.run();
+    assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("would fork")
+            && stderr.contains(&chain.last().unwrap().event.chain.event_hash),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(setup.checkpoint_ledger(), Some(61), "nothing was copied");
+    assert_eq!(
+        setup.chain().events.len(),
+        chain.events.len(),
+        "no event was added"
+    );
+    let verified = setup.verify();
+    assert_eq!(
+        verified.status.code(),
+        Some(5),
+        "{}",
+        output_text(&verified)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("check=pas.head"));
 }

@@ -74,10 +74,16 @@ fn location(store: Arc<dyn ObjectStore>) -> Location {
 /// refuses to fork against a second writer, and reports what it stores.
 async fn exercise(outbox: Arc<dyn Outbox>) {
     let chain = ChainId::of_layout(&layout());
-    let a = PasStream::open(layout(), outbox.clone(), None).await.unwrap();
+    let a = PasStream::open(layout(), outbox.clone(), None)
+        .await
+        .unwrap();
     // Two more writers, opened on the empty chain.
-    let b = PasStream::open(layout(), outbox.clone(), None).await.unwrap();
-    let stale = PasStream::open(layout(), outbox.clone(), None).await.unwrap();
+    let b = PasStream::open(layout(), outbox.clone(), None)
+        .await
+        .unwrap();
+    let stale = PasStream::open(layout(), outbox.clone(), None)
+        .await
+        .unwrap();
     let e1 = a.record(&commit(2, 101, "sha256:01")).await.unwrap();
     assert_eq!(e1.chain.prev_event_hash, "");
     // The same partition again (a retry, a resumed run): the stored event, not a new one.
@@ -92,7 +98,10 @@ async fn exercise(outbox: Arc<dyn Outbox>) {
     assert_eq!(e2.chain.prev_event_hash, e1.chain.event_hash);
     assert_eq!(b.record(&commit(102, 201, "sha256:02")).await.unwrap(), e2);
     // A writer whose head is stale would fork: it is refused.
-    let err = stale.record(&commit(102, 201, "sha256:02")).await.unwrap_err();
+    let err = stale
+        .record(&commit(102, 201, "sha256:02"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, PasError::Raced { .. }), "{err}");
 
     // A conditional create never replaces an event.
@@ -109,7 +118,9 @@ async fn exercise(outbox: Arc<dyn Outbox>) {
     }
 
     // A restart continues from the stored head.
-    let c = PasStream::open(layout(), outbox.clone(), None).await.unwrap();
+    let c = PasStream::open(layout(), outbox.clone(), None)
+        .await
+        .unwrap();
     assert_eq!(c.head().await.event_hash, e2.chain.event_hash);
     let e3 = c.record(&commit(202, 301, "sha256:03")).await.unwrap();
     assert_eq!(e3.chain.prev_event_hash, e2.chain.event_hash);
@@ -134,9 +145,15 @@ async fn backup_dir_outbox() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.contains(&"testnet_pre_p23_v1_2-101.json".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"testnet_pre_p23_v1_2-101.json".to_string()),
+        "{names:?}"
+    );
     assert!(names.contains(&"pas-chain-heads.json".to_string()));
-    assert!(!names.iter().any(|n| n.contains(".tmp")), "temp files left: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains(".tmp")),
+        "temp files left: {names:?}"
+    );
 }
 
 #[tokio::test]
@@ -165,10 +182,15 @@ async fn object_store_outbox_on_s3() {
         .with_secret_access_key(s3.secret_key())
         .build()
         .unwrap();
-    exercise(Arc::new(ObjectStoreOutbox::new(location(Arc::new(store)), "bronze/"))).await;
-    let keys = s3.list_objects("pas-outbox");
+    exercise(Arc::new(ObjectStoreOutbox::new(
+        location(Arc::new(store)),
+        "bronze/",
+    )))
+    .await;
+    let keys = s3.list_objects("pas-outbox", "");
     assert!(
-        keys.iter().any(|k| k == "bronze/_pas/testnet/pre_p23/v1/102-201.json"),
+        keys.iter()
+            .any(|k| k == "bronze/_pas/testnet/pre_p23/v1/102-201.json"),
         "{keys:?}"
     );
 }
@@ -186,7 +208,13 @@ fn http(sink: &HttpSink, timeout_ms: u64) -> HttpDelivery {
 
 fn some_event() -> PasEvent {
     let chain = ChainId::of_layout(&layout());
-    PasEvent::for_partition(&chain, &commit(2, 101, "sha256:01").manifest, "p", "", chrono::Utc::now())
+    PasEvent::for_partition(
+        &chain,
+        &commit(2, 101, "sha256:01").manifest,
+        "p",
+        "",
+        chrono::Utc::now(),
+    )
 }
 
 #[tokio::test]
@@ -228,16 +256,64 @@ async fn strict_stream_keeps_the_event_when_delivery_fails_and_resends_it_on_ope
         http: http(&sink, 1_000),
         strict: true,
     };
-    let s = PasStream::open(layout(), outbox.clone(), Some(delivery())).await.unwrap();
+    let s = PasStream::open(layout(), outbox.clone(), Some(delivery()))
+        .await
+        .unwrap();
     let err = s.record(&commit(2, 101, "sha256:01")).await.unwrap_err();
     assert!(matches!(err, PasError::Delivery(_)), "{err}");
     assert_eq!(s.pending(), 1);
     // Still down: opening fails (strict re-sends first).
-    assert!(PasStream::open(layout(), outbox.clone(), Some(delivery())).await.is_err());
+    assert!(
+        PasStream::open(layout(), outbox.clone(), Some(delivery()))
+            .await
+            .is_err()
+    );
     sink.set_behaviour(Behaviour::ok());
-    let s = PasStream::open(layout(), outbox.clone(), Some(delivery())).await.unwrap();
+    let s = PasStream::open(layout(), outbox.clone(), Some(delivery()))
+        .await
+        .unwrap();
     assert_eq!(s.pending(), 0);
     let last = sink.requests().pop().unwrap();
     let stored = analyse(outbox.load(&ChainId::of_layout(&layout())).await.unwrap());
     assert_eq!(last.body_text(), stored.events[0].event.to_compact_json());
+}
+
+/// A crash after an event was stored but before the head was recorded: the next start takes the
+/// stored event as the head, and the partition, presented again, keeps that event.
+#[tokio::test]
+async fn crash_between_storing_an_event_and_recording_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox: Arc<dyn Outbox> = Arc::new(FileOutbox::open(dir.path()).unwrap());
+    let chain = ChainId::of_layout(&layout());
+    let s = PasStream::open(layout(), outbox.clone(), None)
+        .await
+        .unwrap();
+    let e1 = s.record(&commit(2, 101, "sha256:01")).await.unwrap();
+    // The "crashed" write: event 2 stored, head still at event 1.
+    let e2 = PasEvent::for_partition(
+        &chain,
+        &commit(102, 201, "sha256:02").manifest,
+        &layout().storage_path(LedgerRange::new(102, 201)),
+        &e1.chain.event_hash,
+        chrono::Utc::now(),
+    );
+    assert_eq!(outbox.create(&e2).await.unwrap(), Created::Written);
+    assert_eq!(
+        outbox.recorded_head(&chain).await.unwrap().unwrap(),
+        e1.chain.event_hash
+    );
+    let s = PasStream::open(layout(), outbox.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(s.head().await.event_hash, e2.chain.event_hash);
+    assert_eq!(
+        outbox.recorded_head(&chain).await.unwrap().unwrap(),
+        e2.chain.event_hash,
+        "the recorded head is repaired"
+    );
+    let mut again = commit(102, 201, "sha256:02");
+    again.adopted = true;
+    assert_eq!(s.record(&again).await.unwrap(), e2);
+    let e3 = s.record(&commit(202, 301, "sha256:03")).await.unwrap();
+    assert_eq!(e3.chain.prev_event_hash, e2.chain.event_hash);
 }

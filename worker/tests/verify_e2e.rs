@@ -166,10 +166,7 @@ fn a_flipped_byte_in_a_pas_event_is_caught() {
 fn a_deleted_manifest_is_caught() {
     let s = copy();
     std::fs::remove_file(manifest(&s, 102, 121)).unwrap();
-    let stdout = assert_problems(
-        &s,
-        &[("102-121", "grid.gap"), ("-", "checkpoint.beyond")],
-    );
+    let stdout = assert_problems(&s, &[("102-121", "grid.gap"), ("-", "checkpoint.beyond")]);
     assert!(stdout.contains("check=manifest.missing"), "{stdout}");
 }
 
@@ -204,7 +201,10 @@ fn swapped_partitions_are_caught() {
     std::fs::rename(&a, &tmp).unwrap();
     std::fs::rename(&b, &a).unwrap();
     std::fs::rename(&tmp, &b).unwrap();
-    assert_problems(&s, &[("2-21", "manifest.range"), ("22-41", "manifest.range")]);
+    assert_problems(
+        &s,
+        &[("2-21", "manifest.range"), ("22-41", "manifest.range")],
+    );
 }
 
 #[test]
@@ -253,7 +253,11 @@ fn truncated_files_are_caught() {
 #[test]
 fn edited_row_counts_are_caught() {
     let s = copy();
-    replace_once(&manifest(&s, 182, 201), "\"row_count\": 20", "\"row_count\": 21");
+    replace_once(
+        &manifest(&s, 182, 201),
+        "\"row_count\": 20",
+        "\"row_count\": 21",
+    );
     assert_problems(
         &s,
         &[
@@ -264,7 +268,11 @@ fn edited_row_counts_are_caught() {
     );
 
     let s = copy();
-    replace_once(&event(&s, 182, 201), "\"row_count\": 20", "\"row_count\": 19");
+    replace_once(
+        &event(&s, 182, 201),
+        "\"row_count\": 20",
+        "\"row_count\": 19",
+    );
     assert_problems(&s, &[("182-201", "pas.hash"), ("182-201", "pas.mismatch")]);
 }
 
@@ -297,4 +305,58 @@ fn an_uncommitted_leftover_is_only_a_warning() {
         "{stdout}"
     );
     assert!(stdout.contains(": OK (1 warning)"), "{stdout}");
+}
+
+/// A forgery with consistent checksums: the Parquet file rewritten with one wrong value and the
+/// manifest re-sealed to match. The row checks re-derive the value from `xdr_bytes`.
+#[test]
+fn a_consistently_rewritten_wrong_value_is_caught_by_the_row_checks() {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use sha2::{Digest, Sha256};
+
+    let s = copy();
+    let path = parquet(&s, 22, 41);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
+    let mut first = true;
+    for batch in reader {
+        let batch = batch.unwrap();
+        let idx = batch.schema().index_of("operation_count").unwrap();
+        let ops = batch
+            .column(idx)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap();
+        let changed: Int32Array = (0..ops.len())
+            .map(|i| Some(ops.value(i) + i32::from(first && i == 3)))
+            .collect();
+        first = false;
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns[idx] = Arc::new(changed);
+        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        writer
+            .get_or_insert_with(|| ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap())
+            .write(&batch)
+            .unwrap();
+    }
+    let out = writer.unwrap().into_inner().unwrap();
+    std::fs::write(&path, &out).unwrap();
+    let mpath = manifest(&s, 22, 41);
+    let mut m = bronze::publish::Manifest::from_json(&std::fs::read(&mpath).unwrap()).unwrap();
+    let t = m.tables.get_mut("ledgers_lcm_raw").unwrap();
+    t.checksum = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
+    t.byte_size = out.len() as u64;
+    std::fs::write(&mpath, m.to_json()).unwrap();
+
+    let stdout = assert_problems(&s, &[("22-41", "rows.operation_count")]);
+    assert!(!stdout.contains("check=parquet.sha256"), "{stdout}");
+    assert!(!stdout.contains("check=manifest.self_checksum"), "{stdout}");
+    assert!(stdout.contains("row 3 (ledger 25)"), "{stdout}");
 }

@@ -93,7 +93,9 @@ impl ChainId {
     /// Whether `event` belongs to this chain.
     pub fn owns(&self, event: &PasEvent) -> bool {
         let p = &event.partition;
-        p.network == self.network && p.era_id == self.era_id && p.version_label == self.version_label
+        p.network == self.network
+            && p.era_id == self.era_id
+            && p.version_label == self.version_label
     }
 }
 
@@ -405,7 +407,11 @@ pub(crate) mod tests {
         }
         let mut x = e.clone();
         x.chain.event_hash = "anything".into();
-        assert_eq!(x.compute_hash(), e.chain.event_hash, "event_hash is not hashed");
+        assert_eq!(
+            x.compute_hash(),
+            e.chain.event_hash,
+            "event_hash is not hashed"
+        );
     }
 
     #[test]

@@ -166,12 +166,11 @@ impl PasStream {
             tracing::warn!(chain = %chain.key(), check = issue.check(), "PAS chain history: {issue}");
         }
         let recorded = outbox.recorded_head(&chain).await?;
-        let head =
-            reconcile_head(&view, recorded.as_deref()).map_err(|source| PasError::Head {
-                chain: chain.key(),
-                outbox: outbox.describe(),
-                source,
-            })?;
+        let head = reconcile_head(&view, recorded.as_deref()).map_err(|source| PasError::Head {
+            chain: chain.key(),
+            outbox: outbox.describe(),
+            source,
+        })?;
         if recorded.as_deref() != Some(head.event_hash.as_str()) && !head.event_hash.is_empty() {
             tracing::info!(chain = %chain.key(), head = %head.event_hash, recorded = ?recorded, "PAS chain head rebuilt from the stored events");
             outbox.record_head(&chain, &head.event_hash).await?;

@@ -65,13 +65,15 @@ fn our_bytes_and_hashes_equal_gos_for_every_fixture_event() {
 #[test]
 fn the_escaping_fixture_really_contains_what_it_tests() {
     let dir = fixtures().join("escaping");
-    let input = std::fs::read_to_string(dir.join("hash-input").join(
-        event_files(&dir)[0]
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .as_ref(),
-    ))
+    let input = std::fs::read_to_string(
+        dir.join("hash-input").join(
+            event_files(&dir)[0]
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .as_ref(),
+        ),
+    )
     .unwrap();
     for escaped in [
         r"\u003c", r"\u003e", r"\u0026", r"\u2028", r"\u2029", r"\u0001", r"\t", r"\n", r#"\""#,

@@ -122,8 +122,7 @@ fn file_prefix(chain: &ChainId) -> String {
 /// The range in `S-E.json`.
 fn parse_range_json(rest: &str) -> Option<LedgerRange> {
     let (s, e) = rest.strip_suffix(".json")?.split_once('-')?;
-    if s.is_empty() || e.is_empty() || !(s.bytes().chain(e.bytes())).all(|b| b.is_ascii_digit())
-    {
+    if s.is_empty() || e.is_empty() || !(s.bytes().chain(e.bytes())).all(|b| b.is_ascii_digit()) {
         return None;
     }
     let (start, end) = (s.parse().ok()?, e.parse().ok()?);
@@ -286,11 +285,10 @@ impl FileOutbox {
             Err(Some(e)) => Err(e),
             Err(None) => {
                 let bytes = std::fs::read(&path).map_err(|e| io("read", e))?;
-                let existing =
-                    PasEvent::from_json(&bytes).map_err(|e| OutboxError::Corrupt {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    })?;
+                let existing = PasEvent::from_json(&bytes).map_err(|e| OutboxError::Corrupt {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
                 Ok(Created::Existing(Box::new(existing)))
             }
         }
@@ -555,10 +553,13 @@ impl Outbox for ObjectStoreOutbox {
             match self.location.store.put_opts(&key, payload, create).await {
                 Ok(_) => Ok(Created::Written),
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    let bytes = self.get_opt(&key).await?.ok_or_else(|| OutboxError::Corrupt {
-                        path: key.to_string(),
-                        message: "reported as existing, then not found".into(),
-                    })?;
+                    let bytes = self
+                        .get_opt(&key)
+                        .await?
+                        .ok_or_else(|| OutboxError::Corrupt {
+                            path: key.to_string(),
+                            message: "reported as existing, then not found".into(),
+                        })?;
                     let existing =
                         PasEvent::from_json(&bytes).map_err(|e| OutboxError::Corrupt {
                             path: key.to_string(),
@@ -599,8 +600,11 @@ impl Outbox for ObjectStoreOutbox {
                 chain: chain.key(),
                 event_hash: event_hash.to_string(),
             };
-            self.put(&key, serde_json::to_vec_pretty(&record).expect("serializes"))
-                .await
+            self.put(
+                &key,
+                serde_json::to_vec_pretty(&record).expect("serializes"),
+            )
+            .await
         })
     }
 
@@ -621,8 +625,11 @@ impl Outbox for ObjectStoreOutbox {
     ) -> BoxFuture<'a, Result<(), OutboxError>> {
         Box::pin(async move {
             let key = self.key(&format!("{}{DELIVERY_OBJECT}", self.chain_dir(chain)));
-            self.put(&key, serde_json::to_vec_pretty(delivered).expect("serializes"))
-                .await
+            self.put(
+                &key,
+                serde_json::to_vec_pretty(delivered).expect("serializes"),
+            )
+            .await
         })
     }
 }

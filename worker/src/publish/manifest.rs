@@ -43,7 +43,10 @@ pub enum SealCheck {
     /// The file has no `manifest_sha256` (written by the original).
     Absent,
     Valid,
-    Mismatch { recorded: String, computed: String },
+    Mismatch {
+        recorded: String,
+        computed: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,8 +225,19 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{json}");
         assert!(json.contains("  \"partition\""), "two-space indent: {json}");
         let read = Manifest::from_json(json.as_bytes()).unwrap();
-        assert!(read.manifest_sha256.as_deref().unwrap().starts_with("sha256:"));
-        assert_eq!(Manifest { manifest_sha256: None, ..read.clone() }, m);
+        assert!(
+            read.manifest_sha256
+                .as_deref()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        assert_eq!(
+            Manifest {
+                manifest_sha256: None,
+                ..read.clone()
+            },
+            m
+        );
         // Writing what was read gives the same bytes.
         assert_eq!(read.to_json(), json.as_bytes());
     }
@@ -245,7 +259,11 @@ mod tests {
                 // verifier sees a manifest that lost its seal next to its chain fields.
                 SealCheck::Absent => true,
             };
-            assert!(caught, "flip at byte {i} ({:?}) not caught", bytes[i] as char);
+            assert!(
+                caught,
+                "flip at byte {i} ({:?}) not caught",
+                bytes[i] as char
+            );
         }
     }
 }

@@ -78,14 +78,14 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
                 Some(range) => folders.entry(range).or_default().push(meta),
                 None => report.warning(
                     None,
-                    meta.location.to_string(),
+                    location.uri_of(meta.location.as_ref()),
                     "storage.unexpected",
                     "object outside any range=S-E folder",
                 ),
             },
             _ => report.warning(
                 None,
-                meta.location.to_string(),
+                location.uri_of(meta.location.as_ref()),
                 "storage.unexpected",
                 "object outside any range=S-E folder",
             ),

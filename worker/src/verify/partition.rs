@@ -43,7 +43,10 @@ pub struct Context {
 }
 
 /// Checks one folder, adding findings to a report of its own (merged by the caller).
-pub async fn check_folder(ctx: Arc<Context>, folder: Folder) -> (Report, Option<VerifiedPartition>) {
+pub async fn check_folder(
+    ctx: Arc<Context>,
+    folder: Folder,
+) -> (Report, Option<VerifiedPartition>) {
     let mut report = Report::default();
     let range = folder.range;
     let manifest_key = ctx.location.key(&ctx.layout.manifest_key(range));
@@ -57,7 +60,7 @@ pub async fn check_folder(ctx: Arc<Context>, folder: Folder) -> (Report, Option<
             Some(name) if name == parquet_name => parquet_meta = Some(meta.clone()),
             _ => report.warning(
                 Some(range),
-                meta.location.to_string(),
+                ctx.location.uri_of(meta.location.as_ref()),
                 "storage.unexpected",
                 "object that is neither the partition's manifest nor its Parquet file (a leftover temporary file?)",
             ),
@@ -67,7 +70,7 @@ pub async fn check_folder(ctx: Arc<Context>, folder: Folder) -> (Report, Option<
         if parquet_meta.is_some() {
             report.warning(
                 Some(range),
-                parquet_key.to_string(),
+                ctx.location.uri_of(parquet_key.as_ref()),
                 "manifest.missing",
                 "Parquet file without a manifest: an uncommitted leftover (a run stopped before committing it); the next run replaces it",
             );
@@ -80,21 +83,22 @@ pub async fn check_folder(ctx: Arc<Context>, folder: Folder) -> (Report, Option<
     };
     let mut verified = VerifiedPartition {
         range,
-        manifest_key: manifest_key.to_string(),
+        manifest_key: ctx.location.uri_of(manifest_key.as_ref()),
         manifest,
-        parquet_key: parquet_key.to_string(),
+        parquet_key: ctx.location.uri_of(parquet_key.as_ref()),
         rows: None,
         damaged: false,
     };
     match parquet_meta {
         None => report.problem(
             Some(range),
-            parquet_key.to_string(),
+            ctx.location.uri_of(parquet_key.as_ref()),
             "parquet.missing",
             "the manifest commits this Parquet file but it is not in storage",
         ),
         Some(_) => {
-            verified.rows = check_parquet(&ctx, &parquet_key, &verified.manifest, &mut report).await;
+            verified.rows =
+                check_parquet(&ctx, &parquet_key, &verified.manifest, &mut report).await;
         }
     }
     verified.damaged = report.problems() > problems_before;
@@ -107,7 +111,7 @@ async fn read_manifest(
     range: LedgerRange,
     report: &mut Report,
 ) -> Option<Manifest> {
-    let object = key.to_string();
+    let object = ctx.location.uri_of(key.as_ref());
     let bytes = match get_bytes(ctx, key).await {
         Ok(b) => b,
         Err(e) => {
@@ -118,7 +122,12 @@ async fn read_manifest(
     let manifest = match Manifest::from_json(&bytes) {
         Ok(m) => m,
         Err(e) => {
-            report.problem(Some(range), object, "manifest.parse", format!("not a valid manifest: {e}"));
+            report.problem(
+                Some(range),
+                object,
+                "manifest.parse",
+                format!("not a valid manifest: {e}"),
+            );
             return None;
         }
     };
@@ -128,7 +137,9 @@ async fn read_manifest(
             Some(range),
             &object,
             "manifest.self_checksum",
-            format!("manifest_sha256: expected {computed} (recomputed over the file), found {recorded}"),
+            format!(
+                "manifest_sha256: expected {computed} (recomputed over the file), found {recorded}"
+            ),
         ),
         // Manifests of the original have no seal, and none of our additions either.
         SealCheck::Absent if manifest.chain.is_some() || manifest.ingested_at.is_some() => report
@@ -145,7 +156,10 @@ async fn read_manifest(
             Some(range),
             &object,
             "manifest.range",
-            format!("expected range {range} (its folder), found {}", manifest.range()),
+            format!(
+                "expected range {range} (its folder), found {}",
+                manifest.range()
+            ),
         );
     }
     let p = &manifest.partition;
@@ -199,7 +213,7 @@ async fn check_parquet(
     report: &mut Report,
 ) -> Option<RowsSummary> {
     let range = manifest.range();
-    let object = key.to_string();
+    let object = ctx.location.uri_of(key.as_ref());
     let (tmp, size, digest) = match download(ctx, key).await {
         Ok(d) => d,
         Err(e) => {
@@ -213,7 +227,10 @@ async fn check_parquet(
                 Some(range),
                 &object,
                 "parquet.size",
-                format!("expected {} bytes (manifest byte_size), found {size}", t.byte_size),
+                format!(
+                    "expected {} bytes (manifest byte_size), found {size}",
+                    t.byte_size
+                ),
             );
         }
         let found = checksum_string(&digest);
@@ -251,14 +268,29 @@ async fn check_parquet(
             Some(range),
             &object,
             "parquet.row_count",
-            format!("expected {} rows (manifest row_count), found {}", t.row_count, summary.rows),
+            format!(
+                "expected {} rows (manifest row_count), found {}",
+                t.row_count, summary.rows
+            ),
         );
     }
     if let Some(chain) = &manifest.chain {
         for (field, recorded, found) in [
-            ("previous_ledger_hash", &chain.previous_ledger_hash, &summary.first_previous_hash),
-            ("first_ledger_hash", &chain.first_ledger_hash, &summary.first_hash),
-            ("last_ledger_hash", &chain.last_ledger_hash, &summary.last_hash),
+            (
+                "previous_ledger_hash",
+                &chain.previous_ledger_hash,
+                &summary.first_previous_hash,
+            ),
+            (
+                "first_ledger_hash",
+                &chain.first_ledger_hash,
+                &summary.first_hash,
+            ),
+            (
+                "last_ledger_hash",
+                &chain.last_ledger_hash,
+                &summary.last_hash,
+            ),
         ] {
             if let Some(found) = found
                 && found != recorded
@@ -276,15 +308,19 @@ async fn check_parquet(
 }
 
 fn manifest_key_of(ctx: &Context, range: LedgerRange) -> String {
-    ctx.location.key(&ctx.layout.manifest_key(range)).to_string()
+    ctx.location
+        .uri_of(ctx.location.key(&ctx.layout.manifest_key(range)).as_ref())
 }
 
 async fn download(
     ctx: &Context,
     key: &ObjectPath,
 ) -> Result<(tempfile::NamedTempFile, u64, [u8; 32]), String> {
-    let tmp = tempfile::NamedTempFile::new().map_err(|e| format!("cannot create a temporary file: {e}"))?;
-    let std_file = tmp.reopen().map_err(|e| format!("cannot open a temporary file: {e}"))?;
+    let tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| format!("cannot create a temporary file: {e}"))?;
+    let std_file = tmp
+        .reopen()
+        .map_err(|e| format!("cannot open a temporary file: {e}"))?;
     let mut file = tokio::fs::File::from_std(std_file);
     let mut stream = ctx
         .location

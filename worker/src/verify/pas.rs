@@ -69,16 +69,28 @@ pub async fn check_chain(
         match (want, have) {
             (Some(w), Some(h)) => {
                 if w.checksum != h.checksum {
-                    diffs.push(format!("checksum: expected {} (manifest), found {}", w.checksum, h.checksum));
+                    diffs.push(format!(
+                        "checksum: expected {} (manifest), found {}",
+                        w.checksum, h.checksum
+                    ));
                 }
                 if w.row_count as i64 != h.row_count {
-                    diffs.push(format!("row_count: expected {} (manifest), found {}", w.row_count, h.row_count));
+                    diffs.push(format!(
+                        "row_count: expected {} (manifest), found {}",
+                        w.row_count, h.row_count
+                    ));
                 }
                 if w.byte_size as i64 != h.byte_size {
-                    diffs.push(format!("byte_size: expected {} (manifest), found {}", w.byte_size, h.byte_size));
+                    diffs.push(format!(
+                        "byte_size: expected {} (manifest), found {}",
+                        w.byte_size, h.byte_size
+                    ));
                 }
                 if h.storage_path != path {
-                    diffs.push(format!("storage_path: expected {path}, found {}", h.storage_path));
+                    diffs.push(format!(
+                        "storage_path: expected {path}, found {}",
+                        h.storage_path
+                    ));
                 }
             }
             (Some(_), None) => diffs.push("the event has no ledgers_lcm_raw table".into()),

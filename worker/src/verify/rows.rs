@@ -7,9 +7,7 @@ use std::fs::File;
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Int32Type, Int64Type, TimestampMillisecondType, UInt32Type, UInt64Type,
-};
+use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
@@ -233,12 +231,18 @@ fn check_batch(
             });
         }
         for (check, found, want) in [
-            ("rows.bronze_version", version.value(i), expected.version_label.as_str()),
+            (
+                "rows.bronze_version",
+                version.value(i),
+                expected.version_label.as_str(),
+            ),
             ("rows.era_id", era.value(i), expected.era_id.as_str()),
             ("rows.network", network.value(i), expected.network.as_str()),
         ] {
             if found != want {
-                f.add(check, || format!("{at}: expected {want:?}, found {found:?}"));
+                f.add(check, || {
+                    format!("{at}: expected {want:?}, found {found:?}")
+                });
             }
         }
         if let Some(want) = expected.ingested_at_millis
@@ -255,7 +259,9 @@ fn check_batch(
         let row = match bronze_ledger::extract_row(bytes) {
             Ok(r) => r,
             Err(e) => {
-                f.add("rows.xdr", || format!("{at}: xdr_bytes is not a valid LedgerCloseMeta: {e}"));
+                f.add("rows.xdr", || {
+                    format!("{at}: xdr_bytes is not a valid LedgerCloseMeta: {e}")
+                });
                 continue;
             }
         };
@@ -268,8 +274,16 @@ fn check_batch(
             .ok()
             .and_then(|c| c.checked_mul(1000));
         let compare: [(&'static str, String, String); 10] = [
-            ("rows.ledger_sequence", row.ledger_sequence.to_string(), s.to_string()),
-            ("rows.ledger_hash", hex32(&row.ledger_hash).as_str().to_string(), h.to_string()),
+            (
+                "rows.ledger_sequence",
+                row.ledger_sequence.to_string(),
+                s.to_string(),
+            ),
+            (
+                "rows.ledger_hash",
+                hex32(&row.ledger_hash).as_str().to_string(),
+                h.to_string(),
+            ),
             (
                 "rows.previous_ledger_hash",
                 hex32(&row.previous_ledger_hash).as_str().to_string(),
@@ -285,14 +299,26 @@ fn check_batch(
                 row.protocol_version.to_string(),
                 protocol.value(i).to_string(),
             ),
-            ("rows.total_coins", row.total_coins.to_string(), total_coins.value(i).to_string()),
-            ("rows.fee_pool", row.fee_pool.to_string(), fee_pool.value(i).to_string()),
+            (
+                "rows.total_coins",
+                row.total_coins.to_string(),
+                total_coins.value(i).to_string(),
+            ),
+            (
+                "rows.fee_pool",
+                row.fee_pool.to_string(),
+                fee_pool.value(i).to_string(),
+            ),
             (
                 "rows.tx_set_hash",
                 hex32(&row.tx_set_hash).as_str().to_string(),
                 tx_set_hash.value(i).to_string(),
             ),
-            ("rows.tx_count", row.tx_count.to_string(), tx_count.value(i).to_string()),
+            (
+                "rows.tx_count",
+                row.tx_count.to_string(),
+                tx_count.value(i).to_string(),
+            ),
             (
                 "rows.operation_count",
                 row.operation_count.to_string(),
