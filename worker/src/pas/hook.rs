@@ -37,7 +37,7 @@ pub enum PasError {
     Head {
         chain: String,
         outbox: String,
-        source: HeadConflict,
+        source: Box<HeadConflict>,
     },
     #[error(
         "PAS chain {chain} in {outbox} is damaged; refusing to continue it: {issues} (run `bronze-copier verify` for the full report)"
@@ -169,7 +169,7 @@ impl PasStream {
         let head = reconcile_head(&view, recorded.as_deref()).map_err(|source| PasError::Head {
             chain: chain.key(),
             outbox: outbox.describe(),
-            source,
+            source: Box::new(source),
         })?;
         if recorded.as_deref() != Some(head.event_hash.as_str()) && !head.event_hash.is_empty() {
             tracing::info!(chain = %chain.key(), head = %head.event_hash, recorded = ?recorded, "PAS chain head rebuilt from the stored events");

@@ -96,9 +96,9 @@ impl Setup {
         let root = self.root.path().display();
         let pas = match &self.pas {
             None => String::new(),
-            Some(lines) => format!(
-                "pas:\n  enabled: true\n  backup_dir: \"{root}/pas-backup\"\n{lines}\n"
-            ),
+            Some(lines) => {
+                format!("pas:\n  enabled: true\n  backup_dir: \"{root}/pas-backup\"\n{lines}\n")
+            }
         };
         let text = format!(
             r#"copier_id: "e2e"
@@ -225,7 +225,11 @@ pub fn delivered_ids(bodies: &[Vec<u8>]) -> BTreeMap<String, u32> {
         let e = PasEvent::from_json(body).expect("body is a PAS event");
         let start = e.partition.ledger_start;
         if let Some(old) = ids.insert(e.event_id.clone(), start) {
-            assert_eq!(old, start, "event id {} used for two partitions", e.event_id);
+            assert_eq!(
+                old, start,
+                "event id {} used for two partitions",
+                e.event_id
+            );
         }
     }
     ids
