@@ -268,7 +268,7 @@ fn strict_mode_stops_on_dropped_connections_and_a_restart_delivers_without_fork(
 fn lenient_mode_completes_while_the_receiver_is_down_and_delivers_when_it_is_back() {
     let receiver = Receiver::start(Mode::Fail500);
     let mut setup = Setup::new(200, 20);
-    setup.pas = Some(receiver.pas_config(false, 2_000));
+    setup.pas = Some(receiver.pas_config(false, 500));
     let out = with_token(&setup, &["-no-progress"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let ranges = setup.ranges();

@@ -50,6 +50,8 @@ fn copy() -> Setup {
         ledger_end: p.ledger_end,
         partition_size: p.partition_size,
         pas: p.pas.clone(),
+        storage_block: None,
+        env: Vec::new(),
         extra: p.extra.clone(),
     }
 }
@@ -359,4 +361,33 @@ fn a_consistently_rewritten_wrong_value_is_caught_by_the_row_checks() {
     assert!(!stdout.contains("check=parquet.sha256"), "{stdout}");
     assert!(!stdout.contains("check=manifest.self_checksum"), "{stdout}");
     assert!(stdout.contains("row 3 (ledger 25)"), "{stdout}");
+}
+
+/// The same checks on S3 (moto): listing, reading and hashing go through the object store.
+#[test]
+fn verify_reads_an_s3_bucket() {
+    let s3 = bronze_testkit::MotoS3::start();
+    s3.create_bucket("lake");
+    let mut s = Setup::new(60, 20);
+    s.storage_block = Some(format!(
+        "storage:\n  backend: s3\n  s3_bucket: lake\n  s3_endpoint: {}\n  s3_region: us-east-1\n  prefix: bronze\n",
+        s3.endpoint()
+    ));
+    s.env = s3.env();
+    let out = s.run();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = s.verify();
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verified 3 partitions, 60 ledgers: OK"),
+        "{}",
+        output_text(&out)
+    );
+    let key = "bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=22-41/part-22-41.parquet";
+    let mut bytes = s3.get_object("lake", key).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    s3.put_object("lake", key, bytes);
+    let stdout = assert_problems(&s, &[("22-41", "parquet.sha256")]);
+    assert!(stdout.contains("s3://lake/"), "{stdout}");
 }

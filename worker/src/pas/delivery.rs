@@ -86,6 +86,15 @@ impl HttpDelivery {
         self.backoff
     }
 
+    /// Per attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
     /// One POST; `Err` says why it did not count as delivered.
     async fn post_once(&self, event: &PasEvent, body: &str) -> Result<(), String> {
         let mut request = self

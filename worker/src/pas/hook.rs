@@ -48,14 +48,6 @@ pub enum PasError {
         issues: String,
     },
     #[error(
-        "partition {range} has no PAS event but the chain {chain} already continues past it (head at ledger {head_end}); an event for it cannot be added without breaking the chain's order"
-    )]
-    BehindHead {
-        chain: String,
-        range: LedgerRange,
-        head_end: u32,
-    },
-    #[error(
         "PAS event {location} for partition {range} records {found}, but the committed manifest has {expected}; the audit chain cannot describe a replaced partition"
     )]
     EventMismatch {
@@ -86,7 +78,6 @@ impl PasError {
             self,
             PasError::Head { .. }
                 | PasError::Damaged { .. }
-                | PasError::BehindHead { .. }
                 | PasError::EventMismatch { .. }
                 | PasError::Raced { .. }
         )
@@ -271,34 +262,43 @@ impl PasStream {
         self.inner.state.lock().await.head.clone()
     }
 
-    /// Makes sure the committed partition has its event in the outbox, then delivers it.
-    pub async fn record(&self, commit: &CommitEvent) -> Result<PasEvent, PasError> {
-        let event = self.ensure_event(commit).await?;
+    /// Makes sure the committed partition has its event in the outbox, then delivers it. `None`
+    /// for a partition the chain has already passed without an event (see [`Self::ensure_event`]).
+    pub async fn record(&self, commit: &CommitEvent) -> Result<Option<PasEvent>, PasError> {
+        let Some(event) = self.ensure_event(commit).await? else {
+            return Ok(None);
+        };
         if let Some(c) = &self.inner.courier {
             c.enqueue(&event);
             if self.inner.strict {
                 c.flush().await?;
             }
         }
-        Ok(event)
+        Ok(Some(event))
     }
 
-    async fn ensure_event(&self, commit: &CommitEvent) -> Result<PasEvent, PasError> {
+    /// The partition's event: the stored one, or a new one on the head. A partition the chain
+    /// already continues past without an event (a hole that predates this run: committed before
+    /// PAS was enabled, or by the original after a strict-mode failure) cannot get one without
+    /// breaking the chain's order; it is reported, not filled, and `verify` lists it.
+    async fn ensure_event(&self, commit: &CommitEvent) -> Result<Option<PasEvent>, PasError> {
         let inner = &self.inner;
         let range = commit.range;
         let mut state = inner.state.lock().await;
         if let Some(existing) = state.events.get(&range.start) {
             self.check_matches(existing, commit)?;
-            return Ok(existing.clone());
+            return Ok(Some(existing.clone()));
         }
         if let Some(head_end) = state.head.ledger_end
             && range.start <= head_end
         {
-            return Err(PasError::BehindHead {
-                chain: inner.chain.key(),
-                range,
-                head_end,
-            });
+            tracing::warn!(
+                partition = %range,
+                chain = %inner.chain.key(),
+                head_ledger = head_end,
+                "committed partition has no PAS event and the chain already continues past it; this hole predates this run and cannot be filled without breaking the chain's order (`verify` reports it)"
+            );
+            return Ok(None);
         }
         let event = PasEvent::for_partition(
             &inner.chain,
@@ -342,7 +342,7 @@ impl PasStream {
             adopted = commit.adopted,
             "PAS event recorded"
         );
-        Ok(event)
+        Ok(Some(event))
     }
 
     /// A stored event must describe exactly the committed partition.
@@ -380,8 +380,9 @@ impl PasStream {
         Ok(())
     }
 
-    /// Stops background delivery. With `drain` (a run that finished normally), a last round
-    /// tries to deliver what is still pending. Whatever remains is re-sent at the next start.
+    /// Stops background delivery. With `drain` (a run that finished normally), delivery goes on
+    /// for a bounded time ([`drain_limit`]) so a receiver that is just recovering still gets
+    /// everything. Whatever remains is re-sent at the next start.
     pub async fn finish(&self, drain: bool) {
         let task = self.background().take();
         self.inner.stop.cancel();
@@ -391,12 +392,26 @@ impl PasStream {
         }
         let Some(c) = &self.inner.courier else { return };
         if drain && c.pending() > 0 {
+            let limit = drain_limit(c.http());
             tracing::info!(
                 pending = c.pending(),
-                "delivering the remaining PAS events before exiting"
+                "delivering the remaining PAS events before exiting (for up to {limit:?})"
             );
-            if let Err(e) = c.flush().await {
-                tracing::warn!(error = %e, "PAS delivery still failing");
+            let deadline = tokio::time::Instant::now() + limit;
+            let mut pause = c.http().backoff().max(Duration::from_millis(100));
+            loop {
+                match c.flush().await {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                        tracing::warn!(pending = c.pending(), error = %e, "PAS delivery still failing; retrying in {pause:?}");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    Err(e) => {
+                        tracing::warn!(pending = c.pending(), error = %e, "PAS delivery still failing");
+                        break;
+                    }
+                }
             }
         }
         if c.pending() > 0 {
@@ -407,6 +422,12 @@ impl PasStream {
             );
         }
     }
+}
+
+/// How long a finished run keeps delivering: the time one event's attempts may take, at least
+/// 2 s and at most a minute.
+pub fn drain_limit(http: &HttpDelivery) -> Duration {
+    (http.timeout() * http.attempts()).clamp(Duration::from_secs(2), Duration::from_secs(60))
 }
 
 /// Lenient delivery: retries the queue in order with growing pauses while the copier goes on.

@@ -154,6 +154,7 @@ async fn the_original_chain_is_accepted_and_continued() {
             adopted: false,
         })
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(ours.chain.prev_event_hash, original_head);
     let view = analyse(outbox.load(&chain).await.unwrap());

@@ -44,6 +44,10 @@ pub struct Setup {
     pub partition_size: u32,
     /// `pas:` block lines (without the key), or None for no PAS.
     pub pas: Option<String>,
+    /// A whole `storage:` block replacing the local one.
+    pub storage_block: Option<String>,
+    /// Extra environment for the binary (e.g. S3 credentials of a moto server).
+    pub env: Vec<(String, String)>,
     pub extra: String,
 }
 
@@ -61,6 +65,8 @@ impl Setup {
             ledger_end: ledgers + 1,
             partition_size,
             pas: Some(String::new()),
+            storage_block: None,
+            env: Vec::new(),
             extra: String::new(),
         }
     }
@@ -100,6 +106,9 @@ impl Setup {
                 format!("pas:\n  enabled: true\n  backup_dir: \"{root}/pas-backup\"\n{lines}\n")
             }
         };
+        let storage = self.storage_block.clone().unwrap_or_else(|| {
+            format!("storage:\n  backend: \"local\"\n  local_dir: \"{root}/out\"\n")
+        });
         let text = format!(
             r#"copier_id: "e2e"
 era:
@@ -113,10 +122,7 @@ era:
 source:
   mode: "local"
   local_path: "{root}/datastore"
-storage:
-  backend: "local"
-  local_dir: "{root}/out"
-checkpoint:
+{storage}checkpoint:
   enabled: true
   dir: "{root}/state"
 perf:
@@ -141,7 +147,8 @@ perf:
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd
     }
 
