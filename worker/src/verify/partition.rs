@@ -98,7 +98,7 @@ pub async fn check_folder(
         ),
         Some(_) => {
             verified.rows =
-                check_parquet(&ctx, &parquet_key, &verified.manifest, &mut report).await;
+                check_parquet(&ctx, range, &parquet_key, &verified.manifest, &mut report).await;
         }
     }
     verified.damaged = report.problems() > problems_before;
@@ -206,13 +206,14 @@ async fn get_bytes(ctx: &Context, key: &ObjectPath) -> Result<bytes::Bytes, Stri
 
 /// Downloads the Parquet file to a temporary file while hashing it, compares size and checksum
 /// with the manifest, then checks its rows.
+/// `range` is the folder's (the manifest may disagree; that is reported on its own).
 async fn check_parquet(
     ctx: &Context,
+    range: LedgerRange,
     key: &ObjectPath,
     manifest: &Manifest,
     report: &mut Report,
 ) -> Option<RowsSummary> {
-    let range = manifest.range();
     let object = ctx.location.uri_of(key.as_ref());
     let (tmp, size, digest) = match download(ctx, key).await {
         Ok(d) => d,
