@@ -1,16 +1,14 @@
 //! The PAS audit stream end to end: the real binary on a generated datastore, delivering to a
 //! real HTTP server (the testkit sink) that fails in scripted ways.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::backfill::*;
 use bronze_testkit::{Behaviour, HttpSink, RecordedRequest, Reply};
-use support::*;
 
 const TOKEN: &str = "s3cr3t-token-value";
 

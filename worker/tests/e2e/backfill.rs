@@ -1,6 +1,5 @@
 //! Shared helpers of the worker's end-to-end tests: a generated datastore, a config file, the
 //! real `bronze-copier` binary, and readers for what it wrote.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,10 @@
 //! `bronze-copier verify` end to end: clean output passes; every kind of damage it claims to
 //! detect fails it, naming the partition and the check.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use support::*;
+use crate::backfill::*;
 
 /// One clean backfill (200 ledgers, partitions of 20, PAS file-only), made once and copied for
 /// each damage.
