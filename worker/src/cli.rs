@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Copies raw Stellar ledgers from a Galexie datastore into checksummed Parquet partitions",
     disable_version_flag = true,
     after_help = "Exit codes: 0 done, 1 runtime failure (retry), 2 config/usage error, 3 bad input data, \
-                  4 conflict with existing output, 130/143 interrupted (resume by restarting)."
+                  4 conflict with existing output, 5 verify found problems, 130/143 interrupted (resume by restarting)."
 )]
 pub struct Cli {
     /// YAML config file (else $CONFIG_FILE, else environment variables only).
@@ -35,6 +35,9 @@ pub struct Cli {
 pub enum Command {
     /// Write a realistic Galexie datastore of N ledgers from real template ledgers.
     GenerateDatastore(GenerateArgs),
+    /// Check every committed partition (manifest, Parquet checksum, rows, hash links), the
+    /// checkpoint and the PAS chain of the configured dataset. Exit 0 when clean, 5 when not.
+    Verify,
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +142,18 @@ mod tests {
         };
         assert_eq!(g.ledgers, 5);
         assert_eq!(g.out, PathBuf::from("d"));
+    }
+
+    #[test]
+    fn verify_takes_the_config_before_or_after_it() {
+        for args in [
+            &["bronze-copier", "verify", "-config", "c.yaml"][..],
+            &["bronze-copier", "-config", "c.yaml", "verify"][..],
+        ] {
+            let cli = parse(args);
+            assert!(matches!(cli.command, Some(Command::Verify)), "{args:?}");
+            assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("c.yaml")));
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use bronze::cli::{Cli, Command, GenerateArgs, normalize_args};
 use bronze::config::{LoadedConfig, load_config, validate};
-use bronze::pipeline::{RunOptions, run};
+use bronze::pipeline::{CommitHook, RunOptions, run};
 use bronze::{exit, generate, logging};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     }
     let code = match &cli.command {
         Some(Command::GenerateDatastore(args)) => generate_command(args),
+        Some(Command::Verify) => verify_command(&cli),
         None => copier_command(&cli),
     };
     ExitCode::from(code)
@@ -61,21 +62,30 @@ fn copier_command(cli: &Cli) -> u8 {
     }
     let config = loaded.config;
     tracing::info!(version = bronze::VERSION, git_sha = bronze::GIT_SHA, copier_id = %config.copier_id, "bronze copier starting");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let signal = tokio::spawn(wait_for_signal(cancel.clone()));
+        let pas = match bronze::pas::open_from_config(&config).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("cannot start the PAS audit stream: {e}");
+                eprintln!("bronze-copier: {e}");
+                return exit::pas_code(&e);
+            }
+        };
+        let hooks: Vec<Box<dyn CommitHook>> = pas
+            .iter()
+            .map(|p| Box::new(p.clone()) as Box<dyn CommitHook>)
+            .collect();
         let options = RunOptions { show_progress_bar: !cli.no_progress };
-        let result = run(&config, Vec::new(), cancel.clone(), options).await;
+        let result = run(&config, hooks, cancel.clone(), options).await;
+        if let Some(p) = &pas {
+            p.finish(matches!(&result, Ok(s) if !s.interrupted)).await;
+        }
         let received = if cancel.is_cancelled() {
             signal.await.ok().flatten()
         } else {
@@ -111,6 +121,45 @@ fn copier_command(cli: &Cli) -> u8 {
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     tracing::info!("bronze copier stopped");
     code
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            exit::FAILURE
+        })
+}
+
+/// `verify`: prints one line per finding and a summary; exit 0 when clean.
+fn verify_command(cli: &Cli) -> u8 {
+    let config = match load(cli) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(bronze::verify::verify(&config)) {
+        Ok(report) => {
+            for finding in report.sorted() {
+                println!("{finding}");
+            }
+            println!("{}", report.summary());
+            if report.is_clean() {
+                exit::OK
+            } else {
+                exit::VERIFY_FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("verify: {e}");
+            exit::FAILURE
+        }
+    }
 }
 
 /// Waits for SIGINT or SIGTERM, cancels the run, and returns the exit code for that signal.

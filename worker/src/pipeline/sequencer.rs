@@ -187,6 +187,7 @@ impl Sequencer {
             }),
             ingested_at: Some(self.ingested_at.clone()),
             network_passphrase: self.network_passphrase.clone(),
+            manifest_sha256: None, // sealed when written
         }
     }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `bronze-copier` binary against real servers on loopback. One test
 //! binary (modules per area) so the heavy crate is linked once.
 
+mod backfill;
 mod common;
 
 mod bad_input;
@@ -8,3 +9,6 @@ mod cli;
 mod cloud;
 mod follow;
 mod local;
+mod pas;
+mod pas_stream;
+mod verify;
