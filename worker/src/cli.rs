@@ -35,6 +35,19 @@ pub struct Cli {
 pub enum Command {
     /// Write a realistic Galexie datastore of N ledgers from real template ledgers.
     GenerateDatastore(GenerateArgs),
+    /// The runbook's health check: is the checkpoint there and fresh? Prints one line; exit
+    /// 0 OK, 1 WARNING (stale), 2 CRITICAL (missing or corrupt).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// Checkpoint file to check (default: the one of the configured network/era/version).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Older than this many minutes is a WARNING.
+    #[arg(long, default_value_t = crate::health::DEFAULT_MAX_AGE_MINUTES)]
+    pub max_age_minutes: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +152,23 @@ mod tests {
         };
         assert_eq!(g.ledgers, 5);
         assert_eq!(g.out, PathBuf::from("d"));
+    }
+
+    #[test]
+    fn health_takes_go_style_flags_and_the_global_config() {
+        let cli = parse(&[
+            "bronze-copier",
+            "health",
+            "-config",
+            "c.yaml",
+            "-max-age-minutes",
+            "5",
+        ]);
+        let Some(Command::Health(h)) = cli.command else {
+            panic!("subcommand")
+        };
+        assert_eq!(h.max_age_minutes, 5);
+        assert_eq!(cli.config, Some(PathBuf::from("c.yaml")));
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! The data's trip, one module per stage: [`source`] (datastore layout, fetch, zstd) →
 //! `bronze_ledger` (XDR split, validation, field extraction) → [`validate`] (chain checks) →
 //! [`parquet`] (the `ledgers_lcm_raw` table) → [`publish`] (upload, manifest commit) →
-//! [`pipeline`] (parallel builds, in-order sequencer) → [`checkpoint`].
+//! [`pipeline`] (parallel builds, in-order sequencer) → [`checkpoint`], with the commit hooks
+//! ([`catalog`]) and [`metrics`] alongside.
 
+pub mod catalog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod generate;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod net;

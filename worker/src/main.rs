@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-use bronze::cli::{Cli, Command, GenerateArgs, normalize_args};
-use bronze::config::{LoadedConfig, load_config, validate};
-use bronze::pipeline::{RunOptions, run};
-use bronze::{exit, generate, logging};
+use bronze::catalog::CatalogSink;
+use bronze::cli::{Cli, Command, GenerateArgs, HealthArgs, normalize_args};
+use bronze::config::{Config, LoadedConfig, load_config, validate};
+use bronze::pipeline::{CommitHook, RunOptions, run};
+use bronze::{exit, generate, health, logging, metrics};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
     }
     let code = match &cli.command {
         Some(Command::GenerateDatastore(args)) => generate_command(args),
+        Some(Command::Health(args)) => health_command(&cli, args),
         None => copier_command(&cli),
     };
     ExitCode::from(code)
@@ -74,8 +76,15 @@ fn copier_command(cli: &Cli) -> u8 {
     let code = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let signal = tokio::spawn(wait_for_signal(cancel.clone()));
+        let services = match start_services(&config).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
         let options = RunOptions { show_progress_bar: !cli.no_progress };
-        let result = run(&config, Vec::new(), cancel.clone(), options).await;
+        let result = run(&config, services.hooks(), cancel.clone(), options).await;
+        if let Some(catalog) = &services.catalog {
+            catalog.finish().await;
+        }
         let received = if cancel.is_cancelled() {
             signal.await.ok().flatten()
         } else {
@@ -111,6 +120,67 @@ fn copier_command(cli: &Cli) -> u8 {
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     tracing::info!("bronze copier stopped");
     code
+}
+
+/// What runs beside the pipeline: the metrics endpoint and the commit hooks.
+struct Services {
+    _metrics: Option<metrics::MetricsServer>,
+    catalog: Option<CatalogSink>,
+}
+
+impl Services {
+    /// Hooks in the original's order: PAS, then the catalog.
+    fn hooks(&self) -> Vec<Box<dyn CommitHook>> {
+        let mut hooks: Vec<Box<dyn CommitHook>> = Vec::new();
+        if let Some(catalog) = &self.catalog {
+            hooks.push(catalog.hook());
+        }
+        hooks
+    }
+}
+
+async fn start_services(config: &Config) -> Result<Services, u8> {
+    metrics::init(config);
+    let metrics_server = if config.metrics.enabled {
+        match metrics::serve(&config.metrics.address).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("bronze-copier: {e}");
+                return Err(exit::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
+    let catalog = match CatalogSink::open(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(exit_code = exit::FAILURE, "catalog.strict is set and the catalog is unusable: {e}");
+            eprintln!("bronze-copier: catalog.strict is set and the catalog is unusable: {e}");
+            return Err(exit::FAILURE);
+        }
+    };
+    Ok(Services {
+        _metrics: metrics_server,
+        catalog,
+    })
+}
+
+fn health_command(cli: &Cli, args: &HealthArgs) -> u8 {
+    let observed = match &args.checkpoint {
+        Some(path) => health::observe_file(path),
+        None => match load_config(cli.config.as_deref(), |k| std::env::var(k).ok()) {
+            Ok(loaded) => health::observe_config(&loaded.config),
+            Err(e) => {
+                println!("CRITICAL: cannot load the configuration: {e}");
+                return health::Status::Critical.exit_code();
+            }
+        },
+    };
+    let outcome = health::check(observed, args.max_age_minutes);
+    println!("{}", outcome.message);
+    outcome.status.exit_code()
 }
 
 /// Waits for SIGINT or SIGTERM, cancels the run, and returns the exit code for that signal.
