@@ -339,13 +339,62 @@ pub fn init(config: &Config) {
         source_type: config.source.mode.clone(),
         backend: config.storage.backend.clone(),
     });
-    METRICS
-        .build_info
+    let m = &*METRICS;
+    m.build_info
         .get_or_create(&BuildLabels {
             version: crate::VERSION.into(),
             git_sha: crate::GIT_SHA.into(),
         })
         .set(1);
+    // Every series of this dataset exists from the start (at 0), so dashboards and alerts see
+    // them before the first partition or error.
+    let ds = dataset();
+    for family in [
+        &m.partitions_processed,
+        &m.partitions_skipped,
+        &m.partitions_failed,
+        &m.ledgers_processed,
+        &m.xdr_bytes,
+        &m.source_bytes,
+        &m.parquet_bytes,
+    ] {
+        drop(family.get_or_create(ds));
+    }
+    drop(m.last_ledger.get_or_create(ds));
+    for family in [
+        &m.build_duration,
+        &m.upload_duration,
+        &m.commit_duration,
+        &m.partition_rows,
+        &m.partition_bytes,
+    ] {
+        drop(family.get_or_create(ds));
+    }
+    let id = identity();
+    drop(m.source_errors.get_or_create(&SourceLabels {
+        network: id.dataset.network.clone(),
+        source_type: id.source_type.clone(),
+    }));
+    drop(m.storage_errors.get_or_create(&BackendLabels {
+        network: id.dataset.network.clone(),
+        backend: id.backend.clone(),
+    }));
+    drop(m.metadata_errors.get_or_create(&network()));
+    drop(m.pas_errors.get_or_create(&network()));
+    for kind in [
+        ErrorKind::Source,
+        ErrorKind::Decode,
+        ErrorKind::Validation,
+        ErrorKind::Storage,
+        ErrorKind::Catalog,
+        ErrorKind::Pas,
+        ErrorKind::Internal,
+    ] {
+        drop(m.errors.get_or_create(&KindLabels {
+            network: id.dataset.network.clone(),
+            kind: kind.as_str().into(),
+        }));
+    }
 }
 
 /// Counts one retry of `operation` (`source_read`, `partition_build`, `catalog`, `pas_delivery`, …).
@@ -536,10 +585,10 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 mod tests {
     use super::*;
 
-    /// The value of the first sample line starting with `prefix` (name and labels).
-    fn sample(text: &str, prefix: &str) -> Option<f64> {
+    /// The value of the first sample line of metric `name` whose labels contain `label`.
+    fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
         text.lines()
-            .find(|l| l.starts_with(prefix))
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }
@@ -548,8 +597,9 @@ mod tests {
     fn names_follow_the_original_and_values_move() {
         // Metrics are process-wide: this test only checks increases, so other tests in the
         // same process cannot break it.
+        init(&Config::default());
         let before = encode();
-        let get = |text: &str, p: &str| sample(text, p).unwrap_or(0.0);
+        let get = |text: &str, (name, label): (&str, &str)| sample(text, name, label).unwrap_or(0.0);
         retry("unit_test_op");
         error(ErrorKind::Catalog);
         partition_published(Published {
@@ -563,15 +613,16 @@ mod tests {
             ledgers_per_second: 12.5,
         });
         let after = encode();
-        for (name, delta) in [
-            ("bronze_copier_retry_attempts_total{", 1.0),
-            ("bronze_copier_metadata_errors_total{", 1.0),
-            ("bronze_copier_partitions_processed_total{", 1.0),
-            ("bronze_copier_ledgers_processed_total{", 1000.0),
-            ("bronze_copier_partition_rows_count{", 1.0),
+        for (metric, delta) in [
+            (("bronze_copier_retry_attempts_total", "unit_test_op"), 1.0),
+            (("bronze_copier_metadata_errors_total", "network"), 1.0),
+            (("bronze_copier_errors_total", "kind=\"catalog\""), 1.0),
+            (("bronze_copier_partitions_processed_total", "network"), 1.0),
+            (("bronze_copier_ledgers_processed_total", "network"), 1000.0),
+            (("bronze_copier_partition_rows_count", "network"), 1.0),
         ] {
-            let grew = get(&after, name) - get(&before, name);
-            assert!(grew >= delta, "{name} grew by {grew}:\n{after}");
+            let grew = get(&after, metric) - get(&before, metric);
+            assert!(grew >= delta, "{metric:?} grew by {grew}:\n{after}");
         }
         assert!(after.contains("# TYPE bronze_copier_partition_build_duration_seconds histogram"));
         assert!(after.contains("operation=\"unit_test_op\""));
