@@ -240,7 +240,7 @@ impl Inner {
                 self.save_pending(&state);
                 tracing::warn!(
                     pending = state.pending.len(),
-                    first = ?state.pending.keys().next(),
+                    first = %state.pending.keys().next().map(|(s, e)| format!("{s}-{e}")).unwrap_or_default(),
                     pending_file = %self.pending_file_text(),
                     error = %e,
                     "catalog: partitions committed but not recorded in the catalog; the next run records them"
