@@ -57,7 +57,10 @@ impl Outcome {
 #[derive(Debug)]
 pub enum Observed {
     Missing(PathBuf),
-    Unreadable { path: PathBuf, reason: String },
+    Unreadable {
+        path: PathBuf,
+        reason: String,
+    },
     Found {
         checkpoint: Checkpoint,
         modified: Option<DateTime<Utc>>,
@@ -146,8 +149,9 @@ pub fn observe_config(config: &Config) -> Observed {
     if !config.checkpoint.enabled {
         return Observed::Unreadable {
             path: PathBuf::from(&config.checkpoint.dir),
-            reason: "checkpoint.enabled is false in this configuration, so no checkpoint is written"
-                .into(),
+            reason:
+                "checkpoint.enabled is false in this configuration, so no checkpoint is written"
+                    .into(),
         };
     }
     let store = CheckpointStore::new(config);
@@ -200,7 +204,11 @@ pub fn observe_config(config: &Config) -> Observed {
 
 /// Runs the check and returns the line to print and the exit code.
 pub fn check(observed: Observed, max_age_minutes: u64) -> Outcome {
-    evaluate(observed, DateTime::<Utc>::from(SystemTime::now()), max_age_minutes)
+    evaluate(
+        observed,
+        DateTime::<Utc>::from(SystemTime::now()),
+        max_age_minutes,
+    )
 }
 
 #[cfg(test)]
@@ -222,7 +230,9 @@ mod tests {
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]

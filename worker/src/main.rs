@@ -156,7 +156,10 @@ async fn start_services(config: &Config) -> Result<Services, u8> {
     let catalog = match CatalogSink::open(config).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(exit_code = exit::FAILURE, "catalog.strict is set and the catalog is unusable: {e}");
+            tracing::error!(
+                exit_code = exit::FAILURE,
+                "catalog.strict is set and the catalog is unusable: {e}"
+            );
             eprintln!("bronze-copier: catalog.strict is set and the catalog is unusable: {e}");
             return Err(exit::FAILURE);
         }

@@ -100,7 +100,10 @@ async fn migrations_create_the_schema_and_adopt_an_original_database() {
     let (_c, report) = catalog::connect(&dsn).await.unwrap();
     assert_eq!(report.applied, Vec::<i32>::new());
     assert_eq!(
-        pg.psql_in("fresh", "SELECT string_agg(version::text, ',' ORDER BY version) FROM _meta_schema_migrations"),
+        pg.psql_in(
+            "fresh",
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM _meta_schema_migrations"
+        ),
         "1,2"
     );
     for (table, column) in [
@@ -134,11 +137,17 @@ async fn migrations_create_the_schema_and_adopt_an_original_database() {
     assert_eq!(report.previous_version, 0);
     assert_eq!(report.applied, vec![1, 2]);
     assert_eq!(
-        pg.psql_in("original", "SELECT ledger_start, checksum FROM _meta_lineage"),
+        pg.psql_in(
+            "original",
+            "SELECT ledger_start, checksum FROM _meta_lineage"
+        ),
         "2|sha256:aa"
     );
     assert_eq!(
-        pg.psql_in("original", "SELECT partition_count, total_rows FROM _meta_coverage"),
+        pg.psql_in(
+            "original",
+            "SELECT partition_count, total_rows FROM _meta_coverage"
+        ),
         "1|10"
     );
     // Registering the dataset finds the original's row and fills in the real schema hash.
@@ -155,7 +164,10 @@ async fn migrations_create_the_schema_and_adopt_an_original_database() {
         .unwrap();
     assert_eq!(id, 1);
     assert_eq!(
-        pg.psql_in("original", "SELECT count(*), max(length(schema_hash)) FROM _meta_datasets"),
+        pg.psql_in(
+            "original",
+            "SELECT count(*), max(length(schema_hash)) FROM _meta_datasets"
+        ),
         "1|64"
     );
     // A different schema later is recorded as a change, not silently overwritten.
@@ -204,7 +216,10 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
     assert_no_password(&text_of(&out));
     assert_catalog_matches_storage(&pg, "cat", &work);
     assert_eq!(
-        pg.psql_in("cat", "SELECT count(*) FROM _meta_quality WHERE details->>'adopted_from_storage' = 'true'"),
+        pg.psql_in(
+            "cat",
+            "SELECT count(*) FROM _meta_quality WHERE details->>'adopted_from_storage' = 'true'"
+        ),
         "5"
     );
 
@@ -258,16 +273,17 @@ fn a_copier_killed_mid_run_and_restarted_leaves_exactly_one_row_per_partition() 
     pg.create_database("cat");
     let dsn = dsn_with_password(&pg, "cat");
     let work = Workdir::new(96);
-    let extra = format!(
-        "{}\n",
-        catalog_yaml(&dsn, false)
-    );
+    let extra = format!("{}\n", catalog_yaml(&dsn, false));
     let config = work.write_config(work.last_ledger(), 4, &extra);
     let log = work.path().join("first.log");
     let mut child = spawn_copier(&config, &log);
     let started = wait_until(120, || {
-        pg.psql_in("cat", "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'") == "1"
-            && pg.psql_in("cat", "SELECT count(*) FROM _meta_lineage")
+        pg.psql_in(
+            "cat",
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'",
+        ) == "1"
+            && pg
+                .psql_in("cat", "SELECT count(*) FROM _meta_lineage")
                 .parse::<u32>()
                 .unwrap_or(0)
                 >= 2
@@ -277,7 +293,10 @@ fn a_copier_killed_mid_run_and_restarted_leaves_exactly_one_row_per_partition() 
     child.wait().unwrap();
     assert!(started, "{}", std::fs::read_to_string(&log).unwrap());
     let before = work.manifests().len();
-    assert!(before < 24, "the kill came before the end ({before} partitions)");
+    assert!(
+        before < 24,
+        "the kill came before the end ({before} partitions)"
+    );
 
     let out = run_copier(&config);
     let text = text_of(&out);

@@ -86,10 +86,12 @@ fn password_of(config: &PgConfig) -> Option<String> {
 /// Parses the DSN, refusing TLS modes this build cannot honour.
 pub(crate) fn parse_dsn(dsn: &str) -> Result<PgConfig, CatalogError> {
     let redacted = redact_dsn(dsn);
-    let mut config: PgConfig = dsn.parse().map_err(|e: tokio_postgres::Error| CatalogError::Dsn {
-        dsn: redacted.clone(),
-        message: e.to_string(),
-    })?;
+    let mut config: PgConfig =
+        dsn.parse()
+            .map_err(|e: tokio_postgres::Error| CatalogError::Dsn {
+                dsn: redacted.clone(),
+                message: e.to_string(),
+            })?;
     if config.get_ssl_mode() == SslMode::Require {
         return Err(CatalogError::Dsn {
             dsn: redacted,
@@ -307,10 +309,7 @@ impl Catalog {
         dataset_id: i32,
         r: &LineageRecord,
     ) -> Result<Option<String>, CatalogError> {
-        let what = format!(
-            "record partition {}-{}",
-            r.ledger_start, r.ledger_end
-        );
+        let what = format!("record partition {}-{}", r.ledger_start, r.ledger_end);
         let start = i64::from(r.ledger_start);
         let end = i64::from(r.ledger_end);
         let result = async {

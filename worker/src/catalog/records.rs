@@ -294,12 +294,19 @@ mod tests {
     #[test]
     fn lineage_row_has_the_full_uri_and_the_prefixed_parquet_path() {
         let r = LineageRecord::from_event(&event(2, 11, 10, true, false), &ctx(None));
-        assert!(r.storage_uri.contains("/bronze/testnet/"), "{}", r.storage_uri);
+        assert!(
+            r.storage_uri.contains("/bronze/testnet/"),
+            "{}",
+            r.storage_uri
+        );
         assert_eq!(
             r.parquet_path,
             "bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=2-11/part-2-11.parquet"
         );
-        assert_eq!(r.storage_path, "testnet/pre_p23/v1/ledgers_lcm_raw/range=2-11");
+        assert_eq!(
+            r.storage_path,
+            "testnet/pre_p23/v1/ledgers_lcm_raw/range=2-11"
+        );
         assert_eq!(r.producer_version, "bronze-copier@0.1.0");
         assert_eq!(r.producer_git_sha, None);
         assert_eq!((r.row_count, r.byte_size), (10, 99));

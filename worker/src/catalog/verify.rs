@@ -76,7 +76,10 @@ pub fn compare_with_storage(
     }
     let mut stored: BTreeMap<(i64, i64), &Manifest> = BTreeMap::new();
     for m in manifests {
-        stored.insert((i64::from(m.partition.start), i64::from(m.partition.end)), m);
+        stored.insert(
+            (i64::from(m.partition.start), i64::from(m.partition.end)),
+            m,
+        );
     }
 
     for (&(start, end), m) in &stored {
@@ -164,8 +167,7 @@ pub fn compare_with_storage(
             ));
         }
     }
-    let by_end: BTreeMap<i64, &LineageRow> =
-        ordered.iter().map(|r| (r.ledger_end, *r)).collect();
+    let by_end: BTreeMap<i64, &LineageRow> = ordered.iter().map(|r| (r.ledger_end, *r)).collect();
     for row in &ordered {
         if let Some(prev) = by_end.get(&(row.ledger_start - 1))
             && row.prev_hash.as_deref() != Some(prev.checksum.as_str())

@@ -313,11 +313,7 @@ impl Metrics {
             "Errors by kind: source, decode, validation, storage, catalog, pas, internal",
             m.errors.clone(),
         );
-        r.register(
-            "retry_attempts",
-            "Retries by operation",
-            m.retries.clone(),
-        );
+        r.register("retry_attempts", "Retries by operation", m.retries.clone());
         r.register(
             "build_info",
             "Version of the running copier",
@@ -381,6 +377,12 @@ pub fn init(config: &Config) {
     }));
     drop(m.metadata_errors.get_or_create(&network()));
     drop(m.pas_errors.get_or_create(&network()));
+    for operation in ["source_read", "partition_build", "catalog"] {
+        drop(m.retries.get_or_create(&OperationLabels {
+            network: id.dataset.network.clone(),
+            operation: operation.into(),
+        }));
+    }
     for kind in [
         ErrorKind::Source,
         ErrorKind::Decode,
@@ -502,9 +504,7 @@ pub fn partition_published(p: Published) {
         m.partitions_processed.get_or_create(ds).inc();
         m.ledgers_processed.get_or_create(ds).inc_by(p.ledgers);
         m.parquet_bytes.get_or_create(ds).inc_by(p.parquet_bytes);
-        m.partition_rows
-            .get_or_create(ds)
-            .observe(p.rows as f64);
+        m.partition_rows.get_or_create(ds).observe(p.rows as f64);
         m.partition_bytes
             .get_or_create(ds)
             .observe(p.parquet_bytes as f64);
@@ -599,7 +599,8 @@ mod tests {
         // same process cannot break it.
         init(&Config::default());
         let before = encode();
-        let get = |text: &str, (name, label): (&str, &str)| sample(text, name, label).unwrap_or(0.0);
+        let get =
+            |text: &str, (name, label): (&str, &str)| sample(text, name, label).unwrap_or(0.0);
         retry("unit_test_op");
         error(ErrorKind::Catalog);
         partition_published(Published {

@@ -72,9 +72,7 @@ impl SequenceError {
         use crate::metrics::ErrorKind;
         match self {
             SequenceError::Link(_) => ErrorKind::Validation,
-            SequenceError::Commit(_) | SequenceError::ForeignPartition { .. } => {
-                ErrorKind::Storage
-            }
+            SequenceError::Commit(_) | SequenceError::ForeignPartition { .. } => ErrorKind::Storage,
             SequenceError::Hook(h) if h.hook == "pas" => ErrorKind::Pas,
             SequenceError::Hook(h) if h.hook == "catalog" => ErrorKind::Catalog,
             SequenceError::Hook(_) | SequenceError::Checkpoint(_) => ErrorKind::Internal,
