@@ -2,9 +2,13 @@
 //! binary (modules per area) so the heavy crate is linked once.
 
 mod common;
+mod workdir;
 
 mod bad_input;
+mod catalog;
 mod cli;
 mod cloud;
 mod follow;
+mod health;
 mod local;
+mod metrics;

@@ -1,9 +1,7 @@
 //! `bronze-copier health`: the runbook's three outcomes (and a corrupt checkpoint) from the real
 //! binary, with `-config` and with `--checkpoint`.
 
-mod copier_harness;
-
-use copier_harness::{Workdir, copier, run_copier, text_of};
+use crate::workdir::{Workdir, copier, run_copier, text_of};
 
 fn health(args: &[&str]) -> (Option<i32>, String) {
     let out = copier().arg("health").args(args).output().unwrap();

@@ -1,13 +1,11 @@
 //! The Prometheus endpoint of the real binary: scraped while a tip-following run waits for new
 //! ledgers, every family present, and each one that the run exercised has moved.
 
-mod copier_harness;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use copier_harness::{Workdir, run_copier, spawn_copier, text_of, wait_until};
+use crate::workdir::{Workdir, run_copier, spawn_copier, text_of, wait_until};
 
 fn get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;

@@ -1,10 +1,10 @@
-//! Shared by the end-to-end tests of the catalog, metrics and health: a generated datastore, a
-//! config file, and the real `bronze-copier` binary run on a clean environment.
+//! Shared by the end-to-end tests of the catalog, metrics and health: a generated pubnet
+//! datastore of real-sized ledgers, a config file, and the real binary.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 use bronze::generate::{GenerateSpec, generate_datastore};
 use bronze_testkit::{TempDir, workspace_root};
@@ -130,14 +130,9 @@ logging:
     }
 }
 
-/// The copier binary with a clean environment (PATH only: no cloud variables, no CONFIG_FILE).
+/// The copier binary, with an environment that can never reach a cloud.
 pub fn copier() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bronze-copier"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null());
-    cmd
+    crate::common::copier()
 }
 
 /// Runs `bronze-copier -config <config> --no-progress` to the end.

@@ -2,12 +2,10 @@
 //! (rows per partition, hash chain, URIs, quality, replays, resumes, strict and lenient modes,
 //! and no password in any output).
 
-mod copier_harness;
-
+use crate::workdir::{Workdir, run_copier, spawn_copier, text_of, wait_until};
 use bronze::catalog::{self, DatasetIdentity, migrations};
 use bronze::partition::LedgerRange;
 use bronze_testkit::Postgres;
-use copier_harness::{Workdir, run_copier, spawn_copier, text_of, wait_until};
 
 const PASSWORD: &str = "Zq8-catalog-s3cret";
 
