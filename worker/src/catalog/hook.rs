@@ -29,6 +29,10 @@ use crate::pipeline::{CommitEvent, CommitHook, HookError, HookFuture};
 /// Longest wait between retries of an unreachable catalog in lenient mode.
 const MAX_LENIENT_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Longest time one catalog operation (connecting and migrating, or recording one partition)
+/// may take.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The catalog writer of a run. Cheap to clone; [`CatalogSink::hook`] goes to the pipeline, and
 /// [`CatalogSink::finish`] is called after it.
 #[derive(Clone)]
@@ -286,17 +290,25 @@ impl Inner {
 
     async fn flush_inner(&self, state: &mut State) -> Result<usize, CatalogError> {
         if state.conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-            let (mut catalog, _) = connect(&self.dsn).await?;
-            let id = catalog
-                .upsert_dataset(&self.identity, &self.schema_hash)
-                .await?;
-            state.conn = Some((catalog, id));
+            let setup = async {
+                let (mut catalog, _) = connect(&self.dsn).await?;
+                let id = catalog
+                    .upsert_dataset(&self.identity, &self.schema_hash)
+                    .await?;
+                Ok((catalog, id))
+            };
+            state.conn = Some(self.bounded("connect and migrate", setup).await?);
         }
         let had_file = !state.pending.is_empty();
         let mut recorded = 0;
         while let Some((&key, record)) = state.pending.first_key_value() {
             let (catalog, dataset_id) = state.conn.as_mut().expect("connected above");
-            let prev = catalog.record_partition(*dataset_id, record).await?;
+            let prev = self
+                .bounded(
+                    "record a partition",
+                    catalog.record_partition(*dataset_id, record),
+                )
+                .await?;
             tracing::debug!(
                 partition = %format!("{}-{}", key.0, key.1),
                 prev_hash = ?prev,
@@ -309,6 +321,24 @@ impl Inner {
             self.save_pending(state);
         }
         Ok(recorded)
+    }
+
+    /// Runs one catalog operation with a time limit, so a hung database cannot stall the
+    /// sequencer forever (the connection is then dropped and re-opened next time).
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        operation: impl std::future::Future<Output = Result<T, CatalogError>>,
+    ) -> Result<T, CatalogError> {
+        tokio::time::timeout(OPERATION_TIMEOUT, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CatalogError::Query {
+                    dsn: self.redacted.clone(),
+                    what: what.to_string(),
+                    message: format!("no answer within {OPERATION_TIMEOUT:?}"),
+                })
+            })
     }
 
     fn note_failure(&self, state: &mut State) {

@@ -356,3 +356,41 @@ fn lenient_mode_with_the_database_down_finishes_warns_and_a_later_run_fills_the_
     assert_catalog_matches_storage(&pg, "cat", &work);
     assert!(!work.catalog_queue_path().exists(), "the queue is emptied");
 }
+
+#[test]
+fn strict_mode_stops_when_the_database_goes_away_and_the_checkpoint_stays_behind() {
+    let pg = Postgres::start();
+    pg.create_database("cat");
+    let dsn = dsn_with_password(&pg, "cat");
+    let work = Workdir::new(96);
+    let config = work.write_config(work.last_ledger(), 4, &catalog_yaml(&dsn, true));
+    let log = work.path().join("strict.log");
+    let mut child = spawn_copier(&config, &log);
+    let started = wait_until(120, || {
+        pg.psql_in(
+            "cat",
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'",
+        ) == "1"
+            && pg
+                .psql_in("cat", "SELECT count(*) FROM _meta_lineage")
+                .parse::<u32>()
+                .unwrap_or(0)
+                >= 2
+    });
+    drop(pg); // the database server stops (immediate shutdown)
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(started, "{text}");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("catalog.strict"), "{text}");
+    assert_no_password(&text);
+    // The partition whose row could not be written is committed in storage, but the checkpoint
+    // stays before it, so a restart presents it to the catalog again.
+    let manifests = work.manifests();
+    assert!(manifests.len() < 24, "stopped before the end");
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.checkpoint_path()).unwrap()).unwrap();
+    let checkpointed = cp["last_committed_ledger"].as_u64().unwrap();
+    let last_committed = u64::from(manifests.last().unwrap().partition.end);
+    assert_eq!(last_committed, checkpointed + 4, "{text}");
+}
