@@ -38,6 +38,19 @@ pub enum Command {
     /// Check every committed partition (manifest, Parquet checksum, rows, hash links), the
     /// checkpoint and the PAS chain of the configured dataset. Exit 0 when clean, 5 when not.
     Verify,
+    /// The runbook's health check: is the checkpoint there and fresh? Prints one line; exit
+    /// 0 OK, 1 WARNING (stale), 2 CRITICAL (missing or corrupt).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// Checkpoint file to check (default: the one of the configured network/era/version).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Older than this many minutes is a WARNING.
+    #[arg(long, default_value_t = crate::health::DEFAULT_MAX_AGE_MINUTES)]
+    pub max_age_minutes: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,6 +167,23 @@ mod tests {
             assert!(matches!(cli.command, Some(Command::Verify)), "{args:?}");
             assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("c.yaml")));
         }
+    }
+
+    #[test]
+    fn health_takes_go_style_flags_and_the_global_config() {
+        let cli = parse(&[
+            "bronze-copier",
+            "health",
+            "-config",
+            "c.yaml",
+            "-max-age-minutes",
+            "5",
+        ]);
+        let Some(Command::Health(h)) = cli.command else {
+            panic!("subcommand")
+        };
+        assert_eq!(h.max_age_minutes, 5);
+        assert_eq!(cli.config, Some(PathBuf::from("c.yaml")));
     }
 
     #[test]

@@ -4,14 +4,17 @@
 //! The data's trip, one module per stage: [`source`] (datastore layout, fetch, zstd) →
 //! `bronze_ledger` (XDR split, validation, field extraction) → [`validate`] (chain checks) →
 //! [`parquet`] (the `ledgers_lcm_raw` table) → [`publish`] (upload, manifest commit) →
-//! [`pipeline`] (parallel builds, in-order sequencer) → [`pas`] (audit stream) → [`checkpoint`].
-//! [`verify`] checks everything a run wrote.
+//! [`pipeline`] (parallel builds, in-order sequencer) → [`checkpoint`], with the commit hooks
+//! ([`pas`] audit stream, then [`catalog`]) and [`metrics`] alongside. [`verify`] checks
+//! everything a run wrote.
 
+pub mod catalog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod generate;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod net;

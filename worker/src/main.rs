@@ -2,10 +2,12 @@
 
 use std::process::ExitCode;
 
-use bronze::cli::{Cli, Command, GenerateArgs, normalize_args};
-use bronze::config::{LoadedConfig, load_config, validate};
+use bronze::catalog::CatalogSink;
+use bronze::cli::{Cli, Command, GenerateArgs, HealthArgs, normalize_args};
+use bronze::config::{Config, LoadedConfig, load_config, validate};
+use bronze::pas::PasStream;
 use bronze::pipeline::{CommitHook, RunOptions, run};
-use bronze::{exit, generate, logging};
+use bronze::{exit, generate, health, logging, metrics};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +20,7 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Some(Command::GenerateDatastore(args)) => generate_command(args),
         Some(Command::Verify) => verify_command(&cli),
+        Some(Command::Health(args)) => health_command(&cli, args),
         None => copier_command(&cli),
     };
     ExitCode::from(code)
@@ -69,22 +72,17 @@ fn copier_command(cli: &Cli) -> u8 {
     let code = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let signal = tokio::spawn(wait_for_signal(cancel.clone()));
-        let pas = match bronze::pas::open_from_config(&config).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("cannot start the PAS audit stream: {e}");
-                eprintln!("bronze-copier: {e}");
-                return exit::pas_code(&e);
-            }
+        let services = match start_services(&config).await {
+            Ok(s) => s,
+            Err(code) => return code,
         };
-        let hooks: Vec<Box<dyn CommitHook>> = pas
-            .iter()
-            .map(|p| Box::new(p.clone()) as Box<dyn CommitHook>)
-            .collect();
         let options = RunOptions { show_progress_bar: !cli.no_progress };
-        let result = run(&config, hooks, cancel.clone(), options).await;
-        if let Some(p) = &pas {
-            p.finish(matches!(&result, Ok(s) if !s.interrupted)).await;
+        let result = run(&config, services.hooks(), cancel.clone(), options).await;
+        if let Some(pas) = &services.pas {
+            pas.finish(matches!(&result, Ok(s) if !s.interrupted)).await;
+        }
+        if let Some(catalog) = &services.catalog {
+            catalog.finish().await;
         }
         let received = if cancel.is_cancelled() {
             signal.await.ok().flatten()
@@ -160,6 +158,83 @@ fn verify_command(cli: &Cli) -> u8 {
             exit::FAILURE
         }
     }
+}
+
+/// What runs beside the pipeline: the metrics endpoint and the commit hooks.
+struct Services {
+    _metrics: Option<metrics::MetricsServer>,
+    pas: Option<PasStream>,
+    catalog: Option<CatalogSink>,
+}
+
+impl Services {
+    /// Hooks in the original's order: PAS, then the catalog.
+    fn hooks(&self) -> Vec<Box<dyn CommitHook>> {
+        let mut hooks: Vec<Box<dyn CommitHook>> = Vec::new();
+        if let Some(pas) = &self.pas {
+            hooks.push(Box::new(pas.clone()));
+        }
+        if let Some(catalog) = &self.catalog {
+            hooks.push(catalog.hook());
+        }
+        hooks
+    }
+}
+
+async fn start_services(config: &Config) -> Result<Services, u8> {
+    metrics::init(config);
+    let metrics_server = if config.metrics.enabled {
+        match metrics::serve(&config.metrics.address).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("bronze-copier: {e}");
+                return Err(exit::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
+    let pas = match bronze::pas::open_from_config(config).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot start the PAS audit stream: {e}");
+            eprintln!("bronze-copier: {e}");
+            return Err(exit::pas_code(&e));
+        }
+    };
+    let catalog = match CatalogSink::open(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                exit_code = exit::FAILURE,
+                "catalog.strict is set and the catalog is unusable: {e}"
+            );
+            eprintln!("bronze-copier: catalog.strict is set and the catalog is unusable: {e}");
+            return Err(exit::FAILURE);
+        }
+    };
+    Ok(Services {
+        _metrics: metrics_server,
+        pas,
+        catalog,
+    })
+}
+
+fn health_command(cli: &Cli, args: &HealthArgs) -> u8 {
+    let observed = match &args.checkpoint {
+        Some(path) => health::observe_file(path),
+        None => match load_config(cli.config.as_deref(), |k| std::env::var(k).ok()) {
+            Ok(loaded) => health::observe_config(&loaded.config),
+            Err(e) => {
+                println!("CRITICAL: cannot load the configuration: {e}");
+                return health::Status::Critical.exit_code();
+            }
+        },
+    };
+    let outcome = health::check(observed, args.max_age_minutes);
+    println!("{}", outcome.message);
+    outcome.status.exit_code()
 }
 
 /// Waits for SIGINT or SIGTERM, cancels the run, and returns the exit code for that signal.

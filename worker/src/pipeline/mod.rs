@@ -215,7 +215,10 @@ pub async fn run(
             })
             .map_err(|source| RunError::Build { range, source })?;
         // Publishing is not interrupted half-way: a signal is noticed before the next partition.
-        sequencer.publish(built, &progress).await?;
+        sequencer
+            .publish(built, &progress)
+            .await
+            .inspect_err(|e| crate::metrics::partition_failed(e.metric_kind()))?;
         progress.log();
     }
     drop(builds);

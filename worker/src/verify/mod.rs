@@ -152,6 +152,6 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
         .await;
     }
 
-    external::check_external(config, &verified, &mut report).await;
+    external::check_external(config, &location, &verified, &mut report).await;
     Ok(report)
 }

@@ -3,12 +3,16 @@
 
 mod backfill;
 mod common;
+mod workdir;
 
 mod bad_input;
+mod catalog;
 mod cli;
 mod cloud;
 mod follow;
+mod health;
 mod local;
+mod metrics;
 mod pas;
 mod pas_stream;
 mod verify;
