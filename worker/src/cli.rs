@@ -14,7 +14,7 @@ use crate::partition::LedgerRange;
     about = "Copies raw Stellar ledgers from a Galexie datastore into checksummed Parquet partitions",
     disable_version_flag = true,
     after_help = "Exit codes: 0 done, 1 runtime failure (retry), 2 config/usage error, 3 bad input data, \
-                  4 conflict with existing output, 130/143 interrupted (resume by restarting)."
+                  4 conflict with existing output, 5 verify found problems, 130/143 interrupted (resume by restarting)."
 )]
 pub struct Cli {
     /// YAML config file (else $CONFIG_FILE, else environment variables only).
@@ -41,6 +41,22 @@ pub enum Command {
     /// of one range, adopting those already committed. No checkpoint, no PAS, no catalog: the
     /// operator sequences them. Config from -config and/or the environment variables.
     Worker(WorkerArgs),
+    /// Check every committed partition (manifest, Parquet checksum, rows, hash links), the
+    /// checkpoint and the PAS chain of the configured dataset. Exit 0 when clean, 5 when not.
+    Verify,
+    /// The runbook's health check: is the checkpoint there and fresh? Prints one line; exit
+    /// 0 OK, 1 WARNING (stale), 2 CRITICAL (missing or corrupt).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// Checkpoint file to check (default: the one of the configured network/era/version).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Older than this many minutes is a WARNING.
+    #[arg(long, default_value_t = crate::health::DEFAULT_MAX_AGE_MINUTES)]
+    pub max_age_minutes: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,6 +209,35 @@ mod tests {
         for bad in ["2", "0-5", "9-3", "a-b", "2-99999999999"] {
             assert!(parse_range(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn verify_takes_the_config_before_or_after_it() {
+        for args in [
+            &["bronze-copier", "verify", "-config", "c.yaml"][..],
+            &["bronze-copier", "-config", "c.yaml", "verify"][..],
+        ] {
+            let cli = parse(args);
+            assert!(matches!(cli.command, Some(Command::Verify)), "{args:?}");
+            assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("c.yaml")));
+        }
+    }
+
+    #[test]
+    fn health_takes_go_style_flags_and_the_global_config() {
+        let cli = parse(&[
+            "bronze-copier",
+            "health",
+            "-config",
+            "c.yaml",
+            "-max-age-minutes",
+            "5",
+        ]);
+        let Some(Command::Health(h)) = cli.command else {
+            panic!("subcommand")
+        };
+        assert_eq!(h.max_age_minutes, 5);
+        assert_eq!(cli.config, Some(PathBuf::from("c.yaml")));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! | 1 | runtime failure: storage, network, database (transient) | yes |
 //! | 2 | configuration or usage error | no: fix the config |
 //! | 3 | bad input data: corrupt zstd, invalid XDR, missing ledger, broken hash chain, wrong network | no: fix the datastore |
-//! | 4 | conflict with existing output (a different committed partition, a foreign dataset) | no |
+//! | 4 | conflict with existing output (a different committed partition, a foreign dataset, a PAS chain that disagrees with itself) | no |
+//! | 5 | `verify` found problems in the output (each printed as a `PROBLEM` line) | no: inspect the output |
 //! | 130 / 143 | stopped by SIGINT / SIGTERM; committed work is kept, a restart resumes | yes |
 
+use crate::pas::PasError;
 use crate::pipeline::{BuildError, RunError, SequenceError};
 use crate::publish::CommitError;
 use crate::source::SourceError;
@@ -18,6 +20,7 @@ pub const FAILURE: u8 = 1;
 pub const CONFIG: u8 = 2;
 pub const BAD_INPUT: u8 = 3;
 pub const CONFLICT: u8 = 4;
+pub const VERIFY_FAILED: u8 = 5;
 pub const SIGINT: u8 = 130;
 pub const SIGTERM: u8 = 143;
 
@@ -60,5 +63,14 @@ pub fn code_for(error: &RunError) -> u8 {
             SequenceError::Hook(_) => FAILURE,
             SequenceError::Checkpoint(_) => FAILURE,
         },
+    }
+}
+
+/// The exit code when the PAS stream cannot start (chain checks, re-delivery in strict mode).
+pub fn pas_code(error: &PasError) -> u8 {
+    if error.is_conflict() {
+        CONFLICT
+    } else {
+        FAILURE
     }
 }

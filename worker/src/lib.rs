@@ -4,19 +4,24 @@
 //! The data's trip, one module per stage: [`source`] (datastore layout, fetch, zstd) →
 //! `bronze_ledger` (XDR split, validation, field extraction) → [`validate`] (chain checks) →
 //! [`parquet`] (the `ledgers_lcm_raw` table) → [`publish`] (upload, manifest commit) →
-//! [`pipeline`] (parallel builds, in-order sequencer) → [`checkpoint`].
+//! [`pipeline`] (parallel builds, in-order sequencer) → [`checkpoint`], with the commit hooks
+//! ([`pas`] audit stream, then [`catalog`]) and [`metrics`] alongside. [`verify`] checks
+//! everything a run wrote.
 
+pub mod catalog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod generate;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod network;
 pub mod parquet;
 pub mod partition;
+pub mod pas;
 pub mod pipeline;
 pub mod process;
 pub mod publish;
@@ -24,6 +29,7 @@ pub mod source;
 pub mod store;
 pub mod time;
 pub mod validate;
+pub mod verify;
 
 /// The producer version recorded in manifests and events.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

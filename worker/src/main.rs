@@ -2,10 +2,12 @@
 
 use std::process::ExitCode;
 
-use bronze::cli::{Cli, Command, GenerateArgs, WorkerArgs, normalize_args};
+use bronze::catalog::CatalogSink;
+use bronze::cli::{Cli, Command, GenerateArgs, HealthArgs, WorkerArgs, normalize_args};
 use bronze::config::{Config, LoadedConfig, load_config, validate};
-use bronze::pipeline::{RunError, RunOptions, RunSummary, run, run_range};
-use bronze::{exit, generate, logging};
+use bronze::pas::PasStream;
+use bronze::pipeline::{CommitHook, RunError, RunOptions, RunSummary, run, run_range};
+use bronze::{exit, generate, health, logging, metrics};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +20,8 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Some(Command::GenerateDatastore(args)) => generate_command(args),
         Some(Command::Worker(args)) => worker_command(&cli, args),
+        Some(Command::Verify) => verify_command(&cli),
+        Some(Command::Health(args)) => health_command(&cli, args),
         None => copier_command(&cli),
     };
     ExitCode::from(code)
@@ -71,8 +75,8 @@ fn copier_command(cli: &Cli) -> u8 {
     let options = RunOptions {
         show_progress_bar: !cli.no_progress,
     };
-    run_to_exit_code("backfill", None, |cancel| {
-        run(&config, Vec::new(), cancel, options)
+    run_to_exit_code("backfill", None, Some(&config), |cancel, hooks| {
+        run(&config, hooks, cancel, options)
     })
 }
 
@@ -112,7 +116,7 @@ fn worker_command(cli: &Cli, args: &WorkerArgs) -> u8 {
         show_progress_bar: !cli.no_progress,
     };
     let termination_log = args.termination_log.clone();
-    run_to_exit_code("range", Some(&termination_log), |cancel| {
+    run_to_exit_code("range", Some(&termination_log), None, |cancel, _hooks| {
         run_range(&config, range, cancel, options)
     })
 }
@@ -145,27 +149,35 @@ fn worker_settings(config: &mut Config) -> Vec<String> {
 }
 
 /// Runs `start` on a fresh runtime with SIGINT/SIGTERM handling and maps the outcome to the
-/// documented exit code. A failure's message also goes to `termination_log` when that file
+/// documented exit code. With `services` (standalone mode) the metrics endpoint and the commit
+/// hooks (PAS, catalog) of that config run beside it and `start` gets the hooks. A failure's message also goes to `termination_log` when that file
 /// exists (Kubernetes creates it in every container).
-fn run_to_exit_code<F, Fut>(what: &str, termination_log: Option<&std::path::Path>, start: F) -> u8
+fn run_to_exit_code<F, Fut>(
+    what: &str,
+    termination_log: Option<&std::path::Path>,
+    services: Option<&Config>,
+    start: F,
+) -> u8
 where
-    F: FnOnce(CancellationToken) -> Fut,
+    F: FnOnce(CancellationToken, Vec<Box<dyn CommitHook>>) -> Fut,
     Fut: std::future::Future<Output = Result<RunSummary, RunError>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let signal = tokio::spawn(wait_for_signal(cancel.clone()));
-        let result = start(cancel.clone()).await;
+        let services = match services {
+            Some(config) => match start_services(config).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            },
+            None => Services::default(),
+        };
+        let result = start(cancel.clone(), services.hooks()).await;
+        services.finish(&result).await;
         let received = if cancel.is_cancelled() {
             signal.await.ok().flatten()
         } else {
@@ -218,6 +230,133 @@ fn write_termination_log(path: &std::path::Path, message: &str) {
     if let Err(e) = std::fs::write(path, &message[..end]) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            exit::FAILURE
+        })
+}
+
+/// `verify`: prints one line per finding and a summary; exit 0 when clean.
+fn verify_command(cli: &Cli) -> u8 {
+    let config = match load(cli, |_| Vec::new()) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(bronze::verify::verify(&config)) {
+        Ok(report) => {
+            for finding in report.sorted() {
+                println!("{finding}");
+            }
+            println!("{}", report.summary());
+            if report.is_clean() {
+                exit::OK
+            } else {
+                exit::VERIFY_FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("verify: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// What runs beside the pipeline: the metrics endpoint and the commit hooks.
+#[derive(Default)]
+struct Services {
+    _metrics: Option<metrics::MetricsServer>,
+    pas: Option<PasStream>,
+    catalog: Option<CatalogSink>,
+}
+
+impl Services {
+    /// Hooks in the original's order: PAS, then the catalog.
+    fn hooks(&self) -> Vec<Box<dyn CommitHook>> {
+        let mut hooks: Vec<Box<dyn CommitHook>> = Vec::new();
+        if let Some(pas) = &self.pas {
+            hooks.push(Box::new(pas.clone()));
+        }
+        if let Some(catalog) = &self.catalog {
+            hooks.push(catalog.hook());
+        }
+        hooks
+    }
+
+    /// Drains the audit stream and closes the catalog after the run.
+    async fn finish(&self, result: &Result<RunSummary, RunError>) {
+        if let Some(pas) = &self.pas {
+            pas.finish(matches!(result, Ok(s) if !s.interrupted)).await;
+        }
+        if let Some(catalog) = &self.catalog {
+            catalog.finish().await;
+        }
+    }
+}
+
+async fn start_services(config: &Config) -> Result<Services, u8> {
+    metrics::init(config);
+    let metrics_server = if config.metrics.enabled {
+        match metrics::serve(&config.metrics.address).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("bronze-copier: {e}");
+                return Err(exit::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
+    let pas = match bronze::pas::open_from_config(config).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot start the PAS audit stream: {e}");
+            eprintln!("bronze-copier: {e}");
+            return Err(exit::pas_code(&e));
+        }
+    };
+    let catalog = match CatalogSink::open(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                exit_code = exit::FAILURE,
+                "catalog.strict is set and the catalog is unusable: {e}"
+            );
+            eprintln!("bronze-copier: catalog.strict is set and the catalog is unusable: {e}");
+            return Err(exit::FAILURE);
+        }
+    };
+    Ok(Services {
+        _metrics: metrics_server,
+        pas,
+        catalog,
+    })
+}
+
+fn health_command(cli: &Cli, args: &HealthArgs) -> u8 {
+    let observed = match &args.checkpoint {
+        Some(path) => health::observe_file(path),
+        None => match load_config(cli.config.as_deref(), |k| std::env::var(k).ok()) {
+            Ok(loaded) => health::observe_config(&loaded.config),
+            Err(e) => {
+                println!("CRITICAL: cannot load the configuration: {e}");
+                return health::Status::Critical.exit_code();
+            }
+        },
+    };
+    let outcome = health::check(observed, args.max_age_minutes);
+    println!("{}", outcome.message);
+    outcome.status.exit_code()
 }
 
 /// Waits for SIGINT or SIGTERM, cancels the run, and returns the exit code for that signal.

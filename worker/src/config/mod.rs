@@ -11,7 +11,7 @@ mod validate;
 
 pub use env::{ENV_VARS, EnvOverrides};
 pub use load::{ConfigError, LoadedConfig, load_config};
-pub use validate::{FieldError, validate};
+pub use validate::{FieldError, redact_dsn, validate};
 
 use serde::{Deserialize, Serialize};
 

@@ -291,13 +291,13 @@ fn check_services(c: &Config, r: &mut Report) {
         }
     }
     if !c.catalog.postgres_dsn.is_empty()
-        && let Err(e) = c.catalog.postgres_dsn.parse::<tokio_postgres::Config>()
+        && let Err(e) = crate::catalog::check_dsn(&c.catalog.postgres_dsn)
     {
-        // The error text never contains the DSN itself, so no password is echoed.
+        // The reason never contains the DSN itself, so no password is echoed.
         r.fail(
             "catalog.postgres_dsn",
             redact_dsn(&c.catalog.postgres_dsn),
-            format!("is not a valid PostgreSQL connection string: {e}"),
+            format!("cannot be used: {e}"),
         );
     }
     if c.metrics.enabled && crate::net::parse_listen_address(&c.metrics.address).is_none() {
@@ -520,6 +520,20 @@ mod tests {
             .iter()
             .find(|e| e.field == "catalog.postgres_dsn")
             .expect("dsn error");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn sslmode_require_is_refused_offline_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.catalog.postgres_dsn = "postgres://user:s3cret@db/x?sslmode=require".into();
+        let errors = errors_of(&c);
+        let e = errors
+            .iter()
+            .find(|e| e.field == "catalog.postgres_dsn")
+            .expect("dsn error");
+        assert!(e.message.contains("sslmode=require"), "{e}");
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::metrics::QueueSlot;
 use crate::parquet::{
     LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings,
 };
@@ -96,13 +97,32 @@ impl BuildError {
             _ => false,
         }
     }
+
+    /// The `errors_total{kind}` this failure counts as.
+    pub fn metric_kind(&self) -> crate::metrics::ErrorKind {
+        use crate::metrics::ErrorKind;
+        match self {
+            BuildError::Source(_) => ErrorKind::Source,
+            BuildError::Decode { .. } | BuildError::Xdr { .. } => ErrorKind::Decode,
+            BuildError::Invalid(_) => ErrorKind::Validation,
+            BuildError::Upload(_) | BuildError::Commit(_) => ErrorKind::Storage,
+            BuildError::Writer { .. } | BuildError::Encoder { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Builds `range`, retrying transient failures with exponential backoff.
 pub async fn build_partition(env: Arc<BuildEnv>, range: LedgerRange) -> Result<Built, BuildError> {
+    let _in_flight = crate::metrics::InFlight::start();
     let mut attempt = 1;
     loop {
-        match build_once(&env, range).await {
+        let result = build_once(&env, range).await;
+        match &result {
+            Ok(Built::Staged(s)) => crate::metrics::partition_built(s.build_time, s.xdr_bytes),
+            Ok(Built::AlreadyCommitted(_)) => {}
+            Err(e) => crate::metrics::partition_failed(e.metric_kind()),
+        }
+        match result {
             Err(e) if e.is_transient() && attempt < env.retry_attempts => {
                 let backoff = env.retry_backoff * 2u32.saturating_pow(attempt - 1);
                 tracing::warn!(partition = %range, attempt, error = %e, "partition build failed; retrying in {backoff:?}");
@@ -129,7 +149,7 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
         committer.location.key(&parquet_key),
         env.upload_part_bytes,
     );
-    let (tx, rx) = mpsc::channel::<FetchedBatch>(env.queue_size.max(1));
+    let (tx, rx) = mpsc::channel::<(FetchedBatch, QueueSlot)>(env.queue_size.max(1));
     let settings = env.writer.clone();
     let progress = env.progress.clone();
     let encoder =
@@ -147,7 +167,8 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
     while let Some(result) = fetched.next().await {
         match result {
             Ok(batch) => {
-                if tx.send(batch).await.is_err() {
+                crate::metrics::source_bytes(batch.bytes.len() as u64);
+                if tx.send((batch, QueueSlot::new())).await.is_err() {
                     break; // the encoder stopped; its error says why
                 }
             }
@@ -198,7 +219,7 @@ struct Encoded {
 /// The CPU side of a build, on a blocking thread.
 fn encode_partition(
     range: LedgerRange,
-    mut rx: mpsc::Receiver<FetchedBatch>,
+    mut rx: mpsc::Receiver<(FetchedBatch, QueueSlot)>,
     sink: UploadSink,
     settings: WriterSettings,
     progress: &Progress,
@@ -208,7 +229,7 @@ fn encode_partition(
     let mut validator = PartitionValidator::new(range);
     let mut buffer = Vec::new();
     let mut xdr_bytes = 0u64;
-    while let Some(object) = rx.blocking_recv() {
+    while let Some((object, _queued)) = rx.blocking_recv() {
         let key = object.key.as_str();
         decompress_batch(&object.bytes, &mut buffer).map_err(|source| BuildError::Decode {
             key: key.to_string(),

@@ -351,7 +351,10 @@ impl Pipeline {
                 })
                 .map_err(|source| RunError::Build { range, source })?;
             // Publishing is not interrupted half-way: a signal is noticed before the next partition.
-            self.sequencer.publish(built, &self.progress).await?;
+            self.sequencer
+                .publish(built, &self.progress)
+                .await
+                .inspect_err(|e| crate::metrics::partition_failed(e.metric_kind()))?;
             self.progress.log();
         }
         drop(builds);

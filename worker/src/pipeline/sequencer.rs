@@ -66,6 +66,20 @@ pub enum SequenceError {
     },
 }
 
+impl SequenceError {
+    /// The `errors_total{kind}` this failure counts as.
+    pub fn metric_kind(&self) -> crate::metrics::ErrorKind {
+        use crate::metrics::ErrorKind;
+        match self {
+            SequenceError::Link(_) => ErrorKind::Validation,
+            SequenceError::Commit(_) | SequenceError::ForeignPartition { .. } => ErrorKind::Storage,
+            SequenceError::Hook(h) if h.hook == "pas" => ErrorKind::Pas,
+            SequenceError::Hook(h) if h.hook == "catalog" => ErrorKind::Catalog,
+            SequenceError::Hook(_) | SequenceError::Checkpoint(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 pub struct Sequencer {
     pub committer: Committer,
     pub layout: DatasetLayout,
@@ -85,6 +99,8 @@ impl Sequencer {
         built: Built,
         progress: &Progress,
     ) -> Result<CommitEvent, SequenceError> {
+        let started = std::time::Instant::now();
+        let built_now = matches!(built, Built::Staged(_));
         let (manifest, adopted) = match built {
             Built::Staged(staged) => (self.commit_staged(&staged).await?, false),
             Built::AlreadyCommitted(existing) => {
@@ -131,6 +147,17 @@ impl Sequencer {
         }
         self.last_committed = Some(range.end);
         progress.partition_committed(range.len(), adopted);
+        let table = event.manifest.primary();
+        crate::metrics::partition_published(crate::metrics::Published {
+            last_ledger: range.end,
+            ledgers: range.len(),
+            rows: table.map_or(0, |t| t.row_count),
+            parquet_bytes: table.map_or(0, |t| t.byte_size),
+            adopted,
+            built_now,
+            elapsed: started.elapsed(),
+            ledgers_per_second: progress.snapshot().ledgers_per_second(),
+        });
         Ok(event)
     }
 
@@ -187,6 +214,7 @@ impl Sequencer {
             }),
             ingested_at: Some(self.ingested_at.clone()),
             network_passphrase: self.network_passphrase.clone(),
+            manifest_sha256: None, // sealed when written
         }
     }
 

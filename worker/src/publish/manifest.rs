@@ -1,10 +1,16 @@
 //! `_manifest.json`: the commit marker of a partition (section 4.3 of the original's behaviour),
-//! with added fields for the hash chain and the backfill's fixed `ingested_at`. Readers of the
-//! original format ignore the additions; manifests written by the original load here too.
+//! with added fields for the hash chain, the backfill's fixed `ingested_at` and a self-checksum.
+//! Readers of the original format ignore the additions; manifests written by the original load
+//! here too.
+//!
+//! Self-checksum: `manifest_sha256` is `sha256:<hex>` of the file's exact bytes with that field's
+//! value replaced by `""`. Every byte of the file is covered (a flipped byte in `created_at`
+//! changes nothing else, yet is caught), and checking it needs no re-serialisation.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::config::PRIMARY_TABLE;
 use crate::partition::LedgerRange;
@@ -23,6 +29,24 @@ pub struct Manifest {
     pub ingested_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_passphrase: Option<String>,
+    /// Self-checksum as read from a file (see the module docs). [`Manifest::to_json`] always
+    /// writes a fresh one, whatever this holds. Absent in manifests of the original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+}
+
+const SEAL_FIELD: &str = "\"manifest_sha256\": \"";
+
+/// What the self-checksum of a manifest file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealCheck {
+    /// The file has no `manifest_sha256` (written by the original).
+    Absent,
+    Valid,
+    Mismatch {
+        recorded: String,
+        computed: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,16 +104,52 @@ impl Manifest {
         self.tables.get(PRIMARY_TABLE)
     }
 
-    /// Pretty JSON, 2-space indented like the original.
+    /// Pretty JSON, 2-space indented like the original, sealed with `manifest_sha256`.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        let mut unsealed = self.clone();
+        unsealed.manifest_sha256 = Some(String::new());
+        let mut out = serde_json::to_vec_pretty(&unsealed).expect("manifest serializes");
         out.push(b'\n');
+        let seal = checksum_string(&Sha256::digest(&out).into());
+        let at = seal_value_at(&out).expect("the seal field was just written");
+        out.splice(at..at, seal.into_bytes());
         out
+    }
+
+    /// Checks the self-checksum of a manifest file's bytes.
+    pub fn check_seal(bytes: &[u8]) -> SealCheck {
+        let Some(at) = seal_value_at(bytes) else {
+            return SealCheck::Absent;
+        };
+        let len = bytes[at..]
+            .iter()
+            .position(|&b| b == b'"')
+            .unwrap_or(bytes.len() - at);
+        let recorded = String::from_utf8_lossy(&bytes[at..at + len]).into_owned();
+        let mut unsealed = Vec::with_capacity(bytes.len());
+        unsealed.extend_from_slice(&bytes[..at]);
+        unsealed.extend_from_slice(&bytes[at + len..]);
+        let computed = checksum_string(&Sha256::digest(&unsealed).into());
+        if computed == recorded {
+            SealCheck::Valid
+        } else {
+            SealCheck::Mismatch { recorded, computed }
+        }
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+}
+
+/// Where the value of the `manifest_sha256` member starts. Inside a JSON string every `"` is
+/// escaped, so the unescaped `": "` of the pattern can only match the real member.
+fn seal_value_at(bytes: &[u8]) -> Option<usize> {
+    let pattern = SEAL_FIELD.as_bytes();
+    bytes
+        .windows(pattern.len())
+        .rposition(|w| w == pattern)
+        .map(|i| i + pattern.len())
 }
 
 /// `sha256:<hex>`, the checksum format of manifests, PAS events and the catalog.
@@ -100,6 +160,13 @@ pub fn checksum_string(sha256: &[u8; 32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ORIGINAL: &str = r#"{
+  "partition": {"start": 2, "end": 1001, "era_id": "pre_p23", "version": "v1", "network": "testnet"},
+  "tables": {"ledgers_lcm_raw": {"file": "part-2-1001.parquet", "checksum": "sha256:ab", "row_count": 1000, "byte_size": 5}},
+  "producer": {"name": "bronze-copier", "version": "v0.1.0"},
+  "created_at": "2025-11-23T10:00:00.123456789Z"
+}"#;
 
     #[test]
     fn original_manifest_format_loads() {
@@ -143,6 +210,7 @@ mod tests {
             }),
             ingested_at: None,
             network_passphrase: None,
+            manifest_sha256: None,
         };
         let json = String::from_utf8(m.to_json()).unwrap();
         let order: Vec<usize> = [
@@ -156,6 +224,46 @@ mod tests {
         .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{json}");
         assert!(json.contains("  \"partition\""), "two-space indent: {json}");
-        assert_eq!(Manifest::from_json(json.as_bytes()).unwrap(), m);
+        let read = Manifest::from_json(json.as_bytes()).unwrap();
+        assert!(
+            read.manifest_sha256
+                .as_deref()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        assert_eq!(
+            Manifest {
+                manifest_sha256: None,
+                ..read.clone()
+            },
+            m
+        );
+        // Writing what was read gives the same bytes.
+        assert_eq!(read.to_json(), json.as_bytes());
+    }
+
+    #[test]
+    fn the_seal_catches_any_changed_byte_and_originals_have_none() {
+        let mut m = Manifest::from_json(ORIGINAL.as_bytes()).unwrap();
+        assert_eq!(Manifest::check_seal(ORIGINAL.as_bytes()), SealCheck::Absent);
+        m.network_passphrase = Some("Test SDF Network ; September 2015".into());
+        let bytes = m.to_json();
+        assert_eq!(Manifest::check_seal(&bytes), SealCheck::Valid);
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x01;
+            let caught = match Manifest::check_seal(&damaged) {
+                SealCheck::Valid => false,
+                SealCheck::Mismatch { .. } => true,
+                // The flip broke the seal's own key: the file no longer parses as ours, or the
+                // verifier sees a manifest that lost its seal next to its chain fields.
+                SealCheck::Absent => true,
+            };
+            assert!(
+                caught,
+                "flip at byte {i} ({:?}) not caught",
+                bytes[i] as char
+            );
+        }
     }
 }

@@ -6,8 +6,8 @@ mod manifest;
 mod upload;
 
 pub use commit::{CommitError, Committer, ExistingPartition};
-pub use layout::DatasetLayout;
+pub use layout::{DatasetLayout, MANIFEST_FILE};
 pub use manifest::{
-    ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer, checksum_string,
+    ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer, SealCheck, checksum_string,
 };
 pub use upload::{UploadError, UploadSink, Uploader, start_upload};

@@ -134,6 +134,7 @@ async fn run_upload(
         Some(Message::Done) => Bytes::new(),
         None => return Err(abandoned()),
     };
+    let started = std::time::Instant::now();
     let second = if first.is_empty() {
         Some(Message::Done)
     } else {
@@ -147,6 +148,7 @@ async fn run_upload(
                 .put(&key, PutPayload::from(first))
                 .await
                 .map_err(store_err)?;
+            crate::metrics::upload_finished(started.elapsed());
             Ok(len)
         }
         None => Err(abandoned()),
@@ -181,6 +183,7 @@ async fn run_upload(
                     }
                     Message::Done => {
                         writer.finish().await.map_err(store_err)?;
+                        crate::metrics::upload_finished(started.elapsed());
                         return Ok(total);
                     }
                 }

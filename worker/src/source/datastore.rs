@@ -322,6 +322,7 @@ impl Datastore {
                     let backoff = self.retry_backoff * 2u32.saturating_pow(attempt - 1);
                     tracing::warn!(key = %key, attempt, error = %e, "datastore read failed; retrying in {backoff:?}");
                     crate::metrics::retry("source_read");
+                    crate::metrics::error(crate::metrics::ErrorKind::Source);
                     tokio::time::sleep(backoff).await;
                 }
             }

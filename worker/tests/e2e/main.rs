@@ -1,11 +1,19 @@
 //! End-to-end tests of the `bronze-copier` binary against real servers on loopback. One test
 //! binary (modules per area) so the heavy crate is linked once.
 
+mod backfill;
 mod common;
+mod workdir;
 
 mod bad_input;
+mod catalog;
 mod cli;
 mod cloud;
 mod follow;
+mod health;
 mod local;
+mod metrics;
+mod pas;
+mod pas_stream;
+mod verify;
 mod worker_mode;

@@ -1,0 +1,383 @@
+//! Reading a chain back from its stored events (pure): order by `ledger_start` (numerically: the
+//! runbook's shell loop sorted names lexically, so `100001-…` came before `20001-…`), recompute
+//! every hash, check every link, and decide where the chain's head is.
+
+use std::fmt;
+
+use super::event::PasEvent;
+use super::outbox::OutboxEntry;
+use crate::partition::LedgerRange;
+
+/// A stored event that parsed.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub location: String,
+    pub event: PasEvent,
+    pub range: LedgerRange,
+    pub bytes: Vec<u8>,
+}
+
+/// Something wrong in the stored chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainIssue {
+    Unreadable {
+        location: String,
+        message: String,
+    },
+    /// The file name says one range, the content another.
+    NameMismatch {
+        location: String,
+        name_range: LedgerRange,
+        event_range: String,
+    },
+    HashMismatch {
+        location: String,
+        range: LedgerRange,
+        recorded: String,
+        computed: String,
+    },
+    BrokenLink {
+        location: String,
+        range: LedgerRange,
+        expected_prev: String,
+        found_prev: String,
+    },
+    /// The earliest stored event links to an event that is not stored (deleted backups, or a
+    /// chain that started elsewhere).
+    StartsMidway {
+        location: String,
+        range: LedgerRange,
+        prev: String,
+    },
+    Overlap {
+        location: String,
+        range: LedgerRange,
+        other_location: String,
+        other_range: LedgerRange,
+    },
+}
+
+impl ChainIssue {
+    pub fn location(&self) -> &str {
+        match self {
+            ChainIssue::Unreadable { location, .. }
+            | ChainIssue::NameMismatch { location, .. }
+            | ChainIssue::HashMismatch { location, .. }
+            | ChainIssue::BrokenLink { location, .. }
+            | ChainIssue::StartsMidway { location, .. }
+            | ChainIssue::Overlap { location, .. } => location,
+        }
+    }
+
+    pub fn range(&self) -> Option<LedgerRange> {
+        match self {
+            ChainIssue::Unreadable { .. } => None,
+            ChainIssue::NameMismatch { name_range, .. } => Some(*name_range),
+            ChainIssue::HashMismatch { range, .. }
+            | ChainIssue::BrokenLink { range, .. }
+            | ChainIssue::StartsMidway { range, .. }
+            | ChainIssue::Overlap { range, .. } => Some(*range),
+        }
+    }
+
+    /// A short name of the check, for reports.
+    pub fn check(&self) -> &'static str {
+        match self {
+            ChainIssue::Unreadable { .. } => "pas.unreadable",
+            ChainIssue::NameMismatch { .. } => "pas.name",
+            ChainIssue::HashMismatch { .. } => "pas.hash",
+            ChainIssue::BrokenLink { .. } => "pas.link",
+            ChainIssue::StartsMidway { .. } => "pas.first_prev",
+            ChainIssue::Overlap { .. } => "pas.overlap",
+        }
+    }
+
+    /// What is wrong, without the location.
+    pub fn detail(&self) -> String {
+        match self {
+            ChainIssue::Unreadable { message, .. } => format!("not a PAS v1.1 event: {message}"),
+            ChainIssue::NameMismatch {
+                name_range,
+                event_range,
+                ..
+            } => format!("file name says range {name_range}, the event says {event_range}"),
+            ChainIssue::HashMismatch {
+                recorded, computed, ..
+            } => format!("event_hash: expected {computed} (recomputed), found {recorded}"),
+            ChainIssue::BrokenLink {
+                expected_prev,
+                found_prev,
+                ..
+            } => format!(
+                "prev_event_hash: expected {:?} (hash of the event before), found {found_prev:?}",
+                expected_prev
+            ),
+            ChainIssue::StartsMidway { prev, .. } => format!(
+                "the earliest stored event has prev_event_hash {prev:?}, expected \"\" (earlier events missing?)"
+            ),
+            ChainIssue::Overlap {
+                other_location,
+                other_range,
+                ..
+            } => format!("overlaps the event of {other_range} ({other_location})"),
+        }
+    }
+}
+
+impl fmt::Display for ChainIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location(), self.detail())
+    }
+}
+
+/// A chain as stored: events in ledger order and what is wrong with them.
+#[derive(Debug, Clone, Default)]
+pub struct ChainView {
+    pub events: Vec<StoredEvent>,
+    pub issues: Vec<ChainIssue>,
+}
+
+impl ChainView {
+    pub fn last(&self) -> Option<&StoredEvent> {
+        self.events.last()
+    }
+}
+
+/// Orders and checks the stored events of one chain.
+pub fn analyse(entries: Vec<OutboxEntry>) -> ChainView {
+    let mut view = ChainView::default();
+    for e in entries {
+        match e.parsed {
+            Err(message) => view.issues.push(ChainIssue::Unreadable {
+                location: e.location,
+                message,
+            }),
+            Ok(event) => match event.range().filter(|r| *r == e.name_range) {
+                Some(range) => view.events.push(StoredEvent {
+                    location: e.location,
+                    event,
+                    range,
+                    bytes: e.bytes,
+                }),
+                None => view.issues.push(ChainIssue::NameMismatch {
+                    location: e.location,
+                    name_range: e.name_range,
+                    event_range: format!(
+                        "{}-{}",
+                        event.partition.ledger_start, event.partition.ledger_end
+                    ),
+                }),
+            },
+        }
+    }
+    view.events
+        .sort_by_key(|e| (e.range.start, e.range.end, e.location.clone()));
+    let mut previous: Option<&StoredEvent> = None;
+    for e in &view.events {
+        let computed = e.event.compute_hash();
+        if computed != e.event.chain.event_hash {
+            view.issues.push(ChainIssue::HashMismatch {
+                location: e.location.clone(),
+                range: e.range,
+                recorded: e.event.chain.event_hash.clone(),
+                computed,
+            });
+        }
+        let prev = &e.event.chain.prev_event_hash;
+        match previous {
+            None if !prev.is_empty() => view.issues.push(ChainIssue::StartsMidway {
+                location: e.location.clone(),
+                range: e.range,
+                prev: prev.clone(),
+            }),
+            None => {}
+            Some(p) if e.range.start <= p.range.end => view.issues.push(ChainIssue::Overlap {
+                location: e.location.clone(),
+                range: e.range,
+                other_location: p.location.clone(),
+                other_range: p.range,
+            }),
+            Some(p) if *prev != p.event.chain.event_hash => {
+                view.issues.push(ChainIssue::BrokenLink {
+                    location: e.location.clone(),
+                    range: e.range,
+                    expected_prev: p.event.chain.event_hash.clone(),
+                    found_prev: prev.clone(),
+                })
+            }
+            Some(_) => {}
+        }
+        previous = Some(e);
+    }
+    view
+}
+
+/// Where a chain continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// `""` for a new chain.
+    pub event_hash: String,
+    /// The last ledger the chain covers, when known from a stored event.
+    pub ledger_end: Option<u32>,
+}
+
+/// The recorded head disagrees with the stored events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the recorded chain head is {recorded:?} but the last stored event ({location}, ledgers {range}) has event_hash {last_hash:?} and prev_event_hash {last_prev:?}; continuing from either would fork the audit chain"
+)]
+pub struct HeadConflict {
+    pub recorded: String,
+    pub location: String,
+    pub range: LedgerRange,
+    pub last_hash: String,
+    pub last_prev: String,
+}
+
+/// The head to continue from: the last stored event, checked against the recorded head. The
+/// recorded head may lag by exactly one event (a crash between writing an event and recording
+/// the head; the original's HTTP mode also left it there after a failed POST); anything else is
+/// a conflict. With no stored events (backups cleaned up), the recorded head is all there is.
+pub fn reconcile_head(view: &ChainView, recorded: Option<&str>) -> Result<Head, HeadConflict> {
+    let Some(last) = view.last() else {
+        return Ok(Head {
+            event_hash: recorded.unwrap_or("").to_string(),
+            ledger_end: None,
+        });
+    };
+    let head = Head {
+        event_hash: last.event.chain.event_hash.clone(),
+        ledger_end: Some(last.range.end),
+    };
+    match recorded {
+        None => Ok(head),
+        Some(r) if r == last.event.chain.event_hash || r == last.event.chain.prev_event_hash => {
+            Ok(head)
+        }
+        Some(r) => Err(HeadConflict {
+            recorded: r.to_string(),
+            location: last.location.clone(),
+            range: last.range,
+            last_hash: last.event.chain.event_hash.clone(),
+            last_prev: last.event.chain.prev_event_hash.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pas::event::{ChainId, tests::manifest};
+    use chrono::Utc;
+
+    fn chain_id() -> ChainId {
+        ChainId {
+            network: "testnet".into(),
+            era_id: "pre_p23".into(),
+            version_label: "v1".into(),
+        }
+    }
+
+    /// A linear chain of `n` events of 100 ledgers from ledger 2.
+    fn events(n: u32) -> Vec<PasEvent> {
+        let mut prev = String::new();
+        (0..n)
+            .map(|i| {
+                let m = manifest(2 + 100 * i, 101 + 100 * i, &format!("sha256:{i}"));
+                let e = PasEvent::for_partition(&chain_id(), &m, "p", &prev, Utc::now());
+                prev = e.chain.event_hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    fn entries(events: &[PasEvent]) -> Vec<OutboxEntry> {
+        events
+            .iter()
+            .map(|e| {
+                let bytes = e.to_indented_json().into_bytes();
+                OutboxEntry {
+                    location: format!("f{}", e.partition.ledger_start),
+                    name_range: e.range().unwrap(),
+                    parsed: PasEvent::from_json(&bytes).map_err(|e| e.to_string()),
+                    bytes,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn orders_numerically_and_accepts_a_linear_chain() {
+        let evs = events(12); // ranges up to 1102-1201: lexical order would differ
+        let mut shuffled = entries(&evs);
+        shuffled.reverse();
+        shuffled.swap(0, 5);
+        let view = analyse(shuffled);
+        assert!(view.issues.is_empty(), "{:?}", view.issues);
+        let starts: Vec<u32> = view.events.iter().map(|e| e.range.start).collect();
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+        assert_eq!(
+            reconcile_head(&view, Some(&evs[11].chain.event_hash)).unwrap(),
+            Head {
+                event_hash: evs[11].chain.event_hash.clone(),
+                ledger_end: Some(1201)
+            }
+        );
+    }
+
+    #[test]
+    fn finds_broken_links_tampering_gaps_and_overlaps() {
+        let mut evs = events(4);
+        evs[2].tables.get_mut("ledgers_lcm_raw").unwrap().row_count = 7; // hash no longer matches
+        let mut forked = evs[3].clone();
+        forked.chain.prev_event_hash = evs[0].chain.event_hash.clone();
+        forked.chain.event_hash = forked.compute_hash();
+        evs[3] = forked;
+        let view = analyse(entries(&evs));
+        let checks: Vec<(&str, u32)> = view
+            .issues
+            .iter()
+            .map(|i| (i.check(), i.range().unwrap().start))
+            .collect();
+        assert_eq!(checks, vec![("pas.hash", 202), ("pas.link", 302)]);
+
+        let evs = events(3);
+        let view = analyse(entries(&evs[1..]));
+        assert_eq!(view.issues[0].check(), "pas.first_prev");
+
+        let mut evs = events(2);
+        let m = manifest(50, 149, "sha256:x");
+        evs.push(PasEvent::for_partition(
+            &chain_id(),
+            &m,
+            "p",
+            &evs[1].chain.event_hash,
+            Utc::now(),
+        ));
+        let view = analyse(entries(&evs));
+        assert!(view.issues.iter().any(|i| i.check() == "pas.overlap"));
+    }
+
+    #[test]
+    fn head_may_lag_by_one_event_but_never_disagree() {
+        let evs = events(3);
+        let view = analyse(entries(&evs));
+        let last = &evs[2].chain.event_hash;
+        // Crash between writing event 3 and recording the head.
+        let lagging = reconcile_head(&view, Some(&evs[1].chain.event_hash)).unwrap();
+        assert_eq!(&lagging.event_hash, last);
+        assert_eq!(&reconcile_head(&view, None).unwrap().event_hash, last);
+        let conflict = reconcile_head(&view, Some(&evs[0].chain.event_hash)).unwrap_err();
+        assert!(conflict.to_string().contains("fork"), "{conflict}");
+        // Backups deleted: the recorded head is all there is.
+        let empty = analyse(vec![]);
+        assert_eq!(
+            reconcile_head(&empty, Some("sha256:h")).unwrap(),
+            Head {
+                event_hash: "sha256:h".into(),
+                ledger_end: None
+            }
+        );
+        assert_eq!(reconcile_head(&empty, None).unwrap().event_hash, "");
+    }
+}

@@ -1,0 +1,476 @@
+//! The audit stream as a commit hook: outbox first, never a fork, never a hole.
+//!
+//! For each committed partition, in ledger order (the sequencer calls hooks after the manifest is
+//! committed and before the checkpoint moves):
+//! 1. if the outbox already holds this partition's event (a crash after writing it, or a
+//!    resumed run), that event is kept: it is never re-made with another timestamp;
+//! 2. otherwise the event is built on the current head, written durably with create-if-absent,
+//!    and only then the head advances;
+//! 3. with an endpoint, the event is delivered: `strict` waits for it and fails the commit (the
+//!    checkpoint stays put, a restart re-sends); lenient hands it to a background task that keeps
+//!    retrying in order while the copier goes on.
+//!
+//! At start the head is rebuilt from the stored events and checked against the recorded one; a
+//! disagreement stops the copier instead of forking the chain.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::chain::{ChainIssue, Head, HeadConflict, analyse, reconcile_head};
+use super::delivery::{Courier, DeliveryError, HttpDelivery};
+use super::event::{ChainId, PasEvent};
+use super::outbox::{Created, Delivered, Outbox, OutboxError};
+use crate::partition::LedgerRange;
+use crate::pipeline::{CommitEvent, CommitHook, HookError, HookFuture};
+use crate::publish::DatasetLayout;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasError {
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("PAS chain {chain} in {outbox}: {source}")]
+    Head {
+        chain: String,
+        outbox: String,
+        source: Box<HeadConflict>,
+    },
+    #[error(
+        "PAS chain {chain} in {outbox} is damaged; refusing to continue it: {issues} (run `bronze-copier verify` for the full report)"
+    )]
+    Damaged {
+        chain: String,
+        outbox: String,
+        issues: String,
+    },
+    #[error(
+        "PAS event {location} for partition {range} records {found}, but the committed manifest has {expected}; the audit chain cannot describe a replaced partition"
+    )]
+    EventMismatch {
+        location: String,
+        range: LedgerRange,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "another writer stored a different PAS event for partition {range} at {location} (prev_event_hash {found_prev:?}, ours {our_prev:?}); refusing to fork the chain"
+    )]
+    Raced {
+        location: String,
+        range: LedgerRange,
+        found_prev: String,
+        our_prev: String,
+    },
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error("pas.endpoint: {0}")]
+    Client(String),
+}
+
+impl PasError {
+    /// Whether the state on disk or in the bucket contradicts itself (not worth retrying).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            PasError::Head { .. }
+                | PasError::Damaged { .. }
+                | PasError::EventMismatch { .. }
+                | PasError::Raced { .. }
+        )
+    }
+}
+
+/// How events leave the outbox.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub http: HttpDelivery,
+    /// Stop the copier when an event cannot be delivered.
+    pub strict: bool,
+}
+
+struct ChainState {
+    head: Head,
+    /// Stored events by first ledger.
+    events: BTreeMap<u32, PasEvent>,
+}
+
+struct Inner {
+    chain: ChainId,
+    layout: DatasetLayout,
+    outbox: Arc<dyn Outbox>,
+    state: tokio::sync::Mutex<ChainState>,
+    courier: Option<Arc<Courier>>,
+    strict: bool,
+    background: std::sync::Mutex<Option<JoinHandle<()>>>,
+    stop: CancellationToken,
+}
+
+/// The PAS stream of one chain. Cheap to clone; every clone is the same stream.
+#[derive(Clone)]
+pub struct PasStream {
+    inner: Arc<Inner>,
+}
+
+impl PasStream {
+    /// Opens the chain of `layout` in `outbox`: rebuilds and checks the head, then (with
+    /// delivery) re-sends what was not delivered: `strict` before returning (an error if that
+    /// fails), lenient in the background.
+    pub async fn open(
+        layout: DatasetLayout,
+        outbox: Arc<dyn Outbox>,
+        delivery: Option<DeliveryConfig>,
+    ) -> Result<PasStream, PasError> {
+        let chain = ChainId::of_layout(&layout);
+        let view = analyse(outbox.load(&chain).await?);
+        let fatal: Vec<&ChainIssue> = view
+            .issues
+            .iter()
+            .filter(|i| match i {
+                ChainIssue::Unreadable { .. }
+                | ChainIssue::NameMismatch { .. }
+                | ChainIssue::Overlap { .. } => true,
+                // Chaining onto an event whose hash does not check out would extend garbage.
+                ChainIssue::HashMismatch { range, .. } => {
+                    view.last().is_some_and(|l| l.range == *range)
+                }
+                ChainIssue::BrokenLink { .. } | ChainIssue::StartsMidway { .. } => false,
+            })
+            .collect();
+        if !fatal.is_empty() {
+            return Err(PasError::Damaged {
+                chain: chain.key(),
+                outbox: outbox.describe(),
+                issues: fatal
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+        for issue in &view.issues {
+            // Earlier history (e.g. the original's lenient-mode forks, cleaned-up backups):
+            // reported, not repaired; new events continue from the head.
+            tracing::warn!(chain = %chain.key(), check = issue.check(), "PAS chain history: {issue}");
+        }
+        let recorded = outbox.recorded_head(&chain).await?;
+        let head = reconcile_head(&view, recorded.as_deref()).map_err(|source| PasError::Head {
+            chain: chain.key(),
+            outbox: outbox.describe(),
+            source: Box::new(source),
+        })?;
+        if recorded.as_deref() != Some(head.event_hash.as_str()) && !head.event_hash.is_empty() {
+            tracing::info!(chain = %chain.key(), head = %head.event_hash, recorded = ?recorded, "PAS chain head rebuilt from the stored events");
+            outbox.record_head(&chain, &head.event_hash).await?;
+        }
+        tracing::info!(
+            chain = %chain.key(),
+            outbox = %outbox.describe(),
+            events = view.events.len(),
+            head = %head.event_hash,
+            head_ledger = ?head.ledger_end,
+            "PAS chain opened"
+        );
+        let events: BTreeMap<u32, PasEvent> = view
+            .events
+            .iter()
+            .map(|e| (e.range.start, e.event.clone()))
+            .collect();
+
+        let mut courier = None;
+        let mut strict = false;
+        if let Some(d) = delivery {
+            strict = d.strict;
+            let delivered = match outbox.delivered(&chain).await? {
+                Some(d) => d,
+                None => {
+                    // First start with delivery for this chain: what the recorded head covers
+                    // counts as delivered (the original moved it only after a 2xx; a file-only
+                    // chain has no receiver to catch up), everything after it is pending.
+                    let covered = recorded
+                        .as_deref()
+                        .and_then(|h| view.events.iter().find(|e| e.event.chain.event_hash == h))
+                        .map(|e| Delivered {
+                            event_hash: e.event.chain.event_hash.clone(),
+                            event_id: e.event.event_id.clone(),
+                            ledger_start: e.range.start,
+                            ledger_end: e.range.end,
+                        })
+                        .unwrap_or_default();
+                    outbox.record_delivered(&chain, &covered).await?;
+                    covered
+                }
+            };
+            let c = Arc::new(Courier::new(
+                d.http,
+                outbox.clone(),
+                chain.clone(),
+                delivered.ledger_end,
+            ));
+            for e in events.values() {
+                c.enqueue(e);
+            }
+            if c.pending() > 0 {
+                tracing::info!(chain = %chain.key(), pending = c.pending(), endpoint = %c.http().endpoint(), "re-sending PAS events not yet delivered");
+            }
+            courier = Some(c);
+        }
+        let stream = PasStream {
+            inner: Arc::new(Inner {
+                chain,
+                layout,
+                outbox,
+                state: tokio::sync::Mutex::new(ChainState { head, events }),
+                courier,
+                strict,
+                background: std::sync::Mutex::new(None),
+                stop: CancellationToken::new(),
+            }),
+        };
+        if let Some(c) = &stream.inner.courier {
+            if strict {
+                c.flush().await?;
+            } else {
+                let task = tokio::spawn(background_delivery(c.clone(), stream.inner.stop.clone()));
+                *stream.background() = Some(task);
+            }
+        }
+        Ok(stream)
+    }
+
+    fn background(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.inner
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn chain(&self) -> &ChainId {
+        &self.inner.chain
+    }
+
+    /// Events in the outbox not delivered yet (0 without an endpoint).
+    pub fn pending(&self) -> usize {
+        self.inner.courier.as_ref().map_or(0, |c| c.pending())
+    }
+
+    /// The current head.
+    pub async fn head(&self) -> Head {
+        self.inner.state.lock().await.head.clone()
+    }
+
+    /// Makes sure the committed partition has its event in the outbox, then delivers it. `None`
+    /// for a partition the chain has already passed without an event (see [`Self::ensure_event`]).
+    pub async fn record(&self, commit: &CommitEvent) -> Result<Option<PasEvent>, PasError> {
+        let Some(event) = self.ensure_event(commit).await? else {
+            return Ok(None);
+        };
+        if let Some(c) = &self.inner.courier {
+            c.enqueue(&event);
+            if self.inner.strict {
+                c.flush().await?;
+            }
+        }
+        Ok(Some(event))
+    }
+
+    /// The partition's event: the stored one, or a new one on the head. A partition the chain
+    /// already continues past without an event (a hole that predates this run: committed before
+    /// PAS was enabled, or by the original after a strict-mode failure) cannot get one without
+    /// breaking the chain's order; it is reported, not filled, and `verify` lists it.
+    async fn ensure_event(&self, commit: &CommitEvent) -> Result<Option<PasEvent>, PasError> {
+        let inner = &self.inner;
+        let range = commit.range;
+        let mut state = inner.state.lock().await;
+        if let Some(existing) = state.events.get(&range.start) {
+            self.check_matches(existing, commit)?;
+            return Ok(Some(existing.clone()));
+        }
+        if let Some(head_end) = state.head.ledger_end
+            && range.start <= head_end
+        {
+            tracing::warn!(
+                partition = %range,
+                chain = %inner.chain.key(),
+                head_ledger = head_end,
+                "committed partition has no PAS event and the chain already continues past it; this hole predates this run and cannot be filled without breaking the chain's order (`verify` reports it)"
+            );
+            return Ok(None);
+        }
+        let event = PasEvent::for_partition(
+            &inner.chain,
+            &commit.manifest,
+            &inner.layout.storage_path(range),
+            &state.head.event_hash,
+            Utc::now(),
+        );
+        let event = match inner.outbox.create(&event).await? {
+            Created::Written => event,
+            Created::Existing(found) => {
+                // Someone (a process killed just now, or a second copier) stored it first.
+                if found.chain.prev_event_hash != state.head.event_hash
+                    || found.compute_hash() != found.chain.event_hash
+                {
+                    return Err(PasError::Raced {
+                        location: inner.outbox.location_of(&inner.chain, range),
+                        range,
+                        found_prev: found.chain.prev_event_hash.clone(),
+                        our_prev: state.head.event_hash.clone(),
+                    });
+                }
+                self.check_matches(&found, commit)?;
+                *found
+            }
+        };
+        inner
+            .outbox
+            .record_head(&inner.chain, &event.chain.event_hash)
+            .await?;
+        state.head = Head {
+            event_hash: event.chain.event_hash.clone(),
+            ledger_end: Some(range.end),
+        };
+        state.events.insert(range.start, event.clone());
+        tracing::info!(
+            partition = %range,
+            event_id = %event.event_id,
+            event_hash = %event.chain.event_hash,
+            prev_event_hash = %event.chain.prev_event_hash,
+            adopted = commit.adopted,
+            "PAS event recorded"
+        );
+        Ok(Some(event))
+    }
+
+    /// A stored event must describe exactly the committed partition.
+    fn check_matches(&self, event: &PasEvent, commit: &CommitEvent) -> Result<(), PasError> {
+        let range = commit.range;
+        let location = self.inner.outbox.location_of(&self.inner.chain, range);
+        let mismatch = |expected: String, found: String| PasError::EventMismatch {
+            location: location.clone(),
+            range,
+            expected,
+            found,
+        };
+        if event.range() != Some(range) {
+            return Err(mismatch(
+                format!("ledgers {range}"),
+                format!(
+                    "ledgers {}-{}",
+                    event.partition.ledger_start, event.partition.ledger_end
+                ),
+            ));
+        }
+        let table = commit.manifest.primary();
+        let ev = event.primary();
+        let describe = |checksum: &str, rows: i64, bytes: i64| {
+            format!("checksum {checksum}, row_count {rows}, byte_size {bytes}")
+        };
+        let expected = table.map(|t| describe(&t.checksum, t.row_count as i64, t.byte_size as i64));
+        let found = ev.map(|t| describe(&t.checksum, t.row_count, t.byte_size));
+        if expected != found {
+            return Err(mismatch(
+                expected.unwrap_or_else(|| "no ledgers_lcm_raw table".into()),
+                found.unwrap_or_else(|| "no ledgers_lcm_raw table".into()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops background delivery. With `drain` (a run that finished normally), delivery goes on
+    /// for a bounded time ([`drain_limit`]) so a receiver that is just recovering still gets
+    /// everything. Whatever remains is re-sent at the next start.
+    pub async fn finish(&self, drain: bool) {
+        let task = self.background().take();
+        self.inner.stop.cancel();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        let Some(c) = &self.inner.courier else { return };
+        if drain && c.pending() > 0 {
+            let limit = drain_limit(c.http());
+            tracing::info!(
+                pending = c.pending(),
+                "delivering the remaining PAS events before exiting (for up to {limit:?})"
+            );
+            let deadline = tokio::time::Instant::now() + limit;
+            let mut pause = c.http().backoff().max(Duration::from_millis(100));
+            loop {
+                match c.flush().await {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                        tracing::warn!(pending = c.pending(), error = %e, "PAS delivery still failing; retrying in {pause:?}");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    Err(e) => {
+                        tracing::warn!(pending = c.pending(), error = %e, "PAS delivery still failing");
+                        break;
+                    }
+                }
+            }
+        }
+        if c.pending() > 0 {
+            tracing::warn!(
+                pending = c.pending(),
+                endpoint = %c.http().endpoint(),
+                "PAS events not delivered yet; they are safe in the outbox and will be re-sent at the next start"
+            );
+        }
+    }
+}
+
+/// How long a finished run keeps delivering: the time one event's attempts may take, at least
+/// 2 s and at most a minute.
+pub fn drain_limit(http: &HttpDelivery) -> Duration {
+    (http.timeout() * http.attempts()).clamp(Duration::from_secs(2), Duration::from_secs(60))
+}
+
+/// Lenient delivery: retries the queue in order with growing pauses while the copier goes on.
+async fn background_delivery(courier: Arc<Courier>, stop: CancellationToken) {
+    const MAX_PAUSE: Duration = Duration::from_secs(60);
+    let base = courier.http().backoff().max(Duration::from_millis(100));
+    let mut pause = base;
+    loop {
+        match courier.flush().await {
+            Ok(()) => {
+                pause = base;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = courier.wait_for_work() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    pending = courier.pending(),
+                    error = %e,
+                    "PAS delivery failing; the copier continues, events stay in the outbox and are retried in order in {pause:?}"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+        }
+    }
+}
+
+impl CommitHook for PasStream {
+    fn name(&self) -> &'static str {
+        "pas"
+    }
+
+    fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> HookFuture<'a> {
+        Box::pin(async move {
+            self.record(event).await.map(|_| ()).map_err(|e| HookError {
+                hook: "pas",
+                message: e.to_string(),
+            })
+        })
+    }
+}

@@ -1,0 +1,658 @@
+//! The outbox: where events are made durable before anything else sees them. An event is
+//! written once, with create-if-absent semantics, under a name derived from its chain and range,
+//! so a retry, a restart or a second writer can never put two different events at one place.
+//!
+//! Two implementations behind [`Outbox`]:
+//! * [`FileOutbox`]: the standalone copier's `pas.backup_dir`, in the original's layout
+//!   (`<network>_<era>_<version>_<start>-<end>.json`, indented, plus `pas-chain-heads.json`);
+//! * [`ObjectStoreOutbox`]: `<storage prefix>_pas/<network>/<era>/<version>/<start>-<end>.json`
+//!   in the output bucket, written with `PutMode::Create`; for the Kubernetes operator, where a
+//!   conditional create also fences a second operator.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::event::{ChainId, PasEvent};
+use super::gojson::{GoValue, to_indented};
+use crate::partition::LedgerRange;
+use crate::store::Location;
+
+pub const HEADS_FILE: &str = "pas-chain-heads.json";
+pub const DELIVERY_FILE: &str = "pas-delivery.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("PAS outbox: cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("PAS outbox: cannot {op} {key}: {source}")]
+    Store {
+        op: &'static str,
+        key: String,
+        source: object_store::Error,
+    },
+    #[error("PAS outbox: {path} is unreadable: {message}")]
+    Corrupt { path: String, message: String },
+}
+
+/// One stored event as found, parsed or not.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// File path or object key.
+    pub location: String,
+    /// The range its name says.
+    pub name_range: LedgerRange,
+    pub bytes: Vec<u8>,
+    pub parsed: Result<PasEvent, String>,
+}
+
+/// The outcome of a conditional create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Written,
+    /// Something was already stored at that place (it is returned, parsed).
+    Existing(Box<PasEvent>),
+}
+
+/// The last event delivered over HTTP, per chain. `ledger_end == 0` means none yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Delivered {
+    pub event_hash: String,
+    pub event_id: String,
+    pub ledger_start: u32,
+    pub ledger_end: u32,
+}
+
+/// Durable storage of one or more chains' events, their recorded head and delivery cursor.
+pub trait Outbox: Send + Sync {
+    /// Where it is, for logs and errors.
+    fn describe(&self) -> String;
+    /// Where the event of `range` is (or would be) stored.
+    fn location_of(&self, chain: &ChainId, range: LedgerRange) -> String;
+    /// Every stored event of `chain`, in no particular order.
+    fn load<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, OutboxError>>;
+    /// Stores `event` durably unless something is already stored for its range.
+    fn create<'a>(&'a self, event: &'a PasEvent) -> BoxFuture<'a, Result<Created, OutboxError>>;
+    /// The chain head as last recorded (a hint: the events themselves are the truth).
+    fn recorded_head<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Option<String>, OutboxError>>;
+    fn record_head<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        event_hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), OutboxError>>;
+    fn delivered<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Option<Delivered>, OutboxError>>;
+    fn record_delivered<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        delivered: &'a Delivered,
+    ) -> BoxFuture<'a, Result<(), OutboxError>>;
+}
+
+/// `<network>_<era>_<version>_<start>-<end>.json`, the original's backup file name.
+pub fn backup_file_name(chain: &ChainId, range: LedgerRange) -> String {
+    format!("{}{}.json", file_prefix(chain), range)
+}
+
+fn file_prefix(chain: &ChainId) -> String {
+    format!(
+        "{}_{}_{}_",
+        chain.network, chain.era_id, chain.version_label
+    )
+}
+
+/// The range in `S-E.json`.
+fn parse_range_json(rest: &str) -> Option<LedgerRange> {
+    let (s, e) = rest.strip_suffix(".json")?.split_once('-')?;
+    if s.is_empty() || e.is_empty() || !(s.bytes().chain(e.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (start, end) = (s.parse().ok()?, e.parse().ok()?);
+    (start <= end).then(|| LedgerRange::new(start, end))
+}
+
+fn entry(location: String, name_range: LedgerRange, bytes: Vec<u8>) -> OutboxEntry {
+    let parsed = PasEvent::from_json(&bytes).map_err(|e| e.to_string());
+    OutboxEntry {
+        location,
+        name_range,
+        bytes,
+        parsed,
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
+    let tmp = temp_path(path);
+    let io = |op, source| OutboxError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    };
+    write_synced(&tmp, bytes).map_err(|e| io("write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("rename into place", e)
+    })?;
+    sync_dir(path);
+    Ok(())
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    path.with_file_name(format!(
+        ".{}.tmp-{}-{nanos:x}",
+        name.unwrap_or_default(),
+        std::process::id()
+    ))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+/// The standalone outbox: `pas.backup_dir`.
+#[derive(Debug, Clone)]
+pub struct FileOutbox {
+    dir: PathBuf,
+}
+
+impl FileOutbox {
+    /// Creates the directory if needed.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, OutboxError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| OutboxError::Io {
+            op: "create the directory",
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(Self { dir })
+    }
+
+    /// The directory as it is (nothing created; a missing one holds no events).
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, chain: &ChainId, range: LedgerRange) -> PathBuf {
+        self.dir.join(backup_file_name(chain, range))
+    }
+
+    fn load_sync(&self, chain: &ChainId) -> Result<Vec<OutboxEntry>, OutboxError> {
+        let io = |op, source| OutboxError::Io {
+            op,
+            path: self.dir.display().to_string(),
+            source,
+        };
+        let prefix = file_prefix(chain);
+        let mut out = Vec::new();
+        let listing = match std::fs::read_dir(&self.dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io("list", e)),
+        };
+        for item in listing {
+            let item = item.map_err(|e| io("list", e))?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            let Some(range) = name.strip_prefix(&prefix).and_then(parse_range_json) else {
+                continue;
+            };
+            let path = item.path();
+            let bytes = std::fs::read(&path).map_err(|source| OutboxError::Io {
+                op: "read",
+                path: path.display().to_string(),
+                source,
+            })?;
+            let e = entry(path.display().to_string(), range, bytes);
+            // Another chain whose name happens to share the prefix (`_` inside names).
+            if matches!(&e.parsed, Ok(ev) if !chain.owns(ev)) {
+                continue;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn create_sync(&self, event: &PasEvent) -> Result<Created, OutboxError> {
+        let chain = ChainId {
+            network: event.partition.network.clone(),
+            era_id: event.partition.era_id.clone(),
+            version_label: event.partition.version_label.clone(),
+        };
+        let range = event.range().expect("events we build have start <= end");
+        let path = self.path_of(&chain, range);
+        let io = |op, source| OutboxError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = temp_path(&path);
+        write_synced(&tmp, event.to_indented_json().as_bytes()).map_err(|e| io("write", e))?;
+        // A hard link creates the name only if it is absent: never replace an existing event.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let outcome = match linked {
+            Ok(()) => Ok(Created::Written),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(None),
+            // Filesystems without hard links: check, then rename (not race-free, still atomic).
+            Err(_) if !path.exists() => match std::fs::rename(&tmp, &path) {
+                Ok(()) => Ok(Created::Written),
+                Err(e) => Err(Some(io("rename into place", e))),
+            },
+            Err(_) => Err(None),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        match outcome {
+            Ok(created) => {
+                sync_dir(&path);
+                Ok(created)
+            }
+            Err(Some(e)) => Err(e),
+            Err(None) => {
+                let bytes = std::fs::read(&path).map_err(|e| io("read", e))?;
+                let existing = PasEvent::from_json(&bytes).map_err(|e| OutboxError::Corrupt {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                Ok(Created::Existing(Box::new(existing)))
+            }
+        }
+    }
+
+    fn read_json_map<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<String, T>, OutboxError> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OutboxError::Corrupt {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(source) => Err(OutboxError::Io {
+                op: "read",
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn record_head_sync(&self, chain: &ChainId, hash: &str) -> Result<(), OutboxError> {
+        let mut heads: BTreeMap<String, String> = self.read_json_map(HEADS_FILE)?;
+        heads.insert(chain.key(), hash.to_string());
+        // The original's format: an indented Go map.
+        let value = GoValue::sorted_object(
+            heads
+                .into_iter()
+                .map(|(k, v)| (k, GoValue::Str(v)))
+                .collect(),
+        );
+        write_atomic(
+            &self.dir.join(HEADS_FILE),
+            to_indented(&value, "  ").as_bytes(),
+        )
+    }
+
+    fn record_delivered_sync(&self, chain: &ChainId, d: &Delivered) -> Result<(), OutboxError> {
+        let mut all: BTreeMap<String, Delivered> = self.read_json_map(DELIVERY_FILE)?;
+        all.insert(chain.key(), d.clone());
+        let mut text = serde_json::to_vec_pretty(&all).expect("delivery state serializes");
+        text.push(b'\n');
+        write_atomic(&self.dir.join(DELIVERY_FILE), &text)
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OutboxError> + Send + 'static,
+) -> Result<T, OutboxError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+impl Outbox for FileOutbox {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn location_of(&self, chain: &ChainId, range: LedgerRange) -> String {
+        self.path_of(chain, range).display().to_string()
+    }
+
+    fn load<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, OutboxError>> {
+        let (me, chain) = (self.clone(), chain.clone());
+        Box::pin(blocking(move || me.load_sync(&chain)))
+    }
+
+    fn create<'a>(&'a self, event: &'a PasEvent) -> BoxFuture<'a, Result<Created, OutboxError>> {
+        let (me, event) = (self.clone(), event.clone());
+        Box::pin(blocking(move || me.create_sync(&event)))
+    }
+
+    fn recorded_head<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Option<String>, OutboxError>> {
+        let (me, key) = (self.clone(), chain.key());
+        Box::pin(blocking(move || {
+            Ok(me.read_json_map::<String>(HEADS_FILE)?.remove(&key))
+        }))
+    }
+
+    fn record_head<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        event_hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        let (me, chain, hash) = (self.clone(), chain.clone(), event_hash.to_string());
+        Box::pin(blocking(move || me.record_head_sync(&chain, &hash)))
+    }
+
+    fn delivered<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Option<Delivered>, OutboxError>> {
+        let (me, key) = (self.clone(), chain.key());
+        Box::pin(blocking(move || {
+            Ok(me.read_json_map::<Delivered>(DELIVERY_FILE)?.remove(&key))
+        }))
+    }
+
+    fn record_delivered<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        delivered: &'a Delivered,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        let (me, chain, d) = (self.clone(), chain.clone(), delivered.clone());
+        Box::pin(blocking(move || me.record_delivered_sync(&chain, &d)))
+    }
+}
+
+/// The operator's outbox: events as objects next to the data, created conditionally.
+#[derive(Debug, Clone)]
+pub struct ObjectStoreOutbox {
+    location: Location,
+    /// Normalized storage prefix (`bronze/` or empty).
+    prefix: String,
+}
+
+const HEAD_OBJECT: &str = "_chain-head.json";
+const DELIVERY_OBJECT: &str = "_delivery.json";
+
+impl ObjectStoreOutbox {
+    pub fn new(location: Location, storage_prefix: &str) -> Self {
+        Self {
+            location,
+            prefix: crate::config::normalize_prefix(storage_prefix),
+        }
+    }
+
+    /// `<prefix>_pas/<network>/<era>/<version>/`, relative to the location's root.
+    pub fn chain_dir(&self, chain: &ChainId) -> String {
+        format!(
+            "{}_pas/{}/{}/{}/",
+            self.prefix, chain.network, chain.era_id, chain.version_label
+        )
+    }
+
+    fn key(&self, relative: &str) -> ObjectPath {
+        self.location.key(relative)
+    }
+
+    fn event_key(&self, chain: &ChainId, range: LedgerRange) -> ObjectPath {
+        self.key(&format!("{}{range}.json", self.chain_dir(chain)))
+    }
+
+    async fn get_opt(&self, key: &ObjectPath) -> Result<Option<Vec<u8>>, OutboxError> {
+        let got = match self.location.store.get(key).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(OutboxError::Store {
+                op: "read",
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    async fn put(&self, key: &ObjectPath, bytes: Vec<u8>) -> Result<(), OutboxError> {
+        self.location
+            .store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|source| OutboxError::Store {
+                op: "write",
+                key: key.to_string(),
+                source,
+            })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &ObjectPath,
+    ) -> Result<Option<T>, OutboxError> {
+        match self.get_opt(key).await? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| OutboxError::Corrupt {
+                    path: key.to_string(),
+                    message: e.to_string(),
+                }),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadRecord {
+    chain: String,
+    event_hash: String,
+}
+
+impl Outbox for ObjectStoreOutbox {
+    fn describe(&self) -> String {
+        self.location.uri_of(&format!("{}_pas", self.prefix))
+    }
+
+    fn location_of(&self, chain: &ChainId, range: LedgerRange) -> String {
+        self.event_key(chain, range).to_string()
+    }
+
+    fn load<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, OutboxError>> {
+        Box::pin(async move {
+            let dir = self.key(&self.chain_dir(chain));
+            let listed: Vec<_> = self
+                .location
+                .store
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|source| OutboxError::Store {
+                    op: "list",
+                    key: dir.to_string(),
+                    source,
+                })?;
+            let mut out = Vec::new();
+            for meta in listed {
+                let Some(range) = meta.location.filename().and_then(parse_range_json) else {
+                    continue;
+                };
+                if meta.location.prefix_match(&dir).map(|p| p.count()) != Some(1) {
+                    continue; // deeper than the chain folder
+                }
+                if let Some(bytes) = self.get_opt(&meta.location).await? {
+                    out.push(entry(meta.location.to_string(), range, bytes));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create<'a>(&'a self, event: &'a PasEvent) -> BoxFuture<'a, Result<Created, OutboxError>> {
+        Box::pin(async move {
+            let chain = ChainId {
+                network: event.partition.network.clone(),
+                era_id: event.partition.era_id.clone(),
+                version_label: event.partition.version_label.clone(),
+            };
+            let range = event.range().expect("events we build have start <= end");
+            let key = self.event_key(&chain, range);
+            let create = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            let payload = PutPayload::from(event.to_indented_json().into_bytes());
+            match self.location.store.put_opts(&key, payload, create).await {
+                Ok(_) => Ok(Created::Written),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let bytes = self
+                        .get_opt(&key)
+                        .await?
+                        .ok_or_else(|| OutboxError::Corrupt {
+                            path: key.to_string(),
+                            message: "reported as existing, then not found".into(),
+                        })?;
+                    let existing =
+                        PasEvent::from_json(&bytes).map_err(|e| OutboxError::Corrupt {
+                            path: key.to_string(),
+                            message: e.to_string(),
+                        })?;
+                    Ok(Created::Existing(Box::new(existing)))
+                }
+                Err(source) => Err(OutboxError::Store {
+                    op: "create",
+                    key: key.to_string(),
+                    source,
+                }),
+            }
+        })
+    }
+
+    fn recorded_head<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Option<String>, OutboxError>> {
+        Box::pin(async move {
+            let key = self.key(&format!("{}{HEAD_OBJECT}", self.chain_dir(chain)));
+            Ok(self
+                .get_json::<HeadRecord>(&key)
+                .await?
+                .map(|h| h.event_hash))
+        })
+    }
+
+    fn record_head<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        event_hash: &'a str,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(async move {
+            let key = self.key(&format!("{}{HEAD_OBJECT}", self.chain_dir(chain)));
+            let record = HeadRecord {
+                chain: chain.key(),
+                event_hash: event_hash.to_string(),
+            };
+            self.put(
+                &key,
+                serde_json::to_vec_pretty(&record).expect("serializes"),
+            )
+            .await
+        })
+    }
+
+    fn delivered<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Option<Delivered>, OutboxError>> {
+        Box::pin(async move {
+            let key = self.key(&format!("{}{DELIVERY_OBJECT}", self.chain_dir(chain)));
+            self.get_json(&key).await
+        })
+    }
+
+    fn record_delivered<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        delivered: &'a Delivered,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(async move {
+            let key = self.key(&format!("{}{DELIVERY_OBJECT}", self.chain_dir(chain)));
+            self.put(
+                &key,
+                serde_json::to_vec_pretty(delivered).expect("serializes"),
+            )
+            .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_names_follow_the_original_and_parse_back() {
+        let chain = ChainId {
+            network: "testnet".into(),
+            era_id: "pre_p23".into(),
+            version_label: "v1".into(),
+        };
+        let name = backup_file_name(&chain, LedgerRange::new(100001, 110000));
+        assert_eq!(name, "testnet_pre_p23_v1_100001-110000.json");
+        assert_eq!(
+            parse_range_json(name.strip_prefix(&file_prefix(&chain)).unwrap()),
+            Some(LedgerRange::new(100001, 110000))
+        );
+        for bad in ["1-2.json.tmp", "a-2.json", "5-2.json", "-2.json", "1-.json"] {
+            assert_eq!(parse_range_json(bad), None, "{bad}");
+        }
+    }
+}
