@@ -15,8 +15,12 @@ CARGO_TEST ?= $(CARGO) test
 TEST_SCOPE ?= --workspace
 # Extra arguments, e.g. `make test TEST_ARGS='-- sink'` (a test name filter).
 TEST_ARGS ?=
+# `make image`: the tag to build, the container CLI, and the commit baked into `-version`.
+IMAGE ?= bronze:dev
+DOCKER ?= docker
+GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help test-deps test demo bench lint build crds
+.PHONY: help test-deps test demo bench lint build crds chart-crds chart-check image
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -45,3 +49,13 @@ lint: ## rustfmt and clippy, as CI expects them
 
 crds: ## Regenerate crds/bronzebackfills.yaml from the operator's Rust types
 	$(CARGO) run -q -p bronze-operator --bin crdgen > crds/bronzebackfills.yaml
+	cp crds/bronzebackfills.yaml charts/bronze-operator/crds/bronzebackfills.yaml
+
+chart-crds: ## Copy crds/bronzebackfills.yaml into the Helm chart (Helm installs crds/ but never upgrades it)
+	cp crds/bronzebackfills.yaml charts/bronze-operator/crds/bronzebackfills.yaml
+
+chart-check: ## Lint, render and validate the Helm chart and the sample resources (part of `make test`)
+	$(CARGO_TEST) -p bronze-ship
+
+image: ## Build the container image with both binaries (IMAGE=bronze:dev, DOCKER=docker; needs a Docker daemon)
+	$(DOCKER) build --build-arg GIT_SHA=$(GIT_SHA) -t $(IMAGE) .

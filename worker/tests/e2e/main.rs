@@ -15,5 +15,6 @@ mod local;
 mod metrics;
 mod pas;
 mod pas_stream;
+mod runbook;
 mod verify;
 mod worker_mode;

@@ -1,0 +1,251 @@
+//! The docs against the code: the references name every config key, environment variable, CLI
+//! flag, exit code and CRD field; links resolve; every command block of the runbook and the
+//! getting-started guide is run by a test or marked untested; the README stays short.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use clap::CommandFactory;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Dotted paths of every leaf of a JSON value (`era.ledger_start`, ...).
+fn leaf_keys(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_keys(v, &path, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+#[test]
+fn the_configuration_reference_names_every_key_and_variable() {
+    let doc = read("docs/configuration.md");
+    let mut keys = BTreeSet::new();
+    leaf_keys(
+        &serde_json::to_value(bronze::config::Config::default()).unwrap(),
+        "",
+        &mut keys,
+    );
+    assert!(
+        keys.contains("era.ledger_start") && keys.len() > 40,
+        "{keys:?}"
+    );
+    let missing: Vec<_> = keys
+        .iter()
+        .filter(|k| !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks keys {missing:?}"
+    );
+    let vars: Vec<_> = bronze::config::ENV_VARS
+        .iter()
+        .filter(|(var, key, _)| !doc.contains(&format!("| `{key}` | `{var}` |")))
+        .map(|(var, key, _)| format!("{var} ({key})"))
+        .collect();
+    assert!(
+        vars.is_empty(),
+        "docs/configuration.md lacks rows `key | VAR` for {vars:?}"
+    );
+}
+
+#[test]
+fn the_configuration_reference_names_every_flag_subcommand_and_exit_code() {
+    let doc = read("docs/configuration.md");
+    let cli = bronze::cli::Cli::command();
+    let mut missing = Vec::new();
+    let mut check = |cmd: &clap::Command| {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if long != "help" && !doc.contains(&format!("-{long}")) {
+                    missing.push(format!("{} --{long}", cmd.get_name()));
+                }
+            }
+        }
+    };
+    check(&cli);
+    for sub in cli.get_subcommands() {
+        if !doc.contains(&format!("`{}", sub.get_name())) {
+            missing.push(format!("subcommand {}", sub.get_name()));
+        }
+        check(sub);
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks {missing:?}"
+    );
+    use bronze::exit::*;
+    for code in [OK, FAILURE, CONFIG, BAD_INPUT, CONFLICT, VERIFY_FAILED] {
+        assert!(
+            doc.contains(&format!("\n| {code} |")),
+            "exit code {code} not in the table"
+        );
+    }
+    assert!(doc.contains(&format!("| {SIGINT} / {SIGTERM} |")));
+}
+
+/// Field paths of a CRD schema node (`spec.source.mode`, `status.conditions[].type`).
+fn schema_fields(node: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    // Kubernetes' own types are documented by Kubernetes.
+    const NATIVE: [&str; 3] = [
+        "spec.worker.resources",
+        "spec.worker.tolerations",
+        "spec.worker.nodeSelector",
+    ];
+    if let Some(props) = node["properties"].as_object() {
+        for (k, v) in props {
+            let path = format!("{prefix}.{k}");
+            out.insert(path.clone());
+            if NATIVE.contains(&path.as_str()) {
+                continue;
+            }
+            schema_fields(v, &path, out);
+            if v["items"].is_object() {
+                schema_fields(&v["items"], &format!("{path}[]"), out);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_crd_reference_names_every_field() {
+    let doc = read("docs/crd-reference.md");
+    let crd = serde_json::to_value(bronze_operator::crd::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    let mut fields = BTreeSet::new();
+    schema_fields(&schema["spec"], "spec", &mut fields);
+    schema_fields(&schema["status"], "status", &mut fields);
+    assert!(fields.contains("spec.source.datastorePath"), "{fields:?}");
+    let missing: Vec<_> = fields
+        .iter()
+        .filter(|f| !doc.contains(&format!("`{f}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/crd-reference.md lacks {missing:?} (regenerate its tables from crds/bronzebackfills.yaml)"
+    );
+}
+
+fn markdown_files() -> Vec<String> {
+    let mut files = files("docs", ".md");
+    files.extend([
+        "README.md".to_string(),
+        format!("{CHART}/README.md"),
+        "charts/README.md".to_string(),
+    ]);
+    files
+}
+
+#[test]
+fn relative_links_resolve() {
+    let mut broken = Vec::new();
+    for file in markdown_files() {
+        let text = read(&file);
+        let base = Path::new(&file).parent().unwrap();
+        for part in text.split("](").skip(1) {
+            let target = part.split(')').next().unwrap();
+            if target.starts_with("http") || target.starts_with('#') || target.contains(' ') {
+                continue;
+            }
+            let path = target.split('#').next().unwrap();
+            if !root().join(base).join(path).exists() {
+                broken.push(format!("{file}: {target}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links: {broken:?}");
+}
+
+#[test]
+fn every_command_block_is_tested_or_marked_untested() {
+    for file in ["docs/runbook.md", "docs/getting-started.md"] {
+        let text = read(file);
+        let lines: Vec<&str> = text.lines().collect();
+        let mut in_block = false;
+        let mut shell_blocks = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let fence = line.trim_start().starts_with("```");
+            if fence && in_block {
+                in_block = false;
+                continue;
+            }
+            if !fence {
+                continue;
+            }
+            in_block = true;
+            let lang = line.trim_start().trim_start_matches('`').trim();
+            if !matches!(lang, "bash" | "sh" | "shell" | "console" | "yaml") {
+                continue;
+            }
+            let marker = lines[..i]
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .copied()
+                .unwrap_or("");
+            let ok = marker.starts_with("<!-- runbook-test: ")
+                || marker.starts_with("<!-- tested: ")
+                || marker.starts_with("*untested")
+                || (lang == "yaml" && marker.starts_with("<!-- example"));
+            assert!(
+                ok,
+                "{file}:{}: a ```{lang} block must follow `<!-- runbook-test: run -->`, \
+                 `<!-- tested: <test> -->` or `*untested (why)*`; found {marker:?}",
+                i + 1
+            );
+            if lang != "yaml" {
+                shell_blocks += 1;
+            }
+        }
+        assert!(shell_blocks > 0, "{file} has no command blocks");
+    }
+    // Tested-elsewhere markers name a test file that exists.
+    for file in ["docs/runbook.md", "docs/getting-started.md"] {
+        for line in read(file).lines() {
+            if let Some(rest) = line.trim().strip_prefix("<!-- tested: ") {
+                let path = rest
+                    .trim_end_matches(" -->")
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                assert!(root().join(path).exists(), "{file}: {line} names no file");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_readme_is_short_links_the_docs_and_keeps_its_two_commands() {
+    let readme = read("README.md");
+    assert!(
+        readme.lines().count() <= 90,
+        "README.md is getting long: move details to docs/"
+    );
+    assert!(readme.contains("make demo"));
+    assert!(readme.contains("make test-deps && make test"));
+    for page in files("docs", ".md") {
+        let name = Path::new(&page)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if name != "README.md" {
+            assert!(
+                readme.contains(&format!("docs/{name}")),
+                "README.md does not link docs/{name}"
+            );
+        }
+    }
+}
