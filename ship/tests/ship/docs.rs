@@ -66,21 +66,19 @@ fn the_configuration_reference_names_every_flag_subcommand_and_exit_code() {
     let doc = read("docs/configuration.md");
     let cli = bronze::cli::Cli::command();
     let mut missing = Vec::new();
-    let mut check = |cmd: &clap::Command| {
-        for arg in cmd.get_arguments() {
-            if let Some(long) = arg.get_long() {
-                if long != "help" && !doc.contains(&format!("-{long}")) {
-                    missing.push(format!("{} --{long}", cmd.get_name()));
-                }
-            }
-        }
+    let flags = |cmd: &clap::Command| -> Vec<String> {
+        cmd.get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|long| *long != "help" && !doc.contains(&format!("-{long}")))
+            .map(|long| format!("{} --{long}", cmd.get_name()))
+            .collect()
     };
-    check(&cli);
+    missing.extend(flags(&cli));
     for sub in cli.get_subcommands() {
         if !doc.contains(&format!("`{}", sub.get_name())) {
             missing.push(format!("subcommand {}", sub.get_name()));
         }
-        check(sub);
+        missing.extend(flags(sub));
     }
     assert!(
         missing.is_empty(),
