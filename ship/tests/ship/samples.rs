@@ -99,7 +99,7 @@ fn the_samples_reference_what_the_chart_creates_by_default() {
         "examples/bronzebackfill-pubnet-gcs.yaml",
         "examples/bronzebackfill-minio.yaml",
     ] {
-        let b = parse(&path);
+        let b = parse(path);
         let sa = b
             .spec
             .worker
