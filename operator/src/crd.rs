@@ -310,9 +310,11 @@ pub struct PasSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
     pub endpoint: Option<String>,
-    /// Bearer token for the endpoint.
+    /// Name of an environment variable of the **operator** holding the endpoint's bearer token
+    /// (the operator delivers the events; set the variable from a Secret in its Deployment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_secret_ref: Option<SecretKeyRef>,
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub token_env: Option<String>,
     /// Stop sequencing when delivery fails (otherwise undelivered events are retried later).
     #[serde(default)]
     pub strict: bool,
@@ -562,8 +564,14 @@ pub struct PasStatus {
     pub chain_head: Option<String>,
     #[schemars(range(min = 0))]
     pub event_count: u64,
-    /// Where the chain is recorded (see `chain::AuditLog::describe`).
+    /// Where the events are stored: `<storage>/<prefix>_pas/`, one object per partition
+    /// (`<network>/<era>/<version>/<start>-<end>.json`), the same files a standalone copier writes
+    /// with `pas.outbox: storage`.
     pub outbox: String,
+    /// Events stored but not yet accepted by `spec.pas.endpoint`; they are re-sent in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub undelivered: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bronze_operator::chain::StatusOnlyAuditFactory;
+use bronze_operator::audit::PasAuditFactory;
 use bronze_operator::crd::BronzeBackfill;
 use bronze_operator::http::{HttpState, serve};
 use bronze_operator::leader::{self, LeaseSettings};
@@ -114,6 +114,7 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    let audit = Arc::new(PasAuditFactory::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -125,7 +126,7 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         metrics,
         storage: Arc::new(ObjectStorageFactory::default()),
-        audit: Arc::new(StatusOnlyAuditFactory),
+        audit: audit.clone(),
         now: chrono::Utc::now,
     });
     let stop = {
@@ -152,6 +153,8 @@ async fn run(args: Args) -> Result<(), String> {
         })
         .await;
     state.set_ready(false);
+    // Undelivered audit events stay in the outbox; the next start re-sends them.
+    audit.close_all().await;
     shutdown.cancel();
     let _ = http.await;
     if lost.is_cancelled() {

@@ -75,6 +75,7 @@ impl DatasetStore for ObjectDataset {
             Ok(Some(Committed {
                 manifest: found.manifest,
                 parquet_size,
+                seal: found.seal,
             }))
         })
     }
