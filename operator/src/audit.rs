@@ -45,6 +45,16 @@ pub fn audit_config(spec: &BronzeBackfillSpec) -> Result<Config, String> {
     Ok(config)
 }
 
+/// Everything `bronze-copier verify` checks (partitions, rows, links, the PAS chain, its head and
+/// delivery cursor) for the dataset of `spec`, read with this process's credentials.
+pub async fn verify(spec: &BronzeBackfillSpec) -> Result<bronze::verify::Report, String> {
+    let mut config = audit_config(spec)?;
+    config.pas.enabled = spec.pas.enabled;
+    bronze::verify::verify(&config)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// One backfill's audit chain: a [`PasStream`] opened on first use (and again after an open
 /// that failed, e.g. storage unreachable).
 pub struct PasAudit {

@@ -433,6 +433,15 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut delete = Vec::new();
     let mut harvest = Vec::new();
     let mut events = Vec::new();
+    if input.spec.catalog.is_some() && input.previous.is_none() {
+        // Said once, at the first reconcile (or after a status loss), rather than ignored quietly.
+        events.push(Note {
+            warning: true,
+            reason: "CatalogNotWritten",
+            message: "spec.catalog is accepted but the operator does not write catalog rows yet"
+                .into(),
+        });
+    }
     let mut running = Vec::new();
     let mut failed: Vec<(LedgerRange, FailedRange)> = Vec::new();
     // Ranges that must not get a new Job now (a Job exists or is being deleted).

@@ -282,8 +282,10 @@ async fn a_restarted_operator_without_status_adopts_the_same_chain() {
     let partial = b.sequence(&b.audit(), SequenceStart::default(), 2).await;
     let rest = b.sequence(&b.audit(), after(&partial), 10).await;
     assert_eq!(rest.chain_head, first.chain_head);
-    let report = b.verify(false).await;
+    // `bronze-operator verify` (the spec as the cluster has it).
+    let report = verify(&b.spec).await.unwrap();
     assert!(report.is_clean(), "{:#?}", report.findings);
+    assert_eq!(report.partitions, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,4 +440,20 @@ async fn a_changed_manifest_is_caught_by_its_self_checksum() {
         fault.message
     );
     assert_eq!(seq.checkpoint.unwrap().last_committed_ledger, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_head_the_outbox_does_not_hold_stops_instead_of_starting_a_new_chain() {
+    let b = Backfill::committed(None, false).await;
+    let first = b.sequence(&b.audit(), SequenceStart::default(), 2).await;
+    assert_eq!(first.event_count, 2);
+    // The outbox was wiped (or the status belongs to another bucket): continuing would start a
+    // second chain whose first event links to nothing.
+    std::fs::remove_dir_all(b.chain_dir()).unwrap();
+    let next = b.sequence(&b.audit(), after(&first), 10).await;
+    let fault = next.fault.expect("a conflict");
+    assert_eq!((fault.range, fault.reason), (r(22, 31), "AuditConflict"));
+    assert!(fault.message.contains("outbox's head"), "{}", fault.message);
+    assert_eq!(next.checkpoint, first.checkpoint);
+    assert!(!b.chain_dir().join("22-31.json").exists());
 }

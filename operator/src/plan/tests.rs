@@ -137,6 +137,28 @@ fn first_reconcile_starts_the_lowest_ranges_up_to_the_cap() {
     let types: Vec<_> = st.conditions.iter().map(|c| c.type_.as_str()).collect();
     assert_eq!(types, CONDITION_TYPES);
     assert!(plan.events.iter().any(|e| e.reason == "JobsCreated"));
+    assert!(!plan.events.iter().any(|e| e.reason == "CatalogNotWritten"));
+}
+
+#[test]
+fn a_catalog_the_operator_does_not_write_is_said_once() {
+    let mut s = spec();
+    s.catalog = Some(crate::crd::CatalogSpec {
+        dsn_secret_ref: crate::crd::SecretKeyRef {
+            name: "catalog".into(),
+            key: "dsn".into(),
+        },
+        strict: false,
+    });
+    let first = run(&s, None, &Sequenced::default(), &[], None);
+    let note = first
+        .events
+        .iter()
+        .find(|e| e.reason == "CatalogNotWritten")
+        .expect("a warning");
+    assert!(note.warning);
+    let again = run(&s, Some(&first.status), &Sequenced::default(), &[], None);
+    assert!(!again.events.iter().any(|e| e.reason == "CatalogNotWritten"));
 }
 
 #[test]
