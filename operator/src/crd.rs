@@ -21,6 +21,8 @@ pub const GROUP: &str = "bronze.obsrvr.io";
 pub const MAX_LEDGER: u32 = u32::MAX;
 
 /// A backfill of one era of one network into Parquet partitions, run as worker Jobs.
+// The lint takes the repeated `type_ = ...` of the printer columns for repeated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "bronze.obsrvr.io",
@@ -756,7 +758,8 @@ mod tests {
     #[test]
     fn what_names_the_dataset_or_shapes_the_grid_cannot_change() {
         let old = valid();
-        let changes: [(&str, fn(&mut BronzeBackfillSpec)); 9] = [
+        type Change = (&'static str, fn(&mut BronzeBackfillSpec));
+        let changes: [Change; 9] = [
             ("network is immutable", |s| s.network = "pubnet".into()),
             ("eraId is immutable", |s| s.era_id = "p24".into()),
             ("versionLabel is immutable", |s| {

@@ -750,11 +750,10 @@ pub fn plan(input: &PlanInput) -> Plan {
     let committed = grid.partitions_through(done_through);
     let total = grid.total_partitions();
     let percent = total.map(|t| {
-        if t == 0 {
-            100
-        } else {
-            (committed.saturating_mul(100) / t) as u32
-        }
+        committed
+            .saturating_mul(100)
+            .checked_div(t)
+            .map_or(100, |p| p as u32)
     });
     let summary = match (total, percent) {
         (Some(t), Some(p)) => format!("{committed}/{t} ({p}%)"),

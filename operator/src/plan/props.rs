@@ -19,6 +19,7 @@ use crate::chain::{SequenceStart, resolve_ingested_at, sequence};
 use crate::fixtures::{MemoryDataset, MemoryOutbox, OutboxEvent, manifest_for, spec};
 
 /// The audit chain under test.
+#[allow(clippy::large_enum_variant)] // one per test case
 enum Audit {
     Memory(MemoryOutbox),
     /// The operator's real PAS stream over an in-memory object store. `audit` is replaced on a
