@@ -16,7 +16,7 @@ TEST_SCOPE ?= --workspace
 # Extra arguments, e.g. `make test TEST_ARGS='-- sink'` (a test name filter).
 TEST_ARGS ?=
 
-.PHONY: help test-deps test demo bench lint build
+.PHONY: help test-deps test demo bench lint build crds
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ test: ## Run the whole test suite against real loopback servers (run `make test-
 	$(CARGO_TEST) $(TEST_SCOPE) $(TEST_ARGS)
 
 build: ## Build the release binaries
-	$(CARGO) build --release -p bronze
+	$(CARGO) build --release -p bronze -p bronze-operator
 
 demo: ## Back-fill the bundled real testnet ledgers (local disk, no cloud) into ./demo-output, then verify
 	rm -rf demo-output
@@ -44,3 +44,6 @@ bench: ## Throughput vs the zstd+sha256+codec floor on 10,000 generated pubnet-s
 lint: ## rustfmt and clippy, as CI expects them
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+crds: ## Regenerate crds/bronzebackfills.yaml from the operator's Rust types
+	$(CARGO) run -q -p bronze-operator --bin crdgen > crds/bronzebackfills.yaml

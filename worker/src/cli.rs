@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::partition::LedgerRange;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "bronze-copier",
@@ -35,6 +37,10 @@ pub struct Cli {
 pub enum Command {
     /// Write a realistic Galexie datastore of N ledgers from real template ledgers.
     GenerateDatastore(GenerateArgs),
+    /// Worker mode (one Kubernetes Job of bronze-operator): copy and commit the grid partitions
+    /// of one range, adopting those already committed. No checkpoint, no PAS, no catalog: the
+    /// operator sequences them. Config from -config and/or the environment variables.
+    Worker(WorkerArgs),
     /// Check every committed partition (manifest, Parquet checksum, rows, hash links), the
     /// checkpoint and the PAS chain of the configured dataset. Exit 0 when clean, 5 when not.
     Verify,
@@ -51,6 +57,34 @@ pub struct HealthArgs {
     /// Older than this many minutes is a WARNING.
     #[arg(long, default_value_t = crate::health::DEFAULT_MAX_AGE_MINUTES)]
     pub max_age_minutes: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The ledger range START-END; it must be made of whole partitions of the grid.
+    #[arg(long, value_name = "START-END", value_parser = parse_range)]
+    pub range: LedgerRange,
+    /// Where Kubernetes reads a container's termination message; the error of a failed run is
+    /// written there when the file exists (Kubernetes creates it), so `kubectl describe` shows it.
+    #[arg(long, value_name = "PATH", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+}
+
+/// Parses `START-END` (inclusive ledger sequences).
+pub fn parse_range(text: &str) -> Result<LedgerRange, String> {
+    let (start, end) = text
+        .split_once('-')
+        .ok_or_else(|| format!("expected START-END, got {text:?}"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{v:?} is not a ledger sequence (1..=4294967295)"))
+    };
+    let (start, end) = (parse(start)?, parse(end)?);
+    if start == 0 || start > end {
+        return Err(format!("{text:?}: need 1 <= START <= END"));
+    }
+    Ok(LedgerRange::new(start, end))
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,6 +189,26 @@ mod tests {
         };
         assert_eq!(g.ledgers, 5);
         assert_eq!(g.out, PathBuf::from("d"));
+    }
+
+    #[test]
+    fn worker_mode_takes_a_range_and_the_global_config_flag() {
+        let cli = parse(&[
+            "bronze-copier",
+            "worker",
+            "-range",
+            "2-1001",
+            "-config",
+            "c.yaml",
+        ]);
+        let Some(Command::Worker(w)) = cli.command else {
+            panic!("subcommand")
+        };
+        assert_eq!(w.range, LedgerRange::new(2, 1001));
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("c.yaml")));
+        for bad in ["2", "0-5", "9-3", "a-b", "2-99999999999"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn code_for(error: &RunError) -> u8 {
         RunError::Store(_) => CONFIG,
         RunError::Source(e) => source_code(e),
         RunError::Checkpoint(_) => CONFIG,
+        RunError::Range(_) => CONFIG,
         RunError::Commit(e) => commit_code(e),
         RunError::Build { source, .. } => match source {
             BuildError::Source(e) => source_code(e),

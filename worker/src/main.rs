@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use bronze::catalog::CatalogSink;
-use bronze::cli::{Cli, Command, GenerateArgs, HealthArgs, normalize_args};
+use bronze::cli::{Cli, Command, GenerateArgs, HealthArgs, WorkerArgs, normalize_args};
 use bronze::config::{Config, LoadedConfig, load_config, validate};
 use bronze::pas::PasStream;
-use bronze::pipeline::{CommitHook, RunOptions, run};
+use bronze::pipeline::{CommitHook, RunError, RunOptions, RunSummary, run, run_range};
 use bronze::{exit, generate, health, logging, metrics};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     }
     let code = match &cli.command {
         Some(Command::GenerateDatastore(args)) => generate_command(args),
+        Some(Command::Worker(args)) => worker_command(&cli, args),
         Some(Command::Verify) => verify_command(&cli),
         Some(Command::Health(args)) => health_command(&cli, args),
         None => copier_command(&cli),
@@ -26,11 +27,14 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn load(cli: &Cli) -> Result<LoadedConfig, u8> {
-    let loaded = load_config(cli.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| {
-        eprintln!("{e}");
-        exit::CONFIG
-    })?;
+/// Loads and validates the config; `adjust` runs before validation (worker mode).
+fn load(cli: &Cli, adjust: fn(&mut Config) -> Vec<String>) -> Result<LoadedConfig, u8> {
+    let mut loaded =
+        load_config(cli.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| {
+            eprintln!("{e}");
+            exit::CONFIG
+        })?;
+    let notes = adjust(&mut loaded.config);
     logging::init(&loaded.config.logging.format, &loaded.config.logging.level);
     for key in &loaded.ignored_keys {
         tracing::warn!(key = %key, "unknown or unused config key ignored");
@@ -41,6 +45,9 @@ fn load(cli: &Cli) -> Result<LoadedConfig, u8> {
             key = key,
             "environment variable overrides config"
         );
+    }
+    for note in notes {
+        tracing::info!("{note}");
     }
     if let Err(errors) = validate(&loaded.config) {
         for e in &errors {
@@ -54,7 +61,7 @@ fn load(cli: &Cli) -> Result<LoadedConfig, u8> {
 }
 
 fn copier_command(cli: &Cli) -> u8 {
-    let loaded = match load(cli) {
+    let loaded = match load(cli, |_| Vec::new()) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -65,6 +72,96 @@ fn copier_command(cli: &Cli) -> u8 {
     }
     let config = loaded.config;
     tracing::info!(version = bronze::VERSION, git_sha = bronze::GIT_SHA, copier_id = %config.copier_id, "bronze copier starting");
+    let options = RunOptions {
+        show_progress_bar: !cli.no_progress,
+    };
+    run_to_exit_code("backfill", None, Some(&config), |cancel, hooks| {
+        run(&config, hooks, cancel, options)
+    })
+}
+
+/// Worker mode: one Kubernetes Job copies one range; the operator does everything else.
+fn worker_command(cli: &Cli, args: &WorkerArgs) -> u8 {
+    let loaded = match load(cli, worker_settings) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let config = loaded.config;
+    if config.era.ingested_at.is_none() {
+        let message = "config: era.ingested_at (INGESTED_AT) is required in worker mode: every Job of a backfill must write the same ingested_at";
+        tracing::error!("{message}");
+        eprintln!("{message}");
+        write_termination_log(&args.termination_log, message);
+        return exit::CONFIG;
+    }
+    if cli.validate {
+        return match bronze::pipeline::partitions_in_range(&config, args.range) {
+            Ok(p) => {
+                println!(
+                    "configuration is valid; range {} is {} partition(s)",
+                    args.range,
+                    p.len()
+                );
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("bronze-copier: {e}");
+                exit::CONFIG
+            }
+        };
+    }
+    tracing::info!(version = bronze::VERSION, git_sha = bronze::GIT_SHA, copier_id = %config.copier_id, range = %args.range, "bronze worker starting");
+    let range = args.range;
+    let options = RunOptions {
+        show_progress_bar: !cli.no_progress,
+    };
+    let termination_log = args.termination_log.clone();
+    run_to_exit_code("range", Some(&termination_log), None, |cancel, _hooks| {
+        run_range(&config, range, cancel, options)
+    })
+}
+
+/// What worker mode ignores from a shared config file: the operator keeps the checkpoint, the
+/// PAS chain and the catalog. Returns a note for each setting that was turned off.
+fn worker_settings(config: &mut Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if config.checkpoint.enabled {
+        config.checkpoint.enabled = false;
+        notes.push(
+            "worker mode: checkpoint disabled (the operator keeps it in the resource status)"
+                .to_string(),
+        );
+    }
+    if config.pas.enabled {
+        config.pas.enabled = false;
+        notes.push(
+            "worker mode: PAS disabled (the operator appends the events in ledger order)"
+                .to_string(),
+        );
+    }
+    if !config.catalog.postgres_dsn.is_empty() {
+        config.catalog.postgres_dsn.clear();
+        notes.push(
+            "worker mode: catalog disabled (the operator records the partitions)".to_string(),
+        );
+    }
+    notes
+}
+
+/// Runs `start` on a fresh runtime with SIGINT/SIGTERM handling and maps the outcome to the
+/// documented exit code. With `services` (standalone mode) the metrics endpoint and the commit
+/// hooks (PAS, catalog) of that config run beside it and `start` gets the hooks. A failure's message also goes to `termination_log` when that file
+/// exists (Kubernetes creates it in every container).
+fn run_to_exit_code<F, Fut>(
+    what: &str,
+    termination_log: Option<&std::path::Path>,
+    services: Option<&Config>,
+    start: F,
+) -> u8
+where
+    F: FnOnce(CancellationToken, Vec<Box<dyn CommitHook>>) -> Fut,
+    Fut: std::future::Future<Output = Result<RunSummary, RunError>>,
+{
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
@@ -72,18 +169,15 @@ fn copier_command(cli: &Cli) -> u8 {
     let code = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let signal = tokio::spawn(wait_for_signal(cancel.clone()));
-        let services = match start_services(&config).await {
-            Ok(s) => s,
-            Err(code) => return code,
+        let services = match services {
+            Some(config) => match start_services(config).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            },
+            None => Services::default(),
         };
-        let options = RunOptions { show_progress_bar: !cli.no_progress };
-        let result = run(&config, services.hooks(), cancel.clone(), options).await;
-        if let Some(pas) = &services.pas {
-            pas.finish(matches!(&result, Ok(s) if !s.interrupted)).await;
-        }
-        if let Some(catalog) = &services.catalog {
-            catalog.finish().await;
-        }
+        let result = start(cancel.clone(), services.hooks()).await;
+        services.finish(&result).await;
         let received = if cancel.is_cancelled() {
             signal.await.ok().flatten()
         } else {
@@ -102,7 +196,7 @@ fn copier_command(cli: &Cli) -> u8 {
                     rate_per_sec = format!("{:.2}", s.ledgers_per_second()),
                     peak_rss_mb = format!("{:.1}", bronze::process::peak_rss_mib().unwrap_or(0.0)),
                     cpu_s = format!("{:.2}", bronze::process::cpu_seconds().unwrap_or(0.0)),
-                    "backfill {}", if summary.interrupted { "interrupted; restart to resume" } else { "complete" }
+                    "{what} {}", if summary.interrupted { "interrupted; restart to resume" } else { "complete" }
                 );
                 match received {
                     Some(code) if summary.interrupted => code,
@@ -111,8 +205,11 @@ fn copier_command(cli: &Cli) -> u8 {
             }
             Err(e) => {
                 let code = exit::code_for(&e);
-                tracing::error!(exit_code = code, "backfill failed: {e}");
+                tracing::error!(exit_code = code, "{what} failed: {e}");
                 eprintln!("bronze-copier: {e}");
+                if let Some(path) = termination_log {
+                    write_termination_log(path, &format!("exit {code}: {e}"));
+                }
                 code
             }
         }
@@ -120,6 +217,20 @@ fn copier_command(cli: &Cli) -> u8 {
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     tracing::info!("bronze copier stopped");
     code
+}
+
+/// Writes `message` (at most 4 KiB, the Kubernetes limit) to an existing termination-log file.
+fn write_termination_log(path: &std::path::Path, message: &str) {
+    if !path.is_file() {
+        return;
+    }
+    let mut end = message.len().min(4096);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Err(e) = std::fs::write(path, &message[..end]) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, u8> {
@@ -134,7 +245,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
 
 /// `verify`: prints one line per finding and a summary; exit 0 when clean.
 fn verify_command(cli: &Cli) -> u8 {
-    let config = match load(cli) {
+    let config = match load(cli, |_| Vec::new()) {
         Ok(l) => l.config,
         Err(code) => return code,
     };
@@ -162,6 +273,7 @@ fn verify_command(cli: &Cli) -> u8 {
 }
 
 /// What runs beside the pipeline: the metrics endpoint and the commit hooks.
+#[derive(Default)]
 struct Services {
     _metrics: Option<metrics::MetricsServer>,
     pas: Option<PasStream>,
@@ -179,6 +291,16 @@ impl Services {
             hooks.push(catalog.hook());
         }
         hooks
+    }
+
+    /// Drains the audit stream and closes the catalog after the run.
+    async fn finish(&self, result: &Result<RunSummary, RunError>) {
+        if let Some(pas) = &self.pas {
+            pas.finish(matches!(result, Ok(s) if !s.interrupted)).await;
+        }
+        if let Some(catalog) = &self.catalog {
+            catalog.finish().await;
+        }
     }
 }
 

@@ -69,6 +69,21 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ("SOURCE_DATASTORE_PATH", "source.datastore_path", |c, v| {
         set_str(&mut c.source.datastore_path, v)
     }),
+    (
+        "SOURCE_POLL_INTERVAL_MS",
+        "source.poll_interval_ms",
+        |c, v| set_num(&mut c.source.poll_interval_ms, v),
+    ),
+    (
+        "SOURCE_LEDGERS_PER_BATCH",
+        "source.ledgers_per_batch",
+        |c, v| set_opt_num(&mut c.source.ledgers_per_batch, v),
+    ),
+    (
+        "SOURCE_BATCHES_PER_PARTITION",
+        "source.batches_per_partition",
+        |c, v| set_opt_num(&mut c.source.batches_per_partition, v),
+    ),
     ("STORAGE_BACKEND", "storage.backend", |c, v| {
         set_str(&mut c.storage.backend, v)
     }),
@@ -93,6 +108,28 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ("STORAGE_COMPRESSION", "storage.compression", |c, v| {
         set_str(&mut c.storage.compression, v)
     }),
+    (
+        "STORAGE_COMPRESSION_LEVEL",
+        "storage.compression_level",
+        |c, v| {
+            c.storage.compression_level = Some(
+                v.trim()
+                    .parse()
+                    .map_err(|_| "not a valid integer".to_string())?,
+            );
+            Ok(())
+        },
+    ),
+    (
+        "STORAGE_ROW_GROUP_BYTES",
+        "storage.row_group_bytes",
+        |c, v| set_num(&mut c.storage.row_group_bytes, v),
+    ),
+    (
+        "STORAGE_UPLOAD_PART_BYTES",
+        "storage.upload_part_bytes",
+        |c, v| set_num(&mut c.storage.upload_part_bytes, v),
+    ),
     ("CATALOG_DSN", "catalog.postgres_dsn", |c, v| {
         set_str(&mut c.catalog.postgres_dsn, v)
     }),
@@ -115,6 +152,9 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ("PAS_STRICT", "pas.strict", |c, v| {
         set_bool(&mut c.pas.strict, v)
     }),
+    ("PAS_OUTBOX", "pas.outbox", |c, v| {
+        set_str(&mut c.pas.outbox, v)
+    }),
     ("BRONZE_PRIMARY_TABLE", "bronze.primary_table", |c, v| {
         set_str(&mut c.bronze.primary_table, v)
     }),
@@ -131,6 +171,9 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ),
     ("WORKERS", "perf.workers", |c, v| {
         set_num(&mut c.perf.workers, v)
+    }),
+    ("QUEUE_SIZE", "perf.queue_size", |c, v| {
+        set_num(&mut c.perf.queue_size, v)
     }),
     ("RETRY_ATTEMPTS", "perf.retry_attempts", |c, v| {
         set_num(&mut c.perf.retry_attempts, v)
@@ -192,6 +235,16 @@ fn set_num<T: std::str::FromStr>(slot: &mut T, value: &str) -> Result<(), String
         .trim()
         .parse()
         .map_err(|_| "not a valid non-negative integer".to_string())?;
+    Ok(())
+}
+
+fn set_opt_num<T: std::str::FromStr>(slot: &mut Option<T>, value: &str) -> Result<(), String> {
+    *slot = Some(
+        value
+            .trim()
+            .parse()
+            .map_err(|_| "not a valid non-negative integer".to_string())?,
+    );
     Ok(())
 }
 

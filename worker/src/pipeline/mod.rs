@@ -51,6 +51,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Sequence(#[from] SequenceError),
+    #[error(transparent)]
+    Range(#[from] RangeError),
 }
 
 /// How a run ended.
@@ -91,13 +93,6 @@ pub async fn run(
     cancel: CancellationToken,
     options: RunOptions,
 ) -> Result<RunSummary, RunError> {
-    let source = Arc::new(Datastore::open(config, open_source_location(config)?).await?);
-    let layout = DatasetLayout::from_config(config);
-    let committer = Committer {
-        location: open_output_location(config)?,
-        layout: layout.clone(),
-        allow_overwrite: config.era.allow_overwrite,
-    };
     let checkpoint_store = config
         .checkpoint
         .enabled
@@ -131,103 +126,245 @@ pub async fn run(
             );
         }
     }
-    let previous = previous_partition(&grid, next, &committer).await?;
-    let prior_last_hash = prior_hash(checkpoint.as_ref(), next, previous.as_ref());
-    if prior_last_hash.is_none() && next > grid.first_ledger() {
-        tracing::warn!(
-            ledger = next,
-            "hash of the ledger before the first partition is unknown; that one link is not checked"
-        );
-    }
-    let (ingested_at, ingested_at_millis) =
-        ingested_at(config, checkpoint.as_ref(), previous.as_ref());
-    tracing::info!(
-        source = %source.uri(),
-        output = %committer.location.uri_of(&layout.dataset_dir()),
-        first_ledger = next,
-        last_ledger = ?grid.last_ledger(),
-        partition_size = config.era.partition_size,
-        max_in_flight = config.perf.max_in_flight_partitions,
-        ingested_at = %ingested_at,
-        "starting backfill"
-    );
-
     let total = grid
         .last_ledger()
         .map(|last| u64::from(last.saturating_sub(next)) + 1)
         .filter(|_| grid.last_ledger().is_some_and(|last| next <= last));
-    let progress = Arc::new(Progress::new(total, options.show_progress_bar));
-    let env = Arc::new(BuildEnv {
-        source: source.clone(),
-        committer: committer.clone(),
-        writer: WriterSettings {
-            compression: config.storage.compression.clone(),
-            compression_level: config.storage.compression_level,
-            row_group_bytes: config.storage.row_group_bytes,
-            network: config.era.network.clone(),
-            era_id: config.era.era_id.clone(),
-            version_label: config.era.version_label.clone(),
-            ingested_at_millis,
+    let pipeline = Pipeline::prepare(
+        config,
+        &grid,
+        next,
+        Resume {
+            checkpoint,
+            store: checkpoint_store,
         },
-        upload_part_bytes: config.storage.upload_part_bytes,
-        fetch_concurrency: config.perf.workers,
-        queue_size: if config.perf.queue_size == 0 {
-            config.perf.workers * 2
-        } else {
-            config.perf.queue_size
-        },
-        retry_attempts: config.perf.retry_attempts.max(1),
-        retry_backoff: Duration::from_millis(config.perf.retry_backoff_ms),
-        progress: progress.clone(),
-    });
-    let mut sequencer = Sequencer {
-        committer,
-        layout,
-        checkpoint: checkpoint_store,
         hooks,
-        ingested_at,
-        network_passphrase: source.manifest().map(|m| m.network_passphrase.clone()),
-        prior_last_hash,
-        last_committed: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
-    };
+        Progress::new(total, options.show_progress_bar),
+    )
+    .await?;
+    pipeline.drive(grid.partitions_from(next), cancel).await
+}
 
-    let mut builds = futures::stream::iter(grid.partitions_from(next))
-        .map(|range| {
-            let env = env.clone();
-            let task = AbortOnDrop(tokio::spawn(build_partition(env, range)));
-            async move { (range, task.await) }
-        })
-        .buffered(config.perf.max_in_flight_partitions.max(1));
-    let mut interrupted = false;
-    loop {
-        let item = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => { interrupted = true; break; }
-            item = builds.next() => item,
-        };
-        let Some((range, joined)) = item else { break };
-        let built = joined
-            .unwrap_or_else(|e| {
-                Err(BuildError::Encoder {
-                    range,
-                    message: e.to_string(),
-                })
-            })
-            .map_err(|source| RunError::Build { range, source })?;
-        // Publishing is not interrupted half-way: a signal is noticed before the next partition.
-        sequencer
-            .publish(built, &progress)
-            .await
-            .inspect_err(|e| crate::metrics::partition_failed(e.metric_kind()))?;
-        progress.log();
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "range {range} is not made of whole partitions of the grid (era.ledger_start {ledger_start}, era.ledger_end {ledger_end}, era.partition_size {partition_size}): {why}"
+)]
+pub struct RangeError {
+    pub range: LedgerRange,
+    pub ledger_start: u32,
+    pub ledger_end: u32,
+    pub partition_size: u32,
+    pub why: String,
+}
+
+/// The grid partitions that make up `range` exactly. A range that starts or ends inside a grid
+/// partition, or leaves the configured range, is refused: a worker Job commits whole grid
+/// partitions and nothing else, so two Jobs can never write different files for one range.
+pub fn partitions_in_range(
+    config: &Config,
+    range: LedgerRange,
+) -> Result<Vec<LedgerRange>, RangeError> {
+    let era = &config.era;
+    let grid = PartitionGrid::new(era.ledger_start, era.ledger_end, era.partition_size);
+    let fail = |why: String| RangeError {
+        range,
+        ledger_start: era.ledger_start,
+        ledger_end: era.ledger_end,
+        partition_size: era.partition_size,
+        why,
+    };
+    if range.start > range.end {
+        return Err(fail("start is after end".into()));
     }
-    drop(builds);
-    progress.finish();
-    Ok(RunSummary {
-        progress: progress.snapshot(),
-        last_committed: sequencer.last_committed,
-        interrupted,
-    })
+    match grid.partition_of(range.start) {
+        Some(p) if p.start == range.start => {}
+        Some(p) => return Err(fail(format!("{} starts inside partition {p}", range.start))),
+        None => return Err(fail(format!("ledger {} is outside the grid", range.start))),
+    }
+    match grid.partition_of(range.end) {
+        Some(p) if p.end == range.end => {}
+        Some(p) => return Err(fail(format!("{} ends inside partition {p}", range.end))),
+        None => return Err(fail(format!("ledger {} is outside the grid", range.end))),
+    }
+    Ok(grid
+        .partitions_from(range.start)
+        .take_while(|p| p.end <= range.end)
+        .collect())
+}
+
+/// Worker mode (one Kubernetes Job): copies and commits exactly the grid partitions inside
+/// `range`, adopting those already committed (a retried Job redoes nothing). No checkpoint, no
+/// commit hooks: the operator sequences the commits, the audit chain and the catalog.
+///
+/// The run is always bounded: a missing datastore object is an error, never "the tip", so a
+/// Job cannot hang waiting for ledgers the operator did not see.
+pub async fn run_range(
+    config: &Config,
+    range: LedgerRange,
+    cancel: CancellationToken,
+    options: RunOptions,
+) -> Result<RunSummary, RunError> {
+    let partitions = partitions_in_range(config, range)?;
+    let mut bounded = config.clone();
+    bounded.era.ledger_end = range.end;
+    let grid = PartitionGrid::new(
+        config.era.ledger_start,
+        config.era.ledger_end,
+        config.era.partition_size,
+    );
+    let pipeline = Pipeline::prepare(
+        &bounded,
+        &grid,
+        range.start,
+        Resume::default(),
+        Vec::new(),
+        Progress::new(Some(range.len()), options.show_progress_bar),
+    )
+    .await?;
+    pipeline.drive(partitions.into_iter(), cancel).await
+}
+
+/// Where a run resumes from (standalone), or nothing (worker mode).
+#[derive(Default)]
+struct Resume {
+    checkpoint: Option<Checkpoint>,
+    store: Option<CheckpointStore>,
+}
+
+/// A run, set up: shared build environment and the in-order sequencer.
+struct Pipeline {
+    env: Arc<BuildEnv>,
+    sequencer: Sequencer,
+    progress: Arc<Progress>,
+    max_in_flight: usize,
+}
+
+impl Pipeline {
+    /// Opens the source and the output and sets up the sequencer for a run whose first
+    /// partition starts at `next`.
+    async fn prepare(
+        config: &Config,
+        grid: &PartitionGrid,
+        next: u32,
+        resume: Resume,
+        hooks: Vec<Box<dyn CommitHook>>,
+        progress: Progress,
+    ) -> Result<Self, RunError> {
+        let source = Arc::new(Datastore::open(config, open_source_location(config)?).await?);
+        let layout = DatasetLayout::from_config(config);
+        let committer = Committer {
+            location: open_output_location(config)?,
+            layout: layout.clone(),
+            allow_overwrite: config.era.allow_overwrite,
+        };
+        let checkpoint = resume.checkpoint;
+        let previous = previous_partition(grid, next, &committer).await?;
+        let prior_last_hash = prior_hash(checkpoint.as_ref(), next, previous.as_ref());
+        if prior_last_hash.is_none() && next > grid.first_ledger() {
+            tracing::warn!(
+                ledger = next,
+                "hash of the ledger before the first partition is unknown; that one link is not checked"
+            );
+        }
+        let (ingested_at, ingested_at_millis) =
+            ingested_at(config, checkpoint.as_ref(), previous.as_ref());
+        tracing::info!(
+            source = %source.uri(),
+            output = %committer.location.uri_of(&layout.dataset_dir()),
+            first_ledger = next,
+            last_ledger = ?grid.last_ledger(),
+            partition_size = config.era.partition_size,
+            max_in_flight = config.perf.max_in_flight_partitions,
+            ingested_at = %ingested_at,
+            "starting backfill"
+        );
+        let progress = Arc::new(progress);
+        let env = Arc::new(BuildEnv {
+            source: source.clone(),
+            committer: committer.clone(),
+            writer: WriterSettings {
+                compression: config.storage.compression.clone(),
+                compression_level: config.storage.compression_level,
+                row_group_bytes: config.storage.row_group_bytes,
+                network: config.era.network.clone(),
+                era_id: config.era.era_id.clone(),
+                version_label: config.era.version_label.clone(),
+                ingested_at_millis,
+            },
+            upload_part_bytes: config.storage.upload_part_bytes,
+            fetch_concurrency: config.perf.workers,
+            queue_size: if config.perf.queue_size == 0 {
+                config.perf.workers * 2
+            } else {
+                config.perf.queue_size
+            },
+            retry_attempts: config.perf.retry_attempts.max(1),
+            retry_backoff: Duration::from_millis(config.perf.retry_backoff_ms),
+            progress: progress.clone(),
+        });
+        let sequencer = Sequencer {
+            committer,
+            layout,
+            checkpoint: resume.store,
+            hooks,
+            ingested_at,
+            network_passphrase: source.manifest().map(|m| m.network_passphrase.clone()),
+            prior_last_hash,
+            last_committed: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
+        };
+        Ok(Self {
+            env,
+            sequencer,
+            progress,
+            max_in_flight: config.perf.max_in_flight_partitions.max(1),
+        })
+    }
+
+    /// Builds `ranges` concurrently and publishes them in order until done or cancelled.
+    async fn drive(
+        mut self,
+        ranges: impl Iterator<Item = LedgerRange>,
+        cancel: CancellationToken,
+    ) -> Result<RunSummary, RunError> {
+        let env = self.env.clone();
+        let mut builds = futures::stream::iter(ranges)
+            .map(|range| {
+                let env = env.clone();
+                let task = AbortOnDrop(tokio::spawn(build_partition(env, range)));
+                async move { (range, task.await) }
+            })
+            .buffered(self.max_in_flight);
+        let mut interrupted = false;
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => { interrupted = true; break; }
+                item = builds.next() => item,
+            };
+            let Some((range, joined)) = item else { break };
+            let built = joined
+                .unwrap_or_else(|e| {
+                    Err(BuildError::Encoder {
+                        range,
+                        message: e.to_string(),
+                    })
+                })
+                .map_err(|source| RunError::Build { range, source })?;
+            // Publishing is not interrupted half-way: a signal is noticed before the next partition.
+            self.sequencer
+                .publish(built, &self.progress)
+                .await
+                .inspect_err(|e| crate::metrics::partition_failed(e.metric_kind()))?;
+            self.progress.log();
+        }
+        drop(builds);
+        self.progress.finish();
+        Ok(RunSummary {
+            progress: self.progress.snapshot(),
+            last_committed: self.sequencer.last_committed,
+            interrupted,
+        })
+    }
 }
 
 /// The committed partition ending just before `next`, if the grid has one there.
@@ -295,5 +432,48 @@ impl<T> Future for AbortOnDrop<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(start: u32, end: u32, size: u32) -> Config {
+        let mut c = Config::default();
+        c.era.ledger_start = start;
+        c.era.ledger_end = end;
+        c.era.partition_size = size;
+        c
+    }
+
+    #[test]
+    fn a_worker_range_is_whole_grid_partitions_only() {
+        let c = config(2, 101, 10);
+        let got = partitions_in_range(&c, LedgerRange::new(12, 31)).unwrap();
+        assert_eq!(
+            got,
+            vec![LedgerRange::new(12, 21), LedgerRange::new(22, 31)]
+        );
+        for (s, e) in [(13, 31), (12, 30), (92, 111), (2, 102)] {
+            let err = partitions_in_range(&c, LedgerRange::new(s, e)).unwrap_err();
+            assert!(err.to_string().contains("whole partitions"), "{err}");
+        }
+        // The last partition is clipped to ledger_end; the genesis ledger is skipped.
+        let c = config(1, 95, 10);
+        assert_eq!(
+            partitions_in_range(&c, LedgerRange::new(2, 10)).unwrap(),
+            vec![LedgerRange::new(2, 10)]
+        );
+        assert_eq!(
+            partitions_in_range(&c, LedgerRange::new(91, 95)).unwrap(),
+            vec![LedgerRange::new(91, 95)]
+        );
+        // Following the tip: any aligned range of the open grid.
+        let c = config(2, 0, 10);
+        assert_eq!(
+            partitions_in_range(&c, LedgerRange::new(1_002, 1_011)).unwrap(),
+            vec![LedgerRange::new(1_002, 1_011)]
+        );
     }
 }

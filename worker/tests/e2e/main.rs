@@ -16,3 +16,4 @@ mod metrics;
 mod pas;
 mod pas_stream;
 mod verify;
+mod worker_mode;

@@ -1,0 +1,324 @@
+//! Harvest and sequencing: read the committed manifests from storage in ledger order, verify
+//! each one ([`crate::plan::verify_manifest`]), append its audit (PAS) event, and advance the
+//! checkpoint. Storage and the audit log sit behind small traits so the planner's properties can
+//! be tested against in-memory versions with the same semantics.
+//!
+//! Why this is safe to run from any number of operators and after any crash:
+//! * the checkpoint is derived, not trusted: sequencing restarts from `status.checkpoint` (or
+//!   from the first partition when the status is lost) and re-reads storage;
+//! * [`AuditLog::append`] must be idempotent per partition and refuse a second, different event
+//!   for the same partition. With the object-store outbox ([`crate::audit`]: conditional create
+//!   on a key derived from the ledger range) that is what fences two operators: the loser finds
+//!   the winner's event, adopts it if it is identical in substance, and otherwise stops with
+//!   `AuditConflict`.
+
+use std::sync::Arc;
+
+use bronze::partition::LedgerRange;
+use bronze::publish::{Manifest, SealCheck};
+use futures::future::BoxFuture;
+
+use crate::crd::{BronzeBackfillSpec, BronzeBackfillStatus, CheckpointStatus};
+use crate::plan::{Expected, Fault, Grid, ObservedJob, Sequenced, rfc3339, verify_manifest};
+
+/// A storage read that failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReadError {
+    /// A network or server problem (retry later), as opposed to unreadable data.
+    pub transient: bool,
+    pub message: String,
+}
+
+/// A committed partition as found in storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub manifest: Manifest,
+    /// Size of the Parquet file the manifest names, when the store can tell cheaply.
+    pub parquet_size: Option<u64>,
+    /// The manifest file's self-checksum (`manifest_sha256`) against its bytes.
+    pub seal: SealCheck,
+}
+
+/// Read access to the backfill's dataset.
+pub trait DatasetStore: Send + Sync {
+    /// The committed partition of exactly `range`, if any.
+    fn committed(&self, range: LedgerRange) -> BoxFuture<'_, Result<Option<Committed>, ReadError>>;
+    /// The committed partition with the lowest start, if any (to recover `ingestedAt`).
+    fn first_committed(&self) -> BoxFuture<'_, Result<Option<Manifest>, ReadError>>;
+}
+
+/// The newest ledger in the source datastore (follow mode).
+pub trait TipSource: Send + Sync {
+    fn latest_ledger(&self) -> BoxFuture<'_, Result<Option<u32>, ReadError>>;
+}
+
+/// What an audit event records about one committed partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionRecord {
+    pub network: String,
+    pub era_id: String,
+    pub version_label: String,
+    pub range: LedgerRange,
+    /// `<network>/<era>/<version>/ledgers_lcm_raw/range=S-E`
+    pub storage_path: String,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Hash of the event, the new chain head.
+    pub event_hash: String,
+    /// The event was already there (a retry, a restart, or another operator got there first).
+    pub existing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuditError {
+    /// A different event already holds this partition's place in the chain: appending would
+    /// fork it. Never retried automatically.
+    #[error("audit chain conflict at {range}: {message}")]
+    Conflict { range: LedgerRange, message: String },
+    /// The outbox cannot be reached; retried on the next reconcile.
+    #[error("audit outbox unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The audit chain (PAS): one event per committed partition, each linked to the previous one.
+pub trait AuditLog: Send + Sync {
+    /// Makes the log usable before any append: reads the chain back, checks it and re-sends what
+    /// was not delivered. Called at every sequencing, also when there is nothing to append (a
+    /// restarted operator must re-send the last events of a finished backfill). `at` is the
+    /// partition a conflict is reported at.
+    fn ready(&self, _at: LedgerRange) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Appends the event for `record` after `prev_event_hash` (`None` for the first event), or
+    /// returns the event already recorded for this partition when it has the same previous hash
+    /// and the same table checksums. Anything else there is a [`AuditError::Conflict`].
+    fn append<'a>(
+        &'a self,
+        record: &'a PartitionRecord,
+        prev_event_hash: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, AuditError>>;
+
+    /// Where the chain is recorded, for `status.pas.outbox`.
+    fn describe(&self) -> String;
+
+    /// Events recorded but not yet delivered to the endpoint (`None` without delivery).
+    fn undelivered(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Opens the audit log of a backfill (`None` when PAS is disabled). `key` (`namespace/name`)
+/// lets an implementation keep one log per backfill across reconciles.
+pub trait AuditFactory: Send + Sync {
+    fn open(&self, key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>>;
+    /// The backfill is gone: release what [`AuditFactory::open`] kept for it.
+    fn forget(&self, _key: &str) {}
+}
+
+/// Where sequencing resumes: the status's checkpoint and chain head, or nothing after a loss.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SequenceStart {
+    pub checkpoint: Option<CheckpointStatus>,
+    pub chain_head: Option<String>,
+    pub event_count: u64,
+}
+
+impl SequenceStart {
+    pub fn from_status(status: Option<&BronzeBackfillStatus>) -> Self {
+        let Some(status) = status else {
+            return Self::default();
+        };
+        Self {
+            checkpoint: status.checkpoint.clone(),
+            chain_head: status.pas.as_ref().and_then(|p| p.chain_head.clone()),
+            event_count: status.pas.as_ref().map_or(0, |p| p.event_count),
+        }
+    }
+}
+
+/// Sequences the committed partitions after `start`, in ledger order, at most `max_steps` of them.
+pub async fn sequence(
+    spec: &BronzeBackfillSpec,
+    ingested_at: &str,
+    start: SequenceStart,
+    store: &dyn DatasetStore,
+    audit: Option<&dyn AuditLog>,
+    max_steps: usize,
+) -> Sequenced {
+    let grid = Grid::of(spec);
+    let done_through = start.checkpoint.as_ref().map(|c| c.last_committed_ledger);
+    let at = grid
+        .next_partition(done_through)
+        .or_else(|| grid.partition_of(done_through?))
+        .unwrap_or_else(|| LedgerRange::new(spec.ledger_start, spec.ledger_start));
+    let ready = match audit {
+        Some(a) => a.ready(at).await,
+        None => Ok(()),
+    };
+    let mut out = match ready {
+        Ok(()) => sequence_steps(spec, ingested_at, start, store, audit, max_steps).await,
+        Err(e) => {
+            let mut out = Sequenced {
+                checkpoint: start.checkpoint,
+                chain_head: start.chain_head,
+                event_count: start.event_count,
+                outbox: audit.map(|a| a.describe()),
+                ..Default::default()
+            };
+            match e {
+                AuditError::Conflict { range, message } => {
+                    out.fault = Some(Fault {
+                        range,
+                        reason: "AuditConflict",
+                        message,
+                    });
+                }
+                e @ AuditError::Unavailable(_) => out.trouble = Some(e.to_string()),
+            }
+            out
+        }
+    };
+    out.undelivered = audit.and_then(|a| a.undelivered());
+    out
+}
+
+async fn sequence_steps(
+    spec: &BronzeBackfillSpec,
+    ingested_at: &str,
+    start: SequenceStart,
+    store: &dyn DatasetStore,
+    audit: Option<&dyn AuditLog>,
+    max_steps: usize,
+) -> Sequenced {
+    let grid = Grid::of(spec);
+    let mut out = Sequenced {
+        checkpoint: start.checkpoint,
+        chain_head: start.chain_head,
+        event_count: start.event_count,
+        outbox: audit.map(|a| a.describe()),
+        ..Default::default()
+    };
+    for _ in 0..max_steps {
+        let done_through = out.checkpoint.as_ref().map(|c| c.last_committed_ledger);
+        let Some(range) = grid.next_partition(done_through) else {
+            return out; // the bounded range is complete
+        };
+        let committed = match store.committed(range).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                out.waiting_for = Some(range);
+                return out;
+            }
+            Err(e) if e.transient => {
+                out.trouble = Some(format!("reading partition {range}: {e}"));
+                return out;
+            }
+            Err(e) => {
+                out.fault = Some(Fault {
+                    range,
+                    reason: "VerificationFailed",
+                    message: e.message,
+                });
+                return out;
+            }
+        };
+        let prior_hash = out
+            .checkpoint
+            .as_ref()
+            .and_then(|c| c.last_ledger_hash.clone());
+        let expected = Expected {
+            network: &spec.network,
+            era_id: &spec.era_id,
+            version_label: &spec.version_label,
+            ingested_at,
+            prior_hash: prior_hash.as_deref(),
+        };
+        let checkpoint = match verify_manifest(
+            &committed.manifest,
+            &committed.seal,
+            range,
+            &expected,
+            committed.parquet_size,
+        ) {
+            Ok(c) => c,
+            Err(message) => {
+                out.fault = Some(Fault {
+                    range,
+                    reason: "VerificationFailed",
+                    message,
+                });
+                return out;
+            }
+        };
+        if let Some(audit) = audit {
+            let record = PartitionRecord {
+                network: spec.network.clone(),
+                era_id: spec.era_id.clone(),
+                version_label: spec.version_label.clone(),
+                range,
+                storage_path: format!(
+                    "{}/{}/{}/{}/range={range}",
+                    spec.network,
+                    spec.era_id,
+                    spec.version_label,
+                    bronze::config::PRIMARY_TABLE
+                ),
+                manifest: committed.manifest,
+            };
+            match audit.append(&record, out.chain_head.as_deref()).await {
+                Ok(appended) => {
+                    out.chain_head = Some(appended.event_hash);
+                    out.event_count += 1;
+                }
+                Err(AuditError::Conflict { message, .. }) => {
+                    out.fault = Some(Fault {
+                        range,
+                        reason: "AuditConflict",
+                        message,
+                    });
+                    return out;
+                }
+                Err(e @ AuditError::Unavailable(_)) => {
+                    out.trouble = Some(e.to_string());
+                    return out;
+                }
+            }
+        }
+        out.checkpoint = Some(checkpoint);
+        out.newly.push(range);
+    }
+    out.more = grid
+        .next_partition(out.checkpoint.as_ref().map(|c| c.last_committed_ledger))
+        .is_some();
+    out
+}
+
+/// The backfill's fixed `ingested_at`: the spec, else the status, else what committed partitions
+/// carry (a lost status), else what running Jobs were given, else `now` (the first reconcile).
+pub async fn resolve_ingested_at(
+    spec: &BronzeBackfillSpec,
+    status: Option<&BronzeBackfillStatus>,
+    jobs: &[ObservedJob],
+    store: &dyn DatasetStore,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, ReadError> {
+    if let Some(at) = spec
+        .ingested_at
+        .clone()
+        .or_else(|| status.and_then(|s| s.ingested_at.clone()))
+    {
+        return Ok(at);
+    }
+    if let Some(at) = store.first_committed().await?.and_then(|m| m.ingested_at) {
+        return Ok(at);
+    }
+    if let Some(at) = jobs.iter().find_map(|j| j.ingested_at.clone()) {
+        return Ok(at);
+    }
+    Ok(rfc3339(now))
+}

@@ -1,0 +1,619 @@
+//! The worker Job for one range, and reading Jobs back ([`observe`]).
+//!
+//! The worker is configured only through environment variables that `bronze-copier` already
+//! understands ([`worker_env`]); the operator builds its own view of the dataset from the very
+//! same variables ([`worker_config`]), so the two can never disagree about paths or the grid.
+
+use std::collections::BTreeMap;
+
+use bronze::config::{Config, ConfigError, load_config};
+use bronze::partition::LedgerRange;
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use crate::crd::{BronzeBackfill, BronzeBackfillSpec, DatastoreType, SourceMode, StorageBackend};
+use crate::plan::{JobFailure, JobRequest, JobState, ObservedJob, backfill_label};
+
+pub const CONTAINER: &str = "worker";
+pub const LABEL_BACKFILL: &str = "bronze.obsrvr.io/backfill";
+pub const LABEL_RANGE_START: &str = "bronze.obsrvr.io/range-start";
+pub const LABEL_RANGE_END: &str = "bronze.obsrvr.io/range-end";
+pub const LABEL_HARVESTED: &str = "bronze.obsrvr.io/harvested";
+pub const ANNOTATION_RANGE: &str = "bronze.obsrvr.io/range";
+pub const ANNOTATION_ATTEMPT: &str = "bronze.obsrvr.io/attempt";
+pub const ANNOTATION_INGESTED_AT: &str = "bronze.obsrvr.io/ingested-at";
+/// Worker exit codes that fail the Job at once (see `bronze::exit`): config, bad input, conflict.
+pub const NON_RETRYABLE_EXIT_CODES: [i32; 3] = [
+    bronze::exit::CONFIG as i32,
+    bronze::exit::BAD_INPUT as i32,
+    bronze::exit::CONFLICT as i32,
+];
+const GCS_KEY_DIR: &str = "/var/run/secrets/bronze/gcs";
+
+/// The label selector for all Jobs of a backfill.
+pub fn selector(backfill: &str) -> String {
+    format!("{LABEL_BACKFILL}={}", backfill_label(backfill))
+}
+
+/// The worker's environment for `spec` (credentials excluded: see [`build_job`]).
+pub fn worker_env(
+    spec: &BronzeBackfillSpec,
+    ingested_at: &str,
+    copier_id: &str,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(&str, String)> = vec![
+        ("COPIER_ID", copier_id.to_string()),
+        ("NETWORK", spec.network.clone()),
+        ("ERA_ID", spec.era_id.clone()),
+        ("VERSION_LABEL", spec.version_label.clone()),
+        ("LEDGER_START", spec.ledger_start.to_string()),
+        ("LEDGER_END", spec.ledger_end.to_string()),
+        ("PARTITION_SIZE", spec.partition_size.to_string()),
+        ("ALLOW_OVERWRITE", spec.allow_overwrite.to_string()),
+        ("INGESTED_AT", ingested_at.to_string()),
+    ];
+    if let Some(p) = &spec.network_passphrase {
+        env.push(("NETWORK_PASSPHRASE", p.clone()));
+    }
+    let s = &spec.source;
+    env.push((
+        "SOURCE_MODE",
+        match s.mode {
+            SourceMode::Local => "local",
+            SourceMode::Gcs => "gcs",
+            SourceMode::S3 => "s3",
+            SourceMode::Datastore => "datastore",
+        }
+        .into(),
+    ));
+    let optional = [
+        ("SOURCE_LOCAL_PATH", &s.local_path),
+        ("SOURCE_GCS_BUCKET", &s.gcs_bucket),
+        ("SOURCE_GCS_PREFIX", &s.gcs_prefix),
+        ("SOURCE_S3_BUCKET", &s.s3_bucket),
+        ("SOURCE_S3_PREFIX", &s.s3_prefix),
+        ("SOURCE_S3_ENDPOINT", &s.s3_endpoint),
+        ("SOURCE_S3_REGION", &s.s3_region),
+        ("SOURCE_DATASTORE_PATH", &s.datastore_path),
+    ];
+    env.extend(
+        optional
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.clone()?))),
+    );
+    if let Some(t) = s.datastore_type {
+        env.push((
+            "SOURCE_DATASTORE_TYPE",
+            match t {
+                DatastoreType::Gcs => "GCS",
+                DatastoreType::S3 => "S3",
+            }
+            .into(),
+        ));
+    }
+    if let Some(n) = s.ledgers_per_batch {
+        env.push(("SOURCE_LEDGERS_PER_BATCH", n.to_string()));
+    }
+    if let Some(n) = s.batches_per_partition {
+        env.push(("SOURCE_BATCHES_PER_PARTITION", n.to_string()));
+    }
+    let st = &spec.storage;
+    match st.backend {
+        StorageBackend::Local => {
+            env.push(("STORAGE_BACKEND", "local".into()));
+            if let Some(dir) = &st.local_dir {
+                env.push(("STORAGE_LOCAL_DIR", dir.clone()));
+            }
+        }
+        StorageBackend::Gcs => {
+            env.push(("STORAGE_BACKEND", "gcs".into()));
+            if let Some(b) = &st.bucket {
+                env.push(("STORAGE_GCS_BUCKET", b.clone()));
+            }
+        }
+        StorageBackend::S3 => {
+            env.push(("STORAGE_BACKEND", "s3".into()));
+            if let Some(b) = &st.bucket {
+                env.push(("STORAGE_S3_BUCKET", b.clone()));
+            }
+            if let Some(e) = &st.endpoint {
+                env.push(("STORAGE_S3_ENDPOINT", e.clone()));
+            }
+            if let Some(r) = &st.region {
+                env.push(("STORAGE_S3_REGION", r.clone()));
+            }
+        }
+    }
+    // An empty variable counts as unset (and would mean the default `bronze/`): `/` normalizes
+    // to the empty prefix.
+    let prefix = if st.prefix.trim_matches('/').is_empty() {
+        "/".to_string()
+    } else {
+        st.prefix.clone()
+    };
+    env.push(("STORAGE_PREFIX", prefix));
+    env.push(("STORAGE_COMPRESSION", st.compression.as_str().into()));
+    if let Some(level) = st.compression_level {
+        env.push(("STORAGE_COMPRESSION_LEVEL", level.to_string()));
+    }
+    // The operator keeps the checkpoint, the audit chain and the catalog.
+    env.push(("CHECKPOINT_ENABLED", "false".into()));
+    env.push(("PAS_ENABLED", "false".into()));
+    env.push(("LOG_FORMAT", "json".into()));
+    let w = &spec.worker;
+    if let Some(level) = &w.log_level {
+        env.push(("LOG_LEVEL", level.clone()));
+    }
+    if let Some(n) = w.max_in_flight_partitions {
+        env.push(("MAX_IN_FLIGHT_PARTITIONS", n.to_string()));
+    }
+    if let Some(n) = w.workers {
+        env.push(("WORKERS", n.to_string()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The worker's config for `spec`, loaded exactly as the worker loads it (from [`worker_env`]).
+/// The operator opens storage and the datastore with it.
+pub fn worker_config(spec: &BronzeBackfillSpec, ingested_at: &str) -> Result<Config, ConfigError> {
+    let env: BTreeMap<String, String> = worker_env(spec, ingested_at, "bronze-operator")
+        .into_iter()
+        .collect();
+    load_config(None, |k| env.get(k).cloned()).map(|loaded| loaded.config)
+}
+
+fn labels(backfill: &str, range: LedgerRange) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "bronze-worker".into()),
+        ("app.kubernetes.io/part-of".into(), "bronze".into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "bronze-operator".into(),
+        ),
+        (LABEL_BACKFILL.into(), backfill_label(backfill)),
+        (LABEL_RANGE_START.into(), range.start.to_string()),
+        (LABEL_RANGE_END.into(), range.end.to_string()),
+    ])
+}
+
+/// The Job for one range of `backfill`.
+pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &str) -> Job {
+    let name = backfill.metadata.name.clone().unwrap_or_default();
+    let spec = &backfill.spec;
+    let w = &spec.worker;
+    let labels = labels(&name, request.range);
+    let mut env: Vec<EnvVar> = worker_env(spec, ingested_at, &request.name)
+        .into_iter()
+        .map(|(name, value)| EnvVar {
+            name,
+            value: Some(value),
+            ..Default::default()
+        })
+        .collect();
+    let secret_env = |var: &str, secret: &str, key: &str| EnvVar {
+        name: var.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(s3) = &spec.credentials.s3 {
+        env.push(secret_env(
+            "AWS_ACCESS_KEY_ID",
+            &s3.secret_name,
+            &s3.access_key_id_key,
+        ));
+        env.push(secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            &s3.secret_name,
+            &s3.secret_access_key_key,
+        ));
+        if let Some(key) = &s3.session_token_key {
+            env.push(secret_env("AWS_SESSION_TOKEN", &s3.secret_name, key));
+        }
+    }
+    if let Some(gcs) = &spec.credentials.gcs {
+        volumes.push(Volume {
+            name: "gcs-key".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(gcs.secret_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "gcs-key".into(),
+            mount_path: GCS_KEY_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        env.push(EnvVar {
+            name: "GOOGLE_APPLICATION_CREDENTIALS".into(),
+            value: Some(format!("{GCS_KEY_DIR}/{}", gcs.key)),
+            ..Default::default()
+        });
+    }
+    let mut claim = |volume: &str, claim: &Option<String>, path: &Option<String>, read_only| {
+        if let (Some(claim), Some(path)) = (claim, path) {
+            volumes.push(Volume {
+                name: volume.into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: Some(read_only),
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: volume.into(),
+                mount_path: path.clone(),
+                read_only: Some(read_only),
+                ..Default::default()
+            });
+        }
+    };
+    if spec.source.mode == SourceMode::Local {
+        claim(
+            "datastore",
+            &spec.source.volume_claim_name,
+            &spec.source.local_path,
+            true,
+        );
+    }
+    if spec.storage.backend == StorageBackend::Local {
+        claim(
+            "output",
+            &spec.storage.volume_claim_name,
+            &spec.storage.local_dir,
+            false,
+        );
+    }
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(w.image.clone()),
+        image_pull_policy: w.image_pull_policy.map(|p| p.as_str().to_string()),
+        args: Some(vec![
+            "worker".into(),
+            "--range".into(),
+            request.range.to_string(),
+        ]),
+        env: Some(env),
+        resources: w.resources.clone(),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(request.name.clone()),
+            namespace: backfill.metadata.namespace.clone(),
+            labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([
+                (ANNOTATION_RANGE.into(), request.range.to_string()),
+                (ANNOTATION_ATTEMPT.into(), request.attempt.to_string()),
+                (ANNOTATION_INGESTED_AT.into(), ingested_at.to_string()),
+            ])),
+            owner_references: backfill.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(w.backoff_limit),
+            active_deadline_seconds: Some(w.active_deadline_seconds),
+            // A replacement Pod starts only once the failed one is gone: never two writers.
+            pod_replacement_policy: Some("Failed".into()),
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![
+                    PodFailurePolicyRule {
+                        action: "FailJob".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some(CONTAINER.into()),
+                            operator: "In".into(),
+                            values: NON_RETRYABLE_EXIT_CODES.to_vec(),
+                        }),
+                        on_pod_conditions: None,
+                    },
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_exit_codes: None,
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                    },
+                ],
+            }),
+            // Set only when the operator has harvested the Job (see `harvest_patch`).
+            ttl_seconds_after_finished: None,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: w.service_account_name.clone(),
+                    node_selector: w.node_selector.clone(),
+                    tolerations: w.tolerations.clone(),
+                    containers: vec![container],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The merge patch that marks a Job harvested and hands it to the TTL controller.
+pub fn harvest_patch(ttl_seconds: i32) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"labels": {LABEL_HARVESTED: "true"}},
+        "spec": {"ttlSecondsAfterFinished": ttl_seconds},
+    })
+}
+
+/// Reads one of the operator's Jobs back; `None` for a Job without a readable range.
+pub fn observe(job: &Job) -> Option<ObservedJob> {
+    let meta = &job.metadata;
+    let annotations = meta.annotations.clone().unwrap_or_default();
+    let labels = meta.labels.clone().unwrap_or_default();
+    let range = annotations
+        .get(ANNOTATION_RANGE)
+        .and_then(|r| bronze::cli::parse_range(r).ok())
+        .or_else(|| {
+            let start = labels.get(LABEL_RANGE_START)?.parse().ok()?;
+            let end = labels.get(LABEL_RANGE_END)?.parse().ok()?;
+            (start <= end && start > 0).then(|| LedgerRange::new(start, end))
+        })?;
+    let attempt = annotations
+        .get(ANNOTATION_ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1u32)
+        .max(1);
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let true_condition = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    let state = if true_condition("Complete").is_some() {
+        JobState::Succeeded
+    } else if let Some(c) = true_condition("Failed") {
+        let message = c.message.clone().unwrap_or_default();
+        JobState::Failed(JobFailure {
+            reason: c.reason.clone().unwrap_or_default(),
+            exit_code: exit_code_in(&message),
+            message,
+        })
+    } else {
+        JobState::Active
+    };
+    Some(ObservedJob {
+        name: meta.name.clone().unwrap_or_default(),
+        range,
+        attempt,
+        state,
+        harvested: labels.get(LABEL_HARVESTED).is_some_and(|v| v == "true"),
+        ingested_at: annotations.get(ANNOTATION_INGESTED_AT).cloned(),
+    })
+}
+
+/// The exit code in a pod-failure-policy message ("... failed with exit code 3 matching FailJob
+/// rule at index 0").
+fn exit_code_in(message: &str) -> Option<i32> {
+    let rest = &message[message.find("exit code ")? + "exit code ".len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{backfill, spec};
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    #[test]
+    fn worker_env_round_trips_through_the_workers_own_config_loader() {
+        let mut spec = spec();
+        spec.storage.prefix = "".into();
+        spec.storage.compression_level = Some(5);
+        spec.network_passphrase = Some("Custom Net ; 2024".into());
+        spec.worker.workers = Some(16);
+        let config = worker_config(&spec, "2025-01-15T10:00:00Z").unwrap();
+        assert_eq!(config.era.network, spec.network);
+        assert_eq!(config.era.era_id, spec.era_id);
+        assert_eq!(config.era.version_label, spec.version_label);
+        assert_eq!(config.era.ledger_start, spec.ledger_start);
+        assert_eq!(config.era.ledger_end, spec.ledger_end);
+        assert_eq!(config.era.partition_size, spec.partition_size);
+        assert_eq!(
+            config.era.network_passphrase.as_deref(),
+            Some("Custom Net ; 2024")
+        );
+        assert_eq!(
+            config.era.ingested_at.as_deref(),
+            Some("2025-01-15T10:00:00Z")
+        );
+        assert_eq!(config.source.mode, "local");
+        assert_eq!(
+            Some(config.source.local_path.clone()),
+            spec.source.local_path
+        );
+        assert_eq!(config.storage.backend, "local");
+        assert_eq!(config.storage_prefix(), "", "empty prefix survives the env");
+        assert_eq!(config.storage.compression_level, Some(5));
+        assert_eq!(config.perf.workers, 16);
+        assert!(!config.checkpoint.enabled && !config.pas.enabled);
+        assert_eq!(config.logging.format, "json");
+    }
+
+    #[test]
+    fn job_has_owner_labels_failure_policy_and_no_ttl_until_harvested() {
+        let bbf = backfill("pubnet-p23", spec());
+        let request = JobRequest {
+            name: "pubnet-p23-2-1001".into(),
+            range: LedgerRange::new(2, 1001),
+            attempt: 2,
+        };
+        let job = build_job(&bbf, &request, "2025-01-15T10:00:00Z");
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "BronzeBackfill");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(owner.uid, bbf.metadata.uid.clone().unwrap());
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_BACKFILL], "pubnet-p23");
+        assert_eq!(labels[LABEL_RANGE_START], "2");
+        let js = job.spec.as_ref().unwrap();
+        assert_eq!(js.backoff_limit, Some(3));
+        assert!(js.active_deadline_seconds.is_some());
+        assert_eq!(js.ttl_seconds_after_finished, None);
+        let rules = &js.pod_failure_policy.as_ref().unwrap().rules;
+        assert_eq!(rules[0].action, "FailJob");
+        assert_eq!(
+            rules[0].on_exit_codes.as_ref().unwrap().values,
+            vec![2, 3, 4]
+        );
+        assert_eq!(rules[1].action, "Ignore");
+        let pod = js.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &vec!["worker".to_string(), "--range".into(), "2-1001".into()]
+        );
+        let env = c.env.as_ref().unwrap();
+        let get = |k: &str| {
+            env.iter()
+                .find(|e| e.name == k)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(get("INGESTED_AT").as_deref(), Some("2025-01-15T10:00:00Z"));
+        assert_eq!(get("COPIER_ID").as_deref(), Some("pubnet-p23-2-1001"));
+        // Read back, it is the same range and attempt.
+        let seen = observe(&job).unwrap();
+        assert_eq!(seen.range, request.range);
+        assert_eq!(seen.attempt, 2);
+        assert_eq!(seen.state, JobState::Active);
+        assert_eq!(seen.ingested_at.as_deref(), Some("2025-01-15T10:00:00Z"));
+    }
+
+    #[test]
+    fn credentials_come_from_secrets_and_local_paths_from_claims() {
+        let mut spec = spec();
+        spec.credentials.s3 = Some(crate::crd::S3CredentialsRef {
+            secret_name: "s3-keys".into(),
+            access_key_id_key: "id".into(),
+            secret_access_key_key: "secret".into(),
+            session_token_key: None,
+        });
+        spec.credentials.gcs = Some(crate::crd::GcsCredentialsRef {
+            secret_name: "gcs-key".into(),
+            key: "sa.json".into(),
+        });
+        spec.source.volume_claim_name = Some("ledgers".into());
+        let job = build_job(
+            &backfill("b", spec),
+            &JobRequest {
+                name: "b-2-11".into(),
+                range: LedgerRange::new(2, 11),
+                attempt: 1,
+            },
+            "2025-01-15T10:00:00Z",
+        );
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let env = c.env.as_ref().unwrap();
+        let id = env.iter().find(|e| e.name == "AWS_ACCESS_KEY_ID").unwrap();
+        let sel = id
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("s3-keys", "id"));
+        assert!(
+            env.iter()
+                .any(|e| e.name == "GOOGLE_APPLICATION_CREDENTIALS"
+                    && e.value.as_deref() == Some("/var/run/secrets/bronze/gcs/sa.json"))
+        );
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "datastore" && m.read_only == Some(true))
+        );
+        assert!(pod.volumes.unwrap().iter().any(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|p| p.claim_name == "ledgers")
+        }));
+    }
+
+    fn finished(job: &mut Job, type_: &str, reason: &str, message: &str) {
+        job.status = Some(JobStatus {
+            conditions: Some(vec![JobCondition {
+                type_: type_.into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn failures_are_classified_by_the_workers_exit_code() {
+        let bbf = backfill("b", spec());
+        let request = JobRequest {
+            name: "b-2-11".into(),
+            range: LedgerRange::new(2, 11),
+            attempt: 1,
+        };
+        let mut job = build_job(&bbf, &request, "2025-01-15T10:00:00Z");
+        finished(
+            &mut job,
+            "Failed",
+            "PodFailurePolicy",
+            "Container worker for pod ns/b-2-11-x failed with exit code 3 matching FailJob rule at index 0",
+        );
+        let JobState::Failed(f) = observe(&job).unwrap().state else {
+            panic!()
+        };
+        assert_eq!(f.exit_code, Some(3));
+        assert_eq!(f.kind(), "BadInput");
+        assert!(!f.retryable());
+        finished(
+            &mut job,
+            "Failed",
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        );
+        let JobState::Failed(f) = observe(&job).unwrap().state else {
+            panic!()
+        };
+        assert!(f.retryable());
+        finished(&mut job, "Complete", "", "");
+        assert_eq!(observe(&job).unwrap().state, JobState::Succeeded);
+    }
+}

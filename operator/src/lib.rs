@@ -1,0 +1,58 @@
+//! `bronze-operator`: reconciles `BronzeBackfill` resources into one worker Job per partition
+//! range and sequences their commits (checkpoint, audit chain) in the resource's status.
+//!
+//! One module per job: [`crd`] (the resource), [`plan`] (pure decisions), [`chain`] (reading and
+//! verifying committed partitions in ledger order), [`audit`] (the PAS chain, written with the
+//! worker's PAS module), [`job`] (the worker Job),
+//! [`reconcile`] (Kubernetes I/O), [`storage`] (object stores, via the worker library),
+//! [`leader`] (optional Lease), [`metrics`] and [`http`] (health, readiness, metrics endpoint).
+
+pub mod audit;
+pub mod chain;
+pub mod crd;
+pub mod http;
+pub mod job;
+pub mod leader;
+pub mod metrics;
+pub mod plan;
+pub mod reconcile;
+pub mod storage;
+
+#[cfg(test)]
+mod fixtures;
+
+/// Makes rustls use aws-lc-rs, the provider object_store (reqwest) already links, as the process
+/// default. Harmless when a default is already installed. Call before building any client.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    /// kube (hyper-rustls) and object_store (reqwest) share one rustls with aws-lc-rs: both
+    /// clients build in one process, with aws-lc-rs as the process default provider.
+    #[tokio::test]
+    async fn kube_and_object_store_clients_build_with_one_crypto_provider() {
+        super::install_crypto_provider();
+        let provider = rustls::crypto::CryptoProvider::get_default().expect("a default provider");
+        let aws_lc = rustls::crypto::aws_lc_rs::default_provider();
+        let names = |p: &rustls::crypto::CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(provider), names(&aws_lc));
+        let config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        kube::Client::try_from(config).expect("kube client with rustls");
+        bronze::store::s3(
+            "storage.s3_bucket",
+            "bucket",
+            "",
+            "https://127.0.0.1:9000",
+            "us-east-1",
+            &bronze::config::PerfConfig::default(),
+        )
+        .expect("object_store client");
+    }
+}

@@ -1,0 +1,1032 @@
+//! Planning, as pure functions: from the spec, the previous status, what the sequencer just did
+//! (see [`crate::chain`]) and the observed Jobs, decide which Jobs to create, delete or harvest,
+//! and compute the whole new status. Nothing here does I/O or reads a clock.
+//!
+//! Rules (each has a test below or a property in `tests/planner_props.rs`):
+//! * The job grid: Job `j` covers partitions `[j·partitionsPerJob, (j+1)·partitionsPerJob)` of the
+//!   partition grid (clipped to the range), so a range always maps to the same Job name.
+//! * At most `maxConcurrentJobs` Jobs are active; new Jobs go to the lowest unfinished ranges that
+//!   have no Job. In follow mode a Job is planned only once the datastore tip covers its range.
+//! * A failed Job is retried (deleted, then recreated with the next attempt number) only when its
+//!   failure is retryable and attempts are left; bad input, conflicts and config errors (worker
+//!   exit codes 2, 3, 4) are never retried: the range is reported Failed and no new Jobs start
+//!   until the user deletes the failed Job (which means "try again").
+//! * A Job is harvested (labelled, TTL set) only when all its partitions are sequenced.
+//! * `suspend` stops creating Jobs; running ones finish.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bronze::partition::{LedgerRange, PartitionGrid};
+use bronze::publish::{Manifest, SealCheck};
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{
+    BronzeBackfillSpec, BronzeBackfillStatus, CheckpointStatus, Condition, FailedRange, PasStatus,
+    Phase, ProgressStatus, RunningRange,
+};
+
+/// Condition types, always all present, in this order.
+pub const CONDITION_TYPES: [&str; 4] = ["Progressing", "Complete", "Degraded", "Suspended"];
+
+/// The partition grid of a spec and the job grid on top of it, with index arithmetic: a grid can
+/// hold billions of partitions, and nothing here walks all of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Grid {
+    partitions: PartitionGrid,
+    anchor: u32,
+    size: u32,
+    per_job: u64,
+}
+
+impl Grid {
+    pub fn of(spec: &BronzeBackfillSpec) -> Self {
+        Self {
+            partitions: PartitionGrid::new(
+                spec.ledger_start,
+                spec.ledger_end,
+                spec.partition_size.max(1),
+            ),
+            anchor: spec.ledger_start,
+            size: spec.partition_size.max(1),
+            per_job: u64::from(spec.partitions_per_job.max(1)),
+        }
+    }
+
+    pub fn first_ledger(&self) -> u32 {
+        self.partitions.first_ledger()
+    }
+
+    /// `None` when following the tip.
+    pub fn last_ledger(&self) -> Option<u32> {
+        self.partitions.last_ledger()
+    }
+
+    pub fn partition_of(&self, seq: u32) -> Option<LedgerRange> {
+        self.partitions.partition_of(seq)
+    }
+
+    fn index_of(&self, seq: u32) -> u64 {
+        u64::from(seq.saturating_sub(self.anchor)) / u64::from(self.size)
+    }
+
+    /// Partition number `index` of the grid (clipped like the grid clips it).
+    fn partition(&self, index: u64) -> Option<LedgerRange> {
+        let start = u64::from(self.anchor) + index * u64::from(self.size);
+        let start = u32::try_from(start).ok()?.max(self.first_ledger());
+        self.partition_of(start)
+            .filter(|p| self.index_of(p.start) == index)
+    }
+
+    /// The partition after the one ending at `done_through` (or the first), if the grid has one.
+    pub fn next_partition(&self, done_through: Option<u32>) -> Option<LedgerRange> {
+        match done_through {
+            None => self.partition_of(self.first_ledger()),
+            Some(last) => self.partition_of(last.checked_add(1)?),
+        }
+    }
+
+    /// The Job range holding `partition`: whole partitions of one job-grid cell.
+    pub fn job_range_of(&self, partition: LedgerRange) -> LedgerRange {
+        let cell = self.index_of(partition.start) / self.per_job;
+        let first = (cell * self.per_job).max(self.index_of(self.first_ledger()));
+        let mut last = cell * self.per_job + self.per_job - 1;
+        if let Some(end) = self.last_ledger() {
+            last = last.min(self.index_of(end));
+        }
+        let start = self.partition(first).map_or(partition.start, |p| p.start);
+        // The cell may run past u32::MAX (open grid near the top): clip to the last partition.
+        let end = (first..=last)
+            .rev()
+            .find_map(|i| self.partition(i))
+            .map_or(partition.end, |p| p.end);
+        LedgerRange::new(start, end)
+    }
+
+    /// Partitions from the first through the one ending at `through`.
+    pub fn partitions_through(&self, through: Option<u32>) -> u64 {
+        match through {
+            Some(t) if t >= self.first_ledger() => {
+                self.index_of(t) + 1 - self.index_of(self.first_ledger())
+            }
+            _ => 0,
+        }
+    }
+
+    /// Partitions in a bounded grid; `None` when following the tip.
+    pub fn total_partitions(&self) -> Option<u64> {
+        self.last_ledger().map(|l| self.partitions_through(Some(l)))
+    }
+}
+
+/// What the operator sees of one of its Jobs (see [`crate::job::observe`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedJob {
+    pub name: String,
+    pub range: LedgerRange,
+    pub attempt: u32,
+    pub state: JobState,
+    /// Already labelled harvested (its partitions were sequenced, its TTL set).
+    pub harvested: bool,
+    /// The `ingested_at` the Job's worker writes.
+    pub ingested_at: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobState {
+    Active,
+    Succeeded,
+    Failed(JobFailure),
+}
+
+/// Why a Job failed, from its `Failed` condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobFailure {
+    /// The condition's reason: PodFailurePolicy, BackoffLimitExceeded, DeadlineExceeded, ...
+    pub reason: String,
+    pub message: String,
+    /// The worker's exit code, when the pod failure policy matched it.
+    pub exit_code: Option<i32>,
+}
+
+impl JobFailure {
+    /// The status reason: the worker's exit code class, else the Job's reason.
+    pub fn kind(&self) -> &'static str {
+        match self.exit_code {
+            Some(2) => "Config",
+            Some(3) => "BadInput",
+            Some(4) => "Conflict",
+            _ => match self.reason.as_str() {
+                "PodFailurePolicy" => "BadInput",
+                "DeadlineExceeded" => "DeadlineExceeded",
+                _ => "Retryable",
+            },
+        }
+    }
+
+    /// Whether another Job may succeed: bad input, conflicts and config errors never will.
+    pub fn retryable(&self) -> bool {
+        !matches!(self.kind(), "Config" | "BadInput" | "Conflict")
+    }
+}
+
+/// A committed partition that cannot be sequenced: the backfill stops there until it is fixed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    pub range: LedgerRange,
+    /// VerificationFailed or AuditConflict.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the sequencer did in this reconcile (see [`crate::chain::sequence`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sequenced {
+    pub checkpoint: Option<CheckpointStatus>,
+    pub chain_head: Option<String>,
+    pub event_count: u64,
+    /// Where the audit chain is recorded; `None` when PAS is off.
+    pub outbox: Option<String>,
+    /// Audit events not yet delivered to the endpoint (`None` without delivery).
+    pub undelivered: Option<u64>,
+    /// Partitions sequenced in this reconcile, in order.
+    pub newly: Vec<LedgerRange>,
+    /// The next partition to sequence, not committed yet.
+    pub waiting_for: Option<LedgerRange>,
+    pub fault: Option<Fault>,
+    /// A transient problem (storage or audit outbox unreachable); retried on the next reconcile.
+    pub trouble: Option<String>,
+    /// Stopped at the per-reconcile limit with more to do.
+    pub more: bool,
+}
+
+/// Everything the planner looks at.
+#[derive(Clone, Debug)]
+pub struct PlanInput<'a> {
+    pub name: &'a str,
+    pub spec: &'a BronzeBackfillSpec,
+    pub generation: Option<i64>,
+    pub previous: Option<&'a BronzeBackfillStatus>,
+    pub ingested_at: &'a str,
+    pub sequenced: &'a Sequenced,
+    pub jobs: &'a [ObservedJob],
+    /// Follow mode: the newest ledger in the datastore, if known.
+    pub tip: Option<u32>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRequest {
+    pub name: String,
+    pub range: LedgerRange,
+    pub attempt: u32,
+}
+
+/// A Kubernetes Event to publish after the status is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub create: Vec<JobRequest>,
+    /// Jobs to delete (failed ones to retry, Jobs outside the range).
+    pub delete: Vec<String>,
+    /// Jobs whose partitions are all sequenced: label them and set their TTL.
+    pub harvest: Vec<String>,
+    pub status: BronzeBackfillStatus,
+    pub events: Vec<Note>,
+    pub requeue: Duration,
+}
+
+/// Deterministic Job name for a range: `<backfill>-<start>-<end>`, at most 63 characters. Long or
+/// dotted backfill names are shortened and get a hash of the full name, so names stay unique.
+pub fn job_name(backfill: &str, range: LedgerRange) -> String {
+    let suffix = format!("-{}-{}", range.start, range.end);
+    let clean: String = backfill
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if clean == backfill && clean.len() + suffix.len() <= 63 {
+        return format!("{clean}{suffix}");
+    }
+    let hash = short_hash(backfill);
+    let room = 63 - suffix.len() - hash.len() - 1;
+    let prefix = clean[..clean.len().min(room)].trim_end_matches('-');
+    format!("{prefix}-{hash}{suffix}")
+}
+
+/// A label value naming the backfill (label values hold at most 63 characters).
+pub fn backfill_label(backfill: &str) -> String {
+    if backfill.len() <= 63 {
+        return backfill.to_string();
+    }
+    let hash = short_hash(backfill);
+    let prefix = backfill[..63 - hash.len() - 1].trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}")
+}
+
+fn short_hash(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..4])
+}
+
+/// What a manifest must say to be sequenced after the checkpoint.
+#[derive(Clone, Debug)]
+pub struct Expected<'a> {
+    pub network: &'a str,
+    pub era_id: &'a str,
+    pub version_label: &'a str,
+    pub ingested_at: &'a str,
+    /// Hash of the ledger before the partition, when known.
+    pub prior_hash: Option<&'a str>,
+}
+
+/// Verifies a committed partition's manifest before it is sequenced: the right range and dataset,
+/// a well-formed checksum, one row per ledger, chain hashes that link to the previous partition,
+/// the backfill's `ingested_at`, and (when known) the Parquet file's size. Returns the checkpoint
+/// it moves to.
+pub fn verify_manifest(
+    manifest: &Manifest,
+    seal: &SealCheck,
+    range: LedgerRange,
+    expected: &Expected,
+    parquet_size: Option<u64>,
+) -> Result<CheckpointStatus, String> {
+    match seal {
+        SealCheck::Valid => {}
+        SealCheck::Absent => {
+            return Err(
+                "manifest has no manifest_sha256 self-checksum (worker Jobs always write one)"
+                    .to_string(),
+            );
+        }
+        SealCheck::Mismatch { recorded, computed } => {
+            return Err(format!(
+                "manifest_sha256 is {recorded} but the file hashes to {computed}: the manifest was changed after it was written"
+            ));
+        }
+    }
+    if manifest.range() != range {
+        return Err(format!(
+            "manifest describes {} instead of {range}",
+            manifest.range()
+        ));
+    }
+    let p = &manifest.partition;
+    let want = (expected.network, expected.era_id, expected.version_label);
+    if (p.network.as_str(), p.era_id.as_str(), p.version.as_str()) != want {
+        return Err(format!(
+            "manifest belongs to {}/{}/{}, not {}/{}/{}",
+            p.network, p.era_id, p.version, want.0, want.1, want.2
+        ));
+    }
+    let table = manifest
+        .primary()
+        .ok_or_else(|| "manifest has no ledgers_lcm_raw table".to_string())?;
+    if !is_hex_hash(table.checksum.strip_prefix("sha256:").unwrap_or("")) {
+        return Err(format!(
+            "checksum {:?} is not sha256:<64 hex>",
+            table.checksum
+        ));
+    }
+    if table.row_count != range.len() {
+        return Err(format!(
+            "{} rows for {} ledgers",
+            table.row_count,
+            range.len()
+        ));
+    }
+    if let Some(size) = parquet_size
+        && size != table.byte_size
+    {
+        return Err(format!(
+            "Parquet file {} is {size} bytes, the manifest says {}",
+            table.file, table.byte_size
+        ));
+    }
+    let chain = manifest
+        .chain
+        .as_ref()
+        .ok_or_else(|| "manifest has no chain hashes".to_string())?;
+    if !is_hex_hash(&chain.last_ledger_hash) || !is_hex_hash(&chain.previous_ledger_hash) {
+        return Err("chain hashes are not 64 hex digits".to_string());
+    }
+    if let Some(prior) = expected.prior_hash
+        && !chain.previous_ledger_hash.eq_ignore_ascii_case(prior)
+    {
+        return Err(format!(
+            "ledger {} links to previous hash {} but ledger {} has hash {prior}",
+            range.start,
+            chain.previous_ledger_hash,
+            range.start.saturating_sub(1)
+        ));
+    }
+    let millis = |t: &str| bronze::time::rfc3339_to_millis(t);
+    match manifest.ingested_at.as_deref() {
+        Some(found) if millis(found).is_some() && millis(found) == millis(expected.ingested_at) => {
+        }
+        found => {
+            return Err(format!(
+                "ingested_at is {found:?}, the backfill's is {:?}",
+                expected.ingested_at
+            ));
+        }
+    }
+    Ok(CheckpointStatus {
+        last_committed_ledger: range.end,
+        partition_start: range.start,
+        partition_end: range.end,
+        checksum: table.checksum.clone(),
+        last_ledger_hash: Some(chain.last_ledger_hash.to_ascii_lowercase()),
+    })
+}
+
+fn is_hex_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn overlaps(a: LedgerRange, b: LedgerRange) -> bool {
+    a.start <= b.end && b.start <= a.end
+}
+
+fn parse_range(text: &str) -> Option<LedgerRange> {
+    let (s, e) = text.split_once('-')?;
+    let (s, e) = (s.parse().ok()?, e.parse().ok()?);
+    (s <= e).then(|| LedgerRange::new(s, e))
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Reasons recorded for Job failures (as opposed to faults found in storage).
+fn is_job_failure(reason: &str) -> bool {
+    !matches!(reason, "VerificationFailed" | "AuditConflict")
+}
+
+/// Plans one reconcile.
+pub fn plan(input: &PlanInput) -> Plan {
+    let spec = input.spec;
+    let grid = Grid::of(spec);
+    let seq = input.sequenced;
+    let done_through = seq.checkpoint.as_ref().map(|c| c.last_committed_ledger);
+    let is_done = |r: LedgerRange| done_through.is_some_and(|d| r.end <= d);
+    let max_attempts = spec.worker.max_attempts.max(1);
+    let previous = input.previous.cloned().unwrap_or_default();
+    let previous_failures: BTreeMap<LedgerRange, &FailedRange> = previous
+        .failed_partitions
+        .iter()
+        .filter_map(|f| Some((parse_range(&f.range)?, f)))
+        .collect();
+
+    let mut create = Vec::new();
+    let mut delete = Vec::new();
+    let mut harvest = Vec::new();
+    let mut events = Vec::new();
+    if input.spec.catalog.is_some() && input.previous.is_none() {
+        // Said once, at the first reconcile (or after a status loss), rather than ignored quietly.
+        events.push(Note {
+            warning: true,
+            reason: "CatalogNotWritten",
+            message: "spec.catalog is accepted but the operator does not write catalog rows yet"
+                .into(),
+        });
+    }
+    let mut running = Vec::new();
+    let mut failed: Vec<(LedgerRange, FailedRange)> = Vec::new();
+    // Ranges that must not get a new Job now (a Job exists or is being deleted).
+    let mut occupied: Vec<LedgerRange> = Vec::new();
+    // The attempt number of the next Job for a range whose previous Job failed retryably.
+    let mut next_attempt: BTreeMap<LedgerRange, u32> = BTreeMap::new();
+    let mut active = 0u32;
+    // The lowest range that failed for good: nothing from there on gets a Job.
+    let mut blocked_at: Option<u32> = None;
+    let mut block = |at: u32| blocked_at = Some(blocked_at.map_or(at, |b: u32| b.min(at)));
+
+    let mut jobs: Vec<&ObservedJob> = input.jobs.iter().collect();
+    jobs.sort_by_key(|j| (j.range, j.attempt));
+    for job in jobs {
+        let outside = grid
+            .last_ledger()
+            .is_some_and(|last| job.range.start > last);
+        match &job.state {
+            _ if outside => {
+                // The range shrank under it (ledgerEnd lowered): nothing of it is wanted.
+                delete.push(job.name.clone());
+                occupied.push(job.range);
+            }
+            JobState::Active => {
+                active += 1;
+                occupied.push(job.range);
+                running.push(RunningRange {
+                    range: job.range.to_string(),
+                    job: job.name.clone(),
+                    attempt: job.attempt,
+                });
+            }
+            JobState::Succeeded if is_done(job.range) => {
+                if !job.harvested {
+                    harvest.push(job.name.clone());
+                }
+            }
+            JobState::Succeeded => {
+                let lost = seq.fault.is_none()
+                    && seq.waiting_for.is_some_and(|w| job.range.contains(w.start));
+                if !lost {
+                    occupied.push(job.range); // committed ahead; waits for earlier ranges
+                    continue;
+                }
+                // It says done, yet its first unsequenced partition has no manifest: the data
+                // was removed (or never written). Run the range again.
+                let retry = job.attempt < max_attempts;
+                let message = format!(
+                    "Job {} completed but partition {} has no committed manifest",
+                    job.name,
+                    seq.waiting_for.map(|w| w.to_string()).unwrap_or_default()
+                );
+                record_failure(
+                    &mut failed,
+                    &mut events,
+                    &previous_failures,
+                    job,
+                    "MissingManifest",
+                    message,
+                    None,
+                    retry,
+                );
+                occupied.push(job.range);
+                if retry {
+                    delete.push(job.name.clone());
+                    next_attempt.insert(job.range, job.attempt + 1);
+                } else {
+                    block(job.range.start);
+                }
+            }
+            JobState::Failed(_) if is_done(job.range) => {
+                // Its partitions got committed and sequenced anyway (a later attempt).
+                if !job.harvested {
+                    harvest.push(job.name.clone());
+                }
+            }
+            JobState::Failed(failure) => {
+                let retry = failure.retryable() && job.attempt < max_attempts;
+                let message = if failure.message.is_empty() {
+                    failure.reason.clone()
+                } else {
+                    failure.message.clone()
+                };
+                record_failure(
+                    &mut failed,
+                    &mut events,
+                    &previous_failures,
+                    job,
+                    failure.kind(),
+                    message,
+                    failure.exit_code,
+                    retry,
+                );
+                occupied.push(job.range);
+                if retry {
+                    delete.push(job.name.clone());
+                    next_attempt.insert(job.range, job.attempt + 1);
+                } else {
+                    block(job.range.start);
+                }
+            }
+        }
+    }
+
+    // Retries decided in an earlier reconcile whose Job is gone now: carry the attempt count.
+    // A final failure whose Job is gone was cleared by the user (deleting the Job = try again).
+    for (range, record) in &previous_failures {
+        let job_gone = !input.jobs.iter().any(|j| overlaps(j.range, *range));
+        if job_gone && record.retrying && is_job_failure(&record.reason) && !is_done(*range) {
+            next_attempt
+                .entry(*range)
+                .or_insert(record.attempts.saturating_add(1));
+            failed.push((*range, (*record).clone()));
+        }
+    }
+
+    if let Some(fault) = &seq.fault {
+        block(fault.range.start);
+        let new = !previous_failures
+            .get(&fault.range)
+            .is_some_and(|f| f.reason == fault.reason && f.message == fault.message);
+        if new {
+            events.push(Note {
+                warning: true,
+                reason: fault.reason,
+                message: format!("partition {}: {}", fault.range, fault.message),
+            });
+        }
+        failed.push((
+            fault.range,
+            FailedRange {
+                range: fault.range.to_string(),
+                job: String::new(),
+                reason: fault.reason.to_string(),
+                message: fault.message.clone(),
+                exit_code: None,
+                attempts: 0,
+                retrying: false,
+            },
+        ));
+    }
+
+    // New Jobs: the lowest unfinished ranges without a Job, up to the concurrency cap.
+    let horizon = if spec.follows_tip() {
+        input.tip
+    } else {
+        grid.last_ledger()
+    };
+    if !spec.suspend
+        && let Some(horizon) = horizon
+    {
+        let mut slots = spec.max_concurrent_jobs.max(1).saturating_sub(active);
+        let mut cursor = grid.next_partition(done_through);
+        // Bounded look-ahead past ranges that already have Jobs.
+        let mut looked = 0;
+        while slots > 0 && looked < 10_000 {
+            let Some(partition) = cursor else { break };
+            let range = grid.job_range_of(partition);
+            if range.end > horizon {
+                break; // follow mode: the tip does not cover this range yet
+            }
+            if blocked_at.is_some_and(|b| range.end >= b) {
+                break; // ranges below a final failure still run; nothing from it on
+            }
+            if !occupied.iter().any(|o| overlaps(*o, range)) {
+                let attempt = next_attempt.get(&range).copied().unwrap_or(1);
+                let name = job_name(input.name, range);
+                running.push(RunningRange {
+                    range: range.to_string(),
+                    job: name.clone(),
+                    attempt,
+                });
+                failed.retain(|(r, _)| *r != range);
+                create.push(JobRequest {
+                    name,
+                    range,
+                    attempt,
+                });
+                slots -= 1;
+            }
+            looked += 1;
+            cursor = range.end.checked_add(1).and_then(|n| grid.partition_of(n));
+        }
+    }
+    if !create.is_empty() {
+        let ranges: Vec<String> = create.iter().take(8).map(|c| c.range.to_string()).collect();
+        let more = create.len().saturating_sub(ranges.len());
+        events.push(Note {
+            warning: false,
+            reason: "JobsCreated",
+            message: format!(
+                "created {} Job(s) for ranges {}{}",
+                create.len(),
+                ranges.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+    if let (Some(first), Some(last)) = (seq.newly.first(), seq.newly.last()) {
+        events.push(Note {
+            warning: false,
+            reason: "Committed",
+            message: format!(
+                "sequenced {} partition(s) {}-{}; checkpoint at ledger {}",
+                seq.newly.len(),
+                first.start,
+                last.end,
+                last.end
+            ),
+        });
+    }
+
+    failed.sort_by_key(|(r, _)| *r);
+    failed.dedup_by_key(|(r, _)| *r);
+    running.sort_by_key(|r| parse_range(&r.range));
+
+    let waiting = input
+        .jobs
+        .iter()
+        .any(|j| j.state == JobState::Succeeded && !is_done(j.range));
+    let finished = grid.last_ledger().is_some() && grid.next_partition(done_through).is_none();
+    let in_flight = active > 0 || !create.is_empty();
+    let blocked = blocked_at.is_some();
+    let (phase, message) = if blocked {
+        let (range, f) = failed
+            .iter()
+            .find(|(_, f)| !f.retrying)
+            .cloned()
+            .unwrap_or_else(|| (LedgerRange::new(0, 0), fallback_failure()));
+        (
+            Phase::Failed,
+            format!(
+                "partition {range} failed ({}): {}; delete the failed Job (or fix the data) to try again",
+                f.reason, f.message
+            ),
+        )
+    } else if finished {
+        (
+            Phase::Succeeded,
+            format!(
+                "all {} partitions committed",
+                grid.total_partitions().unwrap_or(0)
+            ),
+        )
+    } else if spec.suspend {
+        (
+            Phase::Suspended,
+            if active > 0 {
+                format!("suspended; {active} running Job(s) finishing")
+            } else {
+                "suspended".to_string()
+            },
+        )
+    } else if spec.follows_tip() && !in_flight && !waiting && !seq.more {
+        (
+            Phase::Following,
+            match input.tip {
+                Some(tip) => format!("caught up with the datastore tip (ledger {tip})"),
+                None => "waiting for the datastore tip".to_string(),
+            },
+        )
+    } else if done_through.is_none() && !in_flight && !waiting {
+        (Phase::Pending, "nothing started yet".to_string())
+    } else {
+        (
+            Phase::Running,
+            format!("{} Job(s) running", active as usize + create.len()),
+        )
+    };
+    if previous.phase != Some(phase) {
+        let note = match phase {
+            Phase::Suspended => Some((false, "Suspended")),
+            Phase::Succeeded => Some((false, "Succeeded")),
+            Phase::Failed => Some((true, "Failed")),
+            Phase::Following => Some((false, "CaughtUp")),
+            Phase::Running if previous.phase == Some(Phase::Suspended) => Some((false, "Resumed")),
+            _ => None,
+        };
+        if let Some((warning, reason)) = note {
+            events.push(Note {
+                warning,
+                reason,
+                message: message.clone(),
+            });
+        }
+    }
+    if let Some(trouble) = &seq.trouble {
+        let known = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.message == *trouble);
+        if !known {
+            events.push(Note {
+                warning: true,
+                reason: "StorageUnavailable",
+                message: trouble.clone(),
+            });
+        }
+    }
+
+    // Progress and rate.
+    let committed = grid.partitions_through(done_through);
+    let total = grid.total_partitions();
+    let percent = total.map(|t| {
+        committed
+            .saturating_mul(100)
+            .checked_div(t)
+            .map_or(100, |p| p as u32)
+    });
+    let summary = match (total, percent) {
+        (Some(t), Some(p)) => format!("{committed}/{t} ({p}%)"),
+        _ => format!("{committed}/-"),
+    };
+    let last_ledger = done_through;
+    let (started_at, started_from) = match &previous.progress {
+        Some(p) => (p.started_at.clone(), p.started_from_ledger),
+        None => (
+            rfc3339(input.now),
+            last_ledger.unwrap_or(grid.first_ledger().saturating_sub(1)),
+        ),
+    };
+    let ledgers_per_second = DateTime::parse_from_rfc3339(&started_at)
+        .ok()
+        .map(|t| (input.now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
+        .filter(|secs| *secs >= 1.0)
+        .map(|secs| {
+            let ledgers = f64::from(
+                last_ledger
+                    .unwrap_or(started_from)
+                    .saturating_sub(started_from),
+            );
+            (ledgers / secs * 100.0).round() / 100.0
+        });
+
+    let degraded = failed.first().map(|(r, f)| {
+        (
+            if f.retrying {
+                "Retrying"
+            } else {
+                "PartitionFailed"
+            },
+            format!("partition {r}: {} ({})", f.message, f.reason),
+        )
+    });
+    let conditions = vec![
+        condition(
+            &previous,
+            "Progressing",
+            in_flight || seq.more || (waiting && !blocked),
+            match phase {
+                Phase::Running => ("JobsRunning", message.clone()),
+                _ => (phase.as_str(), message.clone()),
+            },
+            input,
+        ),
+        condition(
+            &previous,
+            "Complete",
+            phase == Phase::Succeeded,
+            (
+                if phase == Phase::Succeeded {
+                    "Succeeded"
+                } else {
+                    "InProgress"
+                },
+                String::new(),
+            ),
+            input,
+        ),
+        condition(
+            &previous,
+            "Degraded",
+            degraded.is_some() || seq.trouble.is_some(),
+            match (&degraded, &seq.trouble) {
+                (Some((reason, msg)), _) => (*reason, msg.clone()),
+                (None, Some(trouble)) => ("StorageUnavailable", trouble.clone()),
+                (None, None) => ("Healthy", String::new()),
+            },
+            input,
+        ),
+        condition(
+            &previous,
+            "Suspended",
+            spec.suspend,
+            (
+                if spec.suspend {
+                    "SpecSuspend"
+                } else {
+                    "NotSuspended"
+                },
+                String::new(),
+            ),
+            input,
+        ),
+    ];
+
+    let status = BronzeBackfillStatus {
+        phase: Some(phase),
+        message: Some(message),
+        observed_generation: input.generation,
+        conditions,
+        ingested_at: Some(input.ingested_at.to_string()),
+        checkpoint: seq.checkpoint.clone(),
+        pas: seq.outbox.as_ref().map(|outbox| PasStatus {
+            chain_head: seq.chain_head.clone(),
+            event_count: seq.event_count,
+            outbox: outbox.clone(),
+            undelivered: seq.undelivered,
+        }),
+        progress: Some(ProgressStatus {
+            committed_partitions: committed,
+            total_partitions: total,
+            percent,
+            summary,
+            started_at,
+            started_from_ledger: started_from,
+        }),
+        last_committed_ledger: last_ledger,
+        ledgers_per_second,
+        tip_ledger: if spec.follows_tip() { input.tip } else { None },
+        running_partitions: running,
+        failed_partitions: failed.into_iter().map(|(_, f)| f).collect(),
+    };
+
+    let requeue = if seq.more {
+        Duration::from_secs(1)
+    } else if seq.trouble.is_some() {
+        Duration::from_secs(15)
+    } else {
+        match phase {
+            Phase::Following => {
+                Duration::from_secs(u64::from(spec.source.poll_interval_seconds.max(1)))
+            }
+            Phase::Running | Phase::Pending => Duration::from_secs(60),
+            Phase::Suspended | Phase::Failed => Duration::from_secs(300),
+            Phase::Succeeded => Duration::from_secs(1800),
+        }
+    };
+    Plan {
+        create,
+        delete,
+        harvest,
+        status,
+        events,
+        requeue,
+    }
+}
+
+/// The status when storage cannot be read before anything can be planned (the backfill's
+/// `ingestedAt` is unknown and storage is the only place left to learn it): everything known
+/// stays, no Job is planned, and Degraded says why.
+pub fn storage_down(
+    previous: Option<&BronzeBackfillStatus>,
+    generation: Option<i64>,
+    problem: &str,
+    now: DateTime<Utc>,
+) -> BronzeBackfillStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.phase = Some(status.phase.unwrap_or(Phase::Pending));
+    status.message = Some(format!("cannot read storage: {problem}"));
+    status.observed_generation = generation;
+    let previous = previous.cloned().unwrap_or_default();
+    let keep = |type_: &str| {
+        previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .cloned()
+    };
+    let since = |type_: &str, value: &str| {
+        previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == value)
+            .map_or_else(|| rfc3339(now), |c| c.last_transition_time.clone())
+    };
+    status.conditions = CONDITION_TYPES
+        .iter()
+        .map(|t| match (*t, keep(t)) {
+            ("Degraded", _) => Condition {
+                type_: "Degraded".into(),
+                status: "True".into(),
+                reason: "StorageUnavailable".into(),
+                message: problem.to_string(),
+                last_transition_time: since("Degraded", "True"),
+                observed_generation: generation,
+            },
+            (_, Some(c)) => c,
+            (t, None) => Condition {
+                type_: t.to_string(),
+                status: "False".into(),
+                reason: "StorageUnavailable".into(),
+                message: String::new(),
+                last_transition_time: since(t, "False"),
+                observed_generation: generation,
+            },
+        })
+        .collect();
+    status
+}
+
+fn fallback_failure() -> FailedRange {
+    FailedRange {
+        range: String::new(),
+        job: String::new(),
+        reason: "Unknown".into(),
+        message: String::new(),
+        exit_code: None,
+        attempts: 0,
+        retrying: false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_failure(
+    failed: &mut Vec<(LedgerRange, FailedRange)>,
+    events: &mut Vec<Note>,
+    previous: &BTreeMap<LedgerRange, &FailedRange>,
+    job: &ObservedJob,
+    reason: &str,
+    message: String,
+    exit_code: Option<i32>,
+    retrying: bool,
+) {
+    let new = !previous
+        .get(&job.range)
+        .is_some_and(|f| f.job == job.name && f.attempts == job.attempt && f.reason == reason);
+    if new {
+        events.push(Note {
+            warning: true,
+            reason: if retrying {
+                "JobFailedRetrying"
+            } else {
+                "JobFailed"
+            },
+            message: format!(
+                "Job {} (range {}, attempt {}) failed: {reason}: {message}",
+                job.name, job.range, job.attempt
+            ),
+        });
+    }
+    failed.push((
+        job.range,
+        FailedRange {
+            range: job.range.to_string(),
+            job: job.name.clone(),
+            reason: reason.to_string(),
+            message,
+            exit_code,
+            attempts: job.attempt,
+            retrying,
+        },
+    ));
+}
+
+/// A condition, keeping the previous transition time while its status does not change.
+fn condition(
+    previous: &BronzeBackfillStatus,
+    type_: &str,
+    status: bool,
+    (reason, message): (&str, String),
+    input: &PlanInput,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| rfc3339(input.now));
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        last_transition_time: since,
+        observed_generation: input.generation,
+    }
+}
+
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,376 @@
+//! Thin Kubernetes I/O around [`crate::plan`]: observe the Jobs, sequence what storage holds
+//! ([`crate::chain`]), plan, then act in a fixed order:
+//!
+//! 1. status, once, by server-side apply (one field manager, forced): it records failures and
+//!    attempt counts before any Job that carries them is deleted;
+//! 2. Job deletions (retries, out-of-range), harvest patches, creations;
+//! 3. Events.
+//!
+//! Every step is idempotent, so a crash anywhere is repaired by the next reconcile. Deleting a
+//! `BronzeBackfill` runs [`cleanup`] behind a finalizer: it removes the Jobs, never any data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::chain::{AuditFactory, SequenceStart, resolve_ingested_at, sequence};
+use crate::crd::BronzeBackfill;
+use crate::job::{build_job, harvest_patch, observe, selector};
+use crate::metrics::Metrics;
+use crate::plan::{ObservedJob, PlanInput, plan, storage_down};
+use crate::storage::StorageFactory;
+
+pub const FINALIZER: &str = "bronze.obsrvr.io/jobs";
+/// The one field manager for everything the operator applies.
+pub const FIELD_MANAGER: &str = "bronze-operator";
+/// Partitions sequenced per reconcile at most, so one reconcile stays short even when a lost
+/// status is rebuilt from thousands of committed partitions.
+pub const MAX_SEQUENCED_PER_RECONCILE: usize = 256;
+
+/// Every Kubernetes API call the operator makes: `(api group, resource, verb, where)`.
+/// `operator/rbac.yaml` must grant exactly these (a test compares them, and the mock-API tests
+/// check every request they see against this table).
+pub const API_CALLS: &[(&str, &str, &str, &str)] = &[
+    (
+        "bronze.obsrvr.io",
+        "bronzebackfills",
+        "list",
+        "controller watch",
+    ),
+    (
+        "bronze.obsrvr.io",
+        "bronzebackfills",
+        "watch",
+        "controller watch",
+    ),
+    (
+        "bronze.obsrvr.io",
+        "bronzebackfills",
+        "patch",
+        "finalizer add/remove",
+    ),
+    (
+        "bronze.obsrvr.io",
+        "bronzebackfills/status",
+        "patch",
+        "status server-side apply",
+    ),
+    ("batch", "jobs", "list", "observe Jobs; controller watch"),
+    ("batch", "jobs", "watch", "controller watch"),
+    ("batch", "jobs", "create", "one Job per range"),
+    (
+        "batch",
+        "jobs",
+        "patch",
+        "harvest: label + ttlSecondsAfterFinished",
+    ),
+    (
+        "batch",
+        "jobs",
+        "delete",
+        "retries, out-of-range Jobs, cleanup",
+    ),
+    ("events.k8s.io", "events", "create", "Events"),
+    ("events.k8s.io", "events", "patch", "Event series"),
+    ("coordination.k8s.io", "leases", "get", "leader election"),
+    ("coordination.k8s.io", "leases", "create", "leader election"),
+    ("coordination.k8s.io", "leases", "update", "leader election"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("resource has no {0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::Incomplete(_) => "incomplete",
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub storage: Arc<dyn StorageFactory>,
+    pub audit: Arc<dyn AuditFactory>,
+    /// The clock (fixed in tests).
+    pub now: fn() -> DateTime<Utc>,
+}
+
+/// Reconciles one `BronzeBackfill`.
+pub async fn reconcile(backfill: Arc<BronzeBackfill>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = backfill.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api: Api<BronzeBackfill> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, backfill, |event| async {
+        match event {
+            Finalizer::Apply(b) => apply(b, &ctx).await,
+            Finalizer::Cleanup(b) => cleanup(b, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err());
+    result
+}
+
+/// How long to wait after a failed reconcile.
+pub fn error_policy(backfill: Arc<BronzeBackfill>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(backfill = %backfill.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn list_jobs(backfill: &BronzeBackfill, jobs: &Api<Job>) -> Result<Vec<Job>, Error> {
+    let uid = backfill.meta().uid.clone();
+    let list = jobs
+        .list(&ListParams::default().labels(&selector(&backfill.name_any())))
+        .await?;
+    // The label can collide (shortened names); the owner reference cannot.
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        })
+        .collect())
+}
+
+async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, Error> {
+    let name = backfill.name_any();
+    let ns = backfill.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let key = format!("{ns}/{name}");
+    let spec = &backfill.spec;
+    let now = (ctx.now)();
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs: Vec<ObservedJob> = list_jobs(&backfill, &jobs_api)
+        .await?
+        .iter()
+        .filter_map(observe)
+        .collect();
+
+    let status = backfill.status.as_ref();
+    let store = ctx.storage.dataset(&key, spec);
+    let ingested_at = match &store {
+        Ok(store) => resolve_ingested_at(spec, status, &jobs, store.as_ref(), now).await,
+        Err(e) => Err(e.clone()),
+    };
+    let (store, ingested_at) = match (store, ingested_at) {
+        (Ok(store), Ok(at)) => (store, at),
+        (_, Err(e)) | (Err(e), _) => {
+            // Nothing can be planned safely; say so in the status and try again soon.
+            let down = storage_down(status, backfill.meta().generation, &e.message, now);
+            write_status(ctx, &ns, &name, &down).await?;
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: "StorageUnavailable".into(),
+                note: Some(e.message.chars().take(1000).collect()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(err) = ctx
+                .recorder
+                .publish(&event, &backfill.object_ref(&()))
+                .await
+            {
+                tracing::warn!(backfill = %key, error = %err, "cannot publish event");
+            }
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let mut trouble = None;
+    let tip = if spec.follows_tip() {
+        let tip = match ctx.storage.tip(&key, spec).await {
+            Ok(source) => source.latest_ledger().await,
+            Err(e) => Err(e),
+        };
+        tip.unwrap_or_else(|e| {
+            trouble = Some(format!("datastore tip: {e}"));
+            None
+        })
+    } else {
+        None
+    };
+    let audit = ctx.audit.open(&key, spec);
+    let mut sequenced = sequence(
+        spec,
+        &ingested_at,
+        SequenceStart::from_status(status),
+        store.as_ref(),
+        audit.as_deref(),
+        MAX_SEQUENCED_PER_RECONCILE,
+    )
+    .await;
+    if sequenced.trouble.is_none() {
+        sequenced.trouble = trouble;
+    }
+    let plan = plan(&PlanInput {
+        name: &name,
+        spec,
+        generation: backfill.meta().generation,
+        previous: status,
+        ingested_at: &ingested_at,
+        sequenced: &sequenced,
+        jobs: &jobs,
+        tip,
+        now,
+    });
+
+    // 1. Status, once.
+    write_status(ctx, &ns, &name, &plan.status).await?;
+
+    // 2. Jobs.
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    for job in &plan.delete {
+        match jobs_api.delete(job, &background).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let ttl = harvest_patch(spec.worker.ttl_seconds_after_harvest);
+    for job in &plan.harvest {
+        match jobs_api
+            .patch(job, &PatchParams::default(), &Patch::Merge(&ttl))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for request in &plan.create {
+        let job = build_job(&backfill, request, &ingested_at);
+        match jobs_api.create(&PostParams::default(), &job).await {
+            Ok(_) => ctx.metrics.job_created(),
+            // Created by an earlier reconcile whose watch event has not arrived yet.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // 3. Events (best effort: a lost Event must not fail the reconcile).
+    let reference = backfill.object_ref(&());
+    for note in &plan.events {
+        let event = KubeEvent {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.to_string(),
+            note: Some(note.message.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(backfill = %key, error = %e, "cannot publish event");
+        }
+    }
+    ctx.metrics
+        .observe_status(&key, &plan.status, sequenced.newly.len());
+    tracing::info!(
+        backfill = %key,
+        phase = ?plan.status.phase,
+        checkpoint = ?plan.status.last_committed_ledger,
+        sequenced = sequenced.newly.len(),
+        created = plan.create.len(),
+        deleted = plan.delete.len(),
+        harvested = plan.harvest.len(),
+        "reconciled"
+    );
+    Ok(Action::requeue(plan.requeue))
+}
+
+/// Writes the whole status by server-side apply (one field manager, forced).
+async fn write_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &crate::crd::BronzeBackfillStatus,
+) -> Result<(), Error> {
+    let api: Api<BronzeBackfill> = Api::namespaced(ctx.client.clone(), ns);
+    let body = json!({
+        "apiVersion": BronzeBackfill::api_version(&()),
+        "kind": BronzeBackfill::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deleting a backfill: remove its Jobs (their Pods go with them). Data is never touched.
+async fn cleanup(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, Error> {
+    let ns = backfill.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    let jobs = list_jobs(&backfill, &jobs_api).await?;
+    for job in &jobs {
+        match jobs_api.delete(&job.name_any(), &background).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let event = KubeEvent {
+        type_: EventType::Normal,
+        reason: "Deleted".into(),
+        note: Some(format!(
+            "deleted {} Job(s); the committed partitions in storage are kept",
+            jobs.len()
+        )),
+        action: "Cleanup".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &backfill.object_ref(&()))
+        .await
+    {
+        tracing::warn!(backfill = %backfill.name_any(), error = %e, "cannot publish event");
+    }
+    let key = format!("{ns}/{}", backfill.name_any());
+    ctx.audit.forget(&key);
+    ctx.metrics.forget(&key);
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests;

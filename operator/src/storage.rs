@@ -1,0 +1,220 @@
+//! The operator's own read access to a backfill's dataset and datastore, built with the worker's
+//! code (`bronze::publish::Committer`, `bronze::source::Datastore`) from the worker's config
+//! ([`crate::job::worker_config`]), so both sides read the same keys.
+//!
+//! Credentials are the operator's own (its environment or workload identity, as in
+//! `bronze::store`); the operator never reads the Secrets named in a spec. A `local` backend must
+//! be visible to the operator at the same path (a ReadWriteMany volume, or an operator running
+//! outside the cluster).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bronze::partition::LedgerRange;
+use bronze::pipeline::open_output_location;
+use bronze::publish::{CommitError, Committer, DatasetLayout, Manifest};
+use bronze::source::{Datastore, open_source_location};
+use futures::future::BoxFuture;
+use object_store::ObjectStoreExt;
+
+use crate::chain::{Committed, DatasetStore, ReadError, TipSource};
+use crate::crd::BronzeBackfillSpec;
+use crate::job::worker_config;
+
+/// The committed partitions of one dataset, in any object store.
+pub struct ObjectDataset {
+    committer: Committer,
+}
+
+impl ObjectDataset {
+    pub fn new(committer: Committer) -> Self {
+        Self { committer }
+    }
+
+    fn read_error(e: CommitError) -> ReadError {
+        ReadError {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl DatasetStore for ObjectDataset {
+    fn committed(&self, range: LedgerRange) -> BoxFuture<'_, Result<Option<Committed>, ReadError>> {
+        Box::pin(async move {
+            let Some(found) = self
+                .committer
+                .existing(range)
+                .await
+                .map_err(Self::read_error)?
+            else {
+                return Ok(None);
+            };
+            let key = self
+                .committer
+                .location
+                .key(&self.committer.layout.parquet_key(range));
+            let parquet_size = match self.committer.location.store.head(&key).await {
+                Ok(meta) => Some(meta.size),
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(ReadError {
+                        transient: false,
+                        message: format!(
+                            "{} is committed but its Parquet file {key} is missing",
+                            found.manifest_key
+                        ),
+                    });
+                }
+                Err(e) => {
+                    return Err(ReadError {
+                        transient: true,
+                        message: format!("storage head of {key} failed: {e}"),
+                    });
+                }
+            };
+            Ok(Some(Committed {
+                manifest: found.manifest,
+                parquet_size,
+                seal: found.seal,
+            }))
+        })
+    }
+
+    fn first_committed(&self) -> BoxFuture<'_, Result<Option<Manifest>, ReadError>> {
+        Box::pin(async move {
+            let location = &self.committer.location;
+            let dir = location.key(&self.committer.layout.dataset_dir());
+            let listing = location
+                .store
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(|e| ReadError {
+                    transient: !matches!(e, object_store::Error::NotFound { .. }),
+                    message: format!("cannot list {}: {e}", location.uri_of(dir.as_ref())),
+                });
+            let listing = match listing {
+                Ok(l) => l,
+                Err(e) if !e.transient => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut ranges: Vec<LedgerRange> = listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| DatasetLayout::parse_partition_dir_name(p.filename()?))
+                .collect();
+            ranges.sort();
+            // Folders without a manifest are uncommitted leftovers; look a little further.
+            for range in ranges.into_iter().take(16) {
+                if let Some(found) = self
+                    .committer
+                    .existing(range)
+                    .await
+                    .map_err(Self::read_error)?
+                {
+                    return Ok(Some(found.manifest));
+                }
+            }
+            Ok(None)
+        })
+    }
+}
+
+/// The tip of a datastore, by listing its newest objects.
+pub struct DatastoreTip {
+    datastore: Datastore,
+}
+
+impl TipSource for DatastoreTip {
+    fn latest_ledger(&self) -> BoxFuture<'_, Result<Option<u32>, ReadError>> {
+        Box::pin(async move {
+            self.datastore.latest_ledger().await.map_err(|e| ReadError {
+                transient: e.is_transient(),
+                message: e.to_string(),
+            })
+        })
+    }
+}
+
+/// Opens the dataset and datastore of a backfill.
+pub trait StorageFactory: Send + Sync {
+    fn dataset(
+        &self,
+        key: &str,
+        spec: &BronzeBackfillSpec,
+    ) -> Result<Arc<dyn DatasetStore>, ReadError>;
+    fn tip<'a>(
+        &'a self,
+        key: &'a str,
+        spec: &'a BronzeBackfillSpec,
+    ) -> BoxFuture<'a, Result<Arc<dyn TipSource>, ReadError>>;
+}
+
+/// Opened stores by backfill, with the spec they were opened for.
+type Cache<T> = Mutex<HashMap<String, (BronzeBackfillSpec, Arc<T>)>>;
+
+/// Object stores as `bronze::store` builds them, cached per backfill and spec.
+#[derive(Default)]
+pub struct ObjectStorageFactory {
+    datasets: Cache<dyn DatasetStore>,
+    tips: Cache<dyn TipSource>,
+}
+
+fn config_error(e: impl std::fmt::Display) -> ReadError {
+    ReadError {
+        transient: false,
+        message: e.to_string(),
+    }
+}
+
+impl StorageFactory for ObjectStorageFactory {
+    fn dataset(
+        &self,
+        key: &str,
+        spec: &BronzeBackfillSpec,
+    ) -> Result<Arc<dyn DatasetStore>, ReadError> {
+        let mut cache = self.datasets.lock().expect("cache lock");
+        if let Some((cached_spec, store)) = cache.get(key)
+            && cached_spec == spec
+        {
+            return Ok(store.clone());
+        }
+        // INGESTED_AT does not shape paths; any valid value opens the same dataset.
+        let config = worker_config(spec, "1970-01-01T00:00:00Z").map_err(config_error)?;
+        let committer = Committer {
+            location: open_output_location(&config).map_err(config_error)?,
+            layout: DatasetLayout::from_config(&config),
+            allow_overwrite: false,
+        };
+        let store: Arc<dyn DatasetStore> = Arc::new(ObjectDataset::new(committer));
+        cache.insert(key.to_string(), (spec.clone(), store.clone()));
+        Ok(store)
+    }
+
+    fn tip<'a>(
+        &'a self,
+        key: &'a str,
+        spec: &'a BronzeBackfillSpec,
+    ) -> BoxFuture<'a, Result<Arc<dyn TipSource>, ReadError>> {
+        Box::pin(async move {
+            if let Some((cached_spec, tip)) = self.tips.lock().expect("cache lock").get(key)
+                && cached_spec == spec
+            {
+                return Ok(tip.clone());
+            }
+            let config = worker_config(spec, "1970-01-01T00:00:00Z").map_err(config_error)?;
+            let location = open_source_location(&config).map_err(config_error)?;
+            let datastore = Datastore::open(&config, location)
+                .await
+                .map_err(|e| ReadError {
+                    transient: e.is_transient(),
+                    message: e.to_string(),
+                })?;
+            let tip: Arc<dyn TipSource> = Arc::new(DatastoreTip { datastore });
+            self.tips
+                .lock()
+                .expect("cache lock")
+                .insert(key.to_string(), (spec.clone(), tip.clone()));
+            Ok(tip)
+        })
+    }
+}
