@@ -39,6 +39,8 @@ demo: ## Back-fill the bundled real testnet ledgers (local disk, no cloud) into 
 	$(CARGO) run --release -q -p bronze --bin bronze-copier -- -config examples/demo-testnet.yaml --no-progress
 	@echo; echo "== committed partitions"; find demo-output/bronze-data -type f | sort
 	@echo; echo "== checkpoint"; cat demo-output/state/checkpoint_testnet_pre_p23_v1.json
+	@echo; echo "== verify (manifests, checksums, rows, hash links, checkpoint)"
+	$(CARGO) run --release -q -p bronze --bin bronze-copier -- -config examples/demo-testnet.yaml verify
 
 bench: ## Throughput vs the zstd+sha256+codec floor on 10,000 generated pubnet-sized ledgers (one core)
 	bash scripts/bench.sh

@@ -7,16 +7,16 @@
 //! * the checkpoint is derived, not trusted: sequencing restarts from `status.checkpoint` (or
 //!   from the first partition when the status is lost) and re-reads storage;
 //! * [`AuditLog::append`] must be idempotent per partition and refuse a second, different event
-//!   for the same partition. With the object-store outbox (conditional create on a key derived
-//!   from the ledger range) that is what fences two operators: the loser finds the winner's event,
-//!   adopts it if it is identical in substance, and otherwise stops with `AuditConflict`.
+//!   for the same partition. With the object-store outbox ([`crate::audit`]: conditional create
+//!   on a key derived from the ledger range) that is what fences two operators: the loser finds
+//!   the winner's event, adopts it if it is identical in substance, and otherwise stops with
+//!   `AuditConflict`.
 
 use std::sync::Arc;
 
 use bronze::partition::LedgerRange;
-use bronze::publish::Manifest;
+use bronze::publish::{Manifest, SealCheck};
 use futures::future::BoxFuture;
-use sha2::{Digest, Sha256};
 
 use crate::crd::{BronzeBackfillSpec, BronzeBackfillStatus, CheckpointStatus};
 use crate::plan::{Expected, Fault, Grid, ObservedJob, Sequenced, rfc3339, verify_manifest};
@@ -36,6 +36,8 @@ pub struct Committed {
     pub manifest: Manifest,
     /// Size of the Parquet file the manifest names, when the store can tell cheaply.
     pub parquet_size: Option<u64>,
+    /// The manifest file's self-checksum (`manifest_sha256`) against its bytes.
+    pub seal: SealCheck,
 }
 
 /// Read access to the backfill's dataset.
@@ -84,6 +86,14 @@ pub enum AuditError {
 
 /// The audit chain (PAS): one event per committed partition, each linked to the previous one.
 pub trait AuditLog: Send + Sync {
+    /// Makes the log usable before any append: reads the chain back, checks it and re-sends what
+    /// was not delivered. Called at every sequencing, also when there is nothing to append (a
+    /// restarted operator must re-send the last events of a finished backfill). `at` is the
+    /// partition a conflict is reported at.
+    fn ready(&self, _at: LedgerRange) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Appends the event for `record` after `prev_event_hash` (`None` for the first event), or
     /// returns the event already recorded for this partition when it has the same previous hash
     /// and the same table checksums. Anything else there is a [`AuditError::Conflict`].
@@ -95,79 +105,19 @@ pub trait AuditLog: Send + Sync {
 
     /// Where the chain is recorded, for `status.pas.outbox`.
     fn describe(&self) -> String;
-}
 
-/// Placeholder audit log until the `pas` branch's object-store outbox lands: the chain exists
-/// only in `status.pas` (head and count). Its event hash is a pure function of the previous hash
-/// and the partition (dataset, range, table checksums), so an operator that lost its status
-/// rebuilds the very same chain from storage, and two operators compute the same heads.
-///
-/// What it does NOT do (the outbox will): keep events durably outside the status, deliver them
-/// over HTTP, or fence a second operator with a conditional create. Until then two operators
-/// cannot fork it only because both derive identical hashes from the same storage.
-///
-/// TODO(pas): replace with `bronze::pas` outbox (events at a key derived from the ledger range,
-/// `PutMode::Create`, then HTTP delivery with an idempotency key), via [`AuditFactory`].
-#[derive(Debug, Default, Clone)]
-pub struct StatusOnlyAuditLog;
-
-impl StatusOnlyAuditLog {
-    pub fn event_hash(record: &PartitionRecord, prev: Option<&str>) -> String {
-        let mut h = Sha256::new();
-        for part in [
-            prev.unwrap_or(""),
-            &record.network,
-            &record.era_id,
-            &record.version_label,
-            &record.range.start.to_string(),
-            &record.range.end.to_string(),
-        ] {
-            h.update(part.as_bytes());
-            h.update(b"|");
-        }
-        for (name, table) in &record.manifest.tables {
-            h.update(format!("{name}:{}|", table.checksum).as_bytes());
-        }
-        format!("sha256:{}", hex::encode(h.finalize()))
+    /// Events recorded but not yet delivered to the endpoint (`None` without delivery).
+    fn undelivered(&self) -> Option<u64> {
+        None
     }
 }
 
-impl AuditLog for StatusOnlyAuditLog {
-    fn append<'a>(
-        &'a self,
-        record: &'a PartitionRecord,
-        prev_event_hash: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Appended, AuditError>> {
-        Box::pin(async move {
-            Ok(Appended {
-                event_hash: Self::event_hash(record, prev_event_hash),
-                existing: false,
-            })
-        })
-    }
-
-    fn describe(&self) -> String {
-        "status-only (placeholder; no durable outbox)".into()
-    }
-}
-
-/// Opens the audit log of a backfill (`None` when PAS is disabled).
+/// Opens the audit log of a backfill (`None` when PAS is disabled). `key` (`namespace/name`)
+/// lets an implementation keep one log per backfill across reconciles.
 pub trait AuditFactory: Send + Sync {
-    fn open(&self, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>>;
-}
-
-/// The placeholder factory: [`StatusOnlyAuditLog`] when `spec.pas.enabled`.
-#[derive(Debug, Default)]
-pub struct StatusOnlyAuditFactory;
-
-impl AuditFactory for StatusOnlyAuditFactory {
-    fn open(&self, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>> {
-        if spec.pas.enabled {
-            Some(Arc::new(StatusOnlyAuditLog))
-        } else {
-            None
-        }
-    }
+    fn open(&self, key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>>;
+    /// The backfill is gone: release what [`AuditFactory::open`] kept for it.
+    fn forget(&self, _key: &str) {}
 }
 
 /// Where sequencing resumes: the status's checkpoint and chain head, or nothing after a loss.
@@ -193,6 +143,51 @@ impl SequenceStart {
 
 /// Sequences the committed partitions after `start`, in ledger order, at most `max_steps` of them.
 pub async fn sequence(
+    spec: &BronzeBackfillSpec,
+    ingested_at: &str,
+    start: SequenceStart,
+    store: &dyn DatasetStore,
+    audit: Option<&dyn AuditLog>,
+    max_steps: usize,
+) -> Sequenced {
+    let grid = Grid::of(spec);
+    let done_through = start.checkpoint.as_ref().map(|c| c.last_committed_ledger);
+    let at = grid
+        .next_partition(done_through)
+        .or_else(|| grid.partition_of(done_through?))
+        .unwrap_or_else(|| LedgerRange::new(spec.ledger_start, spec.ledger_start));
+    let ready = match audit {
+        Some(a) => a.ready(at).await,
+        None => Ok(()),
+    };
+    let mut out = match ready {
+        Ok(()) => sequence_steps(spec, ingested_at, start, store, audit, max_steps).await,
+        Err(e) => {
+            let mut out = Sequenced {
+                checkpoint: start.checkpoint,
+                chain_head: start.chain_head,
+                event_count: start.event_count,
+                outbox: audit.map(|a| a.describe()),
+                ..Default::default()
+            };
+            match e {
+                AuditError::Conflict { range, message } => {
+                    out.fault = Some(Fault {
+                        range,
+                        reason: "AuditConflict",
+                        message,
+                    });
+                }
+                e @ AuditError::Unavailable(_) => out.trouble = Some(e.to_string()),
+            }
+            out
+        }
+    };
+    out.undelivered = audit.and_then(|a| a.undelivered());
+    out
+}
+
+async fn sequence_steps(
     spec: &BronzeBackfillSpec,
     ingested_at: &str,
     start: SequenceStart,
@@ -245,6 +240,7 @@ pub async fn sequence(
         };
         let checkpoint = match verify_manifest(
             &committed.manifest,
+            &committed.seal,
             range,
             &expected,
             committed.parquet_size,

@@ -21,6 +21,8 @@ pub const GROUP: &str = "bronze.obsrvr.io";
 pub const MAX_LEDGER: u32 = u32::MAX;
 
 /// A backfill of one era of one network into Parquet partitions, run as worker Jobs.
+// The lint takes the repeated `type_ = ...` of the printer columns for repeated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "bronze.obsrvr.io",
@@ -310,9 +312,11 @@ pub struct PasSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
     pub endpoint: Option<String>,
-    /// Bearer token for the endpoint.
+    /// Name of an environment variable of the **operator** holding the endpoint's bearer token
+    /// (the operator delivers the events; set the variable from a Secret in its Deployment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_secret_ref: Option<SecretKeyRef>,
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub token_env: Option<String>,
     /// Stop sequencing when delivery fails (otherwise undelivered events are retried later).
     #[serde(default)]
     pub strict: bool,
@@ -562,8 +566,14 @@ pub struct PasStatus {
     pub chain_head: Option<String>,
     #[schemars(range(min = 0))]
     pub event_count: u64,
-    /// Where the chain is recorded (see `chain::AuditLog::describe`).
+    /// Where the events are stored: `<storage>/<prefix>_pas/`, one object per partition
+    /// (`<network>/<era>/<version>/<start>-<end>.json`), the same files a standalone copier writes
+    /// with `pas.outbox: storage`.
     pub outbox: String,
+    /// Events stored but not yet accepted by `spec.pas.endpoint`; they are re-sent in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub undelivered: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -748,7 +758,8 @@ mod tests {
     #[test]
     fn what_names_the_dataset_or_shapes_the_grid_cannot_change() {
         let old = valid();
-        let changes: [(&str, fn(&mut BronzeBackfillSpec)); 9] = [
+        type Change = (&'static str, fn(&mut BronzeBackfillSpec));
+        let changes: [Change; 9] = [
             ("network is immutable", |s| s.network = "pubnet".into()),
             ("eraId is immutable", |s| s.era_id = "p24".into()),
             ("versionLabel is immutable", |s| {

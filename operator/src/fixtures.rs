@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bronze::partition::LedgerRange;
-use bronze::publish::{ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer};
+use bronze::publish::{ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer, SealCheck};
 use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -181,6 +181,14 @@ impl DatasetStore for MemoryDataset {
                 .map(|m| Committed {
                     manifest: m.clone(),
                     parquet_size: m.primary().map(|t| t.byte_size),
+                    // A manifest with `manifest_sha256: "tampered"` stands for a changed file.
+                    seal: match m.manifest_sha256.as_deref() {
+                        Some("tampered") => SealCheck::Mismatch {
+                            recorded: "sha256:recorded".into(),
+                            computed: "sha256:computed".into(),
+                        },
+                        _ => SealCheck::Valid,
+                    },
                 }))
         })
     }
@@ -449,7 +457,7 @@ impl crate::storage::StorageFactory for TestStorage {
 pub struct MemoryAudit(pub MemoryOutbox);
 
 impl crate::chain::AuditFactory for MemoryAudit {
-    fn open(&self, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>> {
+    fn open(&self, _key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>> {
         spec.pas
             .enabled
             .then(|| Arc::new(self.0.clone()) as Arc<dyn AuditLog>)

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bronze_operator::chain::StatusOnlyAuditFactory;
+use bronze_operator::audit::PasAuditFactory;
 use bronze_operator::crd::BronzeBackfill;
 use bronze_operator::http::{HttpState, serve};
 use bronze_operator::leader::{self, LeaseSettings};
@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
     about = "Reconciles BronzeBackfill resources into worker Jobs"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     http_address: SocketAddr,
@@ -52,11 +54,24 @@ struct Args {
     log_level: String,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check a backfill's output as `bronze-copier verify` does (partitions, rows, links, the
+    /// PAS chain) with this process's storage credentials; exit 0 when clean, 5 otherwise.
+    Verify {
+        /// A BronzeBackfill as YAML (`kubectl get bbf NAME -o yaml`).
+        file: std::path::PathBuf,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     bronze_operator::install_crypto_provider();
     bronze::logging::init(&args.log_format, &args.log_level);
+    if let Some(Command::Verify { file }) = &args.command {
+        return verify(file).await;
+    }
     tracing::info!(
         version = bronze::VERSION,
         git_sha = bronze::GIT_SHA,
@@ -114,6 +129,7 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    let audit = Arc::new(PasAuditFactory::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -125,7 +141,7 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         metrics,
         storage: Arc::new(ObjectStorageFactory::default()),
-        audit: Arc::new(StatusOnlyAuditFactory),
+        audit: audit.clone(),
         now: chrono::Utc::now,
     });
     let stop = {
@@ -152,6 +168,8 @@ async fn run(args: Args) -> Result<(), String> {
         })
         .await;
     state.set_ready(false);
+    // Undelivered audit events stay in the outbox; the next start re-sends them.
+    audit.close_all().await;
     shutdown.cancel();
     let _ = http.await;
     if lost.is_cancelled() {
@@ -159,6 +177,36 @@ async fn run(args: Args) -> Result<(), String> {
     }
     tracing::info!("bronze operator stopped");
     Ok(())
+}
+
+async fn verify(file: &std::path::Path) -> ExitCode {
+    let backfill: Result<BronzeBackfill, String> = std::fs::read_to_string(file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_yaml_ng::from_str(&text).map_err(|e| e.to_string()));
+    let backfill = match backfill {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("verify: {}: {e}", file.display());
+            return ExitCode::from(bronze::exit::CONFIG);
+        }
+    };
+    match bronze_operator::audit::verify(&backfill.spec).await {
+        Ok(report) => {
+            for finding in report.sorted() {
+                println!("{finding}");
+            }
+            println!("{}", report.summary());
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(bronze::exit::VERIFY_FAILED)
+            }
+        }
+        Err(e) => {
+            eprintln!("verify: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

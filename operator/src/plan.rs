@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bronze::partition::{LedgerRange, PartitionGrid};
-use bronze::publish::Manifest;
+use bronze::publish::{Manifest, SealCheck};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
@@ -188,6 +188,8 @@ pub struct Sequenced {
     pub event_count: u64,
     /// Where the audit chain is recorded; `None` when PAS is off.
     pub outbox: Option<String>,
+    /// Audit events not yet delivered to the endpoint (`None` without delivery).
+    pub undelivered: Option<u64>,
     /// Partitions sequenced in this reconcile, in order.
     pub newly: Vec<LedgerRange>,
     /// The next partition to sequence, not committed yet.
@@ -295,10 +297,25 @@ pub struct Expected<'a> {
 /// it moves to.
 pub fn verify_manifest(
     manifest: &Manifest,
+    seal: &SealCheck,
     range: LedgerRange,
     expected: &Expected,
     parquet_size: Option<u64>,
 ) -> Result<CheckpointStatus, String> {
+    match seal {
+        SealCheck::Valid => {}
+        SealCheck::Absent => {
+            return Err(
+                "manifest has no manifest_sha256 self-checksum (worker Jobs always write one)"
+                    .to_string(),
+            );
+        }
+        SealCheck::Mismatch { recorded, computed } => {
+            return Err(format!(
+                "manifest_sha256 is {recorded} but the file hashes to {computed}: the manifest was changed after it was written"
+            ));
+        }
+    }
     if manifest.range() != range {
         return Err(format!(
             "manifest describes {} instead of {range}",
@@ -416,6 +433,15 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut delete = Vec::new();
     let mut harvest = Vec::new();
     let mut events = Vec::new();
+    if input.spec.catalog.is_some() && input.previous.is_none() {
+        // Said once, at the first reconcile (or after a status loss), rather than ignored quietly.
+        events.push(Note {
+            warning: true,
+            reason: "CatalogNotWritten",
+            message: "spec.catalog is accepted but the operator does not write catalog rows yet"
+                .into(),
+        });
+    }
     let mut running = Vec::new();
     let mut failed: Vec<(LedgerRange, FailedRange)> = Vec::new();
     // Ranges that must not get a new Job now (a Job exists or is being deleted).
@@ -724,11 +750,10 @@ pub fn plan(input: &PlanInput) -> Plan {
     let committed = grid.partitions_through(done_through);
     let total = grid.total_partitions();
     let percent = total.map(|t| {
-        if t == 0 {
-            100
-        } else {
-            (committed.saturating_mul(100) / t) as u32
-        }
+        committed
+            .saturating_mul(100)
+            .checked_div(t)
+            .map_or(100, |p| p as u32)
     });
     let summary = match (total, percent) {
         (Some(t), Some(p)) => format!("{committed}/{t} ({p}%)"),
@@ -828,6 +853,7 @@ pub fn plan(input: &PlanInput) -> Plan {
             chain_head: seq.chain_head.clone(),
             event_count: seq.event_count,
             outbox: outbox.clone(),
+            undelivered: seq.undelivered,
         }),
         progress: Some(ProgressStatus {
             committed_partitions: committed,

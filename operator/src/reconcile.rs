@@ -217,7 +217,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     } else {
         None
     };
-    let audit = ctx.audit.open(spec);
+    let audit = ctx.audit.open(&key, spec);
     let mut sequenced = sequence(
         spec,
         &ingested_at,
@@ -366,7 +366,9 @@ async fn cleanup(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action,
     {
         tracing::warn!(backfill = %backfill.name_any(), error = %e, "cannot publish event");
     }
-    ctx.metrics.forget(&format!("{ns}/{}", backfill.name_any()));
+    let key = format!("{ns}/{}", backfill.name_any());
+    ctx.audit.forget(&key);
+    ctx.metrics.forget(&key);
     Ok(Action::await_change())
 }
 

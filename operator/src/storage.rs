@@ -75,6 +75,7 @@ impl DatasetStore for ObjectDataset {
             Ok(Some(Committed {
                 manifest: found.manifest,
                 parquet_size,
+                seal: found.seal,
             }))
         })
     }
@@ -148,11 +149,14 @@ pub trait StorageFactory: Send + Sync {
     ) -> BoxFuture<'a, Result<Arc<dyn TipSource>, ReadError>>;
 }
 
+/// Opened stores by backfill, with the spec they were opened for.
+type Cache<T> = Mutex<HashMap<String, (BronzeBackfillSpec, Arc<T>)>>;
+
 /// Object stores as `bronze::store` builds them, cached per backfill and spec.
 #[derive(Default)]
 pub struct ObjectStorageFactory {
-    datasets: Mutex<HashMap<String, (BronzeBackfillSpec, Arc<dyn DatasetStore>)>>,
-    tips: Mutex<HashMap<String, (BronzeBackfillSpec, Arc<dyn TipSource>)>>,
+    datasets: Cache<dyn DatasetStore>,
+    tips: Cache<dyn TipSource>,
 }
 
 fn config_error(e: impl std::fmt::Display) -> ReadError {

@@ -40,6 +40,7 @@ fn main() {
     let mut xdr_bytes = 0u64;
     let mut sink = 0u64;
     let started = Instant::now();
+    let cpu_before = bronze::process::cpu_seconds().unwrap_or(0.0);
     for object in &compressed {
         bronze::source::decompress_batch(object, &mut buffer).expect("zstd");
         // LedgerCloseMetaBatch: start, end, count, then the ledgers (one per object here).
@@ -53,8 +54,9 @@ fn main() {
         xdr_bytes += lcm.len() as u64;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = bronze::process::cpu_seconds().unwrap_or(0.0) - cpu_before;
     println!(
-        "floor: {ledgers} ledgers, {:.1} MB XDR in {secs:.2} s: {:.1} ledgers/s, {:.1} MB/s (checksum {sink})",
+        "floor: {ledgers} ledgers, {:.1} MB XDR in {secs:.2} s: {:.1} ledgers/s, {:.1} MB/s, cpu {cpu:.2} s (checksum {sink})",
         xdr_bytes as f64 / 1e6,
         ledgers as f64 / secs,
         xdr_bytes as f64 / 1e6 / secs

@@ -195,6 +195,7 @@ where
                     duration_s = format!("{:.1}", s.elapsed.as_secs_f64()),
                     rate_per_sec = format!("{:.2}", s.ledgers_per_second()),
                     peak_rss_mb = format!("{:.1}", bronze::process::peak_rss_mib().unwrap_or(0.0)),
+                    cpu_s = format!("{:.2}", bronze::process::cpu_seconds().unwrap_or(0.0)),
                     "{what} {}", if summary.interrupted { "interrupted; restart to resume" } else { "complete" }
                 );
                 match received {

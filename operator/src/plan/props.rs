@@ -1,10 +1,14 @@
 //! Properties of planning + sequencing over random interleavings of Job successes, retryable
-//! and bad-input failures, reconciles that crash half-way, status loss and TTL expiry. The
-//! operator side runs the real code (`chain::sequence`, `chain::resolve_ingested_at`, `plan`);
-//! storage and the audit outbox are in-memory versions with the real semantics (commit markers,
-//! conditional create); the "cluster" applies the plan's actions and plays the Jobs.
+//! and bad-input failures, reconciles that crash half-way, status loss, operator restarts and
+//! TTL expiry. The operator side runs the real code (`chain::sequence`,
+//! `chain::resolve_ingested_at`, `plan`); storage is an in-memory version with the real
+//! semantics (commit markers); the audit chain is either the in-memory outbox
+//! ([`crate::fixtures::MemoryOutbox`]) or the real one ([`crate::audit::PasAudit`]: the worker's
+//! PAS stream over an in-memory object store), checked by reading the stored events back. The
+//! "cluster" applies the plan's actions and plays the Jobs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::TimeZone;
 use futures::executor::block_on;
@@ -12,7 +16,95 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::chain::{SequenceStart, resolve_ingested_at, sequence};
-use crate::fixtures::{MemoryDataset, MemoryOutbox, manifest_for, spec};
+use crate::fixtures::{MemoryDataset, MemoryOutbox, OutboxEvent, manifest_for, spec};
+
+/// The audit chain under test.
+#[allow(clippy::large_enum_variant)] // one per test case
+enum Audit {
+    Memory(MemoryOutbox),
+    /// The operator's real PAS stream over an in-memory object store. `audit` is replaced on a
+    /// restart (a new process reads the chain back from the outbox).
+    Real {
+        config: bronze::config::Config,
+        outbox: Arc<bronze::pas::ObjectStoreOutbox>,
+        audit: crate::audit::PasAudit,
+    },
+}
+
+impl Audit {
+    fn real(spec: &BronzeBackfillSpec) -> Self {
+        let config = crate::audit::audit_config(spec).unwrap();
+        let location = bronze::store::Location {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            root: Default::default(),
+            uri: "memory:///".into(),
+        };
+        let outbox = Arc::new(bronze::pas::ObjectStoreOutbox::new(
+            location,
+            &config.storage.prefix,
+        ));
+        let audit = crate::audit::PasAudit::with_outbox(config.clone(), outbox.clone());
+        Audit::Real {
+            config,
+            outbox,
+            audit,
+        }
+    }
+
+    fn log(&self) -> &dyn crate::chain::AuditLog {
+        match self {
+            Audit::Memory(m) => m,
+            Audit::Real { audit, .. } => audit,
+        }
+    }
+
+    fn restart(&mut self) {
+        if let Audit::Real {
+            config,
+            outbox,
+            audit,
+        } = self
+        {
+            *audit = crate::audit::PasAudit::with_outbox(config.clone(), outbox.clone());
+        }
+    }
+
+    /// The stored events by range (for the real outbox: read back, every hash checked).
+    fn events(&self) -> BTreeMap<LedgerRange, OutboxEvent> {
+        match self {
+            Audit::Memory(m) => m.events.lock().unwrap().clone(),
+            Audit::Real { config, outbox, .. } => {
+                use bronze::pas::Outbox;
+                let layout = bronze::publish::DatasetLayout::from_config(config);
+                let chain = bronze::pas::ChainId::of_layout(&layout);
+                let entries = block_on(outbox.load(&chain)).unwrap();
+                entries
+                    .into_iter()
+                    .map(|e| {
+                        let event = e.parsed.unwrap();
+                        assert_eq!(event.compute_hash(), event.chain.event_hash);
+                        assert_eq!(
+                            e.bytes,
+                            event.to_indented_json().as_bytes(),
+                            "the writer's format"
+                        );
+                        let prev =
+                            Some(event.chain.prev_event_hash.clone()).filter(|p| !p.is_empty());
+                        let checksums = event.tables.values().map(|t| t.checksum.clone()).collect();
+                        (
+                            e.name_range,
+                            OutboxEvent {
+                                prev,
+                                checksums,
+                                hash: event.chain.event_hash,
+                            },
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -30,6 +122,10 @@ enum Step {
     LoseStatus,
     /// The TTL controller deletes harvested Jobs.
     TtlExpires,
+    /// The operator process restarts (its audit stream is opened again from the outbox).
+    Restart,
+    /// A second operator (own process, same resource) reconciles once, then goes away.
+    Rival,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -41,6 +137,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..8usize, 0..3usize).prop_map(|(n, k)| Step::FailRetryable(n, k)),
         1 => Just(Step::LoseStatus),
         1 => Just(Step::TtlExpires),
+        1 => Just(Step::Restart),
+        1 => Just(Step::Rival),
     ]
 }
 
@@ -57,7 +155,7 @@ struct World {
     spec: BronzeBackfillSpec,
     grid: PartitionGrid,
     storage: MemoryDataset,
-    outbox: MemoryOutbox,
+    audit: Audit,
     jobs: BTreeMap<String, SimJob>,
     status: Option<BronzeBackfillStatus>,
     now: DateTime<Utc>,
@@ -69,12 +167,16 @@ struct World {
 }
 
 impl World {
-    fn new(spec: BronzeBackfillSpec, bad: BTreeSet<u32>) -> Self {
+    fn new(spec: BronzeBackfillSpec, bad: BTreeSet<u32>, real_pas: bool) -> Self {
         Self {
             grid: PartitionGrid::new(spec.ledger_start, spec.ledger_end, spec.partition_size),
+            audit: if real_pas {
+                Audit::real(&spec)
+            } else {
+                Audit::Memory(MemoryOutbox::default())
+            },
             spec,
             storage: MemoryDataset::default(),
-            outbox: MemoryOutbox::default(),
             jobs: BTreeMap::new(),
             status: None,
             now: Utc.with_ymd_and_hms(2025, 1, 15, 12, 0, 0).unwrap(),
@@ -121,7 +223,7 @@ impl World {
                 &at,
                 SequenceStart::from_status(self.status.as_ref()),
                 &self.storage,
-                Some(&self.outbox as &dyn crate::chain::AuditLog),
+                Some(self.audit.log()),
                 4, // small, so catching up after a status loss takes several reconciles
             )
             .await;
@@ -248,13 +350,30 @@ impl World {
                 self.status_lost = true;
             }
             Step::TtlExpires => self.jobs.retain(|_, j| !j.harvested),
+            Step::Restart => self.audit.restart(),
+            Step::Rival => {
+                // Another process: its own audit stream, the shared status and cluster.
+                let mine =
+                    std::mem::replace(&mut self.audit, Audit::Memory(MemoryOutbox::default()));
+                let rival = match &mine {
+                    Audit::Memory(m) => Audit::Memory(m.clone()),
+                    Audit::Real { config, outbox, .. } => Audit::Real {
+                        config: config.clone(),
+                        outbox: outbox.clone(),
+                        audit: crate::audit::PasAudit::with_outbox(config.clone(), outbox.clone()),
+                    },
+                };
+                self.audit = rival;
+                self.reconcile(true, true);
+                self.audit = mine;
+            }
         }
     }
 
     /// Invariants that hold after every step.
     fn check(&self, before: Option<u32>) {
         let partitions = self.partitions();
-        let events = self.outbox.events.lock().unwrap().clone();
+        let events = self.audit.events();
         // The outbox is a gap-free chain over a prefix of the grid: one event per partition,
         // each linked to the one before.
         let mut prev: Option<String> = None;
@@ -347,59 +466,104 @@ proptest! {
 
     #[test]
     fn sequencing_is_safe_and_live_under_any_interleaving((spec, bad, steps) in scenario()) {
-        let mut world = World::new(spec, bad);
-        for step in &steps {
-            let before = if world.status_lost || matches!(step, Step::LoseStatus) {
-                None
-            } else {
-                world.status.as_ref().and_then(|s| s.checkpoint.as_ref()).map(|c| c.last_committed_ledger)
-            };
-            world.apply(step);
-            world.check(before);
-            // Once a reconcile has seen a bad-input failure, the status reports it.
-            if matches!(step, Step::Reconcile) {
-                let status = world.status.as_ref().unwrap();
-                for range in &world.bad_failures_seen {
-                    if world.jobs.values().any(|j| j.range == *range && matches!(j.state, JobState::Failed(_))) {
-                        prop_assert!(status.failed_partitions.iter().any(|f| f.range == range.to_string()
-                            && f.reason == "BadInput" && !f.retrying), "bad input of {range} not in status");
-                        prop_assert_eq!(status.phase, Some(Phase::Failed));
-                    }
+        run_scenario(spec, bad, steps, false)?;
+    }
+
+    /// The same, with the operator's real PAS chain (`bronze::pas` over an object store).
+    #[test]
+    fn with_the_real_pas_chain((spec, bad, steps) in scenario()) {
+        run_scenario(spec, bad, steps, true)?;
+    }
+}
+
+fn run_scenario(
+    spec: BronzeBackfillSpec,
+    bad: BTreeSet<u32>,
+    steps: Vec<Step>,
+    real_pas: bool,
+) -> Result<(), TestCaseError> {
+    let mut world = World::new(spec, bad, real_pas);
+    for step in &steps {
+        let before = if world.status_lost || matches!(step, Step::LoseStatus) {
+            None
+        } else {
+            world
+                .status
+                .as_ref()
+                .and_then(|s| s.checkpoint.as_ref())
+                .map(|c| c.last_committed_ledger)
+        };
+        world.apply(step);
+        world.check(before);
+        // Once a reconcile has seen a bad-input failure, the status reports it.
+        if matches!(step, Step::Reconcile) {
+            let status = world.status.as_ref().unwrap();
+            for range in &world.bad_failures_seen {
+                if world
+                    .jobs
+                    .values()
+                    .any(|j| j.range == *range && matches!(j.state, JobState::Failed(_)))
+                {
+                    prop_assert!(
+                        status
+                            .failed_partitions
+                            .iter()
+                            .any(|f| f.range == range.to_string()
+                                && f.reason == "BadInput"
+                                && !f.retrying),
+                        "bad input of {range} not in status"
+                    );
+                    prop_assert_eq!(status.phase, Some(Phase::Failed));
                 }
             }
         }
-        // Liveness: with every Job allowed to finish, the backfill ends, and where it ends is
-        // exactly determined by the bad input.
-        for _ in 0..500 {
-            let before = world.status.as_ref().and_then(|s| s.checkpoint.as_ref()).map(|c| c.last_committed_ledger);
-            let plan = world.reconcile(true, true).unwrap();
-            world.check(before);
-            let active = world.active();
-            for name in &active {
-                world.run_job(name, None);
-            }
-            let settled = plan.requeue > std::time::Duration::from_secs(1) // no sequencing left
-                && plan.status.phase != Some(Phase::Running);
-            if active.is_empty() && plan.create.is_empty() && plan.delete.is_empty() && settled {
-                break;
-            }
+    }
+    // Liveness: with every Job allowed to finish, the backfill ends, and where it ends is
+    // exactly determined by the bad input.
+    for _ in 0..500 {
+        let before = world
+            .status
+            .as_ref()
+            .and_then(|s| s.checkpoint.as_ref())
+            .map(|c| c.last_committed_ledger);
+        let plan = world.reconcile(true, true).unwrap();
+        world.check(before);
+        let active = world.active();
+        for name in &active {
+            world.run_job(name, None);
         }
-        let status = world.status.clone().unwrap();
-        let partitions = world.partitions();
-        let events = world.outbox.events.lock().unwrap().clone();
-        match world.bad.iter().next() {
-            None => {
-                prop_assert_eq!(status.phase, Some(Phase::Succeeded), "{:?}", status.message);
-                prop_assert_eq!(status.last_committed_ledger, Some(world.spec.ledger_end));
-                prop_assert_eq!(events.len(), partitions.len(), "one event per partition");
-            }
-            Some(bad_start) => {
-                prop_assert_eq!(status.phase, Some(Phase::Failed));
-                let expected = bad_start.checked_sub(1).filter(|l| *l >= partitions[0].start);
-                prop_assert_eq!(status.last_committed_ledger, expected);
-                prop_assert!(status.failed_partitions.iter().any(|f| f.reason == "BadInput"));
-                prop_assert_eq!(events.len(), partitions.iter().filter(|p| p.start < *bad_start).count());
-            }
+        let settled = plan.requeue > std::time::Duration::from_secs(1) // no sequencing left
+                && plan.status.phase != Some(Phase::Running);
+        if active.is_empty() && plan.create.is_empty() && plan.delete.is_empty() && settled {
+            break;
         }
     }
+    let status = world.status.clone().unwrap();
+    let partitions = world.partitions();
+    let events = world.audit.events();
+    match world.bad.iter().next() {
+        None => {
+            prop_assert_eq!(status.phase, Some(Phase::Succeeded), "{:?}", status.message);
+            prop_assert_eq!(status.last_committed_ledger, Some(world.spec.ledger_end));
+            prop_assert_eq!(events.len(), partitions.len(), "one event per partition");
+        }
+        Some(bad_start) => {
+            prop_assert_eq!(status.phase, Some(Phase::Failed));
+            let expected = bad_start
+                .checked_sub(1)
+                .filter(|l| *l >= partitions[0].start);
+            prop_assert_eq!(status.last_committed_ledger, expected);
+            prop_assert!(
+                status
+                    .failed_partitions
+                    .iter()
+                    .any(|f| f.reason == "BadInput")
+            );
+            prop_assert_eq!(
+                events.len(),
+                partitions.iter().filter(|p| p.start < *bad_start).count()
+            );
+        }
+    }
+    Ok(())
 }

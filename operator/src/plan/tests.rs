@@ -137,6 +137,28 @@ fn first_reconcile_starts_the_lowest_ranges_up_to_the_cap() {
     let types: Vec<_> = st.conditions.iter().map(|c| c.type_.as_str()).collect();
     assert_eq!(types, CONDITION_TYPES);
     assert!(plan.events.iter().any(|e| e.reason == "JobsCreated"));
+    assert!(!plan.events.iter().any(|e| e.reason == "CatalogNotWritten"));
+}
+
+#[test]
+fn a_catalog_the_operator_does_not_write_is_said_once() {
+    let mut s = spec();
+    s.catalog = Some(crate::crd::CatalogSpec {
+        dsn_secret_ref: crate::crd::SecretKeyRef {
+            name: "catalog".into(),
+            key: "dsn".into(),
+        },
+        strict: false,
+    });
+    let first = run(&s, None, &Sequenced::default(), &[], None);
+    let note = first
+        .events
+        .iter()
+        .find(|e| e.reason == "CatalogNotWritten")
+        .expect("a warning");
+    assert!(note.warning);
+    let again = run(&s, Some(&first.status), &Sequenced::default(), &[], None);
+    assert!(!again.events.iter().any(|e| e.reason == "CatalogNotWritten"));
 }
 
 #[test]
@@ -422,12 +444,13 @@ fn verification_checks_link_rows_size_dataset_and_ingested_at() {
         ingested_at: INGESTED,
         prior_hash: Some(&prior),
     };
-    let cp = verify_manifest(&m, r(12, 21), &expected, Some(1012)).unwrap();
+    let cp = verify_manifest(&m, &SealCheck::Valid, r(12, 21), &expected, Some(1012)).unwrap();
     assert_eq!(cp.last_committed_ledger, 21);
     assert_eq!(cp.last_ledger_hash, Some(ledger_hash(21)));
     let wrong = ledger_hash(10);
     let err = verify_manifest(
         &m,
+        &SealCheck::Valid,
         r(12, 21),
         &Expected {
             prior_hash: Some(&wrong),
@@ -438,17 +461,17 @@ fn verification_checks_link_rows_size_dataset_and_ingested_at() {
     .unwrap_err();
     assert!(err.contains("links to previous hash"), "{err}");
     assert!(
-        verify_manifest(&m, r(12, 21), &expected, Some(5))
+        verify_manifest(&m, &SealCheck::Valid, r(12, 21), &expected, Some(5))
             .unwrap_err()
             .contains("bytes")
     );
-    assert!(verify_manifest(&m, r(2, 11), &expected, None).is_err());
+    assert!(verify_manifest(&m, &SealCheck::Valid, r(2, 11), &expected, None).is_err());
     let other_time = Expected {
         ingested_at: "2025-01-16T10:00:00Z",
         ..expected.clone()
     };
     assert!(
-        verify_manifest(&m, r(12, 21), &other_time, None)
+        verify_manifest(&m, &SealCheck::Valid, r(12, 21), &other_time, None)
             .unwrap_err()
             .contains("ingested_at")
     );
@@ -456,22 +479,57 @@ fn verification_checks_link_rows_size_dataset_and_ingested_at() {
         ingested_at: "2025-01-15T10:00:00.000Z",
         ..expected.clone()
     };
-    assert!(verify_manifest(&m, r(12, 21), &same_instant, None).is_ok());
+    assert!(verify_manifest(&m, &SealCheck::Valid, r(12, 21), &same_instant, None).is_ok());
     let mut rows = m.clone();
     rows.tables.values_mut().next().unwrap().row_count = 9;
     assert!(
-        verify_manifest(&rows, r(12, 21), &expected, None)
+        verify_manifest(&rows, &SealCheck::Valid, r(12, 21), &expected, None)
             .unwrap_err()
             .contains("rows")
     );
     let mut foreign = m.clone();
     foreign.partition.era_id = "other".into();
     assert!(
-        verify_manifest(&foreign, r(12, 21), &expected, None)
+        verify_manifest(&foreign, &SealCheck::Valid, r(12, 21), &expected, None)
             .unwrap_err()
             .contains("belongs to")
     );
     let mut unchained = m;
     unchained.chain = None;
-    assert!(verify_manifest(&unchained, r(12, 21), &expected, None).is_err());
+    assert!(verify_manifest(&unchained, &SealCheck::Valid, r(12, 21), &expected, None).is_err());
+}
+
+#[test]
+fn verification_checks_the_manifest_self_checksum() {
+    let s = spec();
+    let m = manifest_for(&s, r(12, 21), INGESTED);
+    let prior = ledger_hash(11);
+    let expected = Expected {
+        network: "testnet",
+        era_id: "p23",
+        version_label: "v1",
+        ingested_at: INGESTED,
+        prior_hash: Some(&prior),
+    };
+    let changed = SealCheck::Mismatch {
+        recorded: "sha256:aa".into(),
+        computed: "sha256:bb".into(),
+    };
+    let err = verify_manifest(&m, &changed, r(12, 21), &expected, None).unwrap_err();
+    assert!(
+        err.contains("manifest_sha256 is sha256:aa") && err.contains("sha256:bb"),
+        "{err}"
+    );
+    let err = verify_manifest(&m, &SealCheck::Absent, r(12, 21), &expected, None).unwrap_err();
+    assert!(err.contains("no manifest_sha256"), "{err}");
+    // A real sealed manifest file checks out; one changed byte does not.
+    let bytes = m.to_json();
+    assert_eq!(Manifest::check_seal(&bytes), SealCheck::Valid);
+    let text = String::from_utf8(bytes)
+        .unwrap()
+        .replace("2025-01-15T10:00:00Z", "2025-01-15T10:00:01Z");
+    assert!(matches!(
+        Manifest::check_seal(text.as_bytes()),
+        SealCheck::Mismatch { .. }
+    ));
 }

@@ -152,6 +152,9 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ("PAS_STRICT", "pas.strict", |c, v| {
         set_bool(&mut c.pas.strict, v)
     }),
+    ("PAS_OUTBOX", "pas.outbox", |c, v| {
+        set_str(&mut c.pas.outbox, v)
+    }),
     ("BRONZE_PRIMARY_TABLE", "bronze.primary_table", |c, v| {
         set_str(&mut c.bronze.primary_table, v)
     }),

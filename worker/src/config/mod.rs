@@ -195,7 +195,16 @@ pub struct PasConfig {
     /// Name of the environment variable holding a bearer token for the endpoint.
     pub token_env: String,
     pub timeout_ms: u64,
+    /// Where events are kept before delivery: [`PAS_OUTBOX_FILE`] (`backup_dir`, the original's
+    /// layout) or [`PAS_OUTBOX_STORAGE`] (objects under `<storage prefix>_pas/` in the output
+    /// storage, created conditionally; what the Kubernetes operator writes).
+    pub outbox: String,
 }
+
+/// `pas.outbox`: events in `pas.backup_dir`.
+pub const PAS_OUTBOX_FILE: &str = "file";
+/// `pas.outbox`: events next to the data, in the output storage.
+pub const PAS_OUTBOX_STORAGE: &str = "storage";
 
 impl Default for PasConfig {
     fn default() -> Self {
@@ -206,6 +215,7 @@ impl Default for PasConfig {
             strict: false,
             token_env: "PAS_TOKEN".into(),
             timeout_ms: 30_000,
+            outbox: PAS_OUTBOX_FILE.into(),
         }
     }
 }

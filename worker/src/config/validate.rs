@@ -275,13 +275,19 @@ fn check_services(c: &Config, r: &mut Report) {
         }
     }
     if c.pas.enabled {
-        r.require(
-            "pas.backup_dir",
-            &c.pas.backup_dir,
-            "when pas.enabled is true",
-        );
-        if !c.pas.backup_dir.is_empty() {
-            check_writable_dir("pas.backup_dir", &c.pas.backup_dir, r);
+        match c.pas.outbox.as_str() {
+            super::PAS_OUTBOX_FILE => {
+                r.require(
+                    "pas.backup_dir",
+                    &c.pas.backup_dir,
+                    "when pas.enabled is true and pas.outbox is file",
+                );
+                if !c.pas.backup_dir.is_empty() {
+                    check_writable_dir("pas.backup_dir", &c.pas.backup_dir, r);
+                }
+            }
+            super::PAS_OUTBOX_STORAGE => {}
+            other => r.fail("pas.outbox", other, "must be one of: file, storage"),
         }
         if !c.pas.endpoint.is_empty() {
             check_url("pas.endpoint", &c.pas.endpoint, r);

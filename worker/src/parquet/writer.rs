@@ -26,6 +26,9 @@ use super::schema::ledgers_lcm_raw_schema;
 /// Rows per Arrow batch handed to the writer (also capped by `BATCH_XDR_BYTES`).
 const BATCH_ROWS: usize = 256;
 const BATCH_XDR_BYTES: usize = 8 * 1024 * 1024;
+/// Room reserved for a batch's XDR: the batch closes at `BATCH_XDR_BYTES`, so it exceeds that by
+/// at most one ledger. Reserving up front saves the copies of a doubling buffer.
+const BATCH_XDR_RESERVE: usize = BATCH_XDR_BYTES + 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -157,6 +160,10 @@ struct Columns {
     xdr_bytes_len: usize,
 }
 
+fn xdr_builder() -> BinaryBuilder {
+    BinaryBuilder::with_capacity(BATCH_ROWS, BATCH_XDR_RESERVE)
+}
+
 impl Columns {
     fn new() -> Self {
         let hex_col = || StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 64);
@@ -171,7 +178,7 @@ impl Columns {
             tx_set_hash: hex_col(),
             tx_count: Int32Builder::with_capacity(BATCH_ROWS),
             operation_count: Int32Builder::with_capacity(BATCH_ROWS),
-            xdr_bytes: BinaryBuilder::new(),
+            xdr_bytes: xdr_builder(),
             xdr_byte_length: Int32Builder::with_capacity(BATCH_ROWS),
             xdr_sha256: hex_col(),
             rows: 0,
@@ -278,7 +285,7 @@ impl<W: Write + Send> PartitionWriter<W> {
             Arc::new(c.tx_set_hash.finish()),
             Arc::new(c.tx_count.finish()),
             Arc::new(c.operation_count.finish()),
-            Arc::new(c.xdr_bytes.finish()),
+            Arc::new(std::mem::replace(&mut c.xdr_bytes, xdr_builder()).finish()),
             Arc::new(c.xdr_byte_length.finish()),
             Arc::new(c.xdr_sha256.finish()),
             constant(&self.settings.version_label),

@@ -27,7 +27,7 @@ use super::event::{ChainId, PasEvent};
 use super::outbox::{Created, Delivered, Outbox, OutboxError};
 use crate::partition::LedgerRange;
 use crate::pipeline::{CommitEvent, CommitHook, HookError, HookFuture};
-use crate::publish::DatasetLayout;
+use crate::publish::{DatasetLayout, Manifest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasError {
@@ -65,10 +65,22 @@ pub enum PasError {
         found_prev: String,
         our_prev: String,
     },
+    #[error(
+        "PAS chain {chain} in {outbox}: the event of partition {range} should follow {expected:?}, but the outbox's head is {head:?}; refusing to fork the chain"
+    )]
+    HeadMoved {
+        chain: String,
+        outbox: String,
+        range: LedgerRange,
+        expected: String,
+        head: String,
+    },
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
     #[error("pas.endpoint: {0}")]
     Client(String),
+    #[error(transparent)]
+    Storage(#[from] crate::store::StoreError),
 }
 
 impl PasError {
@@ -80,6 +92,7 @@ impl PasError {
                 | PasError::Damaged { .. }
                 | PasError::EventMismatch { .. }
                 | PasError::Raced { .. }
+                | PasError::HeadMoved { .. }
         )
     }
 }
@@ -286,7 +299,7 @@ impl PasStream {
         let range = commit.range;
         let mut state = inner.state.lock().await;
         if let Some(existing) = state.events.get(&range.start) {
-            self.check_matches(existing, commit)?;
+            self.check_matches(existing, range, &commit.manifest)?;
             return Ok(Some(existing.clone()));
         }
         if let Some(head_end) = state.head.ledger_end
@@ -300,9 +313,33 @@ impl PasStream {
             );
             return Ok(None);
         }
+        let event = self
+            .write_on_head(&mut state, range, &commit.manifest)
+            .await?;
+        tracing::info!(
+            partition = %range,
+            event_id = %event.event_id,
+            event_hash = %event.chain.event_hash,
+            prev_event_hash = %event.chain.prev_event_hash,
+            adopted = commit.adopted,
+            "PAS event recorded"
+        );
+        Ok(Some(event))
+    }
+
+    /// Makes the event of `range` on the current head durable (create-if-absent), or adopts the
+    /// one a concurrent writer stored first when it links to the same head and describes the same
+    /// partition; then advances the head.
+    async fn write_on_head(
+        &self,
+        state: &mut ChainState,
+        range: LedgerRange,
+        manifest: &Manifest,
+    ) -> Result<PasEvent, PasError> {
+        let inner = &self.inner;
         let event = PasEvent::for_partition(
             &inner.chain,
-            &commit.manifest,
+            manifest,
             &inner.layout.storage_path(range),
             &state.head.event_hash,
             Utc::now(),
@@ -310,7 +347,7 @@ impl PasStream {
         let event = match inner.outbox.create(&event).await? {
             Created::Written => event,
             Created::Existing(found) => {
-                // Someone (a process killed just now, or a second copier) stored it first.
+                // Someone (a process killed just now, or a second writer) stored it first.
                 if found.chain.prev_event_hash != state.head.event_hash
                     || found.compute_hash() != found.chain.event_hash
                 {
@@ -321,7 +358,7 @@ impl PasStream {
                         our_prev: state.head.event_hash.clone(),
                     });
                 }
-                self.check_matches(&found, commit)?;
+                self.check_matches(&found, range, manifest)?;
                 *found
             }
         };
@@ -334,20 +371,109 @@ impl PasStream {
             ledger_end: Some(range.end),
         };
         state.events.insert(range.start, event.clone());
-        tracing::info!(
-            partition = %range,
-            event_id = %event.event_id,
-            event_hash = %event.chain.event_hash,
-            prev_event_hash = %event.chain.prev_event_hash,
-            adopted = commit.adopted,
-            "PAS event recorded"
-        );
-        Ok(Some(event))
+        Ok(event)
+    }
+
+    /// The sequencer of the Kubernetes operator: the event of the committed partition `range`,
+    /// linked to `prev_event_hash` (the head the caller recorded, `""` before the first event).
+    ///
+    /// * An event already stored for `range` (an earlier reconcile whose status was lost, or
+    ///   another operator) is adopted when it links to `prev_event_hash` and describes the same
+    ///   partition; any other event there is a conflict ([`PasError::Raced`] or
+    ///   [`PasError::EventMismatch`]): the chain is never forked.
+    /// * Otherwise the event is written on `prev_event_hash`, which must be the outbox's head; a
+    ///   head that moved under this stream (another writer) is re-read from the outbox first.
+    ///
+    /// Then the event is handed to delivery as in [`Self::record`]. Returns the event and whether
+    /// it was already stored.
+    pub async fn append_after(
+        &self,
+        range: LedgerRange,
+        manifest: &Manifest,
+        prev_event_hash: &str,
+    ) -> Result<(PasEvent, bool), PasError> {
+        let (event, existing) = {
+            let mut state = self.inner.state.lock().await;
+            if let Some(found) = self
+                .stored_event(&mut state, range, prev_event_hash)
+                .await?
+            {
+                if found.chain.prev_event_hash != prev_event_hash {
+                    return Err(PasError::Raced {
+                        location: self.inner.outbox.location_of(&self.inner.chain, range),
+                        range,
+                        found_prev: found.chain.prev_event_hash.clone(),
+                        our_prev: prev_event_hash.to_string(),
+                    });
+                }
+                self.check_matches(&found, range, manifest)?;
+                (found, true)
+            } else {
+                if state.head.event_hash != prev_event_hash {
+                    return Err(PasError::HeadMoved {
+                        chain: self.inner.chain.key(),
+                        outbox: self.inner.outbox.describe(),
+                        range,
+                        expected: prev_event_hash.to_string(),
+                        head: state.head.event_hash.clone(),
+                    });
+                }
+                let event = self.write_on_head(&mut state, range, manifest).await?;
+                tracing::info!(
+                    partition = %range,
+                    event_id = %event.event_id,
+                    event_hash = %event.chain.event_hash,
+                    prev_event_hash = %event.chain.prev_event_hash,
+                    "PAS event recorded"
+                );
+                (event, false)
+            }
+        };
+        if let Some(c) = &self.inner.courier {
+            c.enqueue(&event);
+            if self.inner.strict {
+                c.flush().await?;
+            }
+        }
+        Ok((event, existing))
+    }
+
+    /// The event stored for `range`: from memory, or, when the caller's head is not this
+    /// stream's (another writer moved the chain), from the outbox after re-reading it.
+    async fn stored_event(
+        &self,
+        state: &mut ChainState,
+        range: LedgerRange,
+        prev_event_hash: &str,
+    ) -> Result<Option<PasEvent>, PasError> {
+        if let Some(found) = state.events.get(&range.start) {
+            return Ok(Some(found.clone()));
+        }
+        if state.head.event_hash == prev_event_hash {
+            return Ok(None);
+        }
+        let inner = &self.inner;
+        let view = analyse(inner.outbox.load(&inner.chain).await?);
+        if let Some(last) = view.last() {
+            state.head = Head {
+                event_hash: last.event.chain.event_hash.clone(),
+                ledger_end: Some(last.range.end),
+            };
+        }
+        for e in &view.events {
+            state.events.insert(e.range.start, e.event.clone());
+        }
+        tracing::info!(chain = %inner.chain.key(), head = %state.head.event_hash, "PAS chain re-read from the outbox");
+        Ok(state.events.get(&range.start).cloned())
     }
 
     /// A stored event must describe exactly the committed partition.
-    fn check_matches(&self, event: &PasEvent, commit: &CommitEvent) -> Result<(), PasError> {
-        let range = commit.range;
+    fn check_matches(
+        &self,
+        event: &PasEvent,
+        range: LedgerRange,
+        manifest: &Manifest,
+    ) -> Result<(), PasError> {
         let location = self.inner.outbox.location_of(&self.inner.chain, range);
         let mismatch = |expected: String, found: String| PasError::EventMismatch {
             location: location.clone(),
@@ -364,7 +490,7 @@ impl PasStream {
                 ),
             ));
         }
-        let table = commit.manifest.primary();
+        let table = manifest.primary();
         let ev = event.primary();
         let describe = |checksum: &str, rows: i64, bytes: i64| {
             format!("checksum {checksum}, row_count {rows}, byte_size {bytes}")

@@ -28,8 +28,9 @@ pub use event::{ChainId, PasEvent, go_rfc3339_nano};
 pub use hook::{DeliveryConfig, PasError, PasStream};
 pub use outbox::{Created, Delivered, FileOutbox, ObjectStoreOutbox, Outbox, OutboxError};
 
-use crate::config::Config;
+use crate::config::{Config, PAS_OUTBOX_STORAGE};
 use crate::publish::DatasetLayout;
+use crate::store::Location;
 
 /// The HTTP delivery `pas.*` asks for, if any. The token is read from the environment variable
 /// named by `pas.token_env`.
@@ -58,12 +59,31 @@ pub fn delivery_from_config(
     }))
 }
 
-/// The standalone copier's stream (backup directory outbox), when `pas.enabled`.
+/// The outbox `pas.outbox` names, as it is (nothing created): the backup directory, or the
+/// output storage `output` (see [`ObjectStoreOutbox`]). For reading, e.g. by `verify`.
+pub fn outbox_from_config(config: &Config, output: &Location) -> Arc<dyn Outbox> {
+    if config.pas.outbox == PAS_OUTBOX_STORAGE {
+        Arc::new(ObjectStoreOutbox::new(
+            output.clone(),
+            &config.storage.prefix,
+        ))
+    } else {
+        Arc::new(FileOutbox::at(&config.pas.backup_dir))
+    }
+}
+
+/// The stream `pas.*` describes, when `pas.enabled`: the standalone copier's, and the operator's
+/// (which sets `pas.outbox: storage`), so both write the same events in the same layout.
 pub async fn open_from_config(config: &Config) -> Result<Option<PasStream>, PasError> {
     if !config.pas.enabled {
         return Ok(None);
     }
-    let outbox: Arc<dyn Outbox> = Arc::new(FileOutbox::open(&config.pas.backup_dir)?);
+    let outbox: Arc<dyn Outbox> = if config.pas.outbox == PAS_OUTBOX_STORAGE {
+        let output = crate::pipeline::open_output_location(config)?;
+        outbox_from_config(config, &output)
+    } else {
+        Arc::new(FileOutbox::open(&config.pas.backup_dir)?)
+    };
     let delivery = delivery_from_config(config, |k| std::env::var(k).ok())?;
     PasStream::open(DatasetLayout::from_config(config), outbox, delivery)
         .await

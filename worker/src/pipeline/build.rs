@@ -41,7 +41,7 @@ pub enum Built {
     /// The Parquet file is uploaded; the manifest is not written yet.
     Staged(Staged),
     /// Storage already holds a committed partition for the range (a resumed run).
-    AlreadyCommitted(ExistingPartition),
+    AlreadyCommitted(Box<ExistingPartition>),
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +140,7 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
     if committer.allow_overwrite {
         committer.uncommit(range).await?;
     } else if let Some(existing) = committer.existing(range).await? {
-        return Ok(Built::AlreadyCommitted(existing));
+        return Ok(Built::AlreadyCommitted(Box::new(existing)));
     }
     let started = Instant::now();
     let parquet_key = committer.layout.parquet_key(range);

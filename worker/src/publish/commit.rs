@@ -9,7 +9,7 @@ use std::sync::Arc;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::layout::DatasetLayout;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, SealCheck};
 use crate::partition::LedgerRange;
 use crate::store::Location;
 
@@ -44,6 +44,8 @@ impl CommitError {
 pub struct ExistingPartition {
     pub manifest: Manifest,
     pub manifest_key: String,
+    /// What the file's `manifest_sha256` self-checksum says about its bytes.
+    pub seal: SealCheck,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +94,7 @@ impl Committer {
         Ok(Some(ExistingPartition {
             manifest,
             manifest_key: key.to_string(),
+            seal: Manifest::check_seal(&bytes),
         }))
     }
 

@@ -27,7 +27,6 @@ pub use rows::RowsSummary;
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::partition::{LedgerRange, PartitionGrid};
-use crate::pas::FileOutbox;
 use crate::publish::DatasetLayout;
 use crate::store::{self, Location, StoreError};
 
@@ -140,9 +139,9 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
     }
 
     if config.pas.enabled {
-        let outbox = FileOutbox::at(&config.pas.backup_dir);
+        let outbox = crate::pas::outbox_from_config(config, &location);
         pas::check_chain(
-            &outbox,
+            outbox.as_ref(),
             &layout,
             &verified,
             &folder_ranges,

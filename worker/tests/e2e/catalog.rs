@@ -221,6 +221,19 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
         "5"
     );
 
+    // `bronze-copier verify` checks the catalog beside storage: clean now.
+    let verify = || {
+        crate::workdir::copier()
+            .arg("-config")
+            .arg(&config)
+            .arg("verify")
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    assert_no_password(&text_of(&out));
+
     // The verifier finds nothing wrong, and notices a tampered row.
     let manifests = work.manifests();
     let layout_uri = |r: LedgerRange| {
@@ -263,6 +276,24 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
         checks.contains(&(Some(LedgerRange::new(18, 25)), "prev_hash_broken")),
         "{problems:#?}"
     );
+
+    // So does the `verify` command, under the catalog's own check names, and exits 5.
+    let out = verify();
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert_no_password(&text);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for (partition, check) in [
+        ("10-17", "catalog.checksum_mismatch"),
+        ("18-25", "catalog.prev_hash_broken"),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with("PROBLEM")
+                && l.contains(&format!("partition={partition} "))
+                && l.contains(&format!("check={check} "))),
+            "expected {check} for {partition}:\n{text}"
+        );
+    }
 }
 
 #[test]

@@ -226,3 +226,143 @@ fn gcs_source_and_output_through_the_translating_proxy() {
     );
     assert_eq!(seen, (2..=41).collect::<Vec<u64>>());
 }
+
+/// An S3 endpoint that forwards every request to `upstream` (moto) and answers the GETs of
+/// datastore objects for which `fail(key, attempt)` is true with a 503 SlowDown instead.
+/// `attempt` counts that key's GETs from 1.
+fn flaky_s3(
+    upstream: String,
+    fail: impl Fn(&str, usize) -> bool + Send + Sync + 'static,
+) -> bronze_testkit::HttpSink {
+    use bronze_testkit::{Behaviour, Reply, http};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let attempts: Mutex<HashMap<String, usize>> = Mutex::new(HashMap::new());
+    bronze_testkit::HttpSink::start(Behaviour::custom(move |req| {
+        let key = req.path.split('?').next().unwrap_or_default().to_string();
+        if req.method == "GET" && key.contains(".xdr.zst") {
+            let mut seen = attempts.lock().unwrap();
+            let attempt = seen.entry(key.clone()).or_default();
+            *attempt += 1;
+            if fail(&key, *attempt) {
+                return Reply::status(503).with_body(
+                    "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                );
+            }
+        }
+        let forwarded: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| {
+                let k = k.to_ascii_lowercase();
+                k == "range" || k == "authorization" || k.starts_with("x-amz-")
+            })
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        match http::request(
+            &req.method,
+            &format!("{upstream}{}", req.path),
+            &forwarded,
+            &req.body,
+        ) {
+            Ok(resp) => {
+                let mut reply = Reply::status(resp.status).with_body(resp.body);
+                for (k, v) in &resp.headers {
+                    let lower = k.to_ascii_lowercase();
+                    if !matches!(
+                        lower.as_str(),
+                        "content-length" | "transfer-encoding" | "connection"
+                    ) {
+                        reply = reply.with_header(k, v);
+                    }
+                }
+                reply
+            }
+            Err(_) => Reply::status(502),
+        }
+    }))
+}
+
+/// Transient store errors (503 SlowDown) on datastore reads are retried and cost nothing; an
+/// object that keeps failing stops the run with the retryable exit code 1 (not "bad input"),
+/// naming the object, with everything before it committed and nothing of its partition.
+#[test]
+fn transient_source_errors_are_retried_and_a_persistent_one_fails_retryably() {
+    let s3 = MotoS3::start();
+    s3.create_bucket("ledgers");
+    let run = LocalRun::new();
+    generate(&run.datastore, &small_templates(), 2, 40, 1, 64_000);
+    upload_datastore(&s3, &run.datastore, "ledgers", "p");
+    let write_config = |endpoint: &str, attempts: u32| {
+        let config = run.dir.path().join("flaky.yaml");
+        std::fs::write(
+            &config,
+            config_text(
+                &format!(
+                    "source:\n  mode: s3\n  s3_bucket: ledgers\n  s3_prefix: p\n  s3_endpoint: {endpoint}\n"
+                ),
+                &format!(
+                    "storage:\n  backend: local\n  local_dir: {}\n",
+                    run.out.display()
+                ),
+                &run.state,
+                "",
+            )
+            .replace("perf:\n", &format!("perf:\n  retry_attempts: {attempts}\n")),
+        )
+        .unwrap();
+        config
+    };
+    let run_copier = |config: &Path| {
+        let out = exec(
+            copier()
+                .arg("-config")
+                .arg(config)
+                .arg("--no-progress")
+                .envs(s3.env()),
+        );
+        (out.status.code(), text(&out))
+    };
+
+    // Every object's first two GETs fail.
+    let flaky = flaky_s3(s3.endpoint(), |_, attempt| attempt <= 2);
+    let (code, log) = run_copier(&write_config(&flaky.url(), 5));
+    assert_eq!(code, Some(0), "{log}");
+    let failed = flaky
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains(".xdr.zst"))
+        .count();
+    assert!(
+        failed >= 3 * 40,
+        "each of the 40 objects was read three times: {failed} GETs"
+    );
+    let expected = expected_rows(&run.datastore);
+    let mut rows = Vec::new();
+    for (start, end, dir) in partitions(&run.dataset()) {
+        rows.extend(check_parquet_with_pyarrow(
+            &dir.join(format!("part-{start}-{end}.parquet")),
+            &expected,
+            ("testnet", "pre_p23", "v1"),
+            None,
+        ));
+    }
+    assert_eq!(rows, (2..=41).collect::<Vec<u64>>());
+    assert_eq!(run.checkpoint().unwrap()["last_committed_ledger"], 41);
+
+    // Ledger 25's object never comes back: exit 1 naming it; 2-21 stay committed, 22-31 is not.
+    std::fs::remove_dir_all(&run.out).unwrap();
+    std::fs::remove_dir_all(&run.state).unwrap();
+    let dead = flaky_s3(s3.endpoint(), |key, _| key.contains("--25."));
+    let (code, log) = run_copier(&write_config(&dead.url(), 3));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("--25.xdr.zst"),
+        "the error names the object: {log}"
+    );
+    assert_eq!(run.checkpoint().unwrap()["last_committed_ledger"], 21);
+    assert!(
+        !run.dataset().join("range=22-31/_manifest.json").exists(),
+        "nothing of the failing partition is committed"
+    );
+}

@@ -559,3 +559,49 @@ fn a_heads_file_that_disagrees_with_the_events_stops_the_copier() {
     );
     assert!(String::from_utf8_lossy(&verified.stdout).contains("check=pas.head"));
 }
+
+/// `pas.outbox: storage`: the layout the Kubernetes operator writes (events next to the data,
+/// conditional create); a standalone run writes it, verify reads it, a rerun adopts it.
+#[test]
+fn the_storage_outbox_is_written_next_to_the_data_and_verified() {
+    let mut setup = Setup::new(60, 20);
+    setup.pas = Some("  outbox: \"storage\"\n".into());
+    let out = setup.run();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let chain_dir = setup.storage().join("bronze/_pas/testnet/pre_p23/v1");
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(&chain_dir),
+        ["2-21.json", "22-41.json", "42-61.json", "_chain-head.json"]
+    );
+    assert!(
+        names(&setup.backup_dir()).is_empty(),
+        "nothing in pas.backup_dir"
+    );
+    let before = std::fs::read(chain_dir.join("42-61.json")).unwrap();
+    let verified = setup.verify();
+    assert!(verified.status.success(), "{}", output_text(&verified));
+    // verify with the default outbox looks in backup_dir and finds no events.
+    setup.pas = Some(String::new());
+    let elsewhere = setup.verify();
+    assert!(!elsewhere.status.success());
+    assert!(
+        output_text(&elsewhere).contains("pas.missing"),
+        "{}",
+        output_text(&elsewhere)
+    );
+    // A rerun over the finished backfill keeps the stored events.
+    setup.pas = Some("  outbox: \"storage\"\n".into());
+    let again = setup.run();
+    assert!(again.status.success(), "{}", output_text(&again));
+    assert_eq!(std::fs::read(chain_dir.join("42-61.json")).unwrap(), before);
+}
