@@ -397,9 +397,11 @@ impl PullPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerSpec {
-    /// The image with the `bronze-copier` binary.
+    /// The image with the `bronze-copier` binary. Default: the operator's
+    /// `--default-worker-image` (the chart sets it); with neither the backfill fails (`Config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub image: String,
+    pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -800,7 +802,7 @@ mod tests {
         tuned.spec.max_concurrent_jobs = 10;
         tuned.spec.partitions_per_job = 5;
         tuned.spec.ledger_end = 0;
-        tuned.spec.worker.image = "ghcr.io/withobsrvr/bronze:next".into();
+        tuned.spec.worker.image = Some("ghcr.io/withobsrvr/bronze:next".into());
         assert_eq!(update_errors(&old, &tuned), "");
     }
 

@@ -64,7 +64,7 @@ pub fn spec() -> BronzeBackfillSpec {
         catalog: None,
         credentials: CredentialsSpec::default(),
         worker: WorkerSpec {
-            image: "ghcr.io/withobsrvr/bronze:test".into(),
+            image: Some("ghcr.io/withobsrvr/bronze:test".into()),
             image_pull_policy: None,
             resources: None,
             node_selector: None,
@@ -488,5 +488,6 @@ pub fn context(
         storage: Arc::new(TestStorage { dataset, tip: None }),
         audit: Arc::new(MemoryAudit(outbox)),
         now: test_now,
+        worker_defaults: crate::job::WorkerDefaults::default(),
     })
 }

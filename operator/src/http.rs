@@ -1,5 +1,7 @@
-//! The operator's HTTP endpoint: `/healthz` (the process serves), `/readyz` (the controller is
-//! running, as leader when leader election is on) and `/metrics` (Prometheus text format).
+//! The operator's HTTP endpoint: `/healthz` (the process serves), `/readyz` (the process is up
+//! and has talked to the Kubernetes API: true on the leader *and* on a healthy standby replica,
+//! so `helm --wait` and rollouts finish), `/leader` (200 only on the replica running the
+//! controller; also the `bronze_operator_leader` gauge) and `/metrics` (Prometheus text format).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,7 +21,10 @@ use crate::metrics::Metrics;
 
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
+    /// Up and able to reach the API (a standby waiting for the Lease is ready).
     pub ready: AtomicBool,
+    /// Running the controller: the leader, or the only replica without leader election.
+    pub leader: AtomicBool,
 }
 
 impl HttpState {
@@ -27,7 +32,13 @@ impl HttpState {
         Arc::new(Self {
             metrics,
             ready: AtomicBool::new(false),
+            leader: AtomicBool::new(false),
         })
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::SeqCst);
+        self.metrics.set_leader(leader);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -55,6 +66,12 @@ async fn handle(
         }
         (&Method::GET, "/readyz") => {
             respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n".into())
+        }
+        (&Method::GET, "/leader") if state.leader.load(Ordering::SeqCst) => {
+            respond(StatusCode::OK, TEXT, "leader\n".into())
+        }
+        (&Method::GET, "/leader") => {
+            respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "standby\n".into())
         }
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
@@ -120,13 +137,22 @@ mod tests {
         let server = tokio::spawn(serve(listener, state.clone(), stop.clone()));
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        assert!(get(addr, "/leader").await.starts_with("HTTP/1.1 503"));
+        // A standby replica: ready, not the leader.
         state.set_ready(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/leader").await.starts_with("HTTP/1.1 503"));
         let metrics = get(addr, "/metrics").await;
         assert!(
             metrics.contains("bronze_operator_jobs_created_total"),
             "{metrics}"
         );
+        assert!(metrics.contains("bronze_operator_leader 0"), "{metrics}");
+        state.set_leader(true);
+        assert!(get(addr, "/leader").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.contains("bronze_operator_leader 1"), "{metrics}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
         stop.cancel();
         server.await.unwrap();

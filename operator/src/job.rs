@@ -13,8 +13,9 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -37,6 +38,41 @@ pub const NON_RETRYABLE_EXIT_CODES: [i32; 3] = [
     bronze::exit::CONFLICT as i32,
 ];
 const GCS_KEY_DIR: &str = "/var/run/secrets/bronze/gcs";
+/// The image's user and group (distroless `nonroot`).
+pub const WORKER_UID: i64 = 65532;
+/// The only writable path outside the mounted volumes (an emptyDir; the root filesystem is
+/// read-only). Worker mode keeps no checkpoint and no PAS backups; the termination log is
+/// `/dev/termination-log`, which Kubernetes mounts.
+pub const TMP_DIR: &str = "/tmp";
+
+/// Operator-wide defaults of `spec.worker` (`--default-worker-image`,
+/// `--default-worker-service-account`), used when a backfill leaves them empty.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerDefaults {
+    pub image: Option<String>,
+    pub service_account: Option<String>,
+}
+
+impl WorkerDefaults {
+    /// `backfill` with its worker image and ServiceAccount filled in from the defaults, or why
+    /// it cannot run (no image anywhere).
+    pub fn apply(&self, backfill: &BronzeBackfill) -> Result<BronzeBackfill, String> {
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let mut resolved = backfill.clone();
+        let w = &mut resolved.spec.worker;
+        w.image = nonempty(&w.image).or_else(|| nonempty(&self.image));
+        if w.image.is_none() {
+            return Err(
+                "no worker image: set spec.worker.image, or start the operator with \
+                 --default-worker-image (the chart sets it from workers.image)"
+                    .into(),
+            );
+        }
+        w.service_account_name =
+            nonempty(&w.service_account_name).or_else(|| nonempty(&self.service_account));
+        Ok(resolved)
+    }
+}
 
 /// The label selector for all Jobs of a backfill.
 pub fn selector(backfill: &str) -> String {
@@ -184,7 +220,10 @@ fn labels(backfill: &str, range: LedgerRange) -> BTreeMap<String, String> {
     ])
 }
 
-/// The Job for one range of `backfill`.
+/// The Job for one range of `backfill` (worker defaults already applied:
+/// [`WorkerDefaults::apply`]). The Pod runs locked down: non-root 65532, read-only root
+/// filesystem, no privilege escalation, no capabilities, seccomp `RuntimeDefault`, and an
+/// emptyDir at /tmp as its only scratch space.
 pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &str) -> Job {
     let name = backfill.metadata.name.clone().unwrap_or_default();
     let spec = &backfill.spec;
@@ -210,8 +249,16 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
         }),
         ..Default::default()
     };
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: TMP_DIR.into(),
+        ..Default::default()
+    }];
     if let Some(s3) = &spec.credentials.s3 {
         env.push(secret_env(
             "AWS_ACCESS_KEY_ID",
@@ -284,7 +331,7 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
     }
     let container = Container {
         name: CONTAINER.into(),
-        image: Some(w.image.clone()),
+        image: w.image.clone(),
         image_pull_policy: w.image_pull_policy.map(|p| p.as_str().to_string()),
         args: Some(vec![
             "worker".into(),
@@ -293,8 +340,20 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
         ]),
         env: Some(env),
         resources: w.resources.clone(),
-        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(WORKER_UID),
+            run_as_group: Some(WORKER_UID),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Job {
@@ -349,7 +408,21 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
                     node_selector: w.node_selector.clone(),
                     tolerations: w.tolerations.clone(),
                     containers: vec![container],
-                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    volumes: Some(volumes),
+                    // A worker never calls the Kubernetes API.
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(WORKER_UID),
+                        run_as_group: Some(WORKER_UID),
+                        // An output claim becomes writable by the worker's group.
+                        fs_group: Some(WORKER_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
             },
@@ -464,6 +537,118 @@ mod tests {
         assert_eq!(config.perf.workers, 16);
         assert!(!config.checkpoint.enabled && !config.pas.enabled);
         assert_eq!(config.logging.format, "json");
+    }
+
+    #[test]
+    fn worker_pods_run_locked_down_and_write_only_to_tmp_and_volumes() {
+        let mut s = spec();
+        s.storage.backend = StorageBackend::Local;
+        s.storage.local_dir = Some("/data/bronze".into());
+        s.storage.volume_claim_name = Some("bronze-data".into());
+        let request = JobRequest {
+            name: "b-2-1001".into(),
+            range: LedgerRange::new(2, 1001),
+            attempt: 1,
+        };
+        let job = build_job(&backfill("b", s.clone()), &request, "2025-01-15T10:00:00Z");
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(65532));
+        assert_eq!(psc.run_as_group, Some(65532));
+        assert_eq!(psc.fs_group, Some(65532));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(65532));
+        assert_eq!(sc.run_as_group, Some(65532));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(sc.privileged, None);
+        // /tmp is an emptyDir; the output claim is the only other writable mount.
+        let volumes = pod.volumes.as_ref().unwrap();
+        let tmp = volumes.iter().find(|v| v.name == "tmp").unwrap();
+        assert!(tmp.empty_dir.is_some());
+        let writable: Vec<&str> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|m| m.read_only != Some(true))
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(writable, ["/tmp", "/data/bronze"]);
+        // Nothing in the worker's config writes elsewhere: the output is on the claim, and
+        // worker mode runs without checkpoint and PAS backups (bronze-copier turns them off);
+        // the termination log is /dev/termination-log, which Kubernetes mounts.
+        let config = worker_config(&s, "2025-01-15T10:00:00Z").unwrap();
+        assert_eq!(config.storage.local_dir, "/data/bronze");
+        assert_eq!(
+            c.termination_message_path, None,
+            "the default /dev/termination-log"
+        );
+        assert!(
+            !config.checkpoint.enabled,
+            "the checkpoint file would be written to cwd"
+        );
+        assert!(
+            !config.pas.enabled,
+            "PAS backups would be written to a local dir"
+        );
+    }
+
+    #[test]
+    fn worker_defaults_fill_an_empty_image_and_service_account() {
+        let mut s = spec();
+        s.worker.image = None;
+        s.worker.service_account_name = None;
+        let b = backfill("b", s);
+        let none = WorkerDefaults::default();
+        let err = none.apply(&b).unwrap_err();
+        assert!(err.contains("--default-worker-image"), "{err}");
+        let defaults = WorkerDefaults {
+            image: Some("registry.example.com/bronze:1".into()),
+            service_account: Some("bronze-worker".into()),
+        };
+        let resolved = defaults.apply(&b).unwrap();
+        assert_eq!(
+            resolved.spec.worker.image.as_deref(),
+            Some("registry.example.com/bronze:1")
+        );
+        assert_eq!(
+            resolved.spec.worker.service_account_name.as_deref(),
+            Some("bronze-worker")
+        );
+        // An empty string counts as unset.
+        let mut empty = b.clone();
+        empty.spec.worker.image = Some(String::new());
+        assert!(none.apply(&empty).is_err());
+        // The backfill's own values win.
+        let mut own = backfill("b", spec());
+        own.spec.worker.service_account_name = Some("mine".into());
+        let resolved = defaults.apply(&own).unwrap();
+        assert_eq!(resolved.spec.worker, own.spec.worker);
+        let request = JobRequest {
+            name: "b-2-1001".into(),
+            range: LedgerRange::new(2, 1001),
+            attempt: 1,
+        };
+        let job = build_job(&defaults.apply(&b).unwrap(), &request, "x");
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("bronze-worker"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("registry.example.com/bronze:1")
+        );
     }
 
     #[test]

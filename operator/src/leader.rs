@@ -76,17 +76,31 @@ pub async fn try_acquire(
     }
 }
 
-/// Waits until this replica holds the Lease (or `cancel` fires: returns false).
-pub async fn acquire(client: Client, s: &LeaseSettings, cancel: &CancellationToken) -> bool {
+/// Waits until this replica holds the Lease (or `cancel` fires: returns false). After every
+/// attempt `api_answered` says whether the API server answered (the Lease was read, taken or
+/// found held by another replica): a standby that keeps reaching the API is healthy and ready.
+pub async fn acquire(
+    client: Client,
+    s: &LeaseSettings,
+    cancel: &CancellationToken,
+    api_answered: impl Fn(bool),
+) -> bool {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     loop {
         match try_acquire(&api, s, Timestamp::now()).await {
             Ok(true) => {
+                api_answered(true);
                 tracing::info!(lease = %s.name, identity = %s.identity, "became leader");
                 return true;
             }
-            Ok(false) => tracing::debug!(lease = %s.name, "another replica leads; waiting"),
-            Err(e) => tracing::warn!(lease = %s.name, error = %e, "cannot read the lease"),
+            Ok(false) => {
+                api_answered(true);
+                tracing::debug!(lease = %s.name, "another replica leads; waiting");
+            }
+            Err(e) => {
+                api_answered(false);
+                tracing::warn!(lease = %s.name, error = %e, "cannot read the lease");
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return false,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bronze_operator::audit::PasAuditFactory;
 use bronze_operator::crd::BronzeBackfill;
 use bronze_operator::http::{HttpState, serve};
+use bronze_operator::job::WorkerDefaults;
 use bronze_operator::leader::{self, LeaseSettings};
 use bronze_operator::metrics::Metrics;
 use bronze_operator::reconcile::{Context, FIELD_MANAGER, error_policy, reconcile};
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Address of /healthz, /readyz and /metrics.
+    /// Address of /healthz, /readyz, /leader and /metrics.
     #[arg(long, env = "HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     http_address: SocketAddr,
     /// Watch one namespace only (default: all namespaces).
@@ -52,6 +53,12 @@ struct Args {
     log_format: String,
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Worker image of BronzeBackfills without `spec.worker.image`.
+    #[arg(long, env = "DEFAULT_WORKER_IMAGE")]
+    default_worker_image: Option<String>,
+    /// ServiceAccount of worker Pods of BronzeBackfills without `spec.worker.serviceAccountName`.
+    #[arg(long, env = "DEFAULT_WORKER_SERVICE_ACCOUNT")]
+    default_worker_service_account: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -111,7 +118,14 @@ async fn run(args: Args) -> Result<(), String> {
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
         };
-        if !leader::acquire(client.clone(), &settings, &shutdown).await {
+        // A standby replica is ready (it reaches the API and waits for the Lease); only
+        // /leader and bronze_operator_leader tell the leader apart.
+        let ready = state.clone();
+        if !leader::acquire(client.clone(), &settings, &shutdown, move |ok| {
+            ready.set_ready(ok)
+        })
+        .await
+        {
             return Ok(()); // shut down while waiting
         }
         tokio::spawn(leader::keep(
@@ -143,6 +157,10 @@ async fn run(args: Args) -> Result<(), String> {
         storage: Arc::new(ObjectStorageFactory::default()),
         audit: audit.clone(),
         now: chrono::Utc::now,
+        worker_defaults: WorkerDefaults {
+            image: args.default_worker_image.clone(),
+            service_account: args.default_worker_service_account.clone(),
+        },
     });
     let stop = {
         let (shutdown, lost) = (shutdown.clone(), lost.clone());
@@ -154,6 +172,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
     };
     state.set_ready(true);
+    state.set_leader(true);
     Controller::new(backfills, watcher::Config::default())
         .owns(
             jobs,
@@ -167,6 +186,7 @@ async fn run(args: Args) -> Result<(), String> {
             }
         })
         .await;
+    state.set_leader(false);
     state.set_ready(false);
     // Undelivered audit events stay in the outbox; the next start re-sends them.
     audit.close_all().await;

@@ -42,6 +42,7 @@ pub struct Metrics {
     failed_partitions: Family<BackfillLabels, Gauge>,
     running_jobs: Family<BackfillLabels, Gauge>,
     phase: Family<PhaseLabels, Gauge>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -55,6 +56,7 @@ impl Default for Metrics {
         let failed_partitions = Family::<BackfillLabels, Gauge>::default();
         let running_jobs = Family::<BackfillLabels, Gauge>::default();
         let phase = Family::<PhaseLabels, Gauge>::default();
+        let leader = Gauge::default();
         let mut r = Registry::with_prefix("bronze_operator");
         r.register(
             "reconciliations",
@@ -65,6 +67,11 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Time spent in one reconcile",
             reconcile_seconds.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica runs the controller (the leader, or the only replica), else 0",
+            leader.clone(),
         );
         r.register("jobs_created", "Worker Jobs created", jobs_created.clone());
         r.register(
@@ -100,6 +107,7 @@ impl Default for Metrics {
             failed_partitions,
             running_jobs,
             phase,
+            leader,
         }
     }
 }
@@ -120,6 +128,11 @@ impl Metrics {
         self.reconciliations
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// Whether this replica runs the controller (`bronze_operator_leader`).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     pub fn job_created(&self) {

@@ -903,9 +903,50 @@ pub fn storage_down(
     problem: &str,
     now: DateTime<Utc>,
 ) -> BronzeBackfillStatus {
+    let phase = previous.and_then(|p| p.phase).unwrap_or(Phase::Pending);
+    let message = format!("cannot read storage: {problem}");
+    stalled(
+        previous,
+        generation,
+        (phase, message),
+        "StorageUnavailable",
+        problem,
+        now,
+    )
+}
+
+/// The status of a backfill the operator cannot run as configured (e.g. no worker image):
+/// phase Failed, `Degraded` with reason `Config`; nothing is planned until the spec (or the
+/// operator's defaults) change.
+pub fn misconfigured(
+    previous: Option<&BronzeBackfillStatus>,
+    generation: Option<i64>,
+    problem: &str,
+    now: DateTime<Utc>,
+) -> BronzeBackfillStatus {
+    let message = format!("configuration: {problem}");
+    stalled(
+        previous,
+        generation,
+        (Phase::Failed, message),
+        "Config",
+        problem,
+        now,
+    )
+}
+
+/// `previous` with `phase`/`message`, `Degraded` true for `reason`, the other conditions kept.
+fn stalled(
+    previous: Option<&BronzeBackfillStatus>,
+    generation: Option<i64>,
+    (phase, message): (Phase, String),
+    reason: &str,
+    problem: &str,
+    now: DateTime<Utc>,
+) -> BronzeBackfillStatus {
     let mut status = previous.cloned().unwrap_or_default();
-    status.phase = Some(status.phase.unwrap_or(Phase::Pending));
-    status.message = Some(format!("cannot read storage: {problem}"));
+    status.phase = Some(phase);
+    status.message = Some(message);
     status.observed_generation = generation;
     let previous = previous.cloned().unwrap_or_default();
     let keep = |type_: &str| {
@@ -928,7 +969,7 @@ pub fn storage_down(
             ("Degraded", _) => Condition {
                 type_: "Degraded".into(),
                 status: "True".into(),
-                reason: "StorageUnavailable".into(),
+                reason: reason.into(),
                 message: problem.to_string(),
                 last_transition_time: since("Degraded", "True"),
                 observed_generation: generation,
@@ -937,7 +978,7 @@ pub fn storage_down(
             (t, None) => Condition {
                 type_: t.to_string(),
                 status: "False".into(),
-                reason: "StorageUnavailable".into(),
+                reason: reason.into(),
                 message: String::new(),
                 last_transition_time: since(t, "False"),
                 observed_generation: generation,

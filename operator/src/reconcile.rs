@@ -23,9 +23,9 @@ use serde_json::json;
 
 use crate::chain::{AuditFactory, SequenceStart, resolve_ingested_at, sequence};
 use crate::crd::BronzeBackfill;
-use crate::job::{build_job, harvest_patch, observe, selector};
+use crate::job::{WorkerDefaults, build_job, harvest_patch, observe, selector};
 use crate::metrics::Metrics;
-use crate::plan::{ObservedJob, PlanInput, plan, storage_down};
+use crate::plan::{ObservedJob, PlanInput, misconfigured, plan, storage_down};
 use crate::storage::StorageFactory;
 
 pub const FINALIZER: &str = "bronze.obsrvr.io/jobs";
@@ -115,6 +115,8 @@ pub struct Context {
     pub audit: Arc<dyn AuditFactory>,
     /// The clock (fixed in tests).
     pub now: fn() -> DateTime<Utc>,
+    /// `spec.worker` defaults from the operator's flags.
+    pub worker_defaults: WorkerDefaults,
 }
 
 /// Reconciles one `BronzeBackfill`.
@@ -166,8 +168,35 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     let name = backfill.name_any();
     let ns = backfill.namespace().ok_or(Error::Incomplete("namespace"))?;
     let key = format!("{ns}/{name}");
-    let spec = &backfill.spec;
     let now = (ctx.now)();
+    let backfill = match ctx.worker_defaults.apply(&backfill) {
+        Ok(resolved) => resolved,
+        Err(problem) => {
+            // Nothing can run; say so once and wait for the spec to change.
+            let status = backfill.status.as_ref();
+            let failed = misconfigured(status, backfill.meta().generation, &problem, now);
+            let known = status.and_then(|s| s.message.as_ref()) == failed.message.as_ref();
+            write_status(ctx, &ns, &name, &failed).await?;
+            if !known {
+                let event = KubeEvent {
+                    type_: EventType::Warning,
+                    reason: "Config".into(),
+                    note: Some(problem),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(err) = ctx
+                    .recorder
+                    .publish(&event, &backfill.object_ref(&()))
+                    .await
+                {
+                    tracing::warn!(backfill = %key, error = %err, "cannot publish event");
+                }
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let spec = &backfill.spec;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let jobs: Vec<ObservedJob> = list_jobs(&backfill, &jobs_api)
         .await?

@@ -236,6 +236,7 @@ async fn a_backfill_runs_to_the_end_with_a_verified_chain() {
         storage: Arc::new(ObjectStorageFactory::default()),
         audit: Arc::new(PasAuditFactory::default()),
         now: chrono::Utc::now,
+        worker_defaults: Default::default(),
     });
     let controller = {
         let stop = stop.clone();

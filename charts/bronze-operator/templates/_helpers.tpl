@@ -121,6 +121,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+The operator's environment variables from Secret keys, as a YAML list of {name, secretName, key,
+optional}: the PAS token and the catalog DSN Secrets (when configured) under credentials.*.env,
+then operator.secretEnv. BronzeBackfills name these variables (spec.pas.tokenEnv); the operator
+never reads a Secret through the API.
+*/}}
+{{- define "bronze-operator.secretEnv" -}}
+{{- $out := list }}
+{{- with include "bronze-operator.pasSecret" . }}
+{{- $out = append $out (dict "name" $.Values.credentials.pas.env "secretName" . "key" $.Values.credentials.pas.key) }}
+{{- end }}
+{{- with include "bronze-operator.catalogSecret" . }}
+{{- $out = append $out (dict "name" $.Values.credentials.catalog.env "secretName" . "key" $.Values.credentials.catalog.key) }}
+{{- end }}
+{{- range .Values.operator.secretEnv }}
+{{- $out = append $out . }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
 The RBAC rules of the operator: exactly operator/rbac.yaml (= reconcile::API_CALLS in the
 operator's code). The chart's tests compare the rendered rules with API_CALLS, so a new API call
 in the operator fails CI until it is granted here.

@@ -416,6 +416,40 @@ async fn a_lost_status_is_rebuilt_from_storage_and_jobs() {
 }
 
 #[tokio::test]
+async fn a_backfill_without_a_worker_image_fails_with_reason_config() {
+    let (client, mut server) = ApiServer::pair();
+    let mut s = spec();
+    s.worker.image = None;
+    let b = backfill("bbf", s); // and the operator has no --default-worker-image
+    let ctx = context(client, MemoryDataset::default(), MemoryOutbox::default());
+    let task = tokio::spawn(reconcile(Arc::new(b.clone()), ctx));
+    // No Jobs listed, none created: the status says why, once, with a warning.
+    let status = apply_status(&mut server, &b).await;
+    assert_eq!(status["phase"], "Failed");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("--default-worker-image"),
+        "{status}"
+    );
+    let degraded = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("Config"))
+    );
+    event(&mut server, "Warning", "Config").await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    server.done().await;
+}
+
+#[tokio::test]
 async fn unreadable_storage_plans_nothing_and_says_why() {
     let (client, mut server) = ApiServer::pair();
     let b = backfill("bbf", spec()); // no ingestedAt anywhere: storage must be read

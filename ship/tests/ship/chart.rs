@@ -85,6 +85,15 @@ fn defaults_render_a_cluster_wide_operator_with_its_two_service_accounts() {
         "{args:?}"
     );
     assert!(!args.iter().any(|a| a == "--leader-election"), "{args:?}");
+    // The worker defaults: the operator's own image and the chart's worker ServiceAccount.
+    assert!(
+        args.contains(&"--default-worker-image=ghcr.io/withobsrvr/bronze:0.1.0".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--default-worker-service-account=bronze-operator-worker".to_string()),
+        "{args:?}"
+    );
 }
 
 fn deployment_container(objects: &[Value]) -> &Value {
@@ -169,10 +178,9 @@ fn the_operator_runs_locked_down_with_probes_and_a_metrics_port() {
             "{name}"
         );
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{name}");
-        let leader = strings(&c["args"]).iter().any(|a| a == "--leader-election");
-        // A standby replica is never ready on /readyz (only the leader runs the controller).
-        let readiness = if leader { "/healthz" } else { "/readyz" };
-        assert_eq!(c["readinessProbe"]["httpGet"]["path"], readiness, "{name}");
+        // A standby replica is ready on /readyz too (only /leader tells the leader apart), so
+        // `helm --wait` finishes with leader election on.
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{name}");
         assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
         // The root filesystem is read-only: /tmp is an emptyDir.
         assert!(
@@ -296,6 +304,9 @@ fn all_features_render_leader_election_metrics_secrets_and_placement() {
         "--log-format=text",
         "--log-level=debug",
         "--http-address=0.0.0.0:9090",
+        // workers.image / workers.serviceAccount: the defaults of spec.worker.
+        "--default-worker-image=registry.example.com/bronze-worker:0.1.0",
+        "--default-worker-service-account=bronze-worker",
     ] {
         assert!(args.contains(&want.to_string()), "{want} not in {args:?}");
     }
@@ -333,7 +344,24 @@ fn all_features_render_leader_election_metrics_secrets_and_placement() {
             .any(|e| e["name"] == "GOOGLE_APPLICATION_CREDENTIALS"
                 && e["value"] == "/var/run/secrets/bronze/gcs/key.json")
     );
-    // S3 and GCS keys in both namespaces (operator and workers), DSN and token for the workers.
+    // The PAS token and the catalog DSN reach the operator as the variables BronzeBackfills
+    // name (spec.pas.tokenEnv), and operator.secretEnv adds more.
+    assert_eq!(
+        secret_env(c),
+        [
+            ("BRONZE_PAS_TOKEN", "bronze-operator-pas", "token", false),
+            (
+                "BRONZE_CATALOG_DSN",
+                "bronze-operator-catalog",
+                "dsn",
+                false
+            ),
+            ("BRONZE_PAS_TOKEN_STAGING", "pas-staging", "token", true),
+        ]
+        .map(|(n, s, k, o)| (n.to_string(), s.to_string(), k.to_string(), o))
+    );
+    // S3 and GCS keys in both namespaces (operator and workers); the PAS token for the operator
+    // only; the DSN for the operator and (spec.catalog.dsnSecretRef) the workers.
     let secrets: BTreeSet<(String, String)> = of_kind(objects, "Secret")
         .into_iter()
         .map(|s| {
@@ -348,8 +376,9 @@ fn all_features_render_leader_election_metrics_secrets_and_placement() {
         ("bronze-operator-s3", "backfills"),
         ("bronze-operator-gcs", NAMESPACE),
         ("bronze-operator-gcs", "backfills"),
+        ("bronze-operator-catalog", NAMESPACE),
         ("bronze-operator-catalog", "backfills"),
-        ("bronze-operator-pas", "backfills"),
+        ("bronze-operator-pas", NAMESPACE),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -384,11 +413,13 @@ fn all_features_render_leader_election_metrics_secrets_and_placement() {
         .as_str()
         .unwrap();
     for want in [
-        "image: registry.example.com/bronze-worker:0.1.0",
-        "serviceAccountName: bronze-worker",
+        "  image: registry.example.com/bronze-worker:0.1.0\n",
+        "  serviceAccountName: bronze-worker\n",
         "secretName: bronze-operator-s3",
         "dsnSecretRef: {name: bronze-operator-catalog, key: dsn}",
-        "tokenSecretRef: {name: bronze-operator-pas, key: token}",
+        "tokenEnv: BRONZE_PAS_TOKEN",
+        "BRONZE_PAS_TOKEN <- Secret bronze-operator-pas, key token",
+        "BRONZE_PAS_TOKEN_STAGING <- Secret pas-staging, key token (optional)",
         "kubectl apply --server-side -f crds/bronzebackfills.yaml",
     ] {
         assert!(notes.contains(want), "NOTES lack {want:?}:\n{notes}");
@@ -445,6 +476,68 @@ fn existing_secrets_are_referenced_never_created() {
         "{notes}"
     );
     assert!(notes.contains("must exist in both"), "{notes}");
+    assert!(notes.contains("tokenEnv: PAS_BEARER"), "{notes}");
+    assert_eq!(
+        key_of("PAS_BEARER"),
+        ("my-pas".into(), "bearer".into()),
+        "credentials.pas.env names the variable"
+    );
+    assert_eq!(
+        key_of("BRONZE_CATALOG_DSN"),
+        ("my-catalog".into(), "url".into())
+    );
+}
+
+/// The operator's environment variables from Secret keys: (name, Secret, key, optional), except
+/// the S3 keys (those are for the operator's own storage client, not for BronzeBackfills).
+fn secret_env(container: &Value) -> Vec<(String, String, String, bool)> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["name"].as_str().unwrap().starts_with("AWS_"))
+        .filter_map(|e| {
+            let r = e["valueFrom"].get("secretKeyRef")?;
+            Some((
+                e["name"].as_str()?.to_string(),
+                r["name"].as_str()?.to_string(),
+                r["key"].as_str()?.to_string(),
+                r["optional"].as_bool().unwrap_or(false),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn every_tokenenv_in_the_notes_is_set_in_the_operators_environment() {
+    let mut seen = 0;
+    for (name, _) in values_sets() {
+        let c = deployment_container(rendered(&name));
+        let notes = checks()["renders"][name.as_str()]["notes"]
+            .as_str()
+            .unwrap();
+        let env = secret_env(c);
+        for line in notes.lines() {
+            if let Some(var) = line.trim().strip_prefix("tokenEnv: ") {
+                seen += 1;
+                assert!(
+                    env.iter().any(|(n, ..)| n == var),
+                    "{name}: NOTES say tokenEnv {var}, the Deployment sets {env:?}"
+                );
+            }
+        }
+        // Without credentials or secretEnv the operator gets no Secret at all.
+        if name == "defaults" {
+            assert!(env.is_empty(), "{env:?}");
+        }
+        // The operator never reads Secrets through the API: no RBAC on secrets.
+        let objects = rendered(&name);
+        assert!(
+            !granted(objects).iter().any(|(_, r, _)| r == "secrets"),
+            "{name}"
+        );
+    }
+    assert!(seen >= 2, "no values set prints a tokenEnv");
 }
 
 #[test]

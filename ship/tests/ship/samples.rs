@@ -70,7 +70,8 @@ fn the_samples_cover_the_runbook_scenarios_and_an_s3_compatible_store() {
     assert_eq!(pubnet.storage.backend, StorageBackend::Gcs);
     assert!(pubnet.catalog.is_some());
     assert!(pubnet.pas.enabled && pubnet.pas.endpoint.is_some());
-    assert!(pubnet.pas.token_secret_ref.is_some());
+    // The chart puts the PAS Secret into the operator's environment under this name.
+    assert_eq!(pubnet.pas.token_env.as_deref(), Some("BRONZE_PAS_TOKEN"));
 
     let minio = parse("examples/bronzebackfill-minio.yaml").spec;
     assert_eq!(minio.storage.backend, StorageBackend::S3);
