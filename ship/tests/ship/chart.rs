@@ -555,13 +555,13 @@ fn the_values_schema_rejects_bad_values() {
         let result = &checks()["bad_values"][&name];
         let schema = result["schema_error"].as_str().unwrap_or("");
         let render = result["render_error"].as_str().unwrap_or("");
+        assert!(!render.is_empty(), "{path} was accepted: {result}");
+        // Rejected by values.schema.json, or (what a schema cannot say, e.g. an environment
+        // variable set twice) by the templates' own `fail`.
+        let error = if schema.is_empty() { render } else { schema };
         assert!(
-            !schema.is_empty() && !render.is_empty(),
-            "{path} was accepted: {result}"
-        );
-        assert!(
-            schema.contains(fragment),
-            "{path}: expected {fragment:?} in {schema}"
+            error.contains(fragment),
+            "{path}: expected {fragment:?} in {error}"
         );
     }
 }
