@@ -8,6 +8,7 @@
 //! [`leader`] (optional Lease), [`metrics`] and [`http`] (health, readiness, metrics endpoint).
 
 pub mod audit;
+pub mod catalog;
 pub mod chain;
 pub mod crd;
 pub mod http;

@@ -235,6 +235,7 @@ async fn a_backfill_runs_to_the_end_with_a_verified_chain() {
         metrics: Arc::new(Metrics::default()),
         storage: Arc::new(ObjectStorageFactory::default()),
         audit: Arc::new(PasAuditFactory::default()),
+        catalog: Arc::new(bronze_operator::catalog::PgCatalogFactory::default()),
         now: chrono::Utc::now,
     });
     let controller = {

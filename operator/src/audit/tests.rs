@@ -141,6 +141,7 @@ impl Backfill {
             start,
             self.dataset().as_ref(),
             Some(audit),
+            None,
             steps,
         )
         .await

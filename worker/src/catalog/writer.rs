@@ -116,7 +116,8 @@ impl CatalogWriter {
         operation: impl for<'c> FnOnce(
             &'c mut Catalog,
             i32,
-        ) -> futures::future::BoxFuture<'c, Result<T, CatalogError>>,
+        )
+            -> futures::future::BoxFuture<'c, Result<T, CatalogError>>,
     ) -> Result<T, CatalogError> {
         let mut conn = self.conn.lock().await;
         let result = async {
