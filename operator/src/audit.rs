@@ -46,10 +46,20 @@ pub fn audit_config(spec: &BronzeBackfillSpec) -> Result<Config, String> {
 }
 
 /// Everything `bronze-copier verify` checks (partitions, rows, links, the PAS chain, its head and
-/// delivery cursor) for the dataset of `spec`, read with this process's credentials.
+/// delivery cursor, and the catalog when `spec.catalog.dsnEnv`'s variable is set here) for the
+/// dataset of `spec`, read with this process's credentials.
 pub async fn verify(spec: &BronzeBackfillSpec) -> Result<bronze::verify::Report, String> {
     let mut config = audit_config(spec)?;
     config.pas.enabled = spec.pas.enabled;
+    // The catalog too, when the operator's DSN variable is set here.
+    if let Some(dsn) = spec
+        .catalog
+        .as_ref()
+        .and_then(|c| std::env::var(&c.dsn_env).ok())
+        .filter(|d| !d.trim().is_empty())
+    {
+        config.catalog.postgres_dsn = dsn.trim().to_string();
+    }
     bronze::verify::verify(&config)
         .await
         .map_err(|e| e.to_string())

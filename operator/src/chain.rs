@@ -12,6 +12,7 @@
 //!   the winner's event, adopts it if it is identical in substance, and otherwise stops with
 //!   `AuditConflict`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bronze::partition::LedgerRange;
@@ -19,7 +20,9 @@ use bronze::publish::{Manifest, SealCheck};
 use futures::future::BoxFuture;
 
 use crate::crd::{BronzeBackfillSpec, BronzeBackfillStatus, CheckpointStatus};
-use crate::plan::{Expected, Fault, Grid, ObservedJob, Sequenced, rfc3339, verify_manifest};
+use crate::plan::{
+    CatalogProgress, Expected, Fault, Grid, ObservedJob, Sequenced, rfc3339, verify_manifest,
+};
 
 /// A storage read that failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -120,6 +123,71 @@ pub trait AuditFactory: Send + Sync {
     fn forget(&self, _key: &str) {}
 }
 
+/// The PostgreSQL catalog of a backfill: one lineage (and quality) row per sequenced partition,
+/// written in ledger order. Writing must be idempotent per partition (an upsert).
+pub trait CatalogLog: Send + Sync {
+    /// Strict: the checkpoint does not move past a partition whose rows could not be written.
+    fn strict(&self) -> bool;
+    /// The partitions the catalog holds rows for, with their checksums (read at every
+    /// sequencing: what is missing is derived from it, never kept on local disk).
+    fn recorded(&self) -> BoxFuture<'_, Result<Vec<(LedgerRange, String)>, String>>;
+    /// Writes (or re-writes) the rows of `manifest`'s partition. `previous` is `(last ledger,
+    /// checksum)` of the partition just before it, when known.
+    fn record<'a>(
+        &'a self,
+        manifest: &'a Manifest,
+        previous: Option<(u32, String)>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// The database, password masked, for `status.catalog.database`.
+    fn describe(&self) -> String;
+}
+
+/// Opens the catalog of a backfill (`None` without `spec.catalog`).
+pub trait CatalogFactory: Send + Sync {
+    fn open(&self, key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn CatalogLog>>;
+    /// The backfill is gone: release what [`CatalogFactory::open`] kept for it.
+    fn forget(&self, _key: &str) {}
+}
+
+/// The grid partitions up to `through` (the checkpoint) that have no catalog rows, in ledger
+/// order. `recorded` holds the recorded ranges by last ledger.
+pub fn catalog_gaps(
+    grid: &Grid,
+    recorded: &BTreeMap<u32, (LedgerRange, String)>,
+    through: Option<u32>,
+) -> Vec<LedgerRange> {
+    let Some(through) = through else {
+        return Vec::new();
+    };
+    let mut gaps = Vec::new();
+    let mut done: Option<u32> = None;
+    while let Some(range) = grid.next_partition(done) {
+        if range.end > through {
+            break;
+        }
+        if recorded.get(&range.end).map(|(r, _)| *r) != Some(range) {
+            gaps.push(range);
+        }
+        done = Some(range.end);
+    }
+    gaps
+}
+
+/// The last ledger of the longest run of recorded partitions from the grid's start.
+pub fn catalog_recorded_through(
+    grid: &Grid,
+    recorded: &BTreeMap<u32, (LedgerRange, String)>,
+) -> Option<u32> {
+    let mut done: Option<u32> = None;
+    while let Some(range) = grid.next_partition(done) {
+        if recorded.get(&range.end).map(|(r, _)| *r) != Some(range) {
+            break;
+        }
+        done = Some(range.end);
+    }
+    done
+}
+
 /// Where sequencing resumes: the status's checkpoint and chain head, or nothing after a loss.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SequenceStart {
@@ -141,13 +209,15 @@ impl SequenceStart {
     }
 }
 
-/// Sequences the committed partitions after `start`, in ledger order, at most `max_steps` of them.
+/// Sequences the committed partitions after `start`, in ledger order, at most `max_steps` of them
+/// (catalog catch-up included).
 pub async fn sequence(
     spec: &BronzeBackfillSpec,
     ingested_at: &str,
     start: SequenceStart,
     store: &dyn DatasetStore,
     audit: Option<&dyn AuditLog>,
+    catalog: Option<&dyn CatalogLog>,
     max_steps: usize,
 ) -> Sequenced {
     let grid = Grid::of(spec);
@@ -161,7 +231,7 @@ pub async fn sequence(
         None => Ok(()),
     };
     let mut out = match ready {
-        Ok(()) => sequence_steps(spec, ingested_at, start, store, audit, max_steps).await,
+        Ok(()) => sequence_steps(spec, ingested_at, start, store, audit, catalog, max_steps).await,
         Err(e) => {
             let mut out = Sequenced {
                 checkpoint: start.checkpoint,
@@ -187,12 +257,69 @@ pub async fn sequence(
     out
 }
 
+/// The catalog's part of one sequencing.
+struct CatalogRun<'a> {
+    log: &'a dyn CatalogLog,
+    /// Recorded partitions by last ledger; `None` when they could not be read.
+    recorded: Option<BTreeMap<u32, (LedgerRange, String)>>,
+    /// Writes go on (false after a failure in lenient mode: the rest waits for the next
+    /// reconcile, so rows are always written in ledger order).
+    active: bool,
+    error: Option<String>,
+}
+
+impl CatalogRun<'_> {
+    fn previous(&self, range: LedgerRange) -> Option<(u32, String)> {
+        let end = range.start.checked_sub(1)?;
+        let (_, checksum) = self.recorded.as_ref()?.get(&end)?;
+        Some((end, checksum.clone()))
+    }
+
+    /// Writes the rows of one partition; on failure says so and stops writing.
+    async fn record(&mut self, range: LedgerRange, manifest: &Manifest) -> Result<(), String> {
+        let previous = self.previous(range);
+        match self.log.record(manifest, previous).await {
+            Ok(()) => {
+                let checksum = manifest
+                    .primary()
+                    .map(|t| t.checksum.clone())
+                    .unwrap_or_default();
+                if let Some(recorded) = &mut self.recorded {
+                    recorded.insert(range.end, (range, checksum));
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!("partition {range} not recorded: {e}"))),
+        }
+    }
+
+    fn fail(&mut self, message: String) -> String {
+        self.active = false;
+        let message = format!("catalog: {message}");
+        self.error = Some(message.clone());
+        message
+    }
+
+    fn progress(&self, grid: &Grid) -> CatalogProgress {
+        CatalogProgress {
+            database: self.log.describe(),
+            strict: self.log.strict(),
+            recorded_through: self
+                .recorded
+                .as_ref()
+                .map(|r| catalog_recorded_through(grid, r)),
+            error: self.error.clone(),
+        }
+    }
+}
+
 async fn sequence_steps(
     spec: &BronzeBackfillSpec,
     ingested_at: &str,
     start: SequenceStart,
     store: &dyn DatasetStore,
     audit: Option<&dyn AuditLog>,
+    catalog: Option<&dyn CatalogLog>,
     max_steps: usize,
 ) -> Sequenced {
     let grid = Grid::of(spec);
@@ -203,20 +330,113 @@ async fn sequence_steps(
         outbox: audit.map(|a| a.describe()),
         ..Default::default()
     };
+    let mut cat = catalog.map(|log| CatalogRun {
+        log,
+        recorded: None,
+        active: true,
+        error: None,
+    });
+    let steps_left = match &mut cat {
+        Some(cat) => catch_up_catalog(&grid, &mut out, store, cat, max_steps).await,
+        None => Some(max_steps),
+    };
+    let Some(steps_left) = steps_left else {
+        out.catalog = cat.map(|c| c.progress(&grid));
+        return out;
+    };
+    sequence_partitions(
+        spec,
+        ingested_at,
+        &grid,
+        &mut out,
+        store,
+        audit,
+        cat.as_mut(),
+        steps_left,
+    )
+    .await;
+    out.catalog = cat.map(|c| c.progress(&grid));
+    out
+}
+
+/// Writes the catalog rows missing below the checkpoint (a lenient failure earlier, a catalog
+/// added to a running backfill, rows removed), from the manifests in storage, in ledger order.
+/// Returns the steps left for new partitions, or `None` when sequencing must stop here (strict
+/// failure, or more to catch up than one reconcile does).
+async fn catch_up_catalog(
+    grid: &Grid,
+    out: &mut Sequenced,
+    store: &dyn DatasetStore,
+    cat: &mut CatalogRun<'_>,
+    max_steps: usize,
+) -> Option<usize> {
+    let strict = cat.log.strict();
+    match cat.log.recorded().await {
+        Ok(rows) => {
+            cat.recorded = Some(rows.into_iter().map(|(r, c)| (r.end, (r, c))).collect());
+        }
+        Err(e) => {
+            let message = cat.fail(format!("cannot read the recorded partitions: {e}"));
+            if strict {
+                out.trouble = Some(message);
+                return None;
+            }
+            return Some(max_steps);
+        }
+    }
+    let through = out.checkpoint.as_ref().map(|c| c.last_committed_ledger);
+    let gaps = catalog_gaps(grid, cat.recorded.as_ref().expect("read above"), through);
+    let mut left = max_steps;
+    for range in gaps {
+        if left == 0 {
+            out.more = true;
+            return None;
+        }
+        left -= 1;
+        let result = match store.committed(range).await {
+            Ok(Some(committed)) => cat.record(range, &committed.manifest).await,
+            Ok(None) => Err(cat.fail(format!(
+                "partition {range} is sequenced but its manifest is not in storage"
+            ))),
+            Err(e) => Err(cat.fail(format!("reading partition {range}: {e}"))),
+        };
+        if let Err(message) = result {
+            if strict {
+                out.trouble = Some(message);
+                return None;
+            }
+            return Some(left);
+        }
+        tracing::info!(partition = %range, "catalog: missing rows written");
+    }
+    Some(left)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sequence_partitions(
+    spec: &BronzeBackfillSpec,
+    ingested_at: &str,
+    grid: &Grid,
+    out: &mut Sequenced,
+    store: &dyn DatasetStore,
+    audit: Option<&dyn AuditLog>,
+    mut cat: Option<&mut CatalogRun<'_>>,
+    max_steps: usize,
+) {
     for _ in 0..max_steps {
         let done_through = out.checkpoint.as_ref().map(|c| c.last_committed_ledger);
         let Some(range) = grid.next_partition(done_through) else {
-            return out; // the bounded range is complete
+            return; // the bounded range is complete
         };
         let committed = match store.committed(range).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 out.waiting_for = Some(range);
-                return out;
+                return;
             }
             Err(e) if e.transient => {
                 out.trouble = Some(format!("reading partition {range}: {e}"));
-                return out;
+                return;
             }
             Err(e) => {
                 out.fault = Some(Fault {
@@ -224,7 +444,7 @@ async fn sequence_steps(
                     reason: "VerificationFailed",
                     message: e.message,
                 });
-                return out;
+                return;
             }
         };
         let prior_hash = out
@@ -252,24 +472,24 @@ async fn sequence_steps(
                     reason: "VerificationFailed",
                     message,
                 });
-                return out;
+                return;
             }
         };
+        let record = PartitionRecord {
+            network: spec.network.clone(),
+            era_id: spec.era_id.clone(),
+            version_label: spec.version_label.clone(),
+            range,
+            storage_path: format!(
+                "{}/{}/{}/{}/range={range}",
+                spec.network,
+                spec.era_id,
+                spec.version_label,
+                bronze::config::PRIMARY_TABLE
+            ),
+            manifest: committed.manifest,
+        };
         if let Some(audit) = audit {
-            let record = PartitionRecord {
-                network: spec.network.clone(),
-                era_id: spec.era_id.clone(),
-                version_label: spec.version_label.clone(),
-                range,
-                storage_path: format!(
-                    "{}/{}/{}/{}/range={range}",
-                    spec.network,
-                    spec.era_id,
-                    spec.version_label,
-                    bronze::config::PRIMARY_TABLE
-                ),
-                manifest: committed.manifest,
-            };
             match audit.append(&record, out.chain_head.as_deref()).await {
                 Ok(appended) => {
                     out.chain_head = Some(appended.event_hash);
@@ -281,13 +501,22 @@ async fn sequence_steps(
                         reason: "AuditConflict",
                         message,
                     });
-                    return out;
+                    return;
                 }
                 Err(e @ AuditError::Unavailable(_)) => {
                     out.trouble = Some(e.to_string());
-                    return out;
+                    return;
                 }
             }
+        }
+        if let Some(cat) = cat.as_deref_mut().filter(|c| c.active)
+            && let Err(message) = cat.record(range, &record.manifest).await
+            && cat.log.strict()
+        {
+            out.trouble = Some(format!(
+                "{message} (catalog.strict: the checkpoint waits until it is written)"
+            ));
+            return;
         }
         out.checkpoint = Some(checkpoint);
         out.newly.push(range);
@@ -295,7 +524,6 @@ async fn sequence_steps(
     out.more = grid
         .next_partition(out.checkpoint.as_ref().map(|c| c.last_committed_ledger))
         .is_some();
-    out
 }
 
 /// The backfill's fixed `ingested_at`: the spec, else the status, else what committed partitions

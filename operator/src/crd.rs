@@ -290,16 +290,6 @@ fn default_compression() -> Compression {
     Compression::Zstd
 }
 
-/// A key of a Secret in the resource's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    #[schemars(length(min = 1, max = 253))]
-    pub key: String,
-}
-
 /// The audit stream. The operator appends one event per committed partition, in ledger order.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -322,12 +312,23 @@ pub struct PasSpec {
     pub strict: bool,
 }
 
-/// The PostgreSQL catalog.
+/// The PostgreSQL catalog, written by the operator as it sequences the committed partitions
+/// (the same `_meta_datasets`, `_meta_lineage` and `_meta_quality` rows a standalone copier
+/// writes).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CatalogSpec {
-    /// Secret key holding the DSN (`postgres://...`).
-    pub dsn_secret_ref: SecretKeyRef,
+    /// Name of an environment variable of the **operator** holding the DSN
+    /// (`postgres://user:password@host:5432/db`; the operator writes the rows, so set the
+    /// variable from a Secret in its Deployment). The operator never reads Secrets itself.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub dsn_env: String,
+    /// Strict: the checkpoint does not move past a partition whose rows could not be written.
+    /// Lenient (default): sequencing goes on, a warning says so, and the missing rows are
+    /// written from the manifests in storage at a later reconcile.
     #[serde(default)]
     pub strict: bool,
 }
@@ -511,6 +512,8 @@ pub struct BronzeBackfillStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pas: Option<PasStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 4294967295u64))]
@@ -576,6 +579,26 @@ pub struct PasStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub undelivered: Option<u64>,
+}
+
+/// The PostgreSQL catalog's rows against the checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogStatus {
+    /// The catalog database (password masked).
+    pub database: String,
+    pub strict: bool,
+    /// Every partition up to this ledger has its catalog rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4294967295u64))]
+    pub recorded_through: Option<u32>,
+    /// Sequenced partitions (up to the checkpoint) still without catalog rows; written at a
+    /// later reconcile.
+    #[schemars(range(min = 0))]
+    pub unrecorded_partitions: u64,
+    /// Why the last write failed (cleared once the catalog is caught up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

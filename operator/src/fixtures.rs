@@ -487,6 +487,7 @@ pub fn context(
         metrics: Arc::new(crate::metrics::Metrics::default()),
         storage: Arc::new(TestStorage { dataset, tip: None }),
         audit: Arc::new(MemoryAudit(outbox)),
+        catalog: Arc::new(crate::catalog::PgCatalogFactory::with_env(|_| None)),
         now: test_now,
         worker_defaults: crate::job::WorkerDefaults::default(),
     })

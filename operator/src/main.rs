@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bronze_operator::audit::PasAuditFactory;
+use bronze_operator::catalog::PgCatalogFactory;
 use bronze_operator::crd::BronzeBackfill;
 use bronze_operator::http::{HttpState, serve};
 use bronze_operator::job::WorkerDefaults;
@@ -156,6 +157,7 @@ async fn run(args: Args) -> Result<(), String> {
         metrics,
         storage: Arc::new(ObjectStorageFactory::default()),
         audit: audit.clone(),
+        catalog: Arc::new(PgCatalogFactory::default()),
         now: chrono::Utc::now,
         worker_defaults: WorkerDefaults {
             image: args.default_worker_image.clone(),

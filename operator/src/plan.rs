@@ -23,8 +23,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    BronzeBackfillSpec, BronzeBackfillStatus, CheckpointStatus, Condition, FailedRange, PasStatus,
-    Phase, ProgressStatus, RunningRange,
+    BronzeBackfillSpec, BronzeBackfillStatus, CatalogStatus, CheckpointStatus, Condition,
+    FailedRange, PasStatus, Phase, ProgressStatus, RunningRange,
 };
 
 /// Condition types, always all present, in this order.
@@ -199,6 +199,21 @@ pub struct Sequenced {
     pub trouble: Option<String>,
     /// Stopped at the per-reconcile limit with more to do.
     pub more: bool,
+    /// The catalog's rows (`None` without `spec.catalog`).
+    pub catalog: Option<CatalogProgress>,
+}
+
+/// What the sequencer found and did in the catalog.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CatalogProgress {
+    /// The database, password masked.
+    pub database: String,
+    pub strict: bool,
+    /// `Some(last ledger of the recorded run from the grid's start)` (`Some(None)`: nothing
+    /// recorded); `None` when the catalog could not be read.
+    pub recorded_through: Option<Option<u32>>,
+    /// Why writing stopped in this reconcile.
+    pub error: Option<String>,
 }
 
 /// Everything the planner looks at.
@@ -433,15 +448,6 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut delete = Vec::new();
     let mut harvest = Vec::new();
     let mut events = Vec::new();
-    if input.spec.catalog.is_some() && input.previous.is_none() {
-        // Said once, at the first reconcile (or after a status loss), rather than ignored quietly.
-        events.push(Note {
-            warning: true,
-            reason: "CatalogNotWritten",
-            message: "spec.catalog is accepted but the operator does not write catalog rows yet"
-                .into(),
-        });
-    }
     let mut running = Vec::new();
     let mut failed: Vec<(LedgerRange, FailedRange)> = Vec::new();
     // Ranges that must not get a new Job now (a Job exists or is being deleted).
@@ -732,6 +738,12 @@ pub fn plan(input: &PlanInput) -> Plan {
             });
         }
     }
+    // A catalog failure is reported as the catalog's (in strict mode it is also the trouble).
+    let catalog_error = seq.catalog.as_ref().and_then(|c| c.error.clone());
+    let trouble_reason = match (&seq.trouble, &catalog_error) {
+        (Some(t), Some(c)) if t.starts_with(c.as_str()) => "CatalogUnavailable",
+        _ => "StorageUnavailable",
+    };
     if let Some(trouble) = &seq.trouble {
         let known = previous
             .conditions
@@ -740,10 +752,50 @@ pub fn plan(input: &PlanInput) -> Plan {
         if !known {
             events.push(Note {
                 warning: true,
-                reason: "StorageUnavailable",
+                reason: trouble_reason,
                 message: trouble.clone(),
             });
         }
+    }
+    let catalog = seq
+        .catalog
+        .as_ref()
+        .map(|c| catalog_status(c, previous.catalog.as_ref(), &grid, done_through));
+    let catalog_behind = catalog
+        .as_ref()
+        .filter(|c| !c.strict)
+        .and_then(|c| c.last_error.clone());
+    if let Some(message) = &catalog_behind
+        && seq.trouble.is_none()
+        && previous
+            .catalog
+            .as_ref()
+            .and_then(|c| c.last_error.as_ref())
+            != Some(message)
+    {
+        events.push(Note {
+            warning: true,
+            reason: "CatalogBehind",
+            message: format!(
+                "{message}; sequencing goes on (catalog.strict is false) and the missing rows are written when the catalog is back"
+            ),
+        });
+    }
+    if let (Some(now), Some(before)) = (&catalog, &previous.catalog)
+        && now.last_error.is_none()
+        && now.unrecorded_partitions == 0
+        && (before.last_error.is_some() || before.unrecorded_partitions > 0)
+    {
+        events.push(Note {
+            warning: false,
+            reason: "CatalogCaughtUp",
+            message: format!(
+                "every sequenced partition has its catalog rows{}",
+                now.recorded_through
+                    .map(|l| format!(" (through ledger {l})"))
+                    .unwrap_or_default()
+            ),
+        });
     }
 
     // Progress and rate.
@@ -818,11 +870,12 @@ pub fn plan(input: &PlanInput) -> Plan {
         condition(
             &previous,
             "Degraded",
-            degraded.is_some() || seq.trouble.is_some(),
-            match (&degraded, &seq.trouble) {
-                (Some((reason, msg)), _) => (*reason, msg.clone()),
-                (None, Some(trouble)) => ("StorageUnavailable", trouble.clone()),
-                (None, None) => ("Healthy", String::new()),
+            degraded.is_some() || seq.trouble.is_some() || catalog_behind.is_some(),
+            match (&degraded, &seq.trouble, &catalog_behind) {
+                (Some((reason, msg)), _, _) => (*reason, msg.clone()),
+                (None, Some(trouble), _) => (trouble_reason, trouble.clone()),
+                (None, None, Some(msg)) => ("CatalogBehind", msg.clone()),
+                (None, None, None) => ("Healthy", String::new()),
             },
             input,
         ),
@@ -855,6 +908,7 @@ pub fn plan(input: &PlanInput) -> Plan {
             outbox: outbox.clone(),
             undelivered: seq.undelivered,
         }),
+        catalog,
         progress: Some(ProgressStatus {
             committed_partitions: committed,
             total_partitions: total,
@@ -874,6 +928,9 @@ pub fn plan(input: &PlanInput) -> Plan {
         Duration::from_secs(1)
     } else if seq.trouble.is_some() {
         Duration::from_secs(15)
+    } else if catalog_behind.is_some() {
+        // Lenient catalog: come back soon to write the missing rows.
+        Duration::from_secs(30)
     } else {
         match phase {
             Phase::Following => {
@@ -891,6 +948,30 @@ pub fn plan(input: &PlanInput) -> Plan {
         status,
         events,
         requeue,
+    }
+}
+
+/// `status.catalog` from what the sequencer saw; an unreadable catalog keeps the last known
+/// `recordedThrough`.
+fn catalog_status(
+    seq: &CatalogProgress,
+    previous: Option<&CatalogStatus>,
+    grid: &Grid,
+    done_through: Option<u32>,
+) -> CatalogStatus {
+    let recorded_through = match seq.recorded_through {
+        Some(known) => known,
+        None => previous.and_then(|p| p.recorded_through),
+    };
+    let unrecorded = grid
+        .partitions_through(done_through)
+        .saturating_sub(grid.partitions_through(recorded_through));
+    CatalogStatus {
+        database: seq.database.clone(),
+        strict: seq.strict,
+        recorded_through,
+        unrecorded_partitions: unrecorded,
+        last_error: seq.error.clone(),
     }
 }
 

@@ -21,7 +21,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::chain::{AuditFactory, SequenceStart, resolve_ingested_at, sequence};
+use crate::chain::{AuditFactory, CatalogFactory, SequenceStart, resolve_ingested_at, sequence};
 use crate::crd::BronzeBackfill;
 use crate::job::{WorkerDefaults, build_job, harvest_patch, observe, selector};
 use crate::metrics::Metrics;
@@ -113,6 +113,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub storage: Arc<dyn StorageFactory>,
     pub audit: Arc<dyn AuditFactory>,
+    pub catalog: Arc<dyn CatalogFactory>,
     /// The clock (fixed in tests).
     pub now: fn() -> DateTime<Utc>,
     /// `spec.worker` defaults from the operator's flags.
@@ -247,12 +248,14 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         None
     };
     let audit = ctx.audit.open(&key, spec);
+    let catalog = ctx.catalog.open(&key, spec);
     let mut sequenced = sequence(
         spec,
         &ingested_at,
         SequenceStart::from_status(status),
         store.as_ref(),
         audit.as_deref(),
+        catalog.as_deref(),
         MAX_SEQUENCED_PER_RECONCILE,
     )
     .await;
@@ -397,6 +400,7 @@ async fn cleanup(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action,
     }
     let key = format!("{ns}/{}", backfill.name_any());
     ctx.audit.forget(&key);
+    ctx.catalog.forget(&key);
     ctx.metrics.forget(&key);
     Ok(Action::await_change())
 }

@@ -184,18 +184,11 @@ async fn a_backfill_runs_to_the_end_with_a_verified_chain() {
     let dir = tempfile::tempdir_in(base).unwrap();
     let source = dir.path().join("datastore");
     let output = dir.path().join("out");
-    generate_datastore(&GenerateSpec {
-        out: source.clone(),
-        templates: vec![workspace().join("tests/fixtures/pubnet-variants")],
-        first_ledger: 2,
-        ledgers: LEDGERS,
-        ledgers_per_batch: 1,
-        batches_per_partition: 64_000,
-        network_passphrase: bronze::network::passphrase_for("pubnet").unwrap().into(),
-        zstd_level: 1,
-        first_close_time: 1_725_235_200,
-        genesis_previous_hash: [0; 32],
-    })
+    generate_datastore(&GenerateSpec::pubnet_variants(
+        &source,
+        &workspace(),
+        LEDGERS,
+    ))
     .unwrap();
 
     let ns = format!("bronze-e2e-{}", std::process::id());
@@ -235,6 +228,7 @@ async fn a_backfill_runs_to_the_end_with_a_verified_chain() {
         metrics: Arc::new(Metrics::default()),
         storage: Arc::new(ObjectStorageFactory::default()),
         audit: Arc::new(PasAuditFactory::default()),
+        catalog: Arc::new(bronze_operator::catalog::PgCatalogFactory::default()),
         now: chrono::Utc::now,
         worker_defaults: Default::default(),
     });

@@ -26,6 +26,47 @@ pub struct GenerateSpec {
     pub genesis_previous_hash: [u8; 32],
 }
 
+/// Close time of the first generated ledger by default: 2024-09-02, near the pubnet template.
+pub const DEFAULT_FIRST_CLOSE_TIME: u64 = 1_725_235_200;
+
+impl GenerateSpec {
+    /// `ledgers` ledgers from `first_ledger` into `out`, laid out like a default Galexie
+    /// datastore (one ledger per object, 64,000 objects per folder), zstd level 1, the first
+    /// ledger linking to an all-zero hash. Override fields with struct-update syntax.
+    pub fn new(
+        out: impl Into<PathBuf>,
+        templates: Vec<PathBuf>,
+        network_passphrase: impl Into<String>,
+        first_ledger: u32,
+        ledgers: u32,
+    ) -> Self {
+        GenerateSpec {
+            out: out.into(),
+            templates,
+            first_ledger,
+            ledgers,
+            ledgers_per_batch: 1,
+            batches_per_partition: 64_000,
+            network_passphrase: network_passphrase.into(),
+            zstd_level: 1,
+            first_close_time: DEFAULT_FIRST_CLOSE_TIME,
+            genesis_previous_hash: [0; 32],
+        }
+    }
+
+    /// `ledgers` real-sized pubnet ledgers from ledger 2, cycling the 16 `pubnet-variants`
+    /// templates under `workspace` (the repository root): the tests' and benchmarks' usual data.
+    pub fn pubnet_variants(out: impl Into<PathBuf>, workspace: &Path, ledgers: u32) -> Self {
+        Self::new(
+            out,
+            vec![workspace.join("tests/fixtures/pubnet-variants")],
+            crate::network::PUBNET_PASSPHRASE,
+            2,
+            ledgers,
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("cannot read template {path}: {source}")]

@@ -384,16 +384,16 @@ fn generate_command(args: &GenerateArgs) -> u8 {
         return exit::CONFIG;
     };
     let spec = generate::GenerateSpec {
-        out: args.out.clone(),
-        templates: args.templates.clone(),
-        first_ledger: args.first_ledger,
-        ledgers: args.ledgers,
         ledgers_per_batch: args.ledgers_per_batch,
         batches_per_partition: args.batches_per_partition,
-        network_passphrase: passphrase.to_string(),
         zstd_level: args.zstd_level,
-        first_close_time: 1_725_235_200,
-        genesis_previous_hash: [0; 32],
+        ..generate::GenerateSpec::new(
+            &args.out,
+            args.templates.clone(),
+            passphrase,
+            args.first_ledger,
+            args.ledgers,
+        )
     };
     match generate::generate_datastore(&spec) {
         Ok(report) => {

@@ -48,18 +48,11 @@ impl Backfill {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("datastore");
         let output = dir.path().join("out");
-        bronze::generate::generate_datastore(&bronze::generate::GenerateSpec {
-            out: source.clone(),
-            templates: vec![workspace().join("tests/fixtures/pubnet-variants")],
-            first_ledger: 2,
-            ledgers: LEDGERS,
-            ledgers_per_batch: 1,
-            batches_per_partition: 64_000,
-            network_passphrase: bronze::network::passphrase_for("pubnet").unwrap().into(),
-            zstd_level: 1,
-            first_close_time: 1_725_235_200,
-            genesis_previous_hash: [0; 32],
-        })
+        bronze::generate::generate_datastore(&bronze::generate::GenerateSpec::pubnet_variants(
+            &source,
+            &workspace(),
+            LEDGERS,
+        ))
         .unwrap();
         std::fs::create_dir_all(&output).unwrap();
         let spec: BronzeBackfillSpec = serde_json::from_value(json!({
@@ -141,6 +134,7 @@ impl Backfill {
             start,
             self.dataset().as_ref(),
             Some(audit),
+            None,
             steps,
         )
         .await

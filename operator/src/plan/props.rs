@@ -224,6 +224,7 @@ impl World {
                 SequenceStart::from_status(self.status.as_ref()),
                 &self.storage,
                 Some(self.audit.log()),
+                None,
                 4, // small, so catching up after a status loss takes several reconciles
             )
             .await;

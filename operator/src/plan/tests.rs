@@ -137,28 +137,174 @@ fn first_reconcile_starts_the_lowest_ranges_up_to_the_cap() {
     let types: Vec<_> = st.conditions.iter().map(|c| c.type_.as_str()).collect();
     assert_eq!(types, CONDITION_TYPES);
     assert!(plan.events.iter().any(|e| e.reason == "JobsCreated"));
-    assert!(!plan.events.iter().any(|e| e.reason == "CatalogNotWritten"));
+}
+
+fn catalog_spec(strict: bool) -> BronzeBackfillSpec {
+    let mut s = spec();
+    s.catalog = Some(crate::crd::CatalogSpec {
+        dsn_env: "BRONZE_CATALOG_DSN".into(),
+        strict,
+    });
+    s
+}
+
+fn with_catalog(
+    through: u32,
+    strict: bool,
+    recorded: Option<Option<u32>>,
+    error: Option<&str>,
+) -> Sequenced {
+    Sequenced {
+        checkpoint: Some(checkpoint_at(through, 10)),
+        catalog: Some(CatalogProgress {
+            database: "postgres://bronze:***@db/catalog".into(),
+            strict,
+            recorded_through: recorded,
+            error: error.map(str::to_string),
+        }),
+        ..Default::default()
+    }
+}
+
+fn degraded(plan: &Plan) -> &Condition {
+    plan.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
 }
 
 #[test]
-fn a_catalog_the_operator_does_not_write_is_said_once() {
-    let mut s = spec();
-    s.catalog = Some(crate::crd::CatalogSpec {
-        dsn_secret_ref: crate::crd::SecretKeyRef {
-            name: "catalog".into(),
-            key: "dsn".into(),
-        },
-        strict: false,
-    });
-    let first = run(&s, None, &Sequenced::default(), &[], None);
+fn a_caught_up_catalog_is_in_status_and_healthy() {
+    let s = catalog_spec(false);
+    let plan = run(
+        &s,
+        None,
+        &with_catalog(31, false, Some(Some(31)), None),
+        &[],
+        None,
+    );
+    let c = plan.status.catalog.as_ref().unwrap();
+    assert_eq!(c.recorded_through, Some(31));
+    assert_eq!(c.unrecorded_partitions, 0);
+    assert_eq!(c.last_error, None);
+    assert_eq!(c.database, "postgres://bronze:***@db/catalog");
+    assert_eq!(degraded(&plan).status, "False");
+    assert!(!plan.events.iter().any(|e| e.reason.starts_with("Catalog")));
+    // Without spec.catalog there is no catalog status.
+    let plain = run(&spec(), None, &Sequenced::default(), &[], None);
+    assert_eq!(plain.status.catalog, None);
+}
+
+#[test]
+fn lenient_catalog_behind_warns_once_degrades_and_comes_back_soon() {
+    let s = catalog_spec(false);
+    let seq = with_catalog(
+        41,
+        false,
+        Some(Some(11)),
+        Some("catalog: partition 12-21 not recorded: down"),
+    );
+    let first = run(&s, None, &seq, &[], None);
+    let c = first.status.catalog.as_ref().unwrap();
+    assert_eq!(c.recorded_through, Some(11));
+    assert_eq!(c.unrecorded_partitions, 3);
+    assert!(c.last_error.as_deref().unwrap().contains("12-21"));
+    // The checkpoint moved on regardless.
+    assert_eq!(first.status.last_committed_ledger, Some(41));
     let note = first
         .events
         .iter()
-        .find(|e| e.reason == "CatalogNotWritten")
+        .find(|e| e.reason == "CatalogBehind")
         .expect("a warning");
     assert!(note.warning);
-    let again = run(&s, Some(&first.status), &Sequenced::default(), &[], None);
-    assert!(!again.events.iter().any(|e| e.reason == "CatalogNotWritten"));
+    let d = degraded(&first);
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", "CatalogBehind")
+    );
+    assert!(first.requeue <= Duration::from_secs(30));
+    // The same failure again: no second Event.
+    let again = run(&s, Some(&first.status), &seq, &[], None);
+    assert!(!again.events.iter().any(|e| e.reason == "CatalogBehind"));
+    // The catalog cannot even be read: the last known recordedThrough stays.
+    let unread = with_catalog(
+        41,
+        false,
+        None,
+        Some("catalog: cannot read the recorded partitions: down"),
+    );
+    let unread = run(&s, Some(&first.status), &unread, &[], None);
+    assert_eq!(
+        unread.status.catalog.as_ref().unwrap().recorded_through,
+        Some(11)
+    );
+    // Caught up: healthy again, and said so.
+    let ok = run(
+        &s,
+        Some(&again.status),
+        &with_catalog(41, false, Some(Some(41)), None),
+        &[],
+        None,
+    );
+    assert_eq!(ok.status.catalog.as_ref().unwrap().unrecorded_partitions, 0);
+    assert_eq!(degraded(&ok).status, "False");
+    assert!(
+        ok.events
+            .iter()
+            .any(|e| e.reason == "CatalogCaughtUp" && !e.warning)
+    );
+}
+
+#[test]
+fn strict_catalog_failure_is_the_trouble_and_reported_as_the_catalogs() {
+    let s = catalog_spec(true);
+    let message = "catalog: partition 22-31 not recorded: down";
+    let mut seq = with_catalog(21, true, Some(Some(21)), Some(message));
+    seq.trouble = Some(format!(
+        "{message} (catalog.strict: the checkpoint waits until it is written)"
+    ));
+    let plan = run(&s, None, &seq, &[], None);
+    assert_eq!(plan.status.last_committed_ledger, Some(21));
+    let d = degraded(&plan);
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", "CatalogUnavailable")
+    );
+    let reasons: Vec<_> = plan.events.iter().map(|e| e.reason).collect();
+    assert!(reasons.contains(&"CatalogUnavailable"), "{reasons:?}");
+    assert!(!reasons.contains(&"StorageUnavailable"), "{reasons:?}");
+    assert!(!reasons.contains(&"CatalogBehind"), "{reasons:?}");
+    assert_eq!(plan.requeue, Duration::from_secs(15));
+}
+
+#[test]
+fn catalog_gaps_are_the_unrecorded_partitions_up_to_the_checkpoint() {
+    use crate::chain::{catalog_gaps, catalog_recorded_through};
+    let g = Grid::of(&spec()); // 2..=101 by 10
+    let rec = |ranges: &[(u32, u32)]| -> std::collections::BTreeMap<u32, (LedgerRange, String)> {
+        ranges
+            .iter()
+            .map(|&(a, b)| (b, (r(a, b), format!("sha256:{a}"))))
+            .collect()
+    };
+    assert_eq!(catalog_gaps(&g, &rec(&[]), None), vec![]);
+    assert_eq!(
+        catalog_gaps(&g, &rec(&[(2, 11), (22, 31)]), Some(41)),
+        vec![r(12, 21), r(32, 41)]
+    );
+    assert_eq!(
+        catalog_recorded_through(&g, &rec(&[(2, 11), (22, 31)])),
+        Some(11)
+    );
+    assert_eq!(catalog_recorded_through(&g, &rec(&[(12, 21)])), None);
+    // Rows past the checkpoint (written before a status write was lost) are no gap.
+    assert_eq!(
+        catalog_gaps(&g, &rec(&[(2, 11), (12, 21), (22, 31)]), Some(21)),
+        vec![]
+    );
+    // A row of another shape is not the grid partition.
+    assert_eq!(catalog_gaps(&g, &rec(&[(3, 11)]), Some(11)), vec![r(2, 11)]);
 }
 
 #[test]

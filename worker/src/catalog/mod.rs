@@ -15,7 +15,9 @@
 //! * `catalog.strict` really is strict (a failure stops the run before the checkpoint moves, also
 //!   when the database is unreachable at start), and lenient mode never silently becomes a no-op:
 //!   unrecorded partitions are kept (in a file beside the checkpoint) and recorded later, in
-//!   ledger order. See [`hook`].
+//!   ledger order. See [`hook`]. A caller that sequences commits itself (the Kubernetes
+//!   operator) writes the same rows with [`CatalogWriter`] and derives what is missing from the
+//!   catalog instead of keeping a queue file.
 //!
 //! TLS: connections use no TLS. `sslmode=disable` and `sslmode=prefer` (libpq's default) work;
 //! `sslmode=require` is rejected by the config validation with an explanation.
@@ -25,8 +27,10 @@ pub mod hook;
 pub mod migrations;
 pub mod records;
 pub mod verify;
+pub mod writer;
 
 pub use client::{Catalog, CatalogError, check_dsn, connect};
 pub use hook::CatalogSink;
 pub use records::{DatasetIdentity, LineageRecord, QualityRecord, schema_hash};
 pub use verify::{CatalogProblem, LineageRow, compare_with_storage, verify_against_storage};
+pub use writer::CatalogWriter;

@@ -19,18 +19,15 @@ pub fn workspace() -> PathBuf {
 /// object.
 pub fn generate(dir: &Path, ledgers: u32) {
     let spec = bronze::generate::GenerateSpec {
-        out: dir.to_path_buf(),
-        templates: vec![workspace().join("tests/fixtures/testnet-datastore/FFFFFFFF--0-63999")],
-        first_ledger: 2,
-        ledgers,
         ledgers_per_batch: 10,
         batches_per_partition: 100,
-        network_passphrase: bronze::network::passphrase_for("testnet")
-            .unwrap()
-            .to_string(),
-        zstd_level: 1,
-        first_close_time: 1_725_235_200,
-        genesis_previous_hash: [0; 32],
+        ..bronze::generate::GenerateSpec::new(
+            dir,
+            vec![workspace().join("tests/fixtures/testnet-datastore/FFFFFFFF--0-63999")],
+            bronze::network::TESTNET_PASSPHRASE,
+            2,
+            ledgers,
+        )
     };
     bronze::generate::generate_datastore(&spec).expect("generate datastore");
 }

@@ -86,16 +86,17 @@ pub fn generate(
     batches: u32,
 ) {
     bronze::generate::generate_datastore(&bronze::generate::GenerateSpec {
-        out: out.to_path_buf(),
-        templates: vec![templates.to_path_buf()],
-        first_ledger: first,
-        ledgers,
         ledgers_per_batch: per_batch,
         batches_per_partition: batches,
-        network_passphrase: TESTNET.into(),
-        zstd_level: 1,
         first_close_time: 1_700_000_000,
         genesis_previous_hash: [7; 32],
+        ..bronze::generate::GenerateSpec::new(
+            out,
+            vec![templates.to_path_buf()],
+            TESTNET,
+            first,
+            ledgers,
+        )
     })
     .expect("generate datastore");
 }

@@ -24,16 +24,12 @@ impl Workdir {
             .tempdir()
             .unwrap();
         let spec = GenerateSpec {
-            out: dir.path().join("datastore"),
-            templates: vec![workspace_root().join("tests/fixtures/pubnet-variants")],
             first_ledger: FIRST_LEDGER,
-            ledgers,
-            ledgers_per_batch: 1,
-            batches_per_partition: 64_000,
-            network_passphrase: bronze::network::passphrase_for("pubnet").unwrap().into(),
-            zstd_level: 1,
-            first_close_time: 1_725_235_200,
-            genesis_previous_hash: [0; 32],
+            ..GenerateSpec::pubnet_variants(
+                dir.path().join("datastore"),
+                &workspace_root(),
+                ledgers,
+            )
         };
         generate_datastore(&spec).unwrap();
         Self { dir, ledgers }
