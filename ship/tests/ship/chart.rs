@@ -361,7 +361,7 @@ fn all_features_render_leader_election_metrics_secrets_and_placement() {
         .map(|(n, s, k, o)| (n.to_string(), s.to_string(), k.to_string(), o))
     );
     // S3 and GCS keys in both namespaces (operator and workers); the PAS token for the operator
-    // only; the DSN for the operator and (spec.catalog.dsnSecretRef) the workers.
+    // and the catalog DSN for the operator only (spec.pas.tokenEnv, spec.catalog.dsnEnv).
     let secrets: BTreeSet<(String, String)> = of_kind(objects, "Secret")
         .into_iter()
         .map(|s| {
@@ -377,7 +377,6 @@ fn all_features_render_leader_election_metrics_secrets_and_placement() {
         ("bronze-operator-gcs", NAMESPACE),
         ("bronze-operator-gcs", "backfills"),
         ("bronze-operator-catalog", NAMESPACE),
-        ("bronze-operator-catalog", "backfills"),
         ("bronze-operator-pas", NAMESPACE),
     ]
     .into_iter()
@@ -416,7 +415,7 @@ fn all_features_render_leader_election_metrics_secrets_and_placement() {
         "  image: registry.example.com/bronze-worker:0.1.0\n",
         "  serviceAccountName: bronze-worker\n",
         "secretName: bronze-operator-s3",
-        "dsnSecretRef: {name: bronze-operator-catalog, key: dsn}",
+        "dsnEnv: BRONZE_CATALOG_DSN",
         "tokenEnv: BRONZE_PAS_TOKEN",
         "BRONZE_PAS_TOKEN <- Secret bronze-operator-pas, key token",
         "BRONZE_PAS_TOKEN_STAGING <- Secret pas-staging, key token (optional)",
@@ -471,10 +470,7 @@ fn existing_secrets_are_referenced_never_created() {
     let notes = checks()["renders"]["existing-secrets"]["notes"]
         .as_str()
         .unwrap();
-    assert!(
-        notes.contains("dsnSecretRef: {name: my-catalog, key: url}"),
-        "{notes}"
-    );
+    assert!(notes.contains("dsnEnv: BRONZE_CATALOG_DSN"), "{notes}");
     assert!(notes.contains("must exist in both"), "{notes}");
     assert!(notes.contains("tokenEnv: PAS_BEARER"), "{notes}");
     assert_eq!(
