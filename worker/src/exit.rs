@@ -60,6 +60,7 @@ pub fn code_for(error: &RunError) -> u8 {
             SequenceError::Link(_) => BAD_INPUT,
             SequenceError::Commit(e) => commit_code(e),
             SequenceError::ForeignPartition { .. } => CONFLICT,
+            SequenceError::Hook(h) if h.conflict => CONFLICT,
             SequenceError::Hook(_) => FAILURE,
             SequenceError::Checkpoint(_) => FAILURE,
         },
@@ -72,5 +73,25 @@ pub fn pas_code(error: &PasError) -> u8 {
         CONFLICT
     } else {
         FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::HookError;
+
+    fn hook_failure(conflict: bool) -> RunError {
+        RunError::Sequence(SequenceError::Hook(HookError {
+            hook: "pas",
+            message: "event for 2-11 differs".into(),
+            conflict,
+        }))
+    }
+
+    #[test]
+    fn a_hook_conflict_is_not_retryable_and_a_hook_outage_is() {
+        assert_eq!(code_for(&hook_failure(true)), CONFLICT);
+        assert_eq!(code_for(&hook_failure(false)), FAILURE);
     }
 }

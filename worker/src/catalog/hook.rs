@@ -193,6 +193,7 @@ impl Inner {
             return result.map(|_| ()).map_err(|e| HookError {
                 hook: "catalog",
                 message: format!("partition {range} not recorded (catalog.strict): {e}"),
+                conflict: false,
             });
         }
         let due = state.next_attempt.is_none_or(|at| Instant::now() >= at);

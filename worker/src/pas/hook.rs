@@ -596,6 +596,7 @@ impl CommitHook for PasStream {
             self.record(event).await.map(|_| ()).map_err(|e| HookError {
                 hook: "pas",
                 message: e.to_string(),
+                conflict: e.is_conflict(),
             })
         })
     }

@@ -37,6 +37,10 @@ pub struct CommitEvent {
 pub struct HookError {
     pub hook: &'static str,
     pub message: String,
+    /// The hook's record disagrees with what this run committed (e.g. a PAS event for this
+    /// partition with other content): retrying cannot help, so the run exits with the conflict
+    /// code, not the retryable one.
+    pub conflict: bool,
 }
 
 /// Something that must happen, in ledger order, after a partition is committed and before the
