@@ -439,6 +439,8 @@ mod tests {
         c.source.local_path = dir.to_string_lossy().into();
         c.storage.local_dir = dir.join("out").to_string_lossy().into();
         c.checkpoint.dir = dir.join("state").to_string_lossy().into();
+        // Validation creates the directories it checks: keep them all in the test's temp dir.
+        c.pas.backup_dir = dir.join("pas-backup").to_string_lossy().into();
         c
     }
 

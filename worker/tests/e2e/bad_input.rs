@@ -180,7 +180,14 @@ fn bad_config_values_are_named_with_their_values() {
         "era:\n  ledger_start: 100\n  ledger_end: 50\n  partition_size: 0\nsource:\n  mode: datastore\n  datastore_type: GCS\n  datastore_path: gs://bucket/prefix\nstorage:\n  backend: ftp\nperf:\n  max_in_flight_partitions: 0\nlogging:\n  format: xml\n",
     )
     .unwrap();
-    let out = exec(copier().arg("-config").arg(&config).arg("-validate"));
+    // Run where the config's default relative dirs (./state) may be created: the temp dir.
+    let out = exec(
+        copier()
+            .current_dir(run.dir.path())
+            .arg("-config")
+            .arg(&config)
+            .arg("-validate"),
+    );
     let log = text(&out);
     assert_eq!(out.status.code(), Some(2), "{log}");
     for needle in [
@@ -196,6 +203,7 @@ fn bad_config_values_are_named_with_their_values() {
     // A bad environment value is an error too, not a silent zero.
     let out = exec(
         copier()
+            .current_dir(run.dir.path())
             .arg("-config")
             .arg(&config)
             .arg("-validate")
