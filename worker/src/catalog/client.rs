@@ -441,6 +441,26 @@ impl Catalog {
     }
 }
 
+/// Runs one catalog operation with a time limit, so a hung database cannot stall the caller
+/// forever; the caller drops the connection and re-opens it next time. `dsn` is the redacted DSN
+/// the error names.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    dsn: &str,
+    what: &str,
+    operation: impl std::future::Future<Output = Result<T, CatalogError>>,
+) -> Result<T, CatalogError> {
+    tokio::time::timeout(limit, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CatalogError::Query {
+                dsn: dsn.to_string(),
+                what: what.to_string(),
+                message: format!("no answer within {limit:?}"),
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

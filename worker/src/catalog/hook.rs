@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::client::{Catalog, CatalogError, connect};
+use super::client::{Catalog, CatalogError, connect, within};
 use super::records::{DatasetIdentity, LineageRecord, RecordContext, schema_hash, source_location};
 use crate::config::{Config, redact_dsn};
 use crate::metrics::{self, ErrorKind};
@@ -331,15 +331,7 @@ impl Inner {
         what: &str,
         operation: impl std::future::Future<Output = Result<T, CatalogError>>,
     ) -> Result<T, CatalogError> {
-        tokio::time::timeout(OPERATION_TIMEOUT, operation)
-            .await
-            .unwrap_or_else(|_| {
-                Err(CatalogError::Query {
-                    dsn: self.redacted.clone(),
-                    what: what.to_string(),
-                    message: format!("no answer within {OPERATION_TIMEOUT:?}"),
-                })
-            })
+        within(OPERATION_TIMEOUT, &self.redacted, what, operation).await
     }
 
     fn note_failure(&self, state: &mut State) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::client::{Catalog, CatalogError, connect, parse_dsn};
+use super::client::{Catalog, CatalogError, connect, parse_dsn, within};
 use super::records::{DatasetIdentity, LineageRecord, RecordContext, schema_hash, source_location};
 use super::verify::LineageRow;
 use crate::config::{Config, redact_dsn};
@@ -148,14 +148,6 @@ impl CatalogWriter {
         what: &str,
         operation: impl std::future::Future<Output = Result<T, CatalogError>>,
     ) -> Result<T, CatalogError> {
-        tokio::time::timeout(OPERATION_TIMEOUT, operation)
-            .await
-            .unwrap_or_else(|_| {
-                Err(CatalogError::Query {
-                    dsn: self.redacted.clone(),
-                    what: what.to_string(),
-                    message: format!("no answer within {OPERATION_TIMEOUT:?}"),
-                })
-            })
+        within(OPERATION_TIMEOUT, &self.redacted, what, operation).await
     }
 }
