@@ -63,6 +63,10 @@ pub enum StoreError {
         what: String,
         source: object_store::Error,
     },
+    #[error(
+        "{field}: no credentials for {what}: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset and AWS_EC2_METADATA_DISABLED=true forbids the instance metadata service"
+    )]
+    NoCredentials { field: &'static str, what: String },
     #[error("{field}: cannot create directory {path}: {source}")]
     CreateDir {
         field: &'static str,
@@ -139,12 +143,21 @@ pub fn s3(
             .with_allow_http(endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(false);
     }
-    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        builder = builder
-            .with_access_key_id(id)
-            .with_secret_access_key(secret);
-        if let Some(token) = env("AWS_SESSION_TOKEN") {
-            builder = builder.with_token(token);
+    match s3_credentials(&env) {
+        S3Credentials::Keys { id, secret, token } => {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+            if let Some(token) = token {
+                builder = builder.with_token(token);
+            }
+        }
+        S3Credentials::Ambient => {}
+        S3Credentials::None => {
+            return Err(StoreError::NoCredentials {
+                field,
+                what: format!("s3://{bucket}"),
+            });
         }
     }
     let store = builder.build().map_err(|source| StoreError::Build {
@@ -158,6 +171,36 @@ pub fn s3(
         uri: bucket_uri("s3", bucket, &root),
         root,
     })
+}
+
+/// Where an S3 client gets its credentials.
+#[derive(Debug, PartialEq, Eq)]
+enum S3Credentials {
+    /// `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`).
+    Keys {
+        id: String,
+        secret: String,
+        token: Option<String>,
+    },
+    /// object_store's own chain: web identity, container credentials, instance metadata.
+    Ambient,
+    /// No keys, and `AWS_EC2_METADATA_DISABLED=true` forbids the instance metadata service
+    /// (169.254.169.254): refuse instead of letting the client reach for it.
+    None,
+}
+
+fn s3_credentials(env: &dyn Fn(&str) -> Option<String>) -> S3Credentials {
+    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => S3Credentials::Keys {
+            id,
+            secret,
+            token: env("AWS_SESSION_TOKEN"),
+        },
+        _ if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) => {
+            S3Credentials::None
+        }
+        _ => S3Credentials::Ambient,
+    }
 }
 
 /// A GCS bucket. `GOOGLE_APPLICATION_CREDENTIALS` may name a service-account key file (it may
@@ -235,6 +278,38 @@ fn read_json(path: &str) -> Option<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn s3_keys_come_from_the_environment_and_metadata_is_never_a_silent_fallback() {
+        let env_of = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            s3_credentials(&env_of(&[
+                ("AWS_ACCESS_KEY_ID", "id"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ])),
+            S3Credentials::Keys {
+                id: "id".into(),
+                secret: "secret".into(),
+                token: None
+            }
+        );
+        assert_eq!(
+            s3_credentials(&env_of(&[("AWS_EC2_METADATA_DISABLED", "true")])),
+            S3Credentials::None
+        );
+        assert_eq!(
+            s3_credentials(&env_of(&[("AWS_ACCESS_KEY_ID", "id")])),
+            S3Credentials::Ambient
+        );
+    }
     use super::*;
 
     #[test]
