@@ -492,3 +492,58 @@ pub fn context(
         worker_defaults: crate::job::WorkerDefaults::default(),
     })
 }
+
+/// The repository root.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A backfill of `ledgers` real-sized pubnet ledgers from ledger 2 in partitions of ten, its
+/// datastore generated in `dir/datastore` and every partition committed into `dir/out` by the
+/// worker (`run_range` over the whole range), as its Jobs would. `extra` adds spec fields
+/// (`pas`, `catalog`). Returns the spec.
+pub async fn committed_local_backfill(
+    dir: &std::path::Path,
+    era_id: &str,
+    ledgers: u32,
+    ingested_at: &str,
+    extra: serde_json::Value,
+) -> BronzeBackfillSpec {
+    let source = dir.join("datastore");
+    let output = dir.join("out");
+    bronze::generate::generate_datastore(&bronze::generate::GenerateSpec::pubnet_variants(
+        &source,
+        &workspace(),
+        ledgers,
+    ))
+    .unwrap();
+    std::fs::create_dir_all(&output).unwrap();
+    let mut fields = serde_json::json!({
+        "network": "pubnet",
+        "eraId": era_id,
+        "versionLabel": "v1",
+        "ledgerStart": 2,
+        "ledgerEnd": 1 + ledgers,
+        "partitionSize": 10,
+        "source": {"mode": "local", "localPath": source},
+        "storage": {"backend": "local", "localDir": output, "prefix": "bronze/"},
+        "worker": {"image": "bronze:test"},
+    });
+    if let (Some(fields), Some(extra)) = (fields.as_object_mut(), extra.as_object()) {
+        fields.extend(extra.clone());
+    }
+    let spec: BronzeBackfillSpec = serde_json::from_value(fields).unwrap();
+    let config = crate::job::worker_config(&spec, ingested_at).unwrap();
+    bronze::pipeline::run_range(
+        &config,
+        LedgerRange::new(2, 1 + ledgers),
+        tokio_util::sync::CancellationToken::new(),
+        bronze::pipeline::RunOptions::default(),
+    )
+    .await
+    .expect("the worker commits the range");
+    spec
+}

@@ -3,7 +3,7 @@
 //! reader and sequencer, the real object-store outbox on local disk, an in-process HTTP sink as
 //! the PAS endpoint, and `bronze::verify` (what `bronze-copier verify` runs) as the judge.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,12 +29,7 @@ fn r(start: u32, end: u32) -> LedgerRange {
 
 const PARTITIONS: [(u32, u32); 4] = [(2, 11), (12, 21), (22, 31), (32, 41)];
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use crate::fixtures::committed_local_backfill;
 
 /// A backfill whose partitions are all committed by the worker, as its Jobs would.
 struct Backfill {
@@ -46,37 +41,15 @@ struct Backfill {
 impl Backfill {
     async fn committed(endpoint: Option<&str>, strict: bool) -> Backfill {
         let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("datastore");
         let output = dir.path().join("out");
-        bronze::generate::generate_datastore(&bronze::generate::GenerateSpec::pubnet_variants(
-            &source,
-            &workspace(),
+        let spec = committed_local_backfill(
+            dir.path(),
+            "audit",
             LEDGERS,
-        ))
-        .unwrap();
-        std::fs::create_dir_all(&output).unwrap();
-        let spec: BronzeBackfillSpec = serde_json::from_value(json!({
-            "network": "pubnet",
-            "eraId": "audit",
-            "versionLabel": "v1",
-            "ledgerStart": 2,
-            "ledgerEnd": 1 + LEDGERS,
-            "partitionSize": 10,
-            "source": {"mode": "local", "localPath": source},
-            "storage": {"backend": "local", "localDir": output, "prefix": "bronze/"},
-            "pas": {"enabled": true, "endpoint": endpoint, "strict": strict},
-            "worker": {"image": "bronze:test"},
-        }))
-        .unwrap();
-        let config = crate::job::worker_config(&spec, INGESTED_AT).unwrap();
-        bronze::pipeline::run_range(
-            &config,
-            r(2, 1 + LEDGERS),
-            tokio_util::sync::CancellationToken::new(),
-            bronze::pipeline::RunOptions::default(),
+            INGESTED_AT,
+            json!({"pas": {"enabled": true, "endpoint": endpoint, "strict": strict}}),
         )
-        .await
-        .expect("the worker commits the range");
+        .await;
         Backfill {
             _dir: dir,
             output,

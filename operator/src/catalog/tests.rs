@@ -4,11 +4,9 @@
 //! can take the database away and bring it back), and `bronze::verify` (what `bronze-copier
 //! verify` runs with `catalog.postgres_dsn`) as the judge.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bronze::partition::LedgerRange;
 use bronze_testkit::Postgres;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,12 +22,7 @@ const INGESTED_AT: &str = "2025-01-15T10:00:00Z";
 /// Ledgers 2..=41: four partitions of ten.
 const LEDGERS: u32 = 40;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use crate::fixtures::committed_local_backfill;
 
 /// A loopback TCP forwarder to PostgreSQL that can refuse connections and cut the open ones:
 /// the database "goes down" and "comes back" without losing its data.
@@ -99,38 +92,17 @@ struct Backfill {
 impl Backfill {
     async fn committed(strict: bool) -> Backfill {
         let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("datastore");
-        let output = dir.path().join("out");
-        bronze::generate::generate_datastore(&bronze::generate::GenerateSpec::pubnet_variants(
-            &source,
-            &workspace(),
+        let spec = committed_local_backfill(
+            dir.path(),
+            "cat",
             LEDGERS,
-        ))
-        .unwrap();
-        std::fs::create_dir_all(&output).unwrap();
-        let spec: BronzeBackfillSpec = serde_json::from_value(json!({
-            "network": "pubnet",
-            "eraId": "cat",
-            "versionLabel": "v1",
-            "ledgerStart": 2,
-            "ledgerEnd": 1 + LEDGERS,
-            "partitionSize": 10,
-            "source": {"mode": "local", "localPath": source},
-            "storage": {"backend": "local", "localDir": output, "prefix": "bronze/"},
-            "pas": {"enabled": true},
-            "catalog": {"dsnEnv": "BRONZE_CATALOG_DSN", "strict": strict},
-            "worker": {"image": "bronze:test"},
-        }))
-        .unwrap();
-        let config = crate::job::worker_config(&spec, INGESTED_AT).unwrap();
-        bronze::pipeline::run_range(
-            &config,
-            LedgerRange::new(2, 1 + LEDGERS),
-            tokio_util::sync::CancellationToken::new(),
-            bronze::pipeline::RunOptions::default(),
+            INGESTED_AT,
+            json!({
+                "pas": {"enabled": true},
+                "catalog": {"dsnEnv": "BRONZE_CATALOG_DSN", "strict": strict},
+            }),
         )
-        .await
-        .expect("the worker commits the range");
+        .await;
         let pg = Postgres::start();
         pg.create_database("catalog");
         let gate = Gate::start(pg.port()).await;
