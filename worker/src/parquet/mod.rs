@@ -2,6 +2,7 @@
 
 mod schema;
 mod writer;
+mod xdr_column;
 
 pub use schema::{COLUMNS, ledgers_lcm_raw_schema};
 pub use writer::{

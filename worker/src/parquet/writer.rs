@@ -1,34 +1,38 @@
 //! Streams ledgers into one Parquet file with bounded memory.
 //!
-//! Rows are collected into small Arrow batches (a few MiB) and handed to the writer, which closes
-//! a row group whenever its encoded size reaches `row_group_bytes`, so memory does not grow with
-//! the partition. The output goes through a hashing sink: the sha256 and size of the file are
+//! The small columns are collected into Arrow batches of a few hundred rows and encoded by the
+//! parquet crate's column writers; `xdr_bytes`, nearly all of the data, is encoded by hand
+//! (`xdr_column.rs`) to avoid copying each ledger over and over. A row group is closed whenever
+//! its encoded size reaches `row_group_bytes`, so memory does not grow with the partition. The output goes through a hashing sink: the sha256 and size of the file are
 //! known the moment it is finished, without reading it back. The bytes depend only on the rows
 //! and the settings, so the same input always gives the same file.
 
 use std::io::Write;
 use std::sync::Arc;
 
+use arrow_array::ArrayRef;
 use arrow_array::builder::{
-    BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
-    UInt32Builder, UInt64Builder,
+    Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
+    UInt64Builder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
 use bronze_ledger::LedgerRow;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, Encoding, GzipLevel, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use super::schema::ledgers_lcm_raw_schema;
+use super::xdr_column::XdrColumnChunk;
 
-/// Rows per Arrow batch handed to the writer (also capped by `BATCH_XDR_BYTES`).
+/// Rows per Arrow batch of the small columns (also capped by `BATCH_XDR_BYTES`: the row group
+/// size is checked after each batch).
 const BATCH_ROWS: usize = 256;
 const BATCH_XDR_BYTES: usize = 8 * 1024 * 1024;
-/// Room reserved for a batch's XDR: the batch closes at `BATCH_XDR_BYTES`, so it exceeds that by
-/// at most one ledger. Reserving up front saves the copies of a doubling buffer.
-const BATCH_XDR_RESERVE: usize = BATCH_XDR_BYTES + 1024 * 1024;
+/// Index of `xdr_bytes` among the columns.
+const XDR_COLUMN: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -64,7 +68,6 @@ impl WriterSettings {
         let compression = codec(&self.compression, self.compression_level)?;
         let mut builder = WriterProperties::builder()
             .set_compression(compression)
-            .set_max_row_group_bytes(Some(self.row_group_bytes))
             .set_created_by(format!("bronze-copier version {}", crate::VERSION))
             .set_statistics_truncate_length(Some(64))
             .set_column_index_truncate_length(Some(64));
@@ -142,6 +145,8 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// The small columns of the pending rows, as Arrow builders (`xdr_bytes` is not among them: it
+/// goes straight into [`XdrColumnChunk`]).
 struct Columns {
     ledger_sequence: UInt64Builder,
     ledger_hash: StringBuilder,
@@ -153,15 +158,10 @@ struct Columns {
     tx_set_hash: StringBuilder,
     tx_count: Int32Builder,
     operation_count: Int32Builder,
-    xdr_bytes: BinaryBuilder,
     xdr_byte_length: Int32Builder,
     xdr_sha256: StringBuilder,
     rows: usize,
     xdr_bytes_len: usize,
-}
-
-fn xdr_builder() -> BinaryBuilder {
-    BinaryBuilder::with_capacity(BATCH_ROWS, BATCH_XDR_RESERVE)
 }
 
 impl Columns {
@@ -178,7 +178,6 @@ impl Columns {
             tx_set_hash: hex_col(),
             tx_count: Int32Builder::with_capacity(BATCH_ROWS),
             operation_count: Int32Builder::with_capacity(BATCH_ROWS),
-            xdr_bytes: xdr_builder(),
             xdr_byte_length: Int32Builder::with_capacity(BATCH_ROWS),
             xdr_sha256: hex_col(),
             rows: 0,
@@ -187,9 +186,21 @@ impl Columns {
     }
 }
 
+/// Column writers of the open row group.
+struct RowGroup {
+    /// One per column in file order; the one at [`XDR_COLUMN`] is never written (that column
+    /// is [`XdrColumnChunk`]'s).
+    writers: Vec<ArrowColumnWriter>,
+    rows: u64,
+}
+
 /// Writes one partition's Parquet file into `W`.
 pub struct PartitionWriter<W: Write + Send> {
-    writer: ArrowWriter<HashingWriter<W>>,
+    file: SerializedFileWriter<HashingWriter<W>>,
+    factory: ArrowRowGroupWriterFactory,
+    row_group: Option<RowGroup>,
+    row_groups_written: usize,
+    xdr: XdrColumnChunk,
     columns: Columns,
     settings: WriterSettings,
     rows_total: u64,
@@ -202,10 +213,19 @@ impl<W: Write + Send> PartitionWriter<W> {
             hasher: Sha256::new(),
             written: 0,
         };
-        let writer =
-            ArrowWriter::try_new(sink, ledgers_lcm_raw_schema(), Some(settings.properties()?))?;
+        let compression = codec(&settings.compression, settings.compression_level)?;
+        // The Arrow writer sets up the file (schema, Arrow schema metadata, properties); rows are
+        // then written column by column through its serialized writer.
+        let (file, factory) =
+            ArrowWriter::try_new(sink, ledgers_lcm_raw_schema(), Some(settings.properties()?))?
+                .into_serialized_writer()?;
+        let xdr = XdrColumnChunk::new(file.schema_descr().column(XDR_COLUMN), compression)?;
         Ok(Self {
-            writer,
+            file,
+            factory,
+            row_group: None,
+            row_groups_written: 0,
+            xdr,
             columns: Columns::new(),
             settings,
             rows_total: 0,
@@ -228,6 +248,9 @@ impl<W: Write + Send> PartitionWriter<W> {
                 field: "close_time",
                 value: row.close_time,
             })?;
+        let tx_count = as_i32("tx_count", u64::from(row.tx_count))?;
+        let operation_count = as_i32("operation_count", u64::from(row.operation_count))?;
+        let xdr_byte_length = as_i32("xdr_byte_length", record.xdr.len() as u64)?;
         c.ledger_sequence.append_value(u64::from(seq));
         c.ledger_hash.append_value(hex32(&row.ledger_hash).as_str());
         c.previous_ledger_hash
@@ -237,23 +260,35 @@ impl<W: Write + Send> PartitionWriter<W> {
         c.total_coins.append_value(row.total_coins);
         c.fee_pool.append_value(row.fee_pool);
         c.tx_set_hash.append_value(hex32(&row.tx_set_hash).as_str());
-        c.tx_count
-            .append_value(as_i32("tx_count", u64::from(row.tx_count))?);
-        c.operation_count
-            .append_value(as_i32("operation_count", u64::from(row.operation_count))?);
-        c.xdr_bytes.append_value(record.xdr);
-        c.xdr_byte_length
-            .append_value(as_i32("xdr_byte_length", record.xdr.len() as u64)?);
+        c.tx_count.append_value(tx_count);
+        c.operation_count.append_value(operation_count);
+        c.xdr_byte_length.append_value(xdr_byte_length);
         c.xdr_sha256
             .append_value(hex32(&record.xdr_sha256).as_str());
         c.rows += 1;
         c.xdr_bytes_len += record.xdr.len();
+        self.xdr.push(record.xdr)?;
         if c.rows >= BATCH_ROWS || c.xdr_bytes_len >= BATCH_XDR_BYTES {
             self.write_pending()?;
+            if self.row_group_bytes() >= self.settings.row_group_bytes {
+                self.close_row_group()?;
+            }
         }
         Ok(())
     }
 
+    /// Encoded size of the open row group.
+    fn row_group_bytes(&self) -> usize {
+        let small: usize = self.row_group.as_ref().map_or(0, |g| {
+            g.writers
+                .iter()
+                .map(ArrowColumnWriter::get_estimated_total_bytes)
+                .sum()
+        });
+        small + self.xdr.encoded_bytes()
+    }
+
+    /// Encodes the pending rows' small columns into the open row group.
     fn write_pending(&mut self) -> Result<(), WriterError> {
         let rows = self.columns.rows;
         if rows == 0 {
@@ -274,7 +309,8 @@ impl<W: Write + Send> PartitionWriter<W> {
             }
             Arc::new(b.finish().with_timezone("UTC")) as ArrayRef
         };
-        let columns: Vec<ArrayRef> = vec![
+        // In file order, without xdr_bytes.
+        let arrays: [ArrayRef; 16] = [
             Arc::new(c.ledger_sequence.finish()),
             Arc::new(c.ledger_hash.finish()),
             Arc::new(c.previous_ledger_hash.finish()),
@@ -285,7 +321,6 @@ impl<W: Write + Send> PartitionWriter<W> {
             Arc::new(c.tx_set_hash.finish()),
             Arc::new(c.tx_count.finish()),
             Arc::new(c.operation_count.finish()),
-            Arc::new(std::mem::replace(&mut c.xdr_bytes, xdr_builder()).finish()),
             Arc::new(c.xdr_byte_length.finish()),
             Arc::new(c.xdr_sha256.finish()),
             constant(&self.settings.version_label),
@@ -293,11 +328,46 @@ impl<W: Write + Send> PartitionWriter<W> {
             constant(&self.settings.network),
             ingested,
         ];
-        let batch = RecordBatch::try_new(ledgers_lcm_raw_schema(), columns)?;
-        self.writer.write(&batch)?;
-        self.rows_total += rows as u64;
         c.rows = 0;
         c.xdr_bytes_len = 0;
+        if self.row_group.is_none() {
+            self.row_group = Some(RowGroup {
+                writers: self
+                    .factory
+                    .create_column_writers(self.row_groups_written)?,
+                rows: 0,
+            });
+        }
+        let group = self.row_group.as_mut().expect("opened above");
+        let schema = ledgers_lcm_raw_schema();
+        let small_columns = (0..schema.fields().len()).filter(|&i| i != XDR_COLUMN);
+        for (index, array) in small_columns.zip(arrays) {
+            for leaf in compute_leaves(schema.field(index), &array)? {
+                group.writers[index].write(&leaf)?;
+            }
+        }
+        group.rows += rows as u64;
+        self.rows_total += rows as u64;
+        Ok(())
+    }
+
+    /// Writes the open row group to the file: its columns in file order, `xdr_bytes` from
+    /// [`XdrColumnChunk`].
+    fn close_row_group(&mut self) -> Result<(), WriterError> {
+        let Some(group) = self.row_group.take() else {
+            return Ok(());
+        };
+        debug_assert_eq!(group.rows, self.xdr.rows() as u64);
+        let mut row_group = self.file.next_row_group()?;
+        for (index, writer) in group.writers.into_iter().enumerate() {
+            if index == XDR_COLUMN {
+                self.xdr.append_to(&mut row_group)?;
+            } else {
+                writer.close()?.append_to_row_group(&mut row_group)?;
+            }
+        }
+        row_group.close()?;
+        self.row_groups_written += 1;
         Ok(())
     }
 
@@ -309,8 +379,10 @@ impl<W: Write + Send> PartitionWriter<W> {
     /// Finishes the file and returns its summary and the sink.
     pub fn finish(mut self) -> Result<(PartitionFileSummary, W), WriterError> {
         self.write_pending()?;
+        self.close_row_group()?;
         let rows = self.rows_total;
-        let sink = self.writer.into_inner()?;
+        // Writes the footer.
+        let sink = self.file.into_inner()?;
         let summary = PartitionFileSummary {
             rows,
             byte_size: sink.written,
