@@ -241,7 +241,9 @@ pub(crate) fn root(w: &Walker<'_>, pos: usize, depth: u32, budget: u32) -> Resul
             self.line(0, "#[inline]");
             self.line(
                 0,
-                &format!("fn {f}(w: &Walker<'_>, mut pos: usize, depth: u32) -> Result<usize, Fail> {{"),
+                &format!(
+                    "fn {f}(w: &Walker<'_>, mut pos: usize, depth: u32) -> Result<usize, Fail> {{"
+                ),
             );
         } else {
             // A block whose nested values are all leafy recurses no further.
@@ -319,7 +321,10 @@ pub(crate) fn root(w: &Walker<'_>, pos: usize, depth: u32, budget: u32) -> Resul
                 let call = self.call(elem, "pos", &depth_plus(d + 1));
                 self.line(
                     2,
-                    &format!("pos = {call}.map_err(|e| index(w, e, {ty}, i, {}))?;", ins.crumb),
+                    &format!(
+                        "pos = {call}.map_err(|e| index(w, e, {ty}, i, {}))?;",
+                        ins.crumb
+                    ),
                 );
                 self.line(1, "}");
             }
@@ -329,12 +334,18 @@ pub(crate) fn root(w: &Walker<'_>, pos: usize, depth: u32, budget: u32) -> Resul
                 let call = self.call(elem, "pos", &depth_plus(d + 1));
                 self.line(
                     2,
-                    &format!("pos = {call}.map_err(|e| index(w, e, {ty}, i, {}))?;", ins.crumb),
+                    &format!(
+                        "pos = {call}.map_err(|e| index(w, e, {ty}, i, {}))?;",
+                        ins.crumb
+                    ),
                 );
                 self.line(1, "}");
             }
             IOp::Optional { elem } => {
-                self.line(1, &format!("pos = if present(w, pos, {depth}, {ty}){err}? {{"));
+                self.line(
+                    1,
+                    &format!("pos = if present(w, pos, {depth}, {ty}){err}? {{"),
+                );
                 let call = self.call(elem, "pos + 4", &depth_plus(d + 1));
                 self.line(2, &format!("{call}{err}?"));
                 self.line(1, "} else {");
@@ -406,10 +417,16 @@ pub(crate) fn root(w: &Walker<'_>, pos: usize, depth: u32, budget: u32) -> Resul
         self.out.push('\n');
         self.line(
             0,
-            &format!("/// Arms of flat union `{}`: (size, frames).", self.p.name(ty)),
+            &format!(
+                "/// Arms of flat union `{}`: (size, frames).",
+                self.p.name(ty)
+            ),
         );
         self.line(0, "#[inline(always)]");
-        self.line(0, &format!("fn flat_{index}(value: i64) -> Option<(u32, u32)> {{"));
+        self.line(
+            0,
+            &format!("fn flat_{index}(value: i64) -> Option<(u32, u32)> {{"),
+        );
         self.line(1, "match value {");
         for ((size, frames), values) in arms {
             self.line(

@@ -78,7 +78,13 @@ pub fn validate_xdr_heap_only(
     xdr: &[u8],
     depth_limit: u32,
 ) -> Result<(), XdrError> {
-    validate_xdr_with(type_name, xdr, depth_limit, Engine::HeapOnly, RECURSION_BUDGET)
+    validate_xdr_with(
+        type_name,
+        xdr,
+        depth_limit,
+        Engine::HeapOnly,
+        RECURSION_BUDGET,
+    )
 }
 
 /// [`validate_xdr`] with a chosen walker and recursion budget (a small budget sends values to

@@ -33,7 +33,11 @@ impl Engine {
 /// Skip a `LedgerCloseMeta` at `pos` whose node is `depth` frames deep, like
 /// `w.skip(lcm, pos, depth)` but with the generated code. Values nested deeper than the
 /// recursion budget are redone by the heap-stack machine, as `Walker::skip` does.
-pub(crate) fn skip_ledger_close_meta(w: &Walker<'_>, pos: usize, depth: u32) -> Result<usize, Fail> {
+pub(crate) fn skip_ledger_close_meta(
+    w: &Walker<'_>,
+    pos: usize,
+    depth: u32,
+) -> Result<usize, Fail> {
     let block = w.program.code.blocks[walk_gen::ROOT as usize];
     if w.heap_only {
         return w.skip_on_heap(block, pos, depth);
@@ -70,8 +74,19 @@ pub(crate) fn index(w: &Walker<'_>, e: Fail, ty: TypeId, i: u32, c: u32) -> Fail
 /// A discriminant of union `unions[union]` (type `ty`) that selects no arm.
 #[cold]
 #[inline(never)]
-pub(crate) fn no_arm(w: &Walker<'_>, union: u32, ty: TypeId, pos: usize, value: i64, c: u32) -> Fail {
-    crumb(w, w.no_arm(&w.program.unions[union as usize], ty, pos, value), c)
+pub(crate) fn no_arm(
+    w: &Walker<'_>,
+    union: u32,
+    ty: TypeId,
+    pos: usize,
+    value: i64,
+    c: u32,
+) -> Fail {
+    crumb(
+        w,
+        w.no_arm(&w.program.unions[union as usize], ty, pos, value),
+        c,
+    )
 }
 
 // --- nesting -----------------------------------------------------------------------------------
@@ -79,10 +94,7 @@ pub(crate) fn no_arm(w: &Walker<'_>, union: u32, ty: TypeId, pos: usize, value: 
 /// `Walker::nested` for a non-leafy block: one recursion level deeper, or hand the value to the
 /// machine when the budget is spent.
 #[inline(always)]
-pub(crate) fn nest(
-    budget: u32,
-    f: impl FnOnce(u32) -> Result<usize, Fail>,
-) -> Result<usize, Fail> {
+pub(crate) fn nest(budget: u32, f: impl FnOnce(u32) -> Result<usize, Fail>) -> Result<usize, Fail> {
     if budget == 0 {
         Err(Fail::too_deep())
     } else {

@@ -38,7 +38,10 @@ fn same_split(batch: &[u8], what: &str) {
 }
 
 fn samples() -> Vec<(String, Vec<u8>)> {
-    lcm_samples().into_iter().chain(loadtest_samples()).collect()
+    lcm_samples()
+        .into_iter()
+        .chain(loadtest_samples())
+        .collect()
 }
 
 /// Mutants per sample: many for small ledgers, fewer for the big ones (debug builds are slow).
@@ -82,7 +85,12 @@ fn truncations_agree() {
         // Every prefix of small ledgers, about 200 spread over big ones.
         let step = (lcm.len() / 200).max(1);
         for n in (0..lcm.len()).step_by(step) {
-            assert!(!same(&lcm[..n], DEFAULT_DEPTH_LIMIT, RECURSION_BUDGET, &name));
+            assert!(!same(
+                &lcm[..n],
+                DEFAULT_DEPTH_LIMIT,
+                RECURSION_BUDGET,
+                &name
+            ));
         }
     }
 }
