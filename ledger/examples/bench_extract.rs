@@ -4,7 +4,8 @@
 //! Run: `cargo run --release -p bronze-ledger --example bench_extract`; with the argument
 //! `walkers`, only the comparison of the generated LedgerCloseMeta walker with the interpreter
 //! (`split_batch` on the pubnet ledger and the pubnet variants in `$LEDGERDATA/pubnet-variants`,
-//! default `/work/shared/ledgerdata`, else the one variant in `tests/data`).
+//! default `/work/shared/ledgerdata`, else the one variant in `tests/data`); with `once
+//! interpreter|generated`, one split of each of those batches (for callgrind).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -111,9 +112,25 @@ fn main() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pubnet/FCD285FF--53312000.xdr.zstd");
     let batch = unzstd(&path);
-    if std::env::args().nth(1).as_deref() == Some("walkers") {
-        compare_walkers(&batch, Duration::from_secs(3));
-        return;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("walkers") => return compare_walkers(&batch, Duration::from_secs(3)),
+        // One split of every pubnet batch, for instruction counts that machine noise cannot
+        // blur: `valgrind --tool=callgrind --toggle-collect='*split_batch_with*' <this> once
+        // interpreter` (or `generated`).
+        Some("once") => {
+            let engine = match args.get(1).map(String::as_str) {
+                Some("interpreter") => Engine::Interpreter,
+                _ => Engine::Generated,
+            };
+            // Compile the schema outside of the measured function.
+            validate_lcm(&[]).unwrap_err();
+            for b in pubnet_batches(&batch) {
+                black_box(split_batch_with(black_box(&b), engine).unwrap());
+            }
+            return;
+        }
+        _ => {}
     }
     let view = split_batch(&batch).unwrap();
     let lcm = view.ledgers[0];

@@ -2,7 +2,9 @@
 //! decoding or allocating, enforcing the same rules as stellar-xdr 30.0.0's decoder (plus one
 //! stricter one, below), and returns where the value ends. This file holds the primitives, the
 //! leaf instructions and the recursive fast path; `machine.rs` the heap-stack fallback for
-//! deeply nested values.
+//! deeply nested values. `LedgerCloseMeta`s normally go through the generated equivalent of
+//! this fast path instead (`walk_gen.rs`, see `codegen.rs`); this remains the reference it is
+//! tested against and the walker of every other type.
 //!
 //! Rules enforced: big-endian 4-byte units; opaque/string padded to 4 bytes with zero padding;
 //! bool 0 or 1; optional flag 0 or 1; enum values declared; union discriminant selects an arm;

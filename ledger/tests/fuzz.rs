@@ -3,8 +3,8 @@
 //! For every mutant: nothing panics; `validate_lcm` accepts exactly when stellar-xdr decodes it
 //! and re-encodes to the same bytes (the only inputs stellar-xdr decodes but does not
 //! round-trip are bools other than 0/1, which we reject by design: then the error must be
-//! `BadBool`); accepted mutants give the same row as the oracle; the recursive and heap-stack
-//! interpreters return identical results.
+//! `BadBool`); accepted mutants give the same row as the oracle; the generated walker
+//! (`validate_lcm`) and the heap-stack interpreter return identical results.
 
 mod common;
 
@@ -31,7 +31,10 @@ fn kind_name(k: ErrorKind) -> String {
 fn check(m: &[u8], what: &str, tally: &mut BTreeMap<String, usize>) -> bool {
     let ours = validate_lcm(m);
     let heap = validate_xdr_heap_only("LedgerCloseMeta", m, bronze_ledger::DEFAULT_DEPTH_LIMIT);
-    assert_eq!(ours, heap, "{what}: the two interpreters disagree");
+    assert_eq!(
+        ours, heap,
+        "{what}: the generated walker and the heap-stack interpreter disagree"
+    );
     if let Err(e) = &ours {
         *tally.entry(kind_name(e.kind)).or_default() += 1;
     }
