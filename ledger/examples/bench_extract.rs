@@ -1,13 +1,20 @@
 //! Micro benchmark: split + validate + extract vs a full stellar-xdr decode, on the real 372 KB
 //! pubnet ledger 53,312,000 (a genuine Galexie batch object).
 //!
-//! Run: `cargo run --release -p bronze-ledger --example bench_extract`
+//! Run: `cargo run --release -p bronze-ledger --example bench_extract`; with the argument
+//! `walkers`, only the comparison of the generated LedgerCloseMeta walker with the interpreter
+//! (`split_batch` on the pubnet ledger and the pubnet variants in `$LEDGERDATA/pubnet-variants`,
+//! default `/work/shared/ledgerdata`, else the one variant in `tests/data`); with `once
+//! interpreter|generated`, one split of each of those batches (for callgrind).
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bronze_ledger::{extract_row, header_hash_matches, split_batch, validate_lcm};
+use bronze_ledger::{
+    Engine, encode_batch, extract_row, header_hash_matches, split_batch, split_batch_with,
+    validate_lcm,
+};
 use stellar_xdr::{LedgerCloseMetaBatch, Limits, ReadXdr};
 
 /// Run `f` repeatedly for about `budget`; return the fastest per-call time in ns. The minimum
@@ -35,10 +42,96 @@ fn time(label: &str, budget: Duration, mut f: impl FnMut()) -> f64 {
     min
 }
 
+fn unzstd(path: &Path) -> Vec<u8> {
+    zstd::stream::decode_all(std::fs::File::open(path).unwrap()).unwrap()
+}
+
+/// Pubnet batches: the real ledger 53,312,000 plus each pubnet variant as a one-ledger batch.
+fn pubnet_batches(batch: &[u8]) -> Vec<Vec<u8>> {
+    let data = std::env::var("LEDGERDATA").unwrap_or_else(|_| "/work/shared/ledgerdata".into());
+    let mut dir = Path::new(&data).join("pubnet-variants");
+    if !dir.is_dir() {
+        dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pubnet-variants");
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".xdr.zst"))
+        .collect();
+    files.sort();
+    let mut out = vec![batch.to_vec()];
+    for f in files {
+        out.push(encode_batch(1, 1, &[&unzstd(&f)]));
+    }
+    out
+}
+
+/// `split_batch` with the interpreter vs the generated walker, interleaved in the same run so
+/// that machine noise hits both; min ns per ledger over all rounds.
+fn compare_walkers(batch: &[u8], budget: Duration) {
+    let batches = pubnet_batches(batch);
+    let ledgers: usize = batches
+        .iter()
+        .map(|b| split_batch(b).unwrap().ledgers.len())
+        .sum();
+    let bytes: usize = batches.iter().map(Vec::len).sum();
+    println!(
+        "walkers: {} batches, {ledgers} ledgers, {:.1} MB",
+        batches.len(),
+        bytes as f64 / 1e6
+    );
+    let engines = [
+        ("interpreter", Engine::Interpreter),
+        ("generated", Engine::Generated),
+    ];
+    let mut best = [f64::MAX; 2];
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < budget * 2 {
+        for (k, &(_, engine)) in engines.iter().enumerate() {
+            let t = Instant::now();
+            for b in &batches {
+                black_box(split_batch_with(black_box(b), engine).unwrap());
+            }
+            let ns = t.elapsed().as_nanos() as f64 / ledgers as f64;
+            best[k] = best[k].min(ns);
+        }
+        rounds += 1;
+    }
+    for (k, (name, _)) in engines.iter().enumerate() {
+        println!(
+            "split_batch, {name:<12} {:>10.0} ns/ledger min  ({:.2} GB/s, {rounds} rounds)",
+            best[k],
+            bytes as f64 / ledgers as f64 / best[k]
+        );
+    }
+    println!("interpreter / generated = {:.2}x", best[0] / best[1]);
+}
+
 fn main() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pubnet/FCD285FF--53312000.xdr.zstd");
-    let batch = zstd::stream::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    let batch = unzstd(&path);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("walkers") => return compare_walkers(&batch, Duration::from_secs(3)),
+        // One split of every pubnet batch, for instruction counts that machine noise cannot
+        // blur: `valgrind --tool=callgrind --toggle-collect='*split_batch_with*' <this> once
+        // interpreter` (or `generated`).
+        Some("once") => {
+            let engine = match args.get(1).map(String::as_str) {
+                Some("interpreter") => Engine::Interpreter,
+                _ => Engine::Generated,
+            };
+            // Compile the schema outside of the measured function.
+            validate_lcm(&[]).unwrap_err();
+            for b in pubnet_batches(&batch) {
+                black_box(split_batch_with(black_box(&b), engine).unwrap());
+            }
+            return;
+        }
+        _ => {}
+    }
     let view = split_batch(&batch).unwrap();
     let lcm = view.ledgers[0];
     let row = extract_row(lcm).unwrap();
@@ -50,6 +143,7 @@ fn main() {
         row.operation_count
     );
     let budget = Duration::from_secs(3);
+    compare_walkers(&batch, budget);
 
     let ours = time("ours: split_batch + extract_row", budget, || {
         let v = split_batch(black_box(&batch)).unwrap();

@@ -5,6 +5,7 @@
 use crate::error::{ErrorKind, Fail, Step, XdrError};
 use crate::schema::{Op, PROGRAM, Program, TypeId};
 use crate::skip::{DEFAULT_DEPTH_LIMIT, Walker};
+use crate::walk_rt::Engine;
 
 /// A batch split into per-ledger slices borrowed from the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +22,19 @@ pub struct LedgerCloseMetaBatchView<'a> {
 /// Depth is counted as stellar-xdr does when decoding the whole batch: each LCM sits two frames
 /// deep (batch struct, then the array).
 pub fn split_batch(batch_xdr: &[u8]) -> Result<LedgerCloseMetaBatchView<'_>, XdrError> {
+    split_batch_with(batch_xdr, Engine::Generated)
+}
+
+/// [`split_batch`] with a chosen walker, for tests and benchmarks that compare them; not part
+/// of the API.
+#[doc(hidden)]
+pub fn split_batch_with(
+    batch_xdr: &[u8],
+    engine: Engine,
+) -> Result<LedgerCloseMetaBatchView<'_>, XdrError> {
     let program: &'static Program = &PROGRAM;
-    let w = Walker::new(program, batch_xdr, DEFAULT_DEPTH_LIMIT);
+    let mut w = Walker::new(program, batch_xdr, DEFAULT_DEPTH_LIMIT);
+    engine.configure(&mut w);
     split(&w, program).map_err(|e| e.into_error(program))
 }
 
@@ -53,7 +65,7 @@ fn split<'a>(w: &Walker<'a>, p: &'static Program) -> Result<LedgerCloseMetaBatch
     let mut at = 12;
     for i in 0..n {
         let end = w
-            .skip(lcm, at, 2)
+            .skip_fast(lcm, at, 2)
             .map_err(|e| in_lcms(e.push(Step::Index(lcms, i))))?;
         ledgers.push(&w.buf[at..end]);
         at = end;

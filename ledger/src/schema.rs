@@ -123,6 +123,14 @@ impl EnumSet {
             None => false,
         }
     }
+
+    /// The members, ascending.
+    pub(crate) fn members(&self) -> impl Iterator<Item = i32> + '_ {
+        let lo = i64::from(self.lo);
+        (0..self.bits.len() as i64 * 64)
+            .filter(|&i| self.bits[(i / 64) as usize] & (1u64 << (i % 64)) != 0)
+            .map(move |i| (lo + i) as i32)
+    }
 }
 
 /// The compiled schema.

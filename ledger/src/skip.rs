@@ -2,7 +2,9 @@
 //! decoding or allocating, enforcing the same rules as stellar-xdr 30.0.0's decoder (plus one
 //! stricter one, below), and returns where the value ends. This file holds the primitives, the
 //! leaf instructions and the recursive fast path; `machine.rs` the heap-stack fallback for
-//! deeply nested values.
+//! deeply nested values. `LedgerCloseMeta`s normally go through the generated equivalent of
+//! this fast path instead (`walk_gen.rs`, see `codegen.rs`); this remains the reference it is
+//! tested against and the walker of every other type.
 //!
 //! Rules enforced: big-endian 4-byte units; opaque/string padded to 4 bytes with zero padding;
 //! bool 0 or 1; optional flag 0 or 1; enum values declared; union discriminant selects an arm;
@@ -35,11 +37,17 @@ pub(crate) struct Walker<'a> {
     pub(crate) stack: RefCell<Vec<Frame>>,
     /// Testing aid: run everything on the machine, never recursively.
     pub(crate) heap_only: bool,
+    /// Recursion levels the fast paths may use; [`RECURSION_BUDGET`] except in tests of the
+    /// fallback.
+    pub(crate) budget: u32,
+    /// Skip `LedgerCloseMeta`s with the generated walker (`walk_gen.rs`) in [`Self::skip_fast`];
+    /// off only to measure or test the interpreter against it.
+    pub(crate) generated: bool,
 }
 
 /// Recursion levels the fast path may use before handing the value to the machine. Real
 /// ledgers need about 25; each level costs a few KiB of stack in a debug build.
-const RECURSION_BUDGET: u32 = 64;
+pub const RECURSION_BUDGET: u32 = 64;
 
 impl<'a> Walker<'a> {
     pub(crate) fn new(program: &'static Program, buf: &'a [u8], limit: u32) -> Self {
@@ -50,6 +58,8 @@ impl<'a> Walker<'a> {
             limit: limit.min(u32::MAX / 2),
             stack: RefCell::new(Vec::new()),
             heap_only: false,
+            budget: RECURSION_BUDGET,
+            generated: true,
         }
     }
 
@@ -104,7 +114,7 @@ impl<'a> Walker<'a> {
 
     /// Check `len` bytes plus zero padding at `pos`; return the position after the padding.
     #[inline(always)]
-    fn bytes_padded(&self, pos: usize, len: u32, ty: TypeId) -> Result<usize, Fail> {
+    pub(crate) fn bytes_padded(&self, pos: usize, len: u32, ty: TypeId) -> Result<usize, Fail> {
         let padded = (u64::from(len) + 3) & !3;
         self.need(pos, padded, ty)?;
         let end = pos + len as usize;
@@ -190,7 +200,7 @@ impl<'a> Walker<'a> {
         if self.heap_only {
             return self.skip_on_heap(block, pos, depth);
         }
-        match self.run(block, pos, depth, RECURSION_BUDGET) {
+        match self.run(block, pos, depth, self.budget) {
             Err(e) if e.is_too_deep() => self.skip_on_heap(block, pos, depth),
             r => r,
         }
@@ -365,9 +375,18 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// [`Self::skip`], but with the generated code for the type it exists for.
+    pub(crate) fn skip_fast(&self, id: TypeId, pos: usize, depth: u32) -> Result<usize, Fail> {
+        if self.generated && id == crate::walk_gen::ROOT {
+            crate::walk_rt::skip_ledger_close_meta(self, pos, depth)
+        } else {
+            self.skip(id, pos, depth)
+        }
+    }
+
     /// Skip a value that must end exactly at the end of the buffer.
     pub(crate) fn skip_exact(&self, id: TypeId, pos: usize, depth: u32) -> Result<(), Fail> {
-        let end = self.skip(id, pos, depth)?;
+        let end = self.skip_fast(id, pos, depth)?;
         if end != self.buf.len() {
             return Err(Fail::new(
                 ErrorKind::TrailingBytes {

@@ -3,8 +3,8 @@
 //! For every mutant: nothing panics; `validate_lcm` accepts exactly when stellar-xdr decodes it
 //! and re-encodes to the same bytes (the only inputs stellar-xdr decodes but does not
 //! round-trip are bools other than 0/1, which we reject by design: then the error must be
-//! `BadBool`); accepted mutants give the same row as the oracle; the recursive and heap-stack
-//! interpreters return identical results.
+//! `BadBool`); accepted mutants give the same row as the oracle; the generated walker
+//! (`validate_lcm`) and the heap-stack interpreter return identical results.
 
 mod common;
 
@@ -14,91 +14,8 @@ use bronze_ledger::{
     ErrorKind, encode_batch, extract_row, header_hash_matches, header_layout, split_batch,
     validate_lcm, validate_xdr_heap_only,
 };
-use common::{limits, oracle_row, small_lcm};
+use common::{Rng, limits, mutate, oracle_row, small_lcm};
 use stellar_xdr::{LedgerCloseMeta, LedgerCloseMetaBatch, ReadXdr, WriteXdr};
-
-/// xorshift64*: deterministic, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// Values that hit XDR decision points: flags, small discriminants, lengths, sign bits.
-const INTERESTING: [u32; 12] = [
-    0,
-    1,
-    2,
-    3,
-    4,
-    5,
-    8,
-    32,
-    100,
-    0x7fff_ffff,
-    0x8000_0000,
-    u32::MAX,
-];
-
-fn mutate(rng: &mut Rng, src: &[u8]) -> Vec<u8> {
-    let mut m = src.to_vec();
-    let rounds = 1 + rng.below(3);
-    for _ in 0..rounds {
-        if m.len() < 8 {
-            break;
-        }
-        let word = rng.below(m.len() / 4) * 4;
-        match rng.below(7) {
-            // Random byte anywhere.
-            0 => {
-                let i = rng.below(m.len());
-                m[i] = rng.next() as u8;
-            }
-            // Flip one bit.
-            1 => {
-                let i = rng.below(m.len());
-                m[i] ^= 1 << rng.below(8);
-            }
-            // Aligned word set to an interesting value.
-            2 | 3 => {
-                let v = INTERESTING[rng.below(INTERESTING.len())];
-                m[word..word + 4].copy_from_slice(&v.to_be_bytes());
-            }
-            // Aligned word nudged by +-1 (counts, discriminants, lengths).
-            4 => {
-                let v = u32::from_be_bytes(m[word..word + 4].try_into().unwrap());
-                let v = if rng.below(2) == 0 {
-                    v.wrapping_add(1)
-                } else {
-                    v.wrapping_sub(1)
-                };
-                m[word..word + 4].copy_from_slice(&v.to_be_bytes());
-            }
-            // Insert or delete four bytes.
-            5 => {
-                if rng.below(2) == 0 {
-                    m.splice(word..word, (rng.next() as u32).to_be_bytes());
-                } else {
-                    m.drain(word..word + 4);
-                }
-            }
-            // Truncate.
-            _ => {
-                let n = rng.below(m.len());
-                m.truncate(n);
-            }
-        }
-    }
-    m
-}
 
 /// Short name of an error kind, for the tally.
 fn kind_name(k: ErrorKind) -> String {
@@ -114,7 +31,10 @@ fn kind_name(k: ErrorKind) -> String {
 fn check(m: &[u8], what: &str, tally: &mut BTreeMap<String, usize>) -> bool {
     let ours = validate_lcm(m);
     let heap = validate_xdr_heap_only("LedgerCloseMeta", m, bronze_ledger::DEFAULT_DEPTH_LIMIT);
-    assert_eq!(ours, heap, "{what}: the two interpreters disagree");
+    assert_eq!(
+        ours, heap,
+        "{what}: the generated walker and the heap-stack interpreter disagree"
+    );
     if let Err(e) = &ours {
         *tally.entry(kind_name(e.kind)).or_default() += 1;
     }

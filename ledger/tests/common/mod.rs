@@ -199,3 +199,88 @@ pub fn oracle_row(lcm: &LedgerCloseMeta) -> LedgerRow {
         tx_processing_count: processing as u32,
     }
 }
+
+// --- deterministic mutation (fuzz.rs, differential.rs) ----------------------------------------
+
+/// xorshift64*: deterministic, dependency-free.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Values that hit XDR decision points: flags, small discriminants, lengths, sign bits.
+const INTERESTING: [u32; 12] = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    8,
+    32,
+    100,
+    0x7fff_ffff,
+    0x8000_0000,
+    u32::MAX,
+];
+
+pub fn mutate(rng: &mut Rng, src: &[u8]) -> Vec<u8> {
+    let mut m = src.to_vec();
+    let rounds = 1 + rng.below(3);
+    for _ in 0..rounds {
+        if m.len() < 8 {
+            break;
+        }
+        let word = rng.below(m.len() / 4) * 4;
+        match rng.below(7) {
+            // Random byte anywhere.
+            0 => {
+                let i = rng.below(m.len());
+                m[i] = rng.next() as u8;
+            }
+            // Flip one bit.
+            1 => {
+                let i = rng.below(m.len());
+                m[i] ^= 1 << rng.below(8);
+            }
+            // Aligned word set to an interesting value.
+            2 | 3 => {
+                let v = INTERESTING[rng.below(INTERESTING.len())];
+                m[word..word + 4].copy_from_slice(&v.to_be_bytes());
+            }
+            // Aligned word nudged by +-1 (counts, discriminants, lengths).
+            4 => {
+                let v = u32::from_be_bytes(m[word..word + 4].try_into().unwrap());
+                let v = if rng.below(2) == 0 {
+                    v.wrapping_add(1)
+                } else {
+                    v.wrapping_sub(1)
+                };
+                m[word..word + 4].copy_from_slice(&v.to_be_bytes());
+            }
+            // Insert or delete four bytes.
+            5 => {
+                if rng.below(2) == 0 {
+                    m.splice(word..word, (rng.next() as u32).to_be_bytes());
+                } else {
+                    m.drain(word..word + 4);
+                }
+            }
+            // Truncate.
+            _ => {
+                let n = rng.below(m.len());
+                m.truncate(n);
+            }
+        }
+    }
+    m
+}
