@@ -1,5 +1,6 @@
 //! The `ledgers_lcm_raw` table: its Arrow schema and a streaming Parquet writer.
 
+mod page_codec;
 mod schema;
 mod writer;
 mod xdr_column;

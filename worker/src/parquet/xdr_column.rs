@@ -16,12 +16,13 @@ use bytes::Bytes;
 use parquet::basic::{Compression, Encoding, EncodingMask, PageType};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
-use parquet::compression::{Codec, CodecOptions, create_codec};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats};
 use parquet::file::writer::{SerializedPageWriter, SerializedRowGroupWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 use std::io::Write;
+
+use super::page_codec::PageCodec;
 
 /// Target size of one uncompressed data page (the Arrow writer's default page size). Pages end
 /// on a row boundary, so a page holds at least one ledger.
@@ -31,7 +32,7 @@ pub(crate) const PAGE_BYTES: usize = 1024 * 1024;
 pub(crate) struct XdrColumnChunk {
     descr: ColumnDescPtr,
     compression: Compression,
-    codec: Option<Box<dyn Codec>>,
+    codec: PageCodec,
     /// PLAIN-encoded values of the open page; reused from page to page.
     page: Vec<u8>,
     page_rows: usize,
@@ -51,7 +52,7 @@ impl XdrColumnChunk {
         Ok(Self {
             descr,
             compression,
-            codec: create_codec(compression, &CodecOptions::default())?,
+            codec: PageCodec::new(compression)?,
             page: Vec::with_capacity(PAGE_BYTES + 1024 * 1024),
             page_rows: 0,
             chunk: TrackedWrite::new(Vec::new()),
@@ -90,12 +91,8 @@ impl XdrColumnChunk {
             return Ok(());
         }
         let uncompressed = self.page.len();
-        let data = match self.codec.as_mut() {
-            Some(codec) => {
-                let mut out = Vec::new();
-                codec.compress(&self.page, &mut out)?;
-                Bytes::from(out)
-            }
+        let data = match self.codec.compress(&self.page)? {
+            Some(compressed) => Bytes::from(compressed),
             None => Bytes::copy_from_slice(&self.page),
         };
         let page = Page::DataPage {
