@@ -1,5 +1,7 @@
 //! Generates `walk_gen.rs`: the lowered program (`lower.rs`) for `LedgerCloseMeta`, compiled
-//! into Rust instead of interpreted.
+//! into Rust instead of interpreted. Also compiled: the blocks of the struct fields the hand
+//! navigation (`extract.rs`) skips, so that `Walker::skip` can run generated code for every
+//! non-leafy type the crate walks (`skip_generated`).
 //!
 //! Why: validating LedgerCloseMetas is the biggest CPU cost of the product outside of the
 //! Parquet work, and most of the interpreter's time goes to dispatching instructions and
@@ -26,18 +28,25 @@ pub(crate) const ROOT_NAME: &str = "LedgerCloseMeta";
 /// The source of `walk_gen.rs` for `p` (the embedded schema's program).
 pub(crate) fn generate(p: &Program) -> String {
     let root = p.lookup(ROOT_NAME).expect("schema has LedgerCloseMeta");
-    let blocks = reachable(p, root);
     assert!(
         !p.code.blocks[root as usize].leafy,
         "the root block is expected to nest"
     );
+    // Leafy field types stay on `Walker::leaves`, which runs them in place.
+    let mut roots = vec![root];
+    roots.extend(
+        crate::extract::skipped_types(p)
+            .into_iter()
+            .filter(|&id| !p.code.blocks[id as usize].leafy),
+    );
+    let blocks = reachable(p, &roots);
     let mut g = Gen {
         p,
         out: String::new(),
         flats: BTreeMap::new(),
         enums: BTreeMap::new(),
     };
-    g.header(root);
+    g.header(&blocks);
     for &id in &blocks {
         g.block(id);
     }
@@ -52,10 +61,10 @@ pub(crate) fn generate(p: &Program) -> String {
     g.out
 }
 
-/// Type ids of the blocks reachable from `root`, in id order (stable output).
-fn reachable(p: &Program, root: TypeId) -> Vec<TypeId> {
+/// Type ids of the blocks reachable from `roots`, in id order (stable output).
+fn reachable(p: &Program, roots: &[TypeId]) -> Vec<TypeId> {
     let mut seen = vec![false; p.code.blocks.len()];
-    let mut stack = vec![root];
+    let mut stack = roots.to_vec();
     while let Some(id) = stack.pop() {
         if std::mem::replace(&mut seen[id as usize], true) {
             continue;
@@ -171,8 +180,7 @@ impl Gen<'_> {
         self.out.push('\n');
     }
 
-    fn header(&mut self, root: TypeId) {
-        let root_fn = fn_name(self.p, root);
+    fn header(&mut self, blocks: &[TypeId]) {
         let _ = write!(
             self.out,
             "\
@@ -187,16 +195,30 @@ use crate::schema::TypeId;
 use crate::skip::Walker;
 use crate::walk_rt::*;
 
-/// Type id of `{ROOT_NAME}`.
-pub(crate) const ROOT: TypeId = {root};
-
-/// Skip a `{ROOT_NAME}` at `pos`, its node `depth` frames deep, within recursion `budget`.
+/// Run the generated function of the non-leafy block of type `id` at `pos`, its node `depth`
+/// frames deep, within recursion `budget`: exactly `Walker::run` of that block. `None` if the
+/// type has no generated function (not reachable from `{ROOT_NAME}` or the fields the hand
+/// navigation skips) or a leafy block (`Walker::leaves` runs those in place).
 #[inline]
-pub(crate) fn root(w: &Walker<'_>, pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {{
-    {root_fn}(w, pos, depth, budget)
-}}
+pub(crate) fn skip_generated(
+    w: &Walker<'_>,
+    id: TypeId,
+    pos: usize,
+    depth: u32,
+    budget: u32,
+) -> Option<Result<usize, Fail>> {{
+    Some(match id {{
 "
         );
+        for &id in blocks {
+            if !self.p.code.blocks[id as usize].leafy {
+                let f = fn_name(self.p, id);
+                self.line(2, &format!("{id} => {f}(w, pos, depth, budget),"));
+            }
+        }
+        self.line(2, "_ => return None,");
+        self.line(1, "})");
+        self.line(0, "}");
     }
 
     /// Breadcrumb suffix for an instruction's own errors.
@@ -477,6 +499,24 @@ mod tests {
                  with `cargo run -p bronze-ledger --example gen_walker -- --write`"
             );
         }
+    }
+
+    /// `skip_generated` covers every non-leafy type the hand navigation skips and the root.
+    #[test]
+    fn skipped_types_have_generated_code() {
+        let w = crate::skip::Walker::new(&PROGRAM, &[], 500);
+        let root = PROGRAM.lookup(ROOT_NAME).unwrap();
+        let mut covered = 0;
+        for id in crate::extract::skipped_types(&PROGRAM)
+            .into_iter()
+            .chain([root])
+        {
+            let generated = crate::walk_gen::skip_generated(&w, id, 0, 0, 64).is_some();
+            let leafy = PROGRAM.code.blocks[id as usize].leafy;
+            assert!(generated != leafy, "{}: leafy {leafy}", PROGRAM.name(id));
+            covered += usize::from(generated);
+        }
+        assert!(covered > 10, "{covered}");
     }
 
     #[test]
