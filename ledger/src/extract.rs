@@ -209,35 +209,41 @@ impl Known {
 }
 
 impl Known {
-    /// The structs whose fields [`Nav::skip_fields`] skips.
-    fn walked_structs(&self) -> Vec<TypeId> {
-        let mut v = self.lcm_arm.to_vec();
+    /// The (struct, field range) pairs that [`Nav::skip_fields`] is called with below; keep in
+    /// step with the navigation (a field missing here is still skipped correctly, only by the
+    /// interpreter).
+    fn skipped_fields(&self, p: &Program) -> Vec<(TypeId, Range<usize>)> {
+        let all = |id: TypeId| (id, 0..p.struct_fields(id).expect("a struct").0.len());
+        let mut v: Vec<(TypeId, Range<usize>)> = (0..3)
+            .map(|version| (self.lcm_arm[version], 0..LCM_HEADER[version]))
+            .collect();
         v.extend([
-            self.lhhe,
-            self.header,
-            self.tx_set,
-            self.tx_set_v1,
-            self.component_txs,
-            self.parallel,
-            self.v0_envelope,
-            self.v0_tx,
-            self.v1_envelope,
-            self.tx,
-            self.fee_bump_envelope,
-            self.fee_bump_tx,
+            (self.lhhe, 0..1),
+            (self.lhhe, 2..3),
+            all(self.header),
+            (self.tx_set, 0..1),
+            (self.tx_set_v1, 0..1),
+            (self.parallel, 0..1),
+            (self.component_txs, 0..1),
+            (self.v0_envelope, 1..2),
+            (self.v1_envelope, 1..2),
+            (self.fee_bump_envelope, 1..2),
+            (self.fee_bump_tx, 0..2),
+            (self.fee_bump_tx, 3..4),
+            all(self.tx),
+            all(self.v0_tx),
         ]);
         v
     }
 }
 
-/// Every type the hand navigation may pass to `Walker::skip`: all fields of the structs it
-/// walks. The generator (`codegen.rs`) compiles their blocks too, so none of them is left to
-/// the interpreter.
+/// Every type the hand navigation passes to `Walker::skip`. The generator (`codegen.rs`)
+/// compiles their blocks too, so none of them is left to the interpreter.
 pub(crate) fn skipped_types(p: &Program) -> Vec<TypeId> {
     let mut out = Vec::new();
-    for id in Known::new(p).walked_structs() {
+    for (id, range) in Known::new(p).skipped_fields(p) {
         let (fields, _) = p.struct_fields(id).expect("Known checked this is a struct");
-        out.extend_from_slice(fields);
+        out.extend_from_slice(&fields[range]);
     }
     out.sort_unstable();
     out.dedup();

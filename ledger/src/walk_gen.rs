@@ -10,9 +10,10 @@ use crate::skip::Walker;
 use crate::walk_rt::*;
 
 /// Run the generated function of the non-leafy block of type `id` at `pos`, its node `depth`
-/// frames deep, within recursion `budget`: exactly `Walker::run` of that block. `None` if the
-/// type has no generated function (not reachable from `LedgerCloseMeta` or the fields the hand
-/// navigation skips) or a leafy block (`Walker::leaves` runs those in place).
+/// frames deep, within recursion `budget`: exactly `Walker::run` of that block. Covers
+/// `LedgerCloseMeta`, every non-leafy type the hand navigation skips, and every generated block
+/// called from two or more places; `None` for the rest (leafy blocks, which `Walker::leaves`
+/// runs in place; blocks only inlined into their one caller; types not generated).
 #[inline]
 pub(crate) fn skip_generated(
     w: &Walker<'_>,
@@ -22,59 +23,22 @@ pub(crate) fn skip_generated(
     budget: u32,
 ) -> Option<Result<usize, Fail>> {
     Some(match id {
-        3 => t3_scpnomination(w, pos, depth, budget),
-        4 => t4_scpstatement_prepare(w, pos, depth, budget),
-        9 => t9_scpenvelope(w, pos, depth, budget),
         10 => t10_scpquorum_set(w, pos, depth, budget),
-        25 => t25_frozen_ledger_keys(w, pos, depth, budget),
-        26 => t26_frozen_ledger_keys_delta(w, pos, depth, budget),
-        29 => t29_contract_cost_params(w, pos, depth, budget),
-        31 => t31_config_setting_entry(w, pos, depth, budget),
         72 => t72_scerror(w, pos, depth, budget),
         81 => t81_scaddress(w, pos, depth, budget),
         82 => t82_contract_executable_external_ref(w, pos, depth, budget),
-        84 => t84_scvec(w, pos, depth, budget),
         85 => t85_scmap(w, pos, depth, budget),
         87 => t87_sccontract_instance(w, pos, depth, budget),
         88 => t88_scval(w, pos, depth, budget),
-        89 => t89_scmap_entry(w, pos, depth, budget),
         107 => t107_asset(w, pos, depth, budget),
         112 => t112_signer(w, pos, depth, budget),
-        114 => t114_sponsorship_descriptor(w, pos, depth, budget),
-        117 => t117_account_entry_extension_v2(w, pos, depth, budget),
-        119 => t119_account_entry_extension_v1(w, pos, depth, budget),
-        121 => t121_account_entry(w, pos, depth, budget),
-        128 => t128_trust_line_entry_v1(w, pos, depth, budget),
-        130 => t130_trust_line_entry(w, pos, depth, budget),
         133 => t133_offer_entry(w, pos, depth, budget),
-        137 => t137_claim_predicate(w, pos, depth, budget),
-        139 => t139_claimant_v0(w, pos, depth, budget),
         140 => t140_claimant(w, pos, depth, budget),
-        145 => t145_claimable_balance_entry(w, pos, depth, budget),
-        146 => t146_liquidity_pool_constant_product_parameters(w, pos, depth, budget),
-        147 => t147_liquidity_pool_entry_constant_product(w, pos, depth, budget),
-        149 => t149_liquidity_pool_entry(w, pos, depth, budget),
-        151 => t151_contract_data_entry(w, pos, depth, budget),
-        155 => t155_contract_code_entry(w, pos, depth, budget),
-        158 => t158_ledger_entry_extension_v1(w, pos, depth, budget),
         161 => t161_ledger_entry(w, pos, depth, budget),
-        163 => t163_ledger_key_trust_line(w, pos, depth, budget),
-        168 => t168_ledger_key_contract_data(w, pos, depth, budget),
         172 => t172_ledger_key(w, pos, depth, budget),
         188 => t188_stellar_value(w, pos, depth, budget),
         192 => t192_ledger_header_ext(w, pos, depth, budget),
-        193 => t193_ledger_header(w, pos, depth, budget),
-        199 => t199_dependent_tx_cluster(w, pos, depth, budget),
-        200 => t200_parallel_tx_execution_stage(w, pos, depth, budget),
-        201 => t201_parallel_txs_component(w, pos, depth, budget),
-        202 => t202_tx_set_component_txs_maybe_discounted_fee(w, pos, depth, budget),
-        203 => t203_tx_set_component(w, pos, depth, budget),
-        204 => t204_transaction_phase(w, pos, depth, budget),
-        205 => t205_transaction_set(w, pos, depth, budget),
         206 => t206_transaction_set_v1(w, pos, depth, budget),
-        207 => t207_generalized_transaction_set(w, pos, depth, budget),
-        215 => t215_ledger_header_history_entry(w, pos, depth, budget),
-        217 => t217_scphistory_entry_v0(w, pos, depth, budget),
         218 => t218_scphistory_entry(w, pos, depth, budget),
         220 => t220_ledger_entry_change(w, pos, depth, budget),
         222 => t222_operation_meta(w, pos, depth, budget),
@@ -83,98 +47,39 @@ pub(crate) fn skip_generated(
         226 => t226_contract_event_v0(w, pos, depth, budget),
         228 => t228_contract_event(w, pos, depth, budget),
         229 => t229_diagnostic_event(w, pos, depth, budget),
-        232 => t232_soroban_transaction_meta(w, pos, depth, budget),
         233 => t233_transaction_meta_v3(w, pos, depth, budget),
-        234 => t234_operation_meta_v2(w, pos, depth, budget),
-        235 => t235_soroban_transaction_meta_v2(w, pos, depth, budget),
-        237 => t237_transaction_event(w, pos, depth, budget),
         238 => t238_transaction_meta_v4(w, pos, depth, budget),
         241 => t241_transaction_result_meta(w, pos, depth, budget),
-        242 => t242_transaction_result_meta_v1(w, pos, depth, budget),
         243 => t243_upgrade_entry_meta(w, pos, depth, budget),
-        244 => t244_ledger_close_meta_v0(w, pos, depth, budget),
         246 => t246_ledger_close_meta_ext(w, pos, depth, budget),
-        247 => t247_ledger_close_meta_v1(w, pos, depth, budget),
-        248 => t248_ledger_close_meta_v2(w, pos, depth, budget),
         249 => t249_ledger_close_meta(w, pos, depth, budget),
-        288 => t288_liquidity_pool_parameters(w, pos, depth, budget),
-        294 => t294_payment_op(w, pos, depth, budget),
-        295 => t295_path_payment_strict_receive_op(w, pos, depth, budget),
-        296 => t296_path_payment_strict_send_op(w, pos, depth, budget),
-        297 => t297_manage_sell_offer_op(w, pos, depth, budget),
-        298 => t298_manage_buy_offer_op(w, pos, depth, budget),
-        299 => t299_create_passive_sell_offer_op(w, pos, depth, budget),
-        300 => t300_set_options_op(w, pos, depth, budget),
-        302 => t302_change_trust_op(w, pos, depth, budget),
-        304 => t304_manage_data_op(w, pos, depth, budget),
-        306 => t306_create_claimable_balance_op(w, pos, depth, budget),
-        310 => t310_revoke_sponsorship_op_signer(w, pos, depth, budget),
-        311 => t311_revoke_sponsorship_op(w, pos, depth, budget),
-        312 => t312_clawback_op(w, pos, depth, budget),
-        314 => t314_set_trust_line_flags_op(w, pos, depth, budget),
         319 => t319_contract_idpreimage_from_address(w, pos, depth, budget),
         321 => t321_create_contract_args(w, pos, depth, budget),
         322 => t322_create_contract_args_v2(w, pos, depth, budget),
         323 => t323_invoke_contract_args(w, pos, depth, budget),
         327 => t327_soroban_authorized_invocation(w, pos, depth, budget),
-        328 => t328_soroban_address_credentials(w, pos, depth, budget),
         329 => t329_soroban_delegate_signature(w, pos, depth, budget),
-        330 => t330_soroban_address_credentials_with_delegates(w, pos, depth, budget),
-        333 => t333_soroban_authorization_entry(w, pos, depth, budget),
-        335 => t335_invoke_host_function_op(w, pos, depth, budget),
         339 => t339_operation(w, pos, depth, budget),
         347 => t347_memo(w, pos, depth, budget),
         350 => t350_preconditions_v2(w, pos, depth, budget),
         352 => t352_preconditions(w, pos, depth, budget),
         357 => t357_soroban_transaction_data(w, pos, depth, budget),
-        359 => t359_transaction_v0(w, pos, depth, budget),
-        360 => t360_transaction_v0_envelope(w, pos, depth, budget),
         361 => t361_transaction_ext(w, pos, depth, budget),
-        362 => t362_transaction(w, pos, depth, budget),
         363 => t363_transaction_v1_envelope(w, pos, depth, budget),
-        364 => t364_fee_bump_transaction_inner_tx(w, pos, depth, budget),
-        366 => t366_fee_bump_transaction(w, pos, depth, budget),
-        367 => t367_fee_bump_transaction_envelope(w, pos, depth, budget),
         368 => t368_transaction_envelope(w, pos, depth, budget),
-        372 => t372_claim_offer_atom_v0(w, pos, depth, budget),
-        373 => t373_claim_offer_atom(w, pos, depth, budget),
-        374 => t374_claim_liquidity_atom(w, pos, depth, budget),
         375 => t375_claim_atom(w, pos, depth, budget),
-        382 => t382_path_payment_strict_receive_result_success(w, pos, depth, budget),
-        383 => t383_path_payment_strict_receive_result(w, pos, depth, budget),
-        385 => t385_path_payment_strict_send_result_success(w, pos, depth, budget),
-        386 => t386_path_payment_strict_send_result(w, pos, depth, budget),
         390 => t390_manage_offer_success_result(w, pos, depth, budget),
-        391 => t391_manage_sell_offer_result(w, pos, depth, budget),
-        393 => t393_manage_buy_offer_result(w, pos, depth, budget),
-        404 => t404_inflation_result(w, pos, depth, budget),
-        410 => t410_create_claimable_balance_result(w, pos, depth, budget),
-        436 => t436_operation_result_tr(w, pos, depth, budget),
-        437 => t437_operation_result(w, pos, depth, budget),
         442 => t442_inner_transaction_result_pair(w, pos, depth, budget),
-        457 => t457_signer_key(w, pos, depth, budget),
         517 => t517_scvec(w, pos, depth, budget),
         518 => t518_scmap(w, pos, depth, budget),
         530 => t530_claim_predicate_2(w, pos, depth, budget),
-        531 => t531_box_claim_predicate(w, pos, depth, budget),
         532 => t532_claim_predicate(w, pos, depth, budget),
-        538 => t538_transaction_envelope(w, pos, depth, budget),
         540 => t540_int64(w, pos, depth, budget),
-        541 => t541_parallel_tx_execution_stage(w, pos, depth, budget),
         542 => t542_int64(w, pos, depth, budget),
-        543 => t543_tx_set_component(w, pos, depth, budget),
-        544 => t544_transaction_phase(w, pos, depth, budget),
         547 => t547_operation_meta(w, pos, depth, budget),
-        556 => t556_transaction_result_meta(w, pos, depth, budget),
-        557 => t557_upgrade_entry_meta(w, pos, depth, budget),
-        558 => t558_scphistory_entry(w, pos, depth, budget),
-        559 => t559_ledger_key(w, pos, depth, budget),
-        560 => t560_ledger_entry(w, pos, depth, budget),
-        561 => t561_transaction_result_meta_v1(w, pos, depth, budget),
         590 => t590_time_bounds(w, pos, depth, budget),
         591 => t591_operation_100(w, pos, depth, budget),
         592 => t592_decorated_signature_20(w, pos, depth, budget),
-        594 => t594_inflation_payout(w, pos, depth, budget),
         595 => t595_operation_result(w, pos, depth, budget),
         _ => return None,
     })
@@ -1550,38 +1455,6 @@ fn t192_ledger_header_ext(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u
     Ok(pos)
 }
 
-/// `LedgerHeader`
-fn t193_ledger_header(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
-    // LedgerHeader.ledgerVersion: uint32
-    pos = plain(w, pos, depth, 4, 76, 474).map_err(|e| crumb(w, e, 375))?;
-    // StellarValue.upgrades: UpgradeType<6>
-    let len = var_len(w, pos, depth + 2, 6, 4, 535).map_err(|e| crumb(w, e, 379))?;
-    pos += 4;
-    for i in 0..len {
-        pos = t181_upgrade_type(w, pos, depth + 3).map_err(|e| index(w, e, 535, i, 379))?;
-    }
-    // StellarValue.ext: StellarValueExt
-    let value = discriminant(w, pos, depth + 2, 3, true, 187).map_err(|e| crumb(w, e, 380))?;
-    pos = match value {
-        0 => pos + 4,
-        1 => t183_ledger_close_value_signature(w, pos + 4, depth + 3).map_err(|e| arm(w, e, 187, value, 380))?,
-        2 => t184_stellar_value_proposed_value(w, pos + 4, depth + 3).map_err(|e| arm(w, e, 187, value, 380))?,
-        3 => t185_stellar_value_signed_ms_value(w, pos + 4, depth + 3).map_err(|e| arm(w, e, 187, value, 380))?,
-        4 => t186_stellar_value_proposed_ms_value(w, pos + 4, depth + 3).map_err(|e| arm(w, e, 187, value, 380))?,
-        _ => return Err(no_arm(w, 37, 187, pos, value, 380)),
-    };
-    // LedgerHeader.txSetResultHash: Hash
-    pos = plain(w, pos, depth, 4, 236, 446).map_err(|e| crumb(w, e, 381))?;
-    // LedgerHeader.ext: LedgerHeaderExt
-    let value = discriminant(w, pos, depth + 1, 2, true, 192).map_err(|e| crumb(w, e, 392))?;
-    pos = match value {
-        0 => pos + 4,
-        1 => t191_ledger_header_extension_v1(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 192, value, 392))?,
-        _ => return Err(no_arm(w, 39, 192, pos, value, 392)),
-    };
-    Ok(pos)
-}
-
 /// `DependentTxCluster`
 fn t199_dependent_tx_cluster(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // TransactionEnvelope<>
@@ -1661,19 +1534,6 @@ fn t204_transaction_phase(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u3
     Ok(pos)
 }
 
-/// `TransactionSet`
-fn t205_transaction_set(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // TransactionSet.previousLedgerHash: Hash
-    pos = plain(w, pos, depth, 3, 32, 446).map_err(|e| crumb(w, e, 406))?;
-    // TransactionSet.txs: TransactionEnvelope<>
-    let len = var_len(w, pos, depth + 1, 4294967295, 68, 538).map_err(|e| crumb(w, e, 407))?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t368_transaction_envelope(w, pos, depth + 2, b)).map_err(|e| index(w, e, 538, i, 407))?;
-    }
-    Ok(pos)
-}
-
 /// `TransactionSetV1`
 fn t206_transaction_set_v1(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // TransactionSetV1.previousLedgerHash: Hash
@@ -1684,51 +1544,6 @@ fn t206_transaction_set_v1(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u
     for i in 0..len {
         pos = nest(budget, |b| t204_transaction_phase(w, pos, depth + 2, b)).map_err(|e| index(w, e, 544, i, 409))?;
     }
-    Ok(pos)
-}
-
-/// `GeneralizedTransactionSet`
-fn t207_generalized_transaction_set(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // GeneralizedTransactionSet
-    let value = discriminant(w, pos, depth, 2, true, 207)?;
-    pos = match value {
-        1 => nest(budget, |b| t206_transaction_set_v1(w, pos + 4, depth + 1, b)).map_err(|e| arm(w, e, 207, value, 410))?,
-        _ => return Err(no_arm(w, 43, 207, pos, value, 410)),
-    };
-    Ok(pos)
-}
-
-/// `LedgerHeaderHistoryEntry`
-fn t215_ledger_header_history_entry(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
-    // LedgerHeaderHistoryEntry.hash: Hash
-    pos = plain(w, pos, depth, 5, 108, 446).map_err(|e| crumb(w, e, 426))?;
-    // StellarValue.upgrades: UpgradeType<6>
-    let len = var_len(w, pos, depth + 3, 6, 4, 535).map_err(|e| crumb(w, e, 431))?;
-    pos += 4;
-    for i in 0..len {
-        pos = t181_upgrade_type(w, pos, depth + 4).map_err(|e| index(w, e, 535, i, 431))?;
-    }
-    // StellarValue.ext: StellarValueExt
-    let value = discriminant(w, pos, depth + 3, 3, true, 187).map_err(|e| crumb(w, e, 432))?;
-    pos = match value {
-        0 => pos + 4,
-        1 => t183_ledger_close_value_signature(w, pos + 4, depth + 4).map_err(|e| arm(w, e, 187, value, 432))?,
-        2 => t184_stellar_value_proposed_value(w, pos + 4, depth + 4).map_err(|e| arm(w, e, 187, value, 432))?,
-        3 => t185_stellar_value_signed_ms_value(w, pos + 4, depth + 4).map_err(|e| arm(w, e, 187, value, 432))?,
-        4 => t186_stellar_value_proposed_ms_value(w, pos + 4, depth + 4).map_err(|e| arm(w, e, 187, value, 432))?,
-        _ => return Err(no_arm(w, 37, 187, pos, value, 432)),
-    };
-    // LedgerHeader.txSetResultHash: Hash
-    pos = plain(w, pos, depth, 5, 236, 446).map_err(|e| crumb(w, e, 433))?;
-    // LedgerHeader.ext: LedgerHeaderExt
-    let value = discriminant(w, pos, depth + 2, 2, true, 192).map_err(|e| crumb(w, e, 444))?;
-    pos = match value {
-        0 => pos + 4,
-        1 => t191_ledger_header_extension_v1(w, pos + 4, depth + 3).map_err(|e| arm(w, e, 192, value, 444))?,
-        _ => return Err(no_arm(w, 39, 192, pos, value, 444)),
-    };
-    // LedgerHeaderHistoryEntry.ext: LedgerHeaderHistoryEntryExt
-    pos = flat(w, pos, depth + 1, 2, true, 214, 46, flat_46).map_err(|e| crumb(w, e, 445))?;
     Ok(pos)
 }
 
@@ -3241,6 +3056,7 @@ fn t349_ledger_bounds(w: &Walker<'_>, mut pos: usize, depth: u32) -> Result<usiz
 }
 
 /// `PreconditionsV2`
+#[inline(always)]
 fn t350_preconditions_v2(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // PreconditionsV2.timeBounds: TimeBounds*
     pos = if present(w, pos, depth + 1, 585).map_err(|e| crumb(w, e, 902))? {
@@ -3293,6 +3109,7 @@ fn t355_soroban_resources_ext_v0(w: &Walker<'_>, mut pos: usize, depth: u32) -> 
 }
 
 /// `SorobanTransactionData`
+#[inline(always)]
 fn t357_soroban_transaction_data(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // SorobanTransactionData.ext: SorobanTransactionDataExt
     let value = discriminant(w, pos, depth + 1, 2, true, 356).map_err(|e| crumb(w, e, 919))?;
@@ -3315,36 +3132,6 @@ fn t357_soroban_transaction_data(w: &Walker<'_>, mut pos: usize, depth: u32, bud
     }
     // SorobanResources.instructions: uint32
     pos = plain(w, pos, depth, 3, 20, 474).map_err(|e| crumb(w, e, 922))?;
-    Ok(pos)
-}
-
-/// `TransactionV0`
-fn t359_transaction_v0(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // TransactionV0.sourceAccountEd25519: uint256
-    pos = plain(w, pos, depth, 3, 44, 447).map_err(|e| crumb(w, e, 927))?;
-    // TransactionV0.timeBounds: TimeBounds*
-    pos = if present(w, pos, depth + 1, 590).map_err(|e| crumb(w, e, 930))? {
-        t348_time_bounds(w, pos + 4, depth + 2).map_err(|e| crumb(w, e, 930))?
-    } else {
-        pos + 4
-    };
-    // TransactionV0.memo: Memo
-    let value = discriminant(w, pos, depth + 1, 3, true, 347).map_err(|e| crumb(w, e, 931))?;
-    pos = match value {
-        0 => pos + 4,
-        1 => t584_string_28(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 347, value, 931))?,
-        2 => t478_uint64(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 347, value, 931))?,
-        3 | 4 => t446_hash(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 347, value, 931))?,
-        _ => return Err(no_arm(w, 68, 347, pos, value, 931)),
-    };
-    // TransactionV0.operations: Operation<100>
-    let len = var_len(w, pos, depth + 1, 100, 8, 591).map_err(|e| crumb(w, e, 932))?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t339_operation(w, pos, depth + 2, b)).map_err(|e| index(w, e, 591, i, 932))?;
-    }
-    // TransactionV0.ext: TransactionV0Ext
-    pos = flat(w, pos, depth + 1, 2, true, 358, 71, flat_71).map_err(|e| crumb(w, e, 933))?;
     Ok(pos)
 }
 
@@ -3396,45 +3183,6 @@ fn t361_transaction_ext(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32)
     Ok(pos)
 }
 
-/// `Transaction`
-fn t362_transaction(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // Transaction.sourceAccount: MuxedAccount
-    pos = flat(w, pos, depth + 1, 3, true, 290, 59, flat_59).map_err(|e| crumb(w, e, 943))?;
-    // Transaction.fee: uint32
-    pos = plain(w, pos, depth, 3, 12, 474).map_err(|e| crumb(w, e, 944))?;
-    // Transaction.cond: Preconditions
-    let value = discriminant(w, pos, depth + 1, 3, true, 352).map_err(|e| crumb(w, e, 946))?;
-    pos = match value {
-        0 => pos + 4,
-        1 => t348_time_bounds(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 352, value, 946))?,
-        2 => nest(budget, |b| t350_preconditions_v2(w, pos + 4, depth + 2, b)).map_err(|e| arm(w, e, 352, value, 946))?,
-        _ => return Err(no_arm(w, 69, 352, pos, value, 946)),
-    };
-    // Transaction.memo: Memo
-    let value = discriminant(w, pos, depth + 1, 3, true, 347).map_err(|e| crumb(w, e, 947))?;
-    pos = match value {
-        0 => pos + 4,
-        1 => t584_string_28(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 347, value, 947))?,
-        2 => t478_uint64(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 347, value, 947))?,
-        3 | 4 => t446_hash(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 347, value, 947))?,
-        _ => return Err(no_arm(w, 68, 347, pos, value, 947)),
-    };
-    // Transaction.operations: Operation<100>
-    let len = var_len(w, pos, depth + 1, 100, 8, 591).map_err(|e| crumb(w, e, 948))?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t339_operation(w, pos, depth + 2, b)).map_err(|e| index(w, e, 591, i, 948))?;
-    }
-    // Transaction.ext: TransactionExt
-    let value = discriminant(w, pos, depth + 1, 2, true, 361).map_err(|e| crumb(w, e, 949))?;
-    pos = match value {
-        0 => pos + 4,
-        1 => nest(budget, |b| t357_soroban_transaction_data(w, pos + 4, depth + 2, b)).map_err(|e| arm(w, e, 361, value, 949))?,
-        _ => return Err(no_arm(w, 72, 361, pos, value, 949)),
-    };
-    Ok(pos)
-}
-
 /// `TransactionV1Envelope`
 fn t363_transaction_v1_envelope(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // Transaction.sourceAccount: MuxedAccount
@@ -3477,34 +3225,6 @@ fn t363_transaction_v1_envelope(w: &Walker<'_>, mut pos: usize, depth: u32, budg
     for i in 0..len {
         pos = t291_decorated_signature(w, pos, depth + 2).map_err(|e| index(w, e, 592, i, 957))?;
     }
-    Ok(pos)
-}
-
-/// `FeeBumpTransactionInnerTx`
-fn t364_fee_bump_transaction_inner_tx(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // FeeBumpTransactionInnerTx
-    let value = discriminant(w, pos, depth, 3, true, 364)?;
-    pos = match value {
-        2 => nest(budget, |b| t363_transaction_v1_envelope(w, pos + 4, depth + 1, b)).map_err(|e| arm(w, e, 364, value, 958))?,
-        _ => return Err(no_arm(w, 73, 364, pos, value, 958)),
-    };
-    Ok(pos)
-}
-
-/// `FeeBumpTransaction`
-fn t366_fee_bump_transaction(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // FeeBumpTransaction.feeSource: MuxedAccount
-    pos = flat(w, pos, depth + 1, 3, true, 290, 59, flat_59).map_err(|e| crumb(w, e, 960))?;
-    // FeeBumpTransaction.fee: int64
-    pos = plain(w, pos, depth, 2, 8, 481).map_err(|e| crumb(w, e, 961))?;
-    // FeeBumpTransaction.innerTx: FeeBumpTransactionInnerTx
-    let value = discriminant(w, pos, depth + 1, 3, true, 364).map_err(|e| crumb(w, e, 962))?;
-    pos = match value {
-        2 => nest(budget, |b| t363_transaction_v1_envelope(w, pos + 4, depth + 2, b)).map_err(|e| arm(w, e, 364, value, 962))?,
-        _ => return Err(no_arm(w, 73, 364, pos, value, 962)),
-    };
-    // FeeBumpTransaction.ext: FeeBumpTransactionExt
-    pos = flat(w, pos, depth + 1, 2, true, 365, 74, flat_74).map_err(|e| crumb(w, e, 963))?;
     Ok(pos)
 }
 
@@ -4220,17 +3940,6 @@ fn t532_claim_predicate(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32)
     Ok(pos)
 }
 
-/// `TransactionEnvelope<>`
-fn t538_transaction_envelope(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // TransactionEnvelope<>
-    let len = var_len(w, pos, depth, 4294967295, 68, 538)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t368_transaction_envelope(w, pos, depth + 1, b)).map_err(|e| index(w, e, 538, i, 1182))?;
-    }
-    Ok(pos)
-}
-
 /// `int64*`
 fn t540_int64(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
     // int64*
@@ -4239,17 +3948,6 @@ fn t540_int64(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Resul
     } else {
         pos + 4
     };
-    Ok(pos)
-}
-
-/// `ParallelTxExecutionStage<>`
-fn t541_parallel_tx_execution_stage(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // ParallelTxExecutionStage<>
-    let len = var_len(w, pos, depth, 4294967295, 4, 541)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t200_parallel_tx_execution_stage(w, pos, depth + 1, b)).map_err(|e| index(w, e, 541, i, 1185))?;
-    }
     Ok(pos)
 }
 
@@ -4275,17 +3973,6 @@ fn t543_tx_set_component(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32
     Ok(pos)
 }
 
-/// `TransactionPhase<>`
-fn t544_transaction_phase(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // TransactionPhase<>
-    let len = var_len(w, pos, depth, 4294967295, 8, 544)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t204_transaction_phase(w, pos, depth + 1, b)).map_err(|e| index(w, e, 544, i, 1188))?;
-    }
-    Ok(pos)
-}
-
 /// `OperationMeta<>`
 fn t547_operation_meta(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // OperationMeta<>
@@ -4293,72 +3980,6 @@ fn t547_operation_meta(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) 
     pos += 4;
     for i in 0..len {
         pos = nest(budget, |b| t222_operation_meta(w, pos, depth + 1, b)).map_err(|e| index(w, e, 547, i, 1191))?;
-    }
-    Ok(pos)
-}
-
-/// `TransactionResultMeta<>`
-fn t556_transaction_result_meta(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // TransactionResultMeta<>
-    let len = var_len(w, pos, depth, 4294967295, 60, 556)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t241_transaction_result_meta(w, pos, depth + 1, b)).map_err(|e| index(w, e, 556, i, 1200))?;
-    }
-    Ok(pos)
-}
-
-/// `UpgradeEntryMeta<>`
-fn t557_upgrade_entry_meta(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // UpgradeEntryMeta<>
-    let len = var_len(w, pos, depth, 4294967295, 12, 557)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t243_upgrade_entry_meta(w, pos, depth + 1, b)).map_err(|e| index(w, e, 557, i, 1201))?;
-    }
-    Ok(pos)
-}
-
-/// `SCPHistoryEntry<>`
-fn t558_scphistory_entry(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // SCPHistoryEntry<>
-    let len = var_len(w, pos, depth, 4294967295, 16, 558)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t218_scphistory_entry(w, pos, depth + 1, b)).map_err(|e| index(w, e, 558, i, 1202))?;
-    }
-    Ok(pos)
-}
-
-/// `LedgerKey<>`
-fn t559_ledger_key(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // LedgerKey<>
-    let len = var_len(w, pos, depth, 4294967295, 8, 559)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t172_ledger_key(w, pos, depth + 1, b)).map_err(|e| index(w, e, 559, i, 1203))?;
-    }
-    Ok(pos)
-}
-
-/// `LedgerEntry<>`
-fn t560_ledger_entry(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // LedgerEntry<>
-    let len = var_len(w, pos, depth, 4294967295, 20, 560)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t161_ledger_entry(w, pos, depth + 1, b)).map_err(|e| index(w, e, 560, i, 1204))?;
-    }
-    Ok(pos)
-}
-
-/// `TransactionResultMetaV1<>`
-fn t561_transaction_result_meta_v1(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    // TransactionResultMetaV1<>
-    let len = var_len(w, pos, depth, 4294967295, 68, 561)?;
-    pos += 4;
-    for i in 0..len {
-        pos = nest(budget, |b| t242_transaction_result_meta_v1(w, pos, depth + 1, b)).map_err(|e| index(w, e, 561, i, 1205))?;
     }
     Ok(pos)
 }
