@@ -4,7 +4,8 @@
 //! Run: `cargo run --release -p bronze-ledger --example bench_extract`; with the argument
 //! `walkers`, only the comparison of the generated LedgerCloseMeta walker with the interpreter
 //! (`split_batch` on the pubnet ledger and the pubnet variants in `$LEDGERDATA/pubnet-variants`,
-//! default `/work/shared/ledgerdata`, else the one variant in `tests/data`); with `once
+//! default `/work/shared/ledgerdata`, else the one variant in `tests/data`); with `extract`, the
+//! same comparison for `extract_row` on the ledgers of those batches; with `once
 //! interpreter|generated`, one split of each of those batches (for callgrind).
 
 use std::hint::black_box;
@@ -12,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bronze_ledger::{
-    Engine, encode_batch, extract_row, header_hash_matches, split_batch, split_batch_with,
-    validate_lcm,
+    DEFAULT_DEPTH_LIMIT, Engine, RECURSION_BUDGET, encode_batch, extract_row, extract_row_with,
+    header_hash_matches, split_batch, split_batch_with, validate_lcm,
 };
 use stellar_xdr::{LedgerCloseMetaBatch, Limits, ReadXdr};
 
@@ -108,6 +109,64 @@ fn compare_walkers(batch: &[u8], budget: Duration) {
     println!("interpreter / generated = {:.2}x", best[0] / best[1]);
 }
 
+/// `extract_row` with the interpreter vs the generated walker for the skipped fields,
+/// interleaved like [`compare_walkers`]; min ns per ledger over all rounds.
+fn compare_extract(batch: &[u8], budget: Duration) {
+    let batches = pubnet_batches(batch);
+    let views: Vec<_> = batches.iter().map(|b| split_batch(b).unwrap()).collect();
+    let ledgers: Vec<&[u8]> = views
+        .iter()
+        .flat_map(|v| v.ledgers.iter().copied())
+        .collect();
+    let engines = [
+        ("interpreter", Engine::Interpreter),
+        ("generated", Engine::Generated),
+    ];
+    for &(_, engine) in &engines {
+        for l in &ledgers {
+            assert_eq!(
+                extract_row_with(l, DEFAULT_DEPTH_LIMIT, engine, RECURSION_BUDGET),
+                extract_row(l)
+            );
+        }
+    }
+    let mut best = [f64::MAX; 2];
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < budget * 2 {
+        for (k, &(_, engine)) in engines.iter().enumerate() {
+            let t = Instant::now();
+            for _ in 0..10 {
+                for l in &ledgers {
+                    black_box(
+                        extract_row_with(
+                            black_box(l),
+                            DEFAULT_DEPTH_LIMIT,
+                            engine,
+                            RECURSION_BUDGET,
+                        )
+                        .unwrap(),
+                    );
+                }
+            }
+            let ns = t.elapsed().as_nanos() as f64 / 10.0 / ledgers.len() as f64;
+            best[k] = best[k].min(ns);
+        }
+        rounds += 1;
+    }
+    println!("extract: {} ledgers", ledgers.len());
+    for (k, (name, _)) in engines.iter().enumerate() {
+        println!(
+            "extract_row, {name:<12} {:>10.0} ns/ledger min  ({rounds} rounds)",
+            best[k]
+        );
+    }
+    println!(
+        "extract_row interpreter / generated = {:.2}x",
+        best[0] / best[1]
+    );
+}
+
 fn main() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pubnet/FCD285FF--53312000.xdr.zstd");
@@ -115,6 +174,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("walkers") => return compare_walkers(&batch, Duration::from_secs(3)),
+        Some("extract") => return compare_extract(&batch, Duration::from_secs(3)),
         // One split of every pubnet batch, for instruction counts that machine noise cannot
         // blur: `valgrind --tool=callgrind --toggle-collect='*split_batch_with*' <this> once
         // interpreter` (or `generated`).
@@ -144,6 +204,7 @@ fn main() {
     );
     let budget = Duration::from_secs(3);
     compare_walkers(&batch, budget);
+    compare_extract(&batch, budget);
 
     let ours = time("ours: split_batch + extract_row", budget, || {
         let v = split_batch(black_box(&batch)).unwrap();

@@ -65,7 +65,7 @@ fn split<'a>(w: &Walker<'a>, p: &'static Program) -> Result<LedgerCloseMetaBatch
     let mut at = 12;
     for i in 0..n {
         let end = w
-            .skip_fast(lcm, at, 2)
+            .skip(lcm, at, 2)
             .map_err(|e| in_lcms(e.push(Step::Index(lcms, i))))?;
         ledgers.push(&w.buf[at..end]);
         at = end;

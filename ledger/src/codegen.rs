@@ -1,5 +1,7 @@
 //! Generates `walk_gen.rs`: the lowered program (`lower.rs`) for `LedgerCloseMeta`, compiled
-//! into Rust instead of interpreted.
+//! into Rust instead of interpreted. Also compiled: the blocks of the struct fields the hand
+//! navigation (`extract.rs`) skips, so that `Walker::skip` can run generated code for every
+//! non-leafy type the crate walks (`skip_generated`).
 //!
 //! Why: validating LedgerCloseMetas is the biggest CPU cost of the product outside of the
 //! Parquet work, and most of the interpreter's time goes to dispatching instructions and
@@ -26,18 +28,26 @@ pub(crate) const ROOT_NAME: &str = "LedgerCloseMeta";
 /// The source of `walk_gen.rs` for `p` (the embedded schema's program).
 pub(crate) fn generate(p: &Program) -> String {
     let root = p.lookup(ROOT_NAME).expect("schema has LedgerCloseMeta");
-    let blocks = reachable(p, root);
     assert!(
         !p.code.blocks[root as usize].leafy,
         "the root block is expected to nest"
     );
+    // Leafy field types stay on `Walker::leaves`, which runs them in place.
+    let mut roots = vec![root];
+    roots.extend(
+        crate::extract::skipped_types(p)
+            .into_iter()
+            .filter(|&id| !p.code.blocks[id as usize].leafy),
+    );
+    let blocks = reachable(p, &roots);
     let mut g = Gen {
         p,
         out: String::new(),
         flats: BTreeMap::new(),
         enums: BTreeMap::new(),
+        inline: force_inline(p, root, &blocks),
     };
-    g.header(root);
+    g.header(&entries(p, &roots, &blocks));
     for &id in &blocks {
         g.block(id);
     }
@@ -52,10 +62,10 @@ pub(crate) fn generate(p: &Program) -> String {
     g.out
 }
 
-/// Type ids of the blocks reachable from `root`, in id order (stable output).
-fn reachable(p: &Program, root: TypeId) -> Vec<TypeId> {
+/// Type ids of the blocks reachable from `roots`, in id order (stable output).
+fn reachable(p: &Program, roots: &[TypeId]) -> Vec<TypeId> {
     let mut seen = vec![false; p.code.blocks.len()];
-    let mut stack = vec![root];
+    let mut stack = roots.to_vec();
     while let Some(id) = stack.pop() {
         if std::mem::replace(&mut seen[id as usize], true) {
             continue;
@@ -77,6 +87,60 @@ fn reachable(p: &Program, root: TypeId) -> Vec<TypeId> {
     }
     (0..seen.len() as TypeId)
         .filter(|&id| seen[id as usize])
+        .collect()
+}
+
+/// The non-leafy blocks `skip_generated` dispatches to: the roots, and every block the generated
+/// code itself calls from two or more places. A block with a single call site is left out on
+/// purpose: as a function with one caller, LLVM inlines it into that caller, and a second call
+/// site in the dispatch would cost that (split_batch measured about 15% slower with every
+/// block in the dispatch). Types left out are the interpreter's, as before; the hand
+/// navigation only skips roots.
+fn entries(p: &Program, roots: &[TypeId], blocks: &[TypeId]) -> Vec<TypeId> {
+    let sites = call_sites(p, blocks);
+    blocks
+        .iter()
+        .copied()
+        .filter(|&id| {
+            !p.code.blocks[id as usize].leafy && (roots.contains(&id) || sites[id as usize] >= 2)
+        })
+        .collect()
+}
+
+/// How many call sites the generated functions of `blocks` have for each block.
+fn call_sites(p: &Program, blocks: &[TypeId]) -> Vec<u32> {
+    let mut sites = vec![0u32; p.code.blocks.len()];
+    for &id in blocks {
+        for ins in instrs(p, id) {
+            let mut targets: Vec<TypeId> = match ins.op {
+                IOp::Union { index } => p.unions[index as usize].arms.to_vec(),
+                IOp::VarArray { elem, .. } | IOp::Array { elem, .. } | IOp::Optional { elem } => {
+                    vec![elem]
+                }
+                _ => continue,
+            };
+            // One call site per distinct arm target (the generator groups discriminants).
+            targets.sort_unstable();
+            targets.dedup();
+            for t in targets {
+                if t != ARM_NONE && t != ARM_VOID {
+                    sites[t as usize] += 1;
+                }
+            }
+        }
+    }
+    sites
+}
+
+/// Non-leafy blocks to force inline: called from one place under `LedgerCloseMeta` (where LLVM
+/// inlines such a function into its only caller) and also from the functions of other roots.
+/// The hint keeps that inlining despite the second caller (e.g. `PreconditionsV2` under every
+/// transaction), so the LedgerCloseMeta walk is the code it was before the other roots.
+fn force_inline(p: &Program, root: TypeId, blocks: &[TypeId]) -> Vec<bool> {
+    let under_root = call_sites(p, &reachable(p, &[root]));
+    let all = call_sites(p, blocks);
+    (0..p.code.blocks.len())
+        .map(|id| under_root[id] == 1 && all[id] > 1 && !p.code.blocks[id].leafy)
         .collect()
 }
 
@@ -160,6 +224,8 @@ struct Gen<'p> {
     flats: BTreeMap<u32, TypeId>,
     /// Enum sets used (set -> a type id using it, for the comment).
     enums: BTreeMap<u32, TypeId>,
+    /// Blocks whose function gets `#[inline(always)]` (see [`force_inline`]).
+    inline: Vec<bool>,
 }
 
 impl Gen<'_> {
@@ -171,8 +237,7 @@ impl Gen<'_> {
         self.out.push('\n');
     }
 
-    fn header(&mut self, root: TypeId) {
-        let root_fn = fn_name(self.p, root);
+    fn header(&mut self, entries: &[TypeId]) {
         let _ = write!(
             self.out,
             "\
@@ -187,16 +252,29 @@ use crate::schema::TypeId;
 use crate::skip::Walker;
 use crate::walk_rt::*;
 
-/// Type id of `{ROOT_NAME}`.
-pub(crate) const ROOT: TypeId = {root};
-
-/// Skip a `{ROOT_NAME}` at `pos`, its node `depth` frames deep, within recursion `budget`.
+/// Run the generated function of the non-leafy block of type `id` at `pos`, its node `depth`
+/// frames deep, within recursion `budget`: exactly `Walker::run` of that block. Covers
+/// `{ROOT_NAME}`, every non-leafy type the hand navigation skips, and every generated block
+/// called from two or more places; `None` for the rest (leafy blocks, which `Walker::leaves`
+/// runs in place; blocks only inlined into their one caller; types not generated).
 #[inline]
-pub(crate) fn root(w: &Walker<'_>, pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {{
-    {root_fn}(w, pos, depth, budget)
-}}
+pub(crate) fn skip_generated(
+    w: &Walker<'_>,
+    id: TypeId,
+    pos: usize,
+    depth: u32,
+    budget: u32,
+) -> Option<Result<usize, Fail>> {{
+    Some(match id {{
 "
         );
+        for &id in entries {
+            let f = fn_name(self.p, id);
+            self.line(2, &format!("{id} => {f}(w, pos, depth, budget),"));
+        }
+        self.line(2, "_ => return None,");
+        self.line(1, "})");
+        self.line(0, "}");
     }
 
     /// Breadcrumb suffix for an instruction's own errors.
@@ -246,6 +324,9 @@ pub(crate) fn root(w: &Walker<'_>, pos: usize, depth: u32, budget: u32) -> Resul
                 ),
             );
         } else {
+            if self.inline[id as usize] {
+                self.line(0, "#[inline(always)]");
+            }
             // A block whose nested values are all leafy recurses no further.
             let budget = if nests(p, id) { "budget" } else { "_budget" };
             self.line(
@@ -477,6 +558,24 @@ mod tests {
                  with `cargo run -p bronze-ledger --example gen_walker -- --write`"
             );
         }
+    }
+
+    /// `skip_generated` covers every non-leafy type the hand navigation skips and the root.
+    #[test]
+    fn skipped_types_have_generated_code() {
+        let w = crate::skip::Walker::new(&PROGRAM, &[], 500);
+        let root = PROGRAM.lookup(ROOT_NAME).unwrap();
+        let mut covered = 0;
+        for id in crate::extract::skipped_types(&PROGRAM)
+            .into_iter()
+            .chain([root])
+        {
+            let generated = crate::walk_gen::skip_generated(&w, id, 0, 0, 64).is_some();
+            let leafy = PROGRAM.code.blocks[id as usize].leafy;
+            assert!(generated != leafy, "{}: leafy {leafy}", PROGRAM.name(id));
+            covered += usize::from(generated);
+        }
+        assert!(covered > 10, "{covered}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Hand navigation of the parts of a LedgerCloseMeta we take row fields from: the ledger header
 //! and the transaction set. Fixed layouts are read at known offsets; everything else (Memo,
-//! Preconditions, MuxedAccount, each Operation, signatures, ...) is skipped by the interpreter,
-//! so nothing is decoded and every byte walked is still validated.
+//! Preconditions, MuxedAccount, each Operation, signatures, ...) is skipped by `Walker::skip`
+//! (generated code for every non-leafy field type, see [`skipped_types`]), so nothing is
+//! decoded and every byte walked is still validated.
 //!
 //! The field positions this code relies on are looked up in the schema once and checked by
 //! name ([`Known`]), so a schema refresh that moved a field fails loudly instead of reading the
@@ -14,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ErrorKind, Fail, Step, XdrError};
 use crate::schema::{Op, PROGRAM, Program, TypeId};
-use crate::skip::{DEFAULT_DEPTH_LIMIT, Walker};
+use crate::skip::{DEFAULT_DEPTH_LIMIT, RECURSION_BUDGET, Walker};
+use crate::walk_rt::Engine;
 
 /// Row fields of one ledger, taken from its LedgerCloseMeta.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +208,48 @@ impl Known {
     }
 }
 
+impl Known {
+    /// The (struct, field range) pairs that [`Nav::skip_fields`] is called with below; keep in
+    /// step with the navigation (a field missing here is still skipped correctly, only by the
+    /// interpreter).
+    fn skipped_fields(&self, p: &Program) -> Vec<(TypeId, Range<usize>)> {
+        let all = |id: TypeId| (id, 0..p.struct_fields(id).expect("a struct").0.len());
+        let mut v: Vec<(TypeId, Range<usize>)> = (0..3)
+            .map(|version| (self.lcm_arm[version], 0..LCM_HEADER[version]))
+            .collect();
+        v.extend([
+            (self.lhhe, 0..1),
+            (self.lhhe, 2..3),
+            all(self.header),
+            (self.tx_set, 0..1),
+            (self.tx_set_v1, 0..1),
+            (self.parallel, 0..1),
+            (self.component_txs, 0..1),
+            (self.v0_envelope, 1..2),
+            (self.v1_envelope, 1..2),
+            (self.fee_bump_envelope, 1..2),
+            (self.fee_bump_tx, 0..2),
+            (self.fee_bump_tx, 3..4),
+            all(self.tx),
+            all(self.v0_tx),
+        ]);
+        v
+    }
+}
+
+/// Every type the hand navigation passes to `Walker::skip`. The generator (`codegen.rs`)
+/// compiles their blocks too, so none of them is left to the interpreter.
+pub(crate) fn skipped_types(p: &Program) -> Vec<TypeId> {
+    let mut out = Vec::new();
+    for (id, range) in Known::new(p).skipped_fields(p) {
+        let (fields, _) = p.struct_fields(id).expect("Known checked this is a struct");
+        out.extend_from_slice(&fields[range]);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Envelope type discriminants (`EnvelopeType`).
 const ENVELOPE_TYPE_TX_V0: i32 = 0;
 const ENVELOPE_TYPE_TX: i32 = 2;
@@ -226,12 +270,20 @@ struct Header {
 
 impl<'a> Nav<'a> {
     fn new(buf: &'a [u8]) -> Self {
+        Self::with(
+            buf,
+            DEFAULT_DEPTH_LIMIT,
+            Engine::Generated,
+            RECURSION_BUDGET,
+        )
+    }
+
+    fn with(buf: &'a [u8], depth_limit: u32, engine: Engine, budget: u32) -> Self {
         let p: &'static Program = &PROGRAM;
-        Nav {
-            w: Walker::new(p, buf, DEFAULT_DEPTH_LIMIT),
-            k: &KNOWN,
-            p,
-        }
+        let mut w = Walker::new(p, buf, depth_limit);
+        engine.configure(&mut w);
+        w.budget = budget;
+        Nav { w, k: &KNOWN, p }
     }
 
     fn fields(&self, id: TypeId) -> &'static [TypeId] {
@@ -622,7 +674,23 @@ fn fail(e: Fail) -> XdrError {
 /// transaction set and the `txProcessing` length; pair with [`validate_lcm`](crate::validate_lcm)
 /// (or [`split_batch`](crate::split_batch), which validates) for a full check.
 pub fn extract_row(lcm_xdr: &[u8]) -> Result<LedgerRow, XdrError> {
-    let nav = Nav::new(lcm_xdr);
+    row(&Nav::new(lcm_xdr))
+}
+
+/// [`extract_row`] with a chosen depth limit, walker and recursion budget. For tests and
+/// benchmarks that hold the walkers to the same results; not part of the API.
+#[doc(hidden)]
+pub fn extract_row_with(
+    lcm_xdr: &[u8],
+    depth_limit: u32,
+    engine: Engine,
+    budget: u32,
+) -> Result<LedgerRow, XdrError> {
+    row(&Nav::with(lcm_xdr, depth_limit, engine, budget))
+}
+
+fn row(nav: &Nav<'_>) -> Result<LedgerRow, XdrError> {
+    let lcm_xdr = nav.w.buf;
     let h = nav.header().map_err(fail)?;
     let (tx_count, operation_count, after_set) =
         nav.tx_set(h.layout.lcm_version, h.end).map_err(fail)?;

@@ -2,9 +2,10 @@
 //! decoding or allocating, enforcing the same rules as stellar-xdr 30.0.0's decoder (plus one
 //! stricter one, below), and returns where the value ends. This file holds the primitives, the
 //! leaf instructions and the recursive fast path; `machine.rs` the heap-stack fallback for
-//! deeply nested values. `LedgerCloseMeta`s normally go through the generated equivalent of
-//! this fast path instead (`walk_gen.rs`, see `codegen.rs`); this remains the reference it is
-//! tested against and the walker of every other type.
+//! deeply nested values. `LedgerCloseMeta`s, and the types the hand navigation skips, normally
+//! go through the generated equivalent of this fast path instead (`walk_gen.rs`, see
+//! `codegen.rs`); this remains the reference it is tested against and the walker of every
+//! other type.
 //!
 //! Rules enforced: big-endian 4-byte units; opaque/string padded to 4 bytes with zero padding;
 //! bool 0 or 1; optional flag 0 or 1; enum values declared; union discriminant selects an arm;
@@ -40,8 +41,8 @@ pub(crate) struct Walker<'a> {
     /// Recursion levels the fast paths may use; [`RECURSION_BUDGET`] except in tests of the
     /// fallback.
     pub(crate) budget: u32,
-    /// Skip `LedgerCloseMeta`s with the generated walker (`walk_gen.rs`) in [`Self::skip_fast`];
-    /// off only to measure or test the interpreter against it.
+    /// Skip with the generated walker (`walk_gen.rs`) in [`Self::skip`] wherever it has a
+    /// function for the type; off only to measure or test the interpreter against it.
     pub(crate) generated: bool,
 }
 
@@ -190,7 +191,10 @@ impl<'a> Walker<'a> {
     }
 
     /// Skip one value of type `id` starting at `pos`, its node being `depth` stellar-xdr frames
-    /// deep (0 for a top-level value). Returns the position just after it.
+    /// deep (0 for a top-level value). Returns the position just after it. With the generated
+    /// engine, a non-leafy type that has a generated function (`walk_gen::skip_generated`: all
+    /// reachable from `LedgerCloseMeta` or skipped by the hand navigation) runs that instead of
+    /// the interpreter; the semantics are the same, fallback to the heap machine included.
     pub(crate) fn skip(&self, id: TypeId, pos: usize, depth: u32) -> Result<usize, Fail> {
         let block = self.program.code.blocks[id as usize];
         if block.leafy {
@@ -200,7 +204,12 @@ impl<'a> Walker<'a> {
         if self.heap_only {
             return self.skip_on_heap(block, pos, depth);
         }
-        match self.run(block, pos, depth, self.budget) {
+        let generated = if self.generated {
+            crate::walk_gen::skip_generated(self, id, pos, depth, self.budget)
+        } else {
+            None
+        };
+        match generated.unwrap_or_else(|| self.run(block, pos, depth, self.budget)) {
             Err(e) if e.is_too_deep() => self.skip_on_heap(block, pos, depth),
             r => r,
         }
@@ -375,18 +384,9 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// [`Self::skip`], but with the generated code for the type it exists for.
-    pub(crate) fn skip_fast(&self, id: TypeId, pos: usize, depth: u32) -> Result<usize, Fail> {
-        if self.generated && id == crate::walk_gen::ROOT {
-            crate::walk_rt::skip_ledger_close_meta(self, pos, depth)
-        } else {
-            self.skip(id, pos, depth)
-        }
-    }
-
     /// Skip a value that must end exactly at the end of the buffer.
     pub(crate) fn skip_exact(&self, id: TypeId, pos: usize, depth: u32) -> Result<(), Fail> {
-        let end = self.skip_fast(id, pos, depth)?;
+        let end = self.skip(id, pos, depth)?;
         if end != self.buf.len() {
             return Err(Fail::new(
                 ErrorKind::TrailingBytes {

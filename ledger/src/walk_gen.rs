@@ -9,13 +9,80 @@ use crate::schema::TypeId;
 use crate::skip::Walker;
 use crate::walk_rt::*;
 
-/// Type id of `LedgerCloseMeta`.
-pub(crate) const ROOT: TypeId = 249;
-
-/// Skip a `LedgerCloseMeta` at `pos`, its node `depth` frames deep, within recursion `budget`.
+/// Run the generated function of the non-leafy block of type `id` at `pos`, its node `depth`
+/// frames deep, within recursion `budget`: exactly `Walker::run` of that block. Covers
+/// `LedgerCloseMeta`, every non-leafy type the hand navigation skips, and every generated block
+/// called from two or more places; `None` for the rest (leafy blocks, which `Walker::leaves`
+/// runs in place; blocks only inlined into their one caller; types not generated).
 #[inline]
-pub(crate) fn root(w: &Walker<'_>, pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
-    t249_ledger_close_meta(w, pos, depth, budget)
+pub(crate) fn skip_generated(
+    w: &Walker<'_>,
+    id: TypeId,
+    pos: usize,
+    depth: u32,
+    budget: u32,
+) -> Option<Result<usize, Fail>> {
+    Some(match id {
+        10 => t10_scpquorum_set(w, pos, depth, budget),
+        72 => t72_scerror(w, pos, depth, budget),
+        81 => t81_scaddress(w, pos, depth, budget),
+        82 => t82_contract_executable_external_ref(w, pos, depth, budget),
+        85 => t85_scmap(w, pos, depth, budget),
+        87 => t87_sccontract_instance(w, pos, depth, budget),
+        88 => t88_scval(w, pos, depth, budget),
+        107 => t107_asset(w, pos, depth, budget),
+        112 => t112_signer(w, pos, depth, budget),
+        133 => t133_offer_entry(w, pos, depth, budget),
+        140 => t140_claimant(w, pos, depth, budget),
+        161 => t161_ledger_entry(w, pos, depth, budget),
+        172 => t172_ledger_key(w, pos, depth, budget),
+        188 => t188_stellar_value(w, pos, depth, budget),
+        192 => t192_ledger_header_ext(w, pos, depth, budget),
+        206 => t206_transaction_set_v1(w, pos, depth, budget),
+        218 => t218_scphistory_entry(w, pos, depth, budget),
+        220 => t220_ledger_entry_change(w, pos, depth, budget),
+        222 => t222_operation_meta(w, pos, depth, budget),
+        223 => t223_transaction_meta_v1(w, pos, depth, budget),
+        224 => t224_transaction_meta_v2(w, pos, depth, budget),
+        226 => t226_contract_event_v0(w, pos, depth, budget),
+        228 => t228_contract_event(w, pos, depth, budget),
+        229 => t229_diagnostic_event(w, pos, depth, budget),
+        233 => t233_transaction_meta_v3(w, pos, depth, budget),
+        238 => t238_transaction_meta_v4(w, pos, depth, budget),
+        241 => t241_transaction_result_meta(w, pos, depth, budget),
+        243 => t243_upgrade_entry_meta(w, pos, depth, budget),
+        246 => t246_ledger_close_meta_ext(w, pos, depth, budget),
+        249 => t249_ledger_close_meta(w, pos, depth, budget),
+        319 => t319_contract_idpreimage_from_address(w, pos, depth, budget),
+        321 => t321_create_contract_args(w, pos, depth, budget),
+        322 => t322_create_contract_args_v2(w, pos, depth, budget),
+        323 => t323_invoke_contract_args(w, pos, depth, budget),
+        327 => t327_soroban_authorized_invocation(w, pos, depth, budget),
+        329 => t329_soroban_delegate_signature(w, pos, depth, budget),
+        339 => t339_operation(w, pos, depth, budget),
+        347 => t347_memo(w, pos, depth, budget),
+        350 => t350_preconditions_v2(w, pos, depth, budget),
+        352 => t352_preconditions(w, pos, depth, budget),
+        357 => t357_soroban_transaction_data(w, pos, depth, budget),
+        361 => t361_transaction_ext(w, pos, depth, budget),
+        363 => t363_transaction_v1_envelope(w, pos, depth, budget),
+        368 => t368_transaction_envelope(w, pos, depth, budget),
+        375 => t375_claim_atom(w, pos, depth, budget),
+        390 => t390_manage_offer_success_result(w, pos, depth, budget),
+        442 => t442_inner_transaction_result_pair(w, pos, depth, budget),
+        517 => t517_scvec(w, pos, depth, budget),
+        518 => t518_scmap(w, pos, depth, budget),
+        530 => t530_claim_predicate_2(w, pos, depth, budget),
+        532 => t532_claim_predicate(w, pos, depth, budget),
+        540 => t540_int64(w, pos, depth, budget),
+        542 => t542_int64(w, pos, depth, budget),
+        547 => t547_operation_meta(w, pos, depth, budget),
+        590 => t590_time_bounds(w, pos, depth, budget),
+        591 => t591_operation_100(w, pos, depth, budget),
+        592 => t592_decorated_signature_20(w, pos, depth, budget),
+        595 => t595_operation_result(w, pos, depth, budget),
+        _ => return None,
+    })
 }
 
 /// `Value`
@@ -1343,6 +1410,29 @@ fn t186_stellar_value_proposed_ms_value(w: &Walker<'_>, mut pos: usize, depth: u
     Ok(pos)
 }
 
+/// `StellarValue`
+fn t188_stellar_value(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
+    // StellarValue.txSetHash: Hash
+    pos = plain(w, pos, depth, 3, 40, 446).map_err(|e| crumb(w, e, 366))?;
+    // StellarValue.upgrades: UpgradeType<6>
+    let len = var_len(w, pos, depth + 1, 6, 4, 535).map_err(|e| crumb(w, e, 368))?;
+    pos += 4;
+    for i in 0..len {
+        pos = t181_upgrade_type(w, pos, depth + 2).map_err(|e| index(w, e, 535, i, 368))?;
+    }
+    // StellarValue.ext: StellarValueExt
+    let value = discriminant(w, pos, depth + 1, 3, true, 187).map_err(|e| crumb(w, e, 369))?;
+    pos = match value {
+        0 => pos + 4,
+        1 => t183_ledger_close_value_signature(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 187, value, 369))?,
+        2 => t184_stellar_value_proposed_value(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 187, value, 369))?,
+        3 => t185_stellar_value_signed_ms_value(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 187, value, 369))?,
+        4 => t186_stellar_value_proposed_ms_value(w, pos + 4, depth + 2).map_err(|e| arm(w, e, 187, value, 369))?,
+        _ => return Err(no_arm(w, 37, 187, pos, value, 369)),
+    };
+    Ok(pos)
+}
+
 /// `LedgerHeaderExtensionV1`
 #[inline]
 fn t191_ledger_header_extension_v1(w: &Walker<'_>, mut pos: usize, depth: u32) -> Result<usize, Fail> {
@@ -1350,6 +1440,18 @@ fn t191_ledger_header_extension_v1(w: &Walker<'_>, mut pos: usize, depth: u32) -
     pos = plain(w, pos, depth, 2, 4, 474).map_err(|e| crumb(w, e, 372))?;
     // LedgerHeaderExtensionV1.ext: LedgerHeaderExtensionV1Ext
     pos = flat(w, pos, depth + 1, 2, true, 190, 38, flat_38).map_err(|e| crumb(w, e, 373))?;
+    Ok(pos)
+}
+
+/// `LedgerHeaderExt`
+fn t192_ledger_header_ext(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
+    // LedgerHeaderExt
+    let value = discriminant(w, pos, depth, 2, true, 192)?;
+    pos = match value {
+        0 => pos + 4,
+        1 => t191_ledger_header_extension_v1(w, pos + 4, depth + 1).map_err(|e| arm(w, e, 192, value, 374))?,
+        _ => return Err(no_arm(w, 39, 192, pos, value, 374)),
+    };
     Ok(pos)
 }
 
@@ -1967,6 +2069,18 @@ fn t245_ledger_close_meta_ext_v1(w: &Walker<'_>, mut pos: usize, depth: u32) -> 
     pos = flat(w, pos, depth + 1, 2, true, 451, 111, flat_111).map_err(|e| crumb(w, e, 550))?;
     // LedgerCloseMetaExtV1.sorobanFeeWrite1KB: int64
     pos = plain(w, pos, depth, 2, 8, 481).map_err(|e| crumb(w, e, 551))?;
+    Ok(pos)
+}
+
+/// `LedgerCloseMetaExt`
+fn t246_ledger_close_meta_ext(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
+    // LedgerCloseMetaExt
+    let value = discriminant(w, pos, depth, 2, true, 246)?;
+    pos = match value {
+        0 => pos + 4,
+        1 => t245_ledger_close_meta_ext_v1(w, pos + 4, depth + 1).map_err(|e| arm(w, e, 246, value, 552))?,
+        _ => return Err(no_arm(w, 52, 246, pos, value, 552)),
+    };
     Ok(pos)
 }
 
@@ -2911,6 +3025,20 @@ fn t339_operation(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Re
     Ok(pos)
 }
 
+/// `Memo`
+fn t347_memo(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
+    // Memo
+    let value = discriminant(w, pos, depth, 3, true, 347)?;
+    pos = match value {
+        0 => pos + 4,
+        1 => t584_string_28(w, pos + 4, depth + 1).map_err(|e| arm(w, e, 347, value, 899))?,
+        2 => t478_uint64(w, pos + 4, depth + 1).map_err(|e| arm(w, e, 347, value, 899))?,
+        3 | 4 => t446_hash(w, pos + 4, depth + 1).map_err(|e| arm(w, e, 347, value, 899))?,
+        _ => return Err(no_arm(w, 68, 347, pos, value, 899)),
+    };
+    Ok(pos)
+}
+
 /// `TimeBounds`
 #[inline]
 fn t348_time_bounds(w: &Walker<'_>, mut pos: usize, depth: u32) -> Result<usize, Fail> {
@@ -2928,6 +3056,7 @@ fn t349_ledger_bounds(w: &Walker<'_>, mut pos: usize, depth: u32) -> Result<usiz
 }
 
 /// `PreconditionsV2`
+#[inline(always)]
 fn t350_preconditions_v2(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // PreconditionsV2.timeBounds: TimeBounds*
     pos = if present(w, pos, depth + 1, 585).map_err(|e| crumb(w, e, 902))? {
@@ -2958,6 +3087,19 @@ fn t350_preconditions_v2(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32
     Ok(pos)
 }
 
+/// `Preconditions`
+fn t352_preconditions(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
+    // Preconditions
+    let value = discriminant(w, pos, depth, 3, true, 352)?;
+    pos = match value {
+        0 => pos + 4,
+        1 => t348_time_bounds(w, pos + 4, depth + 1).map_err(|e| arm(w, e, 352, value, 909))?,
+        2 => nest(budget, |b| t350_preconditions_v2(w, pos + 4, depth + 1, b)).map_err(|e| arm(w, e, 352, value, 909))?,
+        _ => return Err(no_arm(w, 69, 352, pos, value, 909)),
+    };
+    Ok(pos)
+}
+
 /// `SorobanResourcesExtV0`
 #[inline]
 fn t355_soroban_resources_ext_v0(w: &Walker<'_>, mut pos: usize, depth: u32) -> Result<usize, Fail> {
@@ -2967,6 +3109,7 @@ fn t355_soroban_resources_ext_v0(w: &Walker<'_>, mut pos: usize, depth: u32) -> 
 }
 
 /// `SorobanTransactionData`
+#[inline(always)]
 fn t357_soroban_transaction_data(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // SorobanTransactionData.ext: SorobanTransactionDataExt
     let value = discriminant(w, pos, depth + 1, 2, true, 356).map_err(|e| crumb(w, e, 919))?;
@@ -3025,6 +3168,18 @@ fn t360_transaction_v0_envelope(w: &Walker<'_>, mut pos: usize, depth: u32, budg
     for i in 0..len {
         pos = t291_decorated_signature(w, pos, depth + 2).map_err(|e| index(w, e, 592, i, 941))?;
     }
+    Ok(pos)
+}
+
+/// `TransactionExt`
+fn t361_transaction_ext(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
+    // TransactionExt
+    let value = discriminant(w, pos, depth, 2, true, 361)?;
+    pos = match value {
+        0 => pos + 4,
+        1 => nest(budget, |b| t357_soroban_transaction_data(w, pos + 4, depth + 1, b)).map_err(|e| arm(w, e, 361, value, 942))?,
+        _ => return Err(no_arm(w, 72, 361, pos, value, 942)),
+    };
     Ok(pos)
 }
 
@@ -3785,6 +3940,28 @@ fn t532_claim_predicate(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32)
     Ok(pos)
 }
 
+/// `int64*`
+fn t540_int64(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
+    // int64*
+    pos = if present(w, pos, depth, 540)? {
+        t481_int64(w, pos + 4, depth + 1)?
+    } else {
+        pos + 4
+    };
+    Ok(pos)
+}
+
+/// `int64*`
+fn t542_int64(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
+    // int64*
+    pos = if present(w, pos, depth, 542)? {
+        t481_int64(w, pos + 4, depth + 1)?
+    } else {
+        pos + 4
+    };
+    Ok(pos)
+}
+
 /// `TxSetComponent<>`
 fn t543_tx_set_component(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
     // TxSetComponent<>
@@ -3812,6 +3989,39 @@ fn t547_operation_meta(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) 
 fn t584_string_28(w: &Walker<'_>, mut pos: usize, depth: u32) -> Result<usize, Fail> {
     // string<28>
     pos = var_bytes(w, pos, depth, 28, 584)?;
+    Ok(pos)
+}
+
+/// `TimeBounds*`
+fn t590_time_bounds(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
+    // TimeBounds*
+    pos = if present(w, pos, depth, 590)? {
+        t348_time_bounds(w, pos + 4, depth + 1)?
+    } else {
+        pos + 4
+    };
+    Ok(pos)
+}
+
+/// `Operation<100>`
+fn t591_operation_100(w: &Walker<'_>, mut pos: usize, depth: u32, budget: u32) -> Result<usize, Fail> {
+    // Operation<100>
+    let len = var_len(w, pos, depth, 100, 8, 591)?;
+    pos += 4;
+    for i in 0..len {
+        pos = nest(budget, |b| t339_operation(w, pos, depth + 1, b)).map_err(|e| index(w, e, 591, i, 1235))?;
+    }
+    Ok(pos)
+}
+
+/// `DecoratedSignature<20>`
+fn t592_decorated_signature_20(w: &Walker<'_>, mut pos: usize, depth: u32, _budget: u32) -> Result<usize, Fail> {
+    // DecoratedSignature<20>
+    let len = var_len(w, pos, depth, 20, 8, 592)?;
+    pos += 4;
+    for i in 0..len {
+        pos = t291_decorated_signature(w, pos, depth + 1).map_err(|e| index(w, e, 592, i, 1236))?;
+    }
     Ok(pos)
 }
 

@@ -1,5 +1,5 @@
-//! Runtime of the generated walker (`walk_gen.rs`): the entry point, and one
-//! `#[inline(always)]` helper per lowered instruction kind that the generated code calls with
+//! Runtime of the generated walker (`walk_gen.rs`, entered through `Walker::skip`): the engine
+//! choice, and one `#[inline(always)]` helper per lowered instruction kind that the generated code calls with
 //! literal operands. Each helper is the corresponding arm of `Walker::leaf`/`Walker::exec`
 //! (`skip.rs`), check for check and in the same order, so that the generated walker fails with
 //! exactly the interpreter's errors. Breadcrumb helpers are cold: only errors pay for them.
@@ -7,10 +7,10 @@
 use crate::error::{ErrorKind, Fail, Step};
 use crate::schema::TypeId;
 use crate::skip::Walker;
-use crate::walk_gen;
 
-/// Which walker validates LedgerCloseMetas. Only tests and benchmarks choose; everything else
-/// uses [`Engine::Generated`].
+/// Which walker validates (LedgerCloseMetas and every type with generated code, see
+/// `Walker::skip`). Only tests and benchmarks choose; everything else uses
+/// [`Engine::Generated`].
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -27,24 +27,6 @@ impl Engine {
     pub(crate) fn configure(self, w: &mut Walker<'_>) {
         w.generated = self == Engine::Generated;
         w.heap_only = self == Engine::HeapOnly;
-    }
-}
-
-/// Skip a `LedgerCloseMeta` at `pos` whose node is `depth` frames deep, like
-/// `w.skip(lcm, pos, depth)` but with the generated code. Values nested deeper than the
-/// recursion budget are redone by the heap-stack machine, as `Walker::skip` does.
-pub(crate) fn skip_ledger_close_meta(
-    w: &Walker<'_>,
-    pos: usize,
-    depth: u32,
-) -> Result<usize, Fail> {
-    let block = w.program.code.blocks[walk_gen::ROOT as usize];
-    if w.heap_only {
-        return w.skip_on_heap(block, pos, depth);
-    }
-    match walk_gen::root(w, pos, depth, w.budget) {
-        Err(e) if e.is_too_deep() => w.skip_on_heap(block, pos, depth),
-        r => r,
     }
 }
 
