@@ -41,6 +41,30 @@ fn lineage(pg: &Postgres, db: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Whether `_meta_lineage` exists in `db` and holds at least `rows` rows.
+fn lineage_has_rows(pg: &Postgres, db: &str, rows: u32) -> bool {
+    pg.psql_in(
+        db,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'",
+    ) == "1"
+        && pg
+            .psql_in(db, "SELECT count(*) FROM _meta_lineage")
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= rows
+}
+
+/// The catalog identity of the harness's pubnet dataset.
+fn pubnet_identity() -> DatasetIdentity {
+    DatasetIdentity {
+        domain: "bronze".into(),
+        dataset: "ledgers_lcm_raw".into(),
+        version: "v1".into(),
+        era_id: "pre_p23".into(),
+        network: "pubnet".into(),
+    }
+}
+
 /// Checks the catalog against storage: one row per manifest, same checksum/rows/bytes, prev_hash
 /// chained, storage_uri pointing at the existing file (prefix included), quality rows present.
 fn assert_catalog_matches_storage(pg: &Postgres, db: &str, work: &Harness) {
@@ -150,13 +174,7 @@ async fn migrations_create_the_schema_and_adopt_an_original_database() {
         "1|10"
     );
     // Registering the dataset finds the original's row and fills in the real schema hash.
-    let identity = DatasetIdentity {
-        domain: "bronze".into(),
-        dataset: "ledgers_lcm_raw".into(),
-        version: "v1".into(),
-        era_id: "pre_p23".into(),
-        network: "pubnet".into(),
-    };
+    let identity = pubnet_identity();
     let id = c
         .upsert_dataset(&identity, &catalog::schema_hash())
         .await
@@ -235,13 +253,7 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
             std::fs::canonicalize(work.out_dir()).unwrap().display()
         )
     };
-    let identity = DatasetIdentity {
-        domain: "bronze".into(),
-        dataset: "ledgers_lcm_raw".into(),
-        version: "v1".into(),
-        era_id: "pre_p23".into(),
-        network: "pubnet".into(),
-    };
+    let identity = pubnet_identity();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let problems = rt.block_on(catalog::verify_against_storage(
         &dsn,
@@ -297,17 +309,7 @@ fn a_copier_killed_mid_run_and_restarted_leaves_exactly_one_row_per_partition() 
         .yaml(&format!("{}\n", catalog_yaml(&dsn, false)));
     let log = work.path("first.log");
     let mut child = work.spawn_logging_to(&log);
-    let started = wait_until(120, || {
-        pg.psql_in(
-            "cat",
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'",
-        ) == "1"
-            && pg
-                .psql_in("cat", "SELECT count(*) FROM _meta_lineage")
-                .parse::<u32>()
-                .unwrap_or(0)
-                >= 2
-    });
+    let started = wait_until(120, || lineage_has_rows(&pg, "cat", 2));
     // SIGKILL: no clean shutdown of anything.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -391,17 +393,7 @@ fn strict_mode_stops_when_the_database_goes_away_and_the_checkpoint_stays_behind
         .yaml(&catalog_yaml(&dsn, true));
     let log = work.path("strict.log");
     let mut child = work.spawn_logging_to(&log);
-    let started = wait_until(120, || {
-        pg.psql_in(
-            "cat",
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'",
-        ) == "1"
-            && pg
-                .psql_in("cat", "SELECT count(*) FROM _meta_lineage")
-                .parse::<u32>()
-                .unwrap_or(0)
-                >= 2
-    });
+    let started = wait_until(120, || lineage_has_rows(&pg, "cat", 2));
     drop(pg); // the database server stops (immediate shutdown)
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();

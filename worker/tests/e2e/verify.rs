@@ -24,6 +24,7 @@ fn copy() -> Harness {
     pristine().copy_outputs()
 }
 
+/// Flips the lowest bit of the byte at `at` (or of the last byte).
 fn flip_byte(path: &Path, at: usize) {
     let mut bytes = std::fs::read(path).unwrap();
     let at = at.min(bytes.len() - 1);
@@ -31,6 +32,26 @@ fn flip_byte(path: &Path, at: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Cuts a file to the length `to(its length)`.
+fn truncate(path: &Path, to: impl FnOnce(u64) -> u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(to(len))
+        .unwrap();
+}
+
+/// Swaps two files or folders.
+fn swap(a: &Path, b: &Path) {
+    let tmp = a.with_extension("swap");
+    std::fs::rename(a, &tmp).unwrap();
+    std::fs::rename(b, a).unwrap();
+    std::fs::rename(&tmp, b).unwrap();
+}
+
+/// Replaces the first `from` of a text file (which must contain it) with `to`.
 fn replace_once(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{} has no {from:?}", path.display());
@@ -138,11 +159,7 @@ fn a_deleted_parquet_is_caught() {
 fn swapped_partitions_are_caught() {
     // The Parquet files of two partitions swapped.
     let s = copy();
-    let (a, b) = (s.parquet_path(2, 21), s.parquet_path(22, 41));
-    let tmp = a.with_extension("swap");
-    std::fs::rename(&a, &tmp).unwrap();
-    std::fs::rename(&b, &a).unwrap();
-    std::fs::rename(&tmp, &b).unwrap();
+    swap(&s.parquet_path(2, 21), &s.parquet_path(22, 41));
     assert_problems(
         &s,
         &[
@@ -153,11 +170,7 @@ fn swapped_partitions_are_caught() {
     );
     // Whole folders swapped (manifest and Parquet together).
     let s = copy();
-    let (a, b) = (s.partition_dir(2, 21), s.partition_dir(22, 41));
-    let tmp = s.dataset().join("swap");
-    std::fs::rename(&a, &tmp).unwrap();
-    std::fs::rename(&b, &a).unwrap();
-    std::fs::rename(&tmp, &b).unwrap();
+    swap(&s.partition_dir(2, 21), &s.partition_dir(22, 41));
     assert_problems(
         &s,
         &[("2-21", "manifest.range"), ("22-41", "manifest.range")],
@@ -167,14 +180,7 @@ fn swapped_partitions_are_caught() {
 #[test]
 fn truncated_files_are_caught() {
     let s = copy();
-    let path = s.parquet_path(142, 161);
-    let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    truncate(&s.parquet_path(142, 161), |len| len / 2);
     assert_problems(
         &s,
         &[
@@ -185,25 +191,11 @@ fn truncated_files_are_caught() {
     );
 
     let s = copy();
-    let path = s.manifest_path(162, 181);
-    let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 20)
-        .unwrap();
+    truncate(&s.manifest_path(162, 181), |len| len - 20);
     assert_problems(&s, &[("162-181", "manifest.parse")]);
 
     let s = copy();
-    let path = s.event_path(162, 181);
-    let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 20)
-        .unwrap();
+    truncate(&s.event_path(162, 181), |len| len - 20);
     assert_problems(&s, &[("-", "pas.unreadable"), ("162-181", "pas.missing")]);
 }
 
