@@ -4,34 +4,23 @@
 
 use std::path::Path;
 
-use crate::common::*;
+use crate::binary::{copier, exec, text};
+use crate::datastore::{Layout, object_for, unzstd, zstd};
+use crate::harness::Harness;
 
 /// A datastore of 30 ledgers (2..=31, one per object), partitions of 10; `damage` breaks it.
 /// Runs the copier and returns its log after checking that 2-11 is committed, the damaged
 /// partition is not, and the checkpoint is at 11.
 fn run_damaged(damage: impl FnOnce(&Path)) -> String {
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 30, 1, 64_000);
+    let run = Harness::testnet(30).perf("max_in_flight_partitions", 1);
     damage(&run.datastore);
-    let log = run_config(
-        &run.config(2, 31, 10, "perf:\n  max_in_flight_partitions: 1\n"),
-        3,
-    );
-    let committed: Vec<_> = partitions(&run.dataset())
-        .into_iter()
-        .filter(|(_, _, d)| d.join("_manifest.json").exists())
-        .map(|(s, e, _)| (s, e))
-        .collect();
+    let log = run.run_expect(3);
     assert_eq!(
-        committed,
+        run.committed(),
         vec![(2, 11)],
         "only the good partition is committed\n{log}"
     );
-    assert_eq!(
-        run.checkpoint().unwrap()["last_committed_ledger"],
-        11,
-        "{log}"
-    );
+    assert_eq!(run.checkpoint_ledger(), Some(11), "{log}");
     log
 }
 
@@ -132,49 +121,42 @@ fn corrupt_header_bytes_are_caught_by_the_header_hash() {
 
 #[test]
 fn wrong_network_passphrase_stops_before_any_work() {
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 10, 1, 64_000);
-    let config = run.config(2, 11, 10, "").to_string_lossy().to_string();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("network: testnet", "network: pubnet");
-    std::fs::write(&config, text).unwrap();
-    let log = run_config(Path::new(&config), 3);
+    let mut run = Harness::testnet(10);
+    run.network = "pubnet".into();
+    let log = run.run_expect(3);
     assert!(
         log.contains(".config.json")
             && log.contains("networkPassphrase")
             && log.contains("Test SDF Network"),
         "{log}"
     );
-    assert!(
-        !run.out.join("bronze").exists()
-            || partitions(&run.out.join("bronze/pubnet/pre_p23/v1/ledgers_lcm_raw")).is_empty()
-    );
+    assert!(!run.out_dir().join("bronze").exists() || run.partitions().is_empty());
 }
 
 #[test]
 fn a_config_json_that_does_not_match_the_objects() {
-    let run = LocalRun::new();
     // Objects hold 4 ledgers each, but .config.json claims 1 per batch.
-    generate(&run.datastore, &small_templates(), 2, 20, 4, 64_000);
+    let run = Harness::testnet_with_layout(
+        20,
+        Layout {
+            ledgers_per_object: 4,
+            objects_per_folder: 64_000,
+        },
+    );
     let path = run.datastore.join(".config.json");
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("\"ledgersPerBatch\": 4", "\"ledgersPerBatch\": 1");
     std::fs::write(&path, text).unwrap();
-    let log = run_config(&run.config(2, 21, 10, ""), 3);
+    let log = run.run_expect(3);
     assert!(log.contains("missing object"), "{log}");
-    assert!(
-        partitions(&run.dataset())
-            .iter()
-            .all(|(_, _, d)| !d.join("_manifest.json").exists())
-    );
+    assert!(run.committed().is_empty());
 }
 
 #[test]
 fn bad_config_values_are_named_with_their_values() {
-    let run = LocalRun::new();
-    let config = run.dir.path().join("bad.yaml");
+    let run = Harness::empty();
+    let config = run.path("bad.yaml");
     std::fs::write(
         &config,
         "era:\n  ledger_start: 100\n  ledger_end: 50\n  partition_size: 0\nsource:\n  mode: datastore\n  datastore_type: GCS\n  datastore_path: gs://bucket/prefix\nstorage:\n  backend: ftp\nperf:\n  max_in_flight_partitions: 0\nlogging:\n  format: xml\n",
@@ -183,7 +165,7 @@ fn bad_config_values_are_named_with_their_values() {
     // Run where the config's default relative dirs (./state) may be created: the temp dir.
     let out = exec(
         copier()
-            .current_dir(run.dir.path())
+            .current_dir(run.dir())
             .arg("-config")
             .arg(&config)
             .arg("-validate"),
@@ -203,7 +185,7 @@ fn bad_config_values_are_named_with_their_values() {
     // A bad environment value is an error too, not a silent zero.
     let out = exec(
         copier()
-            .current_dir(run.dir.path())
+            .current_dir(run.dir())
             .arg("-config")
             .arg(&config)
             .arg("-validate")

@@ -2,7 +2,8 @@
 //! (rows per partition, hash chain, URIs, quality, replays, resumes, strict and lenient modes,
 //! and no password in any output).
 
-use crate::workdir::{Workdir, run_copier, spawn_copier, text_of, wait_until};
+use crate::binary::{text as text_of, wait_until};
+use crate::harness::{Harness, has_problem};
 use bronze::catalog::{self, DatasetIdentity, migrations};
 use bronze::partition::LedgerRange;
 use bronze_testkit::Postgres;
@@ -40,9 +41,33 @@ fn lineage(pg: &Postgres, db: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Whether `_meta_lineage` exists in `db` and holds at least `rows` rows.
+fn lineage_has_rows(pg: &Postgres, db: &str, rows: u32) -> bool {
+    pg.psql_in(
+        db,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'",
+    ) == "1"
+        && pg
+            .psql_in(db, "SELECT count(*) FROM _meta_lineage")
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= rows
+}
+
+/// The catalog identity of the harness's pubnet dataset.
+fn pubnet_identity() -> DatasetIdentity {
+    DatasetIdentity {
+        domain: "bronze".into(),
+        dataset: "ledgers_lcm_raw".into(),
+        version: "v1".into(),
+        era_id: "pre_p23".into(),
+        network: "pubnet".into(),
+    }
+}
+
 /// Checks the catalog against storage: one row per manifest, same checksum/rows/bytes, prev_hash
 /// chained, storage_uri pointing at the existing file (prefix included), quality rows present.
-fn assert_catalog_matches_storage(pg: &Postgres, db: &str, work: &Workdir) {
+fn assert_catalog_matches_storage(pg: &Postgres, db: &str, work: &Harness) {
     let manifests = work.manifests();
     let rows = lineage(pg, db);
     assert_eq!(
@@ -149,13 +174,7 @@ async fn migrations_create_the_schema_and_adopt_an_original_database() {
         "1|10"
     );
     // Registering the dataset finds the original's row and fills in the real schema hash.
-    let identity = DatasetIdentity {
-        domain: "bronze".into(),
-        dataset: "ledgers_lcm_raw".into(),
-        version: "v1".into(),
-        era_id: "pre_p23".into(),
-        network: "pubnet".into(),
-    };
+    let identity = pubnet_identity();
     let id = c
         .upsert_dataset(&identity, &catalog::schema_hash())
         .await
@@ -188,10 +207,11 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
     let pg = Postgres::start();
     pg.create_database("cat");
     let dsn = dsn_with_password(&pg, "cat");
-    let work = Workdir::new(40);
-    let config = work.write_config(work.last_ledger(), 8, &catalog_yaml(&dsn, true));
+    let work = Harness::pubnet(40)
+        .partition_size(8)
+        .yaml(&catalog_yaml(&dsn, true));
 
-    let out = run_copier(&config);
+    let out = work.run();
     let text = text_of(&out);
     assert!(out.status.success(), "{text}");
     assert_no_password(&text);
@@ -209,7 +229,7 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
     // Rerun from scratch (checkpoint removed): every partition is adopted from storage and
     // presented to the catalog again; rows are updated, never duplicated.
     std::fs::remove_file(work.checkpoint_path()).unwrap();
-    let out = run_copier(&config);
+    let out = work.run();
     assert!(out.status.success(), "{}", text_of(&out));
     assert_no_password(&text_of(&out));
     assert_catalog_matches_storage(&pg, "cat", &work);
@@ -222,16 +242,7 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
     );
 
     // `bronze-copier verify` checks the catalog beside storage: clean now.
-    let verify = || {
-        crate::workdir::copier()
-            .arg("-config")
-            .arg(&config)
-            .arg("verify")
-            .output()
-            .unwrap()
-    };
-    let out = verify();
-    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    let out = work.assert_verifies();
     assert_no_password(&text_of(&out));
 
     // The verifier finds nothing wrong, and notices a tampered row.
@@ -242,13 +253,7 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
             std::fs::canonicalize(work.out_dir()).unwrap().display()
         )
     };
-    let identity = DatasetIdentity {
-        domain: "bronze".into(),
-        dataset: "ledgers_lcm_raw".into(),
-        version: "v1".into(),
-        era_id: "pre_p23".into(),
-        network: "pubnet".into(),
-    };
+    let identity = pubnet_identity();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let problems = rt.block_on(catalog::verify_against_storage(
         &dsn,
@@ -278,7 +283,7 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
     );
 
     // So does the `verify` command, under the catalog's own check names, and exits 5.
-    let out = verify();
+    let out = work.verify();
     let text = text_of(&out);
     assert_eq!(out.status.code(), Some(5), "{text}");
     assert_no_password(&text);
@@ -288,9 +293,7 @@ fn copier_records_one_chained_row_per_partition_and_replays_idempotently() {
         ("18-25", "catalog.prev_hash_broken"),
     ] {
         assert!(
-            stdout.lines().any(|l| l.starts_with("PROBLEM")
-                && l.contains(&format!("partition={partition} "))
-                && l.contains(&format!("check={check} "))),
+            has_problem(&stdout, partition, check),
             "expected {check} for {partition}:\n{text}"
         );
     }
@@ -301,22 +304,12 @@ fn a_copier_killed_mid_run_and_restarted_leaves_exactly_one_row_per_partition() 
     let pg = Postgres::start();
     pg.create_database("cat");
     let dsn = dsn_with_password(&pg, "cat");
-    let work = Workdir::new(96);
-    let extra = format!("{}\n", catalog_yaml(&dsn, false));
-    let config = work.write_config(work.last_ledger(), 4, &extra);
-    let log = work.path().join("first.log");
-    let mut child = spawn_copier(&config, &log);
-    let started = wait_until(120, || {
-        pg.psql_in(
-            "cat",
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'",
-        ) == "1"
-            && pg
-                .psql_in("cat", "SELECT count(*) FROM _meta_lineage")
-                .parse::<u32>()
-                .unwrap_or(0)
-                >= 2
-    });
+    let work = Harness::pubnet(96)
+        .partition_size(4)
+        .yaml(&format!("{}\n", catalog_yaml(&dsn, false)));
+    let log = work.path("first.log");
+    let mut child = work.spawn_logging_to(&log);
+    let started = wait_until(120, || lineage_has_rows(&pg, "cat", 2));
     // SIGKILL: no clean shutdown of anything.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -327,7 +320,7 @@ fn a_copier_killed_mid_run_and_restarted_leaves_exactly_one_row_per_partition() 
         "the kill came before the end ({before} partitions)"
     );
 
-    let out = run_copier(&config);
+    let out = work.run();
     let text = text_of(&out);
     assert!(out.status.success(), "{text}");
     assert_no_password(&text);
@@ -338,11 +331,12 @@ fn a_copier_killed_mid_run_and_restarted_leaves_exactly_one_row_per_partition() 
 
 #[test]
 fn strict_mode_with_the_database_down_stops_before_anything_is_committed() {
-    let work = Workdir::new(16);
     let port = bronze_testkit::free_port();
     let dsn = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/cat?connect_timeout=2");
-    let config = work.write_config(work.last_ledger(), 8, &catalog_yaml(&dsn, true));
-    let out = run_copier(&config);
+    let work = Harness::pubnet(16)
+        .partition_size(8)
+        .yaml(&catalog_yaml(&dsn, true));
+    let out = work.run();
     let text = text_of(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("catalog"), "{text}");
@@ -354,11 +348,12 @@ fn strict_mode_with_the_database_down_stops_before_anything_is_committed() {
 
 #[test]
 fn lenient_mode_with_the_database_down_finishes_warns_and_a_later_run_fills_the_catalog() {
-    let work = Workdir::new(24);
     let port = bronze_testkit::free_port();
     let down = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/cat?connect_timeout=2");
-    let config = work.write_config(work.last_ledger(), 8, &catalog_yaml(&down, false));
-    let out = run_copier(&config);
+    let mut work = Harness::pubnet(24)
+        .partition_size(8)
+        .yaml(&catalog_yaml(&down, false));
+    let out = work.run();
     let text = text_of(&out);
     assert!(out.status.success(), "{text}");
     assert_no_password(&text);
@@ -378,8 +373,8 @@ fn lenient_mode_with_the_database_down_finishes_warns_and_a_later_run_fills_the_
     let pg = Postgres::start();
     pg.create_database("cat");
     let up = dsn_with_password(&pg, "cat");
-    let config = work.write_config(work.last_ledger(), 8, &catalog_yaml(&up, false));
-    let out = run_copier(&config);
+    work.extra = catalog_yaml(&up, false);
+    let out = work.run();
     let text = text_of(&out);
     assert!(out.status.success(), "{text}");
     assert_no_password(&text);
@@ -393,21 +388,12 @@ fn strict_mode_stops_when_the_database_goes_away_and_the_checkpoint_stays_behind
     let pg = Postgres::start();
     pg.create_database("cat");
     let dsn = dsn_with_password(&pg, "cat");
-    let work = Workdir::new(96);
-    let config = work.write_config(work.last_ledger(), 4, &catalog_yaml(&dsn, true));
-    let log = work.path().join("strict.log");
-    let mut child = spawn_copier(&config, &log);
-    let started = wait_until(120, || {
-        pg.psql_in(
-            "cat",
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = '_meta_lineage'",
-        ) == "1"
-            && pg
-                .psql_in("cat", "SELECT count(*) FROM _meta_lineage")
-                .parse::<u32>()
-                .unwrap_or(0)
-                >= 2
-    });
+    let work = Harness::pubnet(96)
+        .partition_size(4)
+        .yaml(&catalog_yaml(&dsn, true));
+    let log = work.path("strict.log");
+    let mut child = work.spawn_logging_to(&log);
+    let started = wait_until(120, || lineage_has_rows(&pg, "cat", 2));
     drop(pg); // the database server stops (immediate shutdown)
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();

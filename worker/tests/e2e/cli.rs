@@ -1,7 +1,8 @@
 //! The runbook's command line: `-config`, `-validate`, `-version`, `CONFIG_FILE`, and environment
 //! variables overriding the file.
 
-use crate::common::*;
+use crate::binary::{copier, exec, text};
+use crate::harness::Harness;
 
 #[test]
 fn version_in_both_spellings() {
@@ -18,9 +19,9 @@ fn version_in_both_spellings() {
 
 #[test]
 fn validate_accepts_a_good_config_via_flag_or_config_file_env() {
-    let run_dir = LocalRun::new();
+    let run_dir = Harness::empty().range(2, 100);
     std::fs::create_dir_all(&run_dir.datastore).unwrap();
-    let config = run_dir.config(2, 100, 10, "");
+    let config = run_dir.write_config();
     let out = exec(copier().arg("-config").arg(&config).arg("-validate"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("configuration is valid"));
@@ -30,14 +31,10 @@ fn validate_accepts_a_good_config_via_flag_or_config_file_env() {
 
 #[test]
 fn environment_overrides_the_file() {
-    let run_dir = LocalRun::new();
-    generate(&run_dir.datastore, &small_templates(), 2, 20, 1, 64_000);
-    let config = run_dir.config(2, 21, 10, "perf:\n  max_in_flight_partitions: 1\n");
+    let run_dir = Harness::testnet(20).perf("max_in_flight_partitions", 1);
     let out = exec(
-        copier()
-            .arg("-config")
-            .arg(&config)
-            .arg("--no-progress")
+        run_dir
+            .command(&["--no-progress"])
             .env("MAX_IN_FLIGHT_PARTITIONS", "8")
             .env("ERA_ID", "p23_test"),
     );
@@ -46,7 +43,7 @@ fn environment_overrides_the_file() {
     assert!(log.contains("max_in_flight=8"), "{log}");
     assert!(
         run_dir
-            .out
+            .out_dir()
             .join("bronze/testnet/p23_test/v1/ledgers_lcm_raw/range=2-11/_manifest.json")
             .exists()
     );
@@ -54,9 +51,11 @@ fn environment_overrides_the_file() {
 
 #[test]
 fn unknown_keys_are_warned_about() {
-    let run_dir = LocalRun::new();
+    let run_dir = Harness::empty()
+        .range(2, 100)
+        .yaml("eras: []\nsource_typo: 1\n");
     std::fs::create_dir_all(&run_dir.datastore).unwrap();
-    let config = run_dir.config(2, 100, 10, "eras: []\nsource_typo: 1\n");
+    let config = run_dir.write_config();
     let out = exec(copier().arg("-config").arg(&config).arg("-validate"));
     let log = text(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");

@@ -3,7 +3,13 @@
 
 use std::path::Path;
 
-use crate::common::*;
+use crate::binary::text;
+use crate::datastore::object_for;
+use crate::harness::Harness;
+use crate::oracle::{
+    Expected, INGESTED_AT_MS, TESTNET_LABELS, check_parquet_with_pyarrow, expected_rows,
+    sha256_file,
+};
 use bronze_testkit::{GcsProxy, MotoS3};
 
 /// Uploads a local datastore into `bucket/prefix`.
@@ -67,7 +73,7 @@ fn check_bucket_output(
         seen.extend(check_parquet_with_pyarrow(
             &path,
             expected,
-            ("testnet", "pre_p23", "v1"),
+            TESTNET_LABELS,
             Some(INGESTED_AT_MS),
         ));
     }
@@ -75,11 +81,10 @@ fn check_bucket_output(
     seen
 }
 
-fn config_text(source: &str, storage: &str, state: &Path, extra: &str) -> String {
-    format!(
-        "era:\n  network: testnet\n  ledger_start: 2\n  ledger_end: 41\n  partition_size: 10\n  ingested_at: \"2025-01-15T10:00:00Z\"\n{source}{storage}checkpoint:\n  dir: {}\nperf:\n  retry_backoff_ms: 10\n  max_in_flight_partitions: 2\n{extra}",
-        state.display()
-    )
+/// Runs the copier to its end: exit code and output.
+fn run_to_end(run: &Harness) -> (Option<i32>, String) {
+    let out = run.run();
+    (out.status.code(), text(&out))
 }
 
 #[test]
@@ -87,32 +92,14 @@ fn s3_compatible_source_and_output_with_custom_endpoint() {
     let s3 = MotoS3::start();
     s3.create_bucket("ledgers");
     s3.create_bucket("lake");
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 40, 1, 64_000);
+    let run = Harness::testnet(40);
     upload_datastore(&s3, &run.datastore, "ledgers", "landing/ledgers/testnet");
     let endpoint = s3.endpoint();
-    let config = run.dir.path().join("s3.yaml");
-    std::fs::write(
-        &config,
-        config_text(
-            &format!("source:\n  mode: datastore\n  datastore_type: S3\n  datastore_path: ledgers/landing/ledgers/testnet\n  s3_endpoint: {endpoint}\n  s3_region: us-east-1\n"),
-            &format!("storage:\n  backend: s3\n  s3_bucket: lake\n  s3_endpoint: {endpoint}\n  s3_region: us-east-1\n  prefix: bronze\n"),
-            &run.state,
-            "",
-        ),
-    )
-    .unwrap();
-    let run_it = || {
-        let out = exec(
-            copier()
-                .arg("-config")
-                .arg(&config)
-                .arg("--no-progress")
-                .envs(s3.env()),
-        );
-        (out.status.code(), text(&out))
-    };
-    let (code, log) = run_it();
+    let run = run
+        .source(format!("source:\n  mode: datastore\n  datastore_type: S3\n  datastore_path: ledgers/landing/ledgers/testnet\n  s3_endpoint: {endpoint}\n  s3_region: us-east-1\n"))
+        .storage(format!("storage:\n  backend: s3\n  s3_bucket: lake\n  s3_endpoint: {endpoint}\n  s3_region: us-east-1\n  prefix: bronze\n"))
+        .envs(s3.env());
+    let (code, log) = run_to_end(&run);
     assert_eq!(code, Some(0), "{log}");
     let expected = expected_rows(&run.datastore);
     let seen = check_bucket_output(
@@ -120,7 +107,7 @@ fn s3_compatible_source_and_output_with_custom_endpoint() {
         "lake",
         "bronze/testnet/pre_p23/v1/ledgers_lcm_raw",
         &expected,
-        run.dir.path(),
+        run.dir(),
     );
     assert_eq!(seen, (2..=41).collect::<Vec<u64>>());
 
@@ -130,8 +117,8 @@ fn s3_compatible_source_and_output_with_custom_endpoint() {
         "lake",
         "bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=12-21/_manifest.json",
     );
-    std::fs::remove_dir_all(&run.state).unwrap();
-    let (code, log) = run_it();
+    std::fs::remove_dir_all(run.state_dir()).unwrap();
+    let (code, log) = run_to_end(&run);
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("already committed"), "{log}");
     assert_eq!(
@@ -147,36 +134,17 @@ fn s3_compatible_source_and_output_with_custom_endpoint() {
 fn s3_mode_with_bucket_and_prefix_keys_reports_a_missing_object_by_key() {
     let s3 = MotoS3::start();
     s3.create_bucket("ledgers");
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 40, 1, 64_000);
+    let run = Harness::testnet(40);
     std::fs::remove_file(object_for(&run.datastore, 33)).unwrap();
     upload_datastore(&s3, &run.datastore, "ledgers", "p");
-    let config = run.dir.path().join("s3.yaml");
-    std::fs::write(
-        &config,
-        config_text(
-            &format!(
-                "source:\n  mode: s3\n  s3_bucket: ledgers\n  s3_prefix: p\n  s3_endpoint: {}\n",
-                s3.endpoint()
-            ),
-            &format!(
-                "storage:\n  backend: local\n  local_dir: {}\n",
-                run.out.display()
-            ),
-            &run.state,
-            "",
-        ),
-    )
-    .unwrap();
-    let out = exec(
-        copier()
-            .arg("-config")
-            .arg(&config)
-            .arg("--no-progress")
-            .envs(s3.env()),
-    );
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{log}");
+    let run = run
+        .source(format!(
+            "source:\n  mode: s3\n  s3_bucket: ledgers\n  s3_prefix: p\n  s3_endpoint: {}\n",
+            s3.endpoint()
+        ))
+        .envs(s3.env());
+    let (code, log) = run_to_end(&run);
+    assert_eq!(code, Some(3), "{log}");
     assert!(
         log.contains("missing object") && log.contains("s3://ledgers/p") && log.contains("--33"),
         "{log}"
@@ -192,37 +160,25 @@ fn gcs_source_and_output_through_the_translating_proxy() {
     let gcs = GcsProxy::start(&s3);
     s3.create_bucket("ledgerdata");
     s3.create_bucket("bronzelake");
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 40, 1, 64_000);
+    let run = Harness::testnet(40);
     upload_datastore(&s3, &run.datastore, "ledgerdata", "landing/ledgers/testnet");
-    let key_file = gcs.service_account_json(run.dir.path());
-    let config = run.dir.path().join("gcs.yaml");
-    std::fs::write(
-        &config,
-        config_text(
-            "source:\n  mode: datastore\n  datastore_type: GCS\n  datastore_path: ledgerdata/landing/ledgers/testnet\n",
-            "storage:\n  backend: gcs\n  gcs_bucket: bronzelake\n",
-            &run.state,
-            "",
-        ),
-    )
-    .unwrap();
-    let out = exec(
-        copier()
-            .arg("-config")
-            .arg(&config)
-            .arg("--no-progress")
-            .env("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
-    );
-    let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    let key_file = gcs.service_account_json(run.dir());
+    let run = run
+        .source("source:\n  mode: datastore\n  datastore_type: GCS\n  datastore_path: ledgerdata/landing/ledgers/testnet\n".into())
+        .storage("storage:\n  backend: gcs\n  gcs_bucket: bronzelake\n".into())
+        .envs([(
+            "GOOGLE_APPLICATION_CREDENTIALS".to_string(),
+            key_file.display().to_string(),
+        )]);
+    let (code, log) = run_to_end(&run);
+    assert_eq!(code, Some(0), "{log}");
     let expected = expected_rows(&run.datastore);
     let seen = check_bucket_output(
         &s3,
         "bronzelake",
         "bronze/testnet/pre_p23/v1/ledgers_lcm_raw",
         &expected,
-        run.dir.path(),
+        run.dir(),
     );
     assert_eq!(seen, (2..=41).collect::<Vec<u64>>());
 }
@@ -290,43 +246,20 @@ fn flaky_s3(
 fn transient_source_errors_are_retried_and_a_persistent_one_fails_retryably() {
     let s3 = MotoS3::start();
     s3.create_bucket("ledgers");
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 40, 1, 64_000);
+    let mut run = Harness::testnet(40).envs(s3.env());
     upload_datastore(&s3, &run.datastore, "ledgers", "p");
-    let write_config = |endpoint: &str, attempts: u32| {
-        let config = run.dir.path().join("flaky.yaml");
-        std::fs::write(
-            &config,
-            config_text(
-                &format!(
-                    "source:\n  mode: s3\n  s3_bucket: ledgers\n  s3_prefix: p\n  s3_endpoint: {endpoint}\n"
-                ),
-                &format!(
-                    "storage:\n  backend: local\n  local_dir: {}\n",
-                    run.out.display()
-                ),
-                &run.state,
-                "",
-            )
-            .replace("perf:\n", &format!("perf:\n  retry_attempts: {attempts}\n")),
-        )
-        .unwrap();
-        config
-    };
-    let run_copier = |config: &Path| {
-        let out = exec(
-            copier()
-                .arg("-config")
-                .arg(config)
-                .arg("--no-progress")
-                .envs(s3.env()),
-        );
-        (out.status.code(), text(&out))
+    // The datastore behind `endpoint`, read with `attempts` tries per object.
+    let read_through = |run: &mut Harness, endpoint: &str, attempts: u32| {
+        run.source_block = Some(format!(
+            "source:\n  mode: s3\n  s3_bucket: ledgers\n  s3_prefix: p\n  s3_endpoint: {endpoint}\n"
+        ));
+        run.set_perf("retry_attempts", attempts);
     };
 
     // Every object's first two GETs fail.
     let flaky = flaky_s3(s3.endpoint(), |_, attempt| attempt <= 2);
-    let (code, log) = run_copier(&write_config(&flaky.url(), 5));
+    read_through(&mut run, &flaky.url(), 5);
+    let (code, log) = run_to_end(&run);
     assert_eq!(code, Some(0), "{log}");
     let failed = flaky
         .requests()
@@ -339,11 +272,11 @@ fn transient_source_errors_are_retried_and_a_persistent_one_fails_retryably() {
     );
     let expected = expected_rows(&run.datastore);
     let mut rows = Vec::new();
-    for (start, end, dir) in partitions(&run.dataset()) {
+    for (start, end, dir) in run.partitions() {
         rows.extend(check_parquet_with_pyarrow(
             &dir.join(format!("part-{start}-{end}.parquet")),
             &expected,
-            ("testnet", "pre_p23", "v1"),
+            TESTNET_LABELS,
             None,
         ));
     }
@@ -351,10 +284,11 @@ fn transient_source_errors_are_retried_and_a_persistent_one_fails_retryably() {
     assert_eq!(run.checkpoint().unwrap()["last_committed_ledger"], 41);
 
     // Ledger 25's object never comes back: exit 1 naming it; 2-21 stay committed, 22-31 is not.
-    std::fs::remove_dir_all(&run.out).unwrap();
-    std::fs::remove_dir_all(&run.state).unwrap();
+    std::fs::remove_dir_all(run.out_dir()).unwrap();
+    std::fs::remove_dir_all(run.state_dir()).unwrap();
     let dead = flaky_s3(s3.endpoint(), |key, _| key.contains("--25."));
-    let (code, log) = run_copier(&write_config(&dead.url(), 3));
+    read_through(&mut run, &dead.url(), 3);
+    let (code, log) = run_to_end(&run);
     assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("--25.xdr.zst"),

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use crate::binary::text;
+use crate::datastore::{Layout, generate_testnet, object_for};
+use crate::harness::Harness;
+use crate::oracle::{INGESTED_AT_MS, TESTNET_LABELS, check_parquet_with_pyarrow, expected_rows};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -20,7 +23,7 @@ fn copy_ledgers(staging: &Path, datastore: &Path, from: u32, to: u32) {
     }
 }
 
-fn wait_for_checkpoint(run: &LocalRun, child: &mut Child, ledger: u64) {
+fn wait_for_checkpoint(run: &Harness, child: &mut Child, ledger: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if run
@@ -42,11 +45,9 @@ fn wait_for_checkpoint(run: &LocalRun, child: &mut Child, ledger: u64) {
     }
 }
 
-fn start(config: &Path) -> Child {
-    copier()
-        .arg("-config")
-        .arg(config)
-        .arg("--no-progress")
+/// Starts the copier in the background, output piped.
+fn start(run: &Harness) -> Child {
+    run.command(&["--no-progress"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -55,12 +56,11 @@ fn start(config: &Path) -> Child {
 
 #[test]
 fn follows_the_tip_commits_only_complete_partitions_and_stops_on_sigterm() {
-    let run = LocalRun::new();
-    let staging = run.dir.path().join("staging");
-    generate(&staging, &small_templates(), 2, 50, 1, 64_000);
+    let run = Harness::empty().range(2, 0);
+    let staging = run.path("staging");
+    generate_testnet(&staging, 50, Layout::ONE_PER_OBJECT);
     copy_ledgers(&staging, &run.datastore, 2, 25);
-    let config = run.config(2, 0, 10, "");
-    let mut child = start(&config);
+    let mut child = start(&run);
     wait_for_checkpoint(&run, &mut child, 21);
     copy_ledgers(&staging, &run.datastore, 26, 45);
     wait_for_checkpoint(&run, &mut child, 41);
@@ -69,27 +69,23 @@ fn follows_the_tip_commits_only_complete_partitions_and_stops_on_sigterm() {
     let out = child.wait_with_output().unwrap();
     let log = text(&out);
     assert_eq!(out.status.code(), Some(143), "{log}");
-    let committed: Vec<_> = partitions(&run.dataset())
-        .into_iter()
-        .filter(|(_, _, d)| d.join("_manifest.json").exists())
-        .map(|(s, e, _)| (s, e))
-        .collect();
     assert_eq!(
-        committed,
+        run.committed(),
         vec![(2, 11), (12, 21), (22, 31), (32, 41)],
         "{log}"
     );
     assert_eq!(run.checkpoint().unwrap()["last_committed_ledger"], 41);
     // The rows are right too.
     let expected = expected_rows(&staging);
-    for (s, e, d) in partitions(&run.dataset())
+    for (s, e, d) in run
+        .partitions()
         .into_iter()
         .filter(|p| p.2.join("_manifest.json").exists())
     {
         check_parquet_with_pyarrow(
             &d.join(format!("part-{s}-{e}.parquet")),
             &expected,
-            ("testnet", "pre_p23", "v1"),
+            TESTNET_LABELS,
             Some(INGESTED_AT_MS),
         );
     }
@@ -97,12 +93,10 @@ fn follows_the_tip_commits_only_complete_partitions_and_stops_on_sigterm() {
 
 #[test]
 fn a_hole_below_the_tip_is_an_error_not_an_endless_wait() {
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 30, 1, 64_000);
+    let run = Harness::testnet(30).range(2, 0);
     std::fs::remove_file(object_for(&run.datastore, 17)).unwrap();
-    let config = run.config(2, 0, 10, "");
     let started = Instant::now();
-    let log = run_config(&config, 3);
+    let log = run.run_expect(3);
     assert!(
         log.contains("missing object") && log.contains("17"),
         "{log}"

@@ -1,7 +1,8 @@
 //! `bronze-copier health`: the runbook's three outcomes (and a corrupt checkpoint) from the real
 //! binary, with `-config` and with `--checkpoint`.
 
-use crate::workdir::{Workdir, copier, run_copier, text_of};
+use crate::binary::{copier, describe};
+use crate::harness::Harness;
 
 fn health(args: &[&str]) -> (Option<i32>, String) {
     let out = copier().arg("health").args(args).output().unwrap();
@@ -13,8 +14,8 @@ fn health(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn health_reports_missing_fresh_stale_and_corrupt_checkpoints() {
-    let work = Workdir::new(8); // ledgers 2..=9
-    let config = work.write_config(9, 8, "");
+    let work = Harness::pubnet(8).partition_size(8); // ledgers 2..=9
+    let config = work.write_config();
     let config_arg = config.to_str().unwrap();
 
     let (code, line) = health(&["-config", config_arg]);
@@ -24,8 +25,8 @@ fn health_reports_missing_fresh_stale_and_corrupt_checkpoints() {
         "{line}"
     );
 
-    let out = run_copier(&config);
-    assert!(out.status.success(), "{}", text_of(&out));
+    let out = work.run();
+    assert!(out.status.success(), "{}", describe(&out));
     let (code, line) = health(&["-config", config_arg]);
     assert_eq!(
         (code, line.as_str()),

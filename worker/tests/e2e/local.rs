@@ -1,32 +1,26 @@
 //! End to end on local disk: the real binary, real ledgers, output read back with pyarrow and
 //! DuckDB and checked column by column against the reference decoder.
 
-use std::path::Path;
-
-use crate::common::*;
+use crate::datastore::{Layout, fixture, object_files};
+use crate::harness::{Harness, manifest_json};
+use crate::oracle::{
+    INGESTED_AT_MS, TESTNET_LABELS, check_parquet_with_pyarrow, expected_rows, sha256_file,
+};
 
 #[test]
 fn real_testnet_ledgers_are_copied_exactly() {
-    let run = LocalRun::new();
-    let config = run.dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "era:\n  network: testnet\n  ledger_start: 997\n  ledger_end: 999\n  partition_size: 2\n  ingested_at: \"2025-01-15T10:00:00Z\"\nsource:\n  mode: local\n  local_path: {}\nstorage:\n  backend: local\n  local_dir: {}\ncheckpoint:\n  dir: {}\n",
-            fixture("testnet-datastore").display(),
-            run.out.display(),
-            run.state.display()
-        ),
-    )
-    .unwrap();
-    let log = run_config(&config, 0);
+    let run = Harness::empty()
+        .datastore(fixture("testnet-datastore"))
+        .range(997, 999)
+        .partition_size(2);
+    let log = run.run_expect(0);
     assert!(
         log.contains("[copier] progress: 3 ledgers, 2 partitions"),
         "{log}"
     );
 
     let expected = expected_rows(&fixture("testnet-datastore"));
-    let parts = partitions(&run.dataset());
+    let parts = run.partitions();
     assert_eq!(
         parts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(),
         vec![(997, 998), (999, 999)]
@@ -37,10 +31,10 @@ fn real_testnet_ledgers_are_copied_exactly() {
         seen.extend(check_parquet_with_pyarrow(
             &parquet,
             &expected,
-            ("testnet", "pre_p23", "v1"),
+            TESTNET_LABELS,
             Some(INGESTED_AT_MS),
         ));
-        let m = manifest(dir);
+        let m = manifest_json(dir);
         let table = &m["tables"]["ledgers_lcm_raw"];
         assert_eq!(table["checksum"], sha256_file(&parquet));
         assert_eq!(
@@ -52,7 +46,7 @@ fn real_testnet_ledgers_are_copied_exactly() {
     }
     assert_eq!(seen, vec![997, 998, 999]);
     // The manifests carry the chain across the partition boundary.
-    let (first, second) = (manifest(&parts[0].2), manifest(&parts[1].2));
+    let (first, second) = (manifest_json(&parts[0].2), manifest_json(&parts[1].2));
     assert_eq!(
         first["chain"]["last_ledger_hash"],
         second["chain"]["previous_ledger_hash"]
@@ -61,25 +55,31 @@ fn real_testnet_ledgers_are_copied_exactly() {
     assert_eq!(cp["last_committed_ledger"], 999);
     assert_eq!(
         cp["last_committed_partition"]["checksum"],
-        manifest(&parts[1].2)["tables"]["ledgers_lcm_raw"]["checksum"]
+        manifest_json(&parts[1].2)["tables"]["ledgers_lcm_raw"]["checksum"]
     );
 }
 
 #[test]
 fn every_lcm_version_in_multi_ledger_batches_round_trips_and_duckdb_reads_it() {
-    let run = LocalRun::new();
     // v0, v1 and v2 ledgers relinked into one chain; 4 ledgers per batch, 3 batches per folder,
     // partitions of 7 so batches straddle partition boundaries.
-    generate(&run.datastore, &small_templates(), 2, 60, 4, 3);
-    let config = run.config(2, 61, 7, "perf:\n  max_in_flight_partitions: 3\n");
-    run_config(&config, 0);
+    let run = Harness::testnet_with_layout(
+        60,
+        Layout {
+            ledgers_per_object: 4,
+            objects_per_folder: 3,
+        },
+    )
+    .partition_size(7)
+    .perf("max_in_flight_partitions", 3);
+    run.run_expect(0);
     let expected = expected_rows(&run.datastore);
     let mut seen = Vec::new();
-    for (start, end, dir) in partitions(&run.dataset()) {
+    for (start, end, dir) in run.partitions() {
         seen.extend(check_parquet_with_pyarrow(
             &dir.join(format!("part-{start}-{end}.parquet")),
             &expected,
-            ("testnet", "pre_p23", "v1"),
+            TESTNET_LABELS,
             Some(INGESTED_AT_MS),
         ));
     }
@@ -98,19 +98,15 @@ fn every_lcm_version_in_multi_ledger_batches_round_trips_and_duckdb_reads_it() {
 
 #[test]
 fn output_is_byte_identical_across_runs_and_parallelism() {
-    let a = LocalRun::new();
-    generate(&a.datastore, &small_templates(), 2, 40, 1, 8);
-    let b = LocalRun::new();
-    generate(&b.datastore, &small_templates(), 2, 40, 1, 8);
-    run_config(
-        &a.config(2, 41, 10, "perf:\n  max_in_flight_partitions: 1\n"),
-        0,
-    );
-    run_config(
-        &b.config(2, 41, 10, "perf:\n  max_in_flight_partitions: 4\n"),
-        0,
-    );
-    let (pa, pb) = (partitions(&a.dataset()), partitions(&b.dataset()));
+    let layout = Layout {
+        ledgers_per_object: 1,
+        objects_per_folder: 8,
+    };
+    let a = Harness::testnet_with_layout(40, layout).perf("max_in_flight_partitions", 1);
+    let b = Harness::testnet_with_layout(40, layout).perf("max_in_flight_partitions", 4);
+    a.run_expect(0);
+    b.run_expect(0);
+    let (pa, pb) = (a.partitions(), b.partitions());
     assert_eq!(pa.len(), 4);
     for ((s, e, da), (_, _, db)) in pa.iter().zip(&pb) {
         let name = format!("part-{s}-{e}.parquet");
@@ -119,16 +115,16 @@ fn output_is_byte_identical_across_runs_and_parallelism() {
             std::fs::read(db.join(&name)).unwrap(),
             "{name}"
         );
-        assert_eq!(manifest(da)["tables"], manifest(db)["tables"]);
+        assert_eq!(manifest_json(da)["tables"], manifest_json(db)["tables"]);
     }
 }
 
 #[test]
 fn a_restart_resumes_after_the_checkpoint_and_redoes_no_committed_work() {
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 50, 1, 64_000);
-    run_config(&run.config(2, 31, 10, ""), 0);
-    let before: Vec<_> = partitions(&run.dataset())
+    let mut run = Harness::testnet(50).range(2, 31);
+    run.run_expect(0);
+    let before: Vec<_> = run
+        .partitions()
         .into_iter()
         .map(|(s, e, d)| {
             (
@@ -142,9 +138,10 @@ fn a_restart_resumes_after_the_checkpoint_and_redoes_no_committed_work() {
         .collect();
     assert_eq!(before.len(), 3);
     // Extend the range: the next run starts after the checkpoint and leaves earlier files alone.
-    let log = run_config(&run.config(2, 51, 10, ""), 0);
+    run.ledger_end = 51;
+    let log = run.run_expect(0);
     assert!(log.contains("resuming from checkpoint"), "{log}");
-    let after = partitions(&run.dataset());
+    let after = run.partitions();
     assert_eq!(
         after.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(),
         vec![(2, 11), (12, 21), (22, 31), (32, 41), (42, 51)]
@@ -161,22 +158,20 @@ fn a_restart_resumes_after_the_checkpoint_and_redoes_no_committed_work() {
     // The link between the runs was checked from the checkpoint: a later partition's previous
     // hash equals the earlier one's last hash.
     assert_eq!(
-        manifest(&after[2].2)["chain"]["last_ledger_hash"],
-        manifest(&after[3].2)["chain"]["previous_ledger_hash"]
+        manifest_json(&after[2].2)["chain"]["last_ledger_hash"],
+        manifest_json(&after[3].2)["chain"]["previous_ledger_hash"]
     );
 }
 
 #[test]
 fn committed_partitions_without_a_checkpoint_are_adopted_not_rewritten() {
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 30, 1, 64_000);
-    let config = run.config(2, 31, 10, "");
-    run_config(&config, 0);
+    let run = Harness::testnet(30);
+    run.run_expect(0);
     let parquet = run.dataset().join("range=12-21/part-12-21.parquet");
     let modified = std::fs::metadata(&parquet).unwrap().modified().unwrap();
     // As after a crash between the manifest and the checkpoint (or a lost state dir).
-    std::fs::remove_dir_all(&run.state).unwrap();
-    let log = run_config(&config, 0);
+    std::fs::remove_dir_all(run.state_dir()).unwrap();
+    let log = run.run_expect(0);
     assert!(
         log.contains("skipping partition (already committed)"),
         "{log}"
@@ -190,62 +185,47 @@ fn committed_partitions_without_a_checkpoint_are_adopted_not_rewritten() {
 
 #[test]
 fn an_uncommitted_leftover_is_replaced_and_allow_overwrite_rebuilds_committed_data() {
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 10, 1, 64_000);
+    let mut run = Harness::testnet(10);
     let dir = run.dataset().join("range=2-11");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("part-2-11.parquet"), b"half-written leftover").unwrap();
-    run_config(&run.config(2, 11, 10, ""), 0);
+    run.run_expect(0);
     let good = std::fs::read(dir.join("part-2-11.parquet")).unwrap();
     assert_eq!(&good[..4], b"PAR1");
     assert_eq!(
-        manifest(&dir)["tables"]["ledgers_lcm_raw"]["checksum"],
+        manifest_json(&dir)["tables"]["ledgers_lcm_raw"]["checksum"],
         sha256_file(&dir.join("part-2-11.parquet"))
     );
 
     // A committed partition whose content differs (here: another ingested_at) is a conflict...
-    std::fs::remove_dir_all(&run.state).unwrap();
-    let other = run.config(2, 11, 10, "").to_string_lossy().to_string();
-    let text = std::fs::read_to_string(&other)
-        .unwrap()
-        .replace("2025-01-15T10:00:00Z", "2025-02-01T00:00:00Z");
-    std::fs::write(&other, &text).unwrap();
+    std::fs::remove_dir_all(run.state_dir()).unwrap();
+    run.ingested_at = "2025-02-01T00:00:00Z".into();
     // ...but a resumed run simply adopts it; only allow_overwrite rebuilds.
-    run_config(Path::new(&other), 0);
+    run.run_expect(0);
     assert_eq!(std::fs::read(dir.join("part-2-11.parquet")).unwrap(), good);
-    std::fs::remove_dir_all(&run.state).unwrap();
-    std::fs::write(
-        &other,
-        text.replace(
-            "  partition_size: 10\n",
-            "  partition_size: 10\n  allow_overwrite: true\n",
-        ),
-    )
-    .unwrap();
-    run_config(Path::new(&other), 0);
+    std::fs::remove_dir_all(run.state_dir()).unwrap();
+    run.era_lines = "  allow_overwrite: true\n".into();
+    run.run_expect(0);
     let rebuilt = std::fs::read(dir.join("part-2-11.parquet")).unwrap();
     assert_ne!(rebuilt, good, "allow_overwrite rebuilt the partition");
     assert_eq!(
-        manifest(&dir)["tables"]["ledgers_lcm_raw"]["checksum"],
+        manifest_json(&dir)["tables"]["ledgers_lcm_raw"]["checksum"],
         sha256_file(&dir.join("part-2-11.parquet"))
     );
 }
 
 #[test]
 fn older_zstd_extension_snappy_codec_and_json_logs() {
-    let run = LocalRun::new();
-    generate(&run.datastore, &small_templates(), 2, 20, 1, 64_000);
+    let mut run = Harness::testnet(20).yaml("logging:\n  format: json\n");
     // Older datastores name objects `.xdr.zstd`.
     for path in object_files(&run.datastore) {
         std::fs::rename(&path, path.with_extension("zstd")).unwrap();
     }
-    let config = run.config(2, 21, 10, "storage_extra: 1\nlogging:\n  format: json\n");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("  local_dir:", "  compression: snappy\n  local_dir:")
-        .replace("storage_extra: 1\n", "");
-    std::fs::write(&config, text).unwrap();
-    let log = run_config(&config, 0);
+    run.storage_block = Some(format!(
+        "storage:\n  backend: local\n  compression: snappy\n  local_dir: {}\n",
+        run.out_dir().display()
+    ));
+    let log = run.run_expect(0);
     let progress: Vec<serde_json::Value> = log
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -264,7 +244,7 @@ fn older_zstd_extension_snappy_codec_and_json_logs() {
     check_parquet_with_pyarrow(
         &parquet,
         &expected_rows(&run.datastore),
-        ("testnet", "pre_p23", "v1"),
+        TESTNET_LABELS,
         Some(INGESTED_AT_MS),
     );
 }

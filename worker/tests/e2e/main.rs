@@ -1,9 +1,11 @@
 //! End-to-end tests of the `bronze-copier` binary against real servers on loopback. One test
 //! binary (modules per area) so the heavy crate is linked once.
 
-mod backfill;
-mod common;
-mod workdir;
+// Shared by the test modules.
+mod binary;
+mod datastore;
+mod harness;
+mod oracle;
 
 mod bad_input;
 mod catalog;

@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::workdir::{Workdir, run_copier, spawn_copier, text_of, wait_until};
+use crate::binary::{describe, wait_until};
+use crate::harness::Harness;
 
 fn get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -35,25 +36,21 @@ fn value(scrape: &str, name: &str, label: &str) -> Option<f64> {
 
 #[test]
 fn every_metric_family_is_served_and_moves() {
-    let work = Workdir::new(40); // ledgers 2..=41
-    // A first, bounded run commits 2-9; without its checkpoint the second run finds that
-    // partition in storage and adopts it (partitions_skipped).
-    let first = work.write_config(9, 8, "");
-    let out = run_copier(&first);
-    assert!(out.status.success(), "{}", text_of(&out));
+    // Ledgers 2..=41 in the datastore. A first, bounded run commits 2-9; without its checkpoint
+    // the second run finds that partition in storage and adopts it (partitions_skipped).
+    let mut work = Harness::pubnet(40).range(2, 9).partition_size(8);
+    let out = work.run();
+    assert!(out.status.success(), "{}", describe(&out));
     std::fs::remove_file(work.checkpoint_path()).unwrap();
 
     let port = bronze_testkit::free_port();
     let db_port = bronze_testkit::free_port(); // nothing listens: catalog errors, lenient
-    let config = work.write_config(
-        0,
-        8,
-        &format!(
-            "metrics:\n  enabled: true\n  address: \"127.0.0.1:{port}\"\ncatalog:\n  postgres_dsn: \"postgres://postgres@127.0.0.1:{db_port}/x?connect_timeout=2\"\n"
-        ),
+    work.ledger_end = 0; // follow the tip
+    work.extra = format!(
+        "metrics:\n  enabled: true\n  address: \"127.0.0.1:{port}\"\ncatalog:\n  postgres_dsn: \"postgres://postgres@127.0.0.1:{db_port}/x?connect_timeout=2\"\n"
     );
-    let log = work.path().join("tail.log");
-    let mut child = spawn_copier(&config, &log);
+    let log = work.path("tail.log");
+    let mut child = work.spawn_logging_to(&log);
     let mut scrape = String::new();
     let caught_up = wait_until(120, || {
         scrape = get(port, "/metrics").unwrap_or_default();

@@ -1,14 +1,17 @@
 //! The PAS audit stream end to end: the real binary on a generated datastore, delivering to a
 //! real HTTP server (the testkit sink) that fails in scripted ways.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::backfill::*;
+use bronze::pas::{ChainView, PasEvent};
 use bronze_testkit::{Behaviour, HttpSink, RecordedRequest, Reply};
+
+use crate::binary::describe;
+use crate::harness::Harness;
 
 const TOKEN: &str = "s3cr3t-token-value";
 
@@ -77,7 +80,7 @@ impl Receiver {
     }
 }
 
-fn with_token(setup: &Setup, args: &[&str]) -> std::process::Output {
+fn with_token(setup: &Harness, args: &[&str]) -> std::process::Output {
     setup
         .command(args)
         .env("PAS_TOKEN", TOKEN)
@@ -87,7 +90,7 @@ fn with_token(setup: &Setup, args: &[&str]) -> std::process::Output {
 
 /// Every partition's event was accepted at least once, under its own id, first deliveries in
 /// ledger order.
-fn assert_all_delivered(setup: &Setup, receiver: &Receiver) {
+fn assert_all_delivered(setup: &Harness, receiver: &Receiver) {
     let chain = setup.chain();
     let accepted = receiver.accepted();
     let ids = delivered_ids(&accepted);
@@ -104,7 +107,7 @@ fn assert_all_delivered(setup: &Setup, receiver: &Receiver) {
     let mut seen = BTreeSet::new();
     let first_order: Vec<u32> = accepted
         .iter()
-        .map(|b| bronze::pas::PasEvent::from_json(b).unwrap())
+        .map(|b| PasEvent::from_json(b).unwrap())
         .filter(|e| seen.insert(e.event_id.clone()))
         .map(|e| e.partition.ledger_start)
         .collect();
@@ -117,11 +120,12 @@ fn assert_all_delivered(setup: &Setup, receiver: &Receiver) {
 #[test]
 fn healthy_run_makes_a_linear_complete_chain_and_delivers_every_event() {
     let receiver = Receiver::start(Mode::Ok);
-    let mut setup = Setup::new(200, 20);
-    setup.pas = Some(receiver.pas_config(true, 5_000));
+    let setup = Harness::testnet(200)
+        .partition_size(20)
+        .pas(&receiver.pas_config(true, 5_000));
     let out = with_token(&setup, &["-no-progress"]);
-    assert!(out.status.success(), "{}", output_text(&out));
-    let text = output_text(&out);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = describe(&out);
     assert!(!text.contains(TOKEN), "the token leaked into the output");
 
     let chain = setup.chain();
@@ -164,17 +168,11 @@ fn healthy_run_makes_a_linear_complete_chain_and_delivers_every_event() {
         last.event.event_id.as_str()
     );
 
-    let verified = setup.verify();
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}",
-        output_text(&verified)
-    );
+    setup.assert_verifies();
 
     // A second run has nothing to copy and mints nothing new.
     let again = with_token(&setup, &["-no-progress"]);
-    assert!(again.status.success(), "{}", output_text(&again));
+    assert!(again.status.success(), "{}", describe(&again));
     assert_eq!(setup.chain().events.len(), chain.events.len());
     assert_eq!(
         receiver.sink.request_count(),
@@ -186,8 +184,9 @@ fn healthy_run_makes_a_linear_complete_chain_and_delivers_every_event() {
 /// Strict mode with a receiver that accepts 3 events and then fails in `failure`'s way.
 fn strict_failure_then_restart(failure: Mode, timeout_ms: u64) {
     let receiver = Receiver::start(Mode::AcceptThen(3));
-    let mut setup = Setup::new(200, 20);
-    setup.pas = Some(receiver.pas_config(true, timeout_ms));
+    let setup = Harness::testnet(200)
+        .partition_size(20)
+        .pas(&receiver.pas_config(true, timeout_ms));
     receiver.set(Mode::AcceptThen(3));
     // Accept 3, then switch to the failure for everything after.
     let out = {
@@ -206,12 +205,12 @@ fn strict_failure_then_restart(failure: Mode, timeout_ms: u64) {
         r.set(failure);
         child.wait_with_output().unwrap()
     };
-    assert!(!out.status.success(), "{}", output_text(&out));
-    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("was not accepted by"),
         "{}",
-        output_text(&out)
+        describe(&out)
     );
     // The 4th partition (62-81) is committed and its event is in the outbox, but the checkpoint
     // did not pass it.
@@ -230,7 +229,7 @@ fn strict_failure_then_restart(failure: Mode, timeout_ms: u64) {
     // Restart with a healthy receiver: the pending event first, then the rest.
     receiver.set(Mode::Ok);
     let out = with_token(&setup, &["-no-progress"]);
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let chain = setup.chain();
     assert_linear_complete(&chain, &ranges);
     assert_eq!(
@@ -238,13 +237,7 @@ fn strict_failure_then_restart(failure: Mode, timeout_ms: u64) {
         "the stored event was delivered, not re-made"
     );
     assert_all_delivered(&setup, &receiver);
-    let verified = setup.verify();
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}",
-        output_text(&verified)
-    );
+    setup.assert_verifies();
 }
 
 #[test]
@@ -265,10 +258,11 @@ fn strict_mode_stops_on_dropped_connections_and_a_restart_delivers_without_fork(
 #[test]
 fn lenient_mode_completes_while_the_receiver_is_down_and_delivers_when_it_is_back() {
     let receiver = Receiver::start(Mode::Fail500);
-    let mut setup = Setup::new(200, 20);
-    setup.pas = Some(receiver.pas_config(false, 500));
+    let setup = Harness::testnet(200)
+        .partition_size(20)
+        .pas(&receiver.pas_config(false, 500));
     let out = with_token(&setup, &["-no-progress"]);
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let ranges = setup.ranges();
     assert_eq!(setup.checkpoint_ledger(), Some(ranges.last().unwrap().1));
     assert_linear_complete(&setup.chain(), &ranges);
@@ -277,25 +271,19 @@ fn lenient_mode_completes_while_the_receiver_is_down_and_delivers_when_it_is_bac
     assert!(
         stdout.contains("PAS events not delivered yet") && stdout.contains("pending"),
         "{}",
-        output_text(&out)
+        describe(&out)
     );
-    let verified = setup.verify();
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}",
-        output_text(&verified)
-    );
+    let verified = setup.assert_verifies();
     assert!(
         String::from_utf8_lossy(&verified.stdout).contains("check=pas.delivery"),
         "{}",
-        output_text(&verified)
+        describe(&verified)
     );
 
     // Back up: the next start re-sends everything pending, in order, and nothing is re-made.
     receiver.set(Mode::Ok);
     let out = with_token(&setup, &["-no-progress"]);
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     assert_linear_complete(&setup.chain(), &ranges);
     assert_all_delivered(&setup, &receiver);
 }
@@ -317,10 +305,11 @@ fn lenient_mode_recovers_within_the_run() {
             acc.lock().unwrap().push(req.body.clone());
             Reply::status(200)
         }));
-    let mut setup = Setup::new(200, 20);
-    setup.pas = Some(receiver.pas_config(false, 2_000));
+    let setup = Harness::testnet(200)
+        .partition_size(20)
+        .pas(&receiver.pas_config(false, 2_000));
     let out = with_token(&setup, &["-no-progress"]);
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     assert_linear_complete(&setup.chain(), &setup.ranges());
     assert_all_delivered(&setup, &receiver);
     assert_eq!(*failures.lock().unwrap(), 0);
@@ -331,8 +320,9 @@ fn lenient_mode_recovers_within_the_run() {
 #[test]
 fn sigkill_at_random_moments_then_restart_until_done() {
     let receiver = Receiver::start(Mode::Ok);
-    let mut setup = Setup::new(300, 10);
-    setup.pas = Some(receiver.pas_config(true, 2_000));
+    let setup = Harness::testnet(300)
+        .partition_size(10)
+        .pas(&receiver.pas_config(true, 2_000));
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -386,7 +376,7 @@ fn sigkill_at_random_moments_then_restart_until_done() {
     }
     assert!(kills >= 1, "the test killed nothing");
     let final_run = with_token(&setup, &["-no-progress"]);
-    assert!(final_run.status.success(), "{}", output_text(&final_run));
+    assert!(final_run.status.success(), "{}", describe(&final_run));
     assert_eq!(setup.checkpoint_ledger(), Some(setup.ledger_end));
     assert_linear_complete(&setup.chain(), &setup.ranges());
     assert_all_delivered(&setup, &receiver);
@@ -395,7 +385,7 @@ fn sigkill_at_random_moments_then_restart_until_done() {
         verified.status.code(),
         Some(0),
         "seed {seed}: {}",
-        output_text(&verified)
+        describe(&verified)
     );
 }
 
@@ -403,12 +393,10 @@ fn sigkill_at_random_moments_then_restart_until_done() {
 /// timestamps, no delivery record) is accepted by `verify` and continued by the copier.
 #[test]
 fn a_chain_started_by_the_original_is_verified_and_continued() {
-    let mut setup = Setup::new(300, 100);
-    // The "original" backfilled 2-201.
-    setup.ledger_end = 201;
-    setup.pas = None;
+    // The "original" backfilled 2-201, without PAS.
+    let mut setup = Harness::testnet(300).range(2, 201).partition_size(100);
     let out = setup.run();
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     std::fs::create_dir_all(setup.backup_dir()).unwrap();
     let chain_id = bronze::pas::ChainId {
         network: "testnet".into(),
@@ -466,64 +454,47 @@ fn a_chain_started_by_the_original_is_verified_and_continued() {
     // Our copier, PAS on, continues to 301.
     setup.ledger_end = 301;
     setup.pas = Some(String::new());
-    let verified = setup.verify();
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}",
-        output_text(&verified)
-    );
+    setup.assert_verifies();
     let out = setup.run();
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let chain = setup.chain();
     assert_linear_complete(&chain, &setup.ranges());
     assert_eq!(chain.events[2].event.chain.prev_event_hash, prev);
-    let verified = setup.verify();
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}",
-        output_text(&verified)
-    );
+    setup.assert_verifies();
 }
 
 /// Partitions committed before PAS was on (or before a crash between commit and event) are
 /// adopted when presented again, and each gets its event: no holes.
 #[test]
 fn adopted_partitions_without_events_get_them_in_order() {
-    let mut setup = Setup::new(200, 20);
-    setup.pas = None;
+    let mut setup = Harness::testnet(200).partition_size(20);
     let out = setup.run();
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     // Without the checkpoint the copier re-presents every committed partition (adopted, not
     // rebuilt); with PAS on, each one gets its event.
     std::fs::remove_file(setup.checkpoint_path()).unwrap();
     setup.pas = Some(String::new());
     let out = setup.run();
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("adopted=true"),
         "{}",
-        output_text(&out)
+        describe(&out)
     );
     assert_linear_complete(&setup.chain(), &setup.ranges());
-    let verified = setup.verify();
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}",
-        output_text(&verified)
-    );
+    setup.assert_verifies();
 }
 
 /// A recorded head that is neither the last event nor the one before it: the copier refuses to
 /// continue (it would fork) and says why.
 #[test]
 fn a_heads_file_that_disagrees_with_the_events_stops_the_copier() {
-    let mut setup = Setup::new(100, 20);
-    setup.ledger_end = 61;
+    let mut setup = Harness::testnet(100)
+        .range(2, 61)
+        .partition_size(20)
+        .pas("");
     let out = setup.run();
-    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let chain = setup.chain();
     let heads = setup.backup_dir().join("pas-chain-heads.json");
     std::fs::write(
@@ -536,13 +507,13 @@ fn a_heads_file_that_disagrees_with_the_events_stops_the_copier() {
     .unwrap();
     setup.ledger_end = 101;
     let out = setup.run();
-    assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("would fork")
             && stderr.contains(&chain.last().unwrap().event.chain.event_hash),
         "{}",
-        output_text(&out)
+        describe(&out)
     );
     assert_eq!(setup.checkpoint_ledger(), Some(61), "nothing was copied");
     assert_eq!(
@@ -551,12 +522,7 @@ fn a_heads_file_that_disagrees_with_the_events_stops_the_copier() {
         "no event was added"
     );
     let verified = setup.verify();
-    assert_eq!(
-        verified.status.code(),
-        Some(5),
-        "{}",
-        output_text(&verified)
-    );
+    assert_eq!(verified.status.code(), Some(5), "{}", describe(&verified));
     assert!(String::from_utf8_lossy(&verified.stdout).contains("check=pas.head"));
 }
 
@@ -564,11 +530,12 @@ fn a_heads_file_that_disagrees_with_the_events_stops_the_copier() {
 /// conditional create); a standalone run writes it, verify reads it, a rerun adopts it.
 #[test]
 fn the_storage_outbox_is_written_next_to_the_data_and_verified() {
-    let mut setup = Setup::new(60, 20);
-    setup.pas = Some("  outbox: \"storage\"\n".into());
+    let mut setup = Harness::testnet(60)
+        .partition_size(20)
+        .pas("  outbox: \"storage\"\n");
     let out = setup.run();
-    assert!(out.status.success(), "{}", output_text(&out));
-    let chain_dir = setup.storage().join("bronze/_pas/testnet/pre_p23/v1");
+    assert!(out.status.success(), "{}", describe(&out));
+    let chain_dir = setup.out_dir().join("bronze/_pas/testnet/pre_p23/v1");
     let names = |dir: &std::path::Path| -> Vec<String> {
         let mut n: Vec<String> = std::fs::read_dir(dir)
             .map(|d| {
@@ -589,19 +556,55 @@ fn the_storage_outbox_is_written_next_to_the_data_and_verified() {
     );
     let before = std::fs::read(chain_dir.join("42-61.json")).unwrap();
     let verified = setup.verify();
-    assert!(verified.status.success(), "{}", output_text(&verified));
+    assert!(verified.status.success(), "{}", describe(&verified));
     // verify with the default outbox looks in backup_dir and finds no events.
     setup.pas = Some(String::new());
     let elsewhere = setup.verify();
     assert!(!elsewhere.status.success());
     assert!(
-        output_text(&elsewhere).contains("pas.missing"),
+        describe(&elsewhere).contains("pas.missing"),
         "{}",
-        output_text(&elsewhere)
+        describe(&elsewhere)
     );
     // A rerun over the finished backfill keeps the stored events.
     setup.pas = Some("  outbox: \"storage\"\n".into());
     let again = setup.run();
-    assert!(again.status.success(), "{}", output_text(&again));
+    assert!(again.status.success(), "{}", describe(&again));
     assert_eq!(std::fs::read(chain_dir.join("42-61.json")).unwrap(), before);
+}
+
+/// Asserts the chain is linear and complete: one event per range, in order, each linked to
+/// the one before, every hash checking out.
+fn assert_linear_complete(chain: &ChainView, ranges: &[(u32, u32)]) {
+    assert!(chain.issues.is_empty(), "chain issues: {:?}", chain.issues);
+    let got: Vec<(u32, u32)> = chain
+        .events
+        .iter()
+        .map(|e| (e.range.start, e.range.end))
+        .collect();
+    assert_eq!(got, ranges, "one event per partition");
+    let mut prev = String::new();
+    for e in &chain.events {
+        assert_eq!(e.event.chain.prev_event_hash, prev, "{}", e.location);
+        assert_eq!(e.event.compute_hash(), e.event.chain.event_hash);
+        prev = e.event.chain.event_hash.clone();
+    }
+}
+
+/// event_id → ledger_start from the sink's request bodies; panics if one id named two
+/// partitions or a body is not an event.
+fn delivered_ids(bodies: &[Vec<u8>]) -> BTreeMap<String, u32> {
+    let mut ids = BTreeMap::new();
+    for body in bodies {
+        let e = PasEvent::from_json(body).expect("body is a PAS event");
+        let start = e.partition.ledger_start;
+        if let Some(old) = ids.insert(e.event_id.clone(), start) {
+            assert_eq!(
+                old, start,
+                "event id {} used for two partitions",
+                e.event_id
+            );
+        }
+    }
+    ids
 }

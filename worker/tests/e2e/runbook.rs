@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{fixture, repo_root};
+use crate::binary::run_config;
+use crate::datastore::{fixture, repo_root};
 
 /// (marker, block body) for every marked fenced block of a Markdown file.
 fn marked_blocks(markdown: &str) -> Vec<(String, String)> {
@@ -152,7 +153,7 @@ fn the_formats_page_recipe_recomputes_manifest_sha256() {
     );
     let path = dir.join("c.yaml");
     std::fs::write(&path, config).unwrap();
-    crate::common::run_config(&path, 0);
+    run_config(&path, 0);
     let partition = dir.join("bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=997-998");
     let manifest = std::fs::read_to_string(partition.join("_manifest.json")).unwrap();
     let recorded = manifest
@@ -188,7 +189,7 @@ fn the_demo_config_runs_as_make_demo_runs_it() {
         );
     let config = tmp.path().join("demo.yaml");
     std::fs::write(&config, text).unwrap();
-    crate::common::run_config(&config, 0);
+    run_config(&config, 0);
     let out = tmp.path().join("demo-output");
     assert!(
         out.join("state/checkpoint_testnet_pre_p23_v1.json")

@@ -1,73 +1,30 @@
 //! `bronze-copier verify` end to end: clean output passes; every kind of damage it claims to
 //! detect fails it, naming the partition and the check.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::backfill::*;
+use crate::binary::describe;
+use crate::harness::{Harness, has_problem};
 
 /// One clean backfill (200 ledgers, partitions of 20, PAS file-only), made once and copied for
 /// each damage.
-fn pristine() -> &'static Setup {
-    static SETUP: OnceLock<Setup> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        let setup = Setup::new(200, 20);
+fn pristine() -> &'static Harness {
+    static PRISTINE: OnceLock<Harness> = OnceLock::new();
+    PRISTINE.get_or_init(|| {
+        let setup = Harness::testnet(200).partition_size(20).pas("");
         let out = setup.run();
-        assert!(out.status.success(), "{}", output_text(&out));
+        assert!(out.status.success(), "{}", describe(&out));
         setup
     })
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A private copy of the pristine backfill (same config, paths rewritten).
-fn copy() -> Setup {
-    let p = pristine();
-    let root = bronze_testkit::tempfile::Builder::new()
-        .prefix("bronze-verify-")
-        .tempdir()
-        .unwrap();
-    for dir in ["out", "state", "pas-backup"] {
-        copy_tree(&p.path(dir), &root.path().join(dir));
-    }
-    std::fs::create_dir_all(root.path().join("datastore")).unwrap();
-    Setup {
-        root,
-        ledger_start: p.ledger_start,
-        ledger_end: p.ledger_end,
-        partition_size: p.partition_size,
-        pas: p.pas.clone(),
-        storage_block: None,
-        env: Vec::new(),
-        extra: p.extra.clone(),
-    }
+fn copy() -> Harness {
+    pristine().copy_outputs()
 }
 
-fn parquet(s: &Setup, start: u32, end: u32) -> PathBuf {
-    s.partition_dir(start, end)
-        .join(format!("part-{start}-{end}.parquet"))
-}
-
-fn manifest(s: &Setup, start: u32, end: u32) -> PathBuf {
-    s.partition_dir(start, end).join("_manifest.json")
-}
-
-fn event(s: &Setup, start: u32, end: u32) -> PathBuf {
-    s.backup_dir()
-        .join(format!("testnet_pre_p23_v1_{start}-{end}.json"))
-}
-
+/// Flips the lowest bit of the byte at `at` (or of the last byte).
 fn flip_byte(path: &Path, at: usize) {
     let mut bytes = std::fs::read(path).unwrap();
     let at = at.min(bytes.len() - 1);
@@ -75,6 +32,26 @@ fn flip_byte(path: &Path, at: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Cuts a file to the length `to(its length)`.
+fn truncate(path: &Path, to: impl FnOnce(u64) -> u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(to(len))
+        .unwrap();
+}
+
+/// Swaps two files or folders.
+fn swap(a: &Path, b: &Path) {
+    let tmp = a.with_extension("swap");
+    std::fs::rename(a, &tmp).unwrap();
+    std::fs::rename(b, a).unwrap();
+    std::fs::rename(&tmp, b).unwrap();
+}
+
+/// Replaces the first `from` of a text file (which must contain it) with `to`.
 fn replace_once(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{} has no {from:?}", path.display());
@@ -83,16 +60,14 @@ fn replace_once(path: &Path, from: &str, to: &str) {
 
 /// Runs verify and asserts it failed with, among others, a PROBLEM line for each
 /// `(partition, check)`.
-fn assert_problems(s: &Setup, expected: &[(&str, &str)]) -> String {
+fn assert_problems(s: &Harness, expected: &[(&str, &str)]) -> String {
     let out = s.verify();
-    let text = output_text(&out);
+    let text = describe(&out);
     assert_eq!(out.status.code(), Some(5), "{text}");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     for (partition, check) in expected {
         assert!(
-            stdout.lines().any(|l| l.starts_with("PROBLEM")
-                && l.contains(&format!("partition={partition} "))
-                && l.contains(&format!("check={check} "))),
+            has_problem(&stdout, partition, check),
             "expected a {check} problem for partition {partition}:\n{text}"
         );
     }
@@ -107,8 +82,7 @@ fn assert_problems(s: &Setup, expected: &[(&str, &str)]) -> String {
 #[test]
 fn clean_output_verifies() {
     let s = copy();
-    let out = s.verify();
-    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let out = s.assert_verifies();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         stdout.lines().last(),
@@ -121,11 +95,11 @@ fn clean_output_verifies() {
 #[test]
 fn a_flipped_byte_anywhere_in_a_parquet_file_is_caught() {
     let s = copy();
-    let path = parquet(&s, 42, 61);
+    let path = s.parquet_path(42, 61);
     let len = std::fs::metadata(&path).unwrap().len() as usize;
     for at in [0, len / 3, len / 2, len - 9, len - 1] {
         let s = copy();
-        flip_byte(&parquet(&s, 42, 61), at);
+        flip_byte(&s.parquet_path(42, 61), at);
         assert_problems(&s, &[("42-61", "parquet.sha256")]);
     }
 }
@@ -133,7 +107,7 @@ fn a_flipped_byte_anywhere_in_a_parquet_file_is_caught() {
 #[test]
 fn a_flipped_byte_in_a_manifest_is_caught() {
     let s = copy();
-    let path = manifest(&s, 62, 81);
+    let path = s.manifest_path(62, 81);
     let text = std::fs::read_to_string(&path).unwrap();
     let at = text.find("\"created_at\"").unwrap() + "\"created_at\": \"20".len();
     flip_byte(&path, at);
@@ -143,14 +117,14 @@ fn a_flipped_byte_in_a_manifest_is_caught() {
 #[test]
 fn a_flipped_byte_in_a_pas_event_is_caught() {
     let s = copy();
-    let path = event(&s, 82, 101);
+    let path = s.event_path(82, 101);
     let text = std::fs::read_to_string(&path).unwrap();
     let at = text.find("\"timestamp\"").unwrap() + "\"timestamp\": \"20".len();
     flip_byte(&path, at);
     assert_problems(&s, &[("82-101", "pas.hash")]);
 
     let s = copy();
-    let path = event(&s, 82, 101);
+    let path = s.event_path(82, 101);
     let text = std::fs::read_to_string(&path).unwrap();
     let at = text.find("\"event_hash\"").unwrap() + "\"event_hash\": \"sha256:".len() + 5;
     flip_byte(&path, at);
@@ -158,14 +132,18 @@ fn a_flipped_byte_in_a_pas_event_is_caught() {
 
     // Whitespace is not hashed, but the file is no longer what the writer wrote.
     let s = copy();
-    replace_once(&event(&s, 82, 101), "\n  \"version\"", "\n \t\"version\"");
+    replace_once(
+        &s.event_path(82, 101),
+        "\n  \"version\"",
+        "\n \t\"version\"",
+    );
     assert_problems(&s, &[("82-101", "pas.format")]);
 }
 
 #[test]
 fn a_deleted_manifest_is_caught() {
     let s = copy();
-    std::fs::remove_file(manifest(&s, 102, 121)).unwrap();
+    std::fs::remove_file(s.manifest_path(102, 121)).unwrap();
     let stdout = assert_problems(&s, &[("102-121", "grid.gap"), ("-", "checkpoint.beyond")]);
     assert!(stdout.contains("check=manifest.missing"), "{stdout}");
 }
@@ -173,7 +151,7 @@ fn a_deleted_manifest_is_caught() {
 #[test]
 fn a_deleted_parquet_is_caught() {
     let s = copy();
-    std::fs::remove_file(parquet(&s, 122, 141)).unwrap();
+    std::fs::remove_file(s.parquet_path(122, 141)).unwrap();
     assert_problems(&s, &[("122-141", "parquet.missing")]);
 }
 
@@ -181,11 +159,7 @@ fn a_deleted_parquet_is_caught() {
 fn swapped_partitions_are_caught() {
     // The Parquet files of two partitions swapped.
     let s = copy();
-    let (a, b) = (parquet(&s, 2, 21), parquet(&s, 22, 41));
-    let tmp = a.with_extension("swap");
-    std::fs::rename(&a, &tmp).unwrap();
-    std::fs::rename(&b, &a).unwrap();
-    std::fs::rename(&tmp, &b).unwrap();
+    swap(&s.parquet_path(2, 21), &s.parquet_path(22, 41));
     assert_problems(
         &s,
         &[
@@ -196,11 +170,7 @@ fn swapped_partitions_are_caught() {
     );
     // Whole folders swapped (manifest and Parquet together).
     let s = copy();
-    let (a, b) = (s.partition_dir(2, 21), s.partition_dir(22, 41));
-    let tmp = s.dataset().join("swap");
-    std::fs::rename(&a, &tmp).unwrap();
-    std::fs::rename(&b, &a).unwrap();
-    std::fs::rename(&tmp, &b).unwrap();
+    swap(&s.partition_dir(2, 21), &s.partition_dir(22, 41));
     assert_problems(
         &s,
         &[("2-21", "manifest.range"), ("22-41", "manifest.range")],
@@ -210,14 +180,7 @@ fn swapped_partitions_are_caught() {
 #[test]
 fn truncated_files_are_caught() {
     let s = copy();
-    let path = parquet(&s, 142, 161);
-    let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    truncate(&s.parquet_path(142, 161), |len| len / 2);
     assert_problems(
         &s,
         &[
@@ -228,25 +191,11 @@ fn truncated_files_are_caught() {
     );
 
     let s = copy();
-    let path = manifest(&s, 162, 181);
-    let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 20)
-        .unwrap();
+    truncate(&s.manifest_path(162, 181), |len| len - 20);
     assert_problems(&s, &[("162-181", "manifest.parse")]);
 
     let s = copy();
-    let path = event(&s, 162, 181);
-    let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 20)
-        .unwrap();
+    truncate(&s.event_path(162, 181), |len| len - 20);
     assert_problems(&s, &[("-", "pas.unreadable"), ("162-181", "pas.missing")]);
 }
 
@@ -254,7 +203,7 @@ fn truncated_files_are_caught() {
 fn edited_row_counts_are_caught() {
     let s = copy();
     replace_once(
-        &manifest(&s, 182, 201),
+        &s.manifest_path(182, 201),
         "\"row_count\": 20",
         "\"row_count\": 21",
     );
@@ -269,7 +218,7 @@ fn edited_row_counts_are_caught() {
 
     let s = copy();
     replace_once(
-        &event(&s, 182, 201),
+        &s.event_path(182, 201),
         "\"row_count\": 20",
         "\"row_count\": 19",
     );
@@ -279,7 +228,7 @@ fn edited_row_counts_are_caught() {
 #[test]
 fn a_missing_pas_event_and_a_checkpoint_beyond_storage_are_caught() {
     let s = copy();
-    std::fs::remove_file(event(&s, 62, 81)).unwrap();
+    std::fs::remove_file(s.event_path(62, 81)).unwrap();
     assert_problems(&s, &[("62-81", "pas.missing"), ("82-101", "pas.link")]);
 
     let s = copy();
@@ -297,8 +246,7 @@ fn an_uncommitted_leftover_is_only_a_warning() {
     let dir = s.partition_dir(202, 221);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("part-202-221.parquet"), b"half a file").unwrap();
-    let out = s.verify();
-    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let out = s.assert_verifies();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("WARNING partition=202-221 check=manifest.missing"),
@@ -319,7 +267,7 @@ fn a_consistently_rewritten_wrong_value_is_caught_by_the_row_checks() {
     use sha2::{Digest, Sha256};
 
     let s = copy();
-    let path = parquet(&s, 22, 41);
+    let path = s.parquet_path(22, 41);
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
         .unwrap()
         .build()
@@ -348,7 +296,7 @@ fn a_consistently_rewritten_wrong_value_is_caught_by_the_row_checks() {
     }
     let out = writer.unwrap().into_inner().unwrap();
     std::fs::write(&path, &out).unwrap();
-    let mpath = manifest(&s, 22, 41);
+    let mpath = s.manifest_path(22, 41);
     let mut m = bronze::publish::Manifest::from_json(&std::fs::read(&mpath).unwrap()).unwrap();
     let t = m.tables.get_mut("ledgers_lcm_raw").unwrap();
     t.checksum = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
@@ -366,20 +314,21 @@ fn a_consistently_rewritten_wrong_value_is_caught_by_the_row_checks() {
 fn verify_reads_an_s3_bucket() {
     let s3 = bronze_testkit::MotoS3::start();
     s3.create_bucket("lake");
-    let mut s = Setup::new(60, 20);
-    s.storage_block = Some(format!(
-        "storage:\n  backend: s3\n  s3_bucket: lake\n  s3_endpoint: {}\n  s3_region: us-east-1\n  prefix: bronze\n",
-        s3.endpoint()
-    ));
-    s.env = s3.env();
+    let s = Harness::testnet(60)
+        .partition_size(20)
+        .pas("")
+        .storage(format!(
+            "storage:\n  backend: s3\n  s3_bucket: lake\n  s3_endpoint: {}\n  s3_region: us-east-1\n  prefix: bronze\n",
+            s3.endpoint()
+        ))
+        .envs(s3.env());
     let out = s.run();
-    assert!(out.status.success(), "{}", output_text(&out));
-    let out = s.verify();
-    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = s.assert_verifies();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("verified 3 partitions, 60 ledgers: OK"),
         "{}",
-        output_text(&out)
+        describe(&out)
     );
     let key = "bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=22-41/part-22-41.parquet";
     let mut bytes = s3.get_object("lake", key).unwrap();

@@ -7,17 +7,16 @@ use std::process::Output;
 use std::time::Duration;
 
 use bronze::publish::Manifest;
-use bronze_testkit::{MotoS3, TempDir};
+use bronze_testkit::MotoS3;
 
-use crate::common::{copier, generate, object_for, small_templates};
+use crate::binary::{copier, describe};
+use crate::datastore::object_for;
+use crate::harness::{Harness, INGESTED_AT};
 
-const INGESTED_AT: &str = "2025-01-15T10:00:00Z";
-
-/// A datastore of ledgers 2..=61 (one ledger per object).
-fn datastore(dir: &Path) -> PathBuf {
-    let out = dir.join("datastore");
-    generate(&out, &small_templates(), 2, 60, 1, 64_000);
-    out
+/// A work dir with a datastore of ledgers 2..=61 (one ledger per object); the worker's config
+/// comes from the environment, not from the harness's config file.
+fn workdir() -> Harness {
+    Harness::testnet(60)
 }
 
 /// The environment of a worker Pod, as the operator writes it.
@@ -98,32 +97,23 @@ fn committed_ranges(output: &Path) -> Vec<String> {
     ranges
 }
 
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn commits_exactly_its_ranges_partitions_and_adopts_them_when_retried() {
-    let tmp = TempDir::new().unwrap();
-    let source = datastore(tmp.path());
-    let output = tmp.path().join("out");
+    let tmp = workdir();
+    let source = tmp.datastore.clone();
+    let output = tmp.dir().join("out");
     let mut env = worker_env(&source, &output);
     // A shared config may turn these on: worker mode ignores them (the operator's job).
     for (k, v) in [
         ("CHECKPOINT_ENABLED", "true".to_string()),
         (
             "CHECKPOINT_DIR",
-            tmp.path().join("state").display().to_string(),
+            tmp.dir().join("state").display().to_string(),
         ),
         ("PAS_ENABLED", "true".to_string()),
         (
             "PAS_BACKUP_DIR",
-            tmp.path().join("pas").display().to_string(),
+            tmp.dir().join("pas").display().to_string(),
         ),
     ] {
         env.insert(k.into(), v);
@@ -147,10 +137,10 @@ fn commits_exactly_its_ranges_partitions_and_adopts_them_when_retried() {
     assert_eq!(first.primary().unwrap().row_count, 10);
     // Nothing of the operator's job was done: no checkpoint, no PAS backup.
     assert!(
-        !tmp.path().join("state").exists(),
+        !tmp.dir().join("state").exists(),
         "no checkpoint in worker mode"
     );
-    assert!(!tmp.path().join("pas").exists(), "no PAS in worker mode");
+    assert!(!tmp.dir().join("pas").exists(), "no PAS in worker mode");
     assert!(String::from_utf8_lossy(&out.stdout).contains("checkpoint disabled"));
 
     // The Job is retried (a Pod restart): the committed partitions are adopted as they are.
@@ -184,9 +174,9 @@ fn commits_exactly_its_ranges_partitions_and_adopts_them_when_retried() {
 
 #[test]
 fn a_range_that_is_not_whole_partitions_is_a_usage_error() {
-    let tmp = TempDir::new().unwrap();
-    let source = datastore(tmp.path());
-    let output = tmp.path().join("out");
+    let tmp = workdir();
+    let source = tmp.datastore.clone();
+    let output = tmp.dir().join("out");
     let env = worker_env(&source, &output);
     for range in ["13-21", "12-25", "52-71"] {
         let out = run_worker(&env, &["--range", range]);
@@ -202,12 +192,12 @@ fn a_range_that_is_not_whole_partitions_is_a_usage_error() {
 
 #[test]
 fn ingested_at_is_required_so_every_job_writes_the_same_value() {
-    let tmp = TempDir::new().unwrap();
-    let source = datastore(tmp.path());
-    let output = tmp.path().join("out");
+    let tmp = workdir();
+    let source = tmp.datastore.clone();
+    let output = tmp.dir().join("out");
     let mut env = worker_env(&source, &output);
     env.remove("INGESTED_AT");
-    let log = tmp.path().join("termination-log");
+    let log = tmp.dir().join("termination-log");
     std::fs::write(&log, "").unwrap();
     let out = run_worker(
         &env,
@@ -229,13 +219,13 @@ fn ingested_at_is_required_so_every_job_writes_the_same_value() {
 
 #[test]
 fn corrupt_input_exits_3_with_a_termination_message_naming_the_object() {
-    let tmp = TempDir::new().unwrap();
-    let source = datastore(tmp.path());
-    let output = tmp.path().join("out");
+    let tmp = workdir();
+    let source = tmp.datastore.clone();
+    let output = tmp.dir().join("out");
     // Ledger 25's object: overwrite it with garbage.
     let object = object_for(&source, 25);
     std::fs::write(&object, b"not zstd at all").unwrap();
-    let log = tmp.path().join("termination-log");
+    let log = tmp.dir().join("termination-log");
     std::fs::write(&log, "").unwrap();
     let env = worker_env(&source, &output);
     let out = run_worker(
@@ -261,9 +251,9 @@ fn corrupt_input_exits_3_with_a_termination_message_naming_the_object() {
 
 #[test]
 fn a_foreign_partition_in_the_way_exits_4() {
-    let tmp = TempDir::new().unwrap();
-    let source = datastore(tmp.path());
-    let output = tmp.path().join("out");
+    let tmp = workdir();
+    let source = tmp.datastore.clone();
+    let output = tmp.dir().join("out");
     let env = worker_env(&source, &output);
     let out = run_worker(&env, &["--range", "2-11"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -278,9 +268,9 @@ fn a_foreign_partition_in_the_way_exits_4() {
 
 #[test]
 fn a_follow_mode_job_never_waits_for_ledgers_past_the_tip() {
-    let tmp = TempDir::new().unwrap();
-    let source = datastore(tmp.path()); // ledgers 2..=61
-    let output = tmp.path().join("out");
+    let tmp = workdir();
+    let source = tmp.datastore.clone(); // ledgers 2..=61
+    let output = tmp.dir().join("out");
     let mut env = worker_env(&source, &output);
     env.insert("LEDGER_END".into(), "0".into());
     env.insert("SOURCE_POLL_INTERVAL_MS".into(), "50".into());
@@ -298,11 +288,11 @@ fn a_follow_mode_job_never_waits_for_ledgers_past_the_tip() {
 
 #[test]
 fn commits_to_s3() {
-    let tmp = TempDir::new().unwrap();
-    let source = datastore(tmp.path());
+    let tmp = workdir();
+    let source = tmp.datastore.clone();
     let s3 = MotoS3::start();
     s3.create_bucket("bronze-out");
-    let mut env = worker_env(&source, &tmp.path().join("unused"));
+    let mut env = worker_env(&source, &tmp.dir().join("unused"));
     env.insert("STORAGE_BACKEND".into(), "s3".into());
     env.insert("STORAGE_S3_BUCKET".into(), "bronze-out".into());
     env.insert("STORAGE_S3_ENDPOINT".into(), s3.endpoint());

@@ -1,10 +1,8 @@
-//! Shared harness of the end-to-end tests: run the real binary, build datastores from real
-//! ledgers, and an independent oracle (a full decode with the reference `stellar-xdr` library)
-//! for every column of the output.
+//! The independent oracle: what every column of the output must hold, computed with the
+//! reference `stellar-xdr` library, and a check of a Parquet file (read with pyarrow) against it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -13,130 +11,20 @@ use stellar_xdr::{
     Limits, ReadXdr, TransactionEnvelope, TransactionPhase, TxSetComponent, WriteXdr,
 };
 
-pub const TESTNET: &str = "Test SDF Network ; September 2015";
+use crate::datastore::{object_files, unzstd};
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+/// `ingested_at` of the harness's configs (2025-01-15T10:00:00Z), in milliseconds.
+pub const INGESTED_AT_MS: i64 = 1_736_935_200_000;
 
-pub fn fixture(rel: &str) -> PathBuf {
-    repo_root().join("tests/fixtures").join(rel)
-}
+/// The labels (`network`, `era_id`, `bronze_version`) of the harness's testnet runs.
+pub const TESTNET_LABELS: (&str, &str, &str) = ("testnet", "pre_p23", "v1");
 
-/// Small real ledgers of every LCM version (v0, v1, v2), used as generator templates where size
-/// does not matter.
-pub fn small_templates() -> PathBuf {
-    repo_root().join("ledger/tests/data/stellar-core-protocols")
-}
-
-/// The binary, with an environment that can never reach a cloud.
-pub fn copier() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bronze-copier"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AWS_")
-            || key.starts_with("GOOGLE_")
-            || key == "CONFIG_FILE"
-            || key == "RUST_LOG"
-        {
-            cmd.env_remove(key);
-        }
-    }
-    for var in bronze::config::ENV_VARS.iter().map(|(v, _, _)| *v) {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null());
-    cmd
-}
-
-pub fn exec(cmd: &mut Command) -> Output {
-    cmd.output().expect("run bronze-copier")
-}
-
-pub fn text(out: &Output) -> String {
+/// `sha256:<hex>` of a file, as manifests record checksums.
+pub fn sha256_file(path: &Path) -> String {
     format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "sha256:{}",
+        hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
     )
-}
-
-/// Runs the copier with a config file and asserts the exit code.
-pub fn run_config(config: &Path, expect_code: i32) -> String {
-    let out = exec(copier().arg("-config").arg(config).arg("--no-progress"));
-    let log = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(expect_code),
-        "unexpected exit; output:\n{log}"
-    );
-    log
-}
-
-/// A generated datastore of real ledgers relinked into a valid chain.
-pub fn generate(
-    out: &Path,
-    templates: &Path,
-    first: u32,
-    ledgers: u32,
-    per_batch: u32,
-    batches: u32,
-) {
-    bronze::generate::generate_datastore(&bronze::generate::GenerateSpec {
-        ledgers_per_batch: per_batch,
-        batches_per_partition: batches,
-        first_close_time: 1_700_000_000,
-        genesis_previous_hash: [7; 32],
-        ..bronze::generate::GenerateSpec::new(
-            out,
-            vec![templates.to_path_buf()],
-            TESTNET,
-            first,
-            ledgers,
-        )
-    })
-    .expect("generate datastore");
-}
-
-/// Every object file of a local datastore (recursively), by name.
-pub fn object_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.to_string_lossy().contains(".xdr.zst") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// The object file holding `seq` (single-ledger batches).
-pub fn object_for(root: &Path, seq: u32) -> PathBuf {
-    let suffix = format!("--{seq}.xdr.zst");
-    object_files(root)
-        .into_iter()
-        .find(|p| p.file_name().unwrap().to_string_lossy().ends_with(&suffix))
-        .unwrap_or_else(|| panic!("no object for ledger {seq}"))
-}
-
-pub fn unzstd(bytes: &[u8]) -> Vec<u8> {
-    zstd::decode_all(bytes).unwrap()
-}
-
-/// zstd with a content checksum, as Galexie writes.
-pub fn zstd(bytes: &[u8]) -> Vec<u8> {
-    let mut c = zstd::bulk::Compressor::new(1).unwrap();
-    c.include_checksum(true).unwrap();
-    c.compress(bytes).unwrap()
 }
 
 /// What each column must hold for one ledger, computed by the reference decoder.
@@ -346,85 +234,3 @@ pub fn check_parquet_with_pyarrow(
     );
     seqs
 }
-
-/// `range=S-E` partition folders under a dataset directory, in ledger order.
-pub fn partitions(dataset: &Path) -> Vec<(u32, u32, PathBuf)> {
-    let mut out: Vec<_> = std::fs::read_dir(dataset)
-        .map(|rd| rd.filter_map(|e| e.ok()).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let (s, end) = name.strip_prefix("range=")?.split_once('-')?;
-            Some((s.parse().ok()?, end.parse().ok()?, e.path()))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-pub fn manifest(partition_dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(partition_dir.join("_manifest.json")).unwrap()).unwrap()
-}
-
-pub fn sha256_file(path: &Path) -> String {
-    format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-    )
-}
-
-/// A YAML config for a local run.
-pub struct LocalRun {
-    pub dir: tempfile::TempDir,
-    pub datastore: PathBuf,
-    pub out: PathBuf,
-    pub state: PathBuf,
-}
-
-impl LocalRun {
-    pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let datastore = dir.path().join("datastore");
-        let out = dir.path().join("out");
-        let state = dir.path().join("state");
-        Self {
-            dir,
-            datastore,
-            out,
-            state,
-        }
-    }
-
-    pub fn dataset(&self) -> PathBuf {
-        self.out.join("bronze/testnet/pre_p23/v1/ledgers_lcm_raw")
-    }
-
-    /// Writes `config.yaml` for a local→local run; `extra` is appended YAML (top-level keys
-    /// other than era/source/storage/checkpoint).
-    pub fn config(&self, start: u32, end: u32, size: u32, extra: &str) -> PathBuf {
-        // Short retry backoff keeps failure tests fast; merged into a `perf:` block of `extra`.
-        let extra = if extra.contains("perf:\n") {
-            extra.replacen("perf:\n", "perf:\n  retry_backoff_ms: 10\n", 1)
-        } else {
-            format!("{extra}perf:\n  retry_backoff_ms: 10\n")
-        };
-        let text = format!(
-            "copier_id: test\nera:\n  network: testnet\n  ledger_start: {start}\n  ledger_end: {end}\n  partition_size: {size}\n  ingested_at: \"2025-01-15T10:00:00Z\"\nsource:\n  mode: local\n  local_path: {}\n  poll_interval_ms: 100\nstorage:\n  backend: local\n  local_dir: {}\ncheckpoint:\n  enabled: true\n  dir: {}\n{extra}",
-            self.datastore.display(),
-            self.out.display(),
-            self.state.display()
-        );
-        let path = self.dir.path().join("config.yaml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    pub fn checkpoint(&self) -> Option<Value> {
-        std::fs::read(self.state.join("checkpoint_testnet_pre_p23_v1.json"))
-            .ok()
-            .map(|b| serde_json::from_slice(&b).unwrap())
-    }
-}
-
-pub const INGESTED_AT_MS: i64 = 1_736_935_200_000;
