@@ -3,10 +3,11 @@
 //! input can overflow the thread stack whatever the depth limit. Slower (about 20%) than
 //! recursion, hence only used past `skip.rs`'s recursion budget.
 
-use crate::error::{ErrorKind, Fail, Step};
+use crate::error::{Fail, Step};
 use crate::lower::{Block, IOp};
 use crate::schema::{ARM_NONE, ARM_VOID, TypeId};
 use crate::skip::Walker;
+use crate::walk_rt as rt;
 
 /// An open nested value of the machine.
 #[derive(Debug, Clone, Copy)]
@@ -110,8 +111,7 @@ impl Walker<'_> {
                             }
                         }
                         IOp::VarArray { elem, max, min } => {
-                            self.depth(depth, 2, pos, id)?;
-                            let len = self.length(pos, max, min, id)?;
+                            let len = rt::var_len(self, pos, depth, max, min, id)?;
                             pos += 4;
                             let b = code.blocks[elem as usize];
                             if b.leafy {
@@ -132,34 +132,24 @@ impl Walker<'_> {
                             }
                         }
                         IOp::Optional { elem } => {
-                            self.depth(depth, 2, pos, id)?;
-                            match self.u32_at(pos, id)? {
-                                0 => pos += 4,
-                                1 => {
-                                    pos += 4;
-                                    let b = code.blocks[elem as usize];
-                                    if b.leafy {
-                                        pos = self.leaves(b, pos, depth + 1)?;
-                                    } else {
-                                        stack.push(Frame::Block {
-                                            end: b.start + b.len,
-                                            next: b.start,
-                                            depth: depth + 1,
-                                            arm: None,
-                                        });
-                                    }
-                                }
-                                v => {
-                                    return Err(Fail::new(
-                                        ErrorKind::BadOptionalFlag { value: v },
-                                        pos,
-                                        id,
-                                    ));
+                            let present = rt::present(self, pos, depth, id)?;
+                            pos += 4;
+                            if present {
+                                let b = code.blocks[elem as usize];
+                                if b.leafy {
+                                    pos = self.leaves(b, pos, depth + 1)?;
+                                } else {
+                                    stack.push(Frame::Block {
+                                        end: b.start + b.len,
+                                        next: b.start,
+                                        depth: depth + 1,
+                                        arm: None,
+                                    });
                                 }
                             }
                         }
                         IOp::Array { elem, count } => {
-                            self.depth(depth, 1, pos, id)?;
+                            rt::array(self, pos, depth, id)?;
                             let b = code.blocks[elem as usize];
                             if count > 0 {
                                 stack.push(Frame::Elems {

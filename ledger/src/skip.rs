@@ -23,6 +23,7 @@ use crate::error::{ErrorKind, Fail, Step};
 use crate::lower::{Block, IOp, Instr};
 use crate::machine::Frame;
 use crate::schema::{ARM_NONE, ARM_VOID, Disc, FLAT_NONE, Program, TypeId, UnionInfo};
+use crate::walk_rt as rt;
 
 /// stellar-xdr has no built-in default; 500 is the depth limit the Stellar host uses
 /// (soroban-env-host's `DEFAULT_XDR_RW_LIMITS`) and the one this crate's public functions apply.
@@ -167,12 +168,8 @@ impl<'a> Walker<'a> {
         pos: usize,
         depth: u32,
     ) -> Result<i64, Fail> {
-        let raw = self.u32_at(pos, id)?;
-        self.depth(depth, u.disc_frames, pos, id)?;
-        Ok(match u.disc {
-            Disc::Uint => i64::from(raw),
-            Disc::Int | Disc::Enum { .. } => i64::from(raw as i32),
-        })
+        let signed = !matches!(u.disc, Disc::Uint);
+        rt::discriminant(self, pos, depth, u.disc_frames, signed, id)
     }
 
     /// The error for a discriminant that selects no arm: not a member of the discriminant's
@@ -261,8 +258,7 @@ impl<'a> Walker<'a> {
                 }
             }
             IOp::VarArray { elem, max, min } => {
-                self.depth(depth, 2, pos, id)?;
-                let len = self.length(pos, max, min, id)?;
+                let len = rt::var_len(self, pos, depth, max, min, id)?;
                 let block = code.blocks[elem as usize];
                 let mut at = pos + 4;
                 for i in 0..len {
@@ -273,15 +269,14 @@ impl<'a> Walker<'a> {
                 Ok(at)
             }
             IOp::Optional { elem } => {
-                self.depth(depth, 2, pos, id)?;
-                match self.u32_at(pos, id)? {
-                    0 => Ok(pos + 4),
-                    1 => self.nested(code.blocks[elem as usize], pos + 4, depth + 1, budget),
-                    v => Err(Fail::new(ErrorKind::BadOptionalFlag { value: v }, pos, id)),
+                if rt::present(self, pos, depth, id)? {
+                    self.nested(code.blocks[elem as usize], pos + 4, depth + 1, budget)
+                } else {
+                    Ok(pos + 4)
                 }
             }
             IOp::Array { elem, count } => {
-                self.depth(depth, 1, pos, id)?;
+                rt::array(self, pos, depth, id)?;
                 let block = code.blocks[elem as usize];
                 let mut at = pos;
                 for i in 0..count {
@@ -316,68 +311,39 @@ impl<'a> Walker<'a> {
         let id = ins.ty;
         let depth = base + ins.d;
         match ins.op {
-            IOp::Plain { size, need } => {
-                self.depth(base, need, pos, id)?;
-                self.need(pos, u64::from(size), id)?;
-                Ok(pos + size as usize)
-            }
+            IOp::Plain { size, need } => rt::plain(self, pos, base, need, size, id),
             IOp::FlatUnion { index, wrap } => {
                 let u = &p.unions[index as usize];
+                let signed = !matches!(u.disc, Disc::Uint);
                 // The `wrap` newtype frames come first, then the union's own.
-                let depth = depth + wrap;
-                let value = self.discriminant(u, id, pos, depth)?;
-                let idx = value.wrapping_sub(u.lo);
-                let (size, frames) = if idx >= 0 && (idx as u64) < u.flat.len() as u64 {
-                    u.flat[idx as usize]
-                } else {
-                    FLAT_NONE
-                };
-                if (size, frames) == FLAT_NONE {
-                    return Err(self.no_arm(u, id, pos, value));
-                }
-                if frames > 0 {
-                    self.depth(depth + 1, frames, pos + 4, id)?;
-                    self.need(pos + 4, u64::from(size), id)?;
-                }
-                Ok(pos + 4 + size as usize)
+                rt::flat(
+                    self,
+                    pos,
+                    depth + wrap,
+                    u.disc_frames,
+                    signed,
+                    id,
+                    index,
+                    |value| {
+                        let idx = value.wrapping_sub(u.lo);
+                        let arm = if idx >= 0 && (idx as u64) < u.flat.len() as u64 {
+                            u.flat[idx as usize]
+                        } else {
+                            FLAT_NONE
+                        };
+                        (arm != FLAT_NONE).then_some(arm)
+                    },
+                )
             }
             IOp::PlainArray { max, size, need } => {
-                self.depth(depth, 2, pos, id)?;
-                let len = self.length(pos, max, size, id)?;
-                if len > 0 {
-                    self.depth(base, need, pos + 4, id)?;
-                }
-                // `length` checked that len * size bytes are there.
-                Ok(pos + 4 + len as usize * size as usize)
+                rt::plain_array(self, pos, base, ins.d, max, size, need, id)
             }
             IOp::Enum { set } => {
-                self.depth(depth, 2, pos, id)?;
-                let v = self.u32_at(pos, id)? as i32;
-                if !p.enums[set as usize].contains(v) {
-                    return Err(Fail::new(ErrorKind::BadEnumValue { value: v }, pos, id));
-                }
-                Ok(pos + 4)
+                rt::enumeration(self, pos, depth, id, |v| p.enums[set as usize].contains(v))
             }
-            IOp::VarBytes { max } => {
-                self.depth(depth, 2, pos, id)?;
-                let len = self.u32_at(pos, id)?;
-                if len > max {
-                    return Err(Fail::new(ErrorKind::LengthExceedsMax { len, max }, pos, id));
-                }
-                self.bytes_padded(pos + 4, len, id)
-            }
-            IOp::Bool => {
-                self.depth(depth, 2, pos, id)?;
-                let v = self.u32_at(pos, id)?;
-                if v > 1 {
-                    return Err(Fail::new(ErrorKind::BadBool { value: v }, pos, id));
-                }
-                Ok(pos + 4)
-            }
-            IOp::PaddedFixed { size } => {
-                self.depth(depth, 1, pos, id)?;
-                self.bytes_padded(pos, size, id)
-            }
+            IOp::VarBytes { max } => rt::var_bytes(self, pos, depth, max, id),
+            IOp::Bool => rt::boolean(self, pos, depth, id),
+            IOp::PaddedFixed { size } => rt::padded_fixed(self, pos, depth, size, id),
             IOp::Union { .. } | IOp::VarArray { .. } | IOp::Optional { .. } | IOp::Array { .. } => {
                 unreachable!("composite instructions are run by the machine")
             }

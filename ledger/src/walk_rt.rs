@@ -1,8 +1,9 @@
-//! Runtime of the generated walker (`walk_gen.rs`, entered through `Walker::skip`): the engine
-//! choice, and one `#[inline(always)]` helper per lowered instruction kind that the generated code calls with
-//! literal operands. Each helper is the corresponding arm of `Walker::leaf`/`Walker::exec`
-//! (`skip.rs`), check for check and in the same order, so that the generated walker fails with
-//! exactly the interpreter's errors. Breadcrumb helpers are cold: only errors pay for them.
+//! The checks of each lowered instruction kind, one `#[inline(always)]` helper each, shared by
+//! every engine: the generated walker (`walk_gen.rs`) calls them with literal operands, the
+//! interpreter (`Walker::leaf`/`Walker::exec`, `skip.rs`) and the heap machine (`machine.rs`)
+//! with operands from the program's tables. One implementation, so the engines fail with
+//! exactly the same errors. Also the engine choice, and the breadcrumb helpers of the generated
+//! code (cold: only errors pay for them).
 
 use crate::error::{ErrorKind, Fail, Step};
 use crate::schema::TypeId;
@@ -119,9 +120,6 @@ pub(crate) fn var_len(
 }
 
 /// A fixed array's own frame (`IOp::Array`).
-// Schema 30 has no such array of non-plain elements under LedgerCloseMeta; kept so the
-// generator handles every instruction.
-#[allow(dead_code)]
 #[inline(always)]
 pub(crate) fn array(w: &Walker<'_>, pos: usize, depth: u32, ty: TypeId) -> Result<(), Fail> {
     w.depth(depth, 1, pos, ty)
@@ -231,8 +229,6 @@ pub(crate) fn enumeration(
 }
 
 /// `IOp::PaddedFixed`.
-// Unused under LedgerCloseMeta in schema 30 (see `array`).
-#[allow(dead_code)]
 #[inline(always)]
 pub(crate) fn padded_fixed(
     w: &Walker<'_>,
