@@ -67,6 +67,34 @@ fn pubnet_batches(batch: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The engines the comparisons time, in the order of their results.
+const ENGINES: [(&str, Engine); 2] = [
+    ("interpreter", Engine::Interpreter),
+    ("generated", Engine::Generated),
+];
+
+/// Runs `work` once per engine, interleaved, for about twice `budget`; returns each engine's
+/// minimum ns per ledger (`work` covers `ledgers` ledgers) and the number of rounds. The
+/// minimum, because the machine is shared: slower rounds measure other processes.
+fn interleaved_min(
+    budget: Duration,
+    ledgers: usize,
+    mut work: impl FnMut(Engine),
+) -> ([f64; 2], u32) {
+    let mut best = [f64::MAX; 2];
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < budget * 2 {
+        for (k, &(_, engine)) in ENGINES.iter().enumerate() {
+            let t = Instant::now();
+            work(engine);
+            best[k] = best[k].min(t.elapsed().as_nanos() as f64 / ledgers as f64);
+        }
+        rounds += 1;
+    }
+    (best, rounds)
+}
+
 /// `split_batch` with the interpreter vs the generated walker, interleaved in the same run so
 /// that machine noise hits both; min ns per ledger over all rounds.
 fn compare_walkers(batch: &[u8], budget: Duration) {
@@ -81,25 +109,12 @@ fn compare_walkers(batch: &[u8], budget: Duration) {
         batches.len(),
         bytes as f64 / 1e6
     );
-    let engines = [
-        ("interpreter", Engine::Interpreter),
-        ("generated", Engine::Generated),
-    ];
-    let mut best = [f64::MAX; 2];
-    let start = Instant::now();
-    let mut rounds = 0;
-    while start.elapsed() < budget * 2 {
-        for (k, &(_, engine)) in engines.iter().enumerate() {
-            let t = Instant::now();
-            for b in &batches {
-                black_box(split_batch_with(black_box(b), engine).unwrap());
-            }
-            let ns = t.elapsed().as_nanos() as f64 / ledgers as f64;
-            best[k] = best[k].min(ns);
+    let (best, rounds) = interleaved_min(budget, ledgers, |engine| {
+        for b in &batches {
+            black_box(split_batch_with(black_box(b), engine).unwrap());
         }
-        rounds += 1;
-    }
-    for (k, (name, _)) in engines.iter().enumerate() {
+    });
+    for (k, (name, _)) in ENGINES.iter().enumerate() {
         println!(
             "split_batch, {name:<12} {:>10.0} ns/ledger min  ({:.2} GB/s, {rounds} rounds)",
             best[k],
@@ -118,11 +133,7 @@ fn compare_extract(batch: &[u8], budget: Duration) {
         .iter()
         .flat_map(|v| v.ledgers.iter().copied())
         .collect();
-    let engines = [
-        ("interpreter", Engine::Interpreter),
-        ("generated", Engine::Generated),
-    ];
-    for &(_, engine) in &engines {
+    for &(_, engine) in &ENGINES {
         for l in &ledgers {
             assert_eq!(
                 extract_row_with(l, DEFAULT_DEPTH_LIMIT, engine, RECURSION_BUDGET),
@@ -130,32 +141,18 @@ fn compare_extract(batch: &[u8], budget: Duration) {
             );
         }
     }
-    let mut best = [f64::MAX; 2];
-    let start = Instant::now();
-    let mut rounds = 0;
-    while start.elapsed() < budget * 2 {
-        for (k, &(_, engine)) in engines.iter().enumerate() {
-            let t = Instant::now();
-            for _ in 0..10 {
-                for l in &ledgers {
-                    black_box(
-                        extract_row_with(
-                            black_box(l),
-                            DEFAULT_DEPTH_LIMIT,
-                            engine,
-                            RECURSION_BUDGET,
-                        )
+    let (best, rounds) = interleaved_min(budget, 10 * ledgers.len(), |engine| {
+        for _ in 0..10 {
+            for l in &ledgers {
+                black_box(
+                    extract_row_with(black_box(l), DEFAULT_DEPTH_LIMIT, engine, RECURSION_BUDGET)
                         .unwrap(),
-                    );
-                }
+                );
             }
-            let ns = t.elapsed().as_nanos() as f64 / 10.0 / ledgers.len() as f64;
-            best[k] = best[k].min(ns);
         }
-        rounds += 1;
-    }
+    });
     println!("extract: {} ledgers", ledgers.len());
-    for (k, (name, _)) in engines.iter().enumerate() {
+    for (k, (name, _)) in ENGINES.iter().enumerate() {
         println!(
             "extract_row, {name:<12} {:>10.0} ns/ledger min  ({rounds} rounds)",
             best[k]
