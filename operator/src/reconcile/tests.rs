@@ -98,6 +98,17 @@ async fn apply_status(server: &mut ApiServer, b: &BronzeBackfill) -> Value {
     status
 }
 
+/// The condition of `type_` in a status patch (it must be there).
+fn condition(status: &Value, type_: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+        .clone()
+}
+
 async fn created_job(server: &mut ApiServer, name: &str, range: &str) -> Value {
     let call = server.expect(Method::POST, JOBS).await;
     assert_eq!(call.body["metadata"]["name"], name);
@@ -251,13 +262,7 @@ async fn suspend_creates_no_jobs_and_says_so() {
     list_jobs(&mut server, vec![job_json(&b, r(2, 11), None)]).await;
     let status = apply_status(&mut server, &b).await;
     assert_eq!(status["phase"], "Suspended");
-    let suspended = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Suspended")
-        .unwrap()
-        .clone();
+    let suspended = condition(&status, "Suspended");
     assert_eq!(suspended["status"], "True");
     event(&mut server, "Normal", "Suspended").await;
     assert_eq!(
@@ -290,13 +295,7 @@ async fn bad_input_surfaces_in_status_and_a_warning_without_retry() {
         json!([{"range": "2-11", "job": "bbf-2-11", "reason": "BadInput", "message": message,
                 "exitCode": 3, "attempts": 1, "retrying": false}])
     );
-    let degraded = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Degraded")
-        .unwrap()
-        .clone();
+    let degraded = condition(&status, "Degraded");
     assert_eq!(
         (degraded["status"].as_str(), degraded["reason"].as_str()),
         (Some("True"), Some("PartitionFailed"))
@@ -433,13 +432,7 @@ async fn a_backfill_without_a_worker_image_fails_with_reason_config() {
             .contains("--default-worker-image"),
         "{status}"
     );
-    let degraded = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Degraded")
-        .unwrap()
-        .clone();
+    let degraded = condition(&status, "Degraded");
     assert_eq!(
         (degraded["status"].as_str(), degraded["reason"].as_str()),
         (Some("True"), Some("Config"))
@@ -464,13 +457,7 @@ async fn unreadable_storage_plans_nothing_and_says_why() {
         status.get("ingestedAt").is_none(),
         "not guessed while storage is unreadable"
     );
-    let degraded = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Degraded")
-        .unwrap()
-        .clone();
+    let degraded = condition(&status, "Degraded");
     assert_eq!(
         (degraded["status"].as_str(), degraded["reason"].as_str()),
         (Some("True"), Some("StorageUnavailable"))
