@@ -179,20 +179,15 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
             let known = status.and_then(|s| s.message.as_ref()) == failed.message.as_ref();
             write_status(ctx, &ns, &name, &failed).await?;
             if !known {
-                let event = KubeEvent {
-                    type_: EventType::Warning,
-                    reason: "Config".into(),
-                    note: Some(problem),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                if let Err(err) = ctx
-                    .recorder
-                    .publish(&event, &backfill.object_ref(&()))
-                    .await
-                {
-                    tracing::warn!(backfill = %key, error = %err, "cannot publish event");
-                }
+                publish(
+                    ctx,
+                    &backfill,
+                    EventType::Warning,
+                    "Config",
+                    &problem,
+                    "Reconcile",
+                )
+                .await;
             }
             return Ok(Action::await_change());
         }
@@ -217,20 +212,16 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
             // Nothing can be planned safely; say so in the status and try again soon.
             let down = storage_down(status, backfill.meta().generation, &e.message, now);
             write_status(ctx, &ns, &name, &down).await?;
-            let event = KubeEvent {
-                type_: EventType::Warning,
-                reason: "StorageUnavailable".into(),
-                note: Some(e.message.chars().take(1000).collect()),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            if let Err(err) = ctx
-                .recorder
-                .publish(&event, &backfill.object_ref(&()))
-                .await
-            {
-                tracing::warn!(backfill = %key, error = %err, "cannot publish event");
-            }
+            let reason = "StorageUnavailable";
+            publish(
+                ctx,
+                &backfill,
+                EventType::Warning,
+                reason,
+                &e.message,
+                "Reconcile",
+            )
+            .await;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
@@ -311,22 +302,21 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     }
 
     // 3. Events (best effort: a lost Event must not fail the reconcile).
-    let reference = backfill.object_ref(&());
     for note in &plan.events {
-        let event = KubeEvent {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: note.reason.to_string(),
-            note: Some(note.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(backfill = %key, error = %e, "cannot publish event");
-        }
+        publish(
+            ctx,
+            &backfill,
+            type_,
+            note.reason,
+            &note.message,
+            "Reconcile",
+        )
+        .await;
     }
     ctx.metrics
         .observe_status(&key, &plan.status, sequenced.newly.len());
@@ -344,6 +334,37 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
 }
 
 /// Writes the whole status by server-side apply (one field manager, forced).
+/// Publishes an Event about `backfill`, best effort: a lost Event is logged and must not fail
+/// the reconcile. The note is cut to the API's 1 KiB limit.
+async fn publish(
+    ctx: &Context,
+    backfill: &BronzeBackfill,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &backfill.object_ref(&()))
+        .await
+    {
+        let key = format!(
+            "{}/{}",
+            backfill.namespace().unwrap_or_default(),
+            backfill.name_any()
+        );
+        tracing::warn!(backfill = %key, error = %e, "cannot publish event");
+    }
+}
+
 async fn write_status(
     ctx: &Context,
     ns: &str,
@@ -381,23 +402,19 @@ async fn cleanup(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action,
             Err(e) => return Err(e.into()),
         }
     }
-    let event = KubeEvent {
-        type_: EventType::Normal,
-        reason: "Deleted".into(),
-        note: Some(format!(
-            "deleted {} Job(s); the committed partitions in storage are kept",
-            jobs.len()
-        )),
-        action: "Cleanup".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &backfill.object_ref(&()))
-        .await
-    {
-        tracing::warn!(backfill = %backfill.name_any(), error = %e, "cannot publish event");
-    }
+    let note = format!(
+        "deleted {} Job(s); the committed partitions in storage are kept",
+        jobs.len()
+    );
+    publish(
+        ctx,
+        &backfill,
+        EventType::Normal,
+        "Deleted",
+        &note,
+        "Cleanup",
+    )
+    .await;
     let key = format!("{ns}/{}", backfill.name_any());
     ctx.audit.forget(&key);
     ctx.catalog.forget(&key);
