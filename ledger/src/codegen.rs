@@ -398,29 +398,11 @@ pub(crate) fn skip_generated(
                     &format!("let len = var_len(w, pos, {depth}, {max}, {min}, {ty}){err}?;"),
                 );
                 self.line(1, "pos += 4;");
-                self.line(1, "for i in 0..len {");
-                let call = self.call(elem, "pos", &depth_plus(d + 1));
-                self.line(
-                    2,
-                    &format!(
-                        "pos = {call}.map_err(|e| index(w, e, {ty}, i, {}))?;",
-                        ins.crumb
-                    ),
-                );
-                self.line(1, "}");
+                self.elements(ins, elem, "len");
             }
             IOp::Array { elem, count } => {
                 self.line(1, &format!("array(w, pos, {depth}, {ty}){err}?;"));
-                self.line(1, &format!("for i in 0..{count} {{"));
-                let call = self.call(elem, "pos", &depth_plus(d + 1));
-                self.line(
-                    2,
-                    &format!(
-                        "pos = {call}.map_err(|e| index(w, e, {ty}, i, {}))?;",
-                        ins.crumb
-                    ),
-                );
-                self.line(1, "}");
+                self.elements(ins, elem, &count.to_string());
             }
             IOp::Optional { elem } => {
                 self.line(
@@ -434,6 +416,21 @@ pub(crate) fn skip_generated(
                 self.line(1, "};");
             }
         }
+    }
+
+    /// The loop over `count` elements of type `elem` of the array instruction `ins`, each one
+    /// level deeper, a failure carrying its index and the instruction's breadcrumb.
+    fn elements(&mut self, ins: &Instr, elem: TypeId, count: &str) {
+        self.line(1, &format!("for i in 0..{count} {{"));
+        let call = self.call(elem, "pos", &depth_plus(ins.d + 1));
+        self.line(
+            2,
+            &format!(
+                "pos = {call}.map_err(|e| index(w, e, {}, i, {}))?;",
+                ins.ty, ins.crumb
+            ),
+        );
+        self.line(1, "}");
     }
 
     fn union(&mut self, ins: &Instr, index: u32, err: &str) {
