@@ -168,64 +168,31 @@ pub fn check_parquet_with_pyarrow(
         let e = expected
             .get(seq)
             .unwrap_or_else(|| panic!("unexpected ledger {seq} in {path:?}"));
-        let at = |name: &str| values[name][i].clone();
-        assert_eq!(
-            at("ledger_hash"),
-            Value::from(e.ledger_hash.clone()),
-            "ledger {seq}"
-        );
-        assert_eq!(
-            at("previous_ledger_hash"),
-            Value::from(e.previous_ledger_hash.clone()),
-            "ledger {seq}"
-        );
-        assert_eq!(
-            at("close_time"),
-            Value::from(e.close_time_ms),
-            "ledger {seq}"
-        );
-        assert_eq!(
-            at("protocol_version"),
-            Value::from(e.protocol_version),
-            "ledger {seq}"
-        );
-        assert_eq!(
-            at("total_coins"),
-            Value::from(e.total_coins),
-            "ledger {seq}"
-        );
-        assert_eq!(at("fee_pool"), Value::from(e.fee_pool), "ledger {seq}");
-        assert_eq!(
-            at("tx_set_hash"),
-            Value::from(e.tx_set_hash.clone()),
-            "ledger {seq}"
-        );
-        assert_eq!(at("tx_count"), Value::from(e.tx_count), "ledger {seq}");
-        assert_eq!(
-            at("operation_count"),
-            Value::from(e.operation_count),
-            "ledger {seq}"
-        );
-        assert_eq!(
-            at("xdr_bytes"),
-            Value::from(e.xdr_hex.clone()),
-            "ledger {seq}"
-        );
-        assert_eq!(
-            at("xdr_byte_length"),
-            Value::from(e.xdr_len),
-            "ledger {seq}"
-        );
-        assert_eq!(
-            at("xdr_sha256"),
-            Value::from(e.xdr_sha256.clone()),
-            "ledger {seq}"
-        );
-        assert_eq!(at("network"), Value::from(labels.0), "ledger {seq}");
-        assert_eq!(at("era_id"), Value::from(labels.1), "ledger {seq}");
-        assert_eq!(at("bronze_version"), Value::from(labels.2), "ledger {seq}");
+        let columns: [(&str, Value); 15] = [
+            ("ledger_hash", e.ledger_hash.clone().into()),
+            (
+                "previous_ledger_hash",
+                e.previous_ledger_hash.clone().into(),
+            ),
+            ("close_time", e.close_time_ms.into()),
+            ("protocol_version", e.protocol_version.into()),
+            ("total_coins", e.total_coins.into()),
+            ("fee_pool", e.fee_pool.into()),
+            ("tx_set_hash", e.tx_set_hash.clone().into()),
+            ("tx_count", e.tx_count.into()),
+            ("operation_count", e.operation_count.into()),
+            ("xdr_bytes", e.xdr_hex.clone().into()),
+            ("xdr_byte_length", e.xdr_len.into()),
+            ("xdr_sha256", e.xdr_sha256.clone().into()),
+            ("network", labels.0.into()),
+            ("era_id", labels.1.into()),
+            ("bronze_version", labels.2.into()),
+        ];
+        for (name, want) in columns {
+            assert_eq!(values[name][i], want, "ledger {seq}, column {name}");
+        }
         if let Some(ms) = ingested_at_ms {
-            assert_eq!(at("ingested_at"), Value::from(ms), "ledger {seq}");
+            assert_eq!(values["ingested_at"][i], Value::from(ms), "ledger {seq}");
         }
     }
     assert!(
