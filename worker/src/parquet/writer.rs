@@ -209,13 +209,15 @@ impl<W: Write + Send> PartitionWriter<W> {
             hasher: Sha256::new(),
             written: 0,
         };
-        let compression = codec(&settings.compression, settings.compression_level)?;
         // The Arrow writer sets up the file (schema, Arrow schema metadata, properties); rows are
         // then written column by column through its serialized writer.
         let (file, factory) =
             ArrowWriter::try_new(sink, ledgers_lcm_raw_schema(), Some(settings.properties()?))?
                 .into_serialized_writer()?;
-        let xdr = XdrColumnChunk::new(file.schema_descr().column(XDR_COLUMN), compression)?;
+        // xdr_bytes is compressed as the file's properties say for that column.
+        let descr = file.schema_descr().column(XDR_COLUMN);
+        let compression = file.properties().compression(descr.path());
+        let xdr = XdrColumnChunk::new(descr, compression)?;
         Ok(Self {
             file,
             factory,
