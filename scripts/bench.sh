@@ -24,6 +24,28 @@ if [ ! -f "$DATASTORE/.config.json" ]; then
 fi
 sync
 
+# The copier's config: written on every run (an earlier version only worked with a BENCH_DIR left
+# over from a run that had written it).
+cat > "$WORK/config.yaml" <<YAML
+copier_id: bench
+era:
+  network: pubnet
+  ledger_start: 2
+  ledger_end: $((LEDGERS + 1))
+  partition_size: $PARTITION
+  ingested_at: "2025-01-15T10:00:00Z"
+source:
+  mode: local
+  local_path: $DATASTORE
+storage:
+  backend: local
+  local_dir: $WORK/out
+checkpoint:
+  dir: $WORK/state
+perf:
+  max_in_flight_partitions: 1
+YAML
+
 ROUNDS=${BENCH_ROUNDS:-3}
 # The machine may be shared: floor and copier alternate for ROUNDS rounds and the fastest run of
 # each is compared (slower runs measure the neighbours, not us). Every round is printed.
