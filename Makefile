@@ -20,7 +20,7 @@ IMAGE ?= bronze:dev
 DOCKER ?= docker
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help test-deps test demo bench lint build crds chart-crds chart-check image
+.PHONY: help test-deps test demo bench bench-smoke lint build crds chart-crds chart-check image
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,11 @@ demo: ## Back-fill the bundled real testnet ledgers (local disk, no cloud) into 
 
 bench: ## Throughput vs the zstd+sha256+codec floor on 10,000 generated pubnet-sized ledgers (one core)
 	bash scripts/bench.sh
+
+bench-smoke: ## `make bench` end to end on 300 ledgers, one round, unoptimised (CI: the script must keep working)
+	d=$$(mktemp -d /tmp/bronze-bench-smoke.XXXXXX); \
+	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_LEDGERS=300 BENCH_PARTITION=100 BENCH_ROUNDS=1 bash scripts/bench.sh; \
+	rm -rf $$d
 
 lint: ## rustfmt and clippy, as CI expects them
 	$(CARGO) fmt --all -- --check

@@ -6,6 +6,9 @@
 # run of each is compared. Also reports the copier's peak memory (RSS).
 #
 #   BENCH_LEDGERS=10000 BENCH_PARTITION=10000 BENCH_ROUNDS=3 scripts/bench.sh
+#
+# BENCH_PROFILE=dev builds without optimising the workspace's own crates: figures are then
+# meaningless, but the script runs end to end in seconds (CI's smoke test: `make bench-smoke`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +16,15 @@ LEDGERS=${BENCH_LEDGERS:-10000}
 PARTITION=${BENCH_PARTITION:-10000}
 CORE=${BENCH_CORE:-0}
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/bronze-bench.XXXXXX)}
-BIN=target/release/bronze-copier
+PROFILE=${BENCH_PROFILE:-release}
+case $PROFILE in
+    release) OUT=target/release ;;
+    dev) OUT=target/debug ;;
+    *) echo "BENCH_PROFILE must be release or dev, not '$PROFILE'" >&2; exit 2 ;;
+esac
+BIN=$OUT/bronze-copier
 
-cargo build --release -q -p bronze --bin bronze-copier --example bench_floor
+cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier --example bench_floor
 DATASTORE="$WORK/datastore"
 if [ ! -f "$DATASTORE/.config.json" ]; then
     echo "generating $LEDGERS pubnet-sized ledgers into $DATASTORE ..."
@@ -53,7 +62,7 @@ FLOORS=()
 COPIERS=()
 for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round/$ROUNDS: floor (one core)"
-    FLOOR=$(taskset -c "$CORE" target/release/examples/bench_floor "$DATASTORE")
+    FLOOR=$(taskset -c "$CORE" "$OUT/examples/bench_floor" "$DATASTORE")
     echo "$FLOOR"
     FLOORS+=("$FLOOR")
 
@@ -66,10 +75,10 @@ for round in $(seq 1 "$ROUNDS"); do
     COPIERS+=("$(echo "$LOG" | grep -E "backfill complete") wall_s=$(python3 -c "print($END - $START)")")
 done
 
-python3 - "$LEDGERS" "${#FLOORS[@]}" "${FLOORS[@]}" "${COPIERS[@]}" <<'PY'
+python3 - "$LEDGERS" "$PARTITION" "${#FLOORS[@]}" "${FLOORS[@]}" "${COPIERS[@]}" <<'PY'
 import re, sys
-ledgers, n = int(sys.argv[1]), int(sys.argv[2])
-floors, copiers = sys.argv[3:3 + n], sys.argv[3 + n:3 + 2 * n]
+ledgers, partition, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+floors, copiers = sys.argv[4:4 + n], sys.argv[4 + n:4 + 2 * n]
 num = lambda pattern, text: float(re.search(pattern, text).group(1))
 mb = num(r"([\d.]+) MB XDR", floors[0])
 f_secs = min(num(r"in ([\d.]+) s:", f) for f in floors)
@@ -83,6 +92,6 @@ print(f"copier: {ledgers / c_secs:.1f} ledgers/s, {mb / c_secs:.1f} MB/s of XDR 
 print(f"ratio to floor (wall clock): {f_secs / c_secs:.2f} (goal >= 0.70)")
 # CPU seconds barely move when other processes share the core: the steadier ratio.
 print(f"ratio to floor (CPU time): {f_cpu / c_cpu:.2f}")
-print(f"peak RSS: {rss:.1f} MiB (goal < 512 MiB for a {ledgers}-ledger partition)")
+print(f"peak RSS: {rss:.1f} MiB (goal < 512 MiB for a {partition}-ledger partition)")
 PY
 echo "(work dir: $WORK)"
