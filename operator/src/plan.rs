@@ -893,7 +893,14 @@ pub fn plan(input: &PlanInput) -> Plan {
             last_ledger.unwrap_or(grid.first_ledger().saturating_sub(1)),
         ),
     };
-    let ledgers_per_second = DateTime::parse_from_rfc3339(&started_at)
+    // Re-derived only when the checkpoint moves: a rate recomputed from the clock on every pass
+    // would change the status on every pass, and each status write wakes the controller again
+    // (a hot loop while idle). So it is the average as of the last commit.
+    let moved = previous.last_committed_ledger != last_ledger || previous.progress.is_none();
+    let ledgers_per_second = if !moved {
+        previous.ledgers_per_second
+    } else {
+        DateTime::parse_from_rfc3339(&started_at)
         .ok()
         .map(|t| (input.now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
         .filter(|secs| *secs >= 1.0)
@@ -904,7 +911,8 @@ pub fn plan(input: &PlanInput) -> Plan {
                     .saturating_sub(started_from),
             );
             (ledgers / secs * 100.0).round() / 100.0
-        });
+        })
+    };
 
     let degraded = failed.first().map(|(r, f)| {
         (

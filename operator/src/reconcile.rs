@@ -177,7 +177,9 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
             let status = backfill.status.as_ref();
             let failed = misconfigured(status, backfill.meta().generation, &problem, now);
             let known = status.and_then(|s| s.message.as_ref()) == failed.message.as_ref();
-            write_status(ctx, &ns, &name, &failed).await?;
+            if status != Some(&failed) {
+                write_status(ctx, &ns, &name, &failed).await?;
+            }
             if !known {
                 publish(
                     ctx,
@@ -211,7 +213,9 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         (_, Err(e)) | (Err(e), _) => {
             // Nothing can be planned safely; say so in the status and try again soon.
             let down = storage_down(status, backfill.meta().generation, &e.message, now);
-            write_status(ctx, &ns, &name, &down).await?;
+            if status != Some(&down) {
+                write_status(ctx, &ns, &name, &down).await?;
+            }
             let reason = "StorageUnavailable";
             publish(
                 ctx,
@@ -288,8 +292,11 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         now,
     });
 
-    // 1. Status, once.
-    write_status(ctx, &ns, &name, &plan.status).await?;
+    // 1. Status, once, and only when it changed: an unchanged status is not written, so an
+    // idle backfill costs one reconcile per requeue and no write.
+    if status != Some(&plan.status) {
+        write_status(ctx, &ns, &name, &plan.status).await?;
+    }
 
     // 2. Jobs.
     let background = DeleteParams {
