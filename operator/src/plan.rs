@@ -901,17 +901,17 @@ pub fn plan(input: &PlanInput) -> Plan {
         previous.ledgers_per_second
     } else {
         DateTime::parse_from_rfc3339(&started_at)
-        .ok()
-        .map(|t| (input.now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
-        .filter(|secs| *secs >= 1.0)
-        .map(|secs| {
-            let ledgers = f64::from(
-                last_ledger
-                    .unwrap_or(started_from)
-                    .saturating_sub(started_from),
-            );
-            (ledgers / secs * 100.0).round() / 100.0
-        })
+            .ok()
+            .map(|t| (input.now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
+            .filter(|secs| *secs >= 1.0)
+            .map(|secs| {
+                let ledgers = f64::from(
+                    last_ledger
+                        .unwrap_or(started_from)
+                        .saturating_sub(started_from),
+                );
+                (ledgers / secs * 100.0).round() / 100.0
+            })
     };
 
     let degraded = failed.first().map(|(r, f)| {

@@ -262,7 +262,10 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     )
     .await;
     // Follow mode: objects may arrive out of order; plan only below the first missing one.
-    let checkpoint = sequenced.checkpoint.as_ref().map(|c| c.last_committed_ledger);
+    let checkpoint = sequenced
+        .checkpoint
+        .as_ref()
+        .map(|c| c.last_committed_ledger);
     let window = tip.and_then(|tip| hole_window(spec, checkpoint, tip));
     let hole = match (&tip_source, window) {
         (Some(source), Some((first, last))) => match source.first_missing(first, last).await {

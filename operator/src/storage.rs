@@ -171,7 +171,9 @@ impl TipSource for DatastoreTip {
                 .first_missing(from, last)
                 .await
                 .map_err(source_error)?;
-            let through = missing.as_ref().map_or(Some(last), |m| m.start.checked_sub(1));
+            let through = missing
+                .as_ref()
+                .map_or(Some(last), |m| m.start.checked_sub(1));
             if let Some(through) = through.filter(|t| *t >= anchor) {
                 *self.complete.lock().expect("lock") = Some((anchor, through));
             }

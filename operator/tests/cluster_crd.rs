@@ -33,7 +33,11 @@ fn minimal(name: &str) -> Value {
 }
 
 fn api(client: &Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<BronzeBackfill>(&()))
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::erase::<BronzeBackfill>(&()),
+    )
 }
 
 /// The API server's message for creating `body`, or `None` when it is accepted.
@@ -119,7 +123,11 @@ async fn immutable_fields_cannot_change_and_operational_knobs_can() {
     let api = &api;
     let patch = |spec: Value| async move {
         match api
-            .patch("imm", &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .patch(
+                "imm",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
             .await
         {
             Ok(_) => None,
@@ -145,7 +153,10 @@ async fn immutable_fields_cannot_change_and_operational_knobs_can() {
             json!({"storage": {"backend": "gcs"}}),
             "storage.backend is immutable",
         ),
-        (json!({"pas": {"enabled": true}}), "pas.enabled is immutable"),
+        (
+            json!({"pas": {"enabled": true}}),
+            "pas.enabled is immutable",
+        ),
     ];
     for (change, expected) in changes {
         let message = patch(change.clone()).await;
@@ -223,7 +234,16 @@ async fn defaults_are_applied_and_the_printer_columns_are_served_as_a_table() {
         .collect();
     assert_eq!(
         columns,
-        ["Name", "Network", "Era", "Phase", "Progress", "Last Ledger", "Rate", "Age"]
+        [
+            "Name",
+            "Network",
+            "Era",
+            "Phase",
+            "Progress",
+            "Last Ledger",
+            "Rate",
+            "Age"
+        ]
     );
     let cells = table["rows"][0]["cells"].as_array().unwrap();
     assert_eq!(cells[0], "cols");

@@ -109,7 +109,8 @@ async fn following_waits_for_an_object_that_arrives_out_of_order() {
         never_failed(&backfills.get("ooo").await.unwrap());
         let jobs = job_ranges(&client, &ns.name).await;
         assert!(
-            jobs.iter().all(|j| j.ends_with("-2-11") || j.ends_with("-12-21")),
+            jobs.iter()
+                .all(|j| j.ends_with("-2-11") || j.ends_with("-12-21")),
             "a Job over the hole: {jobs:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -97,11 +97,17 @@ async fn an_idle_following_backfill_reconciles_once_per_poll_and_writes_no_statu
     let operator = Operator::start(&client, &ns.name);
 
     // Caught up: both partitions (ledgers 2-21) sequenced, nothing left to do.
-    wait_for(&backfills, "idle", Duration::from_secs(90), "caught up", |b| {
-        b.status.as_ref().is_some_and(|s| {
-            s.phase == Some(Phase::Following) && s.last_committed_ledger == Some(21)
-        })
-    })
+    wait_for(
+        &backfills,
+        "idle",
+        Duration::from_secs(90),
+        "caught up",
+        |b| {
+            b.status.as_ref().is_some_and(|s| {
+                s.phase == Some(Phase::Following) && s.last_committed_ledger == Some(21)
+            })
+        },
+    )
     .await;
     // Let the last Job events (harvest patches) settle.
     tokio::time::sleep(Duration::from_secs(u64::from(POLL_SECONDS))).await;
@@ -132,11 +138,17 @@ async fn an_idle_following_backfill_reconciles_once_per_poll_and_writes_no_statu
 
     // Quiet is not deaf: new ledgers are found by the poll and copied.
     datastore.reveal(22..=31);
-    wait_for(&backfills, "idle", Duration::from_secs(60), "following to 31", |b| {
-        b.status
-            .as_ref()
-            .is_some_and(|s| s.last_committed_ledger == Some(31))
-    })
+    wait_for(
+        &backfills,
+        "idle",
+        Duration::from_secs(60),
+        "following to 31",
+        |b| {
+            b.status
+                .as_ref()
+                .is_some_and(|s| s.last_committed_ledger == Some(31))
+        },
+    )
     .await;
 
     operator.stop().await;

@@ -522,7 +522,10 @@ fn run_with_hole(
 
 fn hole_at(ledger: u32) -> Hole {
     Hole {
-        key: format!("FFFFFFFF--0-63999/{:08X}--{ledger}.xdr.zst", u32::MAX - ledger),
+        key: format!(
+            "FFFFFFFF--0-63999/{:08X}--{ledger}.xdr.zst",
+            u32::MAX - ledger
+        ),
         start: ledger,
         end: ledger,
     }
@@ -562,7 +565,11 @@ fn follow_mode_plans_only_below_the_first_missing_object_and_names_it() {
     assert_eq!(nothing.status.phase, Some(Phase::Following));
     // Bounded backfills are planned over the whole range: a hole there is bad input.
     let bounded = run_with_hole(&spec(), None, &Sequenced::default(), &[], 45, &hole);
-    assert_eq!(ranges(&bounded), vec![(2, 11), (12, 21)], "cap 2, not the hole");
+    assert_eq!(
+        ranges(&bounded),
+        vec![(2, 11), (12, 21)],
+        "cap 2, not the hole"
+    );
     assert!(!bounded.status.message.unwrap().contains(&hole.key));
 }
 

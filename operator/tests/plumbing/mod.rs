@@ -215,11 +215,7 @@ impl Kubelet {
             bin.display()
         );
         let stop = CancellationToken::new();
-        tokio::spawn(play(
-            Api::namespaced(client.clone(), ns),
-            bin,
-            stop.clone(),
-        ));
+        tokio::spawn(play(Api::namespaced(client.clone(), ns), bin, stop.clone()));
         Self { stop }
     }
 }
@@ -342,9 +338,11 @@ impl StagedDatastore {
         let path = dir.join("datastore");
         std::fs::create_dir_all(&path).unwrap();
         std::fs::copy(full.join(".config.json"), path.join(".config.json")).unwrap();
-        let schema =
-            bronze::source::schema::DatastoreSchema::new(spec.ledgers_per_batch, spec.batches_per_partition)
-                .unwrap();
+        let schema = bronze::source::schema::DatastoreSchema::new(
+            spec.ledgers_per_batch,
+            spec.batches_per_partition,
+        )
+        .unwrap();
         Self { full, path, schema }
     }
 

@@ -204,7 +204,10 @@ mod tests {
         // 14-15 is missing; 20-21 too, but later.
         let gap = schema.first_absent(10, 21, &present).unwrap();
         assert_eq!((gap.start, gap.end), (14, 15));
-        assert_eq!(gap.stem, format!("{:08X}--8-15/{:08X}--14-15", u32::MAX - 8, u32::MAX - 14));
+        assert_eq!(
+            gap.stem,
+            format!("{:08X}--8-15/{:08X}--14-15", u32::MAX - 8, u32::MAX - 14)
+        );
         // A range inside a batch is covered by that batch.
         assert_eq!(schema.first_absent(11, 13, &present), None);
         assert_eq!(schema.first_absent(16, 19, &present), None);
@@ -221,7 +224,12 @@ mod tests {
             1,
             "terminates at the top"
         );
-        assert!(DatastoreSchema::new(1, 1).unwrap().folders_covering(1, 100).is_empty());
+        assert!(
+            DatastoreSchema::new(1, 1)
+                .unwrap()
+                .folders_covering(1, 100)
+                .is_empty()
+        );
     }
 
     #[test]
