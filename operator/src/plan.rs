@@ -256,7 +256,7 @@ pub fn hole_window(
         * u64::from(spec.partition_size.max(1))
         * 2;
     let last = (u64::from(first) + ahead - 1).min(u64::from(tip));
-    (u64::from(first) <= last).then(|| (first, last as u32))
+    (u64::from(first) <= last).then_some((first, last as u32))
 }
 
 /// Everything the planner looks at.
