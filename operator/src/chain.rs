@@ -51,9 +51,16 @@ pub trait DatasetStore: Send + Sync {
     fn first_committed(&self) -> BoxFuture<'_, Result<Option<Manifest>, ReadError>>;
 }
 
-/// The newest ledger in the source datastore (follow mode).
+/// The newest ledger in the source datastore, and gaps below it (follow mode).
 pub trait TipSource: Send + Sync {
     fn latest_ledger(&self) -> BoxFuture<'_, Result<Option<u32>, ReadError>>;
+    /// The first datastore object missing from `[first, last]` (objects may arrive out of
+    /// order), if any.
+    fn first_missing(
+        &self,
+        first: u32,
+        last: u32,
+    ) -> BoxFuture<'_, Result<Option<crate::plan::Hole>, ReadError>>;
 }
 
 /// What an audit event records about one committed partition.

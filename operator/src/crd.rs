@@ -53,7 +53,7 @@ pub const MAX_LEDGER: u32 = u32::MAX;
         name = "Rate",
         type_ = "number",
         json_path = ".status.ledgersPerSecond",
-        description = "Committed ledgers per second since the backfill started"
+        description = "Committed ledgers per second since the backfill started, as of the last commit"
     ),
     printcolumn(
         name = "Age",
@@ -518,6 +518,8 @@ pub struct BronzeBackfillStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 4294967295u64))]
     pub last_committed_ledger: Option<u32>,
+    /// Committed ledgers per second since `progress.startedAt`, as of the last checkpoint move
+    /// (not re-derived while nothing is committed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledgers_per_second: Option<f64>,
     /// Follow mode: the newest ledger seen in the datastore.

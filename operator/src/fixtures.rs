@@ -201,11 +201,32 @@ impl DatasetStore for MemoryDataset {
     }
 }
 
+/// A datastore tip with every object below it present.
 pub struct FixedTip(pub Option<u32>);
 
 impl TipSource for FixedTip {
     fn latest_ledger(&self) -> BoxFuture<'_, Result<Option<u32>, ReadError>> {
         Box::pin(async move { Ok(self.0) })
+    }
+
+    fn first_missing(
+        &self,
+        _first: u32,
+        last: u32,
+    ) -> BoxFuture<'_, Result<Option<crate::plan::Hole>, ReadError>> {
+        // Nothing is missing up to the tip; everything above it is.
+        let hole = match self.0 {
+            Some(tip) if last <= tip => None,
+            tip => {
+                let start = tip.map_or(0, |t| t + 1);
+                Some(crate::plan::Hole {
+                    key: format!("ledger-{start}.xdr.zst"),
+                    start,
+                    end: start,
+                })
+            }
+        };
+        Box::pin(async move { Ok(hole) })
     }
 }
 

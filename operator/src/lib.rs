@@ -5,12 +5,13 @@
 //! verifying committed partitions in ledger order), [`audit`] (the PAS chain, written with the
 //! worker's PAS module), [`catalog`] (the PostgreSQL catalog, written with the worker's catalog
 //! module), [`job`] (the worker Job),
-//! [`reconcile`] (Kubernetes I/O), [`storage`] (object stores, via the worker library),
+//! [`reconcile`] (Kubernetes I/O), [`controller`] (the watches), [`storage`] (object stores, via the worker library),
 //! [`leader`] (optional Lease), [`metrics`] and [`http`] (health, readiness, metrics endpoint).
 
 pub mod audit;
 pub mod catalog;
 pub mod chain;
+pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod job;

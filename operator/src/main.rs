@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bronze_operator::audit::PasAuditFactory;
 use bronze_operator::catalog::PgCatalogFactory;
+use bronze_operator::controller::controller;
 use bronze_operator::crd::BronzeBackfill;
 use bronze_operator::http::{HttpState, serve};
 use bronze_operator::job::WorkerDefaults;
@@ -20,7 +21,6 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
@@ -175,11 +175,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     state.set_ready(true);
     state.set_leader(true);
-    Controller::new(backfills, watcher::Config::default())
-        .owns(
-            jobs,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=bronze-operator"),
-        )
+    controller(backfills, jobs)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -6,11 +6,16 @@
 //! * The job grid: Job `j` covers partitions `[j·partitionsPerJob, (j+1)·partitionsPerJob)` of the
 //!   partition grid (clipped to the range), so a range always maps to the same Job name.
 //! * At most `maxConcurrentJobs` Jobs are active; new Jobs go to the lowest unfinished ranges that
-//!   have no Job. In follow mode a Job is planned only once the datastore tip covers its range.
+//!   have no Job. In follow mode a Job is planned only once the datastore holds every object of
+//!   its range: objects may be uploaded out of order, so the horizon is the highest ledger below
+//!   which nothing is missing ([`Hole`]), not the newest object listed. The status names the
+//!   missing object while the backfill waits for it.
 //! * A failed Job is retried (deleted, then recreated with the next attempt number) only when its
 //!   failure is retryable and attempts are left; bad input, conflicts and config errors (worker
 //!   exit codes 2, 3, 4) are never retried: the range is reported Failed and no new Jobs start
 //!   until the user deletes the failed Job (which means "try again").
+//! * Follow mode: a Job that failed as bad input over a range where an object is missing now
+//!   (it was planned before the hole was seen) is retried once the object is there, not failed.
 //! * A Job is harvested (labelled, TTL set) only when all its partitions are sequenced.
 //! * `suspend` stops creating Jobs; running ones finish.
 
@@ -216,6 +221,44 @@ pub struct CatalogProgress {
     pub error: Option<String>,
 }
 
+/// Follow mode: the first datastore object missing below the tip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hole {
+    /// The object's key in the datastore.
+    pub key: String,
+    /// The ledgers the object holds.
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Hole {
+    fn describe(&self) -> String {
+        let ledgers = if self.start == self.end {
+            format!("ledger {}", self.start)
+        } else {
+            format!("ledgers {}-{}", self.start, self.end)
+        };
+        format!("datastore object {} ({ledgers})", self.key)
+    }
+}
+
+/// Follow mode: the ledgers to look for missing objects in before planning, `[first, last]`:
+/// from the first partition after the checkpoint up to the tip, at most two rounds of Jobs ahead
+/// (the planner never looks further in one reconcile). `None` when there is nothing to look at.
+pub fn hole_window(
+    spec: &BronzeBackfillSpec,
+    checkpoint: Option<u32>,
+    tip: u32,
+) -> Option<(u32, u32)> {
+    let first = Grid::of(spec).next_partition(checkpoint)?.start;
+    let ahead = u64::from(spec.max_concurrent_jobs.max(1))
+        * u64::from(spec.partitions_per_job.max(1))
+        * u64::from(spec.partition_size.max(1))
+        * 2;
+    let last = (u64::from(first) + ahead - 1).min(u64::from(tip));
+    (u64::from(first) <= last).then_some((first, last as u32))
+}
+
 /// Everything the planner looks at.
 #[derive(Clone, Debug)]
 pub struct PlanInput<'a> {
@@ -228,6 +271,8 @@ pub struct PlanInput<'a> {
     pub jobs: &'a [ObservedJob],
     /// Follow mode: the newest ledger in the datastore, if known.
     pub tip: Option<u32>,
+    /// Follow mode: the first object missing in [`hole_window`], if any.
+    pub hole: Option<&'a Hole>,
     pub now: DateTime<Utc>,
 }
 
@@ -525,12 +570,24 @@ pub fn plan(input: &PlanInput) -> Plan {
                 }
             }
             JobState::Failed(failure) => {
-                let retry = failure.retryable() && job.attempt < max_attempts;
-                let message = if failure.message.is_empty() {
+                // Follow mode: its worker found an object missing that has not arrived yet.
+                let late = input.hole.filter(|h| {
+                    spec.follows_tip()
+                        && failure.kind() == "BadInput"
+                        && overlaps(job.range, LedgerRange::new(h.start, h.end))
+                });
+                let retry = late.is_some() || (failure.retryable() && job.attempt < max_attempts);
+                let mut message = if failure.message.is_empty() {
                     failure.reason.clone()
                 } else {
                     failure.message.clone()
                 };
+                if let Some(hole) = late {
+                    message = format!(
+                        "{message}; {} is not in the datastore yet: the range runs again once it is",
+                        hole.describe()
+                    );
+                }
                 record_failure(
                     &mut failed,
                     &mut events,
@@ -592,7 +649,11 @@ pub fn plan(input: &PlanInput) -> Plan {
 
     // New Jobs: the lowest unfinished ranges without a Job, up to the concurrency cap.
     let horizon = if spec.follows_tip() {
-        input.tip
+        // Only ledgers below the first missing object: a Job over a hole would fail.
+        match input.hole {
+            Some(hole) => input.tip.map(|t| t.min(hole.start.saturating_sub(1))),
+            None => input.tip,
+        }
     } else {
         grid.last_ledger()
     };
@@ -675,6 +736,12 @@ pub fn plan(input: &PlanInput) -> Plan {
     let finished = grid.last_ledger().is_some() && grid.next_partition(done_through).is_none();
     let in_flight = active > 0 || !create.is_empty();
     let blocked = blocked_at.is_some();
+    // Follow mode: the object the next Job waits for, when it is what holds planning back.
+    let waiting_for_object = input
+        .hole
+        .filter(|_| spec.follows_tip())
+        .filter(|h| input.tip.is_some_and(|tip| h.start <= tip))
+        .map(Hole::describe);
     let (phase, message) = if blocked {
         let (range, f) = failed
             .iter()
@@ -708,17 +775,24 @@ pub fn plan(input: &PlanInput) -> Plan {
     } else if spec.follows_tip() && !in_flight && !waiting && !seq.more {
         (
             Phase::Following,
-            match input.tip {
-                Some(tip) => format!("caught up with the datastore tip (ledger {tip})"),
-                None => "waiting for the datastore tip".to_string(),
+            match (input.tip, waiting_for_object.as_ref()) {
+                (Some(tip), Some(missing)) => format!(
+                    "waiting for {missing}: newer ledgers up to {tip} are in the datastore (objects arriving out of order)"
+                ),
+                (Some(tip), None) => format!("caught up with the datastore tip (ledger {tip})"),
+                (None, _) => "waiting for the datastore tip".to_string(),
             },
         )
     } else if done_through.is_none() && !in_flight && !waiting {
         (Phase::Pending, "nothing started yet".to_string())
     } else {
+        let running = format!("{} Job(s) running", active as usize + create.len());
         (
             Phase::Running,
-            format!("{} Job(s) running", active as usize + create.len()),
+            match &waiting_for_object {
+                Some(missing) => format!("{running}; waiting for {missing}"),
+                None => running,
+            },
         )
     };
     if previous.phase != Some(phase) {
@@ -819,18 +893,26 @@ pub fn plan(input: &PlanInput) -> Plan {
             last_ledger.unwrap_or(grid.first_ledger().saturating_sub(1)),
         ),
     };
-    let ledgers_per_second = DateTime::parse_from_rfc3339(&started_at)
-        .ok()
-        .map(|t| (input.now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
-        .filter(|secs| *secs >= 1.0)
-        .map(|secs| {
-            let ledgers = f64::from(
-                last_ledger
-                    .unwrap_or(started_from)
-                    .saturating_sub(started_from),
-            );
-            (ledgers / secs * 100.0).round() / 100.0
-        });
+    // Re-derived only when the checkpoint moves: a rate recomputed from the clock on every pass
+    // would change the status on every pass, and each status write wakes the controller again
+    // (a hot loop while idle). So it is the average as of the last commit.
+    let moved = previous.last_committed_ledger != last_ledger || previous.progress.is_none();
+    let ledgers_per_second = if !moved {
+        previous.ledgers_per_second
+    } else {
+        DateTime::parse_from_rfc3339(&started_at)
+            .ok()
+            .map(|t| (input.now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
+            .filter(|secs| *secs >= 1.0)
+            .map(|secs| {
+                let ledgers = f64::from(
+                    last_ledger
+                        .unwrap_or(started_from)
+                        .saturating_sub(started_from),
+                );
+                (ledgers / secs * 100.0).round() / 100.0
+            })
+    };
 
     let degraded = failed.first().map(|(r, f)| {
         (

@@ -25,7 +25,7 @@ use crate::chain::{AuditFactory, CatalogFactory, SequenceStart, resolve_ingested
 use crate::crd::BronzeBackfill;
 use crate::job::{WorkerDefaults, build_job, harvest_patch, observe, selector};
 use crate::metrics::Metrics;
-use crate::plan::{ObservedJob, PlanInput, misconfigured, plan, storage_down};
+use crate::plan::{ObservedJob, PlanInput, hole_window, misconfigured, plan, storage_down};
 use crate::storage::StorageFactory;
 
 pub const FINALIZER: &str = "bronze.obsrvr.io/jobs";
@@ -177,7 +177,9 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
             let status = backfill.status.as_ref();
             let failed = misconfigured(status, backfill.meta().generation, &problem, now);
             let known = status.and_then(|s| s.message.as_ref()) == failed.message.as_ref();
-            write_status(ctx, &ns, &name, &failed).await?;
+            if status != Some(&failed) {
+                write_status(ctx, &ns, &name, &failed).await?;
+            }
             if !known {
                 publish(
                     ctx,
@@ -211,7 +213,9 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         (_, Err(e)) | (Err(e), _) => {
             // Nothing can be planned safely; say so in the status and try again soon.
             let down = storage_down(status, backfill.meta().generation, &e.message, now);
-            write_status(ctx, &ns, &name, &down).await?;
+            if status != Some(&down) {
+                write_status(ctx, &ns, &name, &down).await?;
+            }
             let reason = "StorageUnavailable";
             publish(
                 ctx,
@@ -226,17 +230,24 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         }
     };
     let mut trouble = None;
-    let tip = if spec.follows_tip() {
-        let tip = match ctx.storage.tip(&key, spec).await {
-            Ok(source) => source.latest_ledger().await,
-            Err(e) => Err(e),
-        };
-        tip.unwrap_or_else(|e| {
-            trouble = Some(format!("datastore tip: {e}"));
-            None
-        })
+    let tip_source = if spec.follows_tip() {
+        ctx.storage.tip(&key, spec).await.map(Some)
     } else {
-        None
+        Ok(None)
+    };
+    let (tip_source, mut tip) = match tip_source {
+        Ok(Some(source)) => match source.latest_ledger().await {
+            Ok(tip) => (Some(source), tip),
+            Err(e) => {
+                trouble = Some(format!("datastore tip: {e}"));
+                (None, None)
+            }
+        },
+        Ok(None) => (None, None),
+        Err(e) => {
+            trouble = Some(format!("datastore tip: {e}"));
+            (None, None)
+        }
     };
     let audit = ctx.audit.open(&key, spec);
     let catalog = ctx.catalog.open(&key, spec);
@@ -250,6 +261,24 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         MAX_SEQUENCED_PER_RECONCILE,
     )
     .await;
+    // Follow mode: objects may arrive out of order; plan only below the first missing one.
+    let checkpoint = sequenced
+        .checkpoint
+        .as_ref()
+        .map(|c| c.last_committed_ledger);
+    let window = tip.and_then(|tip| hole_window(spec, checkpoint, tip));
+    let hole = match (&tip_source, window) {
+        (Some(source), Some((first, last))) => match source.first_missing(first, last).await {
+            Ok(hole) => hole,
+            Err(e) => {
+                // Unknown gaps: plan nothing new rather than a Job over a possible hole.
+                trouble = Some(format!("datastore listing: {e}"));
+                tip = None;
+                None
+            }
+        },
+        _ => None,
+    };
     if sequenced.trouble.is_none() {
         sequenced.trouble = trouble;
     }
@@ -262,11 +291,15 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         sequenced: &sequenced,
         jobs: &jobs,
         tip,
+        hole: hole.as_ref(),
         now,
     });
 
-    // 1. Status, once.
-    write_status(ctx, &ns, &name, &plan.status).await?;
+    // 1. Status, once, and only when it changed: an unchanged status is not written, so an
+    // idle backfill costs one reconcile per requeue and no write.
+    if status != Some(&plan.status) {
+        write_status(ctx, &ns, &name, &plan.status).await?;
+    }
 
     // 2. Jobs.
     let background = DeleteParams {

@@ -20,6 +20,7 @@ use object_store::ObjectStoreExt;
 use crate::chain::{Committed, DatasetStore, ReadError, TipSource};
 use crate::crd::BronzeBackfillSpec;
 use crate::job::worker_config;
+use crate::plan::Hole;
 
 /// The committed partitions of one dataset, in any object store.
 pub struct ObjectDataset {
@@ -119,18 +120,68 @@ impl DatasetStore for ObjectDataset {
     }
 }
 
-/// The tip of a datastore, by listing its newest objects.
+/// The tip of a datastore, by listing its newest objects, and its gaps, by listing folders.
 pub struct DatastoreTip {
     datastore: Datastore,
+    /// `[first, last]` last found without a missing object: objects are not taken back, so a
+    /// later look starts after it (in steady following, only the newest folder is listed).
+    complete: Mutex<Option<(u32, u32)>>,
+}
+
+impl DatastoreTip {
+    pub fn new(datastore: Datastore) -> Self {
+        Self {
+            datastore,
+            complete: Mutex::new(None),
+        }
+    }
+}
+
+fn source_error(e: bronze::source::SourceError) -> ReadError {
+    ReadError {
+        transient: e.is_transient(),
+        message: e.to_string(),
+    }
 }
 
 impl TipSource for DatastoreTip {
     fn latest_ledger(&self) -> BoxFuture<'_, Result<Option<u32>, ReadError>> {
+        Box::pin(async move { self.datastore.latest_ledger().await.map_err(source_error) })
+    }
+
+    fn first_missing(
+        &self,
+        first: u32,
+        last: u32,
+    ) -> BoxFuture<'_, Result<Option<Hole>, ReadError>> {
         Box::pin(async move {
-            self.datastore.latest_ledger().await.map_err(|e| ReadError {
-                transient: e.is_transient(),
-                message: e.to_string(),
-            })
+            let known = *self.complete.lock().expect("lock");
+            // Continue after what is known to be complete, when it covers the start.
+            let (anchor, from) = match known {
+                Some((a, b)) if a <= first && first <= b.saturating_add(1) => {
+                    if b >= last {
+                        return Ok(None);
+                    }
+                    (a, b + 1)
+                }
+                _ => (first, first),
+            };
+            let missing = self
+                .datastore
+                .first_missing(from, last)
+                .await
+                .map_err(source_error)?;
+            let through = missing
+                .as_ref()
+                .map_or(Some(last), |m| m.start.checked_sub(1));
+            if let Some(through) = through.filter(|t| *t >= anchor) {
+                *self.complete.lock().expect("lock") = Some((anchor, through));
+            }
+            Ok(missing.map(|batch| Hole {
+                key: self.datastore.object_key(&batch),
+                start: batch.start,
+                end: batch.end,
+            }))
         })
     }
 }
@@ -209,7 +260,7 @@ impl StorageFactory for ObjectStorageFactory {
                     transient: e.is_transient(),
                     message: e.to_string(),
                 })?;
-            let tip: Arc<dyn TipSource> = Arc::new(DatastoreTip { datastore });
+            let tip: Arc<dyn TipSource> = Arc::new(DatastoreTip::new(datastore));
             self.tips
                 .lock()
                 .expect("cache lock")

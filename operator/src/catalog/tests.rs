@@ -316,6 +316,7 @@ async fn lenient_catalog_down_warns_sequences_on_and_a_later_reconcile_fills_the
         sequenced: &on,
         jobs: &[],
         tip: None,
+        hole: None,
         now: chrono::Utc::now(),
     });
     assert!(plan.events.iter().any(|e| e.reason == "CatalogBehind"));

@@ -242,6 +242,7 @@ impl World {
             sequenced: &seq,
             jobs: &jobs,
             tip: None,
+            hole: None,
             now: self.now,
         });
         self.status = Some(plan.status.clone());

@@ -28,6 +28,7 @@ fn run(
         sequenced: seq,
         jobs,
         tip,
+        hole: None,
         now: now(),
     })
 }
@@ -495,6 +496,124 @@ fn follow_mode_plans_up_to_the_tip_then_follows() {
     assert_eq!(caught_up.status.phase, Some(Phase::Following));
     assert_eq!(caught_up.requeue, Duration::from_secs(30));
     assert!(caught_up.events.iter().any(|e| e.reason == "CaughtUp"));
+}
+
+fn run_with_hole(
+    spec: &BronzeBackfillSpec,
+    previous: Option<&BronzeBackfillStatus>,
+    seq: &Sequenced,
+    jobs: &[ObservedJob],
+    tip: u32,
+    hole: &Hole,
+) -> Plan {
+    plan(&PlanInput {
+        name: "bbf",
+        spec,
+        generation: Some(3),
+        previous,
+        ingested_at: INGESTED,
+        sequenced: seq,
+        jobs,
+        tip: Some(tip),
+        hole: Some(hole),
+        now: now(),
+    })
+}
+
+fn hole_at(ledger: u32) -> Hole {
+    Hole {
+        key: format!(
+            "FFFFFFFF--0-63999/{:08X}--{ledger}.xdr.zst",
+            u32::MAX - ledger
+        ),
+        start: ledger,
+        end: ledger,
+    }
+}
+
+#[test]
+fn follow_mode_plans_only_below_the_first_missing_object_and_names_it() {
+    let mut s = spec();
+    s.ledger_end = 0;
+    s.max_concurrent_jobs = 10;
+    // The tip (45) is there, ledger 25 is not: 22-31 and later wait.
+    let hole = hole_at(25);
+    let plan = run_with_hole(&s, None, &Sequenced::default(), &[], 45, &hole);
+    assert_eq!(ranges(&plan), vec![(2, 11), (12, 21)]);
+    assert_eq!(plan.status.phase, Some(Phase::Running));
+    let message = plan.status.message.clone().unwrap();
+    assert!(message.contains(&hole.key), "{message}");
+    assert!(message.contains("ledger 25"), "{message}");
+    // Below the hole everything is committed: Following, waiting for that object.
+    let seq = Sequenced {
+        checkpoint: Some(checkpoint_at(21, 10)),
+        ..Default::default()
+    };
+    let waiting = run_with_hole(&s, Some(&plan.status), &seq, &[], 45, &hole);
+    assert!(waiting.create.is_empty());
+    assert_eq!(waiting.status.phase, Some(Phase::Following));
+    let message = waiting.status.message.clone().unwrap();
+    assert!(
+        message.starts_with("waiting for datastore object") && message.contains(&hole.key),
+        "{message}"
+    );
+    assert!(message.contains("up to 45"), "{message}");
+    assert_eq!(waiting.requeue, Duration::from_secs(30), "polls for it");
+    // A hole in the very first object: nothing is planned at all.
+    let nothing = run_with_hole(&s, None, &Sequenced::default(), &[], 45, &hole_at(2));
+    assert!(nothing.create.is_empty());
+    assert_eq!(nothing.status.phase, Some(Phase::Following));
+    // Bounded backfills are planned over the whole range: a hole there is bad input.
+    let bounded = run_with_hole(&spec(), None, &Sequenced::default(), &[], 45, &hole);
+    assert_eq!(
+        ranges(&bounded),
+        vec![(2, 11), (12, 21)],
+        "cap 2, not the hole"
+    );
+    assert!(!bounded.status.message.unwrap().contains(&hole.key));
+}
+
+#[test]
+fn follow_mode_retries_a_job_that_failed_over_a_late_object_once_it_arrives() {
+    let mut s = spec();
+    s.ledger_end = 0;
+    s.worker.max_attempts = 1;
+    let seq = Sequenced {
+        checkpoint: Some(checkpoint_at(21, 10)),
+        ..Default::default()
+    };
+    // Planned before the hole was seen; its worker exited 3 on the missing object.
+    let mut j = job(r(22, 31), failed("PodFailurePolicy", Some(3)));
+    j.attempt = 1;
+    let hole = hole_at(25);
+    let plan = run_with_hole(&s, None, &seq, std::slice::from_ref(&j), 45, &hole);
+    assert_ne!(plan.status.phase, Some(Phase::Failed));
+    assert_eq!(plan.delete, vec![j.name.clone()]);
+    assert!(plan.create.is_empty(), "not before the object is there");
+    let f = &plan.status.failed_partitions[0];
+    assert!(f.retrying, "{f:?}");
+    assert!(f.message.contains(&hole.key), "{}", f.message);
+    // The object arrives (no hole): the range runs again, attempt 2, despite maxAttempts 1.
+    let again = run(&s, Some(&plan.status), &seq, &[], Some(45));
+    assert_eq!(ranges(&again), vec![(22, 31), (32, 41)]);
+    assert_eq!(again.create[0].attempt, 2);
+    // Without a hole the same failure is bad input, for good.
+    let bad = run(&s, None, &seq, &[j], Some(45));
+    assert_eq!(bad.status.phase, Some(Phase::Failed));
+    assert!(!bad.status.failed_partitions[0].retrying);
+}
+
+#[test]
+fn the_hole_window_runs_from_the_checkpoint_to_the_tip_two_rounds_ahead() {
+    let mut s = spec();
+    s.ledger_end = 0;
+    s.max_concurrent_jobs = 2;
+    assert_eq!(hole_window(&s, None, 1000), Some((2, 41)));
+    assert_eq!(hole_window(&s, Some(21), 30), Some((22, 30)));
+    assert_eq!(hole_window(&s, Some(21), 21), None, "caught up");
+    assert_eq!(hole_window(&s, Some(u32::MAX), u32::MAX), None);
+    s.partitions_per_job = 3;
+    assert_eq!(hole_window(&s, Some(21), u32::MAX), Some((22, 141)));
 }
 
 #[test]

@@ -352,6 +352,49 @@ impl Datastore {
         Ok(value)
     }
 
+    /// The first batch object missing among those covering `[first, last]`, found by listing
+    /// their partition folders (objects may be uploaded out of order: the newest one present
+    /// says nothing about the ones before it). Never on the copy path; the operator's follow mode
+    /// uses it to plan only over ledgers the datastore holds without a gap.
+    pub async fn first_missing(
+        &self,
+        first: u32,
+        last: u32,
+    ) -> Result<Option<BatchObject>, SourceError> {
+        let list_err = |source| SourceError::List {
+            uri: self.location.uri.clone(),
+            source,
+        };
+        let folders = self.schema.folders_covering(first, last);
+        let roots = if folders.is_empty() {
+            vec![self.location.key("")]
+        } else {
+            folders.iter().map(|f| self.location.key(f)).collect()
+        };
+        let mut present = std::collections::BTreeSet::new();
+        for root in roots {
+            let listing = match self.location.store.list_with_delimiter(Some(&root)).await {
+                Ok(listing) => listing,
+                // A folder nothing was uploaded to yet.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(list_err(e)),
+            };
+            present.extend(listing.objects.iter().filter_map(|o| {
+                let name = o.location.filename()?;
+                let stem = ZSTD_EXTENSIONS
+                    .iter()
+                    .find_map(|ext| name.strip_suffix(&format!(".{ext}")))?;
+                parse_range_name(stem).map(|(start, _)| start)
+            }));
+        }
+        Ok(self.schema.first_absent(first, last, &present))
+    }
+
+    /// The full key of a batch object (preferred extension), for messages.
+    pub fn object_key(&self, batch: &BatchObject) -> String {
+        self.preferred_key(batch).to_string()
+    }
+
     async fn list_latest_ledger(&self) -> Result<Option<u32>, SourceError> {
         let list_err = |source| SourceError::List {
             uri: self.location.uri.clone(),

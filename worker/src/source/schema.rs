@@ -99,6 +99,35 @@ impl DatastoreSchema {
         BatchObject { start, end, stem }
     }
 
+    /// The first batch covering `[first, last]` whose start is not in `present` (the batch starts
+    /// found in the datastore), in ledger order.
+    pub fn first_absent(
+        &self,
+        first: u32,
+        last: u32,
+        present: &std::collections::BTreeSet<u32>,
+    ) -> Option<BatchObject> {
+        self.batches_covering(first, last)
+            .find(|b| !present.contains(&b.start))
+    }
+
+    /// The partition folders (without the trailing `/`) holding the batches of `[first, last]`,
+    /// in ledger order; empty when batches sit at the datastore's root (one batch per partition).
+    pub fn folders_covering(&self, first: u32, last: u32) -> Vec<String> {
+        if self.batches_per_partition <= 1 {
+            return Vec::new();
+        }
+        let size = self.ledgers_per_batch * self.batches_per_partition;
+        let mut folders = Vec::new();
+        let mut start = Some(first - first % size);
+        while let Some(p) = start.filter(|p| *p <= last) {
+            let stem = self.batch_for(p).stem;
+            folders.push(stem[..stem.find('/').unwrap_or(stem.len())].to_string());
+            start = p.checked_add(size);
+        }
+        folders
+    }
+
     /// The batches covering `[first, last]`, in ledger order.
     pub fn batches_covering(
         &self,
@@ -166,6 +195,41 @@ mod tests {
         for pair in batches.windows(2) {
             assert_eq!(pair[0].end + 1, pair[1].start);
         }
+    }
+
+    #[test]
+    fn the_first_absent_batch_is_the_lowest_gap_in_ledger_order() {
+        let schema = DatastoreSchema::new(2, 4).unwrap(); // partitions of 8 ledgers
+        let present: std::collections::BTreeSet<u32> = [10, 12, 16, 18].into();
+        // 14-15 is missing; 20-21 too, but later.
+        let gap = schema.first_absent(10, 21, &present).unwrap();
+        assert_eq!((gap.start, gap.end), (14, 15));
+        assert_eq!(
+            gap.stem,
+            format!("{:08X}--8-15/{:08X}--14-15", u32::MAX - 8, u32::MAX - 14)
+        );
+        // A range inside a batch is covered by that batch.
+        assert_eq!(schema.first_absent(11, 13, &present), None);
+        assert_eq!(schema.first_absent(16, 19, &present), None);
+        assert_eq!(schema.first_absent(20, 20, &present).unwrap().start, 20);
+        assert_eq!(
+            schema.folders_covering(10, 21),
+            [
+                format!("{:08X}--8-15", u32::MAX - 8),
+                format!("{:08X}--16-23", u32::MAX - 16)
+            ]
+        );
+        assert_eq!(
+            schema.folders_covering(u32::MAX - 1, u32::MAX).len(),
+            1,
+            "terminates at the top"
+        );
+        assert!(
+            DatastoreSchema::new(1, 1)
+                .unwrap()
+                .folders_covering(1, 100)
+                .is_empty()
+        );
     }
 
     #[test]
