@@ -48,7 +48,7 @@ pub struct Faults {
 
 pub struct Kubelet {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
     pub record: Arc<Mutex<Record>>,
 }
 
@@ -64,16 +64,22 @@ impl Kubelet {
             record.clone(),
             test.to_string(),
         ));
-        Kubelet { stop, task, record }
+        Kubelet {
+            stop,
+            task: Some(task),
+            record,
+        }
     }
 
     pub fn record(&self) -> Record {
         self.record.lock().unwrap().clone()
     }
 
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -205,7 +211,7 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, kill: CancellationToken) {
             let workdir = shared.dir.path().join(&name);
             std::fs::create_dir_all(&workdir).unwrap();
             let out = std::fs::File::create(&log).unwrap();
-            let mut cmd = tokio::process::Command::new(program);
+            let mut cmd = std::process::Command::new(program);
             cmd.env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("HOME", &workdir)
@@ -219,28 +225,26 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, kill: CancellationToken) {
                 .current_dir(&workdir)
                 .stdin(std::process::Stdio::null())
                 .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .kill_on_drop(true);
+                .stderr(out);
             let mut child = cmd.spawn().expect("start the worker");
-            let chaos = async {
-                match chaos_delay {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => std::future::pending().await,
+            let started = std::time::Instant::now();
+            // Polled rather than awaited: the operator's tokio has no `process` feature.
+            let status = loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break s;
                 }
-            };
-            let status = tokio::select! {
-                s = child.wait() => s.unwrap(),
-                _ = chaos => {
+                if chaos_delay.is_some_and(|d| started.elapsed() >= d) {
                     shared.record.lock().unwrap().killed += 1;
                     say(&format!("{}: kubelet: SIGKILL worker of Pod {name}", shared.test));
-                    let _ = child.start_kill();
-                    child.wait().await.unwrap()
+                    let _ = child.kill();
+                    break child.wait().unwrap();
                 }
-                _ = kill.cancelled() => {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
+                if kill.is_cancelled() {
+                    let _ = child.kill();
+                    let _ = child.wait();
                     return; // the Pod is gone: nothing to report
                 }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             };
             use std::os::unix::process::ExitStatusExt;
             let code = status

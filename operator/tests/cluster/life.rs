@@ -34,9 +34,9 @@ async fn a_bounded_backfill_succeeds_with_exact_rows_and_deleting_it_keeps_the_d
     let progress = status.progress.unwrap();
     assert_eq!(progress.summary, "4/4 (100%)");
     // Exact rows: one per ledger, each partition exactly its ten ledgers.
-    let manifests = manifests(&env);
-    assert_eq!(manifests.keys().copied().collect::<Vec<_>>(), [2, 12, 22, 32]);
-    for (start, m) in &manifests {
+    let committed = manifests(&env);
+    assert_eq!(committed.keys().copied().collect::<Vec<_>>(), [2, 12, 22, 32]);
+    for (start, m) in &committed {
         let rows: u64 = m.tables.values().map(|t| t.row_count).sum();
         assert_eq!(rows, u64::from(PARTITION), "partition {start}");
         assert_eq!(m.partition.end, start + PARTITION - 1);

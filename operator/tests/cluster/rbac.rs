@@ -96,7 +96,7 @@ fn probe_job(name: &str) -> Job {
 fn probe_event(ns: &str, name: &str) -> Event {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": ns},
-        "eventTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+        "eventTime": micro_now(),
         "reportingController": FIELD_MANAGER,
         "reportingInstance": "probe",
         "action": "Reconcile",
@@ -111,7 +111,7 @@ fn probe_event(ns: &str, name: &str) -> Event {
 
 /// Makes the call the operator makes for `call`, as `client` (dry run where it would change
 /// something). `Ok` when allowed; the API error otherwise.
-async fn make(client: &Client, ns: &str, call: &Call) -> Result<(), kube::Error> {
+async fn make(admin: &Client, client: &Client, ns: &str, call: &Call) -> Result<(), kube::Error> {
     let dry = PostParams {
         dry_run: true,
         ..Default::default()
@@ -175,7 +175,7 @@ async fn make(client: &Client, ns: &str, call: &Call) -> Result<(), kube::Error>
                 "probe-event",
                 &dry_patch,
                 &Patch::Merge(json!({"series": {"count": 2,
-                    "lastObservedTime": k8s_openapi::jiff::Timestamp::now().to_string()}})),
+                    "lastObservedTime": micro_now()}})),
             )
             .await
             .map(drop),
@@ -187,9 +187,13 @@ async fn make(client: &Client, ns: &str, call: &Call) -> Result<(), kube::Error>
             leases.create(&dry, &lease).await.map(drop)
         }
         ("coordination.k8s.io", "leases", "update") => {
-            // Read as admin would be cheating the `get`; the update carries no resourceVersion.
+            // The resourceVersion read as admin, so that only the update itself is probed.
+            let current = Api::<Lease>::namespaced(admin.clone(), ns)
+                .get(RELEASE)
+                .await
+                .unwrap();
             let lease: Lease = serde_json::from_value(json!({
-                "metadata": {"name": RELEASE},
+                "metadata": {"name": RELEASE, "resourceVersion": current.metadata.resource_version},
                 "spec": {"holderIdentity": "probe", "leaseDurationSeconds": 15},
             }))
             .unwrap();
@@ -217,10 +221,16 @@ fn forbidden(result: &Result<(), kube::Error>) -> bool {
 
 /// Polls `call` until it is refused (`refused`) or allowed: RBAC changes reach the
 /// authorizer's cache within moments, not at once.
-async fn until(client: &Client, ns: &str, call: &Call, refused: bool) -> Result<(), kube::Error> {
+async fn until(
+    admin: &Client,
+    client: &Client,
+    ns: &str,
+    call: &Call,
+    refused: bool,
+) -> Result<(), kube::Error> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let result = make(client, ns, call).await;
+        let result = make(admin, client, ns, call).await;
         if forbidden(&result) == refused || Instant::now() > deadline {
             return result;
         }
@@ -253,20 +263,20 @@ async fn every_rule_of_the_charts_rbac_is_needed_and_together_they_suffice() {
 
     // With the whole chart, every call is allowed.
     for call in &calls {
-        let result = until(&client, &ns, call, false).await;
+        let result = until(&env.client, &client, &ns, call, false).await;
         assert!(result.is_ok(), "{call:?} with the chart's RBAC: {result:?}");
     }
     // Without any one verb of any rule, its call is refused and the others still pass.
     for role in &roles {
         for (index, call) in grants(role) {
             env.apply(&without(role, index, &call.2)).await;
-            let result = until(&client, &ns, &call, true).await;
+            let result = until(&env.client, &client, &ns, &call, true).await;
             assert!(
                 forbidden(&result),
                 "{call:?} still allowed without it: {result:?}"
             );
             env.apply(role).await;
-            let result = until(&client, &ns, &call, false).await;
+            let result = until(&env.client, &client, &ns, &call, false).await;
             assert!(result.is_ok(), "{call:?} after restoring: {result:?}");
         }
     }
@@ -301,8 +311,15 @@ async fn without_jobs_create_the_operator_cannot_start_a_backfill() {
     assert!(env.job_names().await.is_empty());
     // Given the rule back, it proceeds (its error requeue is 15 s).
     env.apply(&role).await;
-    env.wait("rbacop", "Succeeded", Duration::from_secs(60), |s| {
+    env.wait("rbacop", "a Job running", Duration::from_secs(60), |s| {
         s.last_committed_ledger.is_some() || !s.running_partitions.is_empty()
     })
     .await;
+}
+
+/// Now as a Kubernetes MicroTime (microseconds, `Z`).
+fn micro_now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
