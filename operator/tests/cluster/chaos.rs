@@ -67,7 +67,11 @@ async fn assert_exact_output(env: &TestEnv, name: &str) {
     let ingested_at = status.ingested_at.clone().expect("status.ingestedAt");
     let ours = parquet_files(env, "bronze/");
     let starts: Vec<u32> = ours.iter().map(|(s, _)| *s).collect();
-    assert_eq!(starts, [2, 12, 22, 32, 42, 52], "one Parquet file per partition");
+    assert_eq!(
+        starts,
+        [2, 12, 22, 32, 42, 52],
+        "one Parquet file per partition"
+    );
     let manifest_count = env
         .lake_keys("bronze/pubnet/cluster/v1/")
         .iter()
@@ -77,7 +81,10 @@ async fn assert_exact_output(env: &TestEnv, name: &str) {
     let theirs = standalone_parquet(env, &ingested_at);
     assert_eq!(theirs.len(), 6);
     for ((start, a), (_, b)) in ours.iter().zip(&theirs) {
-        assert!(a == b, "partition {start}: Parquet differs from the standalone run");
+        assert!(
+            a == b,
+            "partition {start}: Parquet differs from the standalone run"
+        );
     }
     let head = assert_one_linear_chain(env, 1 + LEDGERS);
     assert_eq!(
@@ -112,8 +119,11 @@ async fn operator_and_worker_kills_leave_output_identical_to_a_standalone_run() 
         &env.test,
     );
     let mut operator = env.operator(OperatorOptions::named("op-0")).await;
-    env.create("chaos", env.spec(1 + LEDGERS, json!({"worker": {"backoffLimit": 8}})))
-        .await;
+    env.create(
+        "chaos",
+        env.spec(1 + LEDGERS, json!({"worker": {"backoffLimit": 8}})),
+    )
+    .await;
 
     // Kill the operator at random moments and restart it; once, wipe the status while it is down.
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -122,7 +132,12 @@ async fn operator_and_worker_kills_leave_output_identical_to_a_standalone_run() 
     loop {
         let b = env.backfills().get("chaos").await.unwrap();
         let status = b.status.clone().unwrap_or_default();
-        assert_ne!(status.phase, Some(Phase::Failed), "{:?}", status.failed_partitions);
+        assert_ne!(
+            status.phase,
+            Some(Phase::Failed),
+            "{:?}",
+            status.failed_partitions
+        );
         if status.phase == Some(Phase::Succeeded) && wiped {
             break;
         }

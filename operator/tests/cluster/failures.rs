@@ -29,8 +29,11 @@ async fn a_worker_that_exits_1_is_retried_by_the_job() {
         chaos: None,
     };
     let kubelet = Kubelet::start(env.client.clone(), &env.ns, faults, &env.test);
-    env.create("exit1", env.spec(21, json!({"worker": {"backoffLimit": 3}})))
-        .await;
+    env.create(
+        "exit1",
+        env.spec(21, json!({"worker": {"backoffLimit": 3}})),
+    )
+    .await;
     let b = env
         .wait("exit1", "Succeeded", LONG, |s| {
             assert_ne!(s.phase, Some(Phase::Failed), "{:?}", s.failed_partitions);
@@ -45,7 +48,11 @@ async fn a_worker_that_exits_1_is_retried_by_the_job() {
         .filter(|(_, j, _)| *j == job)
         .map(|(_, _, c)| *c)
         .collect();
-    assert_eq!(codes, [1, 1, 0], "the Job controller replaced the failed Pods");
+    assert_eq!(
+        codes,
+        [1, 1, 0],
+        "the Job controller replaced the failed Pods"
+    );
     assert_one_linear_chain(&env, 21);
     kubelet.stop().await;
 }
@@ -67,7 +74,9 @@ async fn a_corrupt_object_fails_with_bad_input_naming_it_and_fixing_it_finishes(
     env.create("corrupt", env.spec(31, json!({}))).await;
 
     let b = env
-        .wait("corrupt", "Failed", LONG, |s| s.phase == Some(Phase::Failed))
+        .wait("corrupt", "Failed", LONG, |s| {
+            s.phase == Some(Phase::Failed)
+        })
         .await;
     let status = b.status.unwrap();
     let failed = &status.failed_partitions;

@@ -214,7 +214,6 @@ impl OperatorOptions {
 pub struct Operator {
     child: Child,
     pub log: PathBuf,
-    pub http: String,
     pub options: OperatorOptions,
 }
 
@@ -223,10 +222,6 @@ impl Operator {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log_text(&self) -> String {
@@ -489,7 +484,6 @@ impl TestEnv {
         Operator {
             child,
             log,
-            http,
             options,
         }
     }
@@ -780,9 +774,13 @@ fn server_of(kubeconfig: &Path) -> String {
 async fn apply_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = "bronzebackfills.bronze.obsrvr.io";
-    crds.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(crd::crd()))
-        .await
-        .expect("apply the CRD");
+    crds.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(crd::crd()),
+    )
+    .await
+    .expect("apply the CRD");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let c = crds.get(name).await.unwrap();
@@ -844,10 +842,9 @@ pub fn pas_events(env: &TestEnv) -> Vec<(String, bronze::pas::PasEvent)> {
             !name.starts_with('_') && name.ends_with(".json")
         })
         .map(|k| {
-            let e = bronze::pas::PasEvent::from_json(
-                &env.s3.get_object(&env.lake_bucket, &k).unwrap(),
-            )
-            .unwrap();
+            let e =
+                bronze::pas::PasEvent::from_json(&env.s3.get_object(&env.lake_bucket, &k).unwrap())
+                    .unwrap();
             (k, e)
         })
         .collect()
@@ -874,7 +871,10 @@ pub fn assert_one_linear_chain(env: &TestEnv, last: u32) -> String {
     assert_eq!(names, expected, "one event per partition, nothing else");
     let mut prev = String::new();
     for (k, e) in &events {
-        assert_eq!(e.chain.prev_event_hash, prev, "{k} does not link to the event before");
+        assert_eq!(
+            e.chain.prev_event_hash, prev,
+            "{k} does not link to the event before"
+        );
         prev = e.chain.event_hash.clone();
     }
     prev

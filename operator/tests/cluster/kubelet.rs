@@ -151,7 +151,11 @@ async fn run(
         for pod in list {
             let name = pod.name_any();
             let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
-                || pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_none();
+                || pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_none();
             if !pending || pod.metadata.deletion_timestamp.is_some() || handled.contains(&name) {
                 continue;
             }
@@ -178,9 +182,10 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, kill: CancellationToken) {
     let container = spec.containers[0].clone();
     let injected = {
         let mut faults = shared.faults.lock().unwrap();
-        faults.fail.get_mut(&job).and_then(|codes| {
-            (!codes.is_empty()).then(|| codes.remove(0))
-        })
+        faults
+            .fail
+            .get_mut(&job)
+            .and_then(|codes| (!codes.is_empty()).then(|| codes.remove(0)))
     };
     let chaos_delay = {
         let mut faults = shared.faults.lock().unwrap();
@@ -235,7 +240,10 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, kill: CancellationToken) {
                 }
                 if chaos_delay.is_some_and(|d| started.elapsed() >= d) {
                     shared.record.lock().unwrap().killed += 1;
-                    say(&format!("{}: kubelet: SIGKILL worker of Pod {name}", shared.test));
+                    say(&format!(
+                        "{}: kubelet: SIGKILL worker of Pod {name}",
+                        shared.test
+                    ));
                     let _ = child.kill();
                     break child.wait().unwrap();
                 }

@@ -35,7 +35,10 @@ async fn a_bounded_backfill_succeeds_with_exact_rows_and_deleting_it_keeps_the_d
     assert_eq!(progress.summary, "4/4 (100%)");
     // Exact rows: one per ledger, each partition exactly its ten ledgers.
     let committed = manifests(&env);
-    assert_eq!(committed.keys().copied().collect::<Vec<_>>(), [2, 12, 22, 32]);
+    assert_eq!(
+        committed.keys().copied().collect::<Vec<_>>(),
+        [2, 12, 22, 32]
+    );
     for (start, m) in &committed {
         let rows: u64 = m.tables.values().map(|t| t.row_count).sum();
         assert_eq!(rows, u64::from(PARTITION), "partition {start}");
@@ -125,7 +128,11 @@ async fn suspend_creates_no_new_jobs_and_resume_finishes() {
     .await;
     let suspend = |on: bool| json!({"spec": {"suspend": on}});
     env.backfills()
-        .patch("suspend", &PatchParams::default(), &Patch::Merge(&suspend(true)))
+        .patch(
+            "suspend",
+            &PatchParams::default(),
+            &Patch::Merge(&suspend(true)),
+        )
         .await
         .unwrap();
     env.wait("suspend", "Suspended", LONG, |s| {
@@ -135,7 +142,11 @@ async fn suspend_creates_no_new_jobs_and_resume_finishes() {
     // Running Jobs may finish; no new one starts while suspended.
     let jobs = env.job_names().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(env.job_names().await, jobs, "a Job was created while suspended");
+    assert_eq!(
+        env.job_names().await,
+        jobs,
+        "a Job was created while suspended"
+    );
     let b = env.backfills().get("suspend").await.unwrap();
     let status = b.status.unwrap();
     assert_eq!(status.phase, Some(Phase::Suspended));
@@ -148,7 +159,11 @@ async fn suspend_creates_no_new_jobs_and_resume_finishes() {
     assert_eq!(suspended.status, "True");
 
     env.backfills()
-        .patch("suspend", &PatchParams::default(), &Patch::Merge(&suspend(false)))
+        .patch(
+            "suspend",
+            &PatchParams::default(),
+            &Patch::Merge(&suspend(false)),
+        )
         .await
         .unwrap();
     env.wait("suspend", "Succeeded after resume", LONG, |s| {

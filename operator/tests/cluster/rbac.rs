@@ -155,6 +155,12 @@ async fn make(admin: &Client, client: &Client, ns: &str, call: &Call) -> Result<
                 .map(drop)
         }
         ("batch", "jobs", "list") => jobs.list(&ListParams::default()).await.map(drop),
+        ("", "pods", "list") => {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+            pods.list(&ListParams::default().labels("job-name=probe-job"))
+                .await
+                .map(drop)
+        }
         ("batch", "jobs", "watch") => first_watch_item(jobs.watch(&watch, "0").await).await,
         ("batch", "jobs", "create") => jobs.create(&dry, &probe_job("probe-new")).await.map(drop),
         ("batch", "jobs", "patch") => jobs
@@ -245,7 +251,11 @@ async fn every_rule_of_the_charts_rbac_is_needed_and_together_they_suffice() {
     };
     fixtures(&env).await;
     let roles: Vec<Value> = env.chart_objects("Role").into_iter().cloned().collect();
-    assert_eq!(roles.len(), 2, "the operator's Role and its leader-election Role");
+    assert_eq!(
+        roles.len(),
+        2,
+        "the operator's Role and its leader-election Role"
+    );
     let sa = env.operator_service_account();
     let client = env.client_for(&sa).await;
     let ns = env.ns.clone();
@@ -280,7 +290,10 @@ async fn every_rule_of_the_charts_rbac_is_needed_and_together_they_suffice() {
             assert!(result.is_ok(), "{call:?} after restoring: {result:?}");
         }
     }
-    say(&format!("rbac: {} calls, each refused without its rule", calls.len()));
+    say(&format!(
+        "rbac: {} calls, each refused without its rule",
+        calls.len()
+    ));
 }
 
 #[tokio::test]
