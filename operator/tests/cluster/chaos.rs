@@ -150,8 +150,9 @@ async fn operator_and_worker_kills_leave_output_identical_to_a_standalone_run() 
         if restarts < 6 || !wiped {
             operator.kill();
             restarts += 1;
-            let committed = status.last_committed_ledger.unwrap_or(0);
-            if !wiped && (committed >= 21 || restarts >= 4) {
+            let now = env.backfills().get("chaos").await.unwrap().status;
+            let committed = now.and_then(|s| s.last_committed_ledger).unwrap_or(0);
+            if !wiped && (committed >= 21 || restarts >= 5) {
                 // The status is lost (e.g. restored from a backup without it): the operator
                 // must rebuild it from storage and the Jobs.
                 env.backfills()
