@@ -1,7 +1,7 @@
 # Bronze: developer and CI entry points. `make help` lists the targets.
 #
 # Adding a target: declare it in .PHONY and end its rule line with `## what it does` so that
-# `make help` shows it. CI (.ci/run) runs `make test-deps` then `make test`.
+# `make help` shows it. CI (.ci/run) runs `make test-deps`, `make test`, then `make test-cluster`.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -20,7 +20,7 @@ IMAGE ?= bronze:dev
 DOCKER ?= docker
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help test-deps test demo bench bench-smoke lint build crds chart-crds chart-check image
+.PHONY: help test-deps test test-cluster demo bench bench-smoke lint build crds chart-crds chart-check image
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-deps: ## Install test dependencies: nginx + postgresql (apt, needs root) an
 
 test: ## Run the whole test suite against real loopback servers (run `make test-deps` first)
 	$(CARGO_TEST) $(TEST_SCOPE) $(TEST_ARGS)
+
+test-cluster: ## The operator against a real Kubernetes control plane (../shared/testinfra/k8s): starts it, runs operator/tests/cluster, stops it
+	bash scripts/test-cluster.sh
 
 build: ## Build the release binaries
 	$(CARGO) build --release -p bronze -p bronze-operator

@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
     SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -490,6 +490,45 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     })
 }
 
+/// The label the Job controller puts on a Job's Pods.
+pub const LABEL_JOB_NAME: &str = "job-name";
+
+/// Why a worker failed, in its own words: the worker container's termination message of the
+/// newest failed Pod among `pods` (the worker writes `exit N: <error>` naming the object key,
+/// ledger and field; with `FallbackToLogsOnError` it is the log tail, where the same error is
+/// the line `bronze-copier: <error>`). One line, at most 600 characters.
+pub fn termination_reason(pods: &[Pod]) -> Option<String> {
+    let mut failed: Vec<(&Pod, String)> = pods
+        .iter()
+        .filter_map(|pod| {
+            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+            let terminated = statuses
+                .iter()
+                .find(|c| c.name == CONTAINER)?
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()?;
+            let message = terminated.message.clone().filter(|m| !m.trim().is_empty());
+            (terminated.exit_code != 0).then_some((pod, message?))
+        })
+        .collect();
+    failed.sort_by_key(|(pod, _)| pod.metadata.creation_timestamp.clone());
+    let (_, message) = failed.pop()?;
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("bronze-copier: "))
+        .or_else(|| lines.iter().rev().find(|l| l.starts_with("exit ")).copied())
+        .or_else(|| lines.last().copied())?;
+    Some(line.chars().take(600).collect())
+}
+
 /// The exit code in a pod-failure-policy message ("... failed with exit code 3 matching FailJob
 /// rule at index 0").
 fn exit_code_in(message: &str) -> Option<i32> {
@@ -503,6 +542,46 @@ mod tests {
     use super::*;
     use crate::fixtures::{backfill, spec};
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    fn failed_pod(name: &str, created: &str, code: i32, message: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "creationTimestamp": created},
+            "status": {"containerStatuses": [{
+                "name": CONTAINER, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "message": message}},
+            }]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn termination_reason_is_the_newest_failed_workers_own_line() {
+        let older = failed_pod("a", "2025-01-01T00:00:00Z", 1, "exit 1: storage timeout");
+        let newer = failed_pod(
+            "b",
+            "2025-01-01T00:01:00Z",
+            3,
+            "exit 3: object k--5.xdr.zst: ledger 5: bad",
+        );
+        assert_eq!(
+            termination_reason(&[newer.clone(), older.clone()]).as_deref(),
+            Some("exit 3: object k--5.xdr.zst: ledger 5: bad")
+        );
+        // FallbackToLogsOnError: the log tail; the worker's `bronze-copier: ` line says why.
+        let logs = failed_pod(
+            "c",
+            "2025-01-01T00:02:00Z",
+            3,
+            "{\"level\":\"ERROR\"}\nbronze-copier: object k--7.xdr.zst: ledger 7: bad\n{\"msg\":\"stopped\"}\n",
+        );
+        assert_eq!(
+            termination_reason(&[older.clone(), logs]).as_deref(),
+            Some("object k--7.xdr.zst: ledger 7: bad")
+        );
+        let ok = failed_pod("d", "2025-01-01T00:03:00Z", 0, "done");
+        assert_eq!(termination_reason(&[ok]), None);
+        assert_eq!(termination_reason(&[]), None);
+    }
 
     #[test]
     fn worker_env_round_trips_through_the_workers_own_config_loader() {

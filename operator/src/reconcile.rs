@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -23,9 +24,13 @@ use serde_json::json;
 
 use crate::chain::{AuditFactory, CatalogFactory, SequenceStart, resolve_ingested_at, sequence};
 use crate::crd::BronzeBackfill;
-use crate::job::{WorkerDefaults, build_job, harvest_patch, observe, selector};
+use crate::job::{
+    LABEL_JOB_NAME, WorkerDefaults, build_job, harvest_patch, observe, selector, termination_reason,
+};
 use crate::metrics::Metrics;
-use crate::plan::{ObservedJob, PlanInput, hole_window, misconfigured, plan, storage_down};
+use crate::plan::{
+    JobState, ObservedJob, PlanInput, hole_window, misconfigured, plan, storage_down,
+};
 use crate::storage::StorageFactory;
 
 pub const FINALIZER: &str = "bronze.obsrvr.io/jobs";
@@ -64,6 +69,12 @@ pub const API_CALLS: &[(&str, &str, &str, &str)] = &[
         "status server-side apply",
     ),
     ("batch", "jobs", "list", "observe Jobs; controller watch"),
+    (
+        "",
+        "pods",
+        "list",
+        "a finally failed Job's Pods: the worker's termination message (e.g. the bad object's key)",
+    ),
     ("batch", "jobs", "watch", "controller watch"),
     ("batch", "jobs", "create", "one Job per range"),
     (
@@ -201,6 +212,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         .iter()
         .filter_map(observe)
         .collect();
+    let jobs = explain_failures(jobs, backfill.status.as_ref(), &ctx.client, &ns).await;
 
     let status = backfill.status.as_ref();
     let store = ctx.storage.dataset(&key, spec);
@@ -364,6 +376,47 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         "reconciled"
     );
     Ok(Action::requeue(plan.requeue))
+}
+
+/// Adds the worker's own words (its termination message: the object key, ledger and field of
+/// bad input) to the failure of each Job that failed for good; the Job's condition only says
+/// which exit code matched. Read once per Job: a failure already in the status keeps its
+/// message. Best effort: without the Pods the condition's message stays.
+async fn explain_failures(
+    mut jobs: Vec<ObservedJob>,
+    status: Option<&crate::crd::BronzeBackfillStatus>,
+    client: &Client,
+    ns: &str,
+) -> Vec<ObservedJob> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for job in &mut jobs {
+        let JobState::Failed(failure) = &mut job.state else {
+            continue;
+        };
+        if failure.retryable() {
+            continue;
+        }
+        let known = status
+            .into_iter()
+            .flat_map(|s| &s.failed_partitions)
+            .find(|f| f.job == job.name && f.message.starts_with(&failure.message));
+        if let Some(known) = known {
+            failure.message = known.message.clone();
+            continue;
+        }
+        let selector = format!("{LABEL_JOB_NAME}={}", job.name);
+        match pods.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => {
+                if let Some(reason) = termination_reason(&list.items) {
+                    failure.message = format!("{}: {reason}", failure.message);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.name, error = %e, "cannot read the failed Job's Pods")
+            }
+        }
+    }
+    jobs
 }
 
 /// Writes the whole status by server-side apply (one field manager, forced).

@@ -278,16 +278,37 @@ async fn bad_input_surfaces_in_status_and_a_warning_without_retry() {
     let b = with_status(backfill("bbf", spec()), started());
     let ctx = context(client, MemoryDataset::default(), MemoryOutbox::default());
     let task = tokio::spawn(reconcile(Arc::new(b.clone()), ctx));
-    let message = "Container worker for pod ns/bbf-2-11-abcde failed with exit code 3 matching FailJob rule at index 0";
+    let condition_message = "Container worker for pod ns/bbf-2-11-abcde failed with exit code 3 matching FailJob rule at index 0";
     list_jobs(
         &mut server,
         vec![job_json(
             &b,
             r(2, 11),
-            Some(("Failed", "PodFailurePolicy", message)),
+            Some(("Failed", "PodFailurePolicy", condition_message)),
         )],
     )
     .await;
+    // The failed Job's Pods: the worker's termination message names the bad object.
+    let why = "exit 3: bad input: object FFFFFFF4--11.xdr.zst: ledger 11: not a zstd frame";
+    let call = server
+        .expect(Method::GET, "/api/v1/namespaces/ns/pods")
+        .await;
+    assert!(
+        call.query_has("labelSelector=job-name%3Dbbf-2-11"),
+        "{}",
+        call.query
+    );
+    call.respond(
+        200,
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+            "metadata": {"name": "bbf-2-11-abcde", "namespace": "ns"},
+            "status": {"phase": "Failed", "containerStatuses": [{
+                "name": "worker", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 3, "message": why}},
+            }]},
+        }]}),
+    );
+    let message = format!("{condition_message}: {why}");
     let status = apply_status(&mut server, &b).await;
     assert_eq!(status["phase"], "Failed");
     assert_eq!(
@@ -567,7 +588,7 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
     assert!(
         !granted
             .iter()
-            .any(|(_, r, _)| r == "secrets" || r == "pods" || r == "*")
+            .any(|(_, r, v)| r == "secrets" || r == "*" || (r == "pods" && v != "list"))
     );
     // Every request the mock-API tests see is checked against API_CALLS as it happens (see
     // fixtures::ApiServer::next); here, the mapping itself is pinned.

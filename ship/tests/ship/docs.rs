@@ -209,19 +209,45 @@ fn every_command_block_is_tested_or_marked_untested() {
         }
         assert!(shell_blocks > 0, "{file} has no command blocks");
     }
-    // Tested-elsewhere markers name a test file that exists.
+    // Tested-elsewhere markers name a test file (or folder) that exists, and every test they
+    // name (a snake_case word with at least three underscores) is a function in it.
     for file in ["docs/runbook.md", "docs/getting-started.md"] {
         for line in read(file).lines() {
             if let Some(rest) = line.trim().strip_prefix("<!-- tested: ") {
-                let path = rest
-                    .trim_end_matches(" -->")
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
+                let rest = rest.trim_end_matches(" -->");
+                let path = rest.split_whitespace().next().unwrap();
                 assert!(root().join(path).exists(), "{file}: {line} names no file");
+                let sources = rust_sources(path);
+                for test in rest
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.matches('_').count() >= 3)
+                {
+                    assert!(
+                        sources.contains(&format!("fn {test}(")),
+                        "{file}: {line}: no `fn {test}` in {path}"
+                    );
+                }
             }
         }
     }
+}
+
+/// The text of a Rust file, or of every `.rs` file under a folder (workspace-relative).
+fn rust_sources(path: &str) -> String {
+    let full = root().join(path);
+    if full.is_file() {
+        return read(path);
+    }
+    let mut text = String::new();
+    if full.is_dir() {
+        for entry in std::fs::read_dir(&full).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().to_string();
+            if name.ends_with(".rs") {
+                text.push_str(&read(&format!("{path}/{name}")));
+            }
+        }
+    }
+    text
 }
 
 #[test]

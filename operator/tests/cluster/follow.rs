@@ -6,7 +6,6 @@
 //!
 //! Needs `KUBECONFIG` (see `plumbing`); the worker Pods are played by this process.
 
-mod plumbing;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use bronze_operator::crd::{BronzeBackfill, BronzeBackfillSpec, Phase};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use plumbing::{Kubelet, Operator, StagedDatastore, TestNamespace, cluster, wait_for};
+use crate::plumbing::{Kubelet, Operator, StagedDatastore, TestNamespace, cluster, wait_for};
 use serde_json::json;
 
 /// The object that arrives late: inside partition 22-31.
@@ -93,7 +92,10 @@ async fn following_waits_for_an_object_that_arrives_out_of_order() {
         "waiting for the late object",
         |b| {
             let s = never_failed(b);
+            // Following once the two Jobs below the hole are finished (a commit at 21 can be
+            // seen while their Pods are still being reported).
             s.last_committed_ledger == Some(21)
+                && s.phase == Some(Phase::Following)
                 && s.message.as_deref().is_some_and(|m| m.contains(&late_key))
         },
     )

@@ -5,12 +5,11 @@
 //!
 //! Needs `KUBECONFIG` (see `plumbing`).
 
-mod plumbing;
 
 use bronze_operator::crd::BronzeBackfill;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use plumbing::{TestNamespace, cluster};
+use crate::plumbing::{TestNamespace, cluster};
 use serde_json::{Value, json};
 
 /// A valid resource as a user writes it: only what has no default.

@@ -5,7 +5,6 @@
 //!
 //! Needs `KUBECONFIG` (see `plumbing`); the worker Pods are played by this process.
 
-mod plumbing;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +14,7 @@ use bronze_operator::crd::{BronzeBackfill, BronzeBackfillSpec, Phase};
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use plumbing::{Kubelet, Operator, StagedDatastore, TestNamespace, cluster, wait_for};
+use crate::plumbing::{Kubelet, Operator, StagedDatastore, TestNamespace, cluster, wait_for};
 use serde_json::json;
 
 const POLL_SECONDS: u32 = 2;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The cluster tier (`make test-cluster`): starts a real, node-less Kubernetes control plane
+# (etcd + kube-apiserver + kube-controller-manager from ../shared/testinfra/k8s), builds the
+# binaries the tier runs (bronze-copier as the worker Pods' command, bronze-operator as the
+# operator process), runs operator/tests/cluster with KUBECONFIG set and
+# BRONZE_CLUSTER_REQUIRED=1 (a skip is a failure), and always stops the control plane.
+#
+# Env: K8S_CLUSTER (default ../shared/testinfra/k8s/cluster, relative to the repository root),
+#      CLUSTER_TEST_ARGS (extra `cargo test` arguments, e.g. a test name filter after `--`),
+#      CLUSTER_TEST_THREADS (tests at once; default 4: they mostly wait on the API server).
+# With CI=true a control plane that does not start fails the run (it always does here: the
+# tier never skips under this script).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+CARGO=${CARGO:-cargo}
+cluster=${K8S_CLUSTER:-$root/../shared/testinfra/k8s/cluster}
+threads=${CLUSTER_TEST_THREADS:-4}
+start=$SECONDS
+
+if [[ ! -x $cluster ]]; then
+    echo "test-cluster: $cluster not found (set K8S_CLUSTER to the testinfra/k8s/cluster script)" >&2
+    exit 1
+fi
+
+echo "== building bronze-copier and bronze-operator"
+$CARGO build -q -p bronze --bin bronze-copier -p bronze-operator --bin bronze-operator
+$CARGO test -q -p bronze-operator --test cluster --no-run
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/bronze-k8s.XXXXXX")
+stop() {
+    "$cluster" stop "$dir" || true
+    if [[ ${KEEP_CLUSTER_DIR:-} != 1 ]]; then rm -rf "$dir"; fi
+}
+trap stop EXIT
+
+echo "== starting the control plane in $dir (t+$((SECONDS - start))s)"
+if ! kubeconfig=$("$cluster" start "$dir"); then
+    echo "test-cluster: the control plane did not start; logs:" >&2
+    tail -n 30 "$dir"/*.log >&2 || true
+    exit 1  # in CI and locally alike: this script never skips the tier
+fi
+
+echo "== cluster tier (t+$((SECONDS - start))s)"
+KUBECONFIG=$kubeconfig BRONZE_CLUSTER_REQUIRED=1 \
+    BRONZE_COPIER_BIN="$root/target/debug/bronze-copier" \
+    $CARGO test -p bronze-operator --test cluster ${CLUSTER_TEST_ARGS:-} -- --test-threads="$threads"
+echo "== cluster tier passed in $((SECONDS - start))s"
