@@ -26,6 +26,7 @@ mod client;
 pub mod hook;
 pub mod migrations;
 pub mod records;
+pub mod tls;
 pub mod verify;
 pub mod writer;
 

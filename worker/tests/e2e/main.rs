@@ -9,6 +9,7 @@ mod oracle;
 
 mod bad_input;
 mod catalog;
+mod catalog_tls;
 mod cli;
 mod cloud;
 mod follow;
