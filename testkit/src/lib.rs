@@ -23,6 +23,7 @@ pub mod http;
 mod moto;
 mod postgres;
 mod process;
+pub mod promql;
 mod python;
 mod sink;
 mod tls;
