@@ -12,6 +12,7 @@ mod catalog;
 mod catalog_tls;
 mod cli;
 mod cloud;
+mod dashboard;
 mod follow;
 mod health;
 mod local;
