@@ -538,7 +538,9 @@ mod tests {
         for ok in ["require", "verify-full&sslrootcert=/etc/ca.pem", "disable"] {
             c.catalog.postgres_dsn = format!("postgres://user:s3cret@db/x?sslmode={ok}");
             assert!(
-                !errors_of(&c).iter().any(|e| e.field == "catalog.postgres_dsn"),
+                !errors_of(&c)
+                    .iter()
+                    .any(|e| e.field == "catalog.postgres_dsn"),
                 "{ok}"
             );
         }

@@ -53,7 +53,7 @@ fn every_copier_metric_the_dashboard_queries_is_served_by_a_real_run() {
         "metrics:\n  enabled: true\n  address: \"127.0.0.1:{port}\"\ncatalog:\n  postgres_dsn: \"postgres://postgres@127.0.0.1:{db_port}/x?connect_timeout=2\"\n"
     );
     let log = work.path("tail.log");
-    let mut child = work.spawn_logging_to(&log);
+    let child = work.spawn_logging_to(&log);
     let mut text = String::new();
     let ready = wait_until(120, || {
         text = scrape(port).unwrap_or_default();
