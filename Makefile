@@ -25,7 +25,7 @@ GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
 
-test-deps: ## Install test dependencies: nginx + postgresql (apt, needs root) and the pinned venv .venv (idempotent)
+test-deps: ## Install test dependencies: nginx + postgresql + openssl + prometheus (apt, needs root) and the pinned venv .venv (idempotent)
 	bash .ci/test-deps
 
 test: ## Run the whole test suite against real loopback servers (run `make test-deps` first)

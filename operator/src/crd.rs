@@ -319,8 +319,10 @@ pub struct PasSpec {
 #[serde(rename_all = "camelCase")]
 pub struct CatalogSpec {
     /// Name of an environment variable of the **operator** holding the DSN
-    /// (`postgres://user:password@host:5432/db`; the operator writes the rows, so set the
-    /// variable from a Secret in its Deployment). The operator never reads Secrets itself.
+    /// (`postgres://user:password@host:5432/db`; TLS with libpq's `sslmode` and `sslrootcert`,
+    /// e.g. `?sslmode=verify-full&sslrootcert=/etc/bronze/ca.pem`; the operator writes the rows,
+    /// so set the variable from a Secret in its Deployment). The operator never reads Secrets
+    /// itself.
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")

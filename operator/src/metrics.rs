@@ -42,6 +42,10 @@ pub struct Metrics {
     failed_partitions: Family<BackfillLabels, Gauge>,
     running_jobs: Family<BackfillLabels, Gauge>,
     phase: Family<PhaseLabels, Gauge>,
+    total_partitions: Family<BackfillLabels, Gauge>,
+    pas_undelivered: Family<BackfillLabels, Gauge>,
+    catalog_unrecorded: Family<BackfillLabels, Gauge>,
+    checkpoint_timestamp: Family<BackfillLabels, Gauge>,
     leader: Gauge,
 }
 
@@ -56,6 +60,10 @@ impl Default for Metrics {
         let failed_partitions = Family::<BackfillLabels, Gauge>::default();
         let running_jobs = Family::<BackfillLabels, Gauge>::default();
         let phase = Family::<PhaseLabels, Gauge>::default();
+        let total_partitions = Family::<BackfillLabels, Gauge>::default();
+        let pas_undelivered = Family::<BackfillLabels, Gauge>::default();
+        let catalog_unrecorded = Family::<BackfillLabels, Gauge>::default();
+        let checkpoint_timestamp = Family::<BackfillLabels, Gauge>::default();
         let leader = Gauge::default();
         let mut r = Registry::with_prefix("bronze_operator");
         r.register(
@@ -96,6 +104,26 @@ impl Default for Metrics {
         );
         r.register("running_jobs", "Worker Jobs running", running_jobs.clone());
         r.register("phase", "1 for the backfill's current phase", phase.clone());
+        r.register(
+            "total_partitions",
+            "Partitions in the backfill's range (absent when following the tip)",
+            total_partitions.clone(),
+        );
+        r.register(
+            "pas_undelivered_events",
+            "Audit events stored but not yet accepted by spec.pas.endpoint",
+            pas_undelivered.clone(),
+        );
+        r.register(
+            "catalog_unrecorded_partitions",
+            "Sequenced partitions still without catalog rows",
+            catalog_unrecorded.clone(),
+        );
+        r.register(
+            "checkpoint_timestamp_seconds",
+            "Unix time this operator last saw the checkpoint advance (absent until it does)",
+            checkpoint_timestamp.clone(),
+        );
         Self {
             registry: Arc::new(r),
             reconciliations,
@@ -107,6 +135,10 @@ impl Default for Metrics {
             failed_partitions,
             running_jobs,
             phase,
+            total_partitions,
+            pas_undelivered,
+            catalog_unrecorded,
+            checkpoint_timestamp,
             leader,
         }
     }
@@ -161,6 +193,38 @@ impl Metrics {
         self.running_jobs
             .get_or_create(&labels)
             .set(status.running_partitions.len() as i64);
+        match status.progress.as_ref().and_then(|p| p.total_partitions) {
+            Some(total) => {
+                self.total_partitions
+                    .get_or_create(&labels)
+                    .set(i64::try_from(total).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.total_partitions.remove(&labels);
+            }
+        }
+        self.pas_undelivered.get_or_create(&labels).set(
+            status
+                .pas
+                .as_ref()
+                .and_then(|p| p.undelivered)
+                .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+        match &status.catalog {
+            Some(c) => {
+                self.catalog_unrecorded
+                    .get_or_create(&labels)
+                    .set(i64::try_from(c.unrecorded_partitions).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.catalog_unrecorded.remove(&labels);
+            }
+        }
+        if sequenced > 0 {
+            self.checkpoint_timestamp
+                .get_or_create(&labels)
+                .set(chrono::Utc::now().timestamp());
+        }
         for phase in PHASES {
             self.phase
                 .get_or_create(&PhaseLabels {
@@ -181,6 +245,10 @@ impl Metrics {
         self.committed_partitions.remove(&labels);
         self.failed_partitions.remove(&labels);
         self.running_jobs.remove(&labels);
+        self.total_partitions.remove(&labels);
+        self.pas_undelivered.remove(&labels);
+        self.catalog_unrecorded.remove(&labels);
+        self.checkpoint_timestamp.remove(&labels);
         for phase in PHASES {
             self.phase.remove(&PhaseLabels {
                 backfill: backfill.to_string(),
@@ -203,6 +271,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pas_catalog_and_progress_become_gauges_and_an_idle_reconcile_keeps_the_checkpoint_time() {
+        let m = Metrics::default();
+        let status = BronzeBackfillStatus {
+            phase: Some(Phase::Running),
+            progress: Some(crate::crd::ProgressStatus {
+                committed_partitions: 3,
+                total_partitions: Some(10),
+                percent: Some(30),
+                summary: "3/10 (30%)".into(),
+                started_at: "2026-01-01T00:00:00Z".into(),
+                started_from_ledger: 0,
+            }),
+            pas: Some(crate::crd::PasStatus {
+                chain_head: None,
+                event_count: 3,
+                outbox: "s3://b/p_pas/".into(),
+                undelivered: Some(2),
+            }),
+            catalog: Some(crate::crd::CatalogStatus {
+                database: "postgres://u:***@db/x".into(),
+                strict: false,
+                recorded_through: None,
+                unrecorded_partitions: 4,
+                last_error: None,
+            }),
+            ..Default::default()
+        };
+        m.observe_status("ns/c", &status, 0);
+        let text = m.render();
+        for line in [
+            "bronze_operator_total_partitions{backfill=\"ns/c\"} 10",
+            "bronze_operator_committed_partitions{backfill=\"ns/c\"} 3",
+            "bronze_operator_pas_undelivered_events{backfill=\"ns/c\"} 2",
+            "bronze_operator_catalog_unrecorded_partitions{backfill=\"ns/c\"} 4",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // Nothing sequenced yet: no checkpoint time to report.
+        assert!(!text.contains("checkpoint_timestamp_seconds{"), "{text}");
+    }
+
+    #[test]
     fn status_becomes_per_backfill_series_and_deletion_removes_them() {
         let m = Metrics::default();
         let status = BronzeBackfillStatus {
@@ -223,6 +333,14 @@ mod tests {
         );
         assert!(
             text.contains("bronze_operator_reconciliations_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bronze_operator_checkpoint_timestamp_seconds{backfill=\"ns/b\"} "),
+            "{text}"
+        );
+        assert!(
+            text.contains("bronze_operator_pas_undelivered_events{backfill=\"ns/b\"} 0"),
             "{text}"
         );
         m.forget("ns/b");

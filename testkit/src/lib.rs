@@ -10,6 +10,7 @@
 //! | [`MotoS3`] | `moto_server` (S3 API) | the test venv (`make test-deps`) |
 //! | [`GcsProxy`] | Debian `nginx` translating the GCS XML API to S3, in front of a [`MotoS3`] | `nginx-core` |
 //! | [`Postgres`] | a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`) | Debian `postgresql` |
+//! | [`TestCa`] | a test CA and server certificates (`openssl` CLI) | `openssl` |
 //! | [`HttpSink`] | in-process recording HTTP/1.1 server with scriptable failures | nothing |
 //! | [`parquet_dump`], [`duckdb_query`] | pyarrow and duckdb, two independent Parquet readers | the test venv |
 //!
@@ -22,16 +23,19 @@ pub mod http;
 mod moto;
 mod postgres;
 mod process;
+pub mod promql;
 mod python;
 mod sink;
+mod tls;
 
 pub use gcs::GcsProxy;
 pub use moto::MotoS3;
-pub use postgres::Postgres;
+pub use postgres::{PgOptions, Postgres};
 pub use python::{duckdb_query, parquet_dump, python, venv_dir, workspace_root};
 pub use sink::{Behaviour, HttpSink, RecordedRequest, Reply};
 /// Re-exported so tests can create scratch directories without their own dependency.
 pub use tempfile::{self, TempDir};
+pub use tls::{ServerCert, TestCa};
 
 use std::collections::HashSet;
 use std::net::TcpListener;

@@ -18,6 +18,15 @@ use crate::process::{
 /// `postgres` user (via `runuser`) and the temp dir is given to it; otherwise they run as the
 /// current user. Server binaries come from `$BRONZE_TEST_PG_BIN` or the newest
 /// `/usr/lib/postgresql/*/bin`.
+/// How to start a [`Postgres`]: [`Postgres::start`] is the default (no TLS, trust auth).
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    /// `ssl = on` with this certificate and key.
+    pub tls: Option<crate::ServerCert>,
+    /// Accept TCP connections over TLS only (`pg_hba.conf`: `hostssl`, no `host`).
+    pub tls_only: bool,
+}
+
 pub struct Postgres {
     dir: Option<TempDir>,
     port: u16,
@@ -30,6 +39,11 @@ pub struct Postgres {
 impl Postgres {
     /// Create and start the cluster. Panics with initdb's or the server's log on failure.
     pub fn start() -> Postgres {
+        Postgres::start_with(&PgOptions::default())
+    }
+
+    /// [`Postgres::start`] with `options` (TLS).
+    pub fn start_with(options: &PgOptions) -> Postgres {
         let bin = pg_bin_dir();
         let run_as = if Uid::effective().is_root() {
             Some("postgres".to_string())
@@ -75,6 +89,7 @@ impl Postgres {
             "-N",
         ]);
         run_checked("initdb", &mut initdb);
+        pg.configure(&data, options);
 
         let mut failures = Vec::new();
         for _ in 0..3 {
@@ -122,6 +137,52 @@ impl Postgres {
             "bronze-testkit: PostgreSQL did not start in 3 tries:\n{}",
             failures.join("\n\n")
         );
+    }
+
+    /// TLS settings in `postgresql.conf` and `pg_hba.conf`, before the first start.
+    fn configure(&self, data: &Path, options: &PgOptions) {
+        let write = |path: &Path, text: &str| {
+            std::fs::write(path, text)
+                .unwrap_or_else(|e| panic!("bronze-testkit: write {}: {e}", path.display()))
+        };
+        if let Some(tls) = &options.tls {
+            // The server checks that it owns its key and nobody else can read it.
+            for (from, to) in [(&tls.cert, "server.crt"), (&tls.key, "server.key")] {
+                let target = data.join(to);
+                std::fs::copy(from, &target).unwrap_or_else(|e| {
+                    panic!(
+                        "bronze-testkit: copy {} to {}: {e}",
+                        from.display(),
+                        target.display()
+                    )
+                });
+                std::fs::set_permissions(
+                    &target,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap_or_else(|e| panic!("bronze-testkit: chmod {}: {e}", target.display()));
+                if let Some(user) = &self.run_as
+                    && let Ok(Some(u)) = User::from_name(user)
+                {
+                    std::os::unix::fs::chown(&target, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+                        .unwrap_or_else(|e| {
+                            panic!("bronze-testkit: chown {}: {e}", target.display())
+                        });
+                }
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            write(&conf, &text);
+        }
+        if options.tls_only {
+            write(
+                &data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            );
+        }
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`

@@ -403,3 +403,83 @@ async fn a_missing_dsn_variable_is_a_clear_failure_strict_or_lenient() {
     none.catalog = None;
     assert!(factory.open("ns/cat", &none).is_none());
 }
+
+/// The operator's catalog over TLS: a PostgreSQL that takes TLS connections only, `verify-full`
+/// with the test CA writes every row and `verify` reads them back over TLS; a wrong CA holds a
+/// strict checkpoint with a clear error, no password in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_catalog_over_verified_tls() {
+    use bronze_testkit::{PgOptions, TestCa};
+    const PASSWORD: &str = "op-tls-s3cret";
+    let dir = tempfile::tempdir().unwrap();
+    let spec = committed_local_backfill(
+        dir.path(),
+        "cat",
+        LEDGERS,
+        INGESTED_AT,
+        json!({
+            "pas": {"enabled": true},
+            "catalog": {"dsnEnv": "BRONZE_CATALOG_DSN", "strict": true},
+        }),
+    )
+    .await;
+    let ca = TestCa::new("Bronze operator test CA");
+    let pg = Postgres::start_with(&PgOptions {
+        tls: Some(ca.server_cert(&["catalog.bronze.test"], &[])),
+        tls_only: true,
+    });
+    pg.create_database("catalog");
+    let dsn = |root: &std::path::Path| {
+        format!(
+            "host=catalog.bronze.test hostaddr=127.0.0.1 port={} user=postgres password={PASSWORD} dbname=catalog connect_timeout=5 sslmode=verify-full sslrootcert={}",
+            pg.port(),
+            root.display()
+        )
+    };
+    let dataset = ObjectStorageFactory::default()
+        .dataset("ns/cat", &spec)
+        .unwrap();
+    let audit = PasAudit::new(audit_config(&spec).unwrap()).unwrap();
+
+    // A CA that did not sign the server's certificate: nothing recorded, the checkpoint waits.
+    let other = TestCa::new("Another CA");
+    let wrong = PgCatalog::new(catalog_config(&spec, &dsn(&other.cert())).unwrap()).unwrap();
+    let held = sequence(
+        &spec,
+        INGESTED_AT,
+        SequenceStart::default(),
+        dataset.as_ref(),
+        Some(&audit),
+        Some(&wrong),
+        10,
+    )
+    .await;
+    assert_eq!(through(&held), None, "{held:?}");
+    let error = held.catalog.as_ref().unwrap().error.clone().unwrap();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+    assert!(!error.contains(PASSWORD), "{error}");
+
+    let catalog = PgCatalog::new(catalog_config(&spec, &dsn(&ca.cert())).unwrap()).unwrap();
+    let done = sequence(
+        &spec,
+        INGESTED_AT,
+        SequenceStart::default(),
+        dataset.as_ref(),
+        Some(&audit),
+        Some(&catalog),
+        10,
+    )
+    .await;
+    assert_eq!(through(&done), Some(41), "{done:?}");
+    assert_eq!(
+        done.catalog.as_ref().unwrap().recorded_through,
+        Some(Some(41))
+    );
+    assert_eq!(
+        pg.psql_in("catalog", "SELECT count(*) FROM _meta_lineage"),
+        "4"
+    );
+    let mut config = audit_config(&spec).unwrap();
+    config.catalog.postgres_dsn = dsn(&ca.cert());
+    assert_clean(&bronze::verify::verify(&config).await.unwrap());
+}

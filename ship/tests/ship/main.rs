@@ -7,4 +7,5 @@ mod common;
 mod chart;
 mod docs;
 mod image;
+mod monitoring;
 mod samples;

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config as PgConfig, NoTls};
 
 use super::migrations::{self, MigrationError, MigrationReport};
 use super::records::{DatasetIdentity, LineageRecord};
+use super::tls::{self, TlsSettings};
 use super::verify::LineageRow;
 use crate::config::redact_dsn;
 
@@ -83,28 +83,25 @@ fn password_of(config: &PgConfig) -> Option<String> {
         .map(|p| String::from_utf8_lossy(p).into_owned())
 }
 
-/// Parses the DSN, refusing TLS modes this build cannot honour.
-pub(crate) fn parse_dsn(dsn: &str) -> Result<PgConfig, CatalogError> {
+/// Parses the DSN: tokio-postgres's config and the TLS settings (libpq's `sslmode` and
+/// `sslrootcert`, which tokio-postgres does not know; see [`tls`]).
+pub(crate) fn parse_dsn(dsn: &str) -> Result<(PgConfig, TlsSettings), CatalogError> {
     let redacted = redact_dsn(dsn);
-    let mut config: PgConfig =
-        dsn.parse()
-            .map_err(|e: tokio_postgres::Error| CatalogError::Dsn {
-                dsn: redacted.clone(),
-                message: e.to_string(),
-            })?;
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(CatalogError::Dsn {
-            dsn: redacted,
-            message: "sslmode=require is not supported: this build connects without TLS (use sslmode=disable or prefer, or a TLS-terminating proxy such as the Cloud SQL proxy)".into(),
-        });
-    }
+    let invalid = |message: String| CatalogError::Dsn {
+        dsn: redacted.clone(),
+        message,
+    };
+    let (pg_dsn, settings) = tls::split_dsn(dsn).map_err(invalid)?;
+    let mut config: PgConfig = pg_dsn
+        .parse()
+        .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("bronze-copier");
     }
-    Ok(config)
+    Ok((config, settings))
 }
 
 /// Offline check of a DSN for the config validation: the reason it cannot be used, if any
@@ -154,9 +151,13 @@ pub async fn connect(dsn: &str) -> Result<(Catalog, MigrationReport), CatalogErr
 impl Catalog {
     /// Connects without migrating (read-only use, such as verification).
     pub async fn connect_only(dsn: &str) -> Result<Catalog, CatalogError> {
-        let config = parse_dsn(dsn)?;
+        let (config, settings) = parse_dsn(dsn)?;
         let redacted = redact_dsn(dsn);
         let password = password_of(&config);
+        let connector = tls::connector(&settings).map_err(|message| CatalogError::Connect {
+            dsn: redacted.clone(),
+            message,
+        })?;
         let limit = config
             .get_connect_timeout()
             .copied()
@@ -164,33 +165,14 @@ impl Catalog {
             // Every host in the DSN may be tried; bound the whole attempt too.
             .saturating_mul(config.get_hosts().len().max(1) as u32)
             + Duration::from_secs(1);
-        let connecting = tokio::time::timeout(limit, config.connect(NoTls)).await;
-        let (client, connection) = match connecting {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => {
-                return Err(CatalogError::Connect {
-                    dsn: redacted,
-                    message: describe(&e, password.as_deref()),
-                });
-            }
-            Err(_) => {
-                return Err(CatalogError::Connect {
-                    dsn: redacted,
-                    message: format!("timed out after {limit:?}"),
-                });
-            }
+        let connected = match connector {
+            None => open(&config, NoTls, limit, &redacted, password.as_deref()).await,
+            Some(tls) => open(&config, tls, limit, &redacted, password.as_deref()).await,
         };
-        let log_dsn = redacted.clone();
-        let log_password = password.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(
-                    catalog = %log_dsn,
-                    error = %describe(&e, log_password.as_deref()),
-                    "catalog connection closed"
-                );
-            }
-        });
+        let client = connected.map_err(|message| CatalogError::Connect {
+            dsn: redacted.clone(),
+            message: format!("{message} ({})", settings.describe()),
+        })?;
         Ok(Catalog {
             client,
             dsn: redacted,
@@ -441,6 +423,38 @@ impl Catalog {
     }
 }
 
+/// Connects with `tls` within `limit` and drives the connection in a task; the error text is
+/// scrubbed of `password`.
+async fn open<T>(
+    config: &PgConfig,
+    tls: T,
+    limit: Duration,
+    redacted: &str,
+    password: Option<&str>,
+) -> Result<Client, String>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = match tokio::time::timeout(limit, config.connect(tls)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(describe(&e, password)),
+        Err(_) => return Err(format!("timed out after {limit:?}")),
+    };
+    let log_dsn = redacted.to_string();
+    let log_password = password.map(str::to_string);
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(
+                catalog = %log_dsn,
+                error = %describe(&e, log_password.as_deref()),
+                "catalog connection closed"
+            );
+        }
+    });
+    Ok(client)
+}
+
 /// Runs one catalog operation with a time limit, so a hung database cannot stall the caller
 /// forever; the caller drops the connection and re-opens it next time. `dsn` is the redacted DSN
 /// the error names.
@@ -466,22 +480,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn require_is_refused_with_the_reason_and_no_password() {
-        let err = parse_dsn("postgres://u:hunter22@db:5432/x?sslmode=require")
+    fn every_libpq_tls_mode_parses_and_errors_hide_the_password() {
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            let (_, s) = parse_dsn(&format!("postgres://u:p@db/x?sslmode={mode}")).unwrap();
+            assert_eq!(s.mode.as_str(), mode);
+            parse_dsn(&format!("host=db user=u password=p sslmode={mode}")).unwrap();
+        }
+        let err = parse_dsn("postgres://u:hunter22@db:5432/x?sslmode=sometimes")
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("sslmode=require"), "{err}");
+        assert!(err.contains("invalid sslmode \"sometimes\""), "{err}");
         assert!(!err.contains("hunter22"), "{err}");
-        assert!(parse_dsn("postgres://u:p@db/x?sslmode=prefer").is_ok());
-        assert!(parse_dsn("host=db user=u password=p sslmode=disable").is_ok());
     }
 
     #[test]
     fn a_timeout_is_always_set() {
-        let c = parse_dsn("postgres://u@db/x").unwrap();
+        let (c, _) = parse_dsn("postgres://u@db/x").unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
-        let c = parse_dsn("postgres://u@db/x?connect_timeout=3").unwrap();
+        let (c, _) = parse_dsn("postgres://u@db/x?connect_timeout=3").unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
     }
 

@@ -19,13 +19,14 @@
 //!   operator) writes the same rows with [`CatalogWriter`] and derives what is missing from the
 //!   catalog instead of keeping a queue file.
 //!
-//! TLS: connections use no TLS. `sslmode=disable` and `sslmode=prefer` (libpq's default) work;
-//! `sslmode=require` is rejected by the config validation with an explanation.
+//! TLS: libpq's `sslmode` (`disable|prefer|require|verify-ca|verify-full`) and `sslrootcert`,
+//! over rustls; see [`tls`].
 
 mod client;
 pub mod hook;
 pub mod migrations;
 pub mod records;
+pub mod tls;
 pub mod verify;
 pub mod writer;
 

@@ -532,17 +532,31 @@ mod tests {
     }
 
     #[test]
-    fn sslmode_require_is_refused_offline_with_the_reason() {
+    fn tls_settings_are_checked_offline_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = valid_config(dir.path());
-        c.catalog.postgres_dsn = "postgres://user:s3cret@db/x?sslmode=require".into();
-        let errors = errors_of(&c);
-        let e = errors
-            .iter()
-            .find(|e| e.field == "catalog.postgres_dsn")
-            .expect("dsn error");
-        assert!(e.message.contains("sslmode=require"), "{e}");
-        assert!(!e.to_string().contains("s3cret"), "{e}");
+        for ok in ["require", "verify-full&sslrootcert=/etc/ca.pem", "disable"] {
+            c.catalog.postgres_dsn = format!("postgres://user:s3cret@db/x?sslmode={ok}");
+            assert!(
+                !errors_of(&c)
+                    .iter()
+                    .any(|e| e.field == "catalog.postgres_dsn"),
+                "{ok}"
+            );
+        }
+        for (bad, reason) in [
+            ("sslmode=always", "invalid sslmode \"always\""),
+            ("sslcert=/c.pem", "sslcert is not supported"),
+        ] {
+            c.catalog.postgres_dsn = format!("postgres://user:s3cret@db/x?{bad}");
+            let errors = errors_of(&c);
+            let e = errors
+                .iter()
+                .find(|e| e.field == "catalog.postgres_dsn")
+                .expect("dsn error");
+            assert!(e.message.contains(reason), "{e}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

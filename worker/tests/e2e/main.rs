@@ -9,8 +9,10 @@ mod oracle;
 
 mod bad_input;
 mod catalog;
+mod catalog_tls;
 mod cli;
 mod cloud;
+mod dashboard;
 mod follow;
 mod health;
 mod local;
