@@ -12,7 +12,8 @@ use crate::oracle::{INGESTED_AT_MS, TESTNET_LABELS, check_parquet_with_pyarrow, 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn copy_ledgers(staging: &Path, datastore: &Path, from: u32, to: u32) {
+/// Copies the objects of ledgers `from..=to` (and `.config.json`) from `staging` into `datastore`.
+pub fn copy_ledgers(staging: &Path, datastore: &Path, from: u32, to: u32) {
     std::fs::create_dir_all(datastore).unwrap();
     std::fs::copy(staging.join(".config.json"), datastore.join(".config.json")).unwrap();
     for seq in from..=to {
