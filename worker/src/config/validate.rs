@@ -399,7 +399,12 @@ fn check_writable_dir(field: &str, dir: &str, r: &mut Report) {
                 r.fail(field, dir, why);
                 return;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
                 existing = match existing.parent() {
                     Some(p) if !p.as_os_str().is_empty() => p,
                     _ => Path::new("."),
