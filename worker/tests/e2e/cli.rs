@@ -161,3 +161,36 @@ fn validate_output_follows_the_json_log_format() {
         text(&out)
     );
 }
+
+/// Issue 15 (7): `LEDGER_END` inside a grid partition, then a larger one, leaves partitions
+/// that `verify` calls off the grid; both runs say so at start.
+#[test]
+fn ledger_end_off_the_grid_is_warned_about_at_start() {
+    let run_dir = Harness::testnet(40);
+    let out = exec(run_dir.command(&["--no-progress"]).env("LEDGER_END", "15"));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("WARN")
+            && log.contains("era.ledger_end 15 is not the end of a grid partition")
+            && log.contains("11 or 21"),
+        "{log}"
+    );
+    assert_eq!(run_dir.committed(), vec![(2, 11), (12, 15)]);
+    let out = exec(run_dir.command(&["--no-progress"]).env("LEDGER_END", "31"));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("the checkpoint's last partition 12-15 is not a partition of the grid"),
+        "{log}"
+    );
+    // What the warnings announced.
+    let out = exec(run_dir.command(&["verify"]).env("LEDGER_END", "31"));
+    assert!(
+        text(&out)
+            .lines()
+            .any(|l| l.contains("partition=12-15 ") && l.contains("check=grid.off_grid")),
+        "{}",
+        text(&out)
+    );
+}

@@ -37,6 +37,9 @@ impl Tmux {
             .arg("-S")
             .arg(&self.socket)
             .args(args)
+            // The server needs a terminal type; a test's environment may have none.
+            .env("TERM", "xterm-256color")
+
             .output()
             .unwrap_or_else(|e| panic!("tmux is needed (make test-deps installs it): {e}"));
         assert!(out.status.success(), "tmux {args:?}: {out:?}");
@@ -91,12 +94,16 @@ fn logs_and_the_progress_bar_share_a_terminal_cleanly() {
     copy_ledgers(&staging, &run.datastore, 2, 25);
     let config = run.write_config();
     let script = run.path("copier.sh");
+    let pid_file = run.path("copier.pid");
+    // In the background of the pane's shell (still writing to the terminal) so that the test can
+    // signal the copier alone and the shell stays to print its exit code.
     std::fs::write(
         &script,
         format!(
-            "unset RUST_LOG CONFIG_FILE\nexport AWS_EC2_METADATA_DISABLED=true\n'{}' -config '{}'\necho \"exit=$?\"\nsleep 600\n",
+            "unset RUST_LOG CONFIG_FILE\nexport AWS_EC2_METADATA_DISABLED=true\n'{}' -config '{}' &\necho $! > '{}'\nwait $!\necho \"exit=$?\"\nsleep 600\n",
             env!("CARGO_BIN_EXE_bronze-copier"),
-            config.display()
+            config.display(),
+            pid_file.display(),
         ),
     )
     .unwrap();
@@ -121,15 +128,24 @@ fn logs_and_the_progress_bar_share_a_terminal_cleanly() {
         assert!(bad.is_empty(), "{bad:#?}\nscreen:\n{}", rows.join("\n"));
     }
     assert!(bar_seen, "no progress bar on the terminal");
-    // Ctrl-C: the bar is cleared, the log ends cleanly.
-    tmux.run(&["send-keys", "C-c"]);
+    // SIGTERM: the bar is cleared, the log ends cleanly.
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let mut rows = Vec::new();
     let exited = wait_until(30, || {
         rows = tmux.screen();
         rows.iter().any(|r| r.starts_with("exit="))
     });
     assert!(exited, "{}", rows.join("\n"));
-    assert!(rows.iter().any(|r| r == "exit=130"), "{}", rows.join("\n"));
+    assert!(rows.iter().any(|r| r == "exit=143"), "{}", rows.join("\n"));
     let bars: Vec<_> = rows.iter().filter(|r| is_bar(r)).collect();
     assert!(bars.is_empty(), "stale bars: {bars:#?}\n{}", rows.join("\n"));
     let committed = rows
