@@ -11,7 +11,9 @@ fn main() {
         .ok()
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty() && v != "unknown");
-    let sha = from_env.or_else(git_head).unwrap_or_else(|| "unknown".into());
+    let sha = from_env
+        .or_else(git_head)
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=BRONZE_GIT_SHA={sha}");
 }
 

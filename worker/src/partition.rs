@@ -228,7 +228,10 @@ mod tests {
         assert!(w[0].contains("12-15") && w[0].contains("11 or 21"), "{w:?}");
         // That short partition in the checkpoint, under a larger LEDGER_END.
         let short = Some(LedgerRange::new(12, 15));
-        assert_eq!(PartitionGrid::new(2, 15, 10).off_grid_warnings(short).len(), 1);
+        assert_eq!(
+            PartitionGrid::new(2, 15, 10).off_grid_warnings(short).len(),
+            1
+        );
         let w = PartitionGrid::new(2, 31, 10).off_grid_warnings(short);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("12-15") && w[0].contains("12-21"), "{w:?}");

@@ -394,7 +394,10 @@ fn check_writable_dir(field: &str, dir: &str, r: &mut Report) {
                 let why = if existing == path {
                     "is not a directory".to_string()
                 } else {
-                    format!("cannot be created: {} is not a directory", existing.display())
+                    format!(
+                        "cannot be created: {} is not a directory",
+                        existing.display()
+                    )
                 };
                 r.fail(field, dir, why);
                 return;
@@ -411,7 +414,11 @@ fn check_writable_dir(field: &str, dir: &str, r: &mut Report) {
                 };
             }
             Err(e) => {
-                r.fail(field, dir, format!("cannot be read ({}): {e}", existing.display()));
+                r.fail(
+                    field,
+                    dir,
+                    format!("cannot be read ({}): {e}", existing.display()),
+                );
                 return;
             }
         }
@@ -421,7 +428,10 @@ fn check_writable_dir(field: &str, dir: &str, r: &mut Report) {
         let why = if existing == path {
             format!("is not writable: {e}")
         } else {
-            format!("cannot be created: {} is not writable: {e}", existing.display())
+            format!(
+                "cannot be created: {} is not writable: {e}",
+                existing.display()
+            )
         };
         r.fail(field, dir, why);
     }

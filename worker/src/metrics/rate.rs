@@ -66,7 +66,9 @@ impl RateTracker {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 timer.tick().await;
-                super::set_ledgers_per_second(rate.observe(Instant::now(), super::ledgers_copied()));
+                super::set_ledgers_per_second(
+                    rate.observe(Instant::now(), super::ledgers_copied()),
+                );
             }
         });
         RateTracker { task }

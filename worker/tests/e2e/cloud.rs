@@ -190,12 +190,20 @@ fn gcs_source_and_output_through_the_translating_proxy() {
 fn gcs_to_gcs_in_the_runbook_shape_reads_a_datastore_written_with_plain_keys() {
     let s3 = MotoS3::start();
     let gcs = GcsProxy::start(&s3);
-    let (source_bucket, output_bucket) = ("obsrvr-stellar-ledger-data-testnet-data", "obsrvr-bronze-output");
+    let (source_bucket, output_bucket) = (
+        "obsrvr-stellar-ledger-data-testnet-data",
+        "obsrvr-bronze-output",
+    );
     s3.create_bucket(source_bucket);
     s3.create_bucket(output_bucket);
     let run = Harness::testnet(40);
     // Plain keys through the S3 API: another client, not the GCS path under test.
-    upload_datastore(&s3, &run.datastore, source_bucket, "landing/ledgers/testnet");
+    upload_datastore(
+        &s3,
+        &run.datastore,
+        source_bucket,
+        "landing/ledgers/testnet",
+    );
     assert!(
         s3.list_objects(source_bucket, "landing/ledgers/testnet/")
             .iter()
@@ -215,7 +223,8 @@ fn gcs_to_gcs_in_the_runbook_shape_reads_a_datastore_written_with_plain_keys() {
     // Stored under plain keys, readable by any client.
     let keys = s3.list_objects(output_bucket, "");
     assert!(
-        keys.iter().all(|k| !k.contains("%2F") && !k.contains("%2f")),
+        keys.iter()
+            .all(|k| !k.contains("%2F") && !k.contains("%2f")),
         "{keys:#?}"
     );
     let expected = expected_rows(&run.datastore);

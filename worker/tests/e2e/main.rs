@@ -17,7 +17,7 @@ mod local;
 mod metrics;
 mod pas;
 mod pas_stream;
-mod terminal;
 mod runbook;
+mod terminal;
 mod verify;
 mod worker_mode;

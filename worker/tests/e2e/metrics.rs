@@ -178,7 +178,10 @@ fn the_rate_gauge_falls_to_zero_while_waiting_at_the_tip() {
         copying_rate.is_some(),
         "the gauge never showed the copy:\n{logs}"
     );
-    assert!(idle, "the gauge did not fall to 0 at the tip:\n{scrape}\n{logs}");
+    assert!(
+        idle,
+        "the gauge did not fall to 0 at the tip:\n{scrape}\n{logs}"
+    );
     assert!(still_running, "{logs}");
     assert_eq!(status.code(), Some(143), "{logs}");
     let ds = "network=\"pubnet\",era_id=\"pre_p23\",version=\"v1\"";

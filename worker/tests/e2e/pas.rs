@@ -629,7 +629,11 @@ fn sigterm_cuts_the_final_pas_drain_short() {
             .contains("delivering the remaining PAS events")
     });
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(draining, "the run never reached its final drain:\n{}", text());
+    assert!(
+        draining,
+        "the run never reached its final drain:\n{}",
+        text()
+    );
     // Into a pause between two attempts.
     std::thread::sleep(Duration::from_millis(500));
     let signalled = std::time::Instant::now();

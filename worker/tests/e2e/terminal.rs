@@ -20,15 +20,7 @@ impl Tmux {
         let socket = dir.join("tmux.sock").display().to_string();
         let tmux = Tmux { socket };
         // Wide and tall enough that no log line wraps and nothing scrolls away.
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-x",
-            "500",
-            "-y",
-            "100",
-            command,
-        ]);
+        tmux.run(&["new-session", "-d", "-x", "500", "-y", "100", command]);
         tmux
     }
 
@@ -39,7 +31,6 @@ impl Tmux {
             .args(args)
             // The server needs a terminal type; a test's environment may have none.
             .env("TERM", "xterm-256color")
-
             .output()
             .unwrap_or_else(|e| panic!("tmux is needed (make test-deps installs it): {e}"));
         assert!(out.status.success(), "tmux {args:?}: {out:?}");
@@ -73,7 +64,9 @@ fn is_bar(row: &str) -> bool {
 }
 
 fn is_log(row: &str) -> bool {
-    [" INFO ", " WARN ", " ERROR "].iter().any(|l| row.contains(l))
+    [" INFO ", " WARN ", " ERROR "]
+        .iter()
+        .any(|l| row.contains(l))
 }
 
 /// Rows that break the screen: a log line on the bar's row, or a bar that is not the last row.
@@ -147,7 +140,11 @@ fn logs_and_the_progress_bar_share_a_terminal_cleanly() {
     assert!(exited, "{}", rows.join("\n"));
     assert!(rows.iter().any(|r| r == "exit=143"), "{}", rows.join("\n"));
     let bars: Vec<_> = rows.iter().filter(|r| is_bar(r)).collect();
-    assert!(bars.is_empty(), "stale bars: {bars:#?}\n{}", rows.join("\n"));
+    assert!(
+        bars.is_empty(),
+        "stale bars: {bars:#?}\n{}",
+        rows.join("\n")
+    );
     let committed = rows
         .iter()
         .filter(|r| is_log(r) && r.contains("committed partition"))
