@@ -109,10 +109,10 @@ impl Progress {
         }
     }
 
-    /// Logs the runbook's progress line with structured fields, unless the bar shows progress
-    /// (progress is shown once: on a terminal, the bar; in a log, the line).
+    /// Logs the runbook's progress line with structured fields, unless the log goes to the
+    /// terminal that shows the bar (progress is shown once: there the bar, in a log the line).
     pub fn log(&self) {
-        if self.bar.is_some() {
+        if self.bar.is_some() && std::io::stdout().is_terminal() {
             return;
         }
         let s = self.snapshot();
