@@ -18,7 +18,9 @@ pub const NGINX_TEMPLATE: &str = include_str!("../gcs-on-s3.nginx.conf.template"
 /// (create them with [`MotoS3::create_bucket`]). Killed (process group) on Drop.
 ///
 /// `x-goog-if-generation-match: 0` becomes `If-None-Match: *` (create-only puts), a non-zero
-/// generation becomes `If-Match`, and the S3 ETag is handed back as `x-goog-generation`.
+/// generation becomes `If-Match`, and the S3 ETag is handed back as `x-goog-generation`. Object
+/// names are passed decoded (object_store sends `/` as `%2F`; GCS decodes it), so a datastore
+/// uploaded with plain keys through [`MotoS3`] reads the same through the proxy.
 /// Known gap: object_store's `copy_if_not_exists` does not work through it.
 ///
 /// The proxy must not outlive the [`MotoS3`] behind it (declare it after the moto handle so it

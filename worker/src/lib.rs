@@ -34,8 +34,6 @@ pub mod verify;
 /// The producer version recorded in manifests and events.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The git commit the binary was built from (`BRONZE_GIT_SHA` at build time), or `unknown`.
-pub const GIT_SHA: &str = match option_env!("BRONZE_GIT_SHA") {
-    Some(sha) => sha,
-    None => "unknown",
-};
+/// The git commit the binary was built from (`build.rs`: `BRONZE_GIT_SHA` at build time, else
+/// the checkout's `git rev-parse HEAD`), or `unknown`.
+pub const GIT_SHA: &str = env!("BRONZE_GIT_SHA");

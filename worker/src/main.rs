@@ -66,8 +66,9 @@ fn copier_command(cli: &Cli) -> u8 {
         Err(code) => return code,
     };
     if cli.validate {
+        // Only the log line: stdout is the log, in `logging.format` (a plain line would break
+        // a JSON log); failures also print a plain summary on stderr.
         tracing::info!(file = ?loaded.file, "configuration is valid");
-        println!("configuration is valid");
         return exit::OK;
     }
     let config = loaded.config;
@@ -97,7 +98,9 @@ fn worker_command(cli: &Cli, args: &WorkerArgs) -> u8 {
     if cli.validate {
         return match bronze::pipeline::partitions_in_range(&config, args.range) {
             Ok(p) => {
-                println!(
+                tracing::info!(
+                    range = %args.range,
+                    partitions = p.len(),
                     "configuration is valid; range {} is {} partition(s)",
                     args.range,
                     p.len()
@@ -105,6 +108,7 @@ fn worker_command(cli: &Cli, args: &WorkerArgs) -> u8 {
                 exit::OK
             }
             Err(e) => {
+                tracing::error!("{e}");
                 eprintln!("bronze-copier: {e}");
                 exit::CONFIG
             }
@@ -177,7 +181,7 @@ where
             None => Services::default(),
         };
         let result = start(cancel.clone(), services.hooks()).await;
-        services.finish(&result).await;
+        services.finish(&result, &cancel).await;
         let received = if cancel.is_cancelled() {
             signal.await.ok().flatten()
         } else {
@@ -198,10 +202,9 @@ where
                     cpu_s = format!("{:.2}", bronze::process::cpu_seconds().unwrap_or(0.0)),
                     "{what} {}", if summary.interrupted { "interrupted; restart to resume" } else { "complete" }
                 );
-                match received {
-                    Some(code) if summary.interrupted => code,
-                    _ => exit::OK,
-                }
+                // A signal during the final PAS drain also ends the run early: its events
+                // wait in the outbox, so the exit says "stopped", not "done".
+                received.unwrap_or(exit::OK)
             }
             Err(e) => {
                 let code = exit::code_for(&e);
@@ -276,6 +279,7 @@ fn verify_command(cli: &Cli) -> u8 {
 #[derive(Default)]
 struct Services {
     _metrics: Option<metrics::MetricsServer>,
+    _rate: Option<metrics::RateTracker>,
     pas: Option<PasStream>,
     catalog: Option<CatalogSink>,
 }
@@ -293,10 +297,12 @@ impl Services {
         hooks
     }
 
-    /// Drains the audit stream and closes the catalog after the run.
-    async fn finish(&self, result: &Result<RunSummary, RunError>) {
+    /// Drains the audit stream (until done, its time limit, or a signal) and closes the
+    /// catalog after the run.
+    async fn finish(&self, result: &Result<RunSummary, RunError>, signal: &CancellationToken) {
         if let Some(pas) = &self.pas {
-            pas.finish(matches!(result, Ok(s) if !s.interrupted)).await;
+            pas.finish_unless(matches!(result, Ok(s) if !s.interrupted), signal)
+                .await;
         }
         if let Some(catalog) = &self.catalog {
             catalog.finish().await;
@@ -337,8 +343,14 @@ async fn start_services(config: &Config) -> Result<Services, u8> {
             return Err(exit::FAILURE);
         }
     };
+    let rate = metrics_server.as_ref().map(|_| {
+        metrics::RateTracker::start(std::time::Duration::from_secs(
+            config.metrics.rate_window_seconds.max(1),
+        ))
+    });
     Ok(Services {
         _metrics: metrics_server,
+        _rate: rate,
         pas,
         catalog,
     })

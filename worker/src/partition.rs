@@ -109,6 +109,41 @@ impl PartitionGrid {
         self.last?;
         Some(self.partitions_from(next).count() as u64)
     }
+
+    /// What puts a run off the grid its dataset is cut on, as warnings for the start of a run:
+    /// a `ledger_end` inside a grid partition (the last partition is cut short, and a later run
+    /// with a larger end cuts that range differently), and a checkpoint whose last partition is
+    /// not a partition of this grid (`ledger_start` or `partition_size` changed). `verify`
+    /// reports both later (`grid.off_grid`).
+    pub fn off_grid_warnings(&self, checkpoint_partition: Option<LedgerRange>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let size = u64::from(self.size);
+        if let Some(last) = self.last
+            && let Some(p) = self.partition_of(last)
+        {
+            let full_end = u64::from(p.start) + size - 1;
+            let clipped_at_genesis = p.start == self.first && self.first > self.anchor;
+            if u64::from(last) < full_end && !clipped_at_genesis {
+                warnings.push(format!(
+                    "era.ledger_end {last} is not the end of a grid partition: the last partition is {p} ({} ledgers, not {}), and a later run with a larger ledger_end cuts {}-{full_end} instead, which verify reports as off the grid (grid.off_grid); on the grid, ledger_end is {} or {full_end}",
+                    p.len(),
+                    self.size,
+                    p.start,
+                    p.start.saturating_sub(1),
+                ));
+            }
+        }
+        if let Some(cp) = checkpoint_partition
+            && let Some(expected) = self.partition_of(cp.start)
+            && expected != cp
+        {
+            warnings.push(format!(
+                "the checkpoint's last partition {cp} is not a partition of the grid of era.ledger_start {} and era.partition_size {} (which has {expected}): the dataset was cut on another grid, and the partitions of this run will not line up with it (verify: grid.off_grid); keep ledger_start = old start + k·partition_size, or use a new version_label",
+                self.anchor, self.size,
+            ));
+        }
+        warnings
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +211,34 @@ mod tests {
         );
         let open = PartitionGrid::new(u32::MAX - 3, 0, 10);
         assert_eq!(ranges(&open, 0), vec![(u32::MAX - 3, u32::MAX)]);
+    }
+
+    #[test]
+    fn ends_and_checkpoints_off_the_grid_are_warned_about() {
+        let none: Vec<String> = Vec::new();
+        // On the grid: nothing to say (the genesis clip is normal).
+        assert_eq!(PartitionGrid::new(2, 101, 10).off_grid_warnings(None), none);
+        assert_eq!(PartitionGrid::new(1, 10, 10).off_grid_warnings(None), none);
+        assert_eq!(PartitionGrid::new(2, 0, 10).off_grid_warnings(None), none);
+        let cp = Some(LedgerRange::new(12, 21));
+        assert_eq!(PartitionGrid::new(2, 0, 10).off_grid_warnings(cp), none);
+        // LEDGER_END inside a partition.
+        let w = PartitionGrid::new(2, 15, 10).off_grid_warnings(None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("12-15") && w[0].contains("11 or 21"), "{w:?}");
+        // That short partition in the checkpoint, under a larger LEDGER_END.
+        let short = Some(LedgerRange::new(12, 15));
+        assert_eq!(
+            PartitionGrid::new(2, 15, 10).off_grid_warnings(short).len(),
+            1
+        );
+        let w = PartitionGrid::new(2, 31, 10).off_grid_warnings(short);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("12-15") && w[0].contains("12-21"), "{w:?}");
+        // LEDGER_START moved off the grid of the checkpoint.
+        let w = PartitionGrid::new(5, 0, 10).off_grid_warnings(cp);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("era.ledger_start 5"), "{w:?}");
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn parse_yaml(text: &str) -> Result<(Config, Vec<String>), String> {
     let config: Config = serde_ignored::deserialize(deserializer, |path| {
         ignored.push(path.to_string());
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| every_bad_field(text, e.to_string()))?;
     for legacy in ["eras", "active_eras"] {
         let present = match legacy {
             "eras" => config.eras.is_some(),
@@ -89,6 +89,85 @@ pub fn parse_yaml(text: &str) -> Result<(Config, Vec<String>), String> {
         ignored.push("catalog.namespace (unused)".into());
     }
     Ok((config, ignored))
+}
+
+/// At most this many bad fields are listed for one file.
+const MAX_FIELD_ERRORS: usize = 50;
+
+/// All the type errors of a file, not just the first that serde stops at: each bad field is
+/// taken out of the document and the rest parsed again, until it parses. `first` (with its
+/// line and column) leads; the later ones name their field without a position, since they come
+/// from the reduced document. A syntax error stays the only message.
+fn every_bad_field(text: &str, first: String) -> String {
+    let Ok(mut doc) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return first;
+    };
+    let mut messages = vec![first.clone()];
+    let mut current = first;
+    while messages.len() < MAX_FIELD_ERRORS {
+        let Some(field) = error_field(&current) else {
+            break;
+        };
+        if !remove_field(&mut doc, field) {
+            break;
+        }
+        let Ok(reduced) = serde_yaml_ng::to_string(&doc) else {
+            break;
+        };
+        match serde_yaml_ng::from_str::<Config>(&reduced) {
+            Ok(_) => break,
+            Err(e) => {
+                current = e.to_string();
+                messages.push(strip_position(&current).to_string());
+            }
+        }
+    }
+    if messages.len() == 1 {
+        return messages.remove(0);
+    }
+    format!(
+        "{} bad fields:\n  {}",
+        messages.len(),
+        messages.join("\n  ")
+    )
+}
+
+/// The dotted field path serde_yaml puts before its message (`era.partition_size: invalid
+/// type...`), if any.
+fn error_field(message: &str) -> Option<&str> {
+    let (field, _) = message.split_once(": ")?;
+    let plain = !field.is_empty()
+        && field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    plain.then_some(field)
+}
+
+/// Drops ` at line L column C` from a serde_yaml message.
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => &message[..i],
+        _ => message,
+    }
+}
+
+/// Removes the mapping entry at dotted `path`; whether there was one.
+fn remove_field(doc: &mut serde_yaml_ng::Value, path: &str) -> bool {
+    let mut node = doc;
+    let mut keys = path.split('.').peekable();
+    while let Some(key) = keys.next() {
+        let Some(map) = node.as_mapping_mut() else {
+            return false;
+        };
+        if keys.peek().is_none() {
+            return map.remove(key).is_some();
+        }
+        let Some(child) = map.get_mut(key) else {
+            return false;
+        };
+        node = child;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -160,6 +239,28 @@ perf:
     fn type_errors_name_the_key() {
         let err = parse_yaml("era:\n  ledger_start: banana\n").unwrap_err();
         assert!(err.contains("ledger_start"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_field_of_a_file_is_reported_not_just_the_first() {
+        let err = parse_yaml(
+            "era:\n  partition_size: big\n  ledger_start: -3\nperf:\n  workers: many\nmetrics:\n  enabled: maybe\n",
+        )
+        .unwrap_err();
+        for field in [
+            "era.partition_size",
+            "era.ledger_start",
+            "perf.workers",
+            "metrics.enabled",
+        ] {
+            assert!(err.contains(field), "{field} missing from: {err}");
+        }
+        assert!(err.starts_with("4 bad fields:"), "{err}");
+        // The first keeps its position in the file.
+        assert!(err.contains("line 2 column"), "{err}");
+        // A syntax error is reported once, as it is.
+        let err = parse_yaml("era: [\n").unwrap_err();
+        assert!(!err.contains("bad fields"), "{err}");
     }
 
     #[test]

@@ -286,6 +286,9 @@ impl Default for LoggingConfig {
 pub struct MetricsConfig {
     pub enabled: bool,
     pub address: String,
+    /// The window of the `ledgers_per_second` gauge: ledgers copied in the last this many
+    /// seconds, per second (so it falls to 0 when nothing is copied).
+    pub rate_window_seconds: u64,
 }
 
 impl Default for MetricsConfig {
@@ -293,6 +296,7 @@ impl Default for MetricsConfig {
         Self {
             enabled: false,
             address: ":9090".into(),
+            rate_window_seconds: 60,
         }
     }
 }

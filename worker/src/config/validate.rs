@@ -42,8 +42,8 @@ impl Report {
     }
 }
 
-/// Validates `config`. Directory checks create missing output and state directories (as the run
-/// would) and prove they are writable.
+/// Validates `config`, without side effects: directory checks prove that the output and state
+/// directories exist and are writable, or can be created, but create nothing.
 pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
     let mut r = Report::default();
     check_era(config, &mut r);
@@ -306,6 +306,9 @@ fn check_services(c: &Config, r: &mut Report) {
             format!("cannot be used: {e}"),
         );
     }
+    if c.metrics.rate_window_seconds == 0 {
+        r.fail("metrics.rate_window_seconds", 0, "must be >= 1");
+    }
     if c.metrics.enabled && crate::net::parse_listen_address(&c.metrics.address).is_none() {
         r.fail(
             "metrics.address",
@@ -378,19 +381,59 @@ fn check_url(field: &str, value: &str, r: &mut Report) {
     }
 }
 
-/// Creates the directory if missing and proves it is writable with a probe file.
+/// Checks, creating nothing (`-validate` is offline and leaves no trace), that the run can use
+/// `dir`: an existing writable directory, or a missing one whose nearest existing ancestor is a
+/// writable directory (the run creates the rest).
 fn check_writable_dir(field: &str, dir: &str, r: &mut Report) {
     let path = Path::new(dir);
-    if let Err(e) = std::fs::create_dir_all(path) {
-        r.fail(field, dir, format!("cannot be created: {e}"));
-        return;
-    }
-    let probe = path.join(format!(".bronze-write-probe-{}", std::process::id()));
-    match std::fs::write(&probe, b"") {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&probe);
+    let mut existing = path;
+    loop {
+        match std::fs::metadata(existing) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                let why = if existing == path {
+                    "is not a directory".to_string()
+                } else {
+                    format!(
+                        "cannot be created: {} is not a directory",
+                        existing.display()
+                    )
+                };
+                r.fail(field, dir, why);
+                return;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                existing = match existing.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+            }
+            Err(e) => {
+                r.fail(
+                    field,
+                    dir,
+                    format!("cannot be read ({}): {e}", existing.display()),
+                );
+                return;
+            }
         }
-        Err(e) => r.fail(field, dir, format!("is not writable: {e}")),
+    }
+    // An unnamed temporary file (O_TMPFILE on Linux) proves write access and leaves no entry.
+    if let Err(e) = tempfile::tempfile_in(existing) {
+        let why = if existing == path {
+            format!("is not writable: {e}")
+        } else {
+            format!(
+                "cannot be created: {} is not writable: {e}",
+                existing.display()
+            )
+        };
+        r.fail(field, dir, why);
     }
 }
 
@@ -439,7 +482,6 @@ mod tests {
         c.source.local_path = dir.to_string_lossy().into();
         c.storage.local_dir = dir.join("out").to_string_lossy().into();
         c.checkpoint.dir = dir.join("state").to_string_lossy().into();
-        // Validation creates the directories it checks: keep them all in the test's temp dir.
         c.pas.backup_dir = dir.join("pas-backup").to_string_lossy().into();
         c
     }
@@ -506,6 +548,28 @@ mod tests {
             fields.contains(&"storage.local_dir".to_string()),
             "{fields:?}"
         );
+    }
+
+    #[test]
+    fn validation_creates_no_directory_even_when_it_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.pas.enabled = true;
+        assert_eq!(errors_of(&c), vec![]);
+        c.era.partition_size = 0;
+        assert!(!errors_of(&c).is_empty());
+        for sub in ["out", "state", "pas-backup"] {
+            assert!(!dir.path().join(sub).exists(), "{sub} was created");
+        }
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(entries.is_empty(), "{entries:?}");
+        // A missing directory under a file cannot be created; said without creating anything.
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        c.checkpoint.dir = file.join("state").to_string_lossy().into();
+        let errors = errors_of(&c);
+        let e = errors.iter().find(|e| e.field == "checkpoint.dir").unwrap();
+        assert!(e.message.contains("not a directory"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!
 //! [`serve`] exposes `/metrics` (Prometheus text format 0.0.4) and `/health`.
 
+mod rate;
 mod server;
 
 use std::sync::atomic::AtomicU64;
@@ -22,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use rate::{RateTracker, RateWindow};
 pub use server::{MetricsServer, ServeError, serve};
 
 use crate::config::Config;
@@ -214,7 +216,7 @@ impl Metrics {
         );
         r.register(
             "ledgers_processed",
-            "Ledgers in partitions committed by this run",
+            "Ledgers in partitions committed by this run (adopted ones excluded); rate() of it is the copy rate",
             m.ledgers_processed.clone(),
         );
         r.register(
@@ -279,7 +281,7 @@ impl Metrics {
         );
         r.register(
             "ledgers_per_second",
-            "Committed ledgers per second since the run started",
+            "Ledgers copied per second over the last metrics.rate_window_seconds (0 while idle)",
             m.ledgers_per_second.clone(),
         );
         r.register(
@@ -488,7 +490,6 @@ pub struct Published {
     /// The partition was built by this run (so it was counted as pending for the sequencer).
     pub built_now: bool,
     pub elapsed: Duration,
-    pub ledgers_per_second: f64,
 }
 
 /// A partition was published (committed, hooks run, checkpoint saved).
@@ -515,7 +516,16 @@ pub fn partition_published(p: Published) {
     m.last_ledger
         .get_or_create(ds)
         .set(i64::from(p.last_ledger));
-    m.ledgers_per_second.set(p.ledgers_per_second);
+}
+
+/// Ledgers copied by this run so far (`ledgers_processed_total`).
+fn ledgers_copied() -> u64 {
+    METRICS.ledgers_processed.get_or_create(dataset()).get()
+}
+
+/// Sets the recent-rate gauge.
+fn set_ledgers_per_second(rate: f64) {
+    METRICS.ledgers_per_second.set(rate);
 }
 
 /// Held while a partition is being built: `in_flight_partitions` counts the live guards.
@@ -611,7 +621,6 @@ mod tests {
             adopted: false,
             built_now: false,
             elapsed: Duration::from_millis(30),
-            ledgers_per_second: 12.5,
         });
         let after = encode();
         for (metric, delta) in [

@@ -510,6 +510,13 @@ impl PasStream {
     /// for a bounded time ([`drain_limit`]) so a receiver that is just recovering still gets
     /// everything. Whatever remains is re-sent at the next start.
     pub async fn finish(&self, drain: bool) {
+        self.finish_unless(drain, &CancellationToken::new()).await;
+    }
+
+    /// As [`Self::finish`], but `interrupt` (a signal) ends the drain at once, mid-attempt or
+    /// mid-pause: the undelivered events are safe in the outbox, and an operator who stops the
+    /// copier should not wait out the retries.
+    pub async fn finish_unless(&self, drain: bool, interrupt: &CancellationToken) {
         let task = self.background().take();
         self.inner.stop.cancel();
         if let Some(task) = task {
@@ -517,27 +524,17 @@ impl PasStream {
             let _ = task.await;
         }
         let Some(c) = &self.inner.courier else { return };
-        if drain && c.pending() > 0 {
+        if drain && c.pending() > 0 && !interrupt.is_cancelled() {
             let limit = drain_limit(c.http());
             tracing::info!(
                 pending = c.pending(),
-                "delivering the remaining PAS events before exiting (for up to {limit:?})"
+                "delivering the remaining PAS events before exiting (for up to {limit:?}; a signal stops this at once)"
             );
-            let deadline = tokio::time::Instant::now() + limit;
-            let mut pause = c.http().backoff().max(Duration::from_millis(100));
-            loop {
-                match c.flush().await {
-                    Ok(()) => break,
-                    Err(e) if tokio::time::Instant::now() + pause < deadline => {
-                        tracing::warn!(pending = c.pending(), error = %e, "PAS delivery still failing; retrying in {pause:?}");
-                        tokio::time::sleep(pause).await;
-                        pause *= 2;
-                    }
-                    Err(e) => {
-                        tracing::warn!(pending = c.pending(), error = %e, "PAS delivery still failing");
-                        break;
-                    }
+            tokio::select! {
+                _ = interrupt.cancelled() => {
+                    tracing::warn!(pending = c.pending(), "signal received: PAS delivery stopped");
                 }
+                _ = drain_for(c, limit) => {}
             }
         }
         if c.pending() > 0 {
@@ -546,6 +543,26 @@ impl PasStream {
                 endpoint = %c.http().endpoint(),
                 "PAS events not delivered yet; they are safe in the outbox and will be re-sent at the next start"
             );
+        }
+    }
+}
+
+/// Retries delivering the queue with doubling pauses until it is empty or `limit` has passed.
+async fn drain_for(c: &Courier, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = c.http().backoff().max(Duration::from_millis(100));
+    loop {
+        match c.flush().await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(pending = c.pending(), error = %e, "PAS delivery still failing; retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(pending = c.pending(), error = %e, "PAS delivery still failing");
+                return;
+            }
         }
     }
 }

@@ -106,6 +106,14 @@ pub async fn run(
         config.era.ledger_end,
         config.era.partition_size,
     );
+    for warning in grid.off_grid_warnings(
+        checkpoint
+            .as_ref()
+            .and_then(|cp| cp.last_committed_partition.as_ref())
+            .map(|p| LedgerRange::new(p.start, p.end.max(p.start))),
+    ) {
+        tracing::warn!("{warning}");
+    }
     let next = checkpoint
         .as_ref()
         .map_or(grid.first_ledger(), |cp| {

@@ -1,5 +1,6 @@
 //! Progress: counters shared by builders and the sequencer, the runbook's log line
-//! (`[copier] progress: N ledgers, P partitions, X ledgers/sec`) and a progress bar on a terminal.
+//! (`[copier] progress: N ledgers, P partitions, X ledgers/sec`) and, on a terminal, a progress
+//! bar in its place (log lines are written around it: see [`crate::logging`]).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +66,8 @@ impl Progress {
             };
             bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
             bar.enable_steady_tick(Duration::from_millis(250));
+            // Log lines are written around the bar from now on.
+            crate::logging::attach_bar(&bar);
             bar
         });
         Self {
@@ -106,8 +109,12 @@ impl Progress {
         }
     }
 
-    /// Logs the runbook's progress line with structured fields.
+    /// Logs the runbook's progress line with structured fields, unless the log goes to the
+    /// terminal that shows the bar (progress is shown once: there the bar, in a log the line).
     pub fn log(&self) {
+        if self.bar.is_some() && std::io::stdout().is_terminal() {
+            return;
+        }
         let s = self.snapshot();
         tracing::info!(
             target: "copier",
@@ -120,10 +127,18 @@ impl Progress {
         );
     }
 
+    /// Clears the bar from the screen (also done on drop, e.g. when a run fails).
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
+            crate::logging::detach_bar();
             bar.finish_and_clear();
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

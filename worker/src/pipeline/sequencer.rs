@@ -160,7 +160,6 @@ impl Sequencer {
             adopted,
             built_now,
             elapsed: started.elapsed(),
-            ledgers_per_second: progress.snapshot().ledgers_per_second(),
         });
         Ok(event)
     }

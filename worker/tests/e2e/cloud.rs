@@ -152,8 +152,6 @@ fn s3_mode_with_bucket_and_prefix_keys_reports_a_missing_object_by_key() {
     assert_eq!(run.checkpoint().unwrap()["last_committed_ledger"], 31);
 }
 
-// Bucket names without '-': object_store's GCS client percent-encodes it in the path, which real
-// GCS decodes but the moto server behind the test proxy does not.
 #[test]
 fn gcs_source_and_output_through_the_translating_proxy() {
     let s3 = MotoS3::start();
@@ -181,6 +179,66 @@ fn gcs_source_and_output_through_the_translating_proxy() {
         run.dir(),
     );
     assert_eq!(seen, (2..=41).collect::<Vec<u64>>());
+}
+
+/// Issue 15 (8): the runbook's GCS-to-GCS shape (dashed bucket names, a `landing/ledgers/...`
+/// prefix), on a datastore uploaded with plain keys by another client, as Galexie writes it.
+/// object_store's GCS client percent-encodes `/` in object names; the proxy must pass the
+/// decoded name, as GCS does, or `.config.json` reads as missing and the output lands under
+/// literal `%2F` names.
+#[test]
+fn gcs_to_gcs_in_the_runbook_shape_reads_a_datastore_written_with_plain_keys() {
+    let s3 = MotoS3::start();
+    let gcs = GcsProxy::start(&s3);
+    let (source_bucket, output_bucket) = (
+        "obsrvr-stellar-ledger-data-testnet-data",
+        "obsrvr-bronze-output",
+    );
+    s3.create_bucket(source_bucket);
+    s3.create_bucket(output_bucket);
+    let run = Harness::testnet(40);
+    // Plain keys through the S3 API: another client, not the GCS path under test.
+    upload_datastore(
+        &s3,
+        &run.datastore,
+        source_bucket,
+        "landing/ledgers/testnet",
+    );
+    assert!(
+        s3.list_objects(source_bucket, "landing/ledgers/testnet/")
+            .iter()
+            .any(|k| k == "landing/ledgers/testnet/.config.json")
+    );
+    let key_file = gcs.service_account_json(run.dir());
+    let run = run
+        .source(format!("source:\n  mode: datastore\n  datastore_type: GCS\n  datastore_path: {source_bucket}/landing/ledgers/testnet\n"))
+        .storage(format!("storage:\n  backend: gcs\n  gcs_bucket: {output_bucket}\n"))
+        .pas("")
+        .envs([(
+            "GOOGLE_APPLICATION_CREDENTIALS".to_string(),
+            key_file.display().to_string(),
+        )]);
+    let (code, log) = run_to_end(&run);
+    assert_eq!(code, Some(0), "{log}");
+    // Stored under plain keys, readable by any client.
+    let keys = s3.list_objects(output_bucket, "");
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("%2F") && !k.contains("%2f")),
+        "{keys:#?}"
+    );
+    let expected = expected_rows(&run.datastore);
+    let seen = check_bucket_output(
+        &s3,
+        output_bucket,
+        "bronze/testnet/pre_p23/v1/ledgers_lcm_raw",
+        &expected,
+        run.dir(),
+    );
+    assert_eq!(seen, (2..=41).collect::<Vec<u64>>());
+    // And read back through the GCS path.
+    let out = run.verify();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 /// An S3 endpoint that forwards every request to `upstream` (moto) and answers the GETs of

@@ -12,14 +12,24 @@ use crate::oracle::{INGESTED_AT_MS, TESTNET_LABELS, check_parquet_with_pyarrow, 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn copy_ledgers(staging: &Path, datastore: &Path, from: u32, to: u32) {
+/// Copies the objects of ledgers `from..=to` (and `.config.json`) from `staging` into `datastore`,
+/// each appearing whole (copied beside the datastore, then renamed into it) as an object store
+/// publishes them: a running copier never sees a half-written object.
+pub fn copy_ledgers(staging: &Path, datastore: &Path, from: u32, to: u32) {
     std::fs::create_dir_all(datastore).unwrap();
-    std::fs::copy(staging.join(".config.json"), datastore.join(".config.json")).unwrap();
+    let tmp = datastore.with_extension("copying");
+    let publish = |src: &Path, dst: &Path| {
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, &tmp).unwrap();
+        std::fs::rename(&tmp, dst).unwrap();
+    };
+    publish(
+        &staging.join(".config.json"),
+        &datastore.join(".config.json"),
+    );
     for seq in from..=to {
         let src = object_for(staging, seq);
-        let dst = datastore.join(src.strip_prefix(staging).unwrap());
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(src, dst).unwrap();
+        publish(&src, &datastore.join(src.strip_prefix(staging).unwrap()));
     }
 }
 

@@ -20,5 +20,6 @@ mod metrics;
 mod pas;
 mod pas_stream;
 mod runbook;
+mod terminal;
 mod verify;
 mod worker_mode;

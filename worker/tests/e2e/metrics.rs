@@ -56,6 +56,11 @@ fn every_metric_family_is_served_and_moves() {
         scrape = get(port, "/metrics").unwrap_or_default();
         value(&scrape, "bronze_copier_last_ledger_sequence", "") == Some(41.0)
     });
+    // The rate gauge is sampled on a timer (once a second with the default 60 s window).
+    wait_until(5, || {
+        scrape = get(port, "/metrics").unwrap_or_default();
+        value(&scrape, "bronze_copier_ledgers_per_second", "").is_some_and(|r| r > 0.0)
+    });
     let health = get(port, "/health");
     nix_kill_term(child.id());
     let status = child.wait().unwrap();
@@ -131,4 +136,62 @@ fn nix_kill_term(pid: u32) {
         .unwrap()
         .success();
     assert!(ok, "kill -TERM {pid}");
+}
+
+/// Issue 15 (4): `ledgers_per_second` was the average since the start, set only on a commit, so
+/// it stayed high forever while a follower waited at the tip. Now it covers the last
+/// `metrics.rate_window_seconds` and falls to 0 when nothing is copied, while the counter for
+/// `rate()` keeps its total.
+#[test]
+fn the_rate_gauge_falls_to_zero_while_waiting_at_the_tip() {
+    let work = Harness::pubnet(40).range(2, 0).partition_size(8);
+    let port = bronze_testkit::free_port();
+    let work = work.yaml(&format!(
+        "metrics:\n  enabled: true\n  address: \"127.0.0.1:{port}\"\n  rate_window_seconds: 2\n"
+    ));
+    let log = work.path("tail.log");
+    let mut child = work.spawn_logging_to(&log);
+    let gauge = |scrape: &str| value(scrape, "bronze_copier_ledgers_per_second", "");
+    let mut scrape = String::new();
+    let caught_up = wait_until(120, || {
+        scrape = get(port, "/metrics").unwrap_or_default();
+        value(&scrape, "bronze_copier_last_ledger_sequence", "") == Some(41.0)
+    });
+    // The copy shows within a window (the timer samples a few times per window)...
+    let mut copying_rate = None;
+    wait_until(10, || {
+        scrape = get(port, "/metrics").unwrap_or_default();
+        copying_rate = gauge(&scrape).filter(|r| *r > 0.0);
+        copying_rate.is_some()
+    });
+    // ...and then, waiting at the tip where no ledger 42 ever comes, falls to 0.
+    let idle = wait_until(20, || {
+        scrape = get(port, "/metrics").unwrap_or_default();
+        gauge(&scrape) == Some(0.0)
+    });
+    let still_running = child.try_wait().unwrap().is_none();
+    nix_kill_term(child.id());
+    let status = child.wait().unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(caught_up, "never reached ledger 41:\n{scrape}\n{logs}");
+    assert!(
+        copying_rate.is_some(),
+        "the gauge never showed the copy:\n{logs}"
+    );
+    assert!(
+        idle,
+        "the gauge did not fall to 0 at the tip:\n{scrape}\n{logs}"
+    );
+    assert!(still_running, "{logs}");
+    assert_eq!(status.code(), Some(143), "{logs}");
+    let ds = "network=\"pubnet\",era_id=\"pre_p23\",version=\"v1\"";
+    assert_eq!(
+        value(&scrape, "bronze_copier_ledgers_processed_total", ds),
+        Some(40.0),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("# TYPE bronze_copier_ledgers_processed_total counter"),
+        "{scrape}"
+    );
 }

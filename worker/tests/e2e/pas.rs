@@ -608,3 +608,63 @@ fn delivered_ids(bodies: &[Vec<u8>]) -> BTreeMap<String, u32> {
     }
     ids
 }
+
+/// Issue 15 (9): a finished run drains undelivered events for up to timeout × attempts (here
+/// 50 s) against an unreachable endpoint; SIGTERM during that drain stops it at once with 143,
+/// the events staying in the outbox for the next start.
+#[test]
+fn sigterm_cuts_the_final_pas_drain_short() {
+    let port = bronze_testkit::free_port(); // nothing listens there
+    let setup = Harness::testnet(40)
+        .partition_size(20)
+        .perf("retry_attempts", 5)
+        .pas(&format!(
+            "  endpoint: \"http://127.0.0.1:{port}/v1/events\"\n  strict: false\n  timeout_ms: 10000\n"
+        ));
+    let log = setup.path("run.log");
+    let mut child = setup.spawn_logging_to(&log);
+    let draining = crate::binary::wait_until(60, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("delivering the remaining PAS events")
+    });
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        draining,
+        "the run never reached its final drain:\n{}",
+        text()
+    );
+    // Into a pause between two attempts.
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut status = None;
+    crate::binary::wait_until(30, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let waited = signalled.elapsed();
+    let Some(status) = status else {
+        child.kill().unwrap();
+        panic!("still draining 30 s after SIGTERM:\n{}", text());
+    };
+    assert_eq!(status.code(), Some(143), "{}", text());
+    assert!(
+        waited < Duration::from_secs(3),
+        "exited {waited:?} after SIGTERM:\n{}",
+        text()
+    );
+    // Everything was committed and every event is in the outbox, undelivered.
+    assert_eq!(setup.checkpoint_ledger(), Some(41));
+    assert_linear_complete(&setup.chain(), &setup.ranges());
+    let verified = setup.assert_verifies();
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("check=pas.delivery"),
+        "{}",
+        describe(&verified)
+    );
+}
