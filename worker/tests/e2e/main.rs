@@ -15,6 +15,7 @@ mod follow;
 mod health;
 mod local;
 mod metrics;
+mod overwrite;
 mod pas;
 mod pas_stream;
 mod runbook;

@@ -54,11 +54,14 @@ fn commit(start: u32, end: u32, checksum: &str) -> CommitEvent {
             chain: None,
             ingested_at: None,
             network_passphrase: None,
+            writer: None,
             manifest_sha256: None,
         },
         storage_path: layout().storage_path(range),
         parquet_uri: String::new(),
         adopted: false,
+        overwrite: false,
+        replaced: None,
     }
 }
 
