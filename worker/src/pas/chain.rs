@@ -423,19 +423,89 @@ mod tests {
     }
 
     fn entries(events: &[PasEvent]) -> Vec<OutboxEntry> {
-        events
-            .iter()
-            .map(|e| {
+        events.iter().map(|e| entry_rev(e, 0)).collect()
+    }
+
+    fn entry_rev(e: &PasEvent, revision: u32) -> OutboxEntry {
+        {
+            {
                 let bytes = e.to_indented_json().into_bytes();
                 OutboxEntry {
-                    location: format!("f{}", e.partition.ledger_start),
+                    location: format!("f{}.r{revision}", e.partition.ledger_start),
                     name_range: e.range().unwrap(),
-                    revision: 0,
+                    revision,
                     parsed: PasEvent::from_json(&bytes).map_err(|e| e.to_string()),
                     bytes,
                 }
+            }
+        }
+    }
+
+    /// Replacement events of the ranges of `of`, chained on `prev`, as revision `revision`.
+    fn replacements(of: &[PasEvent], prev: &str, revision: u32) -> Vec<OutboxEntry> {
+        let mut prev = prev.to_string();
+        of.iter()
+            .map(|e| {
+                let r = e.range().unwrap();
+                let m = manifest(r.start, r.end, &format!("sha256:new{revision}-{}", r.start));
+                let ev = PasEvent::replacing(&chain_id(), &m, "p", &prev, Utc::now());
+                prev = ev.chain.event_hash.clone();
+                entry_rev(&ev, revision)
             })
             .collect()
+    }
+
+    #[test]
+    fn replacement_events_follow_the_event_they_link_to_and_become_current() {
+        let evs = events(4);
+        // Partitions 2 and 3 replaced (after event 4), then partition 5 committed, then
+        // partition 2 replaced again.
+        let mut all = entries(&evs);
+        let first = replacements(&evs[1..3], &evs[3].chain.event_hash, 1);
+        let after = first[1].parsed.as_ref().unwrap().chain.event_hash.clone();
+        let m = manifest(402, 501, "sha256:4");
+        let fifth = PasEvent::for_partition(&chain_id(), &m, "p", &after, Utc::now());
+        let again = replacements(&evs[1..2], &fifth.chain.event_hash, 2);
+        let head = again[0].parsed.as_ref().unwrap().chain.event_hash.clone();
+        all.extend(first);
+        all.push(entry_rev(&fifth, 0));
+        all.extend(again);
+        all.reverse();
+        let view = analyse(all);
+        assert!(view.issues.is_empty(), "{:?}", view.issues);
+        let order: Vec<(u32, u32)> = view.events.iter().map(|e| (e.range.start, e.revision)).collect();
+        assert_eq!(
+            order,
+            vec![(2, 0), (102, 0), (202, 0), (302, 0), (102, 1), (202, 1), (402, 0), (102, 2)]
+        );
+        assert_eq!(view.revisions(LedgerRange::new(102, 201)), 3);
+        let current = view.current();
+        assert_eq!(current[&LedgerRange::new(102, 201)].revision, 2);
+        assert_eq!(current[&LedgerRange::new(202, 301)].revision, 1);
+        let h = reconcile_head(&view, Some(&head)).unwrap();
+        assert_eq!((h.event_hash, h.ledger_end), (head.clone(), Some(501)));
+        // Delivery cursor: a position in the chain.
+        let third = &view.events[5].event.chain.event_hash;
+        assert_eq!(view.delivered_prefix(third, 301), 6);
+        assert_eq!(view.delivered_prefix("gone", 201), 2);
+        assert_eq!(view.delivered_prefix("", 0), 0);
+    }
+
+    #[test]
+    fn a_mistyped_or_orphan_revision_is_reported() {
+        let evs = events(2);
+        let mut all = entries(&evs);
+        // A replacement of a range the chain has no event for, and a first-type event as r1.
+        let m = manifest(502, 601, "sha256:z");
+        let orphan = PasEvent::replacing(&chain_id(), &m, "p", &evs[1].chain.event_hash, Utc::now());
+        all.push(entry_rev(&orphan, 1));
+        let view = analyse(all);
+        assert!(view.issues.iter().any(|i| i.check() == "pas.revision"), "{:?}", view.issues);
+        let mut all = entries(&evs);
+        let plain = PasEvent::for_partition(&chain_id(), &manifest(2, 101, "sha256:q"), "p", &evs[1].chain.event_hash, Utc::now());
+        all.push(entry_rev(&plain, 1));
+        let view = analyse(all);
+        assert!(view.issues.iter().any(|i| i.check() == "pas.revision"), "{:?}", view.issues);
     }
 
     #[test]

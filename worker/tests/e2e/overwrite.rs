@@ -30,6 +30,25 @@ fn overwrite(h: &mut Harness, ingested_at: &str) {
     h.ingested_at = ingested_at.into();
 }
 
+/// Every file a run writes (`out/`, `state/`, `pas-backup/`), path → bytes.
+fn outputs(h: &Harness) -> BTreeMap<PathBuf, Vec<u8>> {
+    ["out", "state", "pas-backup"]
+        .iter()
+        .flat_map(|d| snapshot(&h.path(d)).into_iter().map(move |(p, b)| (Path::new(d).join(p), b)))
+        .collect()
+}
+
+/// Asserts that the run's outputs are `before`, naming what changed.
+fn assert_unchanged(h: &Harness, before: &BTreeMap<PathBuf, Vec<u8>>) {
+    let now = outputs(h);
+    let changed: Vec<&PathBuf> = before
+        .keys()
+        .chain(now.keys())
+        .filter(|p| before.get(*p) != now.get(*p))
+        .collect();
+    assert!(changed.is_empty(), "a refused overwrite changed {changed:?}");
+}
+
 /// Every file under `dir`, relative path → bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
@@ -125,4 +144,105 @@ fn overwrite_with_pas_replaces_every_partition_and_keeps_the_dataset_whole() {
     assert_eq!(parquets(&h), fresh_parquets(&h));
     assert_eq!(h.chain().events.len(), 3 * h.ranges().len());
     assert_chain_linear_and_delivered(&h, &sink);
+}
+
+#[test]
+fn an_overwrite_that_is_refused_changes_nothing() {
+    let sink = HttpSink::start(Behaviour::ok());
+    let mut h = backfill(&sink);
+    // A committed partition at the end of the range that belongs to another dataset: the
+    // overwrite must refuse before replacing the partitions in front of it.
+    let last = *h.ranges().last().unwrap();
+    let manifest = h.manifest_path(last.0, last.1);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"network\": \"testnet\"", "\"network\": \"futurenet\"")).unwrap();
+    let before = outputs(&h);
+
+    overwrite(&mut h, NEW_INGESTED_AT);
+    let log = h.run_expect(4);
+    assert!(log.contains("belongs to futurenet/pre_p23/v1"), "{log}");
+    assert_unchanged(&h, &before);
+}
+
+#[test]
+fn a_strict_overwrite_with_a_refusing_receiver_changes_nothing() {
+    let sink = HttpSink::start(Behaviour::custom(|_| bronze_testkit::Reply::status(503)));
+    // Lenient backfill while the receiver is down: the events wait in the outbox.
+    let mut h = Harness::testnet(30).partition_size(10).pas(&format!(
+        "  endpoint: \"{}/v1/events\"\n  timeout_ms: 300\n",
+        sink.url()
+    ));
+    h.run_expect(0);
+    let before = outputs(&h);
+
+    overwrite(&mut h, NEW_INGESTED_AT);
+    h.pas = Some(format!(
+        "  endpoint: \"{}/v1/events\"\n  timeout_ms: 300\n  strict: true\n",
+        sink.url()
+    ));
+    let out = h.run();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_unchanged(&h, &before);
+
+    // Once the receiver is back, the same overwrite goes through.
+    sink.set_behaviour(Behaviour::ok());
+    h.run_expect(0);
+    h.assert_verifies();
+    assert_eq!(parquets(&h), fresh_parquets(&h));
+    assert_chain_linear_and_delivered(&h, &sink);
+}
+
+#[test]
+fn overwrite_with_a_checkpoint_rewrites_the_whole_range_and_keeps_the_checkpoint_forward() {
+    let sink = HttpSink::start(Behaviour::ok());
+    let mut h = backfill(&sink);
+    overwrite(&mut h, NEW_INGESTED_AT);
+    let log = h.run_expect(0);
+    assert!(log.contains("regardless of the checkpoint"), "{log}");
+    assert!(log.contains("replaced=3"), "the summary counts the replacements:\n{log}");
+    h.assert_verifies();
+    assert_eq!(parquets(&h), fresh_parquets(&h));
+    let cp = h.checkpoint().unwrap();
+    assert_eq!(cp["last_committed_ledger"], h.ledger_end);
+    let last = *h.ranges().last().unwrap();
+    let m = crate::harness::manifest_json(&h.partition_dir(last.0, last.1));
+    assert_eq!(
+        cp["last_committed_partition"]["checksum"],
+        m["tables"]["ledgers_lcm_raw"]["checksum"]
+    );
+    assert_eq!(cp["ingested_at"], "2026-02-01T00:00:00.000Z");
+
+    // Same settings again: every rebuilt file is identical, nothing is replaced.
+    let events = h.chain().events.len();
+    let log = h.run_expect(0);
+    assert!(log.contains("replaced=0"), "{log}");
+    assert_eq!(h.chain().events.len(), events);
+    h.assert_verifies();
+}
+
+#[test]
+fn a_rerun_with_other_settings_adopts_and_says_what_differs() {
+    let mut h = Harness::testnet(30).partition_size(10);
+    h.run_expect(0);
+    let before = parquets(&h);
+    std::fs::remove_dir_all(h.state_dir()).unwrap();
+    h.env.push(("STORAGE_COMPRESSION".into(), "snappy".into()));
+    h.env.push(("INGESTED_AT".into(), "2020-01-01T00:00:00Z".into()));
+    let log = h.run_expect(0);
+    assert_eq!(parquets(&h), before, "adopted, not rewritten");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("written with other settings"))
+        .collect();
+    assert_eq!(warnings.len(), 3, "{log}");
+    for w in &warnings {
+        assert!(w.contains("WARN"), "{w}");
+        assert!(w.contains("compression: committed zstd, configured snappy"), "{w}");
+        assert!(
+            w.contains("ingested_at: committed 2025-01-15T10:00:00.000Z, configured 2020-01-01T00:00:00.000Z"),
+            "{w}"
+        );
+    }
+    assert!(log.contains("adopted_with_other_settings=3"), "{log}");
+    h.assert_verifies();
 }

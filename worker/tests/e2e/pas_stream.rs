@@ -141,7 +141,7 @@ async fn exercise(outbox: Arc<dyn Outbox>) {
         "",
         chrono::Utc::now(),
     );
-    match outbox.create(&other).await.unwrap() {
+    match outbox.create(&other, 0).await.unwrap() {
         Created::Existing(found) => assert_eq!(*found, e1),
         Created::Written => panic!("an event was overwritten"),
     }
@@ -335,7 +335,7 @@ async fn crash_between_storing_an_event_and_recording_the_head() {
         &e1.chain.event_hash,
         chrono::Utc::now(),
     );
-    assert_eq!(outbox.create(&e2).await.unwrap(), Created::Written);
+    assert_eq!(outbox.create(&e2, 0).await.unwrap(), Created::Written);
     assert_eq!(
         outbox.recorded_head(&chain).await.unwrap().unwrap(),
         e1.chain.event_hash
