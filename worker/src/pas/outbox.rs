@@ -720,4 +720,47 @@ mod tests {
             assert_eq!(parse_event_name(bad), None, "{bad}");
         }
     }
+
+    /// The operator's outbox stores and reads back replacement events as revisions of their
+    /// range, and a revision is created only once.
+    #[tokio::test]
+    async fn object_store_outbox_keeps_revisions_apart() {
+        use crate::pas::event::tests::manifest;
+        let location = Location {
+            store: std::sync::Arc::new(object_store::memory::InMemory::new()),
+            root: ObjectPath::from("root"),
+            uri: "memory:///root".into(),
+        };
+        let outbox = ObjectStoreOutbox::new(location, "bronze/");
+        let chain = ChainId {
+            network: "testnet".into(),
+            era_id: "pre_p23".into(),
+            version_label: "v1".into(),
+        };
+        let now = chrono::Utc::now();
+        let first = PasEvent::for_partition(&chain, &manifest(2, 11, "sha256:a"), "p", "", now);
+        let second = PasEvent::replacing(
+            &chain,
+            &manifest(2, 11, "sha256:b"),
+            "p",
+            &first.chain.event_hash,
+            now,
+        );
+        assert_eq!(outbox.create(&first, 0).await.unwrap(), Created::Written);
+        assert_eq!(outbox.create(&second, 1).await.unwrap(), Created::Written);
+        assert!(matches!(
+            outbox.create(&first, 1).await.unwrap(),
+            Created::Existing(e) if *e == second
+        ));
+        assert!(
+            outbox
+                .location_of_revision(&chain, LedgerRange::new(2, 11), 1)
+                .ends_with("_pas/testnet/pre_p23/v1/2-11.r1.json")
+        );
+        let view = crate::pas::analyse(outbox.load(&chain).await.unwrap());
+        assert!(view.issues.is_empty(), "{:?}", view.issues);
+        let revisions: Vec<u32> = view.events.iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, vec![0, 1]);
+        assert_eq!(view.current()[&LedgerRange::new(2, 11)].event, second);
+    }
 }

@@ -246,3 +246,28 @@ fn a_rerun_with_other_settings_adopts_and_says_what_differs() {
     assert!(log.contains("adopted_with_other_settings=3"), "{log}");
     h.assert_verifies();
 }
+
+#[test]
+fn overwrite_keeps_the_catalog_in_step() {
+    let pg = bronze_testkit::Postgres::start();
+    let dsn = pg.create_database("overwrite");
+    let sink = HttpSink::start(Behaviour::ok());
+    let mut h = Harness::testnet(30)
+        .partition_size(10)
+        .pas(&format!("  endpoint: \"{}/v1/events\"\n", sink.url()))
+        .yaml(&crate::catalog::catalog_yaml(&dsn, true));
+    h.run_expect(0);
+    overwrite(&mut h, NEW_INGESTED_AT);
+    // Only the middle partition: its successor's prev_hash must follow it.
+    h.ledger_start = 12;
+    h.ledger_end = 21;
+    h.run_expect(0);
+    h.ledger_start = 2;
+    h.ledger_end = 31;
+    h.era_lines.clear();
+    let out = h.assert_verifies();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("PROBLEM"));
+    crate::catalog::assert_catalog_matches_storage(&pg, "overwrite", &h);
+    assert_chain_linear_and_delivered(&h, &sink);
+    assert_eq!(h.chain().events.len(), 4);
+}
