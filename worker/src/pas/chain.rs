@@ -473,10 +473,23 @@ mod tests {
         all.reverse();
         let view = analyse(all);
         assert!(view.issues.is_empty(), "{:?}", view.issues);
-        let order: Vec<(u32, u32)> = view.events.iter().map(|e| (e.range.start, e.revision)).collect();
+        let order: Vec<(u32, u32)> = view
+            .events
+            .iter()
+            .map(|e| (e.range.start, e.revision))
+            .collect();
         assert_eq!(
             order,
-            vec![(2, 0), (102, 0), (202, 0), (302, 0), (102, 1), (202, 1), (402, 0), (102, 2)]
+            vec![
+                (2, 0),
+                (102, 0),
+                (202, 0),
+                (302, 0),
+                (102, 1),
+                (202, 1),
+                (402, 0),
+                (102, 2)
+            ]
         );
         assert_eq!(view.revisions(LedgerRange::new(102, 201)), 3);
         let current = view.current();
@@ -497,15 +510,30 @@ mod tests {
         let mut all = entries(&evs);
         // A replacement of a range the chain has no event for, and a first-type event as r1.
         let m = manifest(502, 601, "sha256:z");
-        let orphan = PasEvent::replacing(&chain_id(), &m, "p", &evs[1].chain.event_hash, Utc::now());
+        let orphan =
+            PasEvent::replacing(&chain_id(), &m, "p", &evs[1].chain.event_hash, Utc::now());
         all.push(entry_rev(&orphan, 1));
         let view = analyse(all);
-        assert!(view.issues.iter().any(|i| i.check() == "pas.revision"), "{:?}", view.issues);
+        assert!(
+            view.issues.iter().any(|i| i.check() == "pas.revision"),
+            "{:?}",
+            view.issues
+        );
         let mut all = entries(&evs);
-        let plain = PasEvent::for_partition(&chain_id(), &manifest(2, 101, "sha256:q"), "p", &evs[1].chain.event_hash, Utc::now());
+        let plain = PasEvent::for_partition(
+            &chain_id(),
+            &manifest(2, 101, "sha256:q"),
+            "p",
+            &evs[1].chain.event_hash,
+            Utc::now(),
+        );
         all.push(entry_rev(&plain, 1));
         let view = analyse(all);
-        assert!(view.issues.iter().any(|i| i.check() == "pas.revision"), "{:?}", view.issues);
+        assert!(
+            view.issues.iter().any(|i| i.check() == "pas.revision"),
+            "{:?}",
+            view.issues
+        );
     }
 
     #[test]

@@ -400,7 +400,9 @@ impl PasStream {
                     || found.compute_hash() != found.chain.event_hash
                 {
                     return Err(PasError::Raced {
-                        location: inner.outbox.location_of_revision(&inner.chain, range, revision),
+                        location: inner
+                            .outbox
+                            .location_of_revision(&inner.chain, range, revision),
                         range,
                         found_prev: found.chain.prev_event_hash.clone(),
                         our_prev: state.head.event_hash.clone(),
@@ -670,8 +672,16 @@ impl CommitHook for PasStream {
             };
             let inner = &self.inner;
             let head = inner.state.lock().await.head.clone();
-            let view = analyse(inner.outbox.load(&inner.chain).await.map_err(|e| fail(e.into()))?);
-            let stored = view.last().map_or("", |l| l.event.chain.event_hash.as_str());
+            let view = analyse(
+                inner
+                    .outbox
+                    .load(&inner.chain)
+                    .await
+                    .map_err(|e| fail(e.into()))?,
+            );
+            let stored = view
+                .last()
+                .map_or("", |l| l.event.chain.event_hash.as_str());
             if stored != head.event_hash && !(stored.is_empty() && view.events.is_empty()) {
                 return Err(fail(PasError::Damaged {
                     chain: inner.chain.key(),

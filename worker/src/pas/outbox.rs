@@ -715,8 +715,17 @@ mod tests {
             parse_event_name(replaced.strip_prefix(&file_prefix(&chain)).unwrap()),
             Some((LedgerRange::new(2, 11), 3))
         );
-        assert_eq!(parse_event_name("2-11.json"), Some((LedgerRange::new(2, 11), 0)));
-        for bad in ["2-11.r0.json", "2-11.r.json", "2-11.r01.json", "2-11.rx.json", "2-11.r1.json.tmp"] {
+        assert_eq!(
+            parse_event_name("2-11.json"),
+            Some((LedgerRange::new(2, 11), 0))
+        );
+        for bad in [
+            "2-11.r0.json",
+            "2-11.r.json",
+            "2-11.r01.json",
+            "2-11.rx.json",
+            "2-11.r1.json.tmp",
+        ] {
             assert_eq!(parse_event_name(bad), None, "{bad}");
         }
     }

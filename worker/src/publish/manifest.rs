@@ -114,7 +114,9 @@ pub fn settings_differences(manifest: &Manifest, current: &PartitionSettings) ->
     let mut out = Vec::new();
     let mut differ = |name: &str, committed: String, configured: String| {
         if committed != configured {
-            out.push(format!("{name}: committed {committed}, configured {configured}"));
+            out.push(format!(
+                "{name}: committed {committed}, configured {configured}"
+            ));
         }
     };
     if let Some(committed) = &manifest.ingested_at {

@@ -94,7 +94,10 @@ pub(crate) fn assert_catalog_matches_storage(pg: &Postgres, db: &str, work: &Har
             .strip_prefix("file://")
             .unwrap_or_else(|| panic!("storage_uri {}", row[6]));
         assert!(
-            row[6].contains(&format!("/bronze/{}/pre_p23/v1/ledgers_lcm_raw/", work.network)),
+            row[6].contains(&format!(
+                "/bronze/{}/pre_p23/v1/ledgers_lcm_raw/",
+                work.network
+            )),
             "the storage prefix is part of the URI: {}",
             row[6]
         );

@@ -34,7 +34,11 @@ fn overwrite(h: &mut Harness, ingested_at: &str) {
 fn outputs(h: &Harness) -> BTreeMap<PathBuf, Vec<u8>> {
     ["out", "state", "pas-backup"]
         .iter()
-        .flat_map(|d| snapshot(&h.path(d)).into_iter().map(move |(p, b)| (Path::new(d).join(p), b)))
+        .flat_map(|d| {
+            snapshot(&h.path(d))
+                .into_iter()
+                .map(move |(p, b)| (Path::new(d).join(p), b))
+        })
         .collect()
 }
 
@@ -46,19 +50,27 @@ fn assert_unchanged(h: &Harness, before: &BTreeMap<PathBuf, Vec<u8>>) {
         .chain(now.keys())
         .filter(|p| before.get(*p) != now.get(*p))
         .collect();
-    assert!(changed.is_empty(), "a refused overwrite changed {changed:?}");
+    assert!(
+        changed.is_empty(),
+        "a refused overwrite changed {changed:?}"
+    );
 }
 
 /// Every file under `dir`, relative path → bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.map(|e| e.unwrap()) {
             let p = e.path();
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                out.insert(p.strip_prefix(root).unwrap().into(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(root).unwrap().into(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -96,7 +108,11 @@ fn assert_chain_linear_and_delivered(h: &Harness, sink: &HttpSink) {
     assert!(chain.issues.is_empty(), "chain issues: {:?}", chain.issues);
     let mut prev = String::new();
     for e in &chain.events {
-        assert_eq!(e.event.chain.prev_event_hash, prev, "link of {}", e.location);
+        assert_eq!(
+            e.event.chain.prev_event_hash, prev,
+            "link of {}",
+            e.location
+        );
         prev = e.event.chain.event_hash.clone();
     }
     let delivered: Vec<String> = sink
@@ -115,7 +131,10 @@ fn assert_chain_linear_and_delivered(h: &Harness, sink: &HttpSink) {
         .iter()
         .map(|e| e.event.chain.event_hash.clone())
         .collect();
-    assert_eq!(first_seen, in_chain, "the sink got the chain's events in chain order");
+    assert_eq!(
+        first_seen, in_chain,
+        "the sink got the chain's events in chain order"
+    );
 }
 
 #[test]
@@ -130,10 +149,21 @@ fn overwrite_with_pas_replaces_every_partition_and_keeps_the_dataset_whole() {
     h.assert_verifies();
     assert_eq!(h.committed(), h.ranges(), "{log}");
     let after = parquets(&h);
-    assert_eq!(after, fresh_parquets(&h), "replaced files equal a fresh run's");
-    assert!(after.iter().zip(&before).all(|(a, b)| a != b), "every file changed");
+    assert_eq!(
+        after,
+        fresh_parquets(&h),
+        "replaced files equal a fresh run's"
+    );
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a != b),
+        "every file changed"
+    );
     let chain = h.chain();
-    assert_eq!(chain.events.len(), 2 * h.ranges().len(), "one replacement event per partition");
+    assert_eq!(
+        chain.events.len(),
+        2 * h.ranges().len(),
+        "one replacement event per partition"
+    );
     assert_chain_linear_and_delivered(&h, &sink);
     assert_eq!(h.checkpoint_ledger(), Some(h.ledger_end));
 
@@ -155,7 +185,11 @@ fn an_overwrite_that_is_refused_changes_nothing() {
     let last = *h.ranges().last().unwrap();
     let manifest = h.manifest_path(last.0, last.1);
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("\"network\": \"testnet\"", "\"network\": \"futurenet\"")).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("\"network\": \"testnet\"", "\"network\": \"futurenet\""),
+    )
+    .unwrap();
     let before = outputs(&h);
 
     overwrite(&mut h, NEW_INGESTED_AT);
@@ -199,7 +233,10 @@ fn overwrite_with_a_checkpoint_rewrites_the_whole_range_and_keeps_the_checkpoint
     overwrite(&mut h, NEW_INGESTED_AT);
     let log = h.run_expect(0);
     assert!(log.contains("regardless of the checkpoint"), "{log}");
-    assert!(log.contains("replaced=3"), "the summary counts the replacements:\n{log}");
+    assert!(
+        log.contains("replaced=3"),
+        "the summary counts the replacements:\n{log}"
+    );
     h.assert_verifies();
     assert_eq!(parquets(&h), fresh_parquets(&h));
     let cp = h.checkpoint().unwrap();
@@ -227,7 +264,8 @@ fn a_rerun_with_other_settings_adopts_and_says_what_differs() {
     let before = parquets(&h);
     std::fs::remove_dir_all(h.state_dir()).unwrap();
     h.env.push(("STORAGE_COMPRESSION".into(), "snappy".into()));
-    h.env.push(("INGESTED_AT".into(), "2020-01-01T00:00:00Z".into()));
+    h.env
+        .push(("INGESTED_AT".into(), "2020-01-01T00:00:00Z".into()));
     let log = h.run_expect(0);
     assert_eq!(parquets(&h), before, "adopted, not rewritten");
     let warnings: Vec<&str> = log
@@ -237,7 +275,10 @@ fn a_rerun_with_other_settings_adopts_and_says_what_differs() {
     assert_eq!(warnings.len(), 3, "{log}");
     for w in &warnings {
         assert!(w.contains("WARN"), "{w}");
-        assert!(w.contains("compression: committed zstd, configured snappy"), "{w}");
+        assert!(
+            w.contains("compression: committed zstd, configured snappy"),
+            "{w}"
+        );
         assert!(
             w.contains("ingested_at: committed 2025-01-15T10:00:00.000Z, configured 2020-01-01T00:00:00.000Z"),
             "{w}"
