@@ -520,6 +520,15 @@ mod tests {
     }
 
     #[test]
+    fn an_overwrite_starts_at_the_range_whatever_the_checkpoint() {
+        assert_eq!(start_ledger(2, None, false), 2);
+        assert_eq!(start_ledger(2, Some(31), false), 32);
+        assert_eq!(start_ledger(42, Some(31), false), 42);
+        assert_eq!(start_ledger(2, Some(31), true), 2);
+        assert_eq!(start_ledger(2, None, true), 2);
+    }
+
+    #[test]
     fn a_worker_range_is_whole_grid_partitions_only() {
         let c = config(2, 101, 10);
         let got = partitions_in_range(&c, LedgerRange::new(12, 31)).unwrap();

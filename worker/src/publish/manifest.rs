@@ -216,6 +216,55 @@ pub fn checksum_string(sha256: &[u8; 32]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn settings_differences_name_each_differing_setting() {
+        use super::{PartitionSettings, WriterInfo, settings_differences};
+        let writer = WriterInfo {
+            compression: "zstd".into(),
+            compression_level: None,
+            row_group_bytes: 64,
+        };
+        let mut m = sample_for_settings();
+        m.ingested_at = Some("2025-01-15T10:00:00Z".into());
+        m.writer = Some(writer.clone());
+        let same = PartitionSettings {
+            ingested_at: "2025-01-15T10:00:00.000Z".into(),
+            writer: writer.clone(),
+        };
+        assert!(
+            settings_differences(&m, &same).is_empty(),
+            "same instant, other spelling"
+        );
+        let other = PartitionSettings {
+            ingested_at: "2020-01-01T00:00:00Z".into(),
+            writer: WriterInfo {
+                compression: "snappy".into(),
+                compression_level: Some(3),
+                row_group_bytes: 64,
+            },
+        };
+        assert_eq!(
+            settings_differences(&m, &other),
+            vec![
+                "ingested_at: committed 2025-01-15T10:00:00.000Z, configured 2020-01-01T00:00:00.000Z",
+                "compression: committed zstd, configured snappy",
+                "compression_level: committed default, configured 3",
+            ]
+        );
+        // An older manifest records only ingested_at: only that is compared.
+        m.writer = None;
+        assert_eq!(settings_differences(&m, &other).len(), 1);
+    }
+
+    fn sample_for_settings() -> super::Manifest {
+        super::Manifest::from_json(
+            br#"{"partition":{"start":2,"end":11,"era_id":"e","version":"v1","network":"testnet"},
+                "tables":{},"producer":{"name":"bronze-copier","version":"0"},"created_at":"x"}"#,
+        )
+        .unwrap()
+    }
+
     use super::*;
 
     const ORIGINAL: &str = r#"{
