@@ -312,3 +312,27 @@ fn overwrite_keeps_the_catalog_in_step() {
     assert_chain_linear_and_delivered(&h, &sink);
     assert_eq!(h.chain().events.len(), 4);
 }
+
+/// The operator's outbox (`pas.outbox: storage`, objects next to the data): replacement events
+/// are stored as revisions there too, and `verify` (which the operator's verify calls) reads
+/// them back.
+#[test]
+fn overwrite_with_the_object_store_outbox_verifies_clean() {
+    let mut h = Harness::testnet(20)
+        .partition_size(10)
+        .pas("  outbox: storage\n");
+    h.run_expect(0);
+    overwrite(&mut h, NEW_INGESTED_AT);
+    let log = h.run_expect(0);
+    assert!(log.contains("replaced=2"), "{log}");
+    h.assert_verifies();
+    let chain_dir = h.out_dir().join("bronze/_pas/testnet/pre_p23/v1");
+    for (s, e) in h.ranges() {
+        assert!(chain_dir.join(format!("{s}-{e}.json")).exists());
+        assert!(chain_dir.join(format!("{s}-{e}.r1.json")).exists());
+    }
+    // Without overwrite now, verify still sees one current event per partition.
+    h.era_lines.clear();
+    h.run_expect(0);
+    h.assert_verifies();
+}
