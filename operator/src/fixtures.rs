@@ -133,6 +133,7 @@ pub fn manifest_for(spec: &BronzeBackfillSpec, range: LedgerRange, ingested_at: 
         }),
         ingested_at: Some(ingested_at.into()),
         network_passphrase: None,
+        writer: None,
         manifest_sha256: None,
     }
 }

@@ -195,6 +195,8 @@ where
                     ledgers = s.committed_ledgers,
                     partitions = s.committed_partitions,
                     skipped = s.skipped_partitions,
+                    replaced = summary.counts.replaced,
+                    adopted_with_other_settings = summary.counts.adopted_with_other_settings,
                     last_committed_ledger = ?summary.last_committed,
                     duration_s = format!("{:.1}", s.elapsed.as_secs_f64()),
                     rate_per_sec = format!("{:.2}", s.ledgers_per_second()),

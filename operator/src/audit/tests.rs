@@ -313,7 +313,7 @@ async fn a_different_event_in_place_stops_the_backfill_with_audit_conflict() {
         first.chain_head.as_deref().unwrap(),
         chrono::Utc::now(),
     );
-    outbox.create(&forged).await.unwrap();
+    outbox.create(&forged, 0).await.unwrap();
 
     let next = b.sequence(&audit, after(&first), 10).await;
     let fault = next.fault.expect("a conflict");

@@ -134,6 +134,29 @@ impl CommitHook for CatalogSink {
     fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> HookFuture<'a> {
         Box::pin(self.inner.on_commit(event))
     }
+
+    /// Strict mode: the catalog must be usable (connected, nothing queued) before a partition
+    /// is replaced, so an outage refuses the replacement with nothing changed.
+    fn check_replace<'a>(&'a self, event: &'a CommitEvent) -> HookFuture<'a> {
+        Box::pin(async move {
+            if !self.inner.strict {
+                return Ok(());
+            }
+            let mut state = self.inner.state.lock().await;
+            self.inner
+                .with_retries(&mut state, "check")
+                .await
+                .map(|_| ())
+                .map_err(|e| HookError {
+                    hook: "catalog",
+                    message: format!(
+                        "refusing to replace partition {}: the catalog is unusable (catalog.strict): {e}",
+                        event.range
+                    ),
+                    conflict: false,
+                })
+        })
+    }
 }
 
 impl Inner {

@@ -250,6 +250,7 @@ mod tests {
             chain: None,
             ingested_at: None,
             network_passphrase: None,
+            writer: None,
             manifest_sha256: None,
         }
     }

@@ -81,6 +81,8 @@ impl CatalogWriter {
             parquet_uri: self.location.uri_of(&self.layout.parquet_key(range)),
             manifest,
             adopted: false,
+            overwrite: false,
+            replaced: None,
         }
     }
 

@@ -188,17 +188,18 @@ pub struct Courier {
 
 struct Queue {
     events: VecDeque<PasEvent>,
-    /// Last ledger of the last event delivered or queued: later events only.
-    covered_end: u32,
+    /// `event_hash` of every event delivered or queued: the cursor is a position in the
+    /// chain, not a ledger (a replacement event covers ledgers delivered before).
+    covered: std::collections::HashSet<String>,
 }
 
 impl Courier {
-    /// `delivered_end`: the last ledger of the last delivered event (0 if none).
+    /// `delivered`: the `event_hash` of every event already delivered.
     pub fn new(
         http: HttpDelivery,
         outbox: Arc<dyn Outbox>,
         chain: ChainId,
-        delivered_end: u32,
+        delivered: impl IntoIterator<Item = String>,
     ) -> Self {
         Self {
             http,
@@ -206,7 +207,7 @@ impl Courier {
             chain,
             queue: Mutex::new(Queue {
                 events: VecDeque::new(),
-                covered_end: delivered_end,
+                covered: delivered.into_iter().collect(),
             }),
             round: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
@@ -224,8 +225,7 @@ impl Courier {
     /// Queues `event` unless it (or a later one) was already delivered or queued.
     pub fn enqueue(&self, event: &PasEvent) {
         let mut q = self.queue();
-        if event.partition.ledger_start > q.covered_end {
-            q.covered_end = event.partition.ledger_end;
+        if q.covered.insert(event.chain.event_hash.clone()) {
             q.events.push_back(event.clone());
             drop(q);
             self.wake.notify_one();

@@ -14,6 +14,10 @@ use crate::publish::{DatasetLayout, Manifest, ManifestTable};
 
 pub const EVENT_VERSION: &str = "1.1";
 pub const EVENT_TYPE: &str = "bronze_partition";
+/// An event recording that a committed partition was replaced (`era.allow_overwrite`): same
+/// fields as [`EVENT_TYPE`], describing the new files; the replaced content is the chain's
+/// previous event for the same range.
+pub const EVENT_TYPE_REPLACED: &str = "bronze_partition_replaced";
 pub const PRODUCER_NAME: &str = "bronze-copier";
 
 /// One audit event. Unknown fields are rejected when reading: the hash covers only these, so an
@@ -144,6 +148,29 @@ impl PasEvent {
         };
         event.chain.event_hash = event.compute_hash();
         event
+    }
+
+    /// The event recording that the partition `manifest` describes replaced what the chain
+    /// recorded for its range, chained to `prev_event_hash` (the head). Its id also covers the
+    /// head, so replacing A by B and later B by A again gives two ids.
+    pub fn replacing(
+        chain: &ChainId,
+        manifest: &Manifest,
+        storage_path: &str,
+        prev_event_hash: &str,
+        now: DateTime<Utc>,
+    ) -> PasEvent {
+        let mut event = Self::for_partition(chain, manifest, storage_path, prev_event_hash, now);
+        event.event_type = EVENT_TYPE_REPLACED.into();
+        let digest = Sha256::digest(format!("{}|{prev_event_hash}", event.event_id).as_bytes());
+        event.event_id = format!("pas_evt_{}", hex::encode(&digest[..8]));
+        event.chain.event_hash = event.compute_hash();
+        event
+    }
+
+    /// Whether this event records a replacement.
+    pub fn is_replacement(&self) -> bool {
+        self.event_type == EVENT_TYPE_REPLACED
     }
 
     /// The value Go would marshal, fields in struct order.
@@ -298,6 +325,7 @@ pub(crate) mod tests {
             chain: None,
             ingested_at: None,
             network_passphrase: None,
+            writer: None,
             manifest_sha256: None,
         }
     }

@@ -4,6 +4,10 @@
 //! committed and before the checkpoint moves):
 //! 1. if the outbox already holds this partition's event (a crash after writing it, or a
 //!    resumed run), that event is kept: it is never re-made with another timestamp;
+//!    if that event describes other content and the run overwrites (`era.allow_overwrite`), a
+//!    `bronze_partition_replaced` event is appended at the head (the next revision of the
+//!    range): the chain stays linear and records both contents, in the order they were
+//!    committed; without overwrite it is a conflict;
 //! 2. otherwise the event is built on the current head, written durably with create-if-absent,
 //!    and only then the head advances;
 //! 3. with an endpoint, the event is delivered: `strict` waits for it and fails the commit (the
@@ -48,7 +52,7 @@ pub enum PasError {
         issues: String,
     },
     #[error(
-        "PAS event {location} for partition {range} records {found}, but the committed manifest has {expected}; the audit chain cannot describe a replaced partition"
+        "PAS event {location} for partition {range} records {found}, but the committed manifest has {expected}; the partition was replaced outside this chain (a rerun with era.allow_overwrite records the replacement in the chain)"
     )]
     EventMismatch {
         location: String,
@@ -107,8 +111,10 @@ pub struct DeliveryConfig {
 
 struct ChainState {
     head: Head,
-    /// Stored events by first ledger.
+    /// The current event of each range (its last revision), by first ledger.
     events: BTreeMap<u32, PasEvent>,
+    /// Events stored per range, by first ledger: the next replacement's revision.
+    revisions: BTreeMap<u32, u32>,
 }
 
 struct Inner {
@@ -145,7 +151,8 @@ impl PasStream {
             .filter(|i| match i {
                 ChainIssue::Unreadable { .. }
                 | ChainIssue::NameMismatch { .. }
-                | ChainIssue::Overlap { .. } => true,
+                | ChainIssue::Overlap { .. }
+                | ChainIssue::Revision { .. } => true,
                 // Chaining onto an event whose hash does not check out would extend garbage.
                 ChainIssue::HashMismatch { range, .. } => {
                     view.last().is_some_and(|l| l.range == *range)
@@ -188,10 +195,14 @@ impl PasStream {
             "PAS chain opened"
         );
         let events: BTreeMap<u32, PasEvent> = view
-            .events
-            .iter()
+            .current()
+            .into_values()
             .map(|e| (e.range.start, e.event.clone()))
             .collect();
+        let mut revisions = BTreeMap::new();
+        for e in &view.events {
+            *revisions.entry(e.range.start).or_insert(0) += 1;
+        }
 
         let mut courier = None;
         let mut strict = false;
@@ -217,14 +228,18 @@ impl PasStream {
                     covered
                 }
             };
+            let done = view.delivered_prefix(&delivered.event_hash, delivered.ledger_end);
             let c = Arc::new(Courier::new(
                 d.http,
                 outbox.clone(),
                 chain.clone(),
-                delivered.ledger_end,
+                view.events[..done]
+                    .iter()
+                    .map(|e| e.event.chain.event_hash.clone()),
             ));
-            for e in events.values() {
-                c.enqueue(e);
+            // In chain order: a replacement is delivered after what it replaces.
+            for e in &view.events[done..] {
+                c.enqueue(&e.event);
             }
             if c.pending() > 0 {
                 tracing::info!(chain = %chain.key(), pending = c.pending(), endpoint = %c.http().endpoint(), "re-sending PAS events not yet delivered");
@@ -236,7 +251,11 @@ impl PasStream {
                 chain,
                 layout,
                 outbox,
-                state: tokio::sync::Mutex::new(ChainState { head, events }),
+                state: tokio::sync::Mutex::new(ChainState {
+                    head,
+                    events,
+                    revisions,
+                }),
                 courier,
                 strict,
                 background: std::sync::Mutex::new(None),
@@ -298,9 +317,26 @@ impl PasStream {
         let inner = &self.inner;
         let range = commit.range;
         let mut state = inner.state.lock().await;
-        if let Some(existing) = state.events.get(&range.start) {
-            self.check_matches(existing, range, &commit.manifest)?;
-            return Ok(Some(existing.clone()));
+        if let Some(existing) = state.events.get(&range.start).cloned() {
+            match self.check_matches(&existing, range, &commit.manifest) {
+                Ok(()) => return Ok(Some(existing.clone())),
+                Err(PasError::EventMismatch { .. }) if commit.overwrite => {
+                    let event = self
+                        .write_on_head(&mut state, range, &commit.manifest, true)
+                        .await?;
+                    tracing::info!(
+                        partition = %range,
+                        event_id = %event.event_id,
+                        event_hash = %event.chain.event_hash,
+                        prev_event_hash = %event.chain.prev_event_hash,
+                        replaced = %existing_checksum(&existing),
+                        checksum = %commit.manifest.primary().map(|t| t.checksum.as_str()).unwrap_or(""),
+                        "PAS replacement event recorded"
+                    );
+                    return Ok(Some(event));
+                }
+                Err(e) => return Err(e),
+            }
         }
         if let Some(head_end) = state.head.ledger_end
             && range.start <= head_end
@@ -314,7 +350,7 @@ impl PasStream {
             return Ok(None);
         }
         let event = self
-            .write_on_head(&mut state, range, &commit.manifest)
+            .write_on_head(&mut state, range, &commit.manifest, false)
             .await?;
         tracing::info!(
             partition = %range,
@@ -329,22 +365,34 @@ impl PasStream {
 
     /// Makes the event of `range` on the current head durable (create-if-absent), or adopts the
     /// one a concurrent writer stored first when it links to the same head and describes the same
-    /// partition; then advances the head.
+    /// partition; then advances the head. `replacement`: the range already has events and this
+    /// one records that its content was replaced (stored as the range's next revision).
     async fn write_on_head(
         &self,
         state: &mut ChainState,
         range: LedgerRange,
         manifest: &Manifest,
+        replacement: bool,
     ) -> Result<PasEvent, PasError> {
         let inner = &self.inner;
-        let event = PasEvent::for_partition(
+        let make = if replacement {
+            PasEvent::replacing
+        } else {
+            PasEvent::for_partition
+        };
+        let event = make(
             &inner.chain,
             manifest,
             &inner.layout.storage_path(range),
             &state.head.event_hash,
             Utc::now(),
         );
-        let event = match inner.outbox.create(&event).await? {
+        let revision = if replacement {
+            state.revisions.get(&range.start).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        let event = match inner.outbox.create(&event, revision).await? {
             Created::Written => event,
             Created::Existing(found) => {
                 // Someone (a process killed just now, or a second writer) stored it first.
@@ -352,7 +400,9 @@ impl PasStream {
                     || found.compute_hash() != found.chain.event_hash
                 {
                     return Err(PasError::Raced {
-                        location: inner.outbox.location_of(&inner.chain, range),
+                        location: inner
+                            .outbox
+                            .location_of_revision(&inner.chain, range, revision),
                         range,
                         found_prev: found.chain.prev_event_hash.clone(),
                         our_prev: state.head.event_hash.clone(),
@@ -368,9 +418,10 @@ impl PasStream {
             .await?;
         state.head = Head {
             event_hash: event.chain.event_hash.clone(),
-            ledger_end: Some(range.end),
+            ledger_end: state.head.ledger_end.max(Some(range.end)),
         };
         state.events.insert(range.start, event.clone());
+        *state.revisions.entry(range.start).or_insert(0) += 1;
         Ok(event)
     }
 
@@ -418,7 +469,9 @@ impl PasStream {
                         head: state.head.event_hash.clone(),
                     });
                 }
-                let event = self.write_on_head(&mut state, range, manifest).await?;
+                let event = self
+                    .write_on_head(&mut state, range, manifest, false)
+                    .await?;
                 tracing::info!(
                     partition = %range,
                     event_id = %event.event_id,
@@ -457,11 +510,13 @@ impl PasStream {
         if let Some(last) = view.last() {
             state.head = Head {
                 event_hash: last.event.chain.event_hash.clone(),
-                ledger_end: Some(last.range.end),
+                ledger_end: view.ledger_end(),
             };
         }
+        state.revisions.clear();
         for e in &view.events {
             state.events.insert(e.range.start, e.event.clone());
+            *state.revisions.entry(e.range.start).or_insert(0) += 1;
         }
         tracing::info!(chain = %inner.chain.key(), head = %state.head.event_hash, "PAS chain re-read from the outbox");
         Ok(state.events.get(&range.start).cloned())
@@ -567,6 +622,10 @@ async fn drain_for(c: &Courier, limit: Duration) {
     }
 }
 
+fn existing_checksum(event: &PasEvent) -> &str {
+    event.primary().map_or("", |t| t.checksum.as_str())
+}
+
 /// How long a finished run keeps delivering: the time one event's attempts may take, at least
 /// 2 s and at most a minute.
 pub fn drain_limit(http: &HttpDelivery) -> Duration {
@@ -615,6 +674,45 @@ impl CommitHook for PasStream {
                 message: e.to_string(),
                 conflict: e.is_conflict(),
             })
+        })
+    }
+
+    /// Before a partition is replaced: in strict mode every event already in the outbox must be
+    /// delivered first (a receiver that refuses them refuses the replacement, with nothing
+    /// changed); the chain must still be this stream's (no other writer moved it).
+    fn check_replace<'a>(&'a self, _event: &'a CommitEvent) -> HookFuture<'a> {
+        Box::pin(async move {
+            let fail = |e: PasError| HookError {
+                hook: "pas",
+                message: format!("refusing to replace the partition: {e}"),
+                conflict: e.is_conflict(),
+            };
+            let inner = &self.inner;
+            let head = inner.state.lock().await.head.clone();
+            let view = analyse(
+                inner
+                    .outbox
+                    .load(&inner.chain)
+                    .await
+                    .map_err(|e| fail(e.into()))?,
+            );
+            let stored = view
+                .last()
+                .map_or("", |l| l.event.chain.event_hash.as_str());
+            if stored != head.event_hash && !(stored.is_empty() && view.events.is_empty()) {
+                return Err(fail(PasError::Damaged {
+                    chain: inner.chain.key(),
+                    outbox: inner.outbox.describe(),
+                    issues: format!(
+                        "its head moved to {stored:?} under this copier (expected {:?}): another writer?",
+                        head.event_hash
+                    ),
+                }));
+            }
+            if let (Some(c), true) = (&inner.courier, inner.strict) {
+                c.flush().await.map_err(|e| fail(e.into()))?;
+            }
+            Ok(())
         })
     }
 }

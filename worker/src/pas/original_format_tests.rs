@@ -152,6 +152,8 @@ async fn the_original_chain_is_accepted_and_continued() {
             parquet_uri: String::new(),
             manifest,
             adopted: false,
+            overwrite: false,
+            replaced: None,
         })
         .await
         .unwrap()

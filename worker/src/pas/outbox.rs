@@ -52,6 +52,9 @@ pub struct OutboxEntry {
     pub location: String,
     /// The range its name says.
     pub name_range: LedgerRange,
+    /// The revision its name says: 0 for a partition's first event, `n` for the `n`-th event
+    /// recording a replacement of that partition (`<start>-<end>.r<n>.json`).
+    pub revision: u32,
     pub bytes: Vec<u8>,
     pub parsed: Result<PasEvent, String>,
 }
@@ -77,15 +80,24 @@ pub struct Delivered {
 pub trait Outbox: Send + Sync {
     /// Where it is, for logs and errors.
     fn describe(&self) -> String;
-    /// Where the event of `range` is (or would be) stored.
-    fn location_of(&self, chain: &ChainId, range: LedgerRange) -> String;
+    /// Where the (first) event of `range` is (or would be) stored.
+    fn location_of(&self, chain: &ChainId, range: LedgerRange) -> String {
+        self.location_of_revision(chain, range, 0)
+    }
+    /// Where revision `revision` of the events of `range` is (or would be) stored.
+    fn location_of_revision(&self, chain: &ChainId, range: LedgerRange, revision: u32) -> String;
     /// Every stored event of `chain`, in no particular order.
     fn load<'a>(
         &'a self,
         chain: &'a ChainId,
     ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, OutboxError>>;
-    /// Stores `event` durably unless something is already stored for its range.
-    fn create<'a>(&'a self, event: &'a PasEvent) -> BoxFuture<'a, Result<Created, OutboxError>>;
+    /// Stores `event` durably as revision `revision` of its range, unless something is
+    /// already stored there.
+    fn create<'a>(
+        &'a self,
+        event: &'a PasEvent,
+        revision: u32,
+    ) -> BoxFuture<'a, Result<Created, OutboxError>>;
     /// The chain head as last recorded (a hint: the events themselves are the truth).
     fn recorded_head<'a>(
         &'a self,
@@ -109,7 +121,36 @@ pub trait Outbox: Send + Sync {
 
 /// `<network>_<era>_<version>_<start>-<end>.json`, the original's backup file name.
 pub fn backup_file_name(chain: &ChainId, range: LedgerRange) -> String {
-    format!("{}{}.json", file_prefix(chain), range)
+    backup_file_name_revision(chain, range, 0)
+}
+
+/// The backup file of revision `revision` of `range`: the original's name for 0,
+/// `<network>_<era>_<version>_<start>-<end>.r<n>.json` for the `n`-th replacement.
+pub fn backup_file_name_revision(chain: &ChainId, range: LedgerRange, revision: u32) -> String {
+    format!("{}{}", file_prefix(chain), event_name(range, revision))
+}
+
+/// `<start>-<end>.json`, or `<start>-<end>.r<n>.json` for revision `n` > 0.
+pub fn event_name(range: LedgerRange, revision: u32) -> String {
+    match revision {
+        0 => format!("{range}.json"),
+        n => format!("{range}.r{n}.json"),
+    }
+}
+
+/// The range and revision in `S-E.json` / `S-E.rN.json` (N ≥ 1, no leading zero).
+fn parse_event_name(rest: &str) -> Option<(LedgerRange, u32)> {
+    let stem = rest.strip_suffix(".json")?;
+    let (range, revision) = match stem.split_once(".r") {
+        None => (stem, 0),
+        Some((range, n)) => {
+            if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (range, n.parse().ok()?)
+        }
+    };
+    Some((parse_range_json(&format!("{range}.json"))?, revision))
 }
 
 fn file_prefix(chain: &ChainId) -> String {
@@ -129,11 +170,12 @@ fn parse_range_json(rest: &str) -> Option<LedgerRange> {
     (start <= end).then(|| LedgerRange::new(start, end))
 }
 
-fn entry(location: String, name_range: LedgerRange, bytes: Vec<u8>) -> OutboxEntry {
+fn entry(location: String, name: (LedgerRange, u32), bytes: Vec<u8>) -> OutboxEntry {
     let parsed = PasEvent::from_json(&bytes).map_err(|e| e.to_string());
     OutboxEntry {
         location,
-        name_range,
+        name_range: name.0,
+        revision: name.1,
         bytes,
         parsed,
     }
@@ -210,8 +252,9 @@ impl FileOutbox {
         &self.dir
     }
 
-    fn path_of(&self, chain: &ChainId, range: LedgerRange) -> PathBuf {
-        self.dir.join(backup_file_name(chain, range))
+    fn path_of(&self, chain: &ChainId, range: LedgerRange, revision: u32) -> PathBuf {
+        self.dir
+            .join(backup_file_name_revision(chain, range, revision))
     }
 
     fn load_sync(&self, chain: &ChainId) -> Result<Vec<OutboxEntry>, OutboxError> {
@@ -230,7 +273,7 @@ impl FileOutbox {
         for item in listing {
             let item = item.map_err(|e| io("list", e))?;
             let name = item.file_name().to_string_lossy().into_owned();
-            let Some(range) = name.strip_prefix(&prefix).and_then(parse_range_json) else {
+            let Some(range) = name.strip_prefix(&prefix).and_then(parse_event_name) else {
                 continue;
             };
             let path = item.path();
@@ -249,14 +292,14 @@ impl FileOutbox {
         Ok(out)
     }
 
-    fn create_sync(&self, event: &PasEvent) -> Result<Created, OutboxError> {
+    fn create_sync(&self, event: &PasEvent, revision: u32) -> Result<Created, OutboxError> {
         let chain = ChainId {
             network: event.partition.network.clone(),
             era_id: event.partition.era_id.clone(),
             version_label: event.partition.version_label.clone(),
         };
         let range = event.range().expect("events we build have start <= end");
-        let path = self.path_of(&chain, range);
+        let path = self.path_of(&chain, range, revision);
         let io = |op, source| OutboxError::Io {
             op,
             path: path.display().to_string(),
@@ -352,8 +395,8 @@ impl Outbox for FileOutbox {
         self.dir.display().to_string()
     }
 
-    fn location_of(&self, chain: &ChainId, range: LedgerRange) -> String {
-        self.path_of(chain, range).display().to_string()
+    fn location_of_revision(&self, chain: &ChainId, range: LedgerRange, revision: u32) -> String {
+        self.path_of(chain, range, revision).display().to_string()
     }
 
     fn load<'a>(
@@ -364,9 +407,13 @@ impl Outbox for FileOutbox {
         Box::pin(blocking(move || me.load_sync(&chain)))
     }
 
-    fn create<'a>(&'a self, event: &'a PasEvent) -> BoxFuture<'a, Result<Created, OutboxError>> {
+    fn create<'a>(
+        &'a self,
+        event: &'a PasEvent,
+        revision: u32,
+    ) -> BoxFuture<'a, Result<Created, OutboxError>> {
         let (me, event) = (self.clone(), event.clone());
-        Box::pin(blocking(move || me.create_sync(&event)))
+        Box::pin(blocking(move || me.create_sync(&event, revision)))
     }
 
     fn recorded_head<'a>(
@@ -439,8 +486,12 @@ impl ObjectStoreOutbox {
         self.location.key(relative)
     }
 
-    fn event_key(&self, chain: &ChainId, range: LedgerRange) -> ObjectPath {
-        self.key(&format!("{}{range}.json", self.chain_dir(chain)))
+    fn event_key(&self, chain: &ChainId, range: LedgerRange, revision: u32) -> ObjectPath {
+        self.key(&format!(
+            "{}{}",
+            self.chain_dir(chain),
+            event_name(range, revision)
+        ))
     }
 
     async fn get_opt(&self, key: &ObjectPath) -> Result<Option<Vec<u8>>, OutboxError> {
@@ -499,8 +550,8 @@ impl Outbox for ObjectStoreOutbox {
         self.location.uri_of(&format!("{}_pas", self.prefix))
     }
 
-    fn location_of(&self, chain: &ChainId, range: LedgerRange) -> String {
-        self.event_key(chain, range).to_string()
+    fn location_of_revision(&self, chain: &ChainId, range: LedgerRange, revision: u32) -> String {
+        self.event_key(chain, range, revision).to_string()
     }
 
     fn load<'a>(
@@ -522,7 +573,7 @@ impl Outbox for ObjectStoreOutbox {
                 })?;
             let mut out = Vec::new();
             for meta in listed {
-                let Some(range) = meta.location.filename().and_then(parse_range_json) else {
+                let Some(range) = meta.location.filename().and_then(parse_event_name) else {
                     continue;
                 };
                 if meta.location.prefix_match(&dir).map(|p| p.count()) != Some(1) {
@@ -536,7 +587,11 @@ impl Outbox for ObjectStoreOutbox {
         })
     }
 
-    fn create<'a>(&'a self, event: &'a PasEvent) -> BoxFuture<'a, Result<Created, OutboxError>> {
+    fn create<'a>(
+        &'a self,
+        event: &'a PasEvent,
+        revision: u32,
+    ) -> BoxFuture<'a, Result<Created, OutboxError>> {
         Box::pin(async move {
             let chain = ChainId {
                 network: event.partition.network.clone(),
@@ -544,7 +599,7 @@ impl Outbox for ObjectStoreOutbox {
                 version_label: event.partition.version_label.clone(),
             };
             let range = event.range().expect("events we build have start <= end");
-            let key = self.event_key(&chain, range);
+            let key = self.event_key(&chain, range, revision);
             let create = PutOptions {
                 mode: PutMode::Create,
                 ..Default::default()
@@ -654,5 +709,67 @@ mod tests {
         for bad in ["1-2.json.tmp", "a-2.json", "5-2.json", "-2.json", "1-.json"] {
             assert_eq!(parse_range_json(bad), None, "{bad}");
         }
+        let replaced = backup_file_name_revision(&chain, LedgerRange::new(2, 11), 3);
+        assert_eq!(replaced, "testnet_pre_p23_v1_2-11.r3.json");
+        assert_eq!(
+            parse_event_name(replaced.strip_prefix(&file_prefix(&chain)).unwrap()),
+            Some((LedgerRange::new(2, 11), 3))
+        );
+        assert_eq!(
+            parse_event_name("2-11.json"),
+            Some((LedgerRange::new(2, 11), 0))
+        );
+        for bad in [
+            "2-11.r0.json",
+            "2-11.r.json",
+            "2-11.r01.json",
+            "2-11.rx.json",
+            "2-11.r1.json.tmp",
+        ] {
+            assert_eq!(parse_event_name(bad), None, "{bad}");
+        }
+    }
+
+    /// The operator's outbox stores and reads back replacement events as revisions of their
+    /// range, and a revision is created only once.
+    #[tokio::test]
+    async fn object_store_outbox_keeps_revisions_apart() {
+        use crate::pas::event::tests::manifest;
+        let location = Location {
+            store: std::sync::Arc::new(object_store::memory::InMemory::new()),
+            root: ObjectPath::from("root"),
+            uri: "memory:///root".into(),
+        };
+        let outbox = ObjectStoreOutbox::new(location, "bronze/");
+        let chain = ChainId {
+            network: "testnet".into(),
+            era_id: "pre_p23".into(),
+            version_label: "v1".into(),
+        };
+        let now = chrono::Utc::now();
+        let first = PasEvent::for_partition(&chain, &manifest(2, 11, "sha256:a"), "p", "", now);
+        let second = PasEvent::replacing(
+            &chain,
+            &manifest(2, 11, "sha256:b"),
+            "p",
+            &first.chain.event_hash,
+            now,
+        );
+        assert_eq!(outbox.create(&first, 0).await.unwrap(), Created::Written);
+        assert_eq!(outbox.create(&second, 1).await.unwrap(), Created::Written);
+        assert!(matches!(
+            outbox.create(&first, 1).await.unwrap(),
+            Created::Existing(e) if *e == second
+        ));
+        assert!(
+            outbox
+                .location_of_revision(&chain, LedgerRange::new(2, 11), 1)
+                .ends_with("_pas/testnet/pre_p23/v1/2-11.r1.json")
+        );
+        let view = crate::pas::analyse(outbox.load(&chain).await.unwrap());
+        assert!(view.issues.is_empty(), "{:?}", view.issues);
+        let revisions: Vec<u32> = view.events.iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, vec![0, 1]);
+        assert_eq!(view.current()[&LedgerRange::new(2, 11)].event, second);
     }
 }

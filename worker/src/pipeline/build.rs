@@ -47,7 +47,11 @@ pub enum Built {
 #[derive(Debug, Clone)]
 pub struct Staged {
     pub range: LedgerRange,
+    /// Where the file was uploaded: the partition's Parquet key, or, when it replaces a
+    /// committed partition, [`crate::publish::DatasetLayout::replacement_key`].
     pub parquet_key: String,
+    /// The committed partition this one is built to replace (`era.allow_overwrite`).
+    pub replaces: Option<Box<ExistingPartition>>,
     pub file: PartitionFileSummary,
     pub edges: PartitionEdges,
     pub xdr_bytes: u64,
@@ -137,13 +141,18 @@ pub async fn build_partition(env: Arc<BuildEnv>, range: LedgerRange) -> Result<B
 
 async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, BuildError> {
     let committer = &env.committer;
-    if committer.allow_overwrite {
-        committer.uncommit(range).await?;
-    } else if let Some(existing) = committer.existing(range).await? {
-        return Ok(Built::AlreadyCommitted(Box::new(existing)));
-    }
+    // Nothing committed is touched here: a replacement is built beside the committed file and
+    // only the sequencer, after every check, puts it in place.
+    let replaces = match committer.existing(range).await? {
+        Some(existing) if committer.allow_overwrite => Some(Box::new(existing)),
+        Some(existing) => return Ok(Built::AlreadyCommitted(Box::new(existing))),
+        None => None,
+    };
     let started = Instant::now();
-    let parquet_key = committer.layout.parquet_key(range);
+    let parquet_key = match replaces {
+        Some(_) => committer.layout.replacement_key(range),
+        None => committer.layout.parquet_key(range),
+    };
     let (sink, uploader) = start_upload(
         committer.location.store.clone(),
         committer.location.key(&parquet_key),
@@ -203,6 +212,7 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
     Ok(Built::Staged(Staged {
         range,
         parquet_key,
+        replaces,
         file: encoded.file,
         edges: encoded.edges,
         xdr_bytes: encoded.xdr_bytes,

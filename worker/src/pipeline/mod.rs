@@ -23,14 +23,17 @@ use tokio_util::sync::CancellationToken;
 pub use build::{BuildEnv, BuildError, Built, Staged, build_partition};
 pub use progress::{Progress, ProgressSnapshot, progress_line};
 pub use sequencer::{
-    CommitEvent, CommitHook, HookError, HookFuture, SequenceError, Sequencer, parse_hash,
+    CommitEvent, CommitHook, HookError, HookFuture, SequenceCounts, SequenceError, Sequencer,
+    parse_hash,
 };
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::config::Config;
 use crate::parquet::WriterSettings;
 use crate::partition::{LedgerRange, PartitionGrid};
-use crate::publish::{CommitError, Committer, DatasetLayout, Manifest};
+use crate::publish::{
+    CommitError, Committer, DatasetLayout, Manifest, PartitionSettings, WriterInfo,
+};
 use crate::source::{Datastore, SourceError, open_source_location};
 use crate::store::{self, Location, StoreError};
 
@@ -61,6 +64,8 @@ pub struct RunSummary {
     pub progress: ProgressSnapshot,
     pub last_committed: Option<u32>,
     pub interrupted: bool,
+    /// Partitions replaced, and adopted with other settings.
+    pub counts: SequenceCounts,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -114,13 +119,18 @@ pub async fn run(
     ) {
         tracing::warn!("{warning}");
     }
-    let next = checkpoint
-        .as_ref()
-        .map_or(grid.first_ledger(), |cp| {
-            cp.last_committed_ledger.saturating_add(1)
-        })
-        .max(grid.first_ledger());
-    if let Some(cp) = &checkpoint {
+    let next = start_ledger(
+        grid.first_ledger(),
+        checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
+        config.era.allow_overwrite,
+    );
+    if let Some(cp) = checkpoint.as_ref().filter(|_| config.era.allow_overwrite) {
+        tracing::warn!(
+            checkpoint_ledger = cp.last_committed_ledger,
+            first_ledger = next,
+            "era.allow_overwrite: rewriting the configured range from its first ledger regardless of the checkpoint (partitions that come out different replace the committed ones; the checkpoint is not moved back)"
+        );
+    } else if let Some(cp) = &checkpoint {
         tracing::info!(
             last_committed_ledger = cp.last_committed_ledger,
             next,
@@ -150,7 +160,23 @@ pub async fn run(
         Progress::new(total, options.show_progress_bar),
     )
     .await?;
+    if config.era.allow_overwrite {
+        let bounded = grid.last_ledger().is_some();
+        pipeline
+            .check_replaceable(grid.partitions_from(next), bounded)
+            .await?;
+    }
     pipeline.drive(grid.partitions_from(next), cancel).await
+}
+
+/// The first ledger a standalone run copies (pure): after the checkpoint, never before the
+/// configured start; with `allow_overwrite`, the configured start whatever the checkpoint says
+/// (an overwrite rewrites the range it is given).
+pub fn start_ledger(first: u32, checkpoint: Option<u32>, allow_overwrite: bool) -> u32 {
+    match checkpoint {
+        Some(last) if !allow_overwrite => last.saturating_add(1).max(first),
+        _ => first,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +255,11 @@ pub async fn run_range(
         Progress::new(Some(range.len()), options.show_progress_bar),
     )
     .await?;
+    if config.era.allow_overwrite {
+        pipeline
+            .check_replaceable(partitions.iter().copied(), true)
+            .await?;
+    }
     pipeline.drive(partitions.into_iter(), cancel).await
 }
 
@@ -284,8 +315,14 @@ impl Pipeline {
             partition_size = config.era.partition_size,
             max_in_flight = config.perf.max_in_flight_partitions,
             ingested_at = %ingested_at,
+            allow_overwrite = config.era.allow_overwrite,
             "starting backfill"
         );
+        let writer_info = WriterInfo {
+            compression: config.storage.compression.clone(),
+            compression_level: config.storage.compression_level,
+            row_group_bytes: config.storage.row_group_bytes as u64,
+        };
         let progress = Arc::new(progress);
         let env = Arc::new(BuildEnv {
             source: source.clone(),
@@ -315,10 +352,16 @@ impl Pipeline {
             layout,
             checkpoint: resume.store,
             hooks,
+            settings: PartitionSettings {
+                ingested_at: ingested_at.clone(),
+                writer: writer_info,
+            },
             ingested_at,
             network_passphrase: source.manifest().map(|m| m.network_passphrase.clone()),
             prior_last_hash,
             last_committed: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
+            checkpoint_floor: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
+            counts: SequenceCounts::default(),
         };
         Ok(Self {
             env,
@@ -326,6 +369,34 @@ impl Pipeline {
             progress,
             max_in_flight: config.perf.max_in_flight_partitions.max(1),
         })
+    }
+
+    /// Before an overwrite run changes anything: every committed partition it may replace must
+    /// be readable and belong to this dataset, else the run is refused with nothing changed.
+    /// `bounded`: `ranges` ends; otherwise (following the tip) the check stops at the first
+    /// partition not committed.
+    async fn check_replaceable(
+        &self,
+        ranges: impl Iterator<Item = LedgerRange>,
+        bounded: bool,
+    ) -> Result<(), RunError> {
+        let mut committed = 0u64;
+        for range in ranges {
+            match self.env.committer.existing(range).await? {
+                Some(existing) => {
+                    self.sequencer
+                        .check_dataset(&existing.manifest, &existing.manifest_key)?;
+                    committed += 1;
+                }
+                None if bounded => {}
+                None => break,
+            }
+        }
+        tracing::info!(
+            committed,
+            "era.allow_overwrite: committed partitions in the range are rebuilt; those that come out different are replaced"
+        );
+        Ok(())
     }
 
     /// Builds `ranges` concurrently and publishes them in order until done or cancelled.
@@ -371,6 +442,7 @@ impl Pipeline {
             progress: self.progress.snapshot(),
             last_committed: self.sequencer.last_committed,
             interrupted,
+            counts: self.sequencer.counts,
         })
     }
 }
@@ -453,6 +525,15 @@ mod tests {
         c.era.ledger_end = end;
         c.era.partition_size = size;
         c
+    }
+
+    #[test]
+    fn an_overwrite_starts_at_the_range_whatever_the_checkpoint() {
+        assert_eq!(start_ledger(2, None, false), 2);
+        assert_eq!(start_ledger(2, Some(31), false), 32);
+        assert_eq!(start_ledger(42, Some(31), false), 42);
+        assert_eq!(start_ledger(2, Some(31), true), 2);
+        assert_eq!(start_ledger(2, None, true), 2);
     }
 
     #[test]

@@ -2,6 +2,13 @@
 //! previous partition, manifest (the commit), the commit hooks (PAS, catalog), then the
 //! checkpoint. A failure at any step stops the run before the checkpoint moves, so a restart
 //! redoes exactly the partitions that were not fully published.
+//!
+//! Replacing a committed partition (`era.allow_overwrite`): its new file was built beside the
+//! committed one; the sequencer checks everything that could refuse first (the hash link, the
+//! dataset, each hook's [`CommitHook::check_replace`]), and only then swaps the files and
+//! commits the new manifest; the hooks then record the replacement (PAS: a
+//! `bronze_partition_replaced` event; catalog: the row updated). A rebuilt partition identical to
+//! the committed one is kept as it is.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +21,8 @@ use crate::config::PRIMARY_TABLE;
 use crate::parquet::hex32;
 use crate::partition::LedgerRange;
 use crate::publish::{
-    ChainInfo, CommitError, Committer, DatasetLayout, Manifest, ManifestPartition, ManifestTable,
-    Producer,
+    ChainInfo, CommitError, Committer, DatasetLayout, ExistingPartition, Manifest,
+    ManifestPartition, ManifestTable, PartitionSettings, Producer,
 };
 use crate::validate::{ValidationError, check_link};
 
@@ -30,6 +37,11 @@ pub struct CommitEvent {
     pub parquet_uri: String,
     /// Found already committed in storage (a resumed run) rather than written now.
     pub adopted: bool,
+    /// `era.allow_overwrite` is on: a record that disagrees with this partition is to be
+    /// replaced (and the replacement recorded), not refused.
+    pub overwrite: bool,
+    /// The committed table this commit replaced, when it replaced one.
+    pub replaced: Option<ManifestTable>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +61,14 @@ pub struct HookError {
 pub trait CommitHook: Send + Sync {
     fn name(&self) -> &'static str;
     fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> BoxFuture<'a, Result<(), HookError>>;
+    /// Called before a committed partition is replaced by `event`'s (nothing is changed yet):
+    /// an error refuses the replacement, and the dataset stays exactly as it was.
+    fn check_replace<'a>(
+        &'a self,
+        _event: &'a CommitEvent,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +114,21 @@ pub struct Sequencer {
     /// Hash of the last ledger before the next partition, when known.
     pub prior_last_hash: Option<[u8; 32]>,
     pub last_committed: Option<u32>,
+    /// The checkpoint's ledger when the run started: an overwrite run that starts before it
+    /// never moves it back (the checkpoint keeps meaning "committed up to here").
+    pub checkpoint_floor: Option<u32>,
+    /// How this run writes partitions, to compare with adopted ones.
+    pub settings: PartitionSettings,
+    pub counts: SequenceCounts,
+}
+
+/// What the sequencer did with the partitions it published, for the run's summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SequenceCounts {
+    /// Committed partitions replaced by a rebuilt, different one (`era.allow_overwrite`).
+    pub replaced: u64,
+    /// Committed partitions adopted although this run's settings would write them differently.
+    pub adopted_with_other_settings: u64,
 }
 
 impl Sequencer {
@@ -105,12 +140,15 @@ impl Sequencer {
     ) -> Result<CommitEvent, SequenceError> {
         let started = std::time::Instant::now();
         let built_now = matches!(built, Built::Staged(_));
-        let (manifest, adopted) = match built {
-            Built::Staged(staged) => (self.commit_staged(&staged).await?, false),
+        let (manifest, adopted, replaced) = match built {
+            Built::Staged(staged) => match &staged.replaces {
+                None => (self.commit_staged(&staged).await?, false, None),
+                Some(existing) => self.replace_staged(&staged, existing).await?,
+            },
             Built::AlreadyCommitted(existing) => {
                 self.check_adopted(&existing.manifest, &existing.manifest_key)?;
-                tracing::info!(partition = %existing.manifest.range(), "skipping partition (already committed)");
-                (existing.manifest, true)
+                self.adopt(&existing.manifest);
+                (existing.manifest, true, None)
             }
         };
         let range = manifest.range();
@@ -127,11 +165,14 @@ impl Sequencer {
                 .uri_of(&self.layout.parquet_key(range)),
             manifest,
             adopted,
+            overwrite: self.committer.allow_overwrite,
+            replaced,
         };
         for hook in &self.hooks {
             hook.on_commit(&event).await?;
         }
-        if let Some(store) = &self.checkpoint {
+        let behind_checkpoint = self.checkpoint_floor.is_some_and(|floor| range.end < floor);
+        if let Some(store) = self.checkpoint.as_ref().filter(|_| !behind_checkpoint) {
             let table = event.manifest.primary();
             let cp = store.at(
                 range.end,
@@ -162,6 +203,79 @@ impl Sequencer {
             elapsed: started.elapsed(),
         });
         Ok(event)
+    }
+
+    /// Logs an adopted partition, with a warning naming every setting this run would write
+    /// differently (it is kept as it is: `era.allow_overwrite` rewrites it).
+    fn adopt(&mut self, manifest: &Manifest) {
+        let differences = crate::publish::settings_differences(manifest, &self.settings);
+        if differences.is_empty() {
+            tracing::info!(partition = %manifest.range(), "skipping partition (already committed)");
+            return;
+        }
+        self.counts.adopted_with_other_settings += 1;
+        tracing::warn!(
+            partition = %manifest.range(),
+            differences = %differences.join("; "),
+            "skipping partition (already committed) although it was written with other settings; it is kept as it is (set era.allow_overwrite to rewrite it)"
+        );
+    }
+
+    /// Replaces the committed partition `existing` with the one built in `staged` (see the
+    /// module docs). Returns the manifest now committed, whether it is the existing one (the
+    /// rebuilt file was identical), and the replaced table.
+    async fn replace_staged(
+        &mut self,
+        staged: &Staged,
+        existing: &ExistingPartition,
+    ) -> Result<(Manifest, bool, Option<ManifestTable>), SequenceError> {
+        let range = staged.range;
+        // Everything that can refuse, before anything is changed.
+        self.check_dataset(&existing.manifest, &existing.manifest_key)?;
+        if let Some(prior) = &self.prior_last_hash {
+            check_link(
+                range,
+                &staged.edges.previous_ledger_hash,
+                prior,
+                &staged.parquet_key,
+            )?;
+        }
+        let manifest = self.manifest_for(staged);
+        let old = existing.manifest.primary().cloned();
+        if old.as_ref() == manifest.primary() {
+            self.committer.discard(&staged.parquet_key).await?;
+            tracing::info!(partition = %range, "rebuilt partition is identical to the committed one; kept");
+            return Ok((existing.manifest.clone(), true, None));
+        }
+        let candidate = CommitEvent {
+            range,
+            storage_path: self.layout.storage_path(range),
+            parquet_uri: self
+                .committer
+                .location
+                .uri_of(&self.layout.parquet_key(range)),
+            manifest: manifest.clone(),
+            adopted: false,
+            overwrite: true,
+            replaced: old.clone(),
+        };
+        for hook in &self.hooks {
+            hook.check_replace(&candidate).await?;
+        }
+        self.committer
+            .replace(&manifest, &staged.parquet_key)
+            .await?;
+        self.counts.replaced += 1;
+        tracing::info!(
+            partition = %range,
+            rows = staged.file.rows,
+            bytes = staged.file.byte_size,
+            replaced = %old.as_ref().map(|t| t.checksum.as_str()).unwrap_or(""),
+            hash = %manifest.primary().map(|t| t.checksum.as_str()).unwrap_or(""),
+            differences = %crate::publish::settings_differences(&existing.manifest, &self.settings).join("; "),
+            "replaced partition (era.allow_overwrite)"
+        );
+        Ok((manifest, false, old))
     }
 
     async fn commit_staged(&mut self, staged: &Staged) -> Result<Manifest, SequenceError> {
@@ -217,11 +331,18 @@ impl Sequencer {
             }),
             ingested_at: Some(self.ingested_at.clone()),
             network_passphrase: self.network_passphrase.clone(),
+            writer: Some(self.settings.writer.clone()),
             manifest_sha256: None, // sealed when written
         }
     }
 
     fn check_adopted(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
+        self.check_dataset(manifest, key)?;
+        self.check_adopted_link(manifest, key)
+    }
+
+    /// A committed partition found in storage must belong to this dataset.
+    pub fn check_dataset(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
         let p = &manifest.partition;
         let l = &self.layout;
         if (p.network.as_str(), p.era_id.as_str(), p.version.as_str())
@@ -238,6 +359,10 @@ impl Sequencer {
                 expected: format!("{}/{}/{}", l.network, l.era_id, l.version_label),
             });
         }
+        Ok(())
+    }
+
+    fn check_adopted_link(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
         match (
             &self.prior_last_hash,
             manifest

@@ -1,8 +1,10 @@
 //! The commit protocol. The Parquet file is uploaded first (see `upload`); the manifest is
 //! written last with a conditional create and is the commit marker. So:
 //! * a partition without a manifest is not committed, and its leftover file is simply replaced;
-//! * a committed partition is never overwritten unless `allow_overwrite`, and then it is first
-//!   un-committed (manifest deleted) so a crash mid-way leaves it uncommitted, never mismatched.
+//! * a committed partition is never overwritten unless `allow_overwrite`; then its new file is
+//!   built beside it (`part-S-E.parquet.replacing`) and, once every check has passed,
+//!   [`Committer::replace`] un-commits it (manifest deleted), moves the new file into place and
+//!   commits the new manifest: a crash mid-way leaves it uncommitted, never mismatched.
 
 use std::sync::Arc;
 
@@ -101,6 +103,44 @@ impl Committer {
     /// Deletes the manifest of `range` so the partition is no longer committed (overwrite only).
     pub async fn uncommit(&self, range: LedgerRange) -> Result<(), CommitError> {
         let key = self.location.key(&self.layout.manifest_key(range));
+        match self.store().delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(CommitError::Store {
+                op: "delete",
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Replaces the committed partition `manifest` describes with the file built at
+    /// `replacement_key`: un-commit (delete the manifest), move the file into place, commit the
+    /// new manifest. Call it only after everything that could refuse the replacement has
+    /// agreed (see the sequencer).
+    pub async fn replace(
+        &self,
+        manifest: &Manifest,
+        replacement_key: &str,
+    ) -> Result<(), CommitError> {
+        let range = manifest.range();
+        self.uncommit(range).await?;
+        let from = self.location.key(replacement_key);
+        let to = self.location.key(&self.layout.parquet_key(range));
+        let store_err = |op, key: &object_store::path::Path| {
+            let key = key.to_string();
+            move |source| CommitError::Store { op, key, source }
+        };
+        self.store()
+            .copy(&from, &to)
+            .await
+            .map_err(store_err("move into place", &to))?;
+        self.commit(manifest).await?;
+        self.discard(replacement_key).await
+    }
+
+    /// Deletes a replacement file that is not needed (or no longer needed).
+    pub async fn discard(&self, replacement_key: &str) -> Result<(), CommitError> {
+        let key = self.location.key(replacement_key);
         match self.store().delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(CommitError::Store {

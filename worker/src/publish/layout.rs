@@ -59,6 +59,13 @@ impl DatasetLayout {
         )
     }
 
+    /// Where the new Parquet file of a committed partition being replaced
+    /// (`era.allow_overwrite`) is built: beside the committed one, under a name no reader's
+    /// `*.parquet` matches, until every check has passed and it is moved into place.
+    pub fn replacement_key(&self, range: LedgerRange) -> String {
+        format!("{}.replacing", self.parquet_key(range))
+    }
+
     pub fn manifest_key(&self, range: LedgerRange) -> String {
         format!("{}/{MANIFEST_FILE}", self.partition_dir(range))
     }

@@ -29,6 +29,10 @@ pub struct Manifest {
     pub ingested_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_passphrase: Option<String>,
+    /// The Parquet writer settings the file was written with (absent in manifests of the
+    /// original and of older versions), so a rerun with other settings can say what differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<WriterInfo>,
     /// Self-checksum as read from a file (see the module docs). [`Manifest::to_json`] always
     /// writes a fresh one, whatever this holds. Absent in manifests of the original.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +88,59 @@ impl Producer {
             git_sha: crate::GIT_SHA.into(),
         }
     }
+}
+
+/// `storage.compression`, `storage.compression_level` and `storage.row_group_bytes` of the run
+/// that wrote a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterInfo {
+    pub compression: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i32>,
+    pub row_group_bytes: u64,
+}
+
+/// The settings that decide a partition's bytes, as this run would write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSettings {
+    pub ingested_at: String,
+    pub writer: WriterInfo,
+}
+
+/// What differs between how a committed partition was written (its manifest) and how this run
+/// would write it (pure): one `name: committed X, configured Y` entry per differing setting.
+/// Settings the manifest does not record (older manifests) are not compared.
+pub fn settings_differences(manifest: &Manifest, current: &PartitionSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |name: &str, committed: String, configured: String| {
+        if committed != configured {
+            out.push(format!(
+                "{name}: committed {committed}, configured {configured}"
+            ));
+        }
+    };
+    if let Some(committed) = &manifest.ingested_at {
+        let norm = |t: &str| {
+            crate::time::rfc3339_to_millis(t).map_or(t.to_string(), crate::time::millis_to_rfc3339)
+        };
+        differ("ingested_at", norm(committed), norm(&current.ingested_at));
+    }
+    if let Some(w) = &manifest.writer {
+        let c = &current.writer;
+        differ("compression", w.compression.clone(), c.compression.clone());
+        let level = |l: Option<i32>| l.map_or("default".to_string(), |l| l.to_string());
+        differ(
+            "compression_level",
+            level(w.compression_level),
+            level(c.compression_level),
+        );
+        differ(
+            "row_group_bytes",
+            w.row_group_bytes.to_string(),
+            c.row_group_bytes.to_string(),
+        );
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +216,55 @@ pub fn checksum_string(sha256: &[u8; 32]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn settings_differences_name_each_differing_setting() {
+        use super::{PartitionSettings, WriterInfo, settings_differences};
+        let writer = WriterInfo {
+            compression: "zstd".into(),
+            compression_level: None,
+            row_group_bytes: 64,
+        };
+        let mut m = sample_for_settings();
+        m.ingested_at = Some("2025-01-15T10:00:00Z".into());
+        m.writer = Some(writer.clone());
+        let same = PartitionSettings {
+            ingested_at: "2025-01-15T10:00:00.000Z".into(),
+            writer: writer.clone(),
+        };
+        assert!(
+            settings_differences(&m, &same).is_empty(),
+            "same instant, other spelling"
+        );
+        let other = PartitionSettings {
+            ingested_at: "2020-01-01T00:00:00Z".into(),
+            writer: WriterInfo {
+                compression: "snappy".into(),
+                compression_level: Some(3),
+                row_group_bytes: 64,
+            },
+        };
+        assert_eq!(
+            settings_differences(&m, &other),
+            vec![
+                "ingested_at: committed 2025-01-15T10:00:00.000Z, configured 2020-01-01T00:00:00.000Z",
+                "compression: committed zstd, configured snappy",
+                "compression_level: committed default, configured 3",
+            ]
+        );
+        // An older manifest records only ingested_at: only that is compared.
+        m.writer = None;
+        assert_eq!(settings_differences(&m, &other).len(), 1);
+    }
+
+    fn sample_for_settings() -> super::Manifest {
+        super::Manifest::from_json(
+            br#"{"partition":{"start":2,"end":11,"era_id":"e","version":"v1","network":"testnet"},
+                "tables":{},"producer":{"name":"bronze-copier","version":"0"},"created_at":"x"}"#,
+        )
+        .unwrap()
+    }
+
     use super::*;
 
     const ORIGINAL: &str = r#"{
@@ -210,6 +316,7 @@ mod tests {
             }),
             ingested_at: None,
             network_passphrase: None,
+            writer: None,
             manifest_sha256: None,
         };
         let json = String::from_utf8(m.to_json()).unwrap();
@@ -233,6 +340,7 @@ mod tests {
         );
         assert_eq!(
             Manifest {
+                writer: None,
                 manifest_sha256: None,
                 ..read.clone()
             },

@@ -8,6 +8,7 @@ mod upload;
 pub use commit::{CommitError, Committer, ExistingPartition};
 pub use layout::{DatasetLayout, MANIFEST_FILE};
 pub use manifest::{
-    ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer, SealCheck, checksum_string,
+    ChainInfo, Manifest, ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
+    WriterInfo, checksum_string, settings_differences,
 };
 pub use upload::{UploadError, UploadSink, Uploader, start_upload};

@@ -1,6 +1,8 @@
 //! The audit chain against storage: every event's hash recomputed, every link checked, the file
-//! in the writer's exact format, exactly one event per committed partition describing exactly
-//! that partition, and the recorded head and delivery cursor consistent with the events.
+//! in the writer's exact format, an event for every committed partition whose current one (the
+//! last in chain order: the partition's first event, or its latest `bronze_partition_replaced`
+//! event) describes exactly that partition, and the recorded head and delivery cursor
+//! consistent with the events.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,8 +52,7 @@ pub async fn check_chain(
         }
     }
 
-    let events: BTreeMap<LedgerRange, &crate::pas::StoredEvent> =
-        view.events.iter().map(|e| (e.range, e)).collect();
+    let events: BTreeMap<LedgerRange, &crate::pas::StoredEvent> = view.current();
     for p in committed {
         let Some(e) = events.get(&p.range) else {
             report.problem(
@@ -133,8 +134,8 @@ pub async fn check_chain(
     if delivery_configured {
         match outbox.delivered(&chain).await {
             Ok(d) => {
-                let end = d.map_or(0, |d| d.ledger_end);
-                let pending = view.events.iter().filter(|e| e.range.start > end).count();
+                let done = d.map_or(0, |d| view.delivered_prefix(&d.event_hash, d.ledger_end));
+                let pending = view.events.len() - done;
                 if pending > 0 {
                     report.warning(
                         None,

@@ -17,7 +17,7 @@ fn dsn_with_password(pg: &Postgres, db: &str) -> String {
         .replace("postgres@", &format!("postgres:{PASSWORD}@"))
 }
 
-fn catalog_yaml(dsn: &str, strict: bool) -> String {
+pub(crate) fn catalog_yaml(dsn: &str, strict: bool) -> String {
     format!("catalog:\n  postgres_dsn: \"{dsn}\"\n  strict: {strict}\n")
 }
 
@@ -67,7 +67,7 @@ fn pubnet_identity() -> DatasetIdentity {
 
 /// Checks the catalog against storage: one row per manifest, same checksum/rows/bytes, prev_hash
 /// chained, storage_uri pointing at the existing file (prefix included), quality rows present.
-fn assert_catalog_matches_storage(pg: &Postgres, db: &str, work: &Harness) {
+pub(crate) fn assert_catalog_matches_storage(pg: &Postgres, db: &str, work: &Harness) {
     let manifests = work.manifests();
     let rows = lineage(pg, db);
     assert_eq!(
@@ -94,7 +94,10 @@ fn assert_catalog_matches_storage(pg: &Postgres, db: &str, work: &Harness) {
             .strip_prefix("file://")
             .unwrap_or_else(|| panic!("storage_uri {}", row[6]));
         assert!(
-            row[6].contains("/bronze/pubnet/pre_p23/v1/ledgers_lcm_raw/"),
+            row[6].contains(&format!(
+                "/bronze/{}/pre_p23/v1/ledgers_lcm_raw/",
+                work.network
+            )),
             "the storage prefix is part of the URI: {}",
             row[6]
         );

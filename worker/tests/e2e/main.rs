@@ -17,6 +17,7 @@ mod follow;
 mod health;
 mod local;
 mod metrics;
+mod overwrite;
 mod pas;
 mod pas_stream;
 mod runbook;

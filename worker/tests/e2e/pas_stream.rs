@@ -54,11 +54,14 @@ fn commit(start: u32, end: u32, checksum: &str) -> CommitEvent {
             chain: None,
             ingested_at: None,
             network_passphrase: None,
+            writer: None,
             manifest_sha256: None,
         },
         storage_path: layout().storage_path(range),
         parquet_uri: String::new(),
         adopted: false,
+        overwrite: false,
+        replaced: None,
     }
 }
 
@@ -138,7 +141,7 @@ async fn exercise(outbox: Arc<dyn Outbox>) {
         "",
         chrono::Utc::now(),
     );
-    match outbox.create(&other).await.unwrap() {
+    match outbox.create(&other, 0).await.unwrap() {
         Created::Existing(found) => assert_eq!(*found, e1),
         Created::Written => panic!("an event was overwritten"),
     }
@@ -332,7 +335,7 @@ async fn crash_between_storing_an_event_and_recording_the_head() {
         &e1.chain.event_hash,
         chrono::Utc::now(),
     );
-    assert_eq!(outbox.create(&e2).await.unwrap(), Created::Written);
+    assert_eq!(outbox.create(&e2, 0).await.unwrap(), Created::Written);
     assert_eq!(
         outbox.recorded_head(&chain).await.unwrap().unwrap(),
         e1.chain.event_hash
