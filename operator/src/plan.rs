@@ -459,12 +459,6 @@ fn overlaps(a: LedgerRange, b: LedgerRange) -> bool {
     a.start <= b.end && b.start <= a.end
 }
 
-fn parse_range(text: &str) -> Option<LedgerRange> {
-    let (s, e) = text.split_once('-')?;
-    let (s, e) = (s.parse().ok()?, e.parse().ok()?);
-    (s <= e).then(|| LedgerRange::new(s, e))
-}
-
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -486,7 +480,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     let previous_failures: BTreeMap<LedgerRange, &FailedRange> = previous
         .failed_partitions
         .iter()
-        .filter_map(|f| Some((parse_range(&f.range)?, f)))
+        .filter_map(|f| Some((f.range.parse::<LedgerRange>().ok()?, f)))
         .collect();
 
     let mut create = Vec::new();
@@ -727,7 +721,7 @@ pub fn plan(input: &PlanInput) -> Plan {
 
     failed.sort_by_key(|(r, _)| *r);
     failed.dedup_by_key(|(r, _)| *r);
-    running.sort_by_key(|r| parse_range(&r.range));
+    running.sort_by_key(|r| r.range.parse::<LedgerRange>().ok());
 
     let waiting = input
         .jobs
