@@ -2,7 +2,7 @@
 //! (see [`crate::chain`]) and the observed Jobs, decide which Jobs to create, delete or harvest,
 //! and compute the whole new status. Nothing here does I/O or reads a clock.
 //!
-//! Rules (each has a test below or a property in `tests/planner_props.rs`):
+//! Rules (each has a test in `plan/tests.rs` or a property in `plan/props.rs`):
 //! * The job grid: Job `j` covers partitions `[j·partitionsPerJob, (j+1)·partitionsPerJob)` of the
 //!   partition grid (clipped to the range), so a range always maps to the same Job name.
 //! * At most `maxConcurrentJobs` Jobs are active; new Jobs go to the lowest unfinished ranges that

@@ -1,5 +1,5 @@
 //! The standalone checkpoint: `<dir>/checkpoint_<network>_<era_id>_<version_label>.json`
-//! (section 5 of the original's behaviour), written atomically after each committed partition.
+//! (docs/formats.md#checkpoint-standalone), written atomically after each committed partition.
 //!
 //! Only the file of the configured network, era and version is ever read (the original read
 //! whichever `checkpoint_*.json` came first). The runbook's hand-written `checkpoint.json` is

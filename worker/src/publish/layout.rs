@@ -1,4 +1,4 @@
-//! Output paths (section 4.1 of the original's behaviour):
+//! Output paths (docs/formats.md#layout):
 //! `<prefix><network>/<era_id>/<version_label>/ledgers_lcm_raw/range=S-E/{part-S-E.parquet,_manifest.json}`.
 
 use crate::config::{Config, PRIMARY_TABLE};
