@@ -1,7 +1,8 @@
 # Bronze: developer and CI entry points. `make help` lists the targets.
 #
 # Adding a target: declare it in .PHONY and end its rule line with `## what it does` so that
-# `make help` shows it. CI (.ci/run) runs `make test-deps`, `make test`, then `make test-cluster`.
+# `make help` shows it. CI (.ci/run) runs `make test-deps`, `make lint`, `make test`, then
+# `make test-cluster` and `make bench-smoke`.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -53,7 +54,7 @@ bench-smoke: ## `make bench` end to end on 300 ledgers, one round, unoptimised (
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_LEDGERS=300 BENCH_PARTITION=100 BENCH_ROUNDS=1 bash scripts/bench.sh; \
 	rm -rf $$d
 
-lint: ## rustfmt and clippy, as CI expects them
+lint: ## rustfmt --check and clippy -D warnings over every target (CI runs it before the tests)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -251,7 +251,7 @@ pub async fn sequence(
                 AuditError::Conflict { range, message } => {
                     out.fault = Some(Fault {
                         range,
-                        reason: "AuditConflict",
+                        reason: crate::plan::reason::AUDIT_CONFLICT,
                         message,
                     });
                 }
@@ -448,7 +448,7 @@ async fn sequence_partitions(
             Err(e) => {
                 out.fault = Some(Fault {
                     range,
-                    reason: "VerificationFailed",
+                    reason: crate::plan::reason::VERIFICATION_FAILED,
                     message: e.message,
                 });
                 return;
@@ -476,7 +476,7 @@ async fn sequence_partitions(
             Err(message) => {
                 out.fault = Some(Fault {
                     range,
-                    reason: "VerificationFailed",
+                    reason: crate::plan::reason::VERIFICATION_FAILED,
                     message,
                 });
                 return;
@@ -505,7 +505,7 @@ async fn sequence_partitions(
                 Err(AuditError::Conflict { message, .. }) => {
                     out.fault = Some(Fault {
                         range,
-                        reason: "AuditConflict",
+                        reason: crate::plan::reason::AUDIT_CONFLICT,
                         message,
                     });
                     return;

@@ -447,7 +447,7 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
     let labels = meta.labels.clone().unwrap_or_default();
     let range = annotations
         .get(ANNOTATION_RANGE)
-        .and_then(|r| bronze::cli::parse_range(r).ok())
+        .and_then(|r| r.parse::<LedgerRange>().ok())
         .or_else(|| {
             let start = labels.get(LABEL_RANGE_START)?.parse().ok()?;
             let end = labels.get(LABEL_RANGE_END)?.parse().ok()?;

@@ -2,7 +2,7 @@
 //! (see [`crate::chain`]) and the observed Jobs, decide which Jobs to create, delete or harvest,
 //! and compute the whole new status. Nothing here does I/O or reads a clock.
 //!
-//! Rules (each has a test below or a property in `tests/planner_props.rs`):
+//! Rules (each has a test in `plan/tests.rs` or a property in `plan/props.rs`):
 //! * The job grid: Job `j` covers partitions `[j·partitionsPerJob, (j+1)·partitionsPerJob)` of the
 //!   partition grid (clipped to the range), so a range always maps to the same Job name.
 //! * At most `maxConcurrentJobs` Jobs are active; new Jobs go to the lowest unfinished ranges that
@@ -156,23 +156,27 @@ pub struct JobFailure {
 }
 
 impl JobFailure {
-    /// The status reason: the worker's exit code class, else the Job's reason.
+    /// The status reason: the worker's exit code class ([`bronze::exit`]), else the Job's
+    /// reason.
     pub fn kind(&self) -> &'static str {
-        match self.exit_code {
-            Some(2) => "Config",
-            Some(3) => "BadInput",
-            Some(4) => "Conflict",
+        match self.exit_code.and_then(|c| u8::try_from(c).ok()) {
+            Some(bronze::exit::CONFIG) => reason::CONFIG,
+            Some(bronze::exit::BAD_INPUT) => reason::BAD_INPUT,
+            Some(bronze::exit::CONFLICT) => reason::CONFLICT,
             _ => match self.reason.as_str() {
-                "PodFailurePolicy" => "BadInput",
-                "DeadlineExceeded" => "DeadlineExceeded",
-                _ => "Retryable",
+                "PodFailurePolicy" => reason::BAD_INPUT,
+                "DeadlineExceeded" => reason::DEADLINE_EXCEEDED,
+                _ => reason::RETRYABLE,
             },
         }
     }
 
     /// Whether another Job may succeed: bad input, conflicts and config errors never will.
     pub fn retryable(&self) -> bool {
-        !matches!(self.kind(), "Config" | "BadInput" | "Conflict")
+        !matches!(
+            self.kind(),
+            reason::CONFIG | reason::BAD_INPUT | reason::CONFLICT
+        )
     }
 }
 
@@ -459,124 +463,228 @@ fn overlaps(a: LedgerRange, b: LedgerRange) -> bool {
     a.start <= b.end && b.start <= a.end
 }
 
-fn parse_range(text: &str) -> Option<LedgerRange> {
-    let (s, e) = text.split_once('-')?;
-    let (s, e) = (s.parse().ok()?, e.parse().ok()?);
-    (s <= e).then(|| LedgerRange::new(s, e))
-}
-
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Reasons recorded for Job failures (as opposed to faults found in storage).
 fn is_job_failure(reason: &str) -> bool {
-    !matches!(reason, "VerificationFailed" | "AuditConflict")
+    !matches!(reason, reason::VERIFICATION_FAILED | reason::AUDIT_CONFLICT)
 }
 
-/// Plans one reconcile.
+/// Plans one reconcile, in steps: classify the observed Jobs, carry retries decided earlier,
+/// stop at a fault the sequencer found, schedule new Jobs, then derive the phase, the events,
+/// the conditions and the progress from what was decided.
 pub fn plan(input: &PlanInput) -> Plan {
-    let spec = input.spec;
-    let grid = Grid::of(spec);
-    let seq = input.sequenced;
-    let done_through = seq.checkpoint.as_ref().map(|c| c.last_committed_ledger);
-    let is_done = |r: LedgerRange| done_through.is_some_and(|d| r.end <= d);
-    let max_attempts = spec.worker.max_attempts.max(1);
     let previous = input.previous.cloned().unwrap_or_default();
-    let previous_failures: BTreeMap<LedgerRange, &FailedRange> = previous
-        .failed_partitions
-        .iter()
-        .filter_map(|f| Some((parse_range(&f.range)?, f)))
-        .collect();
+    let ctx = Context::new(input, &previous);
+    let mut work = Work::default();
+    classify_jobs(&ctx, &mut work);
+    carry_retries(&ctx, &mut work);
+    block_at_fault(&ctx, &mut work);
+    schedule(&ctx, &mut work);
+    work_events(&ctx, &mut work);
+    work.failed.sort_by_key(|(r, _)| *r);
+    work.failed.dedup_by_key(|(r, _)| *r);
+    work.running
+        .sort_by_key(|r| r.range.parse::<LedgerRange>().ok());
 
-    let mut create = Vec::new();
-    let mut delete = Vec::new();
-    let mut harvest = Vec::new();
-    let mut events = Vec::new();
-    let mut running = Vec::new();
-    let mut failed: Vec<(LedgerRange, FailedRange)> = Vec::new();
-    // Ranges that must not get a new Job now (a Job exists or is being deleted).
-    let mut occupied: Vec<LedgerRange> = Vec::new();
-    // The attempt number of the next Job for a range whose previous Job failed retryably.
-    let mut next_attempt: BTreeMap<LedgerRange, u32> = BTreeMap::new();
-    let mut active = 0u32;
-    // The lowest range that failed for good: nothing from there on gets a Job.
-    let mut blocked_at: Option<u32> = None;
-    let mut block = |at: u32| blocked_at = Some(blocked_at.map_or(at, |b: u32| b.min(at)));
+    let state = phase(&ctx, &work);
+    phase_event(&ctx, &state, &mut work.events);
+    let health = health(&ctx, &mut work.events);
+    let conditions = conditions(&ctx, &work, &state, &health);
+    let (progress, ledgers_per_second) = progress(&ctx);
+    let requeue = requeue(&ctx, state.phase, &health);
 
-    let mut jobs: Vec<&ObservedJob> = input.jobs.iter().collect();
+    let seq = ctx.seq;
+    let status = BronzeBackfillStatus {
+        phase: Some(state.phase),
+        message: Some(state.message),
+        observed_generation: input.generation,
+        conditions,
+        ingested_at: Some(input.ingested_at.to_string()),
+        checkpoint: seq.checkpoint.clone(),
+        pas: seq.outbox.as_ref().map(|outbox| PasStatus {
+            chain_head: seq.chain_head.clone(),
+            event_count: seq.event_count,
+            outbox: outbox.clone(),
+            undelivered: seq.undelivered,
+        }),
+        catalog: health.catalog,
+        progress: Some(progress),
+        last_committed_ledger: ctx.done_through,
+        ledgers_per_second,
+        tip_ledger: if ctx.spec.follows_tip() {
+            input.tip
+        } else {
+            None
+        },
+        running_partitions: work.running,
+        failed_partitions: work.failed.into_iter().map(|(_, f)| f).collect(),
+    };
+    Plan {
+        create: work.create,
+        delete: work.delete,
+        harvest: work.harvest,
+        status,
+        events: work.events,
+        requeue,
+    }
+}
+
+/// What every step reads: the input and what follows from it directly.
+struct Context<'a> {
+    input: &'a PlanInput<'a>,
+    spec: &'a BronzeBackfillSpec,
+    grid: Grid,
+    seq: &'a Sequenced,
+    /// The checkpoint: the last ledger sequenced.
+    done_through: Option<u32>,
+    max_attempts: u32,
+    previous: &'a BronzeBackfillStatus,
+    previous_failures: BTreeMap<LedgerRange, &'a FailedRange>,
+}
+
+impl<'a> Context<'a> {
+    fn new(input: &'a PlanInput<'a>, previous: &'a BronzeBackfillStatus) -> Self {
+        Self {
+            input,
+            spec: input.spec,
+            grid: Grid::of(input.spec),
+            seq: input.sequenced,
+            done_through: input
+                .sequenced
+                .checkpoint
+                .as_ref()
+                .map(|c| c.last_committed_ledger),
+            max_attempts: input.spec.worker.max_attempts.max(1),
+            previous,
+            previous_failures: previous
+                .failed_partitions
+                .iter()
+                .filter_map(|f| Some((f.range.parse::<LedgerRange>().ok()?, f)))
+                .collect(),
+        }
+    }
+
+    /// Whether every partition of `r` is sequenced.
+    fn is_done(&self, r: LedgerRange) -> bool {
+        self.done_through.is_some_and(|d| r.end <= d)
+    }
+}
+
+/// What the planner has decided so far in this reconcile.
+#[derive(Default)]
+struct Work {
+    create: Vec<JobRequest>,
+    delete: Vec<String>,
+    harvest: Vec<String>,
+    events: Vec<Note>,
+    running: Vec<RunningRange>,
+    failed: Vec<(LedgerRange, FailedRange)>,
+    /// Ranges that must not get a new Job now (a Job exists or is being deleted).
+    occupied: Vec<LedgerRange>,
+    /// The attempt number of the next Job for a range whose previous Job failed retryably.
+    next_attempt: BTreeMap<LedgerRange, u32>,
+    active: u32,
+    /// The lowest range that failed for good: nothing from there on gets a Job.
+    blocked_at: Option<u32>,
+}
+
+impl Work {
+    fn block(&mut self, at: u32) {
+        self.blocked_at = Some(self.blocked_at.map_or(at, |b| b.min(at)));
+    }
+
+    /// A failed Job: recorded (with an event when new), then deleted to run again or, when it
+    /// cannot be retried, a block on its range.
+    fn fail_job(
+        &mut self,
+        ctx: &Context,
+        job: &ObservedJob,
+        (reason, message): (&str, String),
+        exit_code: Option<i32>,
+        retry: bool,
+    ) {
+        record_failure(
+            &mut self.failed,
+            &mut self.events,
+            &ctx.previous_failures,
+            job,
+            reason,
+            message,
+            exit_code,
+            retry,
+        );
+        self.occupied.push(job.range);
+        if retry {
+            self.delete.push(job.name.clone());
+            self.next_attempt.insert(job.range, job.attempt + 1);
+        } else {
+            self.block(job.range.start);
+        }
+    }
+}
+
+/// Step 1: each observed Job is running, done (harvest it), outside the range (delete it),
+/// committed ahead of the checkpoint, or failed (retry or block).
+fn classify_jobs(ctx: &Context, work: &mut Work) {
+    let mut jobs: Vec<&ObservedJob> = ctx.input.jobs.iter().collect();
     jobs.sort_by_key(|j| (j.range, j.attempt));
     for job in jobs {
-        let outside = grid
+        let outside = ctx
+            .grid
             .last_ledger()
             .is_some_and(|last| job.range.start > last);
         match &job.state {
             _ if outside => {
                 // The range shrank under it (ledgerEnd lowered): nothing of it is wanted.
-                delete.push(job.name.clone());
-                occupied.push(job.range);
+                work.delete.push(job.name.clone());
+                work.occupied.push(job.range);
             }
             JobState::Active => {
-                active += 1;
-                occupied.push(job.range);
-                running.push(RunningRange {
+                work.active += 1;
+                work.occupied.push(job.range);
+                work.running.push(RunningRange {
                     range: job.range.to_string(),
                     job: job.name.clone(),
                     attempt: job.attempt,
                 });
             }
-            JobState::Succeeded if is_done(job.range) => {
+            // Failed and done: its partitions got committed and sequenced anyway (a later
+            // attempt).
+            JobState::Succeeded | JobState::Failed(_) if ctx.is_done(job.range) => {
                 if !job.harvested {
-                    harvest.push(job.name.clone());
+                    work.harvest.push(job.name.clone());
                 }
             }
             JobState::Succeeded => {
+                let seq = ctx.seq;
                 let lost = seq.fault.is_none()
                     && seq.waiting_for.is_some_and(|w| job.range.contains(w.start));
                 if !lost {
-                    occupied.push(job.range); // committed ahead; waits for earlier ranges
+                    work.occupied.push(job.range); // committed ahead; waits for earlier ranges
                     continue;
                 }
                 // It says done, yet its first unsequenced partition has no manifest: the data
                 // was removed (or never written). Run the range again.
-                let retry = job.attempt < max_attempts;
                 let message = format!(
                     "Job {} completed but partition {} has no committed manifest",
                     job.name,
                     seq.waiting_for.map(|w| w.to_string()).unwrap_or_default()
                 );
-                record_failure(
-                    &mut failed,
-                    &mut events,
-                    &previous_failures,
-                    job,
-                    "MissingManifest",
-                    message,
-                    None,
-                    retry,
-                );
-                occupied.push(job.range);
-                if retry {
-                    delete.push(job.name.clone());
-                    next_attempt.insert(job.range, job.attempt + 1);
-                } else {
-                    block(job.range.start);
-                }
-            }
-            JobState::Failed(_) if is_done(job.range) => {
-                // Its partitions got committed and sequenced anyway (a later attempt).
-                if !job.harvested {
-                    harvest.push(job.name.clone());
-                }
+                let retry = job.attempt < ctx.max_attempts;
+                work.fail_job(ctx, job, (reason::MISSING_MANIFEST, message), None, retry);
             }
             JobState::Failed(failure) => {
                 // Follow mode: its worker found an object missing that has not arrived yet.
-                let late = input.hole.filter(|h| {
-                    spec.follows_tip()
-                        && failure.kind() == "BadInput"
+                let late = ctx.input.hole.filter(|h| {
+                    ctx.spec.follows_tip()
+                        && failure.kind() == reason::BAD_INPUT
                         && overlaps(job.range, LedgerRange::new(h.start, h.end))
                 });
-                let retry = late.is_some() || (failure.retryable() && job.attempt < max_attempts);
+                let retry =
+                    late.is_some() || (failure.retryable() && job.attempt < ctx.max_attempts);
                 let mut message = if failure.message.is_empty() {
                     failure.reason.clone()
                 } else {
@@ -588,66 +696,68 @@ pub fn plan(input: &PlanInput) -> Plan {
                         hole.describe()
                     );
                 }
-                record_failure(
-                    &mut failed,
-                    &mut events,
-                    &previous_failures,
+                work.fail_job(
+                    ctx,
                     job,
-                    failure.kind(),
-                    message,
+                    (failure.kind(), message),
                     failure.exit_code,
                     retry,
                 );
-                occupied.push(job.range);
-                if retry {
-                    delete.push(job.name.clone());
-                    next_attempt.insert(job.range, job.attempt + 1);
-                } else {
-                    block(job.range.start);
-                }
             }
         }
     }
+}
 
-    // Retries decided in an earlier reconcile whose Job is gone now: carry the attempt count.
-    // A final failure whose Job is gone was cleared by the user (deleting the Job = try again).
-    for (range, record) in &previous_failures {
-        let job_gone = !input.jobs.iter().any(|j| overlaps(j.range, *range));
-        if job_gone && record.retrying && is_job_failure(&record.reason) && !is_done(*range) {
-            next_attempt
+/// Step 2: retries decided in an earlier reconcile whose Job is gone now keep their attempt
+/// count. A final failure whose Job is gone was cleared by the user (deleting the Job = try
+/// again).
+fn carry_retries(ctx: &Context, work: &mut Work) {
+    for (range, record) in &ctx.previous_failures {
+        let job_gone = !ctx.input.jobs.iter().any(|j| overlaps(j.range, *range));
+        if job_gone && record.retrying && is_job_failure(&record.reason) && !ctx.is_done(*range) {
+            work.next_attempt
                 .entry(*range)
                 .or_insert(record.attempts.saturating_add(1));
-            failed.push((*range, (*record).clone()));
+            work.failed.push((*range, (*record).clone()));
         }
     }
+}
 
-    if let Some(fault) = &seq.fault {
-        block(fault.range.start);
-        let new = !previous_failures
-            .get(&fault.range)
-            .is_some_and(|f| f.reason == fault.reason && f.message == fault.message);
-        if new {
-            events.push(Note {
-                warning: true,
-                reason: fault.reason,
-                message: format!("partition {}: {}", fault.range, fault.message),
-            });
-        }
-        failed.push((
-            fault.range,
-            FailedRange {
-                range: fault.range.to_string(),
-                job: String::new(),
-                reason: fault.reason.to_string(),
-                message: fault.message.clone(),
-                exit_code: None,
-                attempts: 0,
-                retrying: false,
-            },
-        ));
+/// Step 3: a committed partition the sequencer cannot take blocks everything from it on.
+fn block_at_fault(ctx: &Context, work: &mut Work) {
+    let Some(fault) = &ctx.seq.fault else {
+        return;
+    };
+    work.block(fault.range.start);
+    let new = !ctx
+        .previous_failures
+        .get(&fault.range)
+        .is_some_and(|f| f.reason == fault.reason && f.message == fault.message);
+    if new {
+        work.events.push(Note {
+            warning: true,
+            reason: fault.reason,
+            message: format!("partition {}: {}", fault.range, fault.message),
+        });
     }
+    work.failed.push((
+        fault.range,
+        FailedRange {
+            range: fault.range.to_string(),
+            job: String::new(),
+            reason: fault.reason.to_string(),
+            message: fault.message.clone(),
+            exit_code: None,
+            attempts: 0,
+            retrying: false,
+        },
+    ));
+}
 
-    // New Jobs: the lowest unfinished ranges without a Job, up to the concurrency cap.
+/// Step 4: new Jobs for the lowest unfinished ranges without a Job, up to the concurrency cap,
+/// below the horizon (follow mode) and below a block.
+fn schedule(ctx: &Context, work: &mut Work) {
+    let (spec, input, grid) = (ctx.spec, ctx.input, &ctx.grid);
     let horizon = if spec.follows_tip() {
         // Only ledgers below the first missing object: a Job over a hole would fail.
         match input.hole {
@@ -657,48 +767,52 @@ pub fn plan(input: &PlanInput) -> Plan {
     } else {
         grid.last_ledger()
     };
-    if !spec.suspend
-        && let Some(horizon) = horizon
-    {
-        let mut slots = spec.max_concurrent_jobs.max(1).saturating_sub(active);
-        let mut cursor = grid.next_partition(done_through);
-        // Bounded look-ahead past ranges that already have Jobs.
-        let mut looked = 0;
-        while slots > 0 && looked < 10_000 {
-            let Some(partition) = cursor else { break };
-            let range = grid.job_range_of(partition);
-            if range.end > horizon {
-                break; // follow mode: the tip does not cover this range yet
-            }
-            if blocked_at.is_some_and(|b| range.end >= b) {
-                break; // ranges below a final failure still run; nothing from it on
-            }
-            if !occupied.iter().any(|o| overlaps(*o, range)) {
-                let attempt = next_attempt.get(&range).copied().unwrap_or(1);
-                let name = job_name(input.name, range);
-                running.push(RunningRange {
-                    range: range.to_string(),
-                    job: name.clone(),
-                    attempt,
-                });
-                failed.retain(|(r, _)| *r != range);
-                create.push(JobRequest {
-                    name,
-                    range,
-                    attempt,
-                });
-                slots -= 1;
-            }
-            looked += 1;
-            cursor = range.end.checked_add(1).and_then(|n| grid.partition_of(n));
+    let Some(horizon) = horizon.filter(|_| !spec.suspend) else {
+        return;
+    };
+    let mut slots = spec.max_concurrent_jobs.max(1).saturating_sub(work.active);
+    let mut cursor = grid.next_partition(ctx.done_through);
+    // Bounded look-ahead past ranges that already have Jobs.
+    let mut looked = 0;
+    while slots > 0 && looked < 10_000 {
+        let Some(partition) = cursor else { break };
+        let range = grid.job_range_of(partition);
+        if range.end > horizon {
+            break; // follow mode: the tip does not cover this range yet
         }
+        if work.blocked_at.is_some_and(|b| range.end >= b) {
+            break; // ranges below a final failure still run; nothing from it on
+        }
+        if !work.occupied.iter().any(|o| overlaps(*o, range)) {
+            let attempt = work.next_attempt.get(&range).copied().unwrap_or(1);
+            let name = job_name(input.name, range);
+            work.running.push(RunningRange {
+                range: range.to_string(),
+                job: name.clone(),
+                attempt,
+            });
+            work.failed.retain(|(r, _)| *r != range);
+            work.create.push(JobRequest {
+                name,
+                range,
+                attempt,
+            });
+            slots -= 1;
+        }
+        looked += 1;
+        cursor = range.end.checked_add(1).and_then(|n| grid.partition_of(n));
     }
+}
+
+/// Step 5a: events for the Jobs created and the partitions sequenced.
+fn work_events(ctx: &Context, work: &mut Work) {
+    let create = &work.create;
     if !create.is_empty() {
         let ranges: Vec<String> = create.iter().take(8).map(|c| c.range.to_string()).collect();
         let more = create.len().saturating_sub(ranges.len());
-        events.push(Note {
+        work.events.push(Note {
             warning: false,
-            reason: "JobsCreated",
+            reason: reason::JOBS_CREATED,
             message: format!(
                 "created {} Job(s) for ranges {}{}",
                 create.len(),
@@ -711,31 +825,45 @@ pub fn plan(input: &PlanInput) -> Plan {
             ),
         });
     }
-    if let (Some(first), Some(last)) = (seq.newly.first(), seq.newly.last()) {
-        events.push(Note {
+    let newly = &ctx.seq.newly;
+    if let (Some(first), Some(last)) = (newly.first(), newly.last()) {
+        work.events.push(Note {
             warning: false,
-            reason: "Committed",
+            reason: reason::COMMITTED,
             message: format!(
                 "sequenced {} partition(s) {}-{}; checkpoint at ledger {}",
-                seq.newly.len(),
+                newly.len(),
                 first.start,
                 last.end,
                 last.end
             ),
         });
     }
+}
 
-    failed.sort_by_key(|(r, _)| *r);
-    failed.dedup_by_key(|(r, _)| *r);
-    running.sort_by_key(|r| parse_range(&r.range));
+/// The phase and what the other steps need to know about how it was reached.
+struct PhaseState {
+    phase: Phase,
+    message: String,
+    /// Jobs are running or were just created.
+    in_flight: bool,
+    /// A Job succeeded over partitions not sequenced yet.
+    waiting: bool,
+    blocked: bool,
+}
 
+/// Step 5b: the phase and its message.
+fn phase(ctx: &Context, work: &Work) -> PhaseState {
+    let (spec, input, seq) = (ctx.spec, ctx.input, ctx.seq);
+    let active = work.active;
     let waiting = input
         .jobs
         .iter()
-        .any(|j| j.state == JobState::Succeeded && !is_done(j.range));
-    let finished = grid.last_ledger().is_some() && grid.next_partition(done_through).is_none();
-    let in_flight = active > 0 || !create.is_empty();
-    let blocked = blocked_at.is_some();
+        .any(|j| j.state == JobState::Succeeded && !ctx.is_done(j.range));
+    let finished =
+        ctx.grid.last_ledger().is_some() && ctx.grid.next_partition(ctx.done_through).is_none();
+    let in_flight = active > 0 || !work.create.is_empty();
+    let blocked = work.blocked_at.is_some();
     // Follow mode: the object the next Job waits for, when it is what holds planning back.
     let waiting_for_object = input
         .hole
@@ -743,7 +871,8 @@ pub fn plan(input: &PlanInput) -> Plan {
         .filter(|h| input.tip.is_some_and(|tip| h.start <= tip))
         .map(Hole::describe);
     let (phase, message) = if blocked {
-        let (range, f) = failed
+        let (range, f) = work
+            .failed
             .iter()
             .find(|(_, f)| !f.retrying)
             .cloned()
@@ -760,7 +889,7 @@ pub fn plan(input: &PlanInput) -> Plan {
             Phase::Succeeded,
             format!(
                 "all {} partitions committed",
-                grid.total_partitions().unwrap_or(0)
+                ctx.grid.total_partitions().unwrap_or(0)
             ),
         )
     } else if spec.suspend {
@@ -783,10 +912,10 @@ pub fn plan(input: &PlanInput) -> Plan {
                 (None, _) => "waiting for the datastore tip".to_string(),
             },
         )
-    } else if done_through.is_none() && !in_flight && !waiting {
+    } else if ctx.done_through.is_none() && !in_flight && !waiting {
         (Phase::Pending, "nothing started yet".to_string())
     } else {
-        let running = format!("{} Job(s) running", active as usize + create.len());
+        let running = format!("{} Job(s) running", active as usize + work.create.len());
         (
             Phase::Running,
             match &waiting_for_object {
@@ -795,28 +924,56 @@ pub fn plan(input: &PlanInput) -> Plan {
             },
         )
     };
-    if previous.phase != Some(phase) {
-        let note = match phase {
-            Phase::Suspended => Some((false, "Suspended")),
-            Phase::Succeeded => Some((false, "Succeeded")),
-            Phase::Failed => Some((true, "Failed")),
-            Phase::Following => Some((false, "CaughtUp")),
-            Phase::Running if previous.phase == Some(Phase::Suspended) => Some((false, "Resumed")),
-            _ => None,
-        };
-        if let Some((warning, reason)) = note {
-            events.push(Note {
-                warning,
-                reason,
-                message: message.clone(),
-            });
-        }
+    PhaseState {
+        phase,
+        message,
+        in_flight,
+        waiting,
+        blocked,
     }
+}
+
+/// Step 5c: an event when the phase changes to one worth telling.
+fn phase_event(ctx: &Context, state: &PhaseState, events: &mut Vec<Note>) {
+    let before = ctx.previous.phase;
+    if before == Some(state.phase) {
+        return;
+    }
+    let note = match state.phase {
+        Phase::Suspended => Some((false, reason::SUSPENDED)),
+        Phase::Succeeded => Some((false, reason::SUCCEEDED)),
+        Phase::Failed => Some((true, reason::FAILED)),
+        Phase::Following => Some((false, reason::CAUGHT_UP)),
+        Phase::Running if before == Some(Phase::Suspended) => Some((false, reason::RESUMED)),
+        _ => None,
+    };
+    if let Some((warning, reason)) = note {
+        events.push(Note {
+            warning,
+            reason,
+            message: state.message.clone(),
+        });
+    }
+}
+
+/// Storage and catalog trouble, as the conditions and requeue need it.
+struct Health {
+    /// The reason for `seq.trouble`.
+    trouble_reason: &'static str,
+    catalog: Option<CatalogStatus>,
+    /// A lenient catalog's error: sequencing goes on, the rows are written later.
+    catalog_behind: Option<String>,
+}
+
+/// Step 5d: storage and catalog trouble, with an event when it starts and when the catalog
+/// catches up.
+fn health(ctx: &Context, events: &mut Vec<Note>) -> Health {
+    let (seq, previous) = (ctx.seq, ctx.previous);
     // A catalog failure is reported as the catalog's (in strict mode it is also the trouble).
     let catalog_error = seq.catalog.as_ref().and_then(|c| c.error.clone());
     let trouble_reason = match (&seq.trouble, &catalog_error) {
-        (Some(t), Some(c)) if t.starts_with(c.as_str()) => "CatalogUnavailable",
-        _ => "StorageUnavailable",
+        (Some(t), Some(c)) if t.starts_with(c.as_str()) => reason::CATALOG_UNAVAILABLE,
+        _ => reason::STORAGE_UNAVAILABLE,
     };
     if let Some(trouble) = &seq.trouble {
         let known = previous
@@ -834,7 +991,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     let catalog = seq
         .catalog
         .as_ref()
-        .map(|c| catalog_status(c, previous.catalog.as_ref(), &grid, done_through));
+        .map(|c| catalog_status(c, previous.catalog.as_ref(), &ctx.grid, ctx.done_through));
     let catalog_behind = catalog
         .as_ref()
         .filter(|c| !c.strict)
@@ -849,7 +1006,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     {
         events.push(Note {
             warning: true,
-            reason: "CatalogBehind",
+            reason: reason::CATALOG_BEHIND,
             message: format!(
                 "{message}; sequencing goes on (catalog.strict is false) and the missing rows are written when the catalog is back"
             ),
@@ -862,7 +1019,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     {
         events.push(Note {
             warning: false,
-            reason: "CatalogCaughtUp",
+            reason: reason::CATALOG_CAUGHT_UP,
             message: format!(
                 "every sequenced partition has its catalog rows{}",
                 now.recorded_through
@@ -871,9 +1028,86 @@ pub fn plan(input: &PlanInput) -> Plan {
             ),
         });
     }
+    Health {
+        trouble_reason,
+        catalog,
+        catalog_behind,
+    }
+}
 
-    // Progress and rate.
-    let committed = grid.partitions_through(done_through);
+/// Step 6a: the four conditions, always all present, in [`CONDITION_TYPES`] order.
+fn conditions(ctx: &Context, work: &Work, state: &PhaseState, health: &Health) -> Vec<Condition> {
+    let (previous, input, seq) = (ctx.previous, ctx.input, ctx.seq);
+    let phase = state.phase;
+    let degraded = work.failed.first().map(|(r, f)| {
+        (
+            if f.retrying {
+                reason::RETRYING
+            } else {
+                reason::PARTITION_FAILED
+            },
+            format!("partition {r}: {} ({})", f.message, f.reason),
+        )
+    });
+    vec![
+        condition(
+            previous,
+            "Progressing",
+            state.in_flight || seq.more || (state.waiting && !state.blocked),
+            match phase {
+                Phase::Running => (reason::JOBS_RUNNING, state.message.clone()),
+                _ => (phase.as_str(), state.message.clone()),
+            },
+            input,
+        ),
+        condition(
+            previous,
+            "Complete",
+            phase == Phase::Succeeded,
+            (
+                if phase == Phase::Succeeded {
+                    reason::SUCCEEDED
+                } else {
+                    reason::IN_PROGRESS
+                },
+                String::new(),
+            ),
+            input,
+        ),
+        condition(
+            previous,
+            "Degraded",
+            degraded.is_some() || seq.trouble.is_some() || health.catalog_behind.is_some(),
+            match (&degraded, &seq.trouble, &health.catalog_behind) {
+                (Some((reason, msg)), _, _) => (*reason, msg.clone()),
+                (None, Some(trouble), _) => (health.trouble_reason, trouble.clone()),
+                (None, None, Some(msg)) => (reason::CATALOG_BEHIND, msg.clone()),
+                (None, None, None) => (reason::HEALTHY, String::new()),
+            },
+            input,
+        ),
+        condition(
+            previous,
+            "Suspended",
+            ctx.spec.suspend,
+            (
+                if ctx.spec.suspend {
+                    reason::SPEC_SUSPEND
+                } else {
+                    reason::NOT_SUSPENDED
+                },
+                String::new(),
+            ),
+            input,
+        ),
+    ]
+}
+
+/// Step 6b: partitions committed out of the total, and the rate.
+fn progress(ctx: &Context) -> (ProgressStatus, Option<f64>) {
+    let (grid, previous, now) = (&ctx.grid, ctx.previous, ctx.input.now);
+    let last_ledger = ctx.done_through;
+    let committed = grid.partitions_through(last_ledger);
     let total = grid.total_partitions();
     let percent = total.map(|t| {
         committed
@@ -885,11 +1119,10 @@ pub fn plan(input: &PlanInput) -> Plan {
         (Some(t), Some(p)) => format!("{committed}/{t} ({p}%)"),
         _ => format!("{committed}/-"),
     };
-    let last_ledger = done_through;
     let (started_at, started_from) = match &previous.progress {
         Some(p) => (p.started_at.clone(), p.started_from_ledger),
         None => (
-            rfc3339(input.now),
+            rfc3339(now),
             last_ledger.unwrap_or(grid.first_ledger().saturating_sub(1)),
         ),
     };
@@ -902,7 +1135,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     } else {
         DateTime::parse_from_rfc3339(&started_at)
             .ok()
-            .map(|t| (input.now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
+            .map(|t| (now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
             .filter(|secs| *secs >= 1.0)
             .map(|secs| {
                 let ledgers = f64::from(
@@ -913,123 +1146,36 @@ pub fn plan(input: &PlanInput) -> Plan {
                 (ledgers / secs * 100.0).round() / 100.0
             })
     };
-
-    let degraded = failed.first().map(|(r, f)| {
-        (
-            if f.retrying {
-                "Retrying"
-            } else {
-                "PartitionFailed"
-            },
-            format!("partition {r}: {} ({})", f.message, f.reason),
-        )
-    });
-    let conditions = vec![
-        condition(
-            &previous,
-            "Progressing",
-            in_flight || seq.more || (waiting && !blocked),
-            match phase {
-                Phase::Running => ("JobsRunning", message.clone()),
-                _ => (phase.as_str(), message.clone()),
-            },
-            input,
-        ),
-        condition(
-            &previous,
-            "Complete",
-            phase == Phase::Succeeded,
-            (
-                if phase == Phase::Succeeded {
-                    "Succeeded"
-                } else {
-                    "InProgress"
-                },
-                String::new(),
-            ),
-            input,
-        ),
-        condition(
-            &previous,
-            "Degraded",
-            degraded.is_some() || seq.trouble.is_some() || catalog_behind.is_some(),
-            match (&degraded, &seq.trouble, &catalog_behind) {
-                (Some((reason, msg)), _, _) => (*reason, msg.clone()),
-                (None, Some(trouble), _) => (trouble_reason, trouble.clone()),
-                (None, None, Some(msg)) => ("CatalogBehind", msg.clone()),
-                (None, None, None) => ("Healthy", String::new()),
-            },
-            input,
-        ),
-        condition(
-            &previous,
-            "Suspended",
-            spec.suspend,
-            (
-                if spec.suspend {
-                    "SpecSuspend"
-                } else {
-                    "NotSuspended"
-                },
-                String::new(),
-            ),
-            input,
-        ),
-    ];
-
-    let status = BronzeBackfillStatus {
-        phase: Some(phase),
-        message: Some(message),
-        observed_generation: input.generation,
-        conditions,
-        ingested_at: Some(input.ingested_at.to_string()),
-        checkpoint: seq.checkpoint.clone(),
-        pas: seq.outbox.as_ref().map(|outbox| PasStatus {
-            chain_head: seq.chain_head.clone(),
-            event_count: seq.event_count,
-            outbox: outbox.clone(),
-            undelivered: seq.undelivered,
-        }),
-        catalog,
-        progress: Some(ProgressStatus {
-            committed_partitions: committed,
-            total_partitions: total,
-            percent,
-            summary,
-            started_at,
-            started_from_ledger: started_from,
-        }),
-        last_committed_ledger: last_ledger,
-        ledgers_per_second,
-        tip_ledger: if spec.follows_tip() { input.tip } else { None },
-        running_partitions: running,
-        failed_partitions: failed.into_iter().map(|(_, f)| f).collect(),
+    let progress = ProgressStatus {
+        committed_partitions: committed,
+        total_partitions: total,
+        percent,
+        summary,
+        started_at,
+        started_from_ledger: started_from,
     };
+    (progress, ledgers_per_second)
+}
 
-    let requeue = if seq.more {
+/// Step 7: when to reconcile again if nothing else wakes the controller.
+fn requeue(ctx: &Context, phase: Phase, health: &Health) -> Duration {
+    let seq = ctx.seq;
+    if seq.more {
         Duration::from_secs(1)
     } else if seq.trouble.is_some() {
         Duration::from_secs(15)
-    } else if catalog_behind.is_some() {
+    } else if health.catalog_behind.is_some() {
         // Lenient catalog: come back soon to write the missing rows.
         Duration::from_secs(30)
     } else {
         match phase {
             Phase::Following => {
-                Duration::from_secs(u64::from(spec.source.poll_interval_seconds.max(1)))
+                Duration::from_secs(u64::from(ctx.spec.source.poll_interval_seconds.max(1)))
             }
             Phase::Running | Phase::Pending => Duration::from_secs(60),
             Phase::Suspended | Phase::Failed => Duration::from_secs(300),
             Phase::Succeeded => Duration::from_secs(1800),
         }
-    };
-    Plan {
-        create,
-        delete,
-        harvest,
-        status,
-        events,
-        requeue,
     }
 }
 
@@ -1072,7 +1218,7 @@ pub fn storage_down(
         previous,
         generation,
         (phase, message),
-        "StorageUnavailable",
+        reason::STORAGE_UNAVAILABLE,
         problem,
         now,
     )
@@ -1092,7 +1238,7 @@ pub fn misconfigured(
         previous,
         generation,
         (Phase::Failed, message),
-        "Config",
+        reason::CONFIG,
         problem,
         now,
     )
@@ -1155,7 +1301,7 @@ fn fallback_failure() -> FailedRange {
     FailedRange {
         range: String::new(),
         job: String::new(),
-        reason: "Unknown".into(),
+        reason: reason::UNKNOWN.into(),
         message: String::new(),
         exit_code: None,
         attempts: 0,
@@ -1181,9 +1327,9 @@ fn record_failure(
         events.push(Note {
             warning: true,
             reason: if retrying {
-                "JobFailedRetrying"
+                reason::JOB_FAILED_RETRYING
             } else {
-                "JobFailed"
+                reason::JOB_FAILED
             },
             message: format!(
                 "Job {} (range {}, attempt {}) failed: {reason}: {message}",
@@ -1229,6 +1375,8 @@ fn condition(
         observed_generation: input.generation,
     }
 }
+
+pub mod reason;
 
 #[cfg(test)]
 mod props;

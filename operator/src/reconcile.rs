@@ -196,7 +196,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
                     ctx,
                     &backfill,
                     EventType::Warning,
-                    "Config",
+                    crate::plan::reason::CONFIG,
                     &problem,
                     "Reconcile",
                 )
@@ -228,7 +228,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
             if status != Some(&down) {
                 write_status(ctx, &ns, &name, &down).await?;
             }
-            let reason = "StorageUnavailable";
+            let reason = crate::plan::reason::STORAGE_UNAVAILABLE;
             publish(
                 ctx,
                 &backfill,

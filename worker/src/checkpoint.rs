@@ -1,11 +1,10 @@
 //! The standalone checkpoint: `<dir>/checkpoint_<network>_<era_id>_<version_label>.json`
-//! (section 5 of the original's behaviour), written atomically after each committed partition.
+//! (docs/formats.md#checkpoint-standalone), written atomically after each committed partition.
 //!
 //! Only the file of the configured network, era and version is ever read (the original read
 //! whichever `checkpoint_*.json` came first). The runbook's hand-written `checkpoint.json` is
 //! honoured as a fallback when it names the same network, era and version.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -159,7 +158,7 @@ impl CheckpointStore {
         }
     }
 
-    /// Writes atomically: temp file, fsync, rename, fsync of the directory.
+    /// Writes atomically and durably ([`crate::atomic_file`]).
     pub fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
         let path = self.path();
         let io = |op, source| CheckpointError::Io {
@@ -168,18 +167,9 @@ impl CheckpointStore {
             source,
         };
         std::fs::create_dir_all(&self.dir).map_err(|e| io("create the directory of", e))?;
-        let tmp = path.with_extension("json.tmp");
         let mut text = serde_json::to_vec_pretty(cp).expect("checkpoint serializes");
         text.push(b'\n');
-        let mut file = std::fs::File::create(&tmp).map_err(|e| io("write", e))?;
-        file.write_all(&text).map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("sync", e))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(|e| io("rename into place", e))?;
-        if let Ok(dir) = std::fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        crate::atomic_file::replace(&path, &text).map_err(|e| io(e.op, e.source))
     }
 }
 

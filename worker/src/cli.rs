@@ -62,29 +62,12 @@ pub struct HealthArgs {
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// The ledger range START-END; it must be made of whole partitions of the grid.
-    #[arg(long, value_name = "START-END", value_parser = parse_range)]
+    #[arg(long, value_name = "START-END")]
     pub range: LedgerRange,
     /// Where Kubernetes reads a container's termination message; the error of a failed run is
     /// written there when the file exists (Kubernetes creates it), so `kubectl describe` shows it.
     #[arg(long, value_name = "PATH", default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
-}
-
-/// Parses `START-END` (inclusive ledger sequences).
-pub fn parse_range(text: &str) -> Result<LedgerRange, String> {
-    let (start, end) = text
-        .split_once('-')
-        .ok_or_else(|| format!("expected START-END, got {text:?}"))?;
-    let parse = |v: &str| {
-        v.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("{v:?} is not a ledger sequence (1..=4294967295)"))
-    };
-    let (start, end) = (parse(start)?, parse(end)?);
-    if start == 0 || start > end {
-        return Err(format!("{text:?}: need 1 <= START <= END"));
-    }
-    Ok(LedgerRange::new(start, end))
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,7 +190,7 @@ mod tests {
         assert_eq!(w.range, LedgerRange::new(2, 1001));
         assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("c.yaml")));
         for bad in ["2", "0-5", "9-3", "a-b", "2-99999999999"] {
-            assert!(parse_range(bad).is_err(), "{bad}");
+            assert!(bad.parse::<LedgerRange>().is_err(), "{bad}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! a previous run stopped.
 
 use std::fmt;
+use std::str::FromStr;
 
 /// The first ledger that has a `LedgerCloseMeta`.
 pub const FIRST_LEDGER_WITH_META: u32 = 2;
@@ -39,6 +40,52 @@ impl LedgerRange {
 impl fmt::Display for LedgerRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// Why a text is not a `START-END` ledger range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("expected START-END, got {0:?}")]
+    Shape(String),
+    #[error("{text:?}: {part} {value:?} is not a ledger sequence (decimal digits, 1..=4294967295)")]
+    NotASequence {
+        text: String,
+        part: &'static str,
+        value: String,
+    },
+    #[error("{text:?}: need 1 <= START <= END")]
+    Order { text: String },
+}
+
+/// `START-END`, inclusive, as [`Display`](fmt::Display) writes it: the one syntax for ranges on
+/// the command line (`worker -range`), in partition folders (`range=S-E`), PAS outbox names
+/// (`S-E.json`) and the operator's status. Both ends are plain decimal digits (no sign, no
+/// spaces) and `1 <= START <= END` (ledger 0 does not exist).
+impl FromStr for LedgerRange {
+    type Err = RangeError;
+
+    fn from_str(text: &str) -> Result<Self, RangeError> {
+        let (start, end) = text
+            .split_once('-')
+            .ok_or_else(|| RangeError::Shape(text.into()))?;
+        let sequence = |part: &'static str, value: &str| {
+            value
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| value.parse::<u32>().ok())
+                .flatten()
+                .ok_or_else(|| RangeError::NotASequence {
+                    text: text.into(),
+                    part,
+                    value: value.into(),
+                })
+        };
+        let (start, end) = (sequence("START", start)?, sequence("END", end)?);
+        if start == 0 || start > end {
+            return Err(RangeError::Order { text: text.into() });
+        }
+        Ok(Self::new(start, end))
     }
 }
 
@@ -149,6 +196,42 @@ impl PartitionGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_parse_back_from_their_display_and_nothing_else() {
+        for r in [
+            LedgerRange::new(2, 1001),
+            LedgerRange::new(7, 7),
+            LedgerRange::new(1, u32::MAX),
+        ] {
+            assert_eq!(r.to_string().parse::<LedgerRange>(), Ok(r));
+        }
+        let err = |t: &str| t.parse::<LedgerRange>().unwrap_err();
+        assert_eq!(err("2"), RangeError::Shape("2".into()));
+        for (bad, part) in [
+            ("a-5", "START"),
+            ("-5", "START"),
+            ("+2-5", "START"),
+            (" 2-5", "START"),
+            ("2-", "END"),
+            ("2-5 ", "END"),
+            ("2-99999999999", "END"),
+            ("2-5-7", "END"),
+        ] {
+            assert!(
+                matches!(err(bad), RangeError::NotASequence { part: p, .. } if p == part),
+                "{bad}: {:?}",
+                err(bad)
+            );
+        }
+        for bad in ["0-5", "9-3"] {
+            assert_eq!(err(bad), RangeError::Order { text: bad.into() });
+        }
+        assert_eq!(
+            err("2-x").to_string(),
+            "\"2-x\": END \"x\" is not a ledger sequence (decimal digits, 1..=4294967295)"
+        );
+    }
 
     fn ranges(grid: &PartitionGrid, next: u32) -> Vec<(u32, u32)> {
         grid.partitions_from(next)

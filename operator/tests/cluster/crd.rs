@@ -5,11 +5,10 @@
 //!
 //! Needs `KUBECONFIG` (see `plumbing`).
 
-
+use crate::plumbing::{TestNamespace, cluster};
 use bronze_operator::crd::BronzeBackfill;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use crate::plumbing::{TestNamespace, cluster};
 use serde_json::{Value, json};
 
 /// A valid resource as a user writes it: only what has no default.

@@ -6,15 +6,14 @@
 //!
 //! Needs `KUBECONFIG` (see `plumbing`); the worker Pods are played by this process.
 
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::plumbing::{Kubelet, Operator, StagedDatastore, TestNamespace, cluster, wait_for};
 use bronze_operator::crd::{BronzeBackfill, BronzeBackfillSpec, Phase};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use crate::plumbing::{Kubelet, Operator, StagedDatastore, TestNamespace, cluster, wait_for};
 use serde_json::json;
 
 /// The object that arrives late: inside partition 22-31.

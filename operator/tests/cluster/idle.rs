@@ -5,16 +5,15 @@
 //!
 //! Needs `KUBECONFIG` (see `plumbing`); the worker Pods are played by this process.
 
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::plumbing::{Kubelet, Operator, StagedDatastore, TestNamespace, cluster, wait_for};
 use bronze_operator::crd::{BronzeBackfill, BronzeBackfillSpec, Phase};
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use crate::plumbing::{Kubelet, Operator, StagedDatastore, TestNamespace, cluster, wait_for};
 use serde_json::json;
 
 const POLL_SECONDS: u32 = 2;

@@ -1,6 +1,8 @@
 //! The docs against the code: the references name every config key, environment variable, CLI
 //! flag, exit code and CRD field; links resolve; every command block of the runbook and the
-//! getting-started guide is run by a test or marked untested; the README stays short.
+//! getting-started guide is run by a test or marked untested; the README stays short; the
+//! code's comments point at docs that exist (`docs/<file>.md#<heading>`), not at documents
+//! outside the repository.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -272,4 +274,84 @@ fn the_readme_is_short_links_the_docs_and_keeps_its_two_commands() {
             );
         }
     }
+}
+
+/// GitHub's anchor for a Markdown heading: lower case, spaces to `-`, other punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every `.rs` file below `dir` (relative to the workspace root), recursively.
+fn rust_files(dir: &str, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        let path = format!("{dir}/{name}");
+        if root().join(&path).is_dir() {
+            rust_files(&path, out);
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn code_comments_point_into_the_repository() {
+    let mut sources = Vec::new();
+    for dir in ["ledger", "worker", "operator", "testkit", "ship"] {
+        for sub in ["src", "tests"] {
+            if root().join(dir).join(sub).is_dir() {
+                rust_files(&format!("{dir}/{sub}"), &mut sources);
+            }
+        }
+    }
+    // This file names what it looks for.
+    sources.retain(|f| f != "ship/tests/ship/docs.rs");
+    let mut broken = Vec::new();
+    for file in &sources {
+        for (n, line) in read(file).lines().enumerate() {
+            // A document outside the repository (the original's behaviour, by section).
+            let lower = line.to_lowercase();
+            if lower.contains("original's behaviour") || lower.contains("original-behaviour") {
+                broken.push(format!("{file}:{}: {}", n + 1, line.trim()));
+            }
+            // docs/<name>.md#<anchor>: the file exists and has that heading.
+            for part in line.split("docs/").skip(1) {
+                let target: String = part
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || "-_.#".contains(*c))
+                    .collect();
+                let Some((doc, anchor_part)) = target.split_once(".md") else {
+                    continue;
+                };
+                let doc = format!("docs/{doc}.md");
+                let Ok(text) = std::fs::read_to_string(root().join(&doc)) else {
+                    broken.push(format!("{file}:{}: no {doc}", n + 1));
+                    continue;
+                };
+                if let Some(want) = anchor_part.strip_prefix('#') {
+                    let found = text
+                        .lines()
+                        .filter_map(|l| l.strip_prefix('#'))
+                        .map(|h| anchor(h.trim_start_matches('#')))
+                        .any(|a| a == want);
+                    if !found {
+                        broken.push(format!("{file}:{}: no heading #{want} in {doc}", n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "references that do not resolve: {broken:#?}"
+    );
 }

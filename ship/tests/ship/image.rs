@@ -84,7 +84,7 @@ fn base_images_are_pinned_and_the_toolchain_is_new_enough() {
         assert!(image.contains(':'), "{image} has no tag");
         assert!(!image.ends_with(":latest"), "{image} is not pinned");
     }
-    // rust:X.Y.Z-...: an exact toolchain, at least the workspace's highest rust-version.
+    // rust:X.Y.Z-...: an exact toolchain, at least the workspace's rust-version.
     let version = rust
         .strip_prefix("rust:")
         .and_then(|t| t.split('-').next())
@@ -92,13 +92,11 @@ fn base_images_are_pinned_and_the_toolchain_is_new_enough() {
     let parse = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
     let image = parse(version);
     assert_eq!(image.len(), 3, "{rust}: pin an exact toolchain X.Y.Z");
-    for manifest in ["Cargo.toml", "operator/Cargo.toml", "ship/Cargo.toml"] {
-        let text = read(manifest);
-        if let Some(line) = text.lines().find(|l| l.starts_with("rust-version = \"")) {
-            let need = parse(line.split('"').nth(1).unwrap());
-            assert!(image >= need, "{rust} is older than {manifest}'s {line}");
-        }
-    }
+    let msrv = crate::toolchain::workspace_msrv();
+    assert!(
+        image >= parse(&msrv),
+        "{rust} is older than the workspace's rust-version {msrv}"
+    );
     assert!(
         runtime.starts_with("gcr.io/distroless/cc-") || runtime.starts_with("debian:"),
         "small glibc runtime expected: {runtime}"

@@ -9,3 +9,4 @@ mod docs;
 mod image;
 mod monitoring;
 mod samples;
+mod toolchain;

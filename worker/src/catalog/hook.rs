@@ -420,7 +420,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes the queue atomically (or removes the file when the queue is empty).
+    /// Writes the queue atomically and durably ([`crate::atomic_file`]), or removes the file
+    /// when the queue is empty.
     fn save_pending(&self, state: &State) {
         let Some(path) = &self.pending_file else {
             return;
@@ -435,11 +436,11 @@ impl Inner {
                 dataset: self.identity.clone(),
                 partitions: state.pending.values().cloned().collect(),
             };
-            let tmp = path.with_extension("json.tmp");
             let text = serde_json::to_vec_pretty(&file).expect("queue serializes");
-            std::fs::create_dir_all(path.parent().unwrap_or(path))
-                .and_then(|_| std::fs::write(&tmp, text))
-                .and_then(|_| std::fs::rename(&tmp, path))
+            std::fs::create_dir_all(path.parent().unwrap_or(path)).and_then(|_| {
+                crate::atomic_file::replace(path, &text)
+                    .map_err(|e| std::io::Error::new(e.source.kind(), e))
+            })
         };
         if let Err(e) = result {
             tracing::warn!(

@@ -1,4 +1,4 @@
-//! The PostgreSQL catalog (section 6 of the original's behaviour): a dataset row, one lineage row
+//! The PostgreSQL catalog (docs/formats.md#catalog-postgresql): a dataset row, one lineage row
 //! and one quality row per committed partition, in the original's tables, so existing queries
 //! and dashboards keep working. Enabled by `catalog.postgres_dsn`.
 //!

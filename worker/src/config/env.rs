@@ -1,5 +1,5 @@
-//! Environment variables of the runbook (section 1.3 of the original's behaviour), applied on top
-//! of the YAML file. A set, non-empty variable always wins over the file, so
+//! Environment variables (docs/configuration.md#keys-and-variables, named as in the original's
+//! runbook), applied on top of the YAML file. A set, non-empty variable always wins over the file, so
 //! `MAX_IN_FLIGHT_PARTITIONS=8 bronze-copier -config config.yaml` does what the runbook says.
 //! A value that does not parse is an error naming the variable, never a silent zero.
 

@@ -1,7 +1,7 @@
 //! Prometheus metrics: a facade of free functions over one process-wide registry, so that a call
 //! site is one line (`metrics::retry("source_read")`) and nothing has to carry a handle around.
 //!
-//! Names keep the original's (section 9 of its behaviour: namespace `bronze_copier_`, the same
+//! Names keep the original's (docs/formats.md#metrics: namespace `bronze_copier_`, the same
 //! counters, gauges and histogram buckets), and every one of them is updated here; the
 //! original's stayed at zero apart from a few. Added: `errors_total{kind}` (all error kinds in
 //! one family), byte counters, `catalog_pending_partitions`, `pas_pending_deliveries` and

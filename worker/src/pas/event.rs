@@ -1,5 +1,5 @@
-//! The PAS v1.1 event (section 7 of the original's behaviour): fields in the original's order,
-//! the emitted hash (`sha256` of Go's compact JSON with `event_hash` empty), a stable event id,
+//! The PAS v1.1 event (docs/formats.md#pas-event-audit-stream-v11): fields in the original's
+//! order, the emitted hash (`sha256` of Go's compact JSON with `event_hash` empty), a stable event id,
 //! and the chain a partition belongs to.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! PAS, the Public Audit Stream: one hash-chained event per committed partition, compatible with
-//! the original's v1.1 events (section 7 of its behaviour) so a chain it started can be
-//! continued and verified, without its faults (two hash functions, forks on failed delivery,
+//! the original's v1.1 events (docs/formats.md#pas-event-audit-stream-v11) so a chain it
+//! started can be continued and verified, without its faults (two hash functions, forks on failed delivery,
 //! holes after a strict failure).
 //!
 //! * [`event`]: the event, its Go-compatible hash ([`gojson`]), the stable event id;

@@ -10,7 +10,6 @@
 //!   conditional create also fences a second operator.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
@@ -150,7 +149,7 @@ fn parse_event_name(rest: &str) -> Option<(LedgerRange, u32)> {
             (range, n.parse().ok()?)
         }
     };
-    Some((parse_range_json(&format!("{range}.json"))?, revision))
+    Some((range.parse().ok()?, revision))
 }
 
 fn file_prefix(chain: &ChainId) -> String {
@@ -158,16 +157,6 @@ fn file_prefix(chain: &ChainId) -> String {
         "{}_{}_{}_",
         chain.network, chain.era_id, chain.version_label
     )
-}
-
-/// The range in `S-E.json`.
-fn parse_range_json(rest: &str) -> Option<LedgerRange> {
-    let (s, e) = rest.strip_suffix(".json")?.split_once('-')?;
-    if s.is_empty() || e.is_empty() || !(s.bytes().chain(e.bytes())).all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (start, end) = (s.parse().ok()?, e.parse().ok()?);
-    (start <= end).then(|| LedgerRange::new(start, end))
 }
 
 fn entry(location: String, name: (LedgerRange, u32), bytes: Vec<u8>) -> OutboxEntry {
@@ -181,48 +170,13 @@ fn entry(location: String, name: (LedgerRange, u32), bytes: Vec<u8>) -> OutboxEn
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` atomically and durably ([`crate::atomic_file`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
-    let tmp = temp_path(path);
-    let io = |op, source| OutboxError::Io {
-        op,
+    crate::atomic_file::replace(path, bytes).map_err(|e| OutboxError::Io {
+        op: e.op,
         path: path.display().to_string(),
-        source,
-    };
-    write_synced(&tmp, bytes).map_err(|e| io("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("rename into place", e)
-    })?;
-    sync_dir(path);
-    Ok(())
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    path.with_file_name(format!(
-        ".{}.tmp-{}-{nanos:x}",
-        name.unwrap_or_default(),
-        std::process::id()
-    ))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
+        source: e.source,
+    })
 }
 
 /// The standalone outbox: `pas.backup_dir`.
@@ -305,36 +259,17 @@ impl FileOutbox {
             path: path.display().to_string(),
             source,
         };
-        let tmp = temp_path(&path);
-        write_synced(&tmp, event.to_indented_json().as_bytes()).map_err(|e| io("write", e))?;
-        // A hard link creates the name only if it is absent: never replace an existing event.
-        let linked = std::fs::hard_link(&tmp, &path);
-        let outcome = match linked {
-            Ok(()) => Ok(Created::Written),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(None),
-            // Filesystems without hard links: check, then rename (not race-free, still atomic).
-            Err(_) if !path.exists() => match std::fs::rename(&tmp, &path) {
-                Ok(()) => Ok(Created::Written),
-                Err(e) => Err(Some(io("rename into place", e))),
-            },
-            Err(_) => Err(None),
-        };
-        let _ = std::fs::remove_file(&tmp);
-        match outcome {
-            Ok(created) => {
-                sync_dir(&path);
-                Ok(created)
-            }
-            Err(Some(e)) => Err(e),
-            Err(None) => {
-                let bytes = std::fs::read(&path).map_err(|e| io("read", e))?;
-                let existing = PasEvent::from_json(&bytes).map_err(|e| OutboxError::Corrupt {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                Ok(Created::Existing(Box::new(existing)))
-            }
+        let created = crate::atomic_file::create_new(&path, event.to_indented_json().as_bytes())
+            .map_err(|e| io(e.op, e.source))?;
+        if created {
+            return Ok(Created::Written);
         }
+        let bytes = std::fs::read(&path).map_err(|e| io("read", e))?;
+        let existing = PasEvent::from_json(&bytes).map_err(|e| OutboxError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Created::Existing(Box::new(existing)))
     }
 
     fn read_json_map<T: serde::de::DeserializeOwned>(
@@ -695,6 +630,8 @@ mod tests {
 
     #[test]
     fn backup_names_follow_the_original_and_parse_back() {
+        let parse_range_json =
+            |rest: &str| -> Option<LedgerRange> { rest.strip_suffix(".json")?.parse().ok() };
         let chain = ChainId {
             network: "testnet".into(),
             era_id: "pre_p23".into(),

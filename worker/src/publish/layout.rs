@@ -1,4 +1,4 @@
-//! Output paths (section 4.1 of the original's behaviour):
+//! Output paths (docs/formats.md#layout):
 //! `<prefix><network>/<era_id>/<version_label>/ledgers_lcm_raw/range=S-E/{part-S-E.parquet,_manifest.json}`.
 
 use crate::config::{Config, PRIMARY_TABLE};
@@ -72,9 +72,7 @@ impl DatasetLayout {
 
     /// Parses `range=S-E` folder names back into ranges.
     pub fn parse_partition_dir_name(name: &str) -> Option<LedgerRange> {
-        let (s, e) = name.strip_prefix("range=")?.split_once('-')?;
-        let (start, end) = (s.parse().ok()?, e.parse().ok()?);
-        (start <= end).then(|| LedgerRange::new(start, end))
+        name.strip_prefix("range=")?.parse().ok()
     }
 }
 

@@ -1,4 +1,4 @@
-//! `_manifest.json`: the commit marker of a partition (section 4.3 of the original's behaviour),
+//! `_manifest.json`: the commit marker of a partition (docs/formats.md#_manifestjson),
 //! with added fields for the hash chain, the backfill's fixed `ingested_at` and a self-checksum.
 //! Readers of the original format ignore the additions; manifests written by the original load
 //! here too.

@@ -116,7 +116,7 @@ pub fn expected_rows(datastore: &Path) -> BTreeMap<u64, Expected> {
     out
 }
 
-/// The 17 columns of section 4.2, with the Arrow types pyarrow reports and Parquet's physical
+/// The 17 columns (docs/formats.md#parquet-ledgers_lcm_raw), with the Arrow types pyarrow reports and Parquet's physical
 /// and logical types.
 pub const SCHEMA: [(&str, &str, &str); 17] = [
     ("ledger_sequence", "uint64", "INT64"),
