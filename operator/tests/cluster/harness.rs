@@ -215,9 +215,40 @@ pub struct Operator {
     child: Child,
     pub log: PathBuf,
     pub options: OperatorOptions,
+    /// Its `--http-address` (health, readiness, `/metrics`).
+    pub http: String,
 }
 
 impl Operator {
+    /// Its `/metrics` page (Prometheus text).
+    pub fn metrics(&self) -> String {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(&self.http)
+            .unwrap_or_else(|e| panic!("operator /metrics at {}: {e}", self.http));
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.http
+        )
+        .unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
+    }
+
+    /// Reconciles so far, whatever their result (`bronze_operator_reconciliations_total`).
+    pub fn reconciles(&self) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with("bronze_operator_reconciliations_total{"))
+            .map(|l| {
+                let value = l.rsplit(' ').next().unwrap();
+                value.parse::<f64>().unwrap_or_else(|_| panic!("{l}")) as u64
+            })
+            .sum()
+    }
+
     /// SIGKILL, no grace.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -485,6 +516,7 @@ impl TestEnv {
             child,
             log,
             options,
+            http,
         }
     }
 
@@ -501,6 +533,14 @@ impl TestEnv {
             if ledger.is_none_or(|l| upto.is_none_or(|u| l <= u)) {
                 self.put_ledger_object(ds, key);
             }
+        }
+    }
+
+    /// Uploads the objects of `ledgers`, in the order given (as an exporter makes them visible,
+    /// in any order).
+    pub fn reveal(&self, ds: &Datastore, ledgers: impl IntoIterator<Item = u32>) {
+        for ledger in ledgers {
+            self.put_ledger_object(ds, ds.key_of(ledger));
         }
     }
 
