@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use bronze_operator::crd::{BronzeBackfillStatus, Phase};
+use bronze_operator::crd::Phase;
 use serde_json::json;
 
 use crate::harness::*;
-use crate::kubelet::{Faults, Kubelet};
+use crate::kubelet::Faults;
 
 /// The object that arrives late: inside partition 22-31.
 const LATE: u32 = 25;
@@ -21,26 +21,17 @@ fn knobs() -> serde_json::Value {
     json!({"maxConcurrentJobs": 4, "worker": {"backoffLimit": 0}})
 }
 
-/// Fails the test if the late object failed the backfill.
-fn never_failed(s: &BronzeBackfillStatus) {
-    assert_ne!(
-        s.phase,
-        Some(Phase::Failed),
-        "a late object failed the backfill: {s:#?}"
-    );
-}
-
 #[tokio::test]
 async fn following_waits_for_an_object_that_arrives_out_of_order() {
     let Some(env) = TestEnv::start("ooo").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 40); // ledgers 2..=41
+    let ds = env.datastore(40); // ledgers 2..=41
     env.upload(&ds, Some(LATE - 1));
     env.reveal(&ds, LATE + 1..=41); // the tip (41) is there, ledger 25 is not
     let late_key = ds.key_of(LATE).to_string();
     let _operator = env.operator(OperatorOptions::named("op-a")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     env.create("ooo", env.spec(0, knobs())).await;
 
     // Everything below the hole is copied; the status names the object it waits for.
@@ -91,11 +82,11 @@ async fn a_bounded_backfill_over_a_missing_object_still_fails_as_bad_input() {
     let Some(env) = TestEnv::start("hole").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 20); // ledgers 2..=21
+    let ds = env.datastore(20); // ledgers 2..=21
     env.upload(&ds, Some(LATE - 10 - 1));
     env.reveal(&ds, LATE - 10 + 1..=21); // ledger 15 is missing for good
     let _operator = env.operator(OperatorOptions::named("op-a")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     env.create("hole", env.spec(21, knobs())).await;
 
     let failed = env

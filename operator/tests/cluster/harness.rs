@@ -24,6 +24,8 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::kubelet::{Faults, Kubelet};
+
 pub const CHART: &str = "charts/bronze-operator";
 pub const RELEASE: &str = "bronze-operator";
 /// The worker image the chart hands the operator (`workers.image`); the kubelet ignores it and
@@ -634,6 +636,25 @@ impl TestEnv {
         }
     }
 
+    /// Waits for phase Succeeded; fails at once on phase Failed.
+    pub async fn succeeded(&self, name: &str, timeout: Duration) -> BronzeBackfill {
+        self.wait(name, "Succeeded", timeout, |s| {
+            never_failed(s);
+            s.phase == Some(crd::Phase::Succeeded)
+        })
+        .await
+    }
+
+    /// `ledgers` ledgers from ledger 2, generated in this test's directory (not uploaded).
+    pub fn datastore(&self, ledgers: u32) -> Datastore {
+        Datastore::generate(&self.dir.path().join("datastore"), ledgers)
+    }
+
+    /// The kubelet player for this namespace's worker Pods.
+    pub fn kubelet(&self, faults: Faults) -> Kubelet {
+        Kubelet::start(self.client.clone(), &self.ns, faults, &self.test)
+    }
+
     /// Names of the Jobs of the namespace.
     pub async fn job_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -918,6 +939,15 @@ pub fn assert_one_linear_chain(env: &TestEnv, last: u32) -> String {
         prev = e.chain.event_hash.clone();
     }
     prev
+}
+
+/// Fails the test when the backfill has failed (in a [`TestEnv::wait`] condition).
+pub fn never_failed(s: &BronzeBackfillStatus) {
+    assert_ne!(
+        s.phase,
+        Some(crd::Phase::Failed),
+        "the backfill failed: {s:#?}"
+    );
 }
 
 /// Waits up to `timeout` for `cond`.

@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use crate::harness::*;
-use crate::kubelet::{Faults, Kubelet};
+use crate::kubelet::Faults;
 
 const POLL_SECONDS: u32 = 2;
 /// How long the idle backfill is watched.
@@ -66,10 +66,10 @@ async fn an_idle_following_backfill_reconciles_once_per_poll_and_writes_no_statu
     let Some(env) = TestEnv::start("idle").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 30); // ledgers 2..=31
+    let ds = env.datastore(30); // ledgers 2..=31
     env.upload(&ds, Some(21));
     let operator = env.operator(OperatorOptions::named("op-a")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     let poll =
         json!({"source": {"pollIntervalSeconds": POLL_SECONDS}, "worker": {"backoffLimit": 0}});
     env.create("idle", env.spec(0, poll)).await;
