@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::harness::*;
-use crate::kubelet::{Chaos, Faults, Kubelet};
+use crate::kubelet::{Chaos, Faults};
 
 const LEDGERS: u32 = 60; // 2..=61: 6 partitions
 
@@ -101,7 +101,7 @@ async fn operator_and_worker_kills_leave_output_identical_to_a_standalone_run() 
         return;
     };
     let mut rng = Rng::seeded("chaos");
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), LEDGERS);
+    let ds = env.datastore(LEDGERS);
     env.upload(&ds, None);
     let chaos = Chaos {
         rng: Rng::seeded("chaos-kubelet"),
@@ -109,15 +109,10 @@ async fn operator_and_worker_kills_leave_output_identical_to_a_standalone_run() 
         max_delay_ms: 1500,
         max_kills: 6,
     };
-    let kubelet = Kubelet::start(
-        env.client.clone(),
-        &env.ns,
-        Faults {
-            chaos: Some(chaos),
-            ..Default::default()
-        },
-        &env.test,
-    );
+    let kubelet = env.kubelet(Faults {
+        chaos: Some(chaos),
+        ..Default::default()
+    });
     let mut operator = env.operator(OperatorOptions::named("op-0")).await;
     env.create(
         "chaos",
@@ -185,17 +180,13 @@ async fn with_leader_election_one_of_two_operators_works() {
     let Some(env) = TestEnv::start("leader").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), LEDGERS);
+    let ds = env.datastore(LEDGERS);
     env.upload(&ds, None);
     let a = env.operator(OperatorOptions::named("op-a")).await;
     let b = env.operator(OperatorOptions::named("op-b")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     env.create("leader", env.spec(1 + LEDGERS, json!({}))).await;
-    env.wait("leader", "Succeeded", Duration::from_secs(120), |s| {
-        assert_ne!(s.phase, Some(Phase::Failed), "{:?}", s.failed_partitions);
-        s.phase == Some(Phase::Succeeded)
-    })
-    .await;
+    env.succeeded("leader", Duration::from_secs(120)).await;
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
     let lease = leases.get(RELEASE).await.expect("the chart's Lease");
     let holder = lease.spec.unwrap().holder_identity.unwrap();
@@ -218,7 +209,7 @@ async fn without_leader_election_two_operators_never_fork_the_chain() {
     let Some(env) = TestEnv::start("twoops").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), LEDGERS);
+    let ds = env.datastore(LEDGERS);
     env.upload(&ds, None);
     let options = |id: &str| OperatorOptions {
         identity: id.into(),
@@ -226,13 +217,9 @@ async fn without_leader_election_two_operators_never_fork_the_chain() {
     };
     let a = env.operator(options("op-a")).await;
     let b = env.operator(options("op-b")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     env.create("twoops", env.spec(1 + LEDGERS, json!({}))).await;
-    env.wait("twoops", "Succeeded", Duration::from_secs(120), |s| {
-        assert_ne!(s.phase, Some(Phase::Failed), "{:?}", s.failed_partitions);
-        s.phase == Some(Phase::Succeeded)
-    })
-    .await;
+    env.succeeded("twoops", Duration::from_secs(120)).await;
     let reconciled = |op: &Operator| op.log_text().matches("reconciled").count();
     assert!(
         reconciled(&a) > 0 && reconciled(&b) > 0,

@@ -2,10 +2,8 @@
 //! applied to a real kube-apiserver, refuses invalid specs and changes to immutable fields with
 //! readable messages (OpenAPI bounds and CEL `x-kubernetes-validations`), applies the defaults,
 //! and serves the printer columns in table form (what `kubectl get bbf` prints).
-//!
-//! Needs `KUBECONFIG` (see `plumbing`).
 
-use crate::plumbing::{TestNamespace, cluster};
+use crate::harness::TestEnv;
 use bronze_operator::crd::BronzeBackfill;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -60,11 +58,10 @@ fn with(mut body: Value, pointer: &str, value: Value) -> Value {
 
 #[tokio::test]
 async fn invalid_specs_are_refused_with_readable_messages() {
-    let Some(client) = cluster("cluster_crd").await else {
+    let Some(env) = TestEnv::start("crd").await else {
         return;
     };
-    let ns = TestNamespace::new(&client, "bronze-crd").await;
-    let api = api(&client, &ns.name);
+    let api = api(&env.client, &env.ns);
     let cases: [(&str, Value, &str); 7] = [
         (
             "ledgerEnd before ledgerStart",
@@ -112,11 +109,10 @@ async fn invalid_specs_are_refused_with_readable_messages() {
 
 #[tokio::test]
 async fn immutable_fields_cannot_change_and_operational_knobs_can() {
-    let Some(client) = cluster("cluster_crd").await else {
+    let Some(env) = TestEnv::start("crd-imm").await else {
         return;
     };
-    let ns = TestNamespace::new(&client, "bronze-crd-imm").await;
-    let api = api(&client, &ns.name);
+    let api = api(&env.client, &env.ns);
     assert_eq!(create_error(&api, minimal("imm")).await, None);
     let api = &api;
     let patch = |spec: Value| async move {
@@ -169,13 +165,12 @@ async fn immutable_fields_cannot_change_and_operational_knobs_can() {
 
 #[tokio::test]
 async fn defaults_are_applied_and_the_printer_columns_are_served_as_a_table() {
-    let Some(client) = cluster("cluster_crd").await else {
+    let Some(env) = TestEnv::start("crd-cols").await else {
         return;
     };
-    let ns = TestNamespace::new(&client, "bronze-crd-cols").await;
-    let api = api(&client, &ns.name);
+    let api = api(&env.client, &env.ns);
     assert_eq!(create_error(&api, minimal("cols")).await, None);
-    let typed: Api<BronzeBackfill> = Api::namespaced(client.clone(), &ns.name);
+    let typed: Api<BronzeBackfill> = env.backfills();
     let b = typed.get("cols").await.unwrap();
     // The server filled in what the user left out, with the documented defaults.
     let stored = serde_json::to_value(&api.get("cols").await.unwrap().data["spec"]).unwrap();
@@ -214,7 +209,7 @@ async fn defaults_are_applied_and_the_printer_columns_are_served_as_a_table() {
     // `kubectl get bbf`: the server renders the table from the CRD's printer columns.
     let request = http::Request::get(format!(
         "/apis/bronze.obsrvr.io/v1alpha1/namespaces/{}/bronzebackfills/cols",
-        ns.name
+        env.ns
     ))
     .header(
         "Accept",
@@ -222,7 +217,7 @@ async fn defaults_are_applied_and_the_printer_columns_are_served_as_a_table() {
     )
     .body(Vec::new())
     .unwrap();
-    let table: Value = client.request(request).await.unwrap();
+    let table: Value = env.client.request(request).await.unwrap();
     assert_eq!(table["kind"], "Table", "{table}");
     let columns: Vec<&str> = table["columnDefinitions"]
         .as_array()

@@ -10,7 +10,7 @@ use kube::api::DeleteParams;
 use serde_json::json;
 
 use crate::harness::*;
-use crate::kubelet::{Faults, Kubelet};
+use crate::kubelet::Faults;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -19,7 +19,7 @@ async fn a_worker_that_exits_1_is_retried_by_the_job() {
     let Some(env) = TestEnv::start("exit1").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 20);
+    let ds = env.datastore(20);
     env.upload(&ds, None);
     let _operator = env.operator(OperatorOptions::named("op-a")).await;
     // The first two Pods of the second range's Job crash with exit 1.
@@ -28,18 +28,13 @@ async fn a_worker_that_exits_1_is_retried_by_the_job() {
         fail: BTreeMap::from([(job.clone(), vec![1, 1])]),
         chaos: None,
     };
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, faults, &env.test);
+    let kubelet = env.kubelet(faults);
     env.create(
         "exit1",
         env.spec(21, json!({"worker": {"backoffLimit": 3}})),
     )
     .await;
-    let b = env
-        .wait("exit1", "Succeeded", LONG, |s| {
-            assert_ne!(s.phase, Some(Phase::Failed), "{:?}", s.failed_partitions);
-            s.phase == Some(Phase::Succeeded)
-        })
-        .await;
+    let b = env.succeeded("exit1", LONG).await;
     assert_eq!(b.status.unwrap().last_committed_ledger, Some(21));
     let codes: Vec<i32> = kubelet
         .record()
@@ -62,7 +57,7 @@ async fn a_corrupt_object_fails_with_bad_input_naming_it_and_fixing_it_finishes(
     let Some(env) = TestEnv::start("corrupt").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 30);
+    let ds = env.datastore(30);
     env.upload(&ds, None);
     // Ledger 15's object (range 12-21) is not zstd at all.
     let key = ds.key_of(15).to_string();
@@ -70,7 +65,7 @@ async fn a_corrupt_object_fails_with_bad_input_naming_it_and_fixing_it_finishes(
     env.s3
         .put_object(&env.ledgers_bucket, &full_key, b"not a ledger batch");
     let _operator = env.operator(OperatorOptions::named("op-a")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     env.create("corrupt", env.spec(31, json!({}))).await;
 
     let b = env

@@ -24,6 +24,8 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::kubelet::{Faults, Kubelet};
+
 pub const CHART: &str = "charts/bronze-operator";
 pub const RELEASE: &str = "bronze-operator";
 /// The worker image the chart hands the operator (`workers.image`); the kubelet ignores it and
@@ -215,9 +217,40 @@ pub struct Operator {
     child: Child,
     pub log: PathBuf,
     pub options: OperatorOptions,
+    /// Its `--http-address` (health, readiness, `/metrics`).
+    pub http: String,
 }
 
 impl Operator {
+    /// Its `/metrics` page (Prometheus text).
+    pub fn metrics(&self) -> String {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(&self.http)
+            .unwrap_or_else(|e| panic!("operator /metrics at {}: {e}", self.http));
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.http
+        )
+        .unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
+    }
+
+    /// Reconciles so far, whatever their result (`bronze_operator_reconciliations_total`).
+    pub fn reconciles(&self) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with("bronze_operator_reconciliations_total{"))
+            .map(|l| {
+                let value = l.rsplit(' ').next().unwrap();
+                value.parse::<f64>().unwrap_or_else(|_| panic!("{l}")) as u64
+            })
+            .sum()
+    }
+
     /// SIGKILL, no grace.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -485,6 +518,7 @@ impl TestEnv {
             child,
             log,
             options,
+            http,
         }
     }
 
@@ -501,6 +535,14 @@ impl TestEnv {
             if ledger.is_none_or(|l| upto.is_none_or(|u| l <= u)) {
                 self.put_ledger_object(ds, key);
             }
+        }
+    }
+
+    /// Uploads the objects of `ledgers`, in the order given (as an exporter makes them visible,
+    /// in any order).
+    pub fn reveal(&self, ds: &Datastore, ledgers: impl IntoIterator<Item = u32>) {
+        for ledger in ledgers {
+            self.put_ledger_object(ds, ds.key_of(ledger));
         }
     }
 
@@ -592,6 +634,25 @@ impl TestEnv {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// Waits for phase Succeeded; fails at once on phase Failed.
+    pub async fn succeeded(&self, name: &str, timeout: Duration) -> BronzeBackfill {
+        self.wait(name, "Succeeded", timeout, |s| {
+            never_failed(s);
+            s.phase == Some(crd::Phase::Succeeded)
+        })
+        .await
+    }
+
+    /// `ledgers` ledgers from ledger 2, generated in this test's directory (not uploaded).
+    pub fn datastore(&self, ledgers: u32) -> Datastore {
+        Datastore::generate(&self.dir.path().join("datastore"), ledgers)
+    }
+
+    /// The kubelet player for this namespace's worker Pods.
+    pub fn kubelet(&self, faults: Faults) -> Kubelet {
+        Kubelet::start(self.client.clone(), &self.ns, faults, &self.test)
     }
 
     /// Names of the Jobs of the namespace.
@@ -878,6 +939,15 @@ pub fn assert_one_linear_chain(env: &TestEnv, last: u32) -> String {
         prev = e.chain.event_hash.clone();
     }
     prev
+}
+
+/// Fails the test when the backfill has failed (in a [`TestEnv::wait`] condition).
+pub fn never_failed(s: &BronzeBackfillStatus) {
+    assert_ne!(
+        s.phase,
+        Some(crd::Phase::Failed),
+        "the backfill failed: {s:#?}"
+    );
 }
 
 /// Waits up to `timeout` for `cond`.

@@ -8,7 +8,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::harness::*;
-use crate::kubelet::{Faults, Kubelet};
+use crate::kubelet::Faults;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -17,18 +17,13 @@ async fn a_bounded_backfill_succeeds_with_exact_rows_and_deleting_it_keeps_the_d
     let Some(env) = TestEnv::start("bounded").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 40);
+    let ds = env.datastore(40);
     env.upload(&ds, None);
     let _operator = env.operator(OperatorOptions::named("op-a")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     env.create("bounded", env.spec(41, json!({}))).await;
 
-    let b = env
-        .wait("bounded", "Succeeded", LONG, |s| {
-            assert_ne!(s.phase, Some(Phase::Failed), "{:?}", s.failed_partitions);
-            s.phase == Some(Phase::Succeeded)
-        })
-        .await;
+    let b = env.succeeded("bounded", LONG).await;
     let status = b.status.unwrap();
     assert_eq!(status.last_committed_ledger, Some(41));
     let progress = status.progress.unwrap();
@@ -77,16 +72,16 @@ async fn follow_mode_catches_up_then_follows_ledgers_arriving_in_order() {
     let Some(env) = TestEnv::start("follow").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 50);
+    let ds = env.datastore(50);
     // 25 ledgers at first: two whole partitions (2-21) and half of the third.
     env.upload(&ds, Some(26));
     let _operator = env.operator(OperatorOptions::named("op-a")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     env.create("follow", env.spec(0, json!({}))).await;
 
     let b = env
         .wait("follow", "caught up", LONG, |s| {
-            assert_ne!(s.phase, Some(Phase::Failed), "{:?}", s.failed_partitions);
+            never_failed(s);
             s.phase == Some(Phase::Following) && s.last_committed_ledger == Some(21)
         })
         .await;
@@ -98,7 +93,7 @@ async fn follow_mode_catches_up_then_follows_ledgers_arriving_in_order() {
     }
     let b = env
         .wait("follow", "following at 51", LONG, |s| {
-            assert_ne!(s.phase, Some(Phase::Failed), "{:?}", s.failed_partitions);
+            never_failed(s);
             s.phase == Some(Phase::Following) && s.last_committed_ledger == Some(51)
         })
         .await;
@@ -116,10 +111,10 @@ async fn suspend_creates_no_new_jobs_and_resume_finishes() {
     let Some(env) = TestEnv::start("suspend").await else {
         return;
     };
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 60);
+    let ds = env.datastore(60);
     env.upload(&ds, None);
     let _operator = env.operator(OperatorOptions::named("op-a")).await;
-    let kubelet = Kubelet::start(env.client.clone(), &env.ns, Faults::default(), &env.test);
+    let kubelet = env.kubelet(Faults::default());
     env.create("suspend", env.spec(61, json!({"maxConcurrentJobs": 1})))
         .await;
     env.wait("suspend", "started", LONG, |s| {
@@ -167,7 +162,7 @@ async fn suspend_creates_no_new_jobs_and_resume_finishes() {
         .await
         .unwrap();
     env.wait("suspend", "Succeeded after resume", LONG, |s| {
-        assert_ne!(s.phase, Some(Phase::Failed), "{:?}", s.failed_partitions);
+        never_failed(s);
         s.phase == Some(Phase::Succeeded)
     })
     .await;

@@ -11,9 +11,6 @@
 
 mod harness;
 mod kubelet;
-// The in-process controller plumbing of the idle, follow and CRD tests (to be folded into
-// `harness`).
-mod plumbing;
 
 mod chaos;
 mod crd;

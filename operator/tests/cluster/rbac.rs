@@ -312,7 +312,7 @@ async fn without_jobs_create_the_operator_cannot_start_a_backfill() {
         .find(|(_, c)| c.1 == "jobs" && c.2 == "create")
         .unwrap();
     env.apply(&without(&role, index, "create")).await;
-    let ds = Datastore::generate(&env.dir.path().join("datastore"), 10);
+    let ds = env.datastore(10);
     env.upload(&ds, None);
     let operator = env.operator(OperatorOptions::named("op-a")).await;
     env.create("rbacop", env.spec(11, json!({}))).await;
