@@ -1,10 +1,12 @@
 //! Publishing partitions: where they go, the manifest that commits them, and the upload.
 
+mod check;
 mod commit;
 mod layout;
 mod manifest;
 mod upload;
 
+pub use check::{Expect, Finding, is_hex_hash};
 pub use commit::{CommitError, Committer, ExistingPartition};
 pub use layout::{DatasetLayout, MANIFEST_FILE};
 pub use manifest::{
