@@ -1,5 +1,5 @@
 //! Planning, as pure functions: from the spec, the previous status, what the sequencer just did
-//! (see [`crate::chain`]) and the observed Jobs, decide which Jobs to create, delete or harvest,
+//! (see [`crate::sequencer`]) and the observed Jobs, decide which Jobs to create, delete or harvest,
 //! and compute the whole new status. Nothing here does I/O or reads a clock.
 //!
 //! Rules (each has a test in `plan/tests.rs` or a property in `plan/props.rs`):
@@ -189,22 +189,22 @@ pub struct Fault {
     pub message: String,
 }
 
-/// What the sequencer did in this reconcile (see [`crate::chain::sequence`]).
+/// What the sequencer did in this reconcile (see [`crate::sequencer::sequence`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sequenced {
     pub checkpoint: Option<CheckpointStatus>,
     pub chain_head: Option<String>,
     pub event_count: u64,
-    /// Where the audit chain is recorded; `None` when PAS is off.
+    /// Where the PAS chain is recorded; `None` when PAS is off.
     pub outbox: Option<String>,
-    /// Audit events not yet delivered to the endpoint (`None` without delivery).
+    /// PAS events not yet delivered to the endpoint (`None` without delivery).
     pub undelivered: Option<u64>,
     /// Partitions sequenced in this reconcile, in order.
     pub newly: Vec<LedgerRange>,
     /// The next partition to sequence, not committed yet.
     pub waiting_for: Option<LedgerRange>,
     pub fault: Option<Fault>,
-    /// A transient problem (storage or audit outbox unreachable); retried on the next reconcile.
+    /// A transient problem (storage or PAS outbox unreachable); retried on the next reconcile.
     pub trouble: Option<String>,
     /// Stopped at the per-reconcile limit with more to do.
     pub more: bool,

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bronze_operator::audit::PasAuditFactory;
 use bronze_operator::controller::controller;
 use bronze_operator::crd::{self, BronzeBackfill};
 use bronze_operator::metrics::Metrics;
+use bronze_operator::pas::PasOutboxFactory;
 use bronze_operator::reconcile::{Context, FIELD_MANAGER, error_policy, reconcile};
 use bronze_operator::storage::ObjectStorageFactory;
 use futures::StreamExt;
@@ -155,7 +155,7 @@ impl Operator {
             ),
             metrics: Arc::new(Metrics::default()),
             storage: Arc::new(ObjectStorageFactory::default()),
-            audit: Arc::new(PasAuditFactory::default()),
+            pas: Arc::new(PasOutboxFactory::default()),
             catalog: Arc::new(bronze_operator::catalog::PgCatalogFactory::default()),
             now: chrono::Utc::now,
             worker_defaults: Default::default(),
