@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod generate;
+pub mod hash;
 pub mod health;
 pub mod listen_address;
 pub mod logging;

@@ -18,7 +18,7 @@ use super::build::{Built, Staged};
 use super::progress::Progress;
 use crate::checkpoint::{CheckpointError, CheckpointStore, CommittedPartition};
 use crate::config::PRIMARY_TABLE;
-use crate::parquet::hex32;
+use crate::hash::{hex32, parse_hash};
 use crate::partition::LedgerRange;
 use crate::publish::{
     ChainInfo, CommitError, Committer, DatasetLayout, ExistingPartition, Expect, Finding, Manifest,
@@ -315,7 +315,7 @@ impl Sequencer {
                 PRIMARY_TABLE.to_string(),
                 ManifestTable {
                     file: DatasetLayout::parquet_file_name(range),
-                    checksum: crate::publish::checksum_string(&staged.file.sha256),
+                    checksum: crate::hash::checksum_string(&staged.file.sha256),
                     row_count: staged.file.rows,
                     byte_size: staged.file.byte_size,
                 },
@@ -400,9 +400,3 @@ fn foreign(manifest: &Manifest, key: &str, findings: &[Finding]) -> Result<(), S
 
 /// A boxed hook future, for implementors.
 pub type HookFuture<'a> = BoxFuture<'a, Result<(), HookError>>;
-
-pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
-}

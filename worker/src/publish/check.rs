@@ -7,6 +7,7 @@
 
 use super::layout::DatasetLayout;
 use super::manifest::{Manifest, SealCheck};
+use crate::hash::is_hex_hash;
 use crate::partition::LedgerRange;
 
 /// What a manifest must say. `None` fields are not checked.
@@ -174,11 +175,6 @@ impl Manifest {
         }
         out
     }
-}
-
-/// 64 hex digits (either case).
-pub fn is_hex_hash(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

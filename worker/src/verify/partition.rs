@@ -13,8 +13,9 @@ use tokio::io::AsyncWriteExt;
 use super::report::Report;
 use super::rows::{Expected, RowsSummary, check_rows};
 use crate::config::PRIMARY_TABLE;
+use crate::hash::checksum_string;
 use crate::partition::LedgerRange;
-use crate::publish::{DatasetLayout, Expect, Finding, MANIFEST_FILE, Manifest, checksum_string};
+use crate::publish::{DatasetLayout, Expect, Finding, MANIFEST_FILE, Manifest};
 use crate::store::Location;
 
 /// A partition whose manifest could be read, with what its rows said.
