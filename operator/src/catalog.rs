@@ -1,7 +1,7 @@
 //! The PostgreSQL catalog of a backfill, written by the operator with the worker's own catalog
 //! code ([`bronze::catalog::CatalogWriter`]): the same `_meta_datasets`, `_meta_lineage`
 //! (chained by `prev_hash`) and `_meta_quality` rows a standalone copier's commit hook writes, one
-//! partition at a time, in ledger order, as [`crate::chain::sequence`] sequences them.
+//! partition at a time, in ledger order, as [`crate::sequencer::sequence`] sequences them.
 //!
 //! * **The DSN** comes from the operator's environment variable named by `spec.catalog.dsnEnv`
 //!   (the operator never reads Secrets; its Deployment sets the variable from one). A missing
@@ -10,7 +10,7 @@
 //! * **Idempotent**: rows are upserted by dataset and range, so a re-sequenced partition (a
 //!   restart, a lost status) updates its rows and never duplicates them.
 //! * **No queue file**: what is missing is derived at every sequencing by reading back the
-//!   recorded ranges and comparing them with the checkpoint ([`crate::chain::catalog_gaps`]).
+//!   recorded ranges and comparing them with the checkpoint ([`crate::sequencer::catalog_gaps`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,9 +21,9 @@ use bronze::partition::LedgerRange;
 use bronze::publish::Manifest;
 use futures::future::BoxFuture;
 
-use crate::chain::{CatalogFactory, CatalogLog};
 use crate::crd::BronzeBackfillSpec;
 use crate::job::worker_config;
+use crate::sequencer::{CatalogFactory, CatalogLog};
 
 /// The config the catalog of `spec` is written with: the worker's config for `spec` (same
 /// dataset identity, source and storage, so the same URIs) with `catalog.postgres_dsn = dsn`.

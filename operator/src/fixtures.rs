@@ -1,4 +1,4 @@
-//! Test fixtures: a spec, in-memory storage and audit outbox with the semantics of the real ones
+//! Test fixtures: a spec, in-memory storage and PAS outbox with the semantics of the real ones
 //! (conditional create), synthetic manifests with a valid hash chain, and a scripted mock API
 //! server in the style of kube-rs controller-rs `fixtures.rs` (`tower_test::mock::pair`).
 
@@ -14,10 +14,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::client::Body;
 use sha2::{Digest, Sha256};
 
-use crate::chain::{
-    Appended, AuditError, AuditLog, Committed, DatasetStore, PartitionRecord, ReadError, TipSource,
-};
 use crate::crd::*;
+use crate::sequencer::{
+    Appended, Committed, DatasetStore, PartitionRecord, PasAppendError, PasLog, ReadError,
+    TipSource,
+};
 
 pub fn spec() -> BronzeBackfillSpec {
     BronzeBackfillSpec {
@@ -238,7 +239,7 @@ pub struct OutboxEvent {
     pub hash: String,
 }
 
-/// An audit outbox with the object-store outbox's semantics: one event per partition, written
+/// A PAS outbox with the object-store outbox's semantics: one event per partition, written
 /// with a conditional create. Event hashes include a per-write nonce (as real events include a
 /// timestamp), so writing a partition's event twice would be visible as a different hash.
 #[derive(Clone, Default)]
@@ -247,12 +248,12 @@ pub struct MemoryOutbox {
     nonce: Arc<Mutex<u64>>,
 }
 
-impl AuditLog for MemoryOutbox {
+impl PasLog for MemoryOutbox {
     fn append<'a>(
         &'a self,
         record: &'a PartitionRecord,
         prev_event_hash: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Appended, AuditError>> {
+    ) -> BoxFuture<'a, Result<Appended, PasAppendError>> {
         Box::pin(async move {
             let checksums: Vec<String> = record
                 .manifest
@@ -269,7 +270,7 @@ impl AuditLog for MemoryOutbox {
                         existing: true,
                     })
                 } else {
-                    Err(AuditError::Conflict {
+                    Err(PasAppendError::Conflict {
                         range: record.range,
                         message: format!(
                             "an event with prev {:?} is already recorded",
@@ -476,13 +477,13 @@ impl crate::storage::StorageFactory for TestStorage {
     }
 }
 
-pub struct MemoryAudit(pub MemoryOutbox);
+pub struct MemoryPas(pub MemoryOutbox);
 
-impl crate::chain::AuditFactory for MemoryAudit {
-    fn open(&self, _key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>> {
+impl crate::sequencer::PasFactory for MemoryPas {
+    fn open(&self, _key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn PasLog>> {
         spec.pas
             .enabled
-            .then(|| Arc::new(self.0.clone()) as Arc<dyn AuditLog>)
+            .then(|| Arc::new(self.0.clone()) as Arc<dyn PasLog>)
     }
 }
 
@@ -508,7 +509,7 @@ pub fn context(
         client,
         metrics: Arc::new(crate::metrics::Metrics::default()),
         storage: Arc::new(TestStorage { dataset, tip: None }),
-        audit: Arc::new(MemoryAudit(outbox)),
+        pas: Arc::new(MemoryPas(outbox)),
         catalog: Arc::new(crate::catalog::PgCatalogFactory::with_env(|_| None)),
         now: test_now,
         worker_defaults: crate::job::WorkerDefaults::default(),

@@ -180,7 +180,7 @@ pub fn worker_env(
     if let Some(level) = st.compression_level {
         env.push(("STORAGE_COMPRESSION_LEVEL", level.to_string()));
     }
-    // The operator keeps the checkpoint, the audit chain and the catalog.
+    // The operator keeps the checkpoint, the PAS chain and the catalog.
     env.push(("CHECKPOINT_ENABLED", "false".into()));
     env.push(("PAS_ENABLED", "false".into()));
     env.push(("LOG_FORMAT", "json".into()));

@@ -1,6 +1,6 @@
 //! Optional leader election with a `coordination.k8s.io/v1` Lease, for running more than one
 //! replica. Only the leader reconciles. Correctness never depends on it (sequencing is fenced by
-//! the audit outbox and all writes are idempotent); it only avoids duplicate work.
+//! the PAS outbox and all writes are idempotent); it only avoids duplicate work.
 //!
 //! The Lease is taken when it is free, ours, or expired (`renewTime + leaseDurationSeconds` in
 //! the past), with an optimistic-concurrency `replace` (the resourceVersion decides between two

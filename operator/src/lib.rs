@@ -1,24 +1,24 @@
 //! `bronze-operator`: reconciles `BronzeBackfill` resources into one worker Job per partition
-//! range and sequences their commits (checkpoint, audit chain, catalog) in the resource's status.
+//! range and sequences their commits (checkpoint, PAS chain, catalog) in the resource's status.
 //!
 //! One module per job: [`crd`] (the resource), [`plan`] (pure decisions), [`chain`] (reading and
-//! verifying committed partitions in ledger order), [`audit`] (the PAS chain, written with the
+//! verifying committed partitions in ledger order), [`PAS`] (the PAS chain, written with the
 //! worker's PAS module), [`catalog`] (the PostgreSQL catalog, written with the worker's catalog
 //! module), [`job`] (the worker Job),
 //! [`reconcile`] (Kubernetes I/O), [`controller`] (the watches), [`storage`] (object stores, via the worker library),
 //! [`leader`] (optional Lease), [`metrics`] and [`http`] (health, readiness, metrics endpoint).
 
-pub mod audit;
 pub mod catalog;
-pub mod chain;
 pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod job;
 pub mod leader;
 pub mod metrics;
+pub mod pas;
 pub mod plan;
 pub mod reconcile;
+pub mod sequencer;
 pub mod storage;
 
 #[cfg(test)]

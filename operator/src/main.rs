@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bronze_operator::audit::PasAuditFactory;
 use bronze_operator::catalog::PgCatalogFactory;
 use bronze_operator::controller::controller;
 use bronze_operator::crd::BronzeBackfill;
@@ -15,6 +14,7 @@ use bronze_operator::http::{HttpState, serve};
 use bronze_operator::job::WorkerDefaults;
 use bronze_operator::leader::{self, LeaseSettings};
 use bronze_operator::metrics::Metrics;
+use bronze_operator::pas::PasOutboxFactory;
 use bronze_operator::reconcile::{Context, FIELD_MANAGER, error_policy, reconcile};
 use bronze_operator::storage::ObjectStorageFactory;
 use clap::Parser;
@@ -144,7 +144,7 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let audit = Arc::new(PasAuditFactory::default());
+    let pas = Arc::new(PasOutboxFactory::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -156,7 +156,7 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         metrics,
         storage: Arc::new(ObjectStorageFactory::default()),
-        audit: audit.clone(),
+        pas: pas.clone(),
         catalog: Arc::new(PgCatalogFactory::default()),
         now: chrono::Utc::now,
         worker_defaults: WorkerDefaults {
@@ -186,8 +186,8 @@ async fn run(args: Args) -> Result<(), String> {
         .await;
     state.set_leader(false);
     state.set_ready(false);
-    // Undelivered audit events stay in the outbox; the next start re-sends them.
-    audit.close_all().await;
+    // Undelivered PAS events stay in the outbox; the next start re-sends them.
+    pas.close_all().await;
     shutdown.cancel();
     let _ = http.await;
     if lost.is_cancelled() {
@@ -208,7 +208,7 @@ async fn verify(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(bronze::exit::CONFIG);
         }
     };
-    match bronze_operator::audit::verify(&backfill.spec).await {
+    match bronze_operator::pas::verify(&backfill.spec).await {
         Ok(report) => {
             for finding in report.sorted() {
                 println!("{finding}");

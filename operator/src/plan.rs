@@ -1,5 +1,5 @@
 //! Planning, as pure functions: from the spec, the previous status, what the sequencer just did
-//! (see [`crate::chain`]) and the observed Jobs, decide which Jobs to create, delete or harvest,
+//! (see [`crate::sequencer`]) and the observed Jobs, decide which Jobs to create, delete or harvest,
 //! and compute the whole new status. Nothing here does I/O or reads a clock.
 //!
 //! Rules (each has a test in `plan/tests.rs` or a property in `plan/props.rs`):
@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bronze::partition::{LedgerRange, PartitionGrid};
-use bronze::publish::{Manifest, SealCheck};
+use bronze::publish::{Finding, Manifest, SealCheck};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
@@ -189,22 +189,22 @@ pub struct Fault {
     pub message: String,
 }
 
-/// What the sequencer did in this reconcile (see [`crate::chain::sequence`]).
+/// What the sequencer did in this reconcile (see [`crate::sequencer::sequence`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sequenced {
     pub checkpoint: Option<CheckpointStatus>,
     pub chain_head: Option<String>,
     pub event_count: u64,
-    /// Where the audit chain is recorded; `None` when PAS is off.
+    /// Where the PAS chain is recorded; `None` when PAS is off.
     pub outbox: Option<String>,
-    /// Audit events not yet delivered to the endpoint (`None` without delivery).
+    /// PAS events not yet delivered to the endpoint (`None` without delivery).
     pub undelivered: Option<u64>,
     /// Partitions sequenced in this reconcile, in order.
     pub newly: Vec<LedgerRange>,
     /// The next partition to sequence, not committed yet.
     pub waiting_for: Option<LedgerRange>,
     pub fault: Option<Fault>,
-    /// A transient problem (storage or audit outbox unreachable); retried on the next reconcile.
+    /// A transient problem (storage or PAS outbox unreachable); retried on the next reconcile.
     pub trouble: Option<String>,
     /// Stopped at the per-reconcile limit with more to do.
     pub more: bool,
@@ -366,86 +366,26 @@ pub fn verify_manifest(
     expected: &Expected,
     parquet_size: Option<u64>,
 ) -> Result<CheckpointStatus, String> {
-    match seal {
-        SealCheck::Valid => {}
-        SealCheck::Absent => {
-            return Err(
-                "manifest has no manifest_sha256 self-checksum (worker Jobs always write one)"
-                    .to_string(),
-            );
-        }
-        SealCheck::Mismatch { recorded, computed } => {
-            return Err(format!(
-                "manifest_sha256 is {recorded} but the file hashes to {computed}: the manifest was changed after it was written"
-            ));
-        }
-    }
-    if manifest.range() != range {
-        return Err(format!(
-            "manifest describes {} instead of {range}",
-            manifest.range()
-        ));
-    }
-    let p = &manifest.partition;
-    let want = (expected.network, expected.era_id, expected.version_label);
-    if (p.network.as_str(), p.era_id.as_str(), p.version.as_str()) != want {
-        return Err(format!(
-            "manifest belongs to {}/{}/{}, not {}/{}/{}",
-            p.network, p.era_id, p.version, want.0, want.1, want.2
-        ));
-    }
-    let table = manifest
-        .primary()
-        .ok_or_else(|| "manifest has no ledgers_lcm_raw table".to_string())?;
-    if !is_hex_hash(table.checksum.strip_prefix("sha256:").unwrap_or("")) {
-        return Err(format!(
-            "checksum {:?} is not sha256:<64 hex>",
-            table.checksum
-        ));
-    }
-    if table.row_count != range.len() {
-        return Err(format!(
-            "{} rows for {} ledgers",
-            table.row_count,
-            range.len()
-        ));
-    }
-    if let Some(size) = parquet_size
-        && size != table.byte_size
+    let findings = manifest.check(&bronze::publish::Expect {
+        range,
+        network: expected.network,
+        era_id: expected.era_id,
+        version_label: expected.version_label,
+        seal: Some(seal),
+        parquet_size,
+        prior_hash: expected.prior_hash,
+        ingested_at: Some(expected.ingested_at),
+    });
+    // The table's file name was never checked here (only `verify` checks it); kept as it was.
+    if let Some(first) = findings
+        .iter()
+        .find(|f| !matches!(f, Finding::FileName { .. }))
     {
-        return Err(format!(
-            "Parquet file {} is {size} bytes, the manifest says {}",
-            table.file, table.byte_size
-        ));
+        return Err(first.to_string());
     }
-    let chain = manifest
-        .chain
-        .as_ref()
-        .ok_or_else(|| "manifest has no chain hashes".to_string())?;
-    if !is_hex_hash(&chain.last_ledger_hash) || !is_hex_hash(&chain.previous_ledger_hash) {
-        return Err("chain hashes are not 64 hex digits".to_string());
-    }
-    if let Some(prior) = expected.prior_hash
-        && !chain.previous_ledger_hash.eq_ignore_ascii_case(prior)
-    {
-        return Err(format!(
-            "ledger {} links to previous hash {} but ledger {} has hash {prior}",
-            range.start,
-            chain.previous_ledger_hash,
-            range.start.saturating_sub(1)
-        ));
-    }
-    let millis = |t: &str| bronze::time::rfc3339_to_millis(t);
-    match manifest.ingested_at.as_deref() {
-        Some(found) if millis(found).is_some() && millis(found) == millis(expected.ingested_at) => {
-        }
-        found => {
-            return Err(format!(
-                "ingested_at is {found:?}, the backfill's is {:?}",
-                expected.ingested_at
-            ));
-        }
-    }
+    let (Some(table), Some(chain)) = (manifest.primary(), manifest.chain.as_ref()) else {
+        unreachable!("Manifest::check reports a missing table or chain");
+    };
     Ok(CheckpointStatus {
         last_committed_ledger: range.end,
         partition_start: range.start,
@@ -453,10 +393,6 @@ pub fn verify_manifest(
         checksum: table.checksum.clone(),
         last_ledger_hash: Some(chain.last_ledger_hash.to_ascii_lowercase()),
     })
-}
-
-fn is_hex_hash(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn overlaps(a: LedgerRange, b: LedgerRange) -> bool {

@@ -1,5 +1,5 @@
 //! Thin Kubernetes I/O around [`crate::plan`]: observe the Jobs, sequence what storage holds
-//! ([`crate::chain`]), plan, then act in a fixed order:
+//! ([`crate::sequencer`]), plan, then act in a fixed order:
 //!
 //! 1. status, once, by server-side apply (one field manager, forced): it records failures and
 //!    attempt counts before any Job that carries them is deleted;
@@ -22,7 +22,6 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::chain::{AuditFactory, CatalogFactory, SequenceStart, resolve_ingested_at, sequence};
 use crate::crd::BronzeBackfill;
 use crate::job::{
     LABEL_JOB_NAME, WorkerDefaults, build_job, harvest_patch, observe, selector, termination_reason,
@@ -31,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::plan::{
     JobState, ObservedJob, PlanInput, hole_window, misconfigured, plan, storage_down,
 };
+use crate::sequencer::{CatalogFactory, PasFactory, SequenceStart, resolve_ingested_at, sequence};
 use crate::storage::StorageFactory;
 
 pub const FINALIZER: &str = "bronze.obsrvr.io/jobs";
@@ -123,7 +123,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub storage: Arc<dyn StorageFactory>,
-    pub audit: Arc<dyn AuditFactory>,
+    pub pas: Arc<dyn PasFactory>,
     pub catalog: Arc<dyn CatalogFactory>,
     /// The clock (fixed in tests).
     pub now: fn() -> DateTime<Utc>,
@@ -261,14 +261,14 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
             (None, None)
         }
     };
-    let audit = ctx.audit.open(&key, spec);
+    let pas = ctx.pas.open(&key, spec);
     let catalog = ctx.catalog.open(&key, spec);
     let mut sequenced = sequence(
         spec,
         &ingested_at,
         SequenceStart::from_status(status),
         store.as_ref(),
-        audit.as_deref(),
+        pas.as_deref(),
         catalog.as_deref(),
         MAX_SEQUENCED_PER_RECONCILE,
     )
@@ -502,7 +502,7 @@ async fn cleanup(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action,
     )
     .await;
     let key = format!("{ns}/{}", backfill.name_any());
-    ctx.audit.forget(&key);
+    ctx.pas.forget(&key);
     ctx.catalog.forget(&key);
     ctx.metrics.forget(&key);
     Ok(Action::await_change())

@@ -17,10 +17,10 @@ use bronze::source::{Datastore, open_source_location};
 use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 
-use crate::chain::{Committed, DatasetStore, ReadError, TipSource};
 use crate::crd::BronzeBackfillSpec;
 use crate::job::worker_config;
 use crate::plan::Hole;
+use crate::sequencer::{Committed, DatasetStore, ReadError, TipSource};
 
 /// The committed partitions of one dataset, in any object store.
 pub struct ObjectDataset {

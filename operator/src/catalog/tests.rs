@@ -13,9 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::audit::{PasAudit, audit_config};
-use crate::chain::{DatasetStore, SequenceStart, sequence};
+use crate::pas::{PasOutboxLog, pas_config};
 use crate::plan::Sequenced;
+use crate::sequencer::{DatasetStore, SequenceStart, sequence};
 use crate::storage::{ObjectStorageFactory, StorageFactory};
 
 const INGESTED_AT: &str = "2025-01-15T10:00:00Z";
@@ -127,8 +127,8 @@ impl Backfill {
         PgCatalog::new(catalog_config(&self.spec, &self.dsn()).unwrap()).unwrap()
     }
 
-    fn audit(&self) -> PasAudit {
-        PasAudit::new(audit_config(&self.spec).unwrap()).unwrap()
+    fn pas(&self) -> PasOutboxLog {
+        PasOutboxLog::new(pas_config(&self.spec).unwrap()).unwrap()
     }
 
     fn dataset(&self) -> Arc<dyn DatasetStore> {
@@ -140,7 +140,7 @@ impl Backfill {
     /// One reconcile's sequencing.
     async fn sequence(
         &self,
-        audit: &PasAudit,
+        pas: &PasOutboxLog,
         catalog: &dyn CatalogLog,
         start: SequenceStart,
         steps: usize,
@@ -150,7 +150,7 @@ impl Backfill {
             INGESTED_AT,
             start,
             self.dataset().as_ref(),
-            Some(audit),
+            Some(pas),
             Some(catalog),
             steps,
         )
@@ -160,7 +160,7 @@ impl Backfill {
     /// What `bronze-copier verify` reports with the catalog configured (directly, not through
     /// the gate): partitions, the PAS chain and the catalog against storage.
     async fn verify(&self) -> bronze::verify::Report {
-        let mut config = audit_config(&self.spec).unwrap();
+        let mut config = pas_config(&self.spec).unwrap();
         config.catalog.postgres_dsn = self.pg.dsn_for("catalog");
         bronze::verify::verify(&config).await.unwrap()
     }
@@ -208,9 +208,9 @@ fn assert_clean(report: &bronze::verify::Report) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operators_catalog_verifies_clean_and_restarts_or_status_loss_duplicate_nothing() {
     let b = Backfill::committed(true).await;
-    let (audit, catalog) = (b.audit(), b.catalog());
+    let (pas, catalog) = (b.pas(), b.catalog());
     let first = b
-        .sequence(&audit, &catalog, SequenceStart::default(), 2)
+        .sequence(&pas, &catalog, SequenceStart::default(), 2)
         .await;
     assert_eq!(through(&first), Some(21), "{first:?}");
     let cat = first.catalog.as_ref().unwrap();
@@ -218,7 +218,7 @@ async fn the_operators_catalog_verifies_clean_and_restarts_or_status_loss_duplic
     assert_eq!(cat.error, None);
     assert!(!cat.database.contains("password"), "{}", cat.database);
     assert_eq!(b.lineage_rows(), ["2-11", "12-21"]);
-    let rest = b.sequence(&audit, &catalog, after(&first), 10).await;
+    let rest = b.sequence(&pas, &catalog, after(&first), 10).await;
     assert_eq!(through(&rest), Some(41), "{rest:?}");
     assert_eq!(
         rest.catalog.as_ref().unwrap().recorded_through,
@@ -230,7 +230,7 @@ async fn the_operators_catalog_verifies_clean_and_restarts_or_status_loss_duplic
     assert_clean(&b.verify().await);
 
     // A restarted operator (nothing cached) with its status: nothing to write.
-    let restarted = b.sequence(&b.audit(), &b.catalog(), after(&rest), 10).await;
+    let restarted = b.sequence(&b.pas(), &b.catalog(), after(&rest), 10).await;
     assert!(restarted.newly.is_empty());
     assert_eq!(
         restarted.catalog.as_ref().unwrap().recorded_through,
@@ -239,7 +239,7 @@ async fn the_operators_catalog_verifies_clean_and_restarts_or_status_loss_duplic
     // A restarted operator that lost its status re-sequences everything: rows are updated,
     // never duplicated, and the chain is the same.
     let lost = b
-        .sequence(&b.audit(), &b.catalog(), SequenceStart::default(), 10)
+        .sequence(&b.pas(), &b.catalog(), SequenceStart::default(), 10)
         .await;
     assert_eq!(lost.newly.len(), 4, "{lost:?}");
     assert_eq!(lost.chain_head, rest.chain_head);
@@ -252,26 +252,26 @@ async fn the_operators_catalog_verifies_clean_and_restarts_or_status_loss_duplic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_catalog_down_holds_the_checkpoint_and_it_catches_up_when_back() {
     let b = Backfill::committed(true).await;
-    let (audit, catalog) = (b.audit(), b.catalog());
+    let (pas, catalog) = (b.pas(), b.catalog());
     let first = b
-        .sequence(&audit, &catalog, SequenceStart::default(), 2)
+        .sequence(&pas, &catalog, SequenceStart::default(), 2)
         .await;
     assert_eq!(through(&first), Some(21));
 
     b.gate.set_up(false);
-    let held = b.sequence(&audit, &catalog, after(&first), 10).await;
+    let held = b.sequence(&pas, &catalog, after(&first), 10).await;
     assert_eq!(through(&held), Some(21), "the checkpoint holds: {held:?}");
     assert!(held.newly.is_empty());
     let trouble = held.trouble.as_deref().expect("the reason is in status");
     assert!(trouble.starts_with("catalog: "), "{trouble}");
     assert!(held.catalog.as_ref().unwrap().error.is_some());
     // Again (the next reconcile), still down: still held.
-    let still = b.sequence(&audit, &catalog, after(&held), 10).await;
+    let still = b.sequence(&pas, &catalog, after(&held), 10).await;
     assert_eq!(through(&still), Some(21));
     assert_eq!(b.lineage_rows(), ["2-11", "12-21"]);
 
     b.gate.set_up(true);
-    let back = b.sequence(&audit, &catalog, after(&still), 10).await;
+    let back = b.sequence(&pas, &catalog, after(&still), 10).await;
     assert_eq!(through(&back), Some(41), "{back:?}");
     assert_eq!(back.trouble, None);
     assert_eq!(back.catalog.as_ref().unwrap().error, None);
@@ -286,14 +286,14 @@ async fn strict_catalog_down_holds_the_checkpoint_and_it_catches_up_when_back() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lenient_catalog_down_warns_sequences_on_and_a_later_reconcile_fills_the_rows() {
     let b = Backfill::committed(false).await;
-    let (audit, catalog) = (b.audit(), b.catalog());
+    let (pas, catalog) = (b.pas(), b.catalog());
     let first = b
-        .sequence(&audit, &catalog, SequenceStart::default(), 1)
+        .sequence(&pas, &catalog, SequenceStart::default(), 1)
         .await;
     assert_eq!(through(&first), Some(11));
 
     b.gate.set_up(false);
-    let on = b.sequence(&audit, &catalog, after(&first), 10).await;
+    let on = b.sequence(&pas, &catalog, after(&first), 10).await;
     assert_eq!(
         through(&on),
         Some(41),
@@ -324,7 +324,7 @@ async fn lenient_catalog_down_warns_sequences_on_and_a_later_reconcile_fills_the
 
     // Back: a reconcile with nothing new to sequence writes the missing rows, in ledger order.
     b.gate.set_up(true);
-    let caught = b.sequence(&audit, &catalog, after(&on), 10).await;
+    let caught = b.sequence(&pas, &catalog, after(&on), 10).await;
     assert!(caught.newly.is_empty());
     let cat = caught.catalog.as_ref().unwrap();
     assert_eq!(cat.error, None);
@@ -337,13 +337,13 @@ async fn lenient_catalog_down_warns_sequences_on_and_a_later_reconcile_fills_the
 async fn rows_missing_below_the_checkpoint_are_written_by_a_restarted_operator() {
     // A catalog added to a running backfill, or rows lost: derived from the catalog itself.
     let b = Backfill::committed(false).await;
-    let audit = b.audit();
+    let pas = b.pas();
     let plain = sequence(
         &b.spec,
         INGESTED_AT,
         SequenceStart::default(),
         b.dataset().as_ref(),
-        Some(&audit),
+        Some(&pas),
         None,
         10,
     )
@@ -351,10 +351,10 @@ async fn rows_missing_below_the_checkpoint_are_written_by_a_restarted_operator()
     assert_eq!(through(&plain), Some(41));
     let catalog = b.catalog();
     // The per-reconcile limit applies to the catch-up too.
-    let some = b.sequence(&audit, &catalog, after(&plain), 3).await;
+    let some = b.sequence(&pas, &catalog, after(&plain), 3).await;
     assert!(some.more);
     assert_eq!(b.lineage_rows(), ["2-11", "12-21", "22-31"]);
-    let all = b.sequence(&audit, &catalog, after(&some), 3).await;
+    let all = b.sequence(&pas, &catalog, after(&some), 3).await;
     assert!(!all.more);
     assert_eq!(
         all.catalog.as_ref().unwrap().recorded_through,
@@ -368,9 +368,9 @@ async fn a_missing_dsn_variable_is_a_clear_failure_strict_or_lenient() {
     let b = Backfill::committed(true).await;
     let factory = PgCatalogFactory::with_env(|_| None);
     let catalog = factory.open("ns/cat", &b.spec).unwrap();
-    let audit = b.audit();
+    let pas = b.pas();
     let held = b
-        .sequence(&audit, catalog.as_ref(), SequenceStart::default(), 10)
+        .sequence(&pas, catalog.as_ref(), SequenceStart::default(), 10)
         .await;
     assert_eq!(through(&held), None);
     let trouble = held.trouble.unwrap();
@@ -385,7 +385,7 @@ async fn a_missing_dsn_variable_is_a_clear_failure_strict_or_lenient() {
         INGESTED_AT,
         SequenceStart::default(),
         b.dataset().as_ref(),
-        Some(&audit),
+        Some(&pas),
         Some(catalog.as_ref()),
         10,
     )
@@ -439,7 +439,7 @@ async fn the_operators_catalog_over_verified_tls() {
     let dataset = ObjectStorageFactory::default()
         .dataset("ns/cat", &spec)
         .unwrap();
-    let audit = PasAudit::new(audit_config(&spec).unwrap()).unwrap();
+    let pas = PasOutboxLog::new(pas_config(&spec).unwrap()).unwrap();
 
     // A CA that did not sign the server's certificate: nothing recorded, the checkpoint waits.
     let other = TestCa::new("Another CA");
@@ -449,7 +449,7 @@ async fn the_operators_catalog_over_verified_tls() {
         INGESTED_AT,
         SequenceStart::default(),
         dataset.as_ref(),
-        Some(&audit),
+        Some(&pas),
         Some(&wrong),
         10,
     )
@@ -465,7 +465,7 @@ async fn the_operators_catalog_over_verified_tls() {
         INGESTED_AT,
         SequenceStart::default(),
         dataset.as_ref(),
-        Some(&audit),
+        Some(&pas),
         Some(&catalog),
         10,
     )
@@ -479,7 +479,7 @@ async fn the_operators_catalog_over_verified_tls() {
         pg.psql_in("catalog", "SELECT count(*) FROM _meta_lineage"),
         "4"
     );
-    let mut config = audit_config(&spec).unwrap();
+    let mut config = pas_config(&spec).unwrap();
     config.catalog.postgres_dsn = dsn(&ca.cert());
     assert_clean(&bronze::verify::verify(&config).await.unwrap());
 }

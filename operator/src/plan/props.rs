@@ -1,9 +1,9 @@
 //! Properties of planning + sequencing over random interleavings of Job successes, retryable
 //! and bad-input failures, reconciles that crash half-way, status loss, operator restarts and
-//! TTL expiry. The operator side runs the real code (`chain::sequence`,
-//! `chain::resolve_ingested_at`, `plan`); storage is an in-memory version with the real
-//! semantics (commit markers); the audit chain is either the in-memory outbox
-//! ([`crate::fixtures::MemoryOutbox`]) or the real one ([`crate::audit::PasAudit`]: the worker's
+//! TTL expiry. The operator side runs the real code (`sequencer::sequence`,
+//! `sequencer::resolve_ingested_at`, `plan`); storage is an in-memory version with the real
+//! semantics (commit markers); the PAS chain is either the in-memory outbox
+//! ([`crate::fixtures::MemoryOutbox`]) or the real one ([`crate::PAS::PasOutboxLog`]: the worker's
 //! PAS stream over an in-memory object store), checked by reading the stored events back. The
 //! "cluster" applies the plan's actions and plays the Jobs.
 
@@ -15,25 +15,25 @@ use futures::executor::block_on;
 use proptest::prelude::*;
 
 use super::*;
-use crate::chain::{SequenceStart, resolve_ingested_at, sequence};
 use crate::fixtures::{MemoryDataset, MemoryOutbox, OutboxEvent, manifest_for, spec};
+use crate::sequencer::{SequenceStart, resolve_ingested_at, sequence};
 
-/// The audit chain under test.
+/// The PAS chain under test.
 #[allow(clippy::large_enum_variant)] // one per test case
-enum Audit {
+enum Pas {
     Memory(MemoryOutbox),
-    /// The operator's real PAS stream over an in-memory object store. `audit` is replaced on a
+    /// The operator's real PAS stream over an in-memory object store. `PAS` is replaced on a
     /// restart (a new process reads the chain back from the outbox).
     Real {
         config: bronze::config::Config,
         outbox: Arc<bronze::pas::ObjectStoreOutbox>,
-        audit: crate::audit::PasAudit,
+        pas: crate::pas::PasOutboxLog,
     },
 }
 
-impl Audit {
+impl Pas {
     fn real(spec: &BronzeBackfillSpec) -> Self {
-        let config = crate::audit::audit_config(spec).unwrap();
+        let config = crate::pas::pas_config(spec).unwrap();
         let location = bronze::store::Location {
             store: Arc::new(object_store::memory::InMemory::new()),
             root: Default::default(),
@@ -43,37 +43,37 @@ impl Audit {
             location,
             &config.storage.prefix,
         ));
-        let audit = crate::audit::PasAudit::with_outbox(config.clone(), outbox.clone());
-        Audit::Real {
+        let pas = crate::pas::PasOutboxLog::with_outbox(config.clone(), outbox.clone());
+        Pas::Real {
             config,
             outbox,
-            audit,
+            pas,
         }
     }
 
-    fn log(&self) -> &dyn crate::chain::AuditLog {
+    fn log(&self) -> &dyn crate::sequencer::PasLog {
         match self {
-            Audit::Memory(m) => m,
-            Audit::Real { audit, .. } => audit,
+            Pas::Memory(m) => m,
+            Pas::Real { pas, .. } => pas,
         }
     }
 
     fn restart(&mut self) {
-        if let Audit::Real {
+        if let Pas::Real {
             config,
             outbox,
-            audit,
+            pas,
         } = self
         {
-            *audit = crate::audit::PasAudit::with_outbox(config.clone(), outbox.clone());
+            *pas = crate::pas::PasOutboxLog::with_outbox(config.clone(), outbox.clone());
         }
     }
 
     /// The stored events by range (for the real outbox: read back, every hash checked).
     fn events(&self) -> BTreeMap<LedgerRange, OutboxEvent> {
         match self {
-            Audit::Memory(m) => m.events.lock().unwrap().clone(),
-            Audit::Real { config, outbox, .. } => {
+            Pas::Memory(m) => m.events.lock().unwrap().clone(),
+            Pas::Real { config, outbox, .. } => {
                 use bronze::pas::Outbox;
                 let layout = bronze::publish::DatasetLayout::from_config(config);
                 let chain = bronze::pas::ChainId::of_layout(&layout);
@@ -122,7 +122,7 @@ enum Step {
     LoseStatus,
     /// The TTL controller deletes harvested Jobs.
     TtlExpires,
-    /// The operator process restarts (its audit stream is opened again from the outbox).
+    /// The operator process restarts (its PAS stream is opened again from the outbox).
     Restart,
     /// A second operator (own process, same resource) reconciles once, then goes away.
     Rival,
@@ -155,7 +155,7 @@ struct World {
     spec: BronzeBackfillSpec,
     grid: PartitionGrid,
     storage: MemoryDataset,
-    audit: Audit,
+    pas: Pas,
     jobs: BTreeMap<String, SimJob>,
     status: Option<BronzeBackfillStatus>,
     now: DateTime<Utc>,
@@ -170,10 +170,10 @@ impl World {
     fn new(spec: BronzeBackfillSpec, bad: BTreeSet<u32>, real_pas: bool) -> Self {
         Self {
             grid: PartitionGrid::new(spec.ledger_start, spec.ledger_end, spec.partition_size),
-            audit: if real_pas {
-                Audit::real(&spec)
+            pas: if real_pas {
+                Pas::real(&spec)
             } else {
-                Audit::Memory(MemoryOutbox::default())
+                Pas::Memory(MemoryOutbox::default())
             },
             spec,
             storage: MemoryDataset::default(),
@@ -223,7 +223,7 @@ impl World {
                 &at,
                 SequenceStart::from_status(self.status.as_ref()),
                 &self.storage,
-                Some(self.audit.log()),
+                Some(self.pas.log()),
                 None,
                 4, // small, so catching up after a status loss takes several reconciles
             )
@@ -352,22 +352,21 @@ impl World {
                 self.status_lost = true;
             }
             Step::TtlExpires => self.jobs.retain(|_, j| !j.harvested),
-            Step::Restart => self.audit.restart(),
+            Step::Restart => self.pas.restart(),
             Step::Rival => {
-                // Another process: its own audit stream, the shared status and cluster.
-                let mine =
-                    std::mem::replace(&mut self.audit, Audit::Memory(MemoryOutbox::default()));
+                // Another process: its own PAS stream, the shared status and cluster.
+                let mine = std::mem::replace(&mut self.pas, Pas::Memory(MemoryOutbox::default()));
                 let rival = match &mine {
-                    Audit::Memory(m) => Audit::Memory(m.clone()),
-                    Audit::Real { config, outbox, .. } => Audit::Real {
+                    Pas::Memory(m) => Pas::Memory(m.clone()),
+                    Pas::Real { config, outbox, .. } => Pas::Real {
                         config: config.clone(),
                         outbox: outbox.clone(),
-                        audit: crate::audit::PasAudit::with_outbox(config.clone(), outbox.clone()),
+                        pas: crate::pas::PasOutboxLog::with_outbox(config.clone(), outbox.clone()),
                     },
                 };
-                self.audit = rival;
+                self.pas = rival;
                 self.reconcile(true, true);
-                self.audit = mine;
+                self.pas = mine;
             }
         }
     }
@@ -375,7 +374,7 @@ impl World {
     /// Invariants that hold after every step.
     fn check(&self, before: Option<u32>) {
         let partitions = self.partitions();
-        let events = self.audit.events();
+        let events = self.pas.events();
         // The outbox is a gap-free chain over a prefix of the grid: one event per partition,
         // each linked to the one before.
         let mut prev: Option<String> = None;
@@ -542,7 +541,7 @@ fn run_scenario(
     }
     let status = world.status.clone().unwrap();
     let partitions = world.partitions();
-    let events = world.audit.events();
+    let events = world.pas.events();
     match world.bad.iter().next() {
         None => {
             prop_assert_eq!(status.phase, Some(Phase::Succeeded), "{:?}", status.message);

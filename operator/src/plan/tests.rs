@@ -281,7 +281,7 @@ fn strict_catalog_failure_is_the_trouble_and_reported_as_the_catalogs() {
 
 #[test]
 fn catalog_gaps_are_the_unrecorded_partitions_up_to_the_checkpoint() {
-    use crate::chain::{catalog_gaps, catalog_recorded_through};
+    use crate::sequencer::{catalog_gaps, catalog_recorded_through};
     let g = Grid::of(&spec()); // 2..=101 by 10
     let rec = |ranges: &[(u32, u32)]| -> std::collections::BTreeMap<u32, (LedgerRange, String)> {
         ranges

@@ -1,6 +1,6 @@
 //! Chaos: the operator SIGKILLed at random moments and restarted (once with its status wiped),
 //! workers SIGKILLed at random (their Pods report 137). The output must be byte-identical to a
-//! clean standalone `bronze-copier` run of the same range, with one linear audit chain, nothing
+//! clean standalone `bronze-copier` run of the same range, with one linear PAS chain, nothing
 //! duplicated, and `bronze-operator verify` clean. Two operators at once: with leader election
 //! one works; without it the chain still never forks. Randomness comes from a printed seed.
 

@@ -894,7 +894,7 @@ pub fn manifests(env: &TestEnv) -> BTreeMap<u32, bronze::publish::Manifest> {
         .collect()
 }
 
-/// The audit events in the lake's outbox, in key order, parsed.
+/// The PAS events in the lake's outbox, in key order, parsed.
 pub fn pas_events(env: &TestEnv) -> Vec<(String, bronze::pas::PasEvent)> {
     env.lake_keys("bronze/_pas/pubnet/cluster/v1/")
         .into_iter()

@@ -309,7 +309,9 @@ fn check_services(c: &Config, r: &mut Report) {
     if c.metrics.rate_window_seconds == 0 {
         r.fail("metrics.rate_window_seconds", 0, "must be >= 1");
     }
-    if c.metrics.enabled && crate::net::parse_listen_address(&c.metrics.address).is_none() {
+    if c.metrics.enabled
+        && crate::listen_address::parse_listen_address(&c.metrics.address).is_none()
+    {
         r.fail(
             "metrics.address",
             &c.metrics.address,

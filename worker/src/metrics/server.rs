@@ -39,7 +39,7 @@ impl Drop for MetricsServer {
 
 /// Binds `address` and serves the endpoints in the background. Must run inside a Tokio runtime.
 pub async fn serve(address: &str) -> Result<MetricsServer, ServeError> {
-    let addr = crate::net::parse_listen_address(address)
+    let addr = crate::listen_address::parse_listen_address(address)
         .ok_or_else(|| ServeError::Address(address.to_string()))?;
     let listener = TcpListener::bind(addr)
         .await

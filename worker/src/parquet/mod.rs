@@ -7,6 +7,5 @@ mod xdr_column;
 
 pub use schema::{COLUMNS, ledgers_lcm_raw_schema};
 pub use writer::{
-    Hex32, LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings, codec,
-    hex32,
+    LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings, codec,
 };

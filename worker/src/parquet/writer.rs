@@ -10,6 +10,8 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::hash::hex32;
+
 use arrow_array::ArrayRef;
 use arrow_array::builder::{
     Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
@@ -387,21 +389,6 @@ impl<W: Write + Send> PartitionWriter<W> {
             sha256: sink.hasher.finalize().into(),
         };
         Ok((summary, sink.inner))
-    }
-}
-
-/// Lowercase hex of a 32-byte value without a heap allocation per call.
-pub fn hex32(bytes: &[u8; 32]) -> Hex32 {
-    let mut out = [0u8; 64];
-    hex::encode_to_slice(bytes, &mut out).expect("64 bytes hold 32 bytes of hex");
-    Hex32(out)
-}
-
-pub struct Hex32([u8; 64]);
-
-impl Hex32 {
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("hex is ASCII")
     }
 }
 

@@ -24,11 +24,11 @@ pub use build::{BuildEnv, BuildError, Built, Staged, build_partition};
 pub use progress::{Progress, ProgressSnapshot, progress_line};
 pub use sequencer::{
     CommitEvent, CommitHook, HookError, HookFuture, SequenceCounts, SequenceError, Sequencer,
-    parse_hash,
 };
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::config::Config;
+use crate::hash::parse_hash;
 use crate::parquet::WriterSettings;
 use crate::partition::{LedgerRange, PartitionGrid};
 use crate::publish::{

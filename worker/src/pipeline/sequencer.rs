@@ -18,10 +18,10 @@ use super::build::{Built, Staged};
 use super::progress::Progress;
 use crate::checkpoint::{CheckpointError, CheckpointStore, CommittedPartition};
 use crate::config::PRIMARY_TABLE;
-use crate::parquet::hex32;
+use crate::hash::{hex32, parse_hash};
 use crate::partition::LedgerRange;
 use crate::publish::{
-    ChainInfo, CommitError, Committer, DatasetLayout, ExistingPartition, Manifest,
+    ChainInfo, CommitError, Committer, DatasetLayout, ExistingPartition, Expect, Finding, Manifest,
     ManifestPartition, ManifestTable, PartitionSettings, Producer,
 };
 use crate::validate::{ValidationError, check_link};
@@ -315,7 +315,7 @@ impl Sequencer {
                 PRIMARY_TABLE.to_string(),
                 ManifestTable {
                     file: DatasetLayout::parquet_file_name(range),
-                    checksum: crate::publish::checksum_string(&staged.file.sha256),
+                    checksum: crate::hash::checksum_string(&staged.file.sha256),
                     row_count: staged.file.rows,
                     byte_size: staged.file.byte_size,
                 },
@@ -336,58 +336,67 @@ impl Sequencer {
         }
     }
 
+    /// What a committed partition found in storage must say to be adopted.
+    fn findings(&self, manifest: &Manifest, prior_hash: Option<&str>) -> Vec<Finding> {
+        manifest.check(&Expect {
+            range: manifest.range(),
+            network: &self.layout.network,
+            era_id: &self.layout.era_id,
+            version_label: &self.layout.version_label,
+            seal: None,
+            parquet_size: None,
+            prior_hash,
+            ingested_at: None,
+        })
+    }
+
+    /// Adopting checks the dataset and the hash link only (a resumed run trusts the rest of
+    /// what it committed itself; `verify` checks all of it).
     fn check_adopted(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
-        self.check_dataset(manifest, key)?;
-        self.check_adopted_link(manifest, key)
+        let prior = self.prior_last_hash.map(hex::encode);
+        let findings = self.findings(manifest, prior.as_deref());
+        foreign(manifest, key, &findings)?;
+        let Some(prior) = &self.prior_last_hash else {
+            return Ok(());
+        };
+        let previous = manifest
+            .chain
+            .as_ref()
+            .and_then(|c| parse_hash(&c.previous_ledger_hash));
+        match previous {
+            Some(previous) if findings.iter().any(|f| matches!(f, Finding::Link { .. })) => {
+                check_link(manifest.range(), &previous, prior, key)?
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                partition = %manifest.range(),
+                "committed partition has no chain hashes in its manifest; its link to the previous partition is not checked"
+            ),
+        }
+        Ok(())
     }
 
     /// A committed partition found in storage must belong to this dataset.
     pub fn check_dataset(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
-        let p = &manifest.partition;
-        let l = &self.layout;
-        if (p.network.as_str(), p.era_id.as_str(), p.version.as_str())
-            != (
-                l.network.as_str(),
-                l.era_id.as_str(),
-                l.version_label.as_str(),
-            )
-        {
-            return Err(SequenceError::ForeignPartition {
-                range: manifest.range(),
-                key: key.to_string(),
-                found: format!("{}/{}/{}", p.network, p.era_id, p.version),
-                expected: format!("{}/{}/{}", l.network, l.era_id, l.version_label),
-            });
-        }
-        Ok(())
+        foreign(manifest, key, &self.findings(manifest, None))
     }
+}
 
-    fn check_adopted_link(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
-        match (
-            &self.prior_last_hash,
-            manifest
-                .chain
-                .as_ref()
-                .and_then(|c| parse_hash(&c.previous_ledger_hash)),
-        ) {
-            (Some(prior), Some(first_prev)) => {
-                check_link(manifest.range(), &first_prev, prior, key)?
-            }
-            (Some(_), None) => tracing::warn!(
-                partition = %manifest.range(),
-                "committed partition has no chain hashes in its manifest; its link to the previous partition is not checked"
-            ),
-            _ => {}
-        }
-        Ok(())
+/// The [`Finding::Dataset`] among `findings`, as the sequencer's error.
+fn foreign(manifest: &Manifest, key: &str, findings: &[Finding]) -> Result<(), SequenceError> {
+    match findings.iter().find_map(|f| match f {
+        Finding::Dataset { found, expected } => Some((found, expected)),
+        _ => None,
+    }) {
+        Some((found, expected)) => Err(SequenceError::ForeignPartition {
+            range: manifest.range(),
+            key: key.to_string(),
+            found: found.clone(),
+            expected: expected.clone(),
+        }),
+        None => Ok(()),
     }
 }
 
 /// A boxed hook future, for implementors.
 pub type HookFuture<'a> = BoxFuture<'a, Result<(), HookError>>;
-
-pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
-}

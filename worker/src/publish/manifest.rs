@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::PRIMARY_TABLE;
+use crate::hash::checksum_string;
 use crate::partition::LedgerRange;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,11 +208,6 @@ fn seal_value_at(bytes: &[u8]) -> Option<usize> {
         .windows(pattern.len())
         .rposition(|w| w == pattern)
         .map(|i| i + pattern.len())
-}
-
-/// `sha256:<hex>`, the checksum format of manifests, PAS events and the catalog.
-pub fn checksum_string(sha256: &[u8; 32]) -> String {
-    format!("sha256:{}", hex::encode(sha256))
 }
 
 #[cfg(test)]

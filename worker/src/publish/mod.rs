@@ -1,14 +1,16 @@
 //! Publishing partitions: where they go, the manifest that commits them, and the upload.
 
+mod check;
 mod commit;
 mod layout;
 mod manifest;
 mod upload;
 
+pub use check::{Expect, Finding};
 pub use commit::{CommitError, Committer, ExistingPartition};
 pub use layout::{DatasetLayout, MANIFEST_FILE};
 pub use manifest::{
     ChainInfo, Manifest, ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
-    WriterInfo, checksum_string, settings_differences,
+    WriterInfo, settings_differences,
 };
 pub use upload::{UploadError, UploadSink, Uploader, start_upload};

@@ -13,8 +13,9 @@ use tokio::io::AsyncWriteExt;
 use super::report::Report;
 use super::rows::{Expected, RowsSummary, check_rows};
 use crate::config::PRIMARY_TABLE;
+use crate::hash::checksum_string;
 use crate::partition::LedgerRange;
-use crate::publish::{DatasetLayout, MANIFEST_FILE, Manifest, SealCheck, checksum_string};
+use crate::publish::{DatasetLayout, Expect, Finding, MANIFEST_FILE, Manifest};
 use crate::store::Location;
 
 /// A partition whose manifest could be read, with what its rows said.
@@ -131,67 +132,49 @@ async fn read_manifest(
             return None;
         }
     };
-    match Manifest::check_seal(&bytes) {
-        SealCheck::Valid => {}
-        SealCheck::Mismatch { recorded, computed } => report.problem(
-            Some(range),
-            &object,
-            "manifest.self_checksum",
-            format!(
-                "manifest_sha256: expected {computed} (recomputed over the file), found {recorded}"
-            ),
-        ),
-        // Manifests of the original have no seal, and none of our additions either.
-        SealCheck::Absent if manifest.chain.is_some() || manifest.ingested_at.is_some() => report
-            .problem(
-                Some(range),
-                &object,
-                "manifest.self_checksum",
-                "manifest_sha256 is missing from a manifest written by this copier",
-            ),
-        SealCheck::Absent => {}
-    }
-    if manifest.range() != range {
-        report.problem(
-            Some(range),
-            &object,
-            "manifest.range",
-            format!(
-                "expected range {range} (its folder), found {}",
-                manifest.range()
-            ),
-        );
-    }
-    let p = &manifest.partition;
+    let seal = Manifest::check_seal(&bytes);
     let l = &ctx.layout;
-    let found = format!("{}/{}/{}", p.network, p.era_id, p.version);
-    let want = format!("{}/{}/{}", l.network, l.era_id, l.version_label);
-    if found != want {
-        report.problem(
-            Some(range),
-            &object,
-            "manifest.dataset",
-            format!("expected network/era/version {want}, found {found}"),
-        );
-    }
-    match manifest.primary() {
-        None => report.problem(
-            Some(range),
-            &object,
-            "manifest.tables",
-            format!("no {PRIMARY_TABLE} table"),
-        ),
-        Some(t) if t.file != DatasetLayout::parquet_file_name(range) => report.problem(
-            Some(range),
-            &object,
-            "manifest.tables",
-            format!(
-                "file: expected {}, found {}",
-                DatasetLayout::parquet_file_name(range),
-                t.file
+    let findings = manifest.check(&Expect {
+        range,
+        network: &l.network,
+        era_id: &l.era_id,
+        version_label: &l.version_label,
+        seal: Some(&seal),
+        parquet_size: None,
+        prior_hash: None,
+        ingested_at: None,
+    });
+    for finding in findings {
+        let (check, detail) = match finding {
+            Finding::SealMismatch { recorded, computed } => (
+                "manifest.self_checksum",
+                format!(
+                    "manifest_sha256: expected {computed} (recomputed over the file), found {recorded}"
+                ),
             ),
-        ),
-        Some(_) => {}
+            // Manifests of the original have no seal, and none of our additions either.
+            Finding::SealAbsent if manifest.chain.is_some() || manifest.ingested_at.is_some() => (
+                "manifest.self_checksum",
+                "manifest_sha256 is missing from a manifest written by this copier".to_string(),
+            ),
+            Finding::Range { found, expected } => (
+                "manifest.range",
+                format!("expected range {expected} (its folder), found {found}"),
+            ),
+            Finding::Dataset { found, expected } => (
+                "manifest.dataset",
+                format!("expected network/era/version {expected}, found {found}"),
+            ),
+            Finding::NoPrimaryTable => ("manifest.tables", format!("no {PRIMARY_TABLE} table")),
+            Finding::FileName { found, expected } => (
+                "manifest.tables",
+                format!("file: expected {expected}, found {found}"),
+            ),
+            // The rest is checked against the Parquet file itself (check_parquet), or not at all
+            // (a manifest of the original has no chain).
+            _ => continue,
+        };
+        report.problem(Some(range), &object, check, detail);
     }
     Some(manifest)
 }

@@ -12,7 +12,8 @@ use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
 
-use crate::parquet::{COLUMNS, hex32};
+use crate::hash::hex32;
+use crate::parquet::COLUMNS;
 use crate::partition::LedgerRange;
 
 /// Rows per batch: `xdr_bytes` can be megabytes per row.

@@ -1,4 +1,4 @@
-//! The audit chain (PAS) of a backfill, written with the worker's own PAS module
+//! The PAS chain (PAS) of a backfill, written with the worker's own PAS module
 //! (`bronze::pas`), so the operator stores exactly what a standalone copier configured with
 //! `pas.outbox: storage` stores: Go-compatible v1.1 events, one object per partition at
 //! `<storage prefix>_pas/<network>/<era>/<version>/<start>-<end>.json` in the output storage,
@@ -15,7 +15,7 @@
 //!   checkpoint waits until the endpoint accepts the event. Undelivered events are re-sent when
 //!   the operator (re)opens the chain, so a failed delivery never loses an event.
 //!
-//! One [`PasAudit`] per backfill lives across reconciles ([`PasAuditFactory`] caches it): the
+//! One [`PasOutboxLog`] per backfill lives across reconciles ([`PasOutboxFactory`] caches it): the
 //! chain is read and checked once, when the first event is appended after a start.
 
 use std::collections::HashMap;
@@ -27,13 +27,13 @@ use bronze::pipeline::open_output_location;
 use bronze::publish::DatasetLayout;
 use futures::future::BoxFuture;
 
-use crate::chain::{Appended, AuditError, AuditFactory, AuditLog, PartitionRecord};
 use crate::crd::BronzeBackfillSpec;
 use crate::job::worker_config;
+use crate::sequencer::{Appended, PartitionRecord, PasAppendError, PasFactory, PasLog};
 
 /// The PAS part of the config the operator opens a chain with: the worker's config for `spec`
-/// (same paths, same grid) with the audit stream on, in the output storage.
-pub fn audit_config(spec: &BronzeBackfillSpec) -> Result<Config, String> {
+/// (same paths, same grid) with the PAS stream on, in the output storage.
+pub fn pas_config(spec: &BronzeBackfillSpec) -> Result<Config, String> {
     // INGESTED_AT does not shape paths or events; any valid value opens the same chain.
     let mut config = worker_config(spec, "1970-01-01T00:00:00Z").map_err(|e| e.to_string())?;
     let pas = &mut config.pas;
@@ -49,7 +49,7 @@ pub fn audit_config(spec: &BronzeBackfillSpec) -> Result<Config, String> {
 /// delivery cursor, and the catalog when `spec.catalog.dsnEnv`'s variable is set here) for the
 /// dataset of `spec`, read with this process's credentials.
 pub async fn verify(spec: &BronzeBackfillSpec) -> Result<bronze::verify::Report, String> {
-    let mut config = audit_config(spec)?;
+    let mut config = pas_config(spec)?;
     config.pas.enabled = spec.pas.enabled;
     // The catalog too, when the operator's DSN variable is set here.
     if let Some(dsn) = spec
@@ -65,16 +65,16 @@ pub async fn verify(spec: &BronzeBackfillSpec) -> Result<bronze::verify::Report,
         .map_err(|e| e.to_string())
 }
 
-/// One backfill's audit chain: a [`PasStream`] opened on first use (and again after an open
+/// One backfill's PAS chain: a [`PasStream`] opened on first use (and again after an open
 /// that failed, e.g. storage unreachable).
-pub struct PasAudit {
+pub struct PasOutboxLog {
     config: Config,
     outbox: Arc<dyn Outbox>,
     stream: tokio::sync::OnceCell<PasStream>,
 }
 
-impl PasAudit {
-    /// The outbox `config` names (see [`audit_config`]). Nothing is read yet; fails only when
+impl PasOutboxLog {
+    /// The outbox `config` names (see [`pas_config`]). Nothing is read yet; fails only when
     /// the output storage cannot be addressed at all.
     pub fn new(config: Config) -> Result<Self, String> {
         let output = open_output_location(&config).map_err(|e| e.to_string())?;
@@ -115,7 +115,7 @@ impl PasAudit {
     }
 }
 
-impl Drop for PasAudit {
+impl Drop for PasOutboxLog {
     fn drop(&mut self) {
         if let Some(stream) = self.stream.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -126,30 +126,33 @@ impl Drop for PasAudit {
 }
 
 /// Conflicts stop the backfill (`AuditConflict`); everything else is retried next reconcile.
-fn audit_error(range: bronze::partition::LedgerRange, e: PasError) -> AuditError {
+fn pas_error(range: bronze::partition::LedgerRange, e: PasError) -> PasAppendError {
     if e.is_conflict()
         || matches!(
             e,
             PasError::Outbox(bronze::pas::OutboxError::Corrupt { .. })
         )
     {
-        AuditError::Conflict {
+        PasAppendError::Conflict {
             range,
             message: e.to_string(),
         }
     } else if matches!(e, PasError::Delivery(_)) {
-        AuditError::Unavailable(format!(
+        PasAppendError::Unavailable(format!(
             "{e} (pas.strict: the event is stored in the outbox; delivery is retried before the checkpoint moves)"
         ))
     } else {
-        AuditError::Unavailable(e.to_string())
+        PasAppendError::Unavailable(e.to_string())
     }
 }
 
-impl AuditLog for PasAudit {
-    fn ready(&self, at: bronze::partition::LedgerRange) -> BoxFuture<'_, Result<(), AuditError>> {
+impl PasLog for PasOutboxLog {
+    fn ready(
+        &self,
+        at: bronze::partition::LedgerRange,
+    ) -> BoxFuture<'_, Result<(), PasAppendError>> {
         Box::pin(async move {
-            self.stream().await.map_err(|e| audit_error(at, e))?;
+            self.stream().await.map_err(|e| pas_error(at, e))?;
             Ok(())
         })
     }
@@ -158,14 +161,14 @@ impl AuditLog for PasAudit {
         &'a self,
         record: &'a PartitionRecord,
         prev_event_hash: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Appended, AuditError>> {
+    ) -> BoxFuture<'a, Result<Appended, PasAppendError>> {
         Box::pin(async move {
             let range = record.range;
-            let stream = self.stream().await.map_err(|e| audit_error(range, e))?;
+            let stream = self.stream().await.map_err(|e| pas_error(range, e))?;
             let (event, existing) = stream
                 .append_after(range, &record.manifest, prev_event_hash.unwrap_or(""))
                 .await
-                .map_err(|e| audit_error(range, e))?;
+                .map_err(|e| pas_error(range, e))?;
             if existing {
                 tracing::info!(partition = %range, event_hash = %event.chain.event_hash, "PAS event already stored; adopted");
             }
@@ -188,48 +191,48 @@ impl AuditLog for PasAudit {
     }
 }
 
-/// [`PasAudit`]s by backfill, kept while the backfill's audit config stays the same.
+/// [`PasOutboxLog`]s by backfill, kept while the backfill's PAS config stays the same.
 #[derive(Default)]
-pub struct PasAuditFactory {
-    open: Mutex<HashMap<String, Arc<PasAudit>>>,
+pub struct PasOutboxFactory {
+    open: Mutex<HashMap<String, Arc<PasOutboxLog>>>,
 }
 
-impl PasAuditFactory {
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PasAudit>>> {
+impl PasOutboxFactory {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PasOutboxLog>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops every chain's background delivery (shutdown).
     pub async fn close_all(&self) {
-        let all: Vec<Arc<PasAudit>> = self.cache().drain().map(|(_, a)| a).collect();
-        for audit in all {
-            audit.close().await;
+        let all: Vec<Arc<PasOutboxLog>> = self.cache().drain().map(|(_, a)| a).collect();
+        for pas in all {
+            pas.close().await;
         }
     }
 }
 
-impl AuditFactory for PasAuditFactory {
-    fn open(&self, key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>> {
+impl PasFactory for PasOutboxFactory {
+    fn open(&self, key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn PasLog>> {
         if !spec.pas.enabled {
             return None;
         }
-        let config = match audit_config(spec) {
+        let config = match pas_config(spec) {
             Ok(c) => c,
             Err(message) => return Some(Arc::new(Unopenable(message))),
         };
         let mut cache = self.cache();
-        if let Some(audit) = cache.get(key)
-            && audit.config == config
+        if let Some(pas) = cache.get(key)
+            && pas.config == config
         {
-            return Some(audit.clone());
+            return Some(pas.clone());
         }
-        let audit = match PasAudit::new(config) {
+        let pas = match PasOutboxLog::new(config) {
             Ok(a) => Arc::new(a),
             Err(message) => return Some(Arc::new(Unopenable(message))),
         };
         // A replaced one stops its delivery when its last reconcile lets go of it (Drop).
-        cache.insert(key.to_string(), audit.clone());
-        Some(audit)
+        cache.insert(key.to_string(), pas.clone());
+        Some(pas)
     }
 
     fn forget(&self, key: &str) {
@@ -240,16 +243,16 @@ impl AuditFactory for PasAuditFactory {
 #[cfg(test)]
 mod tests;
 
-/// A spec whose audit config cannot even be built: every append says why.
+/// A spec whose PAS config cannot even be built: every append says why.
 struct Unopenable(String);
 
-impl AuditLog for Unopenable {
+impl PasLog for Unopenable {
     fn append<'a>(
         &'a self,
         _record: &'a PartitionRecord,
         _prev_event_hash: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Appended, AuditError>> {
-        Box::pin(async move { Err(AuditError::Unavailable(self.0.clone())) })
+    ) -> BoxFuture<'a, Result<Appended, PasAppendError>> {
+        Box::pin(async move { Err(PasAppendError::Unavailable(self.0.clone())) })
     }
 
     fn describe(&self) -> String {

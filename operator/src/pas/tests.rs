@@ -1,4 +1,4 @@
-//! The operator's audit chain against real components: a datastore generated on local disk,
+//! The operator's PAS chain against real components: a datastore generated on local disk,
 //! partitions committed by the worker's own `run_range` (what a Job runs), the operator's storage
 //! reader and sequencer, the real object-store outbox on local disk, an in-process HTTP sink as
 //! the PAS endpoint, and `bronze::verify` (what `bronze-copier verify` runs) as the judge.
@@ -14,9 +14,9 @@ use bronze_testkit::{Behaviour, HttpSink};
 use serde_json::json;
 
 use super::*;
-use crate::chain::{DatasetStore, SequenceStart, sequence};
 use crate::crd::BronzeBackfillSpec;
 use crate::plan::Sequenced;
+use crate::sequencer::{DatasetStore, SequenceStart, sequence};
 use crate::storage::{ObjectStorageFactory, StorageFactory};
 
 const INGESTED_AT: &str = "2025-01-15T10:00:00Z";
@@ -57,17 +57,17 @@ impl Backfill {
         }
     }
 
-    /// The operator's audit config, with quick delivery retries.
+    /// The operator's PAS config, with quick delivery retries.
     fn config(&self) -> bronze::config::Config {
-        let mut config = audit_config(&self.spec).unwrap();
+        let mut config = pas_config(&self.spec).unwrap();
         config.perf.retry_attempts = 2;
         config.perf.retry_backoff_ms = 10;
         config.pas.timeout_ms = 2_000;
         config
     }
 
-    fn audit(&self) -> PasAudit {
-        PasAudit::new(self.config()).unwrap()
+    fn pas(&self) -> PasOutboxLog {
+        PasOutboxLog::new(self.config()).unwrap()
     }
 
     fn dataset(&self) -> Arc<dyn DatasetStore> {
@@ -95,18 +95,13 @@ impl Backfill {
     }
 
     /// One reconcile's sequencing.
-    async fn sequence(
-        &self,
-        audit: &dyn AuditLog,
-        start: SequenceStart,
-        steps: usize,
-    ) -> Sequenced {
+    async fn sequence(&self, pas: &dyn PasLog, start: SequenceStart, steps: usize) -> Sequenced {
         sequence(
             &self.spec,
             INGESTED_AT,
             start,
             self.dataset().as_ref(),
-            Some(audit),
+            Some(pas),
             None,
             steps,
         )
@@ -150,15 +145,15 @@ async fn accepted(sink: &HttpSink, n: usize) -> Vec<serde_json::Value> {
     );
 }
 
-/// Waits until the audit log has nothing left to deliver.
-async fn delivered(audit: &PasAudit) {
+/// Waits until the PAS log has nothing left to deliver.
+async fn delivered(pas: &PasOutboxLog) {
     for _ in 0..400 {
-        if audit.undelivered() == Some(0) {
+        if pas.undelivered() == Some(0) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("{:?} events still undelivered", audit.undelivered());
+    panic!("{:?} events still undelivered", pas.undelivered());
 }
 
 fn ids_in_order(bodies: &[serde_json::Value]) -> Vec<String> {
@@ -176,12 +171,12 @@ fn ids_in_order(bodies: &[serde_json::Value]) -> Vec<String> {
 async fn the_operators_chain_passes_verify_and_reaches_the_endpoint_in_order() {
     let sink = HttpSink::start(Behaviour::ok());
     let b = Backfill::committed(Some(&sink.url()), false).await;
-    let audit = b.audit();
+    let pas = b.pas();
     // Two reconciles: three partitions, then the last.
-    let first = b.sequence(&audit, SequenceStart::default(), 3).await;
+    let first = b.sequence(&pas, SequenceStart::default(), 3).await;
     assert_eq!(first.newly, [r(2, 11), r(12, 21), r(22, 31)]);
     assert_eq!(first.fault, None);
-    let second = b.sequence(&audit, after(&first), 3).await;
+    let second = b.sequence(&pas, after(&first), 3).await;
     assert_eq!(second.newly, [r(32, 41)]);
     assert_eq!(
         second.checkpoint.as_ref().unwrap().last_committed_ledger,
@@ -223,31 +218,31 @@ async fn the_operators_chain_passes_verify_and_reaches_the_endpoint_in_order() {
     }
 
     // `bronze-copier verify` with the same config: data, links, chain, head and delivery.
-    delivered(&audit).await; // the cursor is written after the last 2xx
+    delivered(&pas).await; // the cursor is written after the last 2xx
     let report = b.verify(true).await;
     assert!(report.is_clean(), "{:#?}", report.findings);
     assert_eq!(report.warnings(), 0, "{:#?}", report.findings);
     assert_eq!(report.partitions, 4);
-    audit.close().await;
+    pas.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_operator_without_status_adopts_the_same_chain() {
     let b = Backfill::committed(None, false).await;
-    let first = b.sequence(&b.audit(), SequenceStart::default(), 10).await;
+    let first = b.sequence(&b.pas(), SequenceStart::default(), 10).await;
     assert_eq!(first.event_count, 4);
     let before = b.event_bytes();
     // A new process (nothing in memory) and the status lost: the chain is rebuilt from
     // storage by adoption, nothing is written again.
-    let again = b.sequence(&b.audit(), SequenceStart::default(), 10).await;
+    let again = b.sequence(&b.pas(), SequenceStart::default(), 10).await;
     assert_eq!(again.fault, None);
     assert_eq!(again.chain_head, first.chain_head);
     assert_eq!(again.checkpoint, first.checkpoint);
     assert_eq!(again.event_count, 4);
     assert_eq!(b.event_bytes(), before, "events are never rewritten");
     // A status that fell behind (the status write of a reconcile failed) catches up the same way.
-    let partial = b.sequence(&b.audit(), SequenceStart::default(), 2).await;
-    let rest = b.sequence(&b.audit(), after(&partial), 10).await;
+    let partial = b.sequence(&b.pas(), SequenceStart::default(), 2).await;
+    let rest = b.sequence(&b.pas(), after(&partial), 10).await;
     assert_eq!(rest.chain_head, first.chain_head);
     // `bronze-operator verify` (the spec as the cluster has it).
     let report = verify(&b.spec).await.unwrap();
@@ -258,7 +253,7 @@ async fn a_restarted_operator_without_status_adopts_the_same_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_never_fork_the_chain() {
     let b = Backfill::committed(None, false).await;
-    let (a, rival) = (b.audit(), b.audit());
+    let (a, rival) = (b.pas(), b.pas());
     let first = b.sequence(&a, SequenceStart::default(), 1).await;
     // The rival opens its stream now: a one-event chain in its memory.
     let opened = b.sequence(&rival, after(&first), 0).await;
@@ -294,8 +289,8 @@ async fn two_operators_never_fork_the_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_different_event_in_place_stops_the_backfill_with_audit_conflict() {
     let b = Backfill::committed(None, false).await;
-    let audit = b.audit();
-    let first = b.sequence(&audit, SequenceStart::default(), 1).await;
+    let pas = b.pas();
+    let first = b.sequence(&pas, SequenceStart::default(), 1).await;
     // Another writer stored an event for the second partition, on the right head but for
     // other data (a different Parquet checksum).
     let outbox = ObjectStoreOutbox::new(
@@ -315,7 +310,7 @@ async fn a_different_event_in_place_stops_the_backfill_with_audit_conflict() {
     );
     outbox.create(&forged, 0).await.unwrap();
 
-    let next = b.sequence(&audit, after(&first), 10).await;
+    let next = b.sequence(&pas, after(&first), 10).await;
     let fault = next.fault.expect("a conflict");
     assert_eq!((fault.range, fault.reason), (r(12, 21), "AuditConflict"));
     assert!(fault.message.contains("checksum"), "{}", fault.message);
@@ -333,8 +328,8 @@ async fn failed_delivery_loses_nothing_lenient_or_strict() {
     // Lenient: sequencing goes on while the endpoint fails; events wait in the outbox.
     let sink = HttpSink::start(Behaviour::Status(503));
     let b = Backfill::committed(Some(&sink.url()), false).await;
-    let audit = b.audit();
-    let done = b.sequence(&audit, SequenceStart::default(), 10).await;
+    let pas = b.pas();
+    let done = b.sequence(&pas, SequenceStart::default(), 10).await;
     assert_eq!(done.checkpoint.as_ref().unwrap().last_committed_ledger, 41);
     assert!(
         done.undelivered.is_some_and(|n| n > 0),
@@ -343,10 +338,10 @@ async fn failed_delivery_loses_nothing_lenient_or_strict() {
     );
     // The operator stops before anything got through; the next one re-sends everything.
     sink.wait_for_requests(1, Duration::from_secs(10));
-    audit.close().await;
+    pas.close().await;
     sink.set_behaviour(Behaviour::ok());
     sink.clear_requests();
-    let restarted = b.audit();
+    let restarted = b.pas();
     let again = b.sequence(&restarted, after(&done), 10).await;
     assert!(again.newly.is_empty() && again.fault.is_none() && again.trouble.is_none());
     let bodies = accepted(&sink, 4).await;
@@ -360,15 +355,15 @@ async fn failed_delivery_loses_nothing_lenient_or_strict() {
     // Strict: the checkpoint waits for the endpoint; the event is already stored.
     let sink = HttpSink::start(Behaviour::Status(503));
     let b = Backfill::committed(Some(&sink.url()), true).await;
-    let audit = b.audit();
-    let blocked = b.sequence(&audit, SequenceStart::default(), 10).await;
+    let pas = b.pas();
+    let blocked = b.sequence(&pas, SequenceStart::default(), 10).await;
     assert_eq!(blocked.checkpoint, None);
     assert_eq!(blocked.fault, None);
     let trouble = blocked.trouble.expect("delivery trouble");
     assert!(trouble.contains("stored in the outbox"), "{trouble}");
     let stored = b.event((2, 11));
     sink.set_behaviour(Behaviour::ok());
-    let resumed = b.sequence(&audit, SequenceStart::default(), 10).await;
+    let resumed = b.sequence(&pas, SequenceStart::default(), 10).await;
     assert_eq!(
         resumed.checkpoint.as_ref().unwrap().last_committed_ledger,
         41
@@ -395,7 +390,7 @@ async fn a_changed_manifest_is_caught_by_its_self_checksum() {
     let changed = text.replacen("\"created_at\": \"2", "\"created_at\": \"1", 1);
     assert_ne!(changed, text);
     std::fs::write(&manifest, changed).unwrap();
-    let seq = b.sequence(&b.audit(), SequenceStart::default(), 10).await;
+    let seq = b.sequence(&b.pas(), SequenceStart::default(), 10).await;
     let fault = seq.fault.expect("verification fails");
     assert_eq!(
         (fault.range, fault.reason),
@@ -412,12 +407,12 @@ async fn a_changed_manifest_is_caught_by_its_self_checksum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_head_the_outbox_does_not_hold_stops_instead_of_starting_a_new_chain() {
     let b = Backfill::committed(None, false).await;
-    let first = b.sequence(&b.audit(), SequenceStart::default(), 2).await;
+    let first = b.sequence(&b.pas(), SequenceStart::default(), 2).await;
     assert_eq!(first.event_count, 2);
     // The outbox was wiped (or the status belongs to another bucket): continuing would start a
     // second chain whose first event links to nothing.
     std::fs::remove_dir_all(b.chain_dir()).unwrap();
-    let next = b.sequence(&b.audit(), after(&first), 10).await;
+    let next = b.sequence(&b.pas(), after(&first), 10).await;
     let fault = next.fault.expect("a conflict");
     assert_eq!((fault.range, fault.reason), (r(22, 31), "AuditConflict"));
     assert!(fault.message.contains("outbox's head"), "{}", fault.message);

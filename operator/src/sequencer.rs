@@ -1,13 +1,13 @@
 //! Harvest and sequencing: read the committed manifests from storage in ledger order, verify
-//! each one ([`crate::plan::verify_manifest`]), append its audit (PAS) event, and advance the
-//! checkpoint. Storage and the audit log sit behind small traits so the planner's properties can
+//! each one ([`crate::plan::verify_manifest`]), append its PAS (PAS) event, and advance the
+//! checkpoint. Storage and the PAS log sit behind small traits so the planner's properties can
 //! be tested against in-memory versions with the same semantics.
 //!
 //! Why this is safe to run from any number of operators and after any crash:
 //! * the checkpoint is derived, not trusted: sequencing restarts from `status.checkpoint` (or
 //!   from the first partition when the status is lost) and re-reads storage;
-//! * [`AuditLog::append`] must be idempotent per partition and refuse a second, different event
-//!   for the same partition. With the object-store outbox ([`crate::audit`]: conditional create
+//! * [`PasLog::append`] must be idempotent per partition and refuse a second, different event
+//!   for the same partition. With the object-store outbox ([`crate::PAS`]: conditional create
 //!   on a key derived from the ledger range) that is what fences two operators: the loser finds
 //!   the winner's event, adopts it if it is identical in substance, and otherwise stops with
 //!   `AuditConflict`.
@@ -63,7 +63,7 @@ pub trait TipSource: Send + Sync {
     ) -> BoxFuture<'_, Result<Option<crate::plan::Hole>, ReadError>>;
 }
 
-/// What an audit event records about one committed partition.
+/// What a PAS event records about one committed partition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionRecord {
     pub network: String,
@@ -84,7 +84,7 @@ pub struct Appended {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum AuditError {
+pub enum PasAppendError {
     /// A different event already holds this partition's place in the chain: appending would
     /// fork it. Never retried automatically.
     #[error("audit chain conflict at {range}: {message}")]
@@ -94,24 +94,24 @@ pub enum AuditError {
     Unavailable(String),
 }
 
-/// The audit chain (PAS): one event per committed partition, each linked to the previous one.
-pub trait AuditLog: Send + Sync {
+/// The PAS chain (PAS): one event per committed partition, each linked to the previous one.
+pub trait PasLog: Send + Sync {
     /// Makes the log usable before any append: reads the chain back, checks it and re-sends what
     /// was not delivered. Called at every sequencing, also when there is nothing to append (a
     /// restarted operator must re-send the last events of a finished backfill). `at` is the
     /// partition a conflict is reported at.
-    fn ready(&self, _at: LedgerRange) -> BoxFuture<'_, Result<(), AuditError>> {
+    fn ready(&self, _at: LedgerRange) -> BoxFuture<'_, Result<(), PasAppendError>> {
         Box::pin(async { Ok(()) })
     }
 
     /// Appends the event for `record` after `prev_event_hash` (`None` for the first event), or
     /// returns the event already recorded for this partition when it has the same previous hash
-    /// and the same table checksums. Anything else there is a [`AuditError::Conflict`].
+    /// and the same table checksums. Anything else there is a [`PasAppendError::Conflict`].
     fn append<'a>(
         &'a self,
         record: &'a PartitionRecord,
         prev_event_hash: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Appended, AuditError>>;
+    ) -> BoxFuture<'a, Result<Appended, PasAppendError>>;
 
     /// Where the chain is recorded, for `status.pas.outbox`.
     fn describe(&self) -> String;
@@ -122,11 +122,11 @@ pub trait AuditLog: Send + Sync {
     }
 }
 
-/// Opens the audit log of a backfill (`None` when PAS is disabled). `key` (`namespace/name`)
+/// Opens the PAS log of a backfill (`None` when PAS is disabled). `key` (`namespace/name`)
 /// lets an implementation keep one log per backfill across reconciles.
-pub trait AuditFactory: Send + Sync {
-    fn open(&self, key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn AuditLog>>;
-    /// The backfill is gone: release what [`AuditFactory::open`] kept for it.
+pub trait PasFactory: Send + Sync {
+    fn open(&self, key: &str, spec: &BronzeBackfillSpec) -> Option<Arc<dyn PasLog>>;
+    /// The backfill is gone: release what [`PasFactory::open`] kept for it.
     fn forget(&self, _key: &str) {}
 }
 
@@ -223,7 +223,7 @@ pub async fn sequence(
     ingested_at: &str,
     start: SequenceStart,
     store: &dyn DatasetStore,
-    audit: Option<&dyn AuditLog>,
+    pas: Option<&dyn PasLog>,
     catalog: Option<&dyn CatalogLog>,
     max_steps: usize,
 ) -> Sequenced {
@@ -233,34 +233,34 @@ pub async fn sequence(
         .next_partition(done_through)
         .or_else(|| grid.partition_of(done_through?))
         .unwrap_or_else(|| LedgerRange::new(spec.ledger_start, spec.ledger_start));
-    let ready = match audit {
+    let ready = match pas {
         Some(a) => a.ready(at).await,
         None => Ok(()),
     };
     let mut out = match ready {
-        Ok(()) => sequence_steps(spec, ingested_at, start, store, audit, catalog, max_steps).await,
+        Ok(()) => sequence_steps(spec, ingested_at, start, store, pas, catalog, max_steps).await,
         Err(e) => {
             let mut out = Sequenced {
                 checkpoint: start.checkpoint,
                 chain_head: start.chain_head,
                 event_count: start.event_count,
-                outbox: audit.map(|a| a.describe()),
+                outbox: pas.map(|a| a.describe()),
                 ..Default::default()
             };
             match e {
-                AuditError::Conflict { range, message } => {
+                PasAppendError::Conflict { range, message } => {
                     out.fault = Some(Fault {
                         range,
                         reason: crate::plan::reason::AUDIT_CONFLICT,
                         message,
                     });
                 }
-                e @ AuditError::Unavailable(_) => out.trouble = Some(e.to_string()),
+                e @ PasAppendError::Unavailable(_) => out.trouble = Some(e.to_string()),
             }
             out
         }
     };
-    out.undelivered = audit.and_then(|a| a.undelivered());
+    out.undelivered = pas.and_then(|a| a.undelivered());
     out
 }
 
@@ -325,7 +325,7 @@ async fn sequence_steps(
     ingested_at: &str,
     start: SequenceStart,
     store: &dyn DatasetStore,
-    audit: Option<&dyn AuditLog>,
+    pas: Option<&dyn PasLog>,
     catalog: Option<&dyn CatalogLog>,
     max_steps: usize,
 ) -> Sequenced {
@@ -334,7 +334,7 @@ async fn sequence_steps(
         checkpoint: start.checkpoint,
         chain_head: start.chain_head,
         event_count: start.event_count,
-        outbox: audit.map(|a| a.describe()),
+        outbox: pas.map(|a| a.describe()),
         ..Default::default()
     };
     let mut cat = catalog.map(|log| CatalogRun {
@@ -357,7 +357,7 @@ async fn sequence_steps(
         &grid,
         &mut out,
         store,
-        audit,
+        pas,
         cat.as_mut(),
         steps_left,
     )
@@ -426,7 +426,7 @@ async fn sequence_partitions(
     grid: &Grid,
     out: &mut Sequenced,
     store: &dyn DatasetStore,
-    audit: Option<&dyn AuditLog>,
+    pas: Option<&dyn PasLog>,
     mut cat: Option<&mut CatalogRun<'_>>,
     max_steps: usize,
 ) {
@@ -496,13 +496,13 @@ async fn sequence_partitions(
             ),
             manifest: committed.manifest,
         };
-        if let Some(audit) = audit {
-            match audit.append(&record, out.chain_head.as_deref()).await {
+        if let Some(pas) = pas {
+            match pas.append(&record, out.chain_head.as_deref()).await {
                 Ok(appended) => {
                     out.chain_head = Some(appended.event_hash);
                     out.event_count += 1;
                 }
-                Err(AuditError::Conflict { message, .. }) => {
+                Err(PasAppendError::Conflict { message, .. }) => {
                     out.fault = Some(Fault {
                         range,
                         reason: crate::plan::reason::AUDIT_CONFLICT,
@@ -510,7 +510,7 @@ async fn sequence_partitions(
                     });
                     return;
                 }
-                Err(e @ AuditError::Unavailable(_)) => {
+                Err(e @ PasAppendError::Unavailable(_)) => {
                     out.trouble = Some(e.to_string());
                     return;
                 }
