@@ -42,15 +42,19 @@ generate() { # shape ledgers
 SERVER_PIDS=()
 cleanup() { for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
-serve() { # dir delay_ms -> endpoint
-    local log="$WORK/s3dir-$RANDOM.log"
+# Not called in $(...): the server's pid must reach SERVER_PIDS in this shell, for the trap.
+serve() { # dir delay_ms -> sets ENDPOINT
+    local log="$WORK/s3dir-$2.log"
     "$OUT/bronze-s3dir" "$1" "$2" >"$log" 2>&1 &
     SERVER_PIDS+=($!)
-    for _ in $(seq 100); do
-        grep -q '^endpoint ' "$log" 2>/dev/null && break
+    ENDPOINT=
+    for _ in $(seq 200); do
+        ENDPOINT=$(sed -n 's/^endpoint //p' "$log")
+        [ -n "$ENDPOINT" ] && return
         sleep 0.05
     done
-    sed -n 's/^endpoint //p' "$log"
+    echo "bronze-s3dir did not start: $(cat "$log")" >&2
+    exit 1
 }
 
 copy() { # endpoint ledgers -> the "backfill complete" line plus wall_s
@@ -87,8 +91,10 @@ for shape in pubnet small; do
     ledgers=$PUBNET
     [ "$shape" = small ] && ledgers=$SMALL
     dir=$(generate "$shape" "$ledgers")
-    direct=$(serve "$dir" 0)
-    delayed=$(serve "$dir" "$DELAY")
+    serve "$dir" 0
+    direct=$ENDPOINT
+    serve "$dir" "$DELAY"
+    delayed=$ENDPOINT
     for round in $(seq 1 "$ROUNDS"); do
         for kind in baseline delayed; do
             endpoint=$direct
@@ -99,6 +105,8 @@ for shape in pubnet small; do
             RESULTS+=("$shape $kind $ledgers $line")
         done
     done
+    cleanup
+    SERVER_PIDS=()
 done
 
 python3 - "$DELAY" "${RESULTS[@]}" <<'PY'
