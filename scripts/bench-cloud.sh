@@ -24,7 +24,10 @@ case $PROFILE in
     *) echo "BENCH_PROFILE must be release or dev, not '$PROFILE'" >&2; exit 2 ;;
 esac
 BIN=$OUT/bronze-copier
-cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier -p bronze-testkit --bin bronze-s3dir
+# Two builds: the copier with exactly bench.sh's selection, so features unify the same way and
+# the (LTO) binary is not rebuilt between the two scripts.
+cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier --example bench_floor
+cargo build --profile "$PROFILE" -q -p bronze-testkit --bin bronze-s3dir
 
 P=ledger/tests/data/stellar-core-protocols/ledger-close-meta-v0-protocol
 generate() { # shape ledgers
