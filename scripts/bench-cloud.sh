@@ -120,7 +120,7 @@ best = {}
 for row in rows:
     shape, kind, ledgers, line = row.split(" ", 3)
     wall, rss = num(r"wall_s=([\d.]+)", line), num(r'peak_rss_mb="?([\d.]+)', line)
-    w, r = best.get((shape, kind), (float("inf"), 0.0))
+    w, r, _ = best.get((shape, kind), (float("inf"), 0.0, 0))
     best[(shape, kind)] = (min(w, wall), max(r, rss), int(ledgers))
 print(f"== cloud latency: {delay} ms added to every request, one ledger per object, default perf settings")
 for shape, goal in (("pubnet", "delayed >= 0.90 of baseline"), ("small", "delayed >= 3000 ledgers/s")):
