@@ -46,12 +46,16 @@ demo: ## Back-fill the bundled real testnet ledgers (local disk, no cloud) into 
 	@echo; echo "== verify (manifests, checksums, rows, hash links, checkpoint)"
 	$(CARGO) run --release -q -p bronze --bin bronze-copier -- -config examples/demo-testnet.yaml verify
 
-bench: ## Throughput vs the zstd+sha256+codec floor on 10,000 generated pubnet-sized ledgers (one core)
+bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-sized, 50,000 small ledgers), then through a 50 ms S3 latency vs without
 	bash scripts/bench.sh
+	BENCH_SHAPE=small BENCH_LEDGERS=$${BENCH_SMALL_LEDGERS:-50000} bash scripts/bench.sh
+	bash scripts/bench-cloud.sh
 
-bench-smoke: ## `make bench` end to end on 300 ledgers, one round, unoptimised (CI: the script must keep working)
+bench-smoke: ## `make bench` end to end on a few hundred ledgers, one round, unoptimised (CI: the scripts must keep working)
 	d=$$(mktemp -d /tmp/bronze-bench-smoke.XXXXXX); \
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_LEDGERS=300 BENCH_PARTITION=100 BENCH_ROUNDS=1 bash scripts/bench.sh; \
+	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_LEDGERS=300 BENCH_PARTITION=100 BENCH_ROUNDS=1 BENCH_SHAPE=small bash scripts/bench.sh; \
+	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_CLOUD_PUBNET=100 BENCH_CLOUD_SMALL=300 BENCH_ROUNDS=1 bash scripts/bench-cloud.sh; \
 	rm -rf $$d
 
 lint: ## rustfmt --check and clippy -D warnings over every target (CI runs it before the tests)

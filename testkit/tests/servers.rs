@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bronze_testkit::{
-    Behaviour, GcsProxy, HttpSink, MotoS3, Postgres, Reply, TempDir, duckdb_query, free_port, http,
-    parquet_dump, python, unique_name,
+    Behaviour, GcsProxy, HttpSink, MotoS3, Postgres, Reply, S3Dir, TempDir, duckdb_query,
+    free_port, http, parquet_dump, python, unique_name,
 };
 
 fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
@@ -514,4 +514,60 @@ fn servers_die_with_a_killed_test_process() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn s3dir_serves_files_with_the_added_delay() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir_all(dir.path().join("FFFFFFFF--0-63999")).unwrap();
+    std::fs::write(
+        dir.path().join("FFFFFFFF--0-63999/FFFFFFFD--2.xdr.zst"),
+        b"ledger",
+    )
+    .unwrap();
+    let server = S3Dir::start(dir.path(), Duration::from_millis(50));
+    let url = |key: &str| format!("{}/any-bucket/{key}", server.endpoint());
+
+    let started = Instant::now();
+    let found = http::request(
+        "GET",
+        &url("FFFFFFFF--0-63999/FFFFFFFD--2.xdr.zst"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "the delay is added"
+    );
+    assert_eq!(found.status, 200);
+    assert_eq!(found.body, b"ledger");
+    assert!(found.header("etag").is_some() && found.header("last-modified").is_some());
+    // Encoded keys are decoded, as S3 does.
+    let encoded = http::request(
+        "GET",
+        &url("FFFFFFFF--0-63999%2FFFFFFFFD--2.xdr.zst"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(encoded.body, b"ledger");
+
+    assert_eq!(
+        http::request("GET", &url("nope.xdr.zst"), &[], b"")
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        http::request("GET", &url("../etc/passwd"), &[], b"")
+            .unwrap()
+            .status,
+        400
+    );
+    assert_eq!(
+        http::request("PUT", &url("new"), &[], b"x").unwrap().status,
+        501
+    );
+    assert_eq!(server.requests(), 5);
 }

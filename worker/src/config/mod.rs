@@ -242,7 +242,9 @@ impl Default for CheckpointConfig {
 pub struct PerfConfig {
     /// Partitions built concurrently.
     pub max_in_flight_partitions: usize,
-    /// Datastore objects downloaded concurrently (fetched ahead) for each partition.
+    /// Datastore objects downloaded concurrently (fetched ahead) for each partition, at most:
+    /// high by default because a cloud GET costs tens of milliseconds and the public datastore
+    /// holds one ledger per object; the bytes held are bounded by the source's fetch budget.
     pub workers: usize,
     /// Downloaded objects buffered ahead of the encoder, per partition; 0 means 2 × workers.
     pub queue_size: usize,
@@ -255,7 +257,7 @@ impl Default for PerfConfig {
     fn default() -> Self {
         Self {
             max_in_flight_partitions: 4,
-            workers: 8,
+            workers: 256,
             queue_size: 0,
             retry_attempts: 3,
             retry_backoff_ms: 1_000,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use super::schema::{
     BatchObject, DatastoreManifest, DatastoreSchema, SchemaError, ZSTD_EXTENSIONS,
@@ -81,13 +81,82 @@ impl SourceError {
     }
 }
 
+/// Compressed bytes of fetched objects the process holds at most at once (being downloaded,
+/// buffered, queued or being encoded), over all partitions. With one ledger per object and tens
+/// of milliseconds per GET, throughput is set by requests in flight, so `perf.workers` defaults
+/// high; this budget keeps that from costing memory when objects are large.
+pub const FETCH_BUDGET_BYTES: usize = 96 * 1024 * 1024;
+
+/// Reads from a local directory at once, per process: each is a blocking-pool task, and hundreds
+/// of them only add thread switches (a disk answers in microseconds, not tens of milliseconds).
+pub const LOCAL_READS: usize = 16;
+
+/// The size assumed for the first objects, before any was seen (a large modern pubnet ledger).
+const INITIAL_OBJECT_ESTIMATE: usize = 512 * 1024;
+
 /// One fetched, still compressed batch object.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FetchedBatch {
     pub batch: BatchObject,
     /// The full key, for error messages.
     pub key: String,
     pub bytes: Bytes,
+    /// Its share of [`FETCH_BUDGET_BYTES`], given back when the object is dropped (encoded).
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Bounds the bytes of fetched objects held at once. The size of an object is known only once it
+/// is downloaded, so each GET first reserves the running estimate and afterwards gives back what
+/// it over-reserved; it never waits for more (an object may overshoot a little, but a fetch
+/// holding bytes never waits behind later ones: reservations are served in order, so there is no
+/// deadlock between the ordered fetches of one or several partitions).
+struct FetchBudget {
+    permits: Arc<Semaphore>,
+    /// Exponential moving average of object sizes, in bytes.
+    estimate: AtomicUsize,
+}
+
+impl FetchBudget {
+    fn new() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(FETCH_BUDGET_BYTES)),
+            estimate: AtomicUsize::new(INITIAL_OBJECT_ESTIMATE),
+        }
+    }
+
+    async fn reserve(&self) -> OwnedSemaphorePermit {
+        let want = self
+            .estimate
+            .load(Ordering::Relaxed)
+            .clamp(1, FETCH_BUDGET_BYTES);
+        self.permits
+            .clone()
+            .acquire_many_owned(want as u32)
+            .await
+            .expect("the budget semaphore is never closed")
+    }
+
+    /// Records an object's real size and keeps only that much of its reservation.
+    fn settle(&self, mut permit: OwnedSemaphorePermit, size: usize) -> OwnedSemaphorePermit {
+        let old = self.estimate.load(Ordering::Relaxed);
+        let next = next_estimate(old, size);
+        self.estimate.store(next, Ordering::Relaxed);
+        let keep = size.max(1);
+        if permit.num_permits() > keep {
+            drop(permit.split(permit.num_permits() - keep));
+        }
+        permit
+    }
+}
+
+/// The moving average after seeing an object of `size` bytes: weight 1/8 for the new one, but a
+/// larger object raises it at once (under-reserving is what overshoots the budget).
+fn next_estimate(old: usize, size: usize) -> usize {
+    if size >= old {
+        size
+    } else {
+        old - (old - size) / 8
+    }
 }
 
 /// An open datastore.
@@ -102,6 +171,9 @@ pub struct Datastore {
     retry_attempts: u32,
     retry_backoff: Duration,
     latest_cache: Mutex<Option<(Instant, Option<u32>)>>,
+    budget: FetchBudget,
+    /// [`LOCAL_READS`] for a local directory; cloud stores are bounded by `perf.workers` alone.
+    local_reads: Option<Semaphore>,
 }
 
 impl std::fmt::Debug for Datastore {
@@ -211,6 +283,10 @@ impl Datastore {
         if manifest.is_none() {
             tracing::warn!(uri = %uri, "datastore has no .config.json: its network passphrase cannot be checked");
         }
+        let local_reads = location
+            .uri
+            .starts_with("file://")
+            .then(|| Semaphore::new(LOCAL_READS));
         Ok(Self {
             location,
             schema,
@@ -221,6 +297,8 @@ impl Datastore {
             retry_attempts: config.perf.retry_attempts.max(1),
             retry_backoff: Duration::from_millis(config.perf.retry_backoff_ms),
             latest_cache: Mutex::new(None),
+            budget: FetchBudget::new(),
+            local_reads,
         })
     }
 
@@ -287,12 +365,21 @@ impl Datastore {
         for offset in 0..ZSTD_EXTENSIONS.len() {
             let index = (first + offset) % ZSTD_EXTENSIONS.len();
             let key = self.key_with(batch, index);
-            if let Some(bytes) = self.get_with_retries(&key).await? {
+            let reserved = self.budget.reserve().await;
+            let local_read = match &self.local_reads {
+                Some(reads) => Some(reads.acquire().await.expect("never closed")),
+                None => None,
+            };
+            let found = self.get_with_retries(&key).await?;
+            drop(local_read);
+            if let Some(bytes) = found {
                 self.extension.store(index, Ordering::Relaxed);
+                let budget = self.budget.settle(reserved, bytes.len());
                 return Ok(Some(FetchedBatch {
                     batch: batch.clone(),
                     key: key.to_string(),
                     bytes,
+                    _budget: Some(budget),
                 }));
             }
         }
@@ -454,6 +541,43 @@ pub fn parse_range_name(name: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_size_estimate_rises_at_once_and_falls_slowly() {
+        assert_eq!(next_estimate(1000, 5000), 5000);
+        assert_eq!(next_estimate(8000, 0), 7000);
+        let mut e = INITIAL_OBJECT_ESTIMATE;
+        for _ in 0..100 {
+            e = next_estimate(e, 3000);
+        }
+        assert!((3000..3100).contains(&e), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_budget_is_held_until_the_object_is_dropped_and_over_reservation_returned() {
+        let budget = FetchBudget::new();
+        let first = budget.reserve().await;
+        assert_eq!(first.num_permits(), INITIAL_OBJECT_ESTIMATE);
+        let first = budget.settle(first, 1000);
+        assert_eq!(first.num_permits(), 1000);
+        assert_eq!(
+            budget.permits.available_permits(),
+            FETCH_BUDGET_BYTES - 1000
+        );
+        // A budget's worth of objects blocks the next reservation until one is dropped.
+        let held: Vec<_> = (0..FETCH_BUDGET_BYTES / 1000 - 1)
+            .map(|_| budget.permits.clone().try_acquire_many_owned(1000).unwrap())
+            .collect();
+        let next = tokio::spawn({
+            let permits = budget.permits.clone();
+            async move { permits.acquire_many_owned(1000).await.unwrap() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!next.is_finished());
+        drop(first);
+        drop(next.await.unwrap());
+        drop(held);
+    }
 
     #[test]
     fn range_names_parse() {

@@ -4,6 +4,8 @@ mod datastore;
 mod decode;
 pub mod schema;
 
-pub use datastore::{Datastore, FetchedBatch, SourceError, open_source_location};
+pub use datastore::{
+    Datastore, FETCH_BUDGET_BYTES, FetchedBatch, SourceError, open_source_location,
+};
 pub use decode::{DecodeError, decompress_batch};
 pub use schema::{BatchObject, DatastoreManifest, DatastoreSchema};
