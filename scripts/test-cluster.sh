@@ -24,8 +24,10 @@ if [[ ! -x $cluster ]]; then
 fi
 
 echo "== building bronze-copier and bronze-operator"
-$CARGO build -q -p bronze --bin bronze-copier -p bronze-operator --bin bronze-operator
-$CARGO test -q -p bronze-operator --test cluster --no-run
+# The workspace's test build (as `make test` does it): it holds both binaries, and the same feature
+# set, so after `make test` nothing is compiled again (`-p bronze-operator` alone, or `cargo build`,
+# resolves other features and rebuilds kube, reqwest and aws-lc from scratch: minutes in CI).
+$CARGO test -q --workspace --no-run
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/bronze-k8s.XXXXXX")
 stop() {
@@ -44,5 +46,5 @@ fi
 echo "== cluster tier (t+$((SECONDS - start))s)"
 KUBECONFIG=$kubeconfig BRONZE_CLUSTER_REQUIRED=1 \
     BRONZE_COPIER_BIN="$root/target/debug/bronze-copier" \
-    $CARGO test -p bronze-operator --test cluster ${CLUSTER_TEST_ARGS:-} -- --test-threads="$threads"
+    $CARGO test --workspace --test cluster ${CLUSTER_TEST_ARGS:-} -- --test-threads="$threads"
 echo "== cluster tier passed in $((SECONDS - start))s"
