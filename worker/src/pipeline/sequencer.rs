@@ -156,18 +156,7 @@ impl Sequencer {
             .chain
             .as_ref()
             .and_then(|c| parse_hash(&c.last_ledger_hash));
-        let event = CommitEvent {
-            range,
-            storage_path: self.layout.storage_path(range),
-            parquet_uri: self
-                .committer
-                .location
-                .uri_of(&self.layout.parquet_key(range)),
-            manifest,
-            adopted,
-            overwrite: self.committer.allow_overwrite,
-            replaced,
-        };
+        let event = self.commit_event(manifest, adopted, self.committer.allow_overwrite, replaced);
         for hook in &self.hooks {
             hook.on_commit(&event).await?;
         }
@@ -232,14 +221,7 @@ impl Sequencer {
         let range = staged.range;
         // Everything that can refuse, before anything is changed.
         self.check_dataset(&existing.manifest, &existing.manifest_key)?;
-        if let Some(prior) = &self.prior_last_hash {
-            check_link(
-                range,
-                &staged.edges.previous_ledger_hash,
-                prior,
-                &staged.parquet_key,
-            )?;
-        }
+        self.check_staged_link(staged)?;
         let manifest = self.manifest_for(staged);
         let old = existing.manifest.primary().cloned();
         if old.as_ref() == manifest.primary() {
@@ -247,18 +229,7 @@ impl Sequencer {
             tracing::info!(partition = %range, "rebuilt partition is identical to the committed one; kept");
             return Ok((existing.manifest.clone(), true, None));
         }
-        let candidate = CommitEvent {
-            range,
-            storage_path: self.layout.storage_path(range),
-            parquet_uri: self
-                .committer
-                .location
-                .uri_of(&self.layout.parquet_key(range)),
-            manifest: manifest.clone(),
-            adopted: false,
-            overwrite: true,
-            replaced: old.clone(),
-        };
+        let candidate = self.commit_event(manifest.clone(), false, true, old.clone());
         for hook in &self.hooks {
             hook.check_replace(&candidate).await?;
         }
@@ -278,16 +249,45 @@ impl Sequencer {
         Ok((manifest, false, old))
     }
 
-    async fn commit_staged(&mut self, staged: &Staged) -> Result<Manifest, SequenceError> {
-        let range = staged.range;
+    /// What the hooks are shown about `manifest`'s partition.
+    fn commit_event(
+        &self,
+        manifest: Manifest,
+        adopted: bool,
+        overwrite: bool,
+        replaced: Option<ManifestTable>,
+    ) -> CommitEvent {
+        let range = manifest.range();
+        CommitEvent {
+            range,
+            storage_path: self.layout.storage_path(range),
+            parquet_uri: self
+                .committer
+                .location
+                .uri_of(&self.layout.parquet_key(range)),
+            manifest,
+            adopted,
+            overwrite,
+            replaced,
+        }
+    }
+
+    /// A staged partition's first ledger must link to the last ledger before it, when known.
+    fn check_staged_link(&self, staged: &Staged) -> Result<(), SequenceError> {
         if let Some(prior) = &self.prior_last_hash {
             check_link(
-                range,
+                staged.range,
                 &staged.edges.previous_ledger_hash,
                 prior,
                 &staged.parquet_key,
             )?;
         }
+        Ok(())
+    }
+
+    async fn commit_staged(&mut self, staged: &Staged) -> Result<Manifest, SequenceError> {
+        let range = staged.range;
+        self.check_staged_link(staged)?;
         let manifest = self.manifest_for(staged);
         self.committer.commit(&manifest).await?;
         tracing::info!(
