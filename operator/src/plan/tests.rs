@@ -764,6 +764,29 @@ fn verification_checks_link_rows_size_dataset_and_ingested_at() {
     assert!(verify_manifest(&unchained, &SealCheck::Valid, r(12, 21), &expected, None).is_err());
 }
 
+/// The catalog's `parquet_path` is built from the table's file name: a manifest naming another
+/// file than the layout's is refused (it was not checked before the one manifest policy).
+#[test]
+fn verification_checks_the_table_file_name() {
+    let s = spec();
+    let mut m = manifest_for(&s, r(12, 21), INGESTED);
+    let prior = ledger_hash(11);
+    let expected = Expected {
+        network: "testnet",
+        era_id: "p23",
+        version_label: "v1",
+        ingested_at: INGESTED,
+        prior_hash: Some(&prior),
+    };
+    assert!(verify_manifest(&m, &SealCheck::Valid, r(12, 21), &expected, None).is_ok());
+    m.tables.values_mut().next().unwrap().file = "part-12-21.parquet.old".into();
+    let err = verify_manifest(&m, &SealCheck::Valid, r(12, 21), &expected, None).unwrap_err();
+    assert!(
+        err.contains("part-12-21.parquet.old") && err.contains("not part-12-21.parquet"),
+        "{err}"
+    );
+}
+
 #[test]
 fn verification_checks_the_manifest_self_checksum() {
     let s = spec();

@@ -22,8 +22,9 @@ use crate::hash::{hex32, parse_hash};
 use crate::partition::LedgerRange;
 use crate::publish::{
     ChainInfo, CommitError, Committer, DatasetLayout, ExistingPartition, Expect, Finding, Manifest,
-    ManifestPartition, ManifestTable, PartitionSettings, Producer,
+    ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
 };
+use crate::sequence::policy;
 use crate::validate::{ValidationError, check_link};
 
 /// What a hook learns about a committed partition.
@@ -88,6 +89,13 @@ pub enum SequenceError {
         found: String,
         expected: String,
     },
+    /// A committed partition found in storage that the manifest policy refuses to adopt.
+    #[error("committed partition {range} ({key}) is refused: {finding}")]
+    Refused {
+        range: LedgerRange,
+        key: String,
+        finding: Finding,
+    },
 }
 
 impl SequenceError {
@@ -96,7 +104,9 @@ impl SequenceError {
         use crate::metrics::ErrorKind;
         match self {
             SequenceError::Link(_) => ErrorKind::Validation,
-            SequenceError::Commit(_) | SequenceError::ForeignPartition { .. } => ErrorKind::Storage,
+            SequenceError::Commit(_)
+            | SequenceError::ForeignPartition { .. }
+            | SequenceError::Refused { .. } => ErrorKind::Storage,
             SequenceError::Hook(h) if h.hook == "pas" => ErrorKind::Pas,
             SequenceError::Hook(h) if h.hook == "catalog" => ErrorKind::Catalog,
             SequenceError::Hook(_) | SequenceError::Checkpoint(_) => ErrorKind::Internal,
@@ -146,7 +156,7 @@ impl Sequencer {
                 Some(existing) => self.replace_staged(&staged, existing).await?,
             },
             Built::AlreadyCommitted(existing) => {
-                self.check_adopted(&existing.manifest, &existing.manifest_key)?;
+                self.check_adopted(&existing)?;
                 self.adopt(&existing.manifest);
                 (existing.manifest, true, None)
             }
@@ -336,49 +346,77 @@ impl Sequencer {
         }
     }
 
-    /// What a committed partition found in storage must say to be adopted.
-    fn findings(&self, manifest: &Manifest, prior_hash: Option<&str>) -> Vec<Finding> {
-        manifest.check(&Expect {
+    /// What a committed partition found in storage says against this run's dataset.
+    fn expect<'a>(
+        &'a self,
+        manifest: &Manifest,
+        seal: Option<&'a SealCheck>,
+        prior_hash: Option<&'a str>,
+    ) -> Expect<'a> {
+        Expect {
             range: manifest.range(),
             network: &self.layout.network,
             era_id: &self.layout.era_id,
             version_label: &self.layout.version_label,
-            seal: None,
+            seal,
             parquet_size: None,
             prior_hash,
             ingested_at: None,
-        })
+        }
     }
 
-    /// Adopting checks the dataset and the hash link only (a resumed run trusts the rest of
-    /// what it committed itself; `verify` checks all of it).
-    fn check_adopted(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
+    /// Adopting applies the one manifest policy ([`crate::sequence::policy`]): the seal, the
+    /// dataset, the table (file name, checksum, rows), the chain hashes and the link. A resumed
+    /// run does not know the `ingested_at` of earlier runs nor the Parquet size (`verify` checks
+    /// the file itself).
+    fn check_adopted(&self, existing: &ExistingPartition) -> Result<(), SequenceError> {
+        let (manifest, key) = (&existing.manifest, &existing.manifest_key);
         let prior = self.prior_last_hash.map(hex::encode);
-        let findings = self.findings(manifest, prior.as_deref());
-        foreign(manifest, key, &findings)?;
-        let Some(prior) = &self.prior_last_hash else {
-            return Ok(());
-        };
-        let previous = manifest
-            .chain
-            .as_ref()
-            .and_then(|c| parse_hash(&c.previous_ledger_hash));
-        match previous {
-            Some(previous) if findings.iter().any(|f| matches!(f, Finding::Link { .. })) => {
-                check_link(manifest.range(), &previous, prior, key)?
+        let expect = self.expect(manifest, Some(&existing.seal), prior.as_deref());
+        match policy::refusal(manifest, &expect) {
+            None => {}
+            Some(Finding::Dataset { found, expected }) => {
+                return Err(SequenceError::ForeignPartition {
+                    range: manifest.range(),
+                    key: key.clone(),
+                    found,
+                    expected,
+                });
             }
-            Some(_) => {}
-            None => tracing::warn!(
+            // The link keeps its own error (bad input: the source's chain is broken).
+            Some(Finding::Link { .. }) => {
+                let previous = manifest
+                    .chain
+                    .as_ref()
+                    .and_then(|c| parse_hash(&c.previous_ledger_hash));
+                if let (Some(previous), Some(prior)) = (previous, &self.prior_last_hash) {
+                    check_link(manifest.range(), &previous, prior, key)?;
+                }
+            }
+            Some(finding) => {
+                return Err(SequenceError::Refused {
+                    range: manifest.range(),
+                    key: key.clone(),
+                    finding,
+                });
+            }
+        }
+        if manifest.chain.is_none() && self.prior_last_hash.is_some() {
+            tracing::warn!(
                 partition = %manifest.range(),
                 "committed partition has no chain hashes in its manifest; its link to the previous partition is not checked"
-            ),
+            );
         }
         Ok(())
     }
 
     /// A committed partition found in storage must belong to this dataset.
     pub fn check_dataset(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
-        foreign(manifest, key, &self.findings(manifest, None))
+        foreign(
+            manifest,
+            key,
+            &manifest.check(&self.expect(manifest, None, None)),
+        )
     }
 }
 

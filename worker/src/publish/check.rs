@@ -7,7 +7,7 @@
 
 use super::layout::DatasetLayout;
 use super::manifest::{Manifest, SealCheck};
-use crate::hash::is_hex_hash;
+use crate::hash::{is_hex_hash, same_hash};
 use crate::partition::LedgerRange;
 
 /// What a manifest must say. `None` fields are not checked.
@@ -149,7 +149,7 @@ impl Manifest {
                     out.push(Finding::ChainHashFormat);
                 }
                 if let Some(prior) = expect.prior_hash
-                    && !chain.previous_ledger_hash.eq_ignore_ascii_case(prior)
+                    && !same_hash(&chain.previous_ledger_hash, prior)
                 {
                     out.push(Finding::Link {
                         ledger: range.start,

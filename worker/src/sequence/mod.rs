@@ -1,0 +1,4 @@
+//! The sequencing engine both drivers share: what refuses a committed partition
+//! ([`policy`]).
+
+pub mod policy;
