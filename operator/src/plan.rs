@@ -376,20 +376,9 @@ pub fn verify_manifest(
         prior_hash: expected.prior_hash,
         ingested_at: Some(expected.ingested_at),
     };
-    if let Some(refused) = bronze::sequence::policy::refusal(manifest, &expect) {
-        return Err(refused.to_string());
-    }
-    let (Some(table), Some(chain)) = (manifest.primary(), manifest.chain.as_ref()) else {
-        // The policy accepts neither here (`ingested_at` is always expected).
-        return Err("manifest has no ledgers_lcm_raw table or no chain hashes".into());
-    };
-    Ok(CheckpointStatus {
-        last_committed_ledger: range.end,
-        partition_start: range.start,
-        partition_end: range.end,
-        checksum: table.checksum.clone(),
-        last_ledger_hash: Some(chain.last_ledger_hash.to_ascii_lowercase()),
-    })
+    bronze::sequence::policy::accept(manifest, &expect)
+        .map(crate::sequencer::checkpoint_status)
+        .map_err(|refused| refused.to_string())
 }
 
 fn overlaps(a: LedgerRange, b: LedgerRange) -> bool {

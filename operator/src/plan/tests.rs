@@ -280,35 +280,6 @@ fn strict_catalog_failure_is_the_trouble_and_reported_as_the_catalogs() {
 }
 
 #[test]
-fn catalog_gaps_are_the_unrecorded_partitions_up_to_the_checkpoint() {
-    use crate::sequencer::{catalog_gaps, catalog_recorded_through};
-    let g = Grid::of(&spec()); // 2..=101 by 10
-    let rec = |ranges: &[(u32, u32)]| -> std::collections::BTreeMap<u32, (LedgerRange, String)> {
-        ranges
-            .iter()
-            .map(|&(a, b)| (b, (r(a, b), format!("sha256:{a}"))))
-            .collect()
-    };
-    assert_eq!(catalog_gaps(&g, &rec(&[]), None), vec![]);
-    assert_eq!(
-        catalog_gaps(&g, &rec(&[(2, 11), (22, 31)]), Some(41)),
-        vec![r(12, 21), r(32, 41)]
-    );
-    assert_eq!(
-        catalog_recorded_through(&g, &rec(&[(2, 11), (22, 31)])),
-        Some(11)
-    );
-    assert_eq!(catalog_recorded_through(&g, &rec(&[(12, 21)])), None);
-    // Rows past the checkpoint (written before a status write was lost) are no gap.
-    assert_eq!(
-        catalog_gaps(&g, &rec(&[(2, 11), (12, 21), (22, 31)]), Some(21)),
-        vec![]
-    );
-    // A row of another shape is not the grid partition.
-    assert_eq!(catalog_gaps(&g, &rec(&[(3, 11)]), Some(11)), vec![r(2, 11)]);
-}
-
-#[test]
 fn the_cap_counts_running_jobs_and_skips_ranges_that_have_one() {
     let mut s = spec();
     s.max_concurrent_jobs = 3;

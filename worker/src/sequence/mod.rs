@@ -1,4 +1,21 @@
-//! The sequencing engine both drivers share: what refuses a committed partition
-//! ([`policy`]).
+//! The sequencing engine both drivers share (docs/architecture.md, "One engine"): for each
+//! committed partition, in ledger order, accept its manifest ([`policy`]), link it to the
+//! previous one, append its PAS event ([`PasLog`]), write its catalog rows ([`CatalogLog`]) and
+//! advance the [`Head`]. The drivers differ in where the head lives (the standalone: the
+//! checkpoint file; the operator: the resource's status) and in what they can hold durably.
 
+pub mod gaps;
+pub mod head;
+pub mod logs;
 pub mod policy;
+pub mod steps;
+pub mod store;
+
+pub use gaps::{Recorded, catalog_gaps, catalog_recorded_through, next_partition};
+pub use head::{Head, Position};
+pub use logs::{Appended, CatalogLog, PartitionRecord, PasAppendError, PasLog};
+pub use steps::{
+    CatalogProgress, CatalogRun, Fault, FaultKind, Outcome, RecordError, Sequencing,
+    catch_up_catalog, partition_record, record_partition, sequence,
+};
+pub use store::{Committed, DatasetStore, ReadError};

@@ -9,6 +9,7 @@
 //! so an absent `manifest_sha256` and absent chain hashes are accepted for it (a missing chain
 //! is logged: its link cannot be checked). A mismatched seal always refuses.
 
+use super::head::Position;
 use crate::publish::{Expect, Finding, Manifest};
 
 /// A manifest of the original copier: none of this copier's additions.
@@ -31,6 +32,27 @@ pub fn refusal(manifest: &Manifest, expect: &Expect) -> Option<Finding> {
         .check(expect)
         .into_iter()
         .find(|f| refuses(manifest, f))
+}
+
+/// Accepts `manifest` as the partition `expect.range` or returns the finding that refuses it;
+/// an accepted partition is the position sequencing moves to.
+pub fn accept(manifest: &Manifest, expect: &Expect) -> Result<Position, Finding> {
+    if let Some(refused) = refusal(manifest, expect) {
+        return Err(refused);
+    }
+    let range = expect.range;
+    Ok(Position {
+        last_committed_ledger: range.end,
+        partition: range,
+        checksum: manifest
+            .primary()
+            .map(|t| t.checksum.clone())
+            .unwrap_or_default(),
+        last_ledger_hash: manifest
+            .chain
+            .as_ref()
+            .map(|c| c.last_ledger_hash.to_ascii_lowercase()),
+    })
 }
 
 #[cfg(test)]

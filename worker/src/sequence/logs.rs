@@ -1,0 +1,90 @@
+//! The records the engine keeps in ledger order after a partition is accepted: the PAS chain
+//! ([`PasLog`]) and the catalog ([`CatalogLog`]). Both must be idempotent per partition: after a
+//! crash or a lost head the same partition is presented again.
+//!
+//! A further record kept the same way (e.g. a table log) has the shape of [`CatalogLog`]: what
+//! it holds (`recorded`) and `record(partition)`; it plugs into the step loop
+//! ([`super::steps`]) right after the catalog, with the same catch-up from its gaps.
+
+use futures::future::BoxFuture;
+
+use crate::partition::LedgerRange;
+use crate::publish::Manifest;
+
+/// What a PAS event records about one committed partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionRecord {
+    pub network: String,
+    pub era_id: String,
+    pub version_label: String,
+    pub range: LedgerRange,
+    /// `<network>/<era>/<version>/ledgers_lcm_raw/range=S-E`
+    pub storage_path: String,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Hash of the event, the new chain head.
+    pub event_hash: String,
+    /// The event was already there (a retry, a restart, or another writer got there first).
+    pub existing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PasAppendError {
+    /// A different event already holds this partition's place in the chain: appending would
+    /// fork it. Never retried automatically.
+    #[error("audit chain conflict at {range}: {message}")]
+    Conflict { range: LedgerRange, message: String },
+    /// The outbox cannot be reached; retried later.
+    #[error("audit outbox unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The PAS chain: one event per committed partition, each linked to the previous one.
+pub trait PasLog: Send + Sync {
+    /// Makes the log usable before any append: reads the chain back, checks it and re-sends what
+    /// was not delivered. Called at every sequencing, also when there is nothing to append (a
+    /// restarted operator must re-send the last events of a finished backfill). `at` is the
+    /// partition a conflict is reported at.
+    fn ready(&self, _at: LedgerRange) -> BoxFuture<'_, Result<(), PasAppendError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Appends the event for `record` after `prev_event_hash` (`None` for the first event), or
+    /// returns the event already recorded for this partition when it has the same previous hash
+    /// and the same table checksums. Anything else there is a [`PasAppendError::Conflict`].
+    fn append<'a>(
+        &'a self,
+        record: &'a PartitionRecord,
+        prev_event_hash: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, PasAppendError>>;
+
+    /// Where the chain is recorded.
+    fn describe(&self) -> String;
+
+    /// Events recorded but not yet delivered to the endpoint (`None` without delivery).
+    fn undelivered(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The PostgreSQL catalog: one lineage (and quality) row per sequenced partition, written in
+/// ledger order. Writing must be idempotent per partition (an upsert).
+pub trait CatalogLog: Send + Sync {
+    /// Strict: the head does not move past a partition whose rows could not be written.
+    fn strict(&self) -> bool;
+    /// The partitions the catalog holds rows for, with their checksums (read at every
+    /// sequencing: what is missing is derived from it, never kept on local disk).
+    fn recorded(&self) -> BoxFuture<'_, Result<Vec<(LedgerRange, String)>, String>>;
+    /// Writes (or re-writes) the rows of `manifest`'s partition. `previous` is `(last ledger,
+    /// checksum)` of the partition just before it, when known.
+    fn record<'a>(
+        &'a self,
+        manifest: &'a Manifest,
+        previous: Option<(u32, String)>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// The database, password masked.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,405 @@
+//! The step loop: read the committed partitions after the head from storage in ledger order,
+//! accept each one by the manifest policy ([`super::policy`]), append its PAS event, write its
+//! catalog rows and advance the head. Catalog rows missing below the head are written first
+//! ([`catch_up_catalog`], from [`super::gaps`]).
+//!
+//! Why this is safe to run from any number of processes and after any crash:
+//! * the head is derived, not trusted: sequencing restarts from the stored head (or from the
+//!   first partition when it is lost) and re-reads storage;
+//! * [`PasLog::append`] is idempotent per partition and refuses a second, different event for
+//!   the same partition (with the object-store outbox, a conditional create on a key derived
+//!   from the ledger range): the loser of a race finds the winner's event, adopts it if it is
+//!   identical in substance, and otherwise stops with a conflict;
+//! * catalog writes are upserts, so a partition written twice has one row.
+
+use super::gaps::{Recorded, catalog_gaps, catalog_recorded_through, next_partition};
+use super::head::{Head, Position};
+use super::logs::{CatalogLog, PartitionRecord, PasAppendError, PasLog};
+use super::policy;
+use super::store::DatasetStore;
+use crate::partition::{LedgerRange, PartitionGrid};
+use crate::publish::{DatasetLayout, Expect, Manifest};
+
+/// What one sequencing works on.
+pub struct Sequencing<'a> {
+    /// The dataset (its network, era and version; the prefix is not used).
+    pub layout: &'a DatasetLayout,
+    pub grid: &'a PartitionGrid,
+    /// The `ingested_at` every manifest must carry (`None`: not checked).
+    pub ingested_at: Option<&'a str>,
+    pub store: &'a dyn DatasetStore,
+    pub pas: Option<&'a dyn PasLog>,
+    pub catalog: Option<&'a dyn CatalogLog>,
+    /// Partitions handled at most (catalog catch-up included).
+    pub max_steps: usize,
+}
+
+/// Why sequencing stopped at a partition, for good (until a person looks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The manifest policy refused the partition, or storage holds unreadable data.
+    Verification,
+    /// The PAS chain holds another event at this partition's place.
+    PasConflict,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub range: LedgerRange,
+    pub kind: FaultKind,
+    pub message: String,
+}
+
+/// What the engine found and did in the catalog.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogProgress {
+    /// The database, password masked.
+    pub database: String,
+    pub strict: bool,
+    /// `Some(last ledger of the recorded run from the grid's start)` (`Some(None)`: nothing
+    /// recorded); `None` when the catalog could not be read.
+    pub recorded_through: Option<Option<u32>>,
+    /// Partitions below the head found without rows (written now, or left for later).
+    pub gaps: usize,
+    /// Why writing stopped.
+    pub error: Option<String>,
+}
+
+/// What one sequencing did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub head: Head,
+    /// Where the PAS chain is recorded; `None` when PAS is off.
+    pub outbox: Option<String>,
+    /// PAS events not yet delivered to the endpoint (`None` without delivery).
+    pub undelivered: Option<u64>,
+    /// Partitions sequenced now, in order.
+    pub newly: Vec<LedgerRange>,
+    /// The next partition to sequence, not committed yet.
+    pub waiting_for: Option<LedgerRange>,
+    pub fault: Option<Fault>,
+    /// A transient problem (storage, PAS outbox or strict catalog unreachable): retry later.
+    pub trouble: Option<String>,
+    /// Stopped at `max_steps` with more to do.
+    pub more: bool,
+    /// The catalog's rows (`None` without a catalog).
+    pub catalog: Option<CatalogProgress>,
+}
+
+/// Sequences the committed partitions after `start`, in ledger order, at most `max_steps` of them
+/// (catalog catch-up included).
+pub async fn sequence(run: &Sequencing<'_>, start: Head) -> Outcome {
+    let grid = run.grid;
+    let done_through = start.through();
+    let at = next_partition(grid, done_through)
+        .or_else(|| grid.partition_of(done_through?))
+        .unwrap_or_else(|| LedgerRange::new(grid.first_ledger(), grid.first_ledger()));
+    let ready = match run.pas {
+        Some(a) => a.ready(at).await,
+        None => Ok(()),
+    };
+    let mut out = Outcome {
+        head: start,
+        outbox: run.pas.map(|a| a.describe()),
+        ..Default::default()
+    };
+    match ready {
+        Ok(()) => sequence_steps(run, &mut out).await,
+        Err(PasAppendError::Conflict { range, message }) => {
+            out.fault = Some(Fault {
+                range,
+                kind: FaultKind::PasConflict,
+                message,
+            });
+        }
+        Err(e @ PasAppendError::Unavailable(_)) => out.trouble = Some(e.to_string()),
+    }
+    out.undelivered = run.pas.and_then(|a| a.undelivered());
+    out
+}
+
+/// The catalog's part of one sequencing.
+pub struct CatalogRun<'a> {
+    log: &'a dyn CatalogLog,
+    /// Recorded partitions by last ledger; `None` when they could not be read.
+    recorded: Option<Recorded>,
+    /// Writes go on (false after a failure in lenient mode: the rest waits for the next
+    /// sequencing, so rows are always written in ledger order).
+    active: bool,
+    gaps: usize,
+    error: Option<String>,
+}
+
+impl<'a> CatalogRun<'a> {
+    pub fn new(log: &'a dyn CatalogLog) -> Self {
+        Self {
+            log,
+            recorded: None,
+            active: true,
+            gaps: 0,
+            error: None,
+        }
+    }
+
+    pub fn log(&self) -> &'a dyn CatalogLog {
+        self.log
+    }
+
+    /// Whether writes go on in this sequencing.
+    pub fn active(&self) -> bool {
+        self.active
+    }
+
+    fn previous(&self, range: LedgerRange) -> Option<(u32, String)> {
+        let end = range.start.checked_sub(1)?;
+        let (_, checksum) = self.recorded.as_ref()?.get(&end)?;
+        Some((end, checksum.clone()))
+    }
+
+    /// Writes the rows of one partition; on failure says so and stops writing.
+    pub async fn record(&mut self, range: LedgerRange, manifest: &Manifest) -> Result<(), String> {
+        let previous = self.previous(range);
+        match self.log.record(manifest, previous).await {
+            Ok(()) => {
+                let checksum = manifest
+                    .primary()
+                    .map(|t| t.checksum.clone())
+                    .unwrap_or_default();
+                if let Some(recorded) = &mut self.recorded {
+                    recorded.insert(range.end, (range, checksum));
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!("partition {range} not recorded: {e}"))),
+        }
+    }
+
+    fn fail(&mut self, message: String) -> String {
+        self.active = false;
+        let message = format!("catalog: {message}");
+        self.error = Some(message.clone());
+        message
+    }
+
+    pub fn progress(&self, grid: &PartitionGrid) -> CatalogProgress {
+        CatalogProgress {
+            database: self.log.describe(),
+            strict: self.log.strict(),
+            recorded_through: self
+                .recorded
+                .as_ref()
+                .map(|r| catalog_recorded_through(grid, r)),
+            gaps: self.gaps,
+            error: self.error.clone(),
+        }
+    }
+}
+
+async fn sequence_steps(run: &Sequencing<'_>, out: &mut Outcome) {
+    let mut cat = run.catalog.map(CatalogRun::new);
+    let steps_left = match &mut cat {
+        Some(cat) => catch_up_catalog(run, out, cat, run.max_steps).await,
+        None => Some(run.max_steps),
+    };
+    if let Some(steps_left) = steps_left {
+        sequence_partitions(run, out, cat.as_mut(), steps_left).await;
+    }
+    out.catalog = cat.map(|c| c.progress(run.grid));
+}
+
+/// Writes the catalog rows missing below the head (a lenient failure earlier, a catalog added
+/// to a running dataset, rows removed), from the manifests in storage, in ledger order. Returns
+/// the steps left for new partitions, or `None` when sequencing must stop here (strict failure,
+/// or more to catch up than `max_steps`).
+pub async fn catch_up_catalog(
+    run: &Sequencing<'_>,
+    out: &mut Outcome,
+    cat: &mut CatalogRun<'_>,
+    max_steps: usize,
+) -> Option<usize> {
+    let strict = cat.log.strict();
+    match cat.log.recorded().await {
+        Ok(rows) => {
+            cat.recorded = Some(rows.into_iter().map(|(r, c)| (r.end, (r, c))).collect());
+        }
+        Err(e) => {
+            let message = cat.fail(format!("cannot read the recorded partitions: {e}"));
+            if strict {
+                out.trouble = Some(message);
+                return None;
+            }
+            return Some(max_steps);
+        }
+    }
+    let gaps = catalog_gaps(
+        run.grid,
+        cat.recorded.as_ref().expect("read above"),
+        out.head.through(),
+    );
+    cat.gaps = gaps.len();
+    let mut left = max_steps;
+    for range in gaps {
+        if left == 0 {
+            out.more = true;
+            return None;
+        }
+        left -= 1;
+        let result = match run.store.committed(range).await {
+            Ok(Some(committed)) => cat.record(range, &committed.manifest).await,
+            Ok(None) => Err(cat.fail(format!(
+                "partition {range} is sequenced but its manifest is not in storage"
+            ))),
+            Err(e) => Err(cat.fail(format!("reading partition {range}: {e}"))),
+        };
+        if let Err(message) = result {
+            if strict {
+                out.trouble = Some(message);
+                return None;
+            }
+            return Some(left);
+        }
+        cat.gaps -= 1;
+        tracing::info!(partition = %range, "catalog: missing rows written");
+    }
+    Some(left)
+}
+
+/// What a PAS event and the catalog record about `manifest`'s partition.
+pub fn partition_record(layout: &DatasetLayout, manifest: Manifest) -> PartitionRecord {
+    let range = manifest.range();
+    PartitionRecord {
+        network: layout.network.clone(),
+        era_id: layout.era_id.clone(),
+        version_label: layout.version_label.clone(),
+        range,
+        storage_path: layout.storage_path(range),
+        manifest,
+    }
+}
+
+/// Why an accepted partition could not be recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordError {
+    Pas(PasAppendError),
+    /// A strict catalog could not write the rows.
+    Catalog(String),
+}
+
+/// The records of one accepted partition, in order: its PAS event after the head's, its catalog
+/// rows (a lenient failure stops catalog writes for the rest of the sequencing, not the head),
+/// then (with a table log) its entry there. On success the head moves to `position`.
+pub async fn record_partition(
+    pas: Option<&dyn PasLog>,
+    cat: Option<&mut CatalogRun<'_>>,
+    head: &mut Head,
+    record: &PartitionRecord,
+    position: Position,
+) -> Result<(), RecordError> {
+    let mut chain_head = head.chain_head.clone();
+    if let Some(pas) = pas {
+        let appended = pas
+            .append(record, chain_head.as_deref())
+            .await
+            .map_err(RecordError::Pas)?;
+        chain_head = Some(appended.event_hash);
+        head.event_count += 1;
+    }
+    head.chain_head = chain_head;
+    if let Some(cat) = cat.filter(|c| c.active)
+        && let Err(message) = cat.record(record.range, &record.manifest).await
+        && cat.log.strict()
+    {
+        return Err(RecordError::Catalog(message));
+    }
+    head.position = Some(position);
+    Ok(())
+}
+
+async fn sequence_partitions(
+    run: &Sequencing<'_>,
+    out: &mut Outcome,
+    mut cat: Option<&mut CatalogRun<'_>>,
+    max_steps: usize,
+) {
+    for _ in 0..max_steps {
+        let Some(range) = next_partition(run.grid, out.head.through()) else {
+            return; // the bounded range is complete
+        };
+        let committed = match run.store.committed(range).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                out.waiting_for = Some(range);
+                return;
+            }
+            Err(e) if e.transient => {
+                out.trouble = Some(format!("reading partition {range}: {e}"));
+                return;
+            }
+            Err(e) => {
+                out.fault = Some(Fault {
+                    range,
+                    kind: FaultKind::Verification,
+                    message: e.message,
+                });
+                return;
+            }
+        };
+        let prior_hash = out
+            .head
+            .position
+            .as_ref()
+            .and_then(|p| p.last_ledger_hash.clone());
+        let expect = Expect {
+            range,
+            network: &run.layout.network,
+            era_id: &run.layout.era_id,
+            version_label: &run.layout.version_label,
+            seal: Some(&committed.seal),
+            parquet_size: committed.parquet_size,
+            prior_hash: prior_hash.as_deref(),
+            ingested_at: run.ingested_at,
+        };
+        let position = match policy::accept(&committed.manifest, &expect) {
+            Ok(p) => p,
+            Err(finding) => {
+                out.fault = Some(Fault {
+                    range,
+                    kind: FaultKind::Verification,
+                    message: finding.to_string(),
+                });
+                return;
+            }
+        };
+        let record = partition_record(run.layout, committed.manifest);
+        match record_partition(
+            run.pas,
+            cat.as_deref_mut(),
+            &mut out.head,
+            &record,
+            position,
+        )
+        .await
+        {
+            Ok(()) => out.newly.push(range),
+            Err(RecordError::Pas(PasAppendError::Conflict { message, .. })) => {
+                out.fault = Some(Fault {
+                    range,
+                    kind: FaultKind::PasConflict,
+                    message,
+                });
+                return;
+            }
+            Err(RecordError::Pas(e @ PasAppendError::Unavailable(_))) => {
+                out.trouble = Some(e.to_string());
+                return;
+            }
+            Err(RecordError::Catalog(message)) => {
+                out.trouble = Some(format!(
+                    "{message} (catalog.strict: the checkpoint waits until it is written)"
+                ));
+                return;
+            }
+        }
+    }
+    out.more = next_partition(run.grid, out.head.through()).is_some();
+}
