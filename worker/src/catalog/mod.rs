@@ -24,6 +24,7 @@
 
 mod client;
 pub mod hook;
+pub mod log;
 pub mod migrations;
 pub mod records;
 pub mod tls;
@@ -32,6 +33,7 @@ pub mod writer;
 
 pub use client::{Catalog, CatalogError, check_dsn, connect};
 pub use hook::CatalogSink;
+pub use log::PgCatalog;
 pub use records::{DatasetIdentity, LineageRecord, QualityRecord, schema_hash};
 pub use verify::{CatalogProblem, LineageRow, compare_with_storage, verify_against_storage};
 pub use writer::CatalogWriter;

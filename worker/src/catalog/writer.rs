@@ -73,14 +73,15 @@ impl CatalogWriter {
     }
 
     /// The commit event a sequencer would have published for `manifest` (what the hook records).
-    pub fn commit_event(&self, manifest: Manifest) -> CommitEvent {
+    /// `adopted`: found committed in storage rather than written by this process.
+    pub fn commit_event(&self, manifest: Manifest, adopted: bool) -> CommitEvent {
         let range = manifest.range();
         CommitEvent {
             range,
             storage_path: self.layout.storage_path(range),
             parquet_uri: self.location.uri_of(&self.layout.parquet_key(range)),
             manifest,
-            adopted: false,
+            adopted,
             overwrite: false,
             replaced: None,
         }
@@ -101,11 +102,13 @@ impl CatalogWriter {
     pub async fn record(
         &self,
         manifest: &Manifest,
+        adopted: bool,
         previous: Option<(u32, String)>,
     ) -> Result<Option<String>, CatalogError> {
         let mut context = self.context.clone();
         context.previous = previous;
-        let record = LineageRecord::from_event(&self.commit_event(manifest.clone()), &context);
+        let record =
+            LineageRecord::from_event(&self.commit_event(manifest.clone(), adopted), &context);
         self.with_connection("record a partition", |catalog, id| {
             Box::pin(async move { catalog.record_partition(id, &record).await })
         })

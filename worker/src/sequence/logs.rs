@@ -21,6 +21,9 @@ pub struct PartitionRecord {
     /// `<network>/<era>/<version>/ledgers_lcm_raw/range=S-E`
     pub storage_path: String,
     pub manifest: Manifest,
+    /// Found committed in storage rather than written by this process (the catalog's quality
+    /// row says so).
+    pub adopted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,11 +81,11 @@ pub trait CatalogLog: Send + Sync {
     /// The partitions the catalog holds rows for, with their checksums (read at every
     /// sequencing: what is missing is derived from it, never kept on local disk).
     fn recorded(&self) -> BoxFuture<'_, Result<Vec<(LedgerRange, String)>, String>>;
-    /// Writes (or re-writes) the rows of `manifest`'s partition. `previous` is `(last ledger,
+    /// Writes (or re-writes) the rows of `record`'s partition. `previous` is `(last ledger,
     /// checksum)` of the partition just before it, when known.
     fn record<'a>(
         &'a self,
-        manifest: &'a Manifest,
+        record: &'a PartitionRecord,
         previous: Option<(u32, String)>,
     ) -> BoxFuture<'a, Result<(), String>>;
     /// The database, password masked.

@@ -7,6 +7,7 @@
 pub mod gaps;
 pub mod head;
 pub mod logs;
+pub mod object_dataset;
 pub mod policy;
 pub mod steps;
 pub mod store;
@@ -14,6 +15,7 @@ pub mod store;
 pub use gaps::{Recorded, catalog_gaps, catalog_recorded_through, next_partition};
 pub use head::{Head, Position};
 pub use logs::{Appended, CatalogLog, PartitionRecord, PasAppendError, PasLog};
+pub use object_dataset::ObjectDataset;
 pub use steps::{
     CatalogProgress, CatalogRun, Fault, FaultKind, Outcome, RecordError, Sequencing,
     catch_up_catalog, partition_record, record_partition, sequence,

@@ -157,11 +157,13 @@ impl<'a> CatalogRun<'a> {
     }
 
     /// Writes the rows of one partition; on failure says so and stops writing.
-    pub async fn record(&mut self, range: LedgerRange, manifest: &Manifest) -> Result<(), String> {
+    pub async fn record(&mut self, record: &PartitionRecord) -> Result<(), String> {
+        let range = record.range;
         let previous = self.previous(range);
-        match self.log.record(manifest, previous).await {
+        match self.log.record(record, previous).await {
             Ok(()) => {
-                let checksum = manifest
+                let checksum = record
+                    .manifest
                     .primary()
                     .map(|t| t.checksum.clone())
                     .unwrap_or_default();
@@ -245,7 +247,10 @@ pub async fn catch_up_catalog(
         }
         left -= 1;
         let result = match run.store.committed(range).await {
-            Ok(Some(committed)) => cat.record(range, &committed.manifest).await,
+            Ok(Some(committed)) => {
+                cat.record(&partition_record(run.layout, committed.manifest, false))
+                    .await
+            }
             Ok(None) => Err(cat.fail(format!(
                 "partition {range} is sequenced but its manifest is not in storage"
             ))),
@@ -265,7 +270,11 @@ pub async fn catch_up_catalog(
 }
 
 /// What a PAS event and the catalog record about `manifest`'s partition.
-pub fn partition_record(layout: &DatasetLayout, manifest: Manifest) -> PartitionRecord {
+pub fn partition_record(
+    layout: &DatasetLayout,
+    manifest: Manifest,
+    adopted: bool,
+) -> PartitionRecord {
     let range = manifest.range();
     PartitionRecord {
         network: layout.network.clone(),
@@ -274,6 +283,7 @@ pub fn partition_record(layout: &DatasetLayout, manifest: Manifest) -> Partition
         range,
         storage_path: layout.storage_path(range),
         manifest,
+        adopted,
     }
 }
 
@@ -306,7 +316,7 @@ pub async fn record_partition(
     }
     head.chain_head = chain_head;
     if let Some(cat) = cat.filter(|c| c.active)
-        && let Err(message) = cat.record(record.range, &record.manifest).await
+        && let Err(message) = cat.record(record).await
         && cat.log.strict()
     {
         return Err(RecordError::Catalog(message));
@@ -370,7 +380,8 @@ async fn sequence_partitions(
                 return;
             }
         };
-        let record = partition_record(run.layout, committed.manifest);
+        // The operator's rows never claimed adoption: its Jobs wrote what it sequences.
+        let record = partition_record(run.layout, committed.manifest, false);
         match record_partition(
             run.pas,
             cat.as_deref_mut(),
