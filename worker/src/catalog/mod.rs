@@ -14,10 +14,9 @@
 //!   checks are known to have run;
 //! * `catalog.strict` really is strict (a failure stops the run before the checkpoint moves, also
 //!   when the database is unreachable at start), and lenient mode never silently becomes a no-op:
-//!   unrecorded partitions are kept (in a file beside the checkpoint) and recorded later, in
-//!   ledger order. See [`hook`]. A caller that sequences commits itself (the Kubernetes
-//!   operator) writes the same rows with [`CatalogWriter`] and derives what is missing from the
-//!   catalog instead of keeping a queue file.
+//!   what is missing is derived from the catalog (the sequencing engine's catch-up,
+//!   [`crate::sequence::catch_up_catalog`]) and recorded later, in ledger order. Both drivers
+//!   write through [`PgCatalog`] ([`log`]); the standalone's commit hook is [`hook`].
 //!
 //! TLS: libpq's `sslmode` (`disable|prefer|require|verify-ca|verify-full`) and `sslrootcert`,
 //! over rustls; see [`tls`].

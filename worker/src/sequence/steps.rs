@@ -127,6 +127,8 @@ pub struct CatalogRun<'a> {
     /// sequencing, so rows are always written in ledger order).
     active: bool,
     gaps: usize,
+    /// Missing rows written by the catch-up.
+    caught_up: usize,
     error: Option<String>,
 }
 
@@ -137,12 +139,37 @@ impl<'a> CatalogRun<'a> {
             recorded: None,
             active: true,
             gaps: 0,
+            caught_up: 0,
             error: None,
         }
     }
 
-    pub fn log(&self) -> &'a dyn CatalogLog {
-        self.log
+    /// A run that goes on from what an earlier one read (`recorded`: `None` when unknown).
+    pub fn resume(log: &'a dyn CatalogLog, recorded: Option<Recorded>) -> Self {
+        Self {
+            recorded,
+            ..Self::new(log)
+        }
+    }
+
+    /// What the catalog is known to hold, for [`CatalogRun::resume`].
+    pub fn into_recorded(self) -> Option<Recorded> {
+        self.recorded
+    }
+
+    /// Partitions below the head found without rows and not written (yet).
+    pub fn gaps(&self) -> usize {
+        self.gaps
+    }
+
+    /// Missing rows the catch-up wrote.
+    pub fn caught_up(&self) -> usize {
+        self.caught_up
+    }
+
+    /// Why writing stopped, if it did.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 
     /// Whether writes go on in this sequencing.
@@ -264,6 +291,7 @@ pub async fn catch_up_catalog(
             return Some(left);
         }
         cat.gaps -= 1;
+        cat.caught_up += 1;
         tracing::info!(partition = %range, "catalog: missing rows written");
     }
     Some(left)
