@@ -61,6 +61,9 @@ struct State {
     recorded: Option<Recorded>,
     /// The last partition published (or the checkpoint's at start): gaps are looked for up to it.
     through: Option<u32>,
+    /// The partition published just before (`(last ledger, checksum)`), for `prev_hash` when
+    /// the catalog's ranges were not read.
+    last: Option<(u32, String)>,
     /// Rows may be missing below `through` (a lenient failure, or the catalog unreadable).
     behind: bool,
     /// Partitions known to be committed without rows (`catalog_pending_partitions`).
@@ -311,11 +314,19 @@ impl Inner {
             Err(None)
         } else {
             let mut cat = CatalogRun::resume(&self.log, state.recorded.take());
-            let result = cat.record(&record).await.map_err(Some);
+            let result = cat.record(&record, state.last.clone()).await.map_err(Some);
             state.recorded = cat.into_recorded();
             result
         };
         state.through = Some(state.through.map_or(range.end, |t| t.max(range.end)));
+        state.last = Some((
+            range.end,
+            record
+                .manifest
+                .primary()
+                .map(|t| t.checksum.clone())
+                .unwrap_or_default(),
+        ));
         match result {
             Ok(()) => {
                 metrics::set_catalog_pending(state.unrecorded);

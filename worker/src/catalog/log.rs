@@ -9,7 +9,7 @@ use super::writer::CatalogWriter;
 use crate::config::Config;
 use crate::metrics::{self, ErrorKind};
 use crate::partition::LedgerRange;
-use crate::sequence::{CatalogLog, PartitionRecord};
+use crate::sequence::{CatalogLog, PartitionRecord, RangeSummary};
 
 /// One dataset's catalog. The connection is opened on first use and re-opened after a failure.
 pub struct PgCatalog {
@@ -91,6 +91,23 @@ impl CatalogLog for PgCatalog {
                     (start <= end).then(|| (LedgerRange::new(start, end), row.checksum))
                 })
                 .collect())
+        })
+    }
+
+    fn summary(
+        &self,
+        first: u32,
+        through: u32,
+    ) -> BoxFuture<'_, Result<Option<RangeSummary>, String>> {
+        Box::pin(async move {
+            self.retrying("count", || async {
+                self.writer
+                    .summary(first, through)
+                    .await
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            })
+            .await
         })
     }
 

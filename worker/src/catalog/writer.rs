@@ -16,6 +16,7 @@ use super::verify::LineageRow;
 use crate::config::{Config, redact_dsn};
 use crate::pipeline::{CommitEvent, open_output_location};
 use crate::publish::{DatasetLayout, Manifest};
+use crate::sequence::RangeSummary;
 use crate::store::Location;
 
 /// Longest time one catalog operation (connecting and migrating, reading the lineage, or
@@ -91,6 +92,14 @@ impl CatalogWriter {
     pub async fn recorded(&self) -> Result<Vec<LineageRow>, CatalogError> {
         self.with_connection("read lineage", |catalog, id| {
             Box::pin(async move { catalog.lineage(id).await })
+        })
+        .await
+    }
+
+    /// How many rows lie within `[first, through]` (see [`Catalog::lineage_summary`]).
+    pub async fn summary(&self, first: u32, through: u32) -> Result<RangeSummary, CatalogError> {
+        self.with_connection("count lineage", |catalog, id| {
+            Box::pin(async move { catalog.lineage_summary(id, first, through).await })
         })
         .await
     }

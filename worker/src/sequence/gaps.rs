@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::logs::RangeSummary;
 use crate::partition::{LedgerRange, PartitionGrid};
 
 /// Recorded catalog ranges with their checksums, by last ledger.
@@ -38,6 +39,23 @@ pub fn catalog_gaps(
         done = Some(range.end);
     }
     gaps
+}
+
+/// What a catalog holding exactly the grid partitions up to `through` reports in
+/// [`super::CatalogLog::summary`] for `[first ledger, through]`.
+pub fn grid_summary(grid: &PartitionGrid, through: u32) -> RangeSummary {
+    let mut sum = RangeSummary::default();
+    let mut done: Option<u32> = None;
+    while let Some(range) = next_partition(grid, done) {
+        if range.end > through {
+            break;
+        }
+        sum.count += 1;
+        sum.starts += u64::from(range.start);
+        sum.ends += u64::from(range.end);
+        done = Some(range.end);
+    }
+    sum
 }
 
 /// The last ledger of the longest run of recorded partitions from the grid's start.
@@ -87,5 +105,22 @@ mod tests {
         );
         // A row of another shape is not the grid partition.
         assert_eq!(catalog_gaps(&g, &rec(&[(3, 11)]), Some(11)), vec![r(2, 11)]);
+    }
+
+    #[test]
+    fn the_grid_summary_counts_and_sums_the_partitions_through_the_head() {
+        let g = PartitionGrid::new(2, 101, 10);
+        assert_eq!(grid_summary(&g, 1), RangeSummary::default());
+        assert_eq!(
+            grid_summary(&g, 31),
+            RangeSummary {
+                count: 3,
+                starts: 2 + 12 + 22,
+                ends: 11 + 21 + 31
+            }
+        );
+        // The genesis ledger is skipped: the first partition is clipped.
+        let g = PartitionGrid::new(1, 0, 10);
+        assert_eq!(grid_summary(&g, 10).starts, 2);
     }
 }

@@ -73,6 +73,14 @@ pub trait PasLog: Send + Sync {
     }
 }
 
+/// Rows within a ledger range: their number and the sums of their first and last ledgers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RangeSummary {
+    pub count: u64,
+    pub starts: u64,
+    pub ends: u64,
+}
+
 /// The PostgreSQL catalog: one lineage (and quality) row per sequenced partition, written in
 /// ledger order. Writing must be idempotent per partition (an upsert).
 pub trait CatalogLog: Send + Sync {
@@ -81,6 +89,17 @@ pub trait CatalogLog: Send + Sync {
     /// The partitions the catalog holds rows for, with their checksums (read at every
     /// sequencing: what is missing is derived from it, never kept on local disk).
     fn recorded(&self) -> BoxFuture<'_, Result<Vec<(LedgerRange, String)>, String>>;
+    /// How many partitions the catalog holds rows for within `[first, through]`, with the sums
+    /// of their first and last ledgers (`None`: this log cannot tell cheaply). When it matches
+    /// the grid, nothing is missing and [`CatalogLog::recorded`] is not read: the catalog work of
+    /// a sequencing grows with the new partitions, not with all of them.
+    fn summary(
+        &self,
+        _first: u32,
+        _through: u32,
+    ) -> BoxFuture<'_, Result<Option<RangeSummary>, String>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Writes (or re-writes) the rows of `record`'s partition. `previous` is `(last ledger,
     /// checksum)` of the partition just before it, when known.
     fn record<'a>(

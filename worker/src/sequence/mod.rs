@@ -12,9 +12,9 @@ pub mod policy;
 pub mod steps;
 pub mod store;
 
-pub use gaps::{Recorded, catalog_gaps, catalog_recorded_through, next_partition};
+pub use gaps::{Recorded, catalog_gaps, catalog_recorded_through, grid_summary, next_partition};
 pub use head::{Head, Position};
-pub use logs::{Appended, CatalogLog, PartitionRecord, PasAppendError, PasLog};
+pub use logs::{Appended, CatalogLog, PartitionRecord, PasAppendError, PasLog, RangeSummary};
 pub use object_dataset::ObjectDataset;
 pub use steps::{
     CatalogProgress, CatalogRun, Fault, FaultKind, Outcome, RecordError, Sequencing,

@@ -12,7 +12,7 @@
 //!   identical in substance, and otherwise stops with a conflict;
 //! * catalog writes are upserts, so a partition written twice has one row.
 
-use super::gaps::{Recorded, catalog_gaps, catalog_recorded_through, next_partition};
+use super::gaps::{Recorded, catalog_gaps, catalog_recorded_through, grid_summary, next_partition};
 use super::head::{Head, Position};
 use super::logs::{CatalogLog, PartitionRecord, PasAppendError, PasLog};
 use super::policy;
@@ -129,6 +129,9 @@ pub struct CatalogRun<'a> {
     gaps: usize,
     /// Missing rows written by the catch-up.
     caught_up: usize,
+    /// The catalog's summary said every grid partition through this ledger has rows (the
+    /// ranges themselves were not read).
+    complete_through: Option<u32>,
     error: Option<String>,
 }
 
@@ -140,6 +143,7 @@ impl<'a> CatalogRun<'a> {
             active: true,
             gaps: 0,
             caught_up: 0,
+            complete_through: None,
             error: None,
         }
     }
@@ -183,10 +187,19 @@ impl<'a> CatalogRun<'a> {
         Some((end, checksum.clone()))
     }
 
-    /// Writes the rows of one partition; on failure says so and stops writing.
-    pub async fn record(&mut self, record: &PartitionRecord) -> Result<(), String> {
+    /// Writes the rows of one partition; on failure says so and stops writing. `after`: the
+    /// partition sequenced just before it (`(last ledger, checksum)`), when the catalog's
+    /// ranges were not read.
+    pub async fn record(
+        &mut self,
+        record: &PartitionRecord,
+        after: Option<(u32, String)>,
+    ) -> Result<(), String> {
         let range = record.range;
-        let previous = self.previous(range);
+        let previous = match &self.recorded {
+            Some(_) => self.previous(range),
+            None => after.filter(|(end, _)| range.start.checked_sub(1) == Some(*end)),
+        };
         match self.log.record(record, previous).await {
             Ok(()) => {
                 let checksum = record
@@ -196,6 +209,9 @@ impl<'a> CatalogRun<'a> {
                     .unwrap_or_default();
                 if let Some(recorded) = &mut self.recorded {
                     recorded.insert(range.end, (range, checksum));
+                } else if self.complete_through.and_then(|t| t.checked_add(1)) == Some(range.start)
+                {
+                    self.complete_through = Some(range.end);
                 }
                 Ok(())
             }
@@ -214,10 +230,11 @@ impl<'a> CatalogRun<'a> {
         CatalogProgress {
             database: self.log.describe(),
             strict: self.log.strict(),
-            recorded_through: self
-                .recorded
-                .as_ref()
-                .map(|r| catalog_recorded_through(grid, r)),
+            recorded_through: match (&self.recorded, self.complete_through) {
+                (Some(r), _) => Some(catalog_recorded_through(grid, r)),
+                (None, Some(through)) => Some(Some(through)),
+                (None, None) => None,
+            },
             gaps: self.gaps,
             error: self.error.clone(),
         }
@@ -247,6 +264,25 @@ pub async fn catch_up_catalog(
     max_steps: usize,
 ) -> Option<usize> {
     let strict = cat.log.strict();
+    let through = out.head.through();
+    if let Some(through) = through {
+        // One cheap query first: the full list of ranges only when something is missing.
+        match cat.log.summary(run.grid.first_ledger(), through).await {
+            Ok(Some(found)) if found == grid_summary(run.grid, through) => {
+                cat.complete_through = Some(through);
+                return Some(max_steps);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let message = cat.fail(format!("cannot count the recorded partitions: {e}"));
+                if strict {
+                    out.trouble = Some(message);
+                    return None;
+                }
+                return Some(max_steps);
+            }
+        }
+    }
     match cat.log.recorded().await {
         Ok(rows) => {
             cat.recorded = Some(rows.into_iter().map(|(r, c)| (r.end, (r, c))).collect());
@@ -263,7 +299,7 @@ pub async fn catch_up_catalog(
     let gaps = catalog_gaps(
         run.grid,
         cat.recorded.as_ref().expect("read above"),
-        out.head.through(),
+        through,
     );
     cat.gaps = gaps.len();
     let mut left = max_steps;
@@ -275,8 +311,8 @@ pub async fn catch_up_catalog(
         left -= 1;
         let result = match run.store.committed(range).await {
             Ok(Some(committed)) => {
-                cat.record(&partition_record(run.layout, committed.manifest, false))
-                    .await
+                let record = partition_record(run.layout, committed.manifest, false);
+                cat.record(&record, None).await
             }
             Ok(None) => Err(cat.fail(format!(
                 "partition {range} is sequenced but its manifest is not in storage"
@@ -333,6 +369,10 @@ pub async fn record_partition(
     record: &PartitionRecord,
     position: Position,
 ) -> Result<(), RecordError> {
+    let after = head
+        .position
+        .as_ref()
+        .map(|p| (p.last_committed_ledger, p.checksum.clone()));
     let mut chain_head = head.chain_head.clone();
     if let Some(pas) = pas {
         let appended = pas
@@ -344,7 +384,7 @@ pub async fn record_partition(
     }
     head.chain_head = chain_head;
     if let Some(cat) = cat.filter(|c| c.active)
-        && let Err(message) = cat.record(record).await
+        && let Err(message) = cat.record(record, after).await
         && cat.log.strict()
     {
         return Err(RecordError::Catalog(message));
@@ -441,4 +481,173 @@ async fn sequence_partitions(
         }
     }
     out.more = next_partition(run.grid, out.head.through()).is_some();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::config::PRIMARY_TABLE;
+    use crate::publish::{ChainInfo, ManifestPartition, ManifestTable, Producer, SealCheck};
+    use crate::sequence::{Committed, RangeSummary, ReadError};
+
+    fn hash(n: u32) -> String {
+        format!("{n:064x}")
+    }
+
+    fn manifest(range: LedgerRange) -> Manifest {
+        Manifest {
+            partition: ManifestPartition {
+                start: range.start,
+                end: range.end,
+                era_id: "p23".into(),
+                version: "v1".into(),
+                network: "testnet".into(),
+            },
+            tables: BTreeMap::from([(
+                PRIMARY_TABLE.to_string(),
+                ManifestTable {
+                    file: DatasetLayout::parquet_file_name(range),
+                    checksum: format!("sha256:{}", hash(range.end)),
+                    row_count: range.len(),
+                    byte_size: 100,
+                },
+            )]),
+            producer: Producer::current(),
+            created_at: "2025-01-15T10:00:00Z".into(),
+            chain: Some(ChainInfo {
+                previous_ledger_hash: hash(range.start - 1),
+                first_ledger_hash: hash(range.start),
+                last_ledger_hash: hash(range.end),
+            }),
+            ingested_at: Some("2025-01-15T10:00:00Z".into()),
+            network_passphrase: None,
+            writer: None,
+            manifest_sha256: None,
+        }
+    }
+
+    struct Store;
+
+    impl DatasetStore for Store {
+        fn committed(
+            &self,
+            range: LedgerRange,
+        ) -> BoxFuture<'_, Result<Option<Committed>, ReadError>> {
+            Box::pin(async move {
+                Ok((range.end <= 51).then(|| Committed {
+                    manifest: manifest(range),
+                    parquet_size: Some(100),
+                    seal: SealCheck::Valid,
+                }))
+            })
+        }
+
+        fn first_committed(&self) -> BoxFuture<'_, Result<Option<Manifest>, ReadError>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    /// A catalog in memory that counts how often its ranges are read.
+    #[derive(Default)]
+    struct Catalog {
+        rows: Mutex<BTreeMap<u32, (LedgerRange, String)>>,
+        full_reads: AtomicUsize,
+    }
+
+    impl CatalogLog for Catalog {
+        fn strict(&self) -> bool {
+            true
+        }
+
+        fn recorded(&self) -> BoxFuture<'_, Result<Vec<(LedgerRange, String)>, String>> {
+            self.full_reads.fetch_add(1, Ordering::SeqCst);
+            let rows = self.rows.lock().unwrap().values().cloned().collect();
+            Box::pin(async move { Ok(rows) })
+        }
+
+        fn summary(
+            &self,
+            first: u32,
+            through: u32,
+        ) -> BoxFuture<'_, Result<Option<RangeSummary>, String>> {
+            let mut sum = RangeSummary::default();
+            for (r, _) in self.rows.lock().unwrap().values() {
+                if r.start >= first && r.end <= through {
+                    sum.count += 1;
+                    sum.starts += u64::from(r.start);
+                    sum.ends += u64::from(r.end);
+                }
+            }
+            Box::pin(async move { Ok(Some(sum)) })
+        }
+
+        fn record<'a>(
+            &'a self,
+            record: &'a PartitionRecord,
+            _previous: Option<(u32, String)>,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            let checksum = record.manifest.primary().unwrap().checksum.clone();
+            self.rows
+                .lock()
+                .unwrap()
+                .insert(record.range.end, (record.range, checksum));
+            Box::pin(async { Ok(()) })
+        }
+
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    async fn run_once(catalog: &Catalog, head: Head) -> Outcome {
+        let layout = DatasetLayout {
+            prefix: String::new(),
+            network: "testnet".into(),
+            era_id: "p23".into(),
+            version_label: "v1".into(),
+        };
+        let grid = PartitionGrid::new(2, 0, 10);
+        let run = Sequencing {
+            layout: &layout,
+            grid: &grid,
+            ingested_at: None,
+            store: &Store,
+            pas: None,
+            catalog: Some(catalog),
+            max_steps: 100,
+        };
+        sequence(&run, head).await
+    }
+
+    /// The catalog's ranges are read only when its summary says something is missing: with
+    /// every row in place, a sequencing costs one count, whatever the number of partitions.
+    #[tokio::test]
+    async fn the_catalog_ranges_are_read_only_when_the_count_says_rows_are_missing() {
+        let catalog = Catalog::default();
+        let first = run_once(&catalog, Head::default()).await;
+        assert_eq!(first.newly.len(), 5, "2-51 sequenced");
+        assert_eq!(first.waiting_for, Some(LedgerRange::new(52, 61)));
+        assert_eq!(catalog.full_reads.load(Ordering::SeqCst), 1);
+
+        // Complete: no full read, and the progress says so.
+        let again = run_once(&catalog, first.head.clone()).await;
+        assert_eq!(catalog.full_reads.load(Ordering::SeqCst), 1);
+        let progress = again.catalog.unwrap();
+        assert_eq!(progress.recorded_through, Some(Some(51)));
+        assert_eq!(progress.gaps, 0);
+
+        // A row removed in the database: the count differs, the ranges are read, the gap is
+        // found and written from its manifest.
+        catalog.rows.lock().unwrap().remove(&31);
+        let repaired = run_once(&catalog, first.head.clone()).await;
+        assert_eq!(catalog.full_reads.load(Ordering::SeqCst), 2);
+        assert!(catalog.rows.lock().unwrap().contains_key(&31));
+        assert_eq!(repaired.catalog.unwrap().recorded_through, Some(Some(51)));
+    }
 }
