@@ -1,5 +1,5 @@
-//! The catalog of a standalone run: a commit hook that writes each partition's rows through the
-//! sequencing engine ([`crate::sequence`]: [`CatalogRun`], [`catch_up_catalog`]) in ledger
+//! The catalog of a standalone run: the engine's [`CatalogLog`] for the standalone sequencer,
+//! which writes each partition's rows through the sequencing engine ([`crate::sequence`]: [`CatalogRun`], [`catch_up_catalog`]) in ledger
 //! order, after its manifest is committed and before the checkpoint moves past it.
 //!
 //! * **strict** (`catalog.strict: true`): the catalog must be usable at start, and a partition
@@ -28,12 +28,13 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::metrics::{self, ErrorKind};
 use crate::partition::{LedgerRange, PartitionGrid};
-use crate::pipeline::{CommitEvent, CommitHook, HookError, HookFuture, open_output_location};
+use crate::pipeline::open_output_location;
 use crate::publish::{Committer, DatasetLayout};
 use crate::sequence::{
-    CatalogLog, CatalogRun, Head, ObjectDataset, Outcome, Position, Recorded, Sequencing,
-    catch_up_catalog, partition_record,
+    CatalogLog, CatalogRun, Head, ObjectDataset, Outcome, PartitionRecord, Position, RangeSummary,
+    Recorded, Sequencing, catch_up_catalog,
 };
+use futures::future::BoxFuture;
 
 /// Longest wait between retries of an unreachable catalog in lenient mode.
 const MAX_LENIENT_BACKOFF: Duration = Duration::from_secs(60);
@@ -61,9 +62,6 @@ struct State {
     recorded: Option<Recorded>,
     /// The last partition published (or the checkpoint's at start): gaps are looked for up to it.
     through: Option<u32>,
-    /// The partition published just before (`(last ledger, checksum)`), for `prev_hash` when
-    /// the catalog's ranges were not read.
-    last: Option<(u32, String)>,
     /// Rows may be missing below `through` (a lenient failure, or the catalog unreadable).
     behind: bool,
     /// Partitions known to be committed without rows (`catalog_pending_partitions`).
@@ -134,9 +132,9 @@ impl CatalogSink {
         Ok(Some(sink))
     }
 
-    /// The hook for `pipeline::run`.
-    pub fn hook(&self) -> Box<dyn CommitHook> {
-        Box::new(self.clone())
+    /// The catalog for `pipeline::run` ([`crate::pipeline::Records`]).
+    pub fn log(&self) -> Arc<dyn CatalogLog> {
+        Arc::new(self.clone())
     }
 
     /// Writes what is still missing (lenient mode) and says in the log what is left. Returns
@@ -171,35 +169,50 @@ fn remove_leftover_queue(config: &Config) {
     }
 }
 
-impl CommitHook for CatalogSink {
-    fn name(&self) -> &'static str {
-        "catalog"
+impl CatalogLog for CatalogSink {
+    fn strict(&self) -> bool {
+        self.inner.strict
     }
 
-    fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> HookFuture<'a> {
-        Box::pin(self.inner.on_commit(event))
+    fn recorded(&self) -> BoxFuture<'_, Result<Vec<(LedgerRange, String)>, String>> {
+        self.inner.log.recorded()
+    }
+
+    fn summary(
+        &self,
+        first: u32,
+        through: u32,
+    ) -> BoxFuture<'_, Result<Option<RangeSummary>, String>> {
+        self.inner.log.summary(first, through)
+    }
+
+    /// Strict: the error when the rows could not be written. Lenient: always `Ok`; a partition
+    /// not written leaves the catalog behind, and the rows are written by a later catch-up.
+    fn record<'a>(
+        &'a self,
+        record: &'a PartitionRecord,
+        previous: Option<(u32, String)>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.inner.on_commit(record, previous))
+    }
+
+    fn describe(&self) -> String {
+        self.inner.log.describe()
     }
 
     /// Strict mode: the catalog must be usable (readable, nothing missing) before a partition
     /// is replaced, so an outage refuses the replacement with nothing changed.
-    fn check_replace<'a>(&'a self, event: &'a CommitEvent) -> HookFuture<'a> {
+    fn check_replace(&self, range: LedgerRange) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             if !self.inner.strict {
                 return Ok(());
             }
             let mut state = self.inner.state.lock().await;
-            self.inner
-                .catch_up(&mut state)
-                .await
-                .map(|_| ())
-                .map_err(|e| HookError {
-                    hook: "catalog",
-                    message: format!(
-                        "refusing to replace partition {}: the catalog is unusable (catalog.strict): {e}",
-                        event.range
-                    ),
-                    conflict: false,
-                })
+            self.inner.catch_up(&mut state).await.map(|_| ()).map_err(|e| {
+                format!(
+                    "refusing to replace partition {range}: the catalog is unusable (catalog.strict): {e}"
+                )
+            })
         })
     }
 }
@@ -291,9 +304,13 @@ impl Inner {
         }
     }
 
-    async fn on_commit(&self, event: &CommitEvent) -> Result<(), HookError> {
+    async fn on_commit(
+        &self,
+        record: &PartitionRecord,
+        previous: Option<(u32, String)>,
+    ) -> Result<(), String> {
         let mut state = self.state.lock().await;
-        let range = event.range;
+        let range = record.range;
         let due = state.next_attempt.is_none_or(|at| Instant::now() >= at);
         if state.behind && (due || self.strict) {
             match self.catch_up(&mut state).await {
@@ -309,24 +326,22 @@ impl Inner {
                 }
             }
         }
-        let record = partition_record(&self.layout, event.manifest.clone(), event.adopted);
         let result = if state.behind {
             Err(None)
         } else {
-            let mut cat = CatalogRun::resume(&self.log, state.recorded.take());
-            let result = cat.record(&record, state.last.clone()).await.map_err(Some);
-            state.recorded = cat.into_recorded();
-            result
+            // The rows the catalog holds before it win over the sequencer's head.
+            let before = range.start.checked_sub(1).and_then(|end| {
+                let (_, checksum) = state.recorded.as_ref()?.get(&end)?;
+                Some((end, checksum.clone()))
+            });
+            let result = self.log.record(record, before.or(previous)).await;
+            if let (Ok(()), Some(recorded)) = (&result, &mut state.recorded) {
+                let checksum = record.manifest.primary().map(|t| t.checksum.clone());
+                recorded.insert(range.end, (range, checksum.unwrap_or_default()));
+            }
+            result.map_err(Some)
         };
         state.through = Some(state.through.map_or(range.end, |t| t.max(range.end)));
-        state.last = Some((
-            range.end,
-            record
-                .manifest
-                .primary()
-                .map(|t| t.checksum.clone())
-                .unwrap_or_default(),
-        ));
         match result {
             Ok(()) => {
                 metrics::set_catalog_pending(state.unrecorded);
@@ -334,11 +349,7 @@ impl Inner {
             }
             Err(Some(e)) if self.strict => {
                 metrics::error(ErrorKind::Catalog);
-                return Err(HookError {
-                    hook: "catalog",
-                    message: format!("partition {range} not recorded (catalog.strict): {e}"),
-                    conflict: false,
-                });
+                return Err(e);
             }
             Err(error) => {
                 if let Some(e) = &error {

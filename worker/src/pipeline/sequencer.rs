@@ -1,18 +1,19 @@
-//! The sequencer: takes built partitions in ledger order and publishes each one: hash link to the
-//! previous partition, manifest (the commit), the commit hooks (PAS, catalog), then the
-//! checkpoint. A failure at any step stops the run before the checkpoint moves, so a restart
-//! redoes exactly the partitions that were not fully published.
+//! The standalone's driver of the sequencing engine ([`crate::sequence`]): takes built partitions
+//! in ledger order and publishes each one: hash link to the previous partition, manifest (the
+//! commit; a partition found committed is accepted by the engine's manifest policy), then the
+//! engine's records (PAS event, catalog rows: [`record_partition`]), then the checkpoint, which
+//! is where this driver keeps the engine's head. A failure at any step stops the run before the
+//! checkpoint moves, so a restart redoes exactly the partitions that were not fully published.
 //!
 //! Replacing a committed partition (`era.allow_overwrite`): its new file was built beside the
 //! committed one; the sequencer checks everything that could refuse first (the hash link, the
-//! dataset, each hook's [`CommitHook::check_replace`]), and only then swaps the files and
-//! commits the new manifest; the hooks then record the replacement (PAS: a
-//! `bronze_partition_replaced` event; catalog: the row updated). A rebuilt partition identical to
+//! dataset, every record's `check_replace`), and only then swaps the files and commits the new
+//! manifest; the records then note the replacement (PAS: a `bronze_partition_replaced` event;
+//! catalog: the row updated). A rebuilt partition identical to
 //! the committed one is kept as it is.
 
 use std::collections::BTreeMap;
-
-use futures::future::BoxFuture;
+use std::sync::Arc;
 
 use super::build::{Built, Staged};
 use super::progress::Progress;
@@ -24,7 +25,10 @@ use crate::publish::{
     ChainInfo, CommitError, Committer, DatasetLayout, ExistingPartition, Expect, Finding, Manifest,
     ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
 };
-use crate::sequence::policy;
+use crate::sequence::{
+    CatalogLog, CatalogRun, Head, PasAppendError, PasLog, Position, RecordError, check_replace,
+    policy, record_partition,
+};
 use crate::validate::{ValidationError, check_link};
 
 /// What a hook learns about a committed partition.
@@ -56,19 +60,41 @@ pub struct HookError {
     pub conflict: bool,
 }
 
-/// Something that must happen, in ledger order, after a partition is committed and before the
-/// checkpoint moves past it (PAS events, catalog rows). Implementations must be idempotent: after
-/// a crash the same partition may be presented again.
-pub trait CommitHook: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> BoxFuture<'a, Result<(), HookError>>;
-    /// Called before a committed partition is replaced by `event`'s (nothing is changed yet):
-    /// an error refuses the replacement, and the dataset stays exactly as it was.
-    fn check_replace<'a>(
-        &'a self,
-        _event: &'a CommitEvent,
-    ) -> BoxFuture<'a, Result<(), HookError>> {
-        Box::pin(async { Ok(()) })
+/// The records a run keeps beside storage, written by the engine in ledger order after each
+/// partition's commit and before the checkpoint moves past it: the PAS stream, then the catalog.
+#[derive(Clone, Default)]
+pub struct Records {
+    pub pas: Option<Arc<dyn PasLog>>,
+    pub catalog: Option<Arc<dyn CatalogLog>>,
+}
+
+impl Records {
+    /// A record that failed, as the run's error: a conflict (the record disagrees with what was
+    /// committed: exit code 4) or an outage (retryable).
+    fn error(e: RecordError) -> HookError {
+        match e {
+            RecordError::Pas(PasAppendError::Conflict { message, .. }) => HookError {
+                hook: "pas",
+                message,
+                conflict: true,
+            },
+            RecordError::Pas(PasAppendError::Unavailable(message)) => HookError {
+                hook: "pas",
+                message,
+                conflict: false,
+            },
+            RecordError::Catalog(message) => {
+                let message = message.strip_prefix("catalog: ").unwrap_or(&message);
+                HookError {
+                    hook: "catalog",
+                    message: match message.contains("catalog.strict") {
+                        true => message.to_string(),
+                        false => format!("{message} (catalog.strict)"),
+                    },
+                    conflict: false,
+                }
+            }
+        }
     }
 }
 
@@ -118,7 +144,9 @@ pub struct Sequencer {
     pub committer: Committer,
     pub layout: DatasetLayout,
     pub checkpoint: Option<CheckpointStore>,
-    pub hooks: Vec<Box<dyn CommitHook>>,
+    pub records: Records,
+    /// The engine's head: the last partition published and the PAS chain's head.
+    pub head: Head,
     pub ingested_at: String,
     pub network_passphrase: Option<String>,
     /// Hash of the last ledger before the next partition, when known.
@@ -167,9 +195,36 @@ impl Sequencer {
             .as_ref()
             .and_then(|c| parse_hash(&c.last_ledger_hash));
         let event = self.commit_event(manifest, adopted, self.committer.allow_overwrite, replaced);
-        for hook in &self.hooks {
-            hook.on_commit(&event).await?;
-        }
+        let record = crate::sequence::partition_record(
+            &self.layout,
+            event.manifest.clone(),
+            adopted,
+            event.overwrite,
+        );
+        let position = Position {
+            last_committed_ledger: range.end,
+            partition: range,
+            checksum: event
+                .manifest
+                .primary()
+                .map(|t| t.checksum.clone())
+                .unwrap_or_default(),
+            last_ledger_hash: event
+                .manifest
+                .chain
+                .as_ref()
+                .map(|c| c.last_ledger_hash.to_ascii_lowercase()),
+        };
+        let mut catalog = self.records.catalog.as_deref().map(CatalogRun::new);
+        record_partition(
+            self.records.pas.as_deref(),
+            catalog.as_mut(),
+            &mut self.head,
+            &record,
+            position,
+        )
+        .await
+        .map_err(Records::error)?;
         let behind_checkpoint = self.checkpoint_floor.is_some_and(|floor| range.end < floor);
         if let Some(store) = self.checkpoint.as_ref().filter(|_| !behind_checkpoint) {
             let table = event.manifest.primary();
@@ -239,10 +294,13 @@ impl Sequencer {
             tracing::info!(partition = %range, "rebuilt partition is identical to the committed one; kept");
             return Ok((existing.manifest.clone(), true, None));
         }
-        let candidate = self.commit_event(manifest.clone(), false, true, old.clone());
-        for hook in &self.hooks {
-            hook.check_replace(&candidate).await?;
-        }
+        check_replace(
+            self.records.pas.as_deref(),
+            self.records.catalog.as_deref(),
+            range,
+        )
+        .await
+        .map_err(Records::error)?;
         self.committer
             .replace(&manifest, &staged.parquet_key)
             .await?;
@@ -435,6 +493,3 @@ fn foreign(manifest: &Manifest, key: &str, findings: &[Finding]) -> Result<(), S
         None => Ok(()),
     }
 }
-
-/// A boxed hook future, for implementors.
-pub type HookFuture<'a> = BoxFuture<'a, Result<(), HookError>>;

@@ -24,6 +24,9 @@ pub struct PartitionRecord {
     /// Found committed in storage rather than written by this process (the catalog's quality
     /// row says so).
     pub adopted: bool,
+    /// `allow_overwrite`: a record that disagrees with this partition is to be replaced (and the
+    /// replacement recorded: PAS `bronze_partition_replaced`), not refused.
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +60,10 @@ pub trait PasLog: Send + Sync {
 
     /// Appends the event for `record` after `prev_event_hash` (`None` for the first event), or
     /// returns the event already recorded for this partition when it has the same previous hash
-    /// and the same table checksums. Anything else there is a [`PasAppendError::Conflict`].
+    /// and the same table checksums. Anything else there is a [`PasAppendError::Conflict`]
+    /// (with `record.overwrite`, a replacement event instead). A log that owns its chain's head
+    /// (the standalone's stream, which rebuilt it from the outbox when it opened) appends on
+    /// that head.
     fn append<'a>(
         &'a self,
         record: &'a PartitionRecord,
@@ -66,6 +72,12 @@ pub trait PasLog: Send + Sync {
 
     /// Where the chain is recorded.
     fn describe(&self) -> String;
+
+    /// Before a committed partition at `range` is replaced (nothing is changed yet): an error
+    /// refuses the replacement, and the dataset stays exactly as it was.
+    fn check_replace(&self, _range: LedgerRange) -> BoxFuture<'_, Result<(), PasAppendError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Events recorded but not yet delivered to the endpoint (`None` without delivery).
     fn undelivered(&self) -> Option<u64> {
@@ -109,4 +121,9 @@ pub trait CatalogLog: Send + Sync {
     ) -> BoxFuture<'a, Result<(), String>>;
     /// The database, password masked.
     fn describe(&self) -> String;
+
+    /// As [`PasLog::check_replace`].
+    fn check_replace(&self, _range: LedgerRange) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -18,6 +18,6 @@ pub use logs::{Appended, CatalogLog, PartitionRecord, PasAppendError, PasLog, Ra
 pub use object_dataset::ObjectDataset;
 pub use steps::{
     CatalogProgress, CatalogRun, Fault, FaultKind, Outcome, RecordError, Sequencing,
-    catch_up_catalog, partition_record, record_partition, sequence,
+    catch_up_catalog, check_replace, partition_record, record_partition, sequence,
 };
 pub use store::{Committed, DatasetStore, ReadError};

@@ -148,15 +148,7 @@ impl<'a> CatalogRun<'a> {
         }
     }
 
-    /// A run that goes on from what an earlier one read (`recorded`: `None` when unknown).
-    pub fn resume(log: &'a dyn CatalogLog, recorded: Option<Recorded>) -> Self {
-        Self {
-            recorded,
-            ..Self::new(log)
-        }
-    }
-
-    /// What the catalog is known to hold, for [`CatalogRun::resume`].
+    /// What the catalog is known to hold (`None`: its ranges were not read).
     pub fn into_recorded(self) -> Option<Recorded> {
         self.recorded
     }
@@ -311,7 +303,7 @@ pub async fn catch_up_catalog(
         left -= 1;
         let result = match run.store.committed(range).await {
             Ok(Some(committed)) => {
-                let record = partition_record(run.layout, committed.manifest, false);
+                let record = partition_record(run.layout, committed.manifest, false, false);
                 cat.record(&record, None).await
             }
             Ok(None) => Err(cat.fail(format!(
@@ -338,6 +330,7 @@ pub fn partition_record(
     layout: &DatasetLayout,
     manifest: Manifest,
     adopted: bool,
+    overwrite: bool,
 ) -> PartitionRecord {
     let range = manifest.range();
     PartitionRecord {
@@ -348,6 +341,7 @@ pub fn partition_record(
         storage_path: layout.storage_path(range),
         manifest,
         adopted,
+        overwrite,
     }
 }
 
@@ -390,6 +384,25 @@ pub async fn record_partition(
         return Err(RecordError::Catalog(message));
     }
     head.position = Some(position);
+    Ok(())
+}
+
+/// Before a committed partition is replaced (`allow_overwrite`): every record must agree, or the
+/// replacement is refused with nothing changed.
+pub async fn check_replace(
+    pas: Option<&dyn PasLog>,
+    catalog: Option<&dyn CatalogLog>,
+    range: LedgerRange,
+) -> Result<(), RecordError> {
+    if let Some(pas) = pas {
+        pas.check_replace(range).await.map_err(RecordError::Pas)?;
+    }
+    if let Some(catalog) = catalog {
+        catalog
+            .check_replace(range)
+            .await
+            .map_err(RecordError::Catalog)?;
+    }
     Ok(())
 }
 
@@ -449,7 +462,7 @@ async fn sequence_partitions(
             }
         };
         // The operator's rows never claimed adoption: its Jobs wrote what it sequences.
-        let record = partition_record(run.layout, committed.manifest, false);
+        let record = partition_record(run.layout, committed.manifest, false, false);
         match record_partition(
             run.pas,
             cat.as_deref_mut(),
