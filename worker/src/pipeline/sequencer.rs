@@ -226,21 +226,20 @@ impl Sequencer {
         .await
         .map_err(Records::error)?;
         let behind_checkpoint = self.checkpoint_floor.is_some_and(|floor| range.end < floor);
-        if let Some(store) = self.checkpoint.as_ref().filter(|_| !behind_checkpoint) {
-            let table = event.manifest.primary();
+        // The checkpoint file is where this driver keeps the engine's head.
+        if let (Some(store), Some(head)) = (
+            self.checkpoint.as_ref().filter(|_| !behind_checkpoint),
+            &self.head.position,
+        ) {
             let cp = store.at(
-                range.end,
+                head.last_committed_ledger,
                 Some(CommittedPartition {
-                    start: range.start,
-                    end: range.end,
-                    checksum: table.map(|t| t.checksum.clone()).unwrap_or_default(),
+                    start: head.partition.start,
+                    end: head.partition.end,
+                    checksum: head.checksum.clone(),
                 }),
                 Some(self.ingested_at.clone()),
-                event
-                    .manifest
-                    .chain
-                    .as_ref()
-                    .map(|c| c.last_ledger_hash.clone()),
+                head.last_ledger_hash.clone(),
             );
             store.save(&cp)?;
         }

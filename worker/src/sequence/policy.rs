@@ -57,49 +57,12 @@ pub fn accept(manifest: &Manifest, expect: &Expect) -> Result<Position, Finding>
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::config::PRIMARY_TABLE;
     use crate::partition::LedgerRange;
-    use crate::publish::{
-        ChainInfo, DatasetLayout, ManifestPartition, ManifestTable, Producer, SealCheck,
-    };
-
-    fn hash(n: u8) -> String {
-        format!("{n:02x}").repeat(32)
-    }
+    use crate::publish::SealCheck;
 
     fn manifest() -> Manifest {
-        Manifest {
-            partition: ManifestPartition {
-                start: 12,
-                end: 21,
-                era_id: "p23".into(),
-                version: "v1".into(),
-                network: "testnet".into(),
-            },
-            tables: BTreeMap::from([(
-                PRIMARY_TABLE.to_string(),
-                ManifestTable {
-                    file: DatasetLayout::parquet_file_name(LedgerRange::new(12, 21)),
-                    checksum: format!("sha256:{}", hash(1)),
-                    row_count: 10,
-                    byte_size: 100,
-                },
-            )]),
-            producer: Producer::current(),
-            created_at: "2025-01-15T10:00:00Z".into(),
-            chain: Some(ChainInfo {
-                previous_ledger_hash: hash(11),
-                first_ledger_hash: hash(12),
-                last_ledger_hash: hash(21),
-            }),
-            ingested_at: Some("2025-01-15T10:00:00Z".into()),
-            network_passphrase: None,
-            writer: None,
-            manifest_sha256: None,
-        }
+        crate::publish::fixtures::manifest(LedgerRange::new(12, 21))
     }
 
     fn expect(seal: &SealCheck) -> Expect<'_> {

@@ -505,44 +505,11 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::config::PRIMARY_TABLE;
-    use crate::publish::{ChainInfo, ManifestPartition, ManifestTable, Producer, SealCheck};
+    use crate::publish::SealCheck;
     use crate::sequence::{Committed, RangeSummary, ReadError};
 
-    fn hash(n: u32) -> String {
-        format!("{n:064x}")
-    }
-
     fn manifest(range: LedgerRange) -> Manifest {
-        Manifest {
-            partition: ManifestPartition {
-                start: range.start,
-                end: range.end,
-                era_id: "p23".into(),
-                version: "v1".into(),
-                network: "testnet".into(),
-            },
-            tables: BTreeMap::from([(
-                PRIMARY_TABLE.to_string(),
-                ManifestTable {
-                    file: DatasetLayout::parquet_file_name(range),
-                    checksum: format!("sha256:{}", hash(range.end)),
-                    row_count: range.len(),
-                    byte_size: 100,
-                },
-            )]),
-            producer: Producer::current(),
-            created_at: "2025-01-15T10:00:00Z".into(),
-            chain: Some(ChainInfo {
-                previous_ledger_hash: hash(range.start - 1),
-                first_ledger_hash: hash(range.start),
-                last_ledger_hash: hash(range.end),
-            }),
-            ingested_at: Some("2025-01-15T10:00:00Z".into()),
-            network_passphrase: None,
-            writer: None,
-            manifest_sha256: None,
-        }
+        crate::publish::fixtures::manifest(range)
     }
 
     struct Store;

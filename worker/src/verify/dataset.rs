@@ -177,50 +177,19 @@ pub fn check_checkpoint(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::config::PRIMARY_TABLE;
-    use crate::publish::{ChainInfo, Manifest, ManifestPartition, ManifestTable, Producer};
-
-    fn hash(n: u8) -> String {
-        format!("{n:02x}").repeat(32)
-    }
+    use crate::publish::fixtures::hash;
 
     fn partition(start: u32, end: u32, previous: String, last: String) -> VerifiedPartition {
         let range = LedgerRange::new(start, end);
+        let mut manifest = crate::publish::fixtures::manifest(range);
+        let chain = manifest.chain.as_mut().unwrap();
+        chain.previous_ledger_hash = previous;
+        chain.last_ledger_hash = last;
         VerifiedPartition {
             range,
             manifest_key: format!("range={range}/_manifest.json"),
-            manifest: Manifest {
-                partition: ManifestPartition {
-                    start,
-                    end,
-                    era_id: "p23".into(),
-                    version: "v1".into(),
-                    network: "testnet".into(),
-                },
-                tables: BTreeMap::from([(
-                    PRIMARY_TABLE.to_string(),
-                    ManifestTable {
-                        file: format!("part-{range}.parquet"),
-                        checksum: format!("sha256:{}", hash(1)),
-                        row_count: range.len(),
-                        byte_size: 100,
-                    },
-                )]),
-                producer: Producer::current(),
-                created_at: "2025-01-15T10:00:00Z".into(),
-                chain: Some(ChainInfo {
-                    previous_ledger_hash: previous,
-                    first_ledger_hash: hash(3),
-                    last_ledger_hash: last,
-                }),
-                ingested_at: None,
-                network_passphrase: None,
-                writer: None,
-                manifest_sha256: None,
-            },
+            manifest,
             parquet_key: format!("range={range}/part-{range}.parquet"),
             rows: None,
             damaged: false,
