@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::client::CatalogError;
 use super::log::PgCatalog;
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
@@ -74,17 +73,13 @@ impl CatalogSink {
     /// The catalog of `config`, or `None` when `catalog.postgres_dsn` is empty. Rows missing up
     /// to the checkpoint are written first. Strict mode returns an error when the catalog cannot
     /// be used; lenient mode logs a warning and carries on.
-    pub async fn open(config: &Config) -> Result<Option<CatalogSink>, CatalogError> {
+    pub async fn open(config: &Config) -> Result<Option<CatalogSink>, String> {
         let dsn = config.catalog.postgres_dsn.trim();
         if dsn.is_empty() {
             return Ok(None);
         }
         let strict = config.catalog.strict;
-        let dsn_error = |message: String| CatalogError::Dsn {
-            dsn: crate::config::redact_dsn(dsn),
-            message,
-        };
-        let mut log = PgCatalog::new(config.clone()).map_err(dsn_error)?;
+        let mut log = PgCatalog::new(config.clone())?;
         if strict {
             log = log.with_retries(
                 config.perf.retry_attempts.max(1),
@@ -92,7 +87,7 @@ impl CatalogSink {
             );
         }
         let layout = DatasetLayout::from_config(config);
-        let location = open_output_location(config).map_err(|e| dsn_error(e.to_string()))?;
+        let location = open_output_location(config).map_err(|e| e.to_string())?;
         let store = ObjectDataset::new(Committer {
             location,
             layout: layout.clone(),
@@ -218,7 +213,7 @@ impl CatalogLog for CatalogSink {
 }
 
 impl Inner {
-    async fn start(&self) -> Result<(), CatalogError> {
+    async fn start(&self) -> Result<(), String> {
         let mut state = self.state.lock().await;
         let behind_before = state.through.is_some();
         match self.catch_up(&mut state).await {
@@ -239,10 +234,7 @@ impl Inner {
             }
             Err(e) if self.strict => {
                 metrics::error(ErrorKind::Catalog);
-                Err(CatalogError::Dsn {
-                    dsn: self.log.describe(),
-                    message: e,
-                })
+                Err(e)
             }
             Err(e) => {
                 self.note_failure(&mut state);
