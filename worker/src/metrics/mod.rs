@@ -334,8 +334,8 @@ pub fn init(config: &Config) {
             era_id: config.era.era_id.clone(),
             version: config.era.version_label.clone(),
         },
-        source_type: config.source.mode.clone(),
-        backend: config.storage.backend.clone(),
+        source_type: config.source.mode.to_string(),
+        backend: config.storage.backend.to_string(),
     });
     let m = &*METRICS;
     m.build_info
