@@ -27,7 +27,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 pub use rate::{RateTracker, RateWindow};
-pub use server::{MetricsServer, ServeError, serve};
+pub use server::{MetricsServer, ServeError, accept_loop, serve};
 
 use crate::config::Config;
 
