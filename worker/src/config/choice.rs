@@ -193,9 +193,12 @@ choice! {
 /// config with one never runs.
 pub type Rejected = BTreeMap<String, String>;
 
+/// Whether a text names a value of one closed set.
+type NamesAChoice = fn(&str) -> bool;
+
 /// Every closed-set key of the YAML file, with the check of its text. An empty
 /// `source.datastore_type` means unset, as it always did.
-pub(super) const CHOICE_KEYS: &[(&str, fn(&str) -> bool)] = &[
+pub(super) const CHOICE_KEYS: &[(&str, NamesAChoice)] = &[
     ("source.mode", names::<SourceMode>),
     ("source.datastore_type", |t| {
         t.is_empty() || names::<DatastoreType>(t)
