@@ -56,6 +56,12 @@ impl Report {
         true
     }
 
+    /// `value`, or `None` (reported) when the text at `key` named no choice: checks that depend
+    /// on the value are skipped then, as they always were for an unknown value.
+    fn choice<T: super::Choice>(&mut self, c: &Config, key: &str, value: T) -> Option<T> {
+        (!self.rejected::<T>(c, key)).then_some(value)
+    }
+
     fn require(&mut self, field: &str, value: &str, why: &str) {
         if value.trim().is_empty() {
             self.fail(field, value, format!("is required {why}"));
@@ -143,12 +149,7 @@ fn check_era(c: &Config, r: &mut Report) {
 
 fn check_source(c: &Config, r: &mut Report) {
     let s = &c.source;
-    let mode = if r.rejected::<SourceMode>(c, "source.mode") {
-        None
-    } else {
-        Some(s.mode)
-    };
-    match mode {
+    match r.choice(c, "source.mode", s.mode) {
         None => {}
         Some(SourceMode::Local) => {
             r.require(
@@ -215,12 +216,7 @@ fn check_source(c: &Config, r: &mut Report) {
 
 fn check_storage(c: &Config, r: &mut Report) {
     let s = &c.storage;
-    let backend = if r.rejected::<StorageBackend>(c, "storage.backend") {
-        None
-    } else {
-        Some(s.backend)
-    };
-    match backend {
+    match r.choice(c, "storage.backend", s.backend) {
         None => {}
         Some(StorageBackend::Local) => {
             r.require(
@@ -254,8 +250,8 @@ fn check_storage(c: &Config, r: &mut Report) {
             "must not contain . or .. segments",
         );
     }
-    if !r.rejected::<Compression>(c, "storage.compression") {
-        match s.compression {
+    if let Some(compression) = r.choice(c, "storage.compression", s.compression) {
+        match compression {
             Compression::Zstd => {
                 check_level("storage.compression_level", s.compression_level, 1, 22, r)
             }
@@ -267,7 +263,7 @@ fn check_storage(c: &Config, r: &mut Report) {
                     r.fail(
                         "storage.compression_level",
                         level,
-                        format!("is not used by {}", s.compression),
+                        format!("is not used by {compression}"),
                     );
                 }
             }
@@ -301,12 +297,7 @@ fn check_services(c: &Config, r: &mut Report) {
         }
     }
     if c.pas.enabled {
-        let outbox = if r.rejected::<PasOutbox>(c, "pas.outbox") {
-            None
-        } else {
-            Some(c.pas.outbox)
-        };
-        match outbox {
+        match r.choice(c, "pas.outbox", c.pas.outbox) {
             Some(PasOutbox::File) => {
                 r.require(
                     "pas.backup_dir",
@@ -548,6 +539,35 @@ mod tests {
             .unwrap();
         assert_eq!(path_error.value, "gs://bucket/prefix");
         assert!(path_error.to_string().contains("gs://bucket/prefix"));
+    }
+
+    #[test]
+    fn a_value_naming_no_choice_is_reported_as_before_and_its_dependent_checks_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        // What the file `storage.backend: ftp` (or STORAGE_BACKEND=ftp) leaves: the default
+        // backend, whose own checks must not run, and the text for the report.
+        c.storage.local_dir.clear();
+        c.storage.compression_level = Some(99);
+        for (key, text) in [
+            ("storage.backend", "ftp"),
+            ("storage.compression", "brotli"),
+            ("source.mode", "ftp"),
+            ("logging.level", "loud"),
+        ] {
+            c.rejected.insert(key.into(), text.into());
+        }
+        c.source.local_path.clear();
+        let lines: Vec<String> = errors_of(&c).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "source.mode = \"ftp\": must be one of: local, gcs, s3, datastore",
+                "storage.backend = \"ftp\": must be one of: local, gcs, s3",
+                "storage.compression = \"brotli\": must be one of: zstd, snappy, lz4, gzip, none",
+                "logging.level = \"loud\": must be trace, debug, info, warn or error",
+            ]
+        );
     }
 
     #[test]
