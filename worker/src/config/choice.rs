@@ -7,8 +7,8 @@
 //! (see [`Rejected`]) so `-validate` reports it with every other problem, naming key, value and
 //! the allowed values.
 //!
-//! Adding a closed set is one [`choice!`] block, one field, one `ENV_VARS` entry and one line in
-//! [`CHOICE_KEYS`].
+//! Adding a closed set is one [`choice!`] block, one field, one `ENV_VARS` entry (with
+//! `choose`), one line in [`CHOICE_KEYS`] and, for the operator, one line in its `worker_env`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
