@@ -15,6 +15,10 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+// The closed sets are the worker's own (`bronze::config`): one spelling in the runbook, the
+// worker's environment and this CRD's OpenAPI enums.
+pub use bronze::config::{Compression, DatastoreType, SourceMode, StorageBackend};
+
 /// API group of the operator's resources.
 pub const GROUP: &str = "bronze.obsrvr.io";
 /// Largest ledger sequence (Stellar ledger numbers are uint32).
@@ -144,23 +148,6 @@ fn default_max_concurrent_jobs() -> u32 {
     4
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceMode {
-    Local,
-    Gcs,
-    S3,
-    Datastore,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum DatastoreType {
-    #[serde(rename = "GCS")]
-    Gcs,
-    #[serde(rename = "S3")]
-    S3,
-}
-
 /// The datastore, as in the runbook's `source` section.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -213,36 +200,6 @@ pub struct SourceSpec {
 
 fn default_poll_seconds() -> u32 {
     30
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageBackend {
-    Local,
-    Gcs,
-    S3,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    Zstd,
-    Snappy,
-    Lz4,
-    Gzip,
-    None,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::Zstd => "zstd",
-            Compression::Snappy => "snappy",
-            Compression::Lz4 => "lz4",
-            Compression::Gzip => "gzip",
-            Compression::None => "none",
-        }
-    }
 }
 
 /// The output, as in the runbook's `storage` section. Where the dataset lives cannot change

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use bronze::catalog::CatalogSink;
 use bronze::cli::{Cli, Command, GenerateArgs, HealthArgs, WorkerArgs, normalize_args};
-use bronze::config::{Config, LoadedConfig, load_config, validate};
+use bronze::config::{Config, LoadedConfig, LogFormat, LogLevel, load_config, validate};
 use bronze::pas::PasStream;
 use bronze::pipeline::{CommitHook, RunError, RunOptions, RunSummary, run, run_range};
 use bronze::{exit, generate, health, logging, metrics};
@@ -35,7 +35,7 @@ fn load(cli: &Cli, adjust: fn(&mut Config) -> Vec<String>) -> Result<LoadedConfi
             exit::CONFIG
         })?;
     let notes = adjust(&mut loaded.config);
-    logging::init(&loaded.config.logging.format, &loaded.config.logging.level);
+    logging::init(loaded.config.logging.format, loaded.config.logging.level);
     for key in &loaded.ignored_keys {
         tracing::warn!(key = %key, "unknown or unused config key ignored");
     }
@@ -389,7 +389,7 @@ async fn wait_for_signal(cancel: CancellationToken) -> Option<u8> {
 }
 
 fn generate_command(args: &GenerateArgs) -> u8 {
-    logging::init("text", "info");
+    logging::init(LogFormat::Text, LogLevel::Info);
     let Some(passphrase) = bronze::network::passphrase_for(&args.network) else {
         eprintln!(
             "generate-datastore: --network must be pubnet, testnet or futurenet (got {:?})",

@@ -94,7 +94,7 @@ impl CatalogSink {
                 schema_hash: schema_hash(),
                 strict: config.catalog.strict,
                 context: RecordContext {
-                    source_type: config.source.mode.clone(),
+                    source_type: config.source.mode.to_string(),
                     source_location: source_location(config),
                     storage_prefix: config.storage_prefix(),
                     previous: None,

@@ -25,7 +25,7 @@ pub use report::{Finding, Report, Severity};
 pub use rows::RowsSummary;
 
 use crate::checkpoint::CheckpointStore;
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 use crate::partition::{LedgerRange, PartitionGrid};
 use crate::publish::DatasetLayout;
 use crate::store::{self, Location, StoreError};
@@ -43,9 +43,11 @@ pub enum VerifyError {
 
 /// The output location, without creating anything (a missing local directory is an error).
 fn open_storage(config: &Config) -> Result<Location, StoreError> {
-    match config.storage.backend.as_str() {
-        "gcs" | "s3" => crate::pipeline::open_output_location(config),
-        _ => store::local("storage.local_dir", &config.storage.local_dir, false),
+    match config.storage.backend {
+        StorageBackend::Gcs | StorageBackend::S3 => crate::pipeline::open_output_location(config),
+        StorageBackend::Local => {
+            store::local("storage.local_dir", &config.storage.local_dir, false)
+        }
     }
 }
 
