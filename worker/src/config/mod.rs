@@ -156,6 +156,39 @@ pub struct StorageConfig {
     pub row_group_bytes: usize,
     /// Size of each part of a multipart upload (cloud backends).
     pub upload_part_bytes: usize,
+    /// `none` (default) or `delta`: the dataset folder is also a Delta Lake table.
+    pub table_format: TableFormat,
+}
+
+/// `storage.table_format`: what, besides the manifests, makes the dataset a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// Only Parquet files and `_manifest.json` (the output is exactly as without the key).
+    #[default]
+    None,
+    /// A Delta Lake log, `_delta_log/`, with one commit per committed partition.
+    Delta,
+}
+
+impl TableFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableFormat::None => "none",
+            TableFormat::Delta => "delta",
+        }
+    }
+}
+
+impl std::str::FromStr for TableFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(TableFormat::None),
+            "delta" => Ok(TableFormat::Delta),
+            other => Err(format!("unknown table format {other:?} (none or delta)")),
+        }
+    }
 }
 
 impl Default for StorageConfig {
@@ -172,6 +205,7 @@ impl Default for StorageConfig {
             compression_level: None,
             row_group_bytes: 64 * 1024 * 1024,
             upload_part_bytes: 16 * 1024 * 1024,
+            table_format: TableFormat::None,
         }
     }
 }

@@ -1,0 +1,126 @@
+//! `verify` of the Delta log against the manifests: every committed partition added exactly
+//! once, with its file's size, and nothing added that has no manifest. Findings name the log
+//! version and the partition.
+
+use std::collections::BTreeMap;
+
+use super::actions::{Action, decode_path};
+use super::table::{DeltaTable, range_of_path};
+use crate::partition::LedgerRange;
+use crate::verify::{Report, VerifiedPartition};
+
+/// What the log's replay says about one path.
+struct Live {
+    version: u64,
+    size: i64,
+}
+
+/// Checks the log of `table` against the `verified` partitions (pure once the commits are read).
+pub fn check_commits(
+    table_uri: &str,
+    commits: &[(u64, Vec<Action>)],
+    verified: &[VerifiedPartition],
+    report: &mut Report,
+) {
+    let mut live: BTreeMap<String, Live> = BTreeMap::new();
+    for (version, actions) in commits {
+        for action in actions {
+            match action {
+                Action::Add(add) => {
+                    let path = decode_path(&add.path);
+                    let range = range_of_path(&path);
+                    if let Some(prev) = live.get(&path)
+                        && prev.size == add.size
+                    {
+                        report.problem(
+                            range,
+                            format!("{table_uri}/_delta_log"),
+                            "delta.duplicate_add",
+                            format!(
+                                "version {version} adds {path} again (already added by version {})",
+                                prev.version
+                            ),
+                        );
+                    }
+                    live.insert(
+                        path,
+                        Live {
+                            version: *version,
+                            size: add.size,
+                        },
+                    );
+                }
+                Action::Remove(r) => {
+                    live.remove(&decode_path(&r.path));
+                }
+                _ => {}
+            }
+        }
+    }
+    let by_range: BTreeMap<LedgerRange, &VerifiedPartition> =
+        verified.iter().map(|p| (p.range, p)).collect();
+    for (path, file) in &live {
+        let object = format!("{table_uri}/{path}");
+        let Some(range) = range_of_path(path) else {
+            report.problem(
+                None,
+                object,
+                "delta.unknown_file",
+                format!("version {} adds a file that is no partition of this dataset", file.version),
+            );
+            continue;
+        };
+        match by_range.get(&range).and_then(|p| p.manifest.primary()) {
+            None => report.problem(
+                Some(range),
+                object,
+                "delta.no_manifest",
+                format!(
+                    "version {} adds partition {range}, which has no committed manifest",
+                    file.version
+                ),
+            ),
+            Some(t) if t.byte_size as i64 != file.size => report.problem(
+                Some(range),
+                object,
+                "delta.size",
+                format!(
+                    "version {} adds partition {range} with size {}, its manifest says {} bytes",
+                    file.version, file.size, t.byte_size
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let latest = commits.last().map(|(v, _)| *v);
+    for p in verified {
+        let path = super::table::relative_path(p.range);
+        if !live.contains_key(&path) {
+            report.problem(
+                Some(p.range),
+                format!("{table_uri}/{path}"),
+                "delta.missing_add",
+                format!(
+                    "partition {} is committed but no version of the log adds it (latest version {}); the next run adds it",
+                    p.range,
+                    latest.map_or("none".to_string(), |v| v.to_string())
+                ),
+            );
+        }
+    }
+}
+
+/// Reads the log of `table` and checks it (see [`check_commits`]).
+pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], report: &mut Report) {
+    let uri = table.uri();
+    match table.read_all_commits().await {
+        Ok(commits) if commits.is_empty() => report.problem(
+            None,
+            format!("{uri}/_delta_log"),
+            "delta.missing",
+            "storage.table_format is delta but the table has no log yet; the next run writes it",
+        ),
+        Ok(commits) => check_commits(&uri, &commits, verified, report),
+        Err(e) => report.problem(None, format!("{uri}/_delta_log"), "delta.read", e.to_string()),
+    }
+}
