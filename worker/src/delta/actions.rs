@@ -138,12 +138,13 @@ pub fn decode_commit(name: &str, bytes: &[u8]) -> Result<Vec<Action>, String> {
 }
 
 /// The Delta type of one of our Arrow types. Delta has no unsigned integers: `uint64`
-/// (`ledger_sequence`) is a `long` and `uint32` (`protocol_version`) an `integer`; every value
-/// Stellar produces fits, and readers cast the Parquet column to the table's type.
+/// (`ledger_sequence`) is a `long` (every ledger sequence fits) and `uint32`
+/// (`protocol_version`) a `long` too, the lossless widening readers (Polars, Spark) apply to
+/// an unsigned 32-bit Parquet column.
 fn delta_type(ty: &DataType) -> &'static str {
     match ty {
-        DataType::UInt64 | DataType::Int64 => "long",
-        DataType::UInt32 | DataType::Int32 => "integer",
+        DataType::UInt64 | DataType::Int64 | DataType::UInt32 => "long",
+        DataType::Int32 => "integer",
         DataType::Utf8 | DataType::LargeUtf8 => "string",
         DataType::Binary | DataType::LargeBinary => "binary",
         DataType::Timestamp(TimeUnit::Millisecond, Some(_)) => "timestamp",
@@ -302,7 +303,8 @@ mod tests {
         assert_eq!(fields[0]["name"], "ledger_sequence");
         assert_eq!(fields[0]["type"], "long");
         assert_eq!(fields[3]["type"], "timestamp");
-        assert_eq!(fields[4]["type"], "integer");
+        assert_eq!(fields[4]["type"], "long");
+        assert_eq!(fields[8]["type"], "integer");
         assert_eq!(fields[10]["type"], "binary");
         assert!(fields.iter().all(|f| f["nullable"] == false));
     }
