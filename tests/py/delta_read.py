@@ -67,6 +67,8 @@ def main() -> None:
     path = os.path.abspath(sys.argv[1])
     version = int(sys.argv[2]) if len(sys.argv) > 2 else None
     dt = deltalake.DeltaTable(path, version=version)
+    # Every reader reads the version deltalake opened (a running copier adds versions meanwhile).
+    version = dt.version()
     files = sorted(dt.file_uris())
     rel = ledger_order(relative(f, path) for f in files)
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bronze_testkit::delta_read;
 use serde_json::Value;
 
-use crate::binary::{describe, text};
+use crate::binary::text;
 use crate::harness::{Harness, has_problem};
 
 fn with_delta(h: Harness) -> Harness {
@@ -98,4 +98,202 @@ fn the_dataset_is_a_delta_table_readers_read_row_for_row() {
     assert_eq!(v5["equal_deltalake"], true, "{v5}");
 
     h.assert_verifies();
+}
+
+#[test]
+fn without_the_key_no_log_is_written() {
+    let h = Harness::testnet(20).partition_size(10);
+    h.run_expect(0);
+    assert_eq!(h.committed().len(), 2);
+    assert!(!log_dir(&h).exists(), "table_format none wrote a _delta_log");
+    let names: Vec<String> = std::fs::read_dir(h.dataset())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("range=")), "{names:?}");
+}
+
+#[test]
+fn turning_delta_on_backfills_the_log_from_the_manifests_in_order() {
+    let mut h = Harness::testnet(60).partition_size(10);
+    h.run_expect(0);
+    assert!(!log_dir(&h).exists());
+    // Everything is copied already: the run has nothing to do but the log is written.
+    h.env
+        .push(("STORAGE_TABLE_FORMAT".to_string(), "delta".to_string()));
+    h.run_expect(0);
+    assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
+    let read = delta_read(h.dataset(), None);
+    assert_eq!(read["version"], 6, "{read}");
+    assert_table_matches_parquet(&read, &h);
+    h.assert_verifies();
+    // Again: nothing is added twice.
+    h.run_expect(0);
+    assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
+}
+
+#[test]
+fn a_partition_committed_but_missing_from_the_log_is_reported_then_added_once() {
+    let h = with_delta(Harness::testnet(40).partition_size(10));
+    h.run_expect(0);
+    // A crash between the last manifest and its log entry: the last commit never happened.
+    std::fs::remove_file(commit_path(&h, 4)).unwrap();
+    let out = h.verify();
+    let stdout = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{stdout}");
+    assert!(has_problem(&stdout, "32-41", "delta.missing_add"), "{stdout}");
+    h.run_expect(0);
+    assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
+    h.assert_verifies();
+    let read = delta_read(h.dataset(), None);
+    assert_table_matches_parquet(&read, &h);
+}
+
+/// Appends `line` as a new commit after the last one; returns its version.
+fn append_commit(h: &Harness, line: &str) -> u64 {
+    let mut v = 0;
+    while commit_path(h, v).exists() {
+        v += 1;
+    }
+    std::fs::write(commit_path(h, v), format!("{line}\n")).unwrap();
+    v
+}
+
+#[test]
+fn verify_names_the_version_and_partition_of_a_log_that_disagrees() {
+    let h = with_delta(Harness::testnet(30).partition_size(10));
+    h.run_expect(0);
+    h.assert_verifies();
+
+    // A duplicate add of partition 12-21.
+    let dup = h.copy_outputs();
+    let first = adds_of(&commit_path(&dup, 2)).remove(0);
+    let v = append_commit(&dup, &serde_json::json!({ "add": first }).to_string());
+    let stdout = text(&with_delta(dup).verify());
+    assert!(has_problem(&stdout, "12-21", "delta.duplicate_add"), "{stdout}");
+    assert!(stdout.contains(&format!("version {v} adds")), "{stdout}");
+
+    // An add with the wrong size.
+    let size = h.copy_outputs();
+    let mut add = adds_of(&commit_path(&size, 3)).remove(0);
+    add["size"] = serde_json::json!(add["size"].as_i64().unwrap() + 1);
+    let v = append_commit(&size, &serde_json::json!({ "add": add }).to_string());
+    let stdout = text(&with_delta(size).verify());
+    assert!(has_problem(&stdout, "22-31", "delta.size"), "{stdout}");
+    assert!(stdout.contains(&format!("version {v} adds partition 22-31")), "{stdout}");
+
+    // An add of a file whose partition has no manifest.
+    let orphan = h.copy_outputs();
+    std::fs::remove_file(orphan.manifest_path(2, 11)).unwrap();
+    let stdout = text(&with_delta(orphan).verify());
+    assert!(has_problem(&stdout, "2-11", "delta.no_manifest"), "{stdout}");
+    assert!(stdout.contains("version 1 adds partition 2-11"), "{stdout}");
+}
+
+#[test]
+fn sigkill_during_commits_leaves_a_table_with_each_partition_once() {
+    let h = with_delta(Harness::testnet(200).partition_size(5));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    eprintln!("crash test seed {seed}");
+    let mut rng = seed | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut kills = 0;
+    for round in 0..10 {
+        let mut child = h
+            .command(&["-no-progress"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let kill_after = if round < 7 { Some(3 + next(30)) } else { None };
+        let mut lines = 0u64;
+        let mut killed = false;
+        for line in BufReader::new(stdout).lines() {
+            if line.is_err() {
+                break;
+            }
+            lines += 1;
+            if Some(lines) == kill_after {
+                std::thread::sleep(Duration::from_micros(next(3000)));
+                let _ = child.kill();
+                killed = true;
+                break;
+            }
+        }
+        let status = child.wait().unwrap();
+        if killed {
+            kills += 1;
+            // Whatever moment the kill hit, the table opens and holds only committed partitions,
+            // each once.
+            if log_dir(&h).exists() {
+                let read = delta_read(h.dataset(), None);
+                let files: Vec<String> = serde_json::from_value(read["files"].clone()).unwrap();
+                let committed = expected_paths(&h.committed());
+                assert!(files.iter().all(|f| committed.contains(f)), "{read}");
+                let mut unique = files.clone();
+                unique.dedup();
+                assert_eq!(unique, files, "a partition twice: {read}");
+                assert_eq!(read["equal_deltalake"], true, "{read}");
+            }
+            continue;
+        }
+        assert!(status.success(), "round {round}: {status:?}");
+        if h.checkpoint_ledger() == Some(h.ledger_end) {
+            break;
+        }
+    }
+    assert!(kills >= 1, "the test killed nothing");
+    h.run_expect(0);
+    assert_eq!(h.committed(), h.ranges());
+    let logged = logged_paths(&h);
+    assert_eq!(logged, expected_paths(&h.ranges()), "each partition exactly once, in order");
+    let read = delta_read(h.dataset(), None);
+    assert_eq!(read["version"], h.ranges().len(), "{read}");
+    assert_table_matches_parquet(&read, &h);
+    h.assert_verifies();
+}
+
+#[test]
+fn a_reader_during_the_run_sees_only_committed_partitions() {
+    let h = with_delta(Harness::testnet(400).partition_size(5)).perf("max_in_flight_partitions", 1);
+    let log = h.path("run.log");
+    let mut child = h.spawn_logging_to(&log);
+    let mut reads = 0;
+    let mut partial = 0;
+    loop {
+        let finished = child.try_wait().unwrap().is_some();
+        if log_dir(&h).join("00000000000000000000.json").exists() {
+            let read = delta_read(h.dataset(), None);
+            // Read after the table: the committed set only grows, so every file the table
+            // showed must have its manifest by now.
+            let committed = expected_paths(&h.committed());
+            let files: Vec<String> = serde_json::from_value(read["files"].clone()).unwrap();
+            assert!(files.iter().all(|f| committed.contains(f)), "{read}");
+            assert_eq!(files, committed[..files.len()].to_vec(), "not a prefix in ledger order");
+            assert_eq!(read["equal_deltalake"], true, "{read}");
+            assert_eq!(read["equal_polars"], true, "{read}");
+            reads += 1;
+            if files.len() < h.ranges().len() {
+                partial += 1;
+            }
+        }
+        if finished {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
+    eprintln!("{reads} reads during the run, {partial} of a partial table");
+    assert!(partial >= 1, "no read landed during the run ({reads} reads)");
+    assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
 }
