@@ -245,6 +245,28 @@ impl Compression {
     }
 }
 
+/// `storage.tableFormat`: `delta` makes the dataset folder also a Delta Lake table.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    #[default]
+    None,
+    Delta,
+}
+
+impl TableFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableFormat::None => "none",
+            TableFormat::Delta => "delta",
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        *self == TableFormat::None
+    }
+}
+
 /// The output, as in the runbook's `storage` section. Where the dataset lives cannot change
 /// once the backfill exists: its checkpoint and audit chain describe that place.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -281,6 +303,10 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 22))]
     pub compression_level: Option<i32>,
+    /// `delta`: the dataset folder is also a Delta Lake table; the operator adds each partition
+    /// to its `_delta_log/` as it sequences it (and backfills partitions committed earlier).
+    #[serde(default, skip_serializing_if = "TableFormat::is_none")]
+    pub table_format: TableFormat,
 }
 
 fn default_prefix() -> String {

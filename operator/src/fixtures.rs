@@ -57,6 +57,7 @@ pub fn spec() -> BronzeBackfillSpec {
             region: None,
             compression: Compression::Zstd,
             compression_level: None,
+            table_format: Default::default(),
         },
         pas: PasSpec {
             enabled: true,

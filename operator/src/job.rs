@@ -20,7 +20,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::crd::{BronzeBackfill, BronzeBackfillSpec, DatastoreType, SourceMode, StorageBackend};
+use crate::crd::{
+    BronzeBackfill, BronzeBackfillSpec, DatastoreType, SourceMode, StorageBackend, TableFormat,
+};
 use crate::plan::{JobFailure, JobRequest, JobState, ObservedJob, backfill_label};
 
 pub const CONTAINER: &str = "worker";
@@ -179,6 +181,10 @@ pub fn worker_env(
     env.push(("STORAGE_COMPRESSION", st.compression.as_str().into()));
     if let Some(level) = st.compression_level {
         env.push(("STORAGE_COMPRESSION_LEVEL", level.to_string()));
+    }
+    // Set only when on, so the Jobs of a backfill without it are exactly as before.
+    if st.table_format != TableFormat::None {
+        env.push(("STORAGE_TABLE_FORMAT", st.table_format.as_str().into()));
     }
     // The operator keeps the checkpoint, the PAS chain and the catalog.
     env.push(("CHECKPOINT_ENABLED", "false".into()));
@@ -588,6 +594,7 @@ mod tests {
         let mut spec = spec();
         spec.storage.prefix = "".into();
         spec.storage.compression_level = Some(5);
+        spec.storage.table_format = TableFormat::Delta;
         spec.network_passphrase = Some("Custom Net ; 2024".into());
         spec.worker.workers = Some(16);
         let config = worker_config(&spec, "2025-01-15T10:00:00Z").unwrap();
@@ -613,6 +620,10 @@ mod tests {
         assert_eq!(config.storage.backend, "local");
         assert_eq!(config.storage_prefix(), "", "empty prefix survives the env");
         assert_eq!(config.storage.compression_level, Some(5));
+        assert_eq!(
+            config.storage.table_format,
+            bronze::config::TableFormat::Delta
+        );
         assert_eq!(config.perf.workers, 16);
         assert!(!config.checkpoint.enabled && !config.pas.enabled);
         assert_eq!(config.logging.format, "json");
