@@ -238,8 +238,17 @@ impl DeltaTable {
             state.version = Some(last.version);
             state.last_checkpoint = Some(last.version);
         }
-        let versions = self.commit_versions_after(state.version).await?;
-        let mut expected = state.version.map_or(0, |v| v + 1);
+        if let Some(mut version) = state.version {
+            // Already read up to `version`: probe the next ones (one GET when nothing is new,
+            // rather than listing a log of thousands of files at every commit).
+            while let Some(actions) = self.read_commit(version + 1).await? {
+                version += 1;
+                Self::apply(state, version, &actions);
+            }
+            return Ok(());
+        }
+        let versions = self.commit_versions_after(None).await?;
+        let mut expected = 0;
         for version in versions {
             if version != expected {
                 return Err(DeltaError::Corrupt {
@@ -467,5 +476,119 @@ impl DeltaTable {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::DatasetLayout;
+
+    fn layout() -> DatasetLayout {
+        DatasetLayout {
+            prefix: "bronze/".into(),
+            network: "testnet".into(),
+            era_id: "e".into(),
+            version_label: "v1".into(),
+        }
+    }
+
+    /// A committed-looking partition: a (non-Parquet) file and its manifest.
+    fn partition(dir: &std::path::Path, i: u32) -> Manifest {
+        let range = LedgerRange::new(2 + 10 * i, 11 + 10 * i);
+        let folder = dir.join(layout().partition_dir(range));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(DatasetLayout::parquet_file_name(range)), b"x").unwrap();
+        Manifest::from_json(
+            json!({
+                "partition": {"start": range.start, "end": range.end, "era_id": "e", "version": "v1", "network": "testnet"},
+                "tables": {"ledgers_lcm_raw": {
+                    "file": DatasetLayout::parquet_file_name(range),
+                    "checksum": "sha256:00", "row_count": 10, "byte_size": 1
+                }},
+                "producer": {"name": "bronze-copier", "version": "0.1.0", "git_sha": "x"},
+                "created_at": "2026-11-25T18:54:21.246229699Z"
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn table(dir: &std::path::Path) -> DeltaTable {
+        let location =
+            crate::store::local("storage.local_dir", dir.to_str().unwrap(), true).unwrap();
+        DeltaTable::new(&location, &layout())
+    }
+
+    /// Two writers appending the same partitions at once: every version is committed by one of
+    /// them, each partition is added exactly once, in ledger order, and the versions are
+    /// contiguous.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_never_commit_one_version_or_one_partition_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifests: Vec<Manifest> = (0..25).map(|i| partition(dir.path(), i)).collect();
+        let writer = |t: DeltaTable, ms: Vec<Manifest>| {
+            tokio::spawn(async move {
+                for m in &ms {
+                    t.append(m, false).await.unwrap();
+                }
+            })
+        };
+        let a = writer(table(dir.path()), manifests.clone());
+        let b = writer(table(dir.path()), manifests.clone());
+        a.await.unwrap();
+        b.await.unwrap();
+
+        let reader = table(dir.path());
+        let commits = reader.read_all_commits().await.unwrap();
+        assert_eq!(
+            commits.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            (0..=25).collect::<Vec<u64>>()
+        );
+        let added: Vec<String> = commits
+            .iter()
+            .flat_map(|(_, actions)| actions.iter())
+            .filter_map(|a| match a {
+                Action::Add(add) => Some(add.path.clone()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<String> = manifests.iter().map(|m| relative_path(m.range())).collect();
+        assert_eq!(added, expected);
+        let recorded = reader.recorded().await.unwrap();
+        assert_eq!(recorded.len(), 25);
+    }
+
+    /// The state is read from the last checkpoint on: with the commits before it gone, a new
+    /// reader still sees every partition.
+    #[tokio::test]
+    async fn the_state_is_read_from_the_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        for i in 0..23 {
+            t.append(&partition(dir.path(), i), false).await.unwrap();
+        }
+        let log = dir.path().join(layout().dataset_dir()).join(LOG_DIR);
+        assert!(log.join(checkpoint_file_name(10)).exists());
+        assert!(log.join(checkpoint_file_name(20)).exists());
+        let last: LastCheckpoint =
+            serde_json::from_slice(&std::fs::read(log.join(LAST_CHECKPOINT)).unwrap()).unwrap();
+        assert_eq!(last.version, 20);
+        for v in 0..=20 {
+            std::fs::remove_file(log.join(commit_file_name(v))).unwrap();
+        }
+        let fresh = table(dir.path());
+        assert_eq!(fresh.recorded().await.unwrap().len(), 23);
+        assert_eq!(fresh.version().await.unwrap(), Some(23));
+        // And appending goes on after it, idempotently.
+        assert_eq!(
+            fresh.append(&partition(dir.path(), 5), false).await.unwrap(),
+            Appended::AlreadyThere { version: 0 }
+        );
+        assert_eq!(
+            fresh.append(&partition(dir.path(), 23), false).await.unwrap(),
+            Appended::Added { version: 24 }
+        );
     }
 }
