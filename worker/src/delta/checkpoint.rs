@@ -13,6 +13,8 @@ use arrow_schema::{DataType, Field, Fields, Schema};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use super::actions::{Add, Format, Metadata, Protocol};
@@ -201,7 +203,13 @@ pub fn encode(state: &CheckpointState) -> Result<Vec<u8>, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema, None).map_err(|e| e.to_string())?;
+    // Snappy, as Spark writes checkpoints: every reader has it, and the stats strings of
+    // thousands of adds shrink several times.
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(|e| e.to_string())?;
     writer.write(&batch).map_err(|e| e.to_string())?;
     writer.close().map_err(|e| e.to_string())?;
     Ok(out)
