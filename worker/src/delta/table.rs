@@ -57,6 +57,9 @@ impl DeltaError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedFile {
     pub size: i64,
+    /// `add.modificationTime`: Bronze writes the manifest's `created_at`, so the same
+    /// partition always has the same value and a replacement another.
+    pub modification_time: i64,
     /// The version of that add (0 when it came from a checkpoint: the exact version is not kept).
     pub version: u64,
 }
@@ -188,6 +191,7 @@ impl DeltaTable {
                 Action::Add(add) => {
                     let file = LoggedFile {
                         size: add.size,
+                        modification_time: add.modification_time,
                         version,
                     };
                     state
@@ -231,6 +235,7 @@ impl DeltaTable {
             for add in cp.adds {
                 let file = LoggedFile {
                     size: add.size,
+                    modification_time: add.modification_time,
                     version: 0,
                 };
                 state.files.insert(decode_path(&add.path), (file, add));
@@ -357,7 +362,11 @@ impl DeltaTable {
         self.ensure_created(&mut state).await?;
         loop {
             if let Some((logged, _)) = state.files.get(&path) {
-                if logged.size == add.size {
+                // The same partition (same manifest) is logged: done. A replacement's manifest
+                // is newer, so it is added again even when its file has the same size.
+                if logged.size == add.size
+                    && (logged.modification_time == add.modification_time || !replace)
+                {
                     return Ok(Appended::AlreadyThere {
                         version: logged.version,
                     });

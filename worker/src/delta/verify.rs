@@ -13,6 +13,7 @@ use crate::verify::{Report, VerifiedPartition};
 struct Live {
     version: u64,
     size: i64,
+    modification_time: i64,
 }
 
 /// Checks the log of `table` against the `verified` partitions (pure once the commits are read).
@@ -29,8 +30,11 @@ pub fn check_commits(
                 Action::Add(add) => {
                     let path = decode_path(&add.path);
                     let range = range_of_path(&path);
+                    // The same add again; a replacement (`era.allow_overwrite`) has a newer
+                    // manifest, so another modificationTime.
                     if let Some(prev) = live.get(&path)
                         && prev.size == add.size
+                        && prev.modification_time == add.modification_time
                     {
                         report.problem(
                             range,
@@ -47,6 +51,7 @@ pub fn check_commits(
                         Live {
                             version: *version,
                             size: add.size,
+                            modification_time: add.modification_time,
                         },
                     );
                 }

@@ -297,3 +297,24 @@ fn a_reader_during_the_run_sees_only_committed_partitions() {
     assert!(partial >= 1, "no read landed during the run ({reads} reads)");
     assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
 }
+
+#[test]
+fn an_overwrite_adds_the_replaced_files_again_and_readers_see_the_new_rows() {
+    let mut h = with_delta(Harness::testnet(30).partition_size(10));
+    h.run_expect(0);
+    assert_eq!(logged_paths(&h).len(), 3);
+    h.era_lines = "  allow_overwrite: true\n".into();
+    h.ingested_at = "2025-06-01T00:00:00Z".into();
+    h.run_expect(0);
+    // Versions 4..=6 add the replaced files (same paths, new manifests).
+    let paths = expected_paths(&h.ranges());
+    let twice: Vec<String> = paths.iter().chain(paths.iter()).cloned().collect();
+    assert_eq!(logged_paths(&h), twice);
+    let read = delta_read(h.dataset(), None);
+    assert_eq!(read["version"], 6, "{read}");
+    assert_table_matches_parquet(&read, &h);
+    h.assert_verifies();
+    // A rerun of the same overwrite changes nothing: the files come out identical.
+    h.run_expect(0);
+    assert_eq!(logged_paths(&h), twice);
+}
