@@ -125,3 +125,17 @@ pub fn delta_read(table_dir: impl AsRef<Path>, version: Option<u64>) -> serde_js
     }
     run_json("delta_read.py", &args)
 }
+
+/// Read the Delta table at `uri` (`s3://bucket/path`) with the `deltalake` package alone, with
+/// object-store `storage_options` (e.g. a loopback S3 server's endpoint and dummy keys).
+pub fn delta_read_uri(uri: &str, storage_options: &serde_json::Value) -> serde_json::Value {
+    let options = storage_options.to_string();
+    run_json(
+        "delta_read.py",
+        &[
+            std::ffi::OsStr::new(uri),
+            std::ffi::OsStr::new("--storage-options"),
+            std::ffi::OsStr::new(&options),
+        ],
+    )
+}
