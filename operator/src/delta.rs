@@ -31,7 +31,10 @@ impl DeltaLog {
         let config = worker_config(spec, "1970-01-01T00:00:00Z").map_err(|e| e.to_string())?;
         let location =
             bronze::pipeline::open_output_location(&config).map_err(|e| e.to_string())?;
-        Ok(Some(Self::at(location, &DatasetLayout::from_config(&config))))
+        Ok(Some(Self::at(
+            location,
+            &DatasetLayout::from_config(&config),
+        )))
     }
 
     pub fn at(location: Location, layout: &DatasetLayout) -> DeltaLog {
@@ -103,8 +106,8 @@ mod tests {
     #[tokio::test]
     async fn catch_up_then_append_in_ledger_order_once() {
         let dir = tempfile::tempdir().unwrap();
-        let location = bronze::store::local("storage.local_dir", dir.path().to_str().unwrap(), true)
-            .unwrap();
+        let location =
+            bronze::store::local("storage.local_dir", dir.path().to_str().unwrap(), true).unwrap();
         let layout = DatasetLayout {
             prefix: "bronze/".into(),
             network: "testnet".into(),
@@ -116,8 +119,11 @@ mod tests {
             let folder = dir.path().join(layout.partition_dir(range));
             std::fs::create_dir_all(&folder).unwrap();
             // Not a real Parquet file: the add is written without min/max statistics.
-            std::fs::write(folder.join(DatasetLayout::parquet_file_name(range)), b"x".repeat(100))
-                .unwrap();
+            std::fs::write(
+                folder.join(DatasetLayout::parquet_file_name(range)),
+                b"x".repeat(100),
+            )
+            .unwrap();
             if s != 6 {
                 std::fs::write(folder.join("_manifest.json"), manifest(s, e, 100).to_json())
                     .unwrap();

@@ -101,12 +101,12 @@ impl Action {
         };
         let parse = |what: &str, e: serde_json::Error| format!("{what}: {e}");
         Ok(match key.as_str() {
-            "protocol" => Action::Protocol(
-                serde_json::from_value(body).map_err(|e| parse("protocol", e))?,
-            ),
-            "metaData" => Action::Metadata(
-                serde_json::from_value(body).map_err(|e| parse("metaData", e))?,
-            ),
+            "protocol" => {
+                Action::Protocol(serde_json::from_value(body).map_err(|e| parse("protocol", e))?)
+            }
+            "metaData" => {
+                Action::Metadata(serde_json::from_value(body).map_err(|e| parse("metaData", e))?)
+            }
             "add" => Action::Add(serde_json::from_value(body).map_err(|e| parse("add", e))?),
             "remove" => {
                 Action::Remove(serde_json::from_value(body).map_err(|e| parse("remove", e))?)
@@ -312,10 +312,19 @@ mod tests {
     #[test]
     fn file_names_and_paths() {
         assert_eq!(commit_file_name(12), "00000000000000000012.json");
-        assert_eq!(parse_commit_file_name("00000000000000000012.json"), Some(12));
-        assert_eq!(parse_commit_file_name("00000000000000000012.checkpoint.parquet"), None);
+        assert_eq!(
+            parse_commit_file_name("00000000000000000012.json"),
+            Some(12)
+        );
+        assert_eq!(
+            parse_commit_file_name("00000000000000000012.checkpoint.parquet"),
+            None
+        );
         assert_eq!(parse_commit_file_name("12.json"), None);
-        assert_eq!(encode_path("range=2-3/part-2-3.parquet"), "range=2-3/part-2-3.parquet");
+        assert_eq!(
+            encode_path("range=2-3/part-2-3.parquet"),
+            "range=2-3/part-2-3.parquet"
+        );
         assert_eq!(encode_path("a b/c%"), "a%20b/c%25");
         assert_eq!(decode_path("a%20b/c%25"), "a b/c%");
         assert_eq!(table_id("x").len(), 36);

@@ -137,7 +137,11 @@ pub fn encode(state: &CheckpointState) -> Result<Vec<u8>, String> {
         Field::new("description", DataType::Utf8, true),
         Field::new("format", DataType::Struct(format_fields), false),
         Field::new("schemaString", DataType::Utf8, false),
-        Field::new("partitionColumns", partition_columns.data_type().clone(), false),
+        Field::new(
+            "partitionColumns",
+            partition_columns.data_type().clone(),
+            false,
+        ),
         Field::new("configuration", configuration.data_type().clone(), false),
         Field::new("createdTime", DataType::Int64, true),
     ]);

@@ -27,7 +27,10 @@ pub async fn partition_folders(
     let mut ranges: Vec<LedgerRange> = listed
         .common_prefixes
         .iter()
-        .filter_map(|p| p.filename().and_then(DatasetLayout::parse_partition_dir_name))
+        .filter_map(|p| {
+            p.filename()
+                .and_then(DatasetLayout::parse_partition_dir_name)
+        })
         .collect();
     ranges.sort_by_key(|r| (r.start, r.end));
     Ok(ranges)
@@ -69,8 +72,12 @@ pub async fn catch_up(
     before: Option<u32>,
 ) -> Result<usize, DeltaError> {
     let layout = table.layout().clone();
-    let logged: std::collections::BTreeSet<LedgerRange> =
-        table.recorded().await?.into_iter().map(|(r, _)| r).collect();
+    let logged: std::collections::BTreeSet<LedgerRange> = table
+        .recorded()
+        .await?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
     let mut added = 0;
     for range in partition_folders(location, &layout).await? {
         if before.is_some_and(|b| range.end >= b) || logged.contains(&range) {

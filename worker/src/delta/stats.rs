@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 use serde_json::{Map, Value, json};
@@ -39,7 +39,10 @@ const STAT_COLUMNS: [(&str, Kind); 9] = [
 fn column_min_max(meta: &ParquetMetaData, column: &str) -> Option<(i64, i64)> {
     let mut acc: Option<(i64, i64)> = None;
     for rg in meta.row_groups() {
-        let col = rg.columns().iter().find(|c| c.column_descr().name() == column)?;
+        let col = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_descr().name() == column)?;
         let (lo, hi) = match col.statistics()? {
             Statistics::Int64(s) => (*s.min_opt()?, *s.max_opt()?),
             Statistics::Int32(s) => (i64::from(*s.min_opt()?), i64::from(*s.max_opt()?)),
@@ -75,7 +78,8 @@ pub fn stats_json(row_count: u64, meta: Option<&ParquetMetaData>) -> String {
             }
         }
     }
-    let null_count: Map<String, Value> = COLUMNS.iter().map(|c| (c.to_string(), json!(0))).collect();
+    let null_count: Map<String, Value> =
+        COLUMNS.iter().map(|c| (c.to_string(), json!(0))).collect();
     json!({
         "numRecords": row_count,
         "minValues": min,
@@ -94,7 +98,9 @@ pub async fn read_footer(
 ) -> Result<ParquetMetaData, String> {
     const GUESS: u64 = 64 * 1024;
     if size < 12 {
-        return Err(format!("{key}: {size} bytes is too small for a Parquet file"));
+        return Err(format!(
+            "{key}: {size} bytes is too small for a Parquet file"
+        ));
     }
     let start = size.saturating_sub(GUESS);
     let tail: Bytes = store
@@ -105,7 +111,9 @@ pub async fn read_footer(
     if &tail[n - 4..] != b"PAR1" {
         return Err(format!("{key}: not a Parquet file (no PAR1 at the end)"));
     }
-    let len = u64::from(u32::from_le_bytes(tail[n - 8..n - 4].try_into().expect("4 bytes")));
+    let len = u64::from(u32::from_le_bytes(
+        tail[n - 8..n - 4].try_into().expect("4 bytes"),
+    ));
     let footer_start = size
         .checked_sub(8 + len)
         .ok_or_else(|| format!("{key}: footer length {len} exceeds the file size {size}"))?;

@@ -132,10 +132,14 @@ impl DeltaTable {
 
     async fn get_opt(&self, key: &ObjectPath) -> Result<Option<bytes::Bytes>, DeltaError> {
         match self.store.get(key).await {
-            Ok(r) => r.bytes().await.map(Some).map_err(|source| DeltaError::Store {
-                key: key.to_string(),
-                source,
-            }),
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|source| DeltaError::Store {
+                    key: key.to_string(),
+                    source,
+                }),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(DeltaError::Store {
                 key: key.to_string(),
@@ -149,7 +153,7 @@ impl DeltaTable {
         let Some(bytes) = self.get_opt(&key).await? else {
             return Ok(None);
         };
-        decode_commit(&key.to_string(), &bytes)
+        decode_commit(key.as_ref(), &bytes)
             .map(Some)
             .map_err(|message| DeltaError::Corrupt {
                 key: key.to_string(),
@@ -261,12 +265,13 @@ impl DeltaTable {
                     message: format!("missing: the log jumps to version {version}"),
                 });
             }
-            let actions = self.read_commit(version).await?.ok_or_else(|| {
-                DeltaError::Corrupt {
+            let actions = self
+                .read_commit(version)
+                .await?
+                .ok_or_else(|| DeltaError::Corrupt {
                     key: self.log_key(&commit_file_name(version)).to_string(),
                     message: "listed but unreadable".into(),
-                }
-            })?;
+                })?;
             Self::apply(state, version, &actions);
             expected = version + 1;
         }
@@ -592,11 +597,17 @@ mod tests {
         assert_eq!(fresh.version().await.unwrap(), Some(23));
         // And appending goes on after it, idempotently.
         assert_eq!(
-            fresh.append(&partition(dir.path(), 5), false).await.unwrap(),
+            fresh
+                .append(&partition(dir.path(), 5), false)
+                .await
+                .unwrap(),
             Appended::AlreadyThere { version: 0 }
         );
         assert_eq!(
-            fresh.append(&partition(dir.path(), 23), false).await.unwrap(),
+            fresh
+                .append(&partition(dir.path(), 23), false)
+                .await
+                .unwrap(),
             Appended::Added { version: 24 }
         );
     }

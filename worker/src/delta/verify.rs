@@ -71,7 +71,10 @@ pub fn check_commits(
                 None,
                 object,
                 "delta.unknown_file",
-                format!("version {} adds a file that is no partition of this dataset", file.version),
+                format!(
+                    "version {} adds a file that is no partition of this dataset",
+                    file.version
+                ),
             );
             continue;
         };
@@ -126,6 +129,11 @@ pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], repor
             "storage.table_format is delta but the table has no log yet; the next run writes it",
         ),
         Ok(commits) => check_commits(&uri, &commits, verified, report),
-        Err(e) => report.problem(None, format!("{uri}/_delta_log"), "delta.read", e.to_string()),
+        Err(e) => report.problem(
+            None,
+            format!("{uri}/_delta_log"),
+            "delta.read",
+            e.to_string(),
+        ),
     }
 }

@@ -60,11 +60,18 @@ fn expected_paths(ranges: &[(u32, u32)]) -> Vec<String> {
 
 fn assert_table_matches_parquet(read: &Value, h: &Harness) {
     let ranges = h.committed();
-    assert_eq!(read["files"], serde_json::json!(expected_paths(&ranges)), "{read}");
+    assert_eq!(
+        read["files"],
+        serde_json::json!(expected_paths(&ranges)),
+        "{read}"
+    );
     let rows: u64 = ranges.iter().map(|(s, e)| u64::from(e - s + 1)).sum();
     assert_eq!(read["rows_deltalake"], rows, "{read}");
     assert_eq!(read["rows_polars"], rows, "{read}");
-    assert_eq!(read["equal_deltalake"], true, "deltalake rows differ: {read}");
+    assert_eq!(
+        read["equal_deltalake"], true,
+        "deltalake rows differ: {read}"
+    );
     assert_eq!(read["equal_polars"], true, "polars rows differ: {read}");
 }
 
@@ -75,8 +82,16 @@ fn the_dataset_is_a_delta_table_readers_read_row_for_row() {
     h.run_expect(0);
     let ranges = h.ranges();
     assert_eq!(h.committed(), ranges);
-    assert_eq!(logged_paths(&h), expected_paths(&ranges), "one add per partition, in ledger order");
-    assert!(log_dir(&h).join("00000000000000000010.checkpoint.parquet").exists());
+    assert_eq!(
+        logged_paths(&h),
+        expected_paths(&ranges),
+        "one add per partition, in ledger order"
+    );
+    assert!(
+        log_dir(&h)
+            .join("00000000000000000010.checkpoint.parquet")
+            .exists()
+    );
     let last: Value =
         serde_json::from_slice(&std::fs::read(log_dir(&h).join("_last_checkpoint")).unwrap())
             .unwrap();
@@ -89,11 +104,19 @@ fn the_dataset_is_a_delta_table_readers_read_row_for_row() {
     assert_eq!(read["ledger_sequences"], serde_json::json!(seqs));
     assert_eq!(read["columns"].as_array().unwrap().len(), 17);
     // add.stats are usable: a filter on one ledger keeps only its partition's file.
-    assert_eq!(read["pruned_files"], serde_json::json!(expected_paths(&ranges[..1])), "{read}");
+    assert_eq!(
+        read["pruned_files"],
+        serde_json::json!(expected_paths(&ranges[..1])),
+        "{read}"
+    );
 
     // Time travel: version 5 has the first five partitions.
     let v5 = delta_read(h.dataset(), Some(5));
-    assert_eq!(v5["files"], serde_json::json!(expected_paths(&ranges[..5])), "{v5}");
+    assert_eq!(
+        v5["files"],
+        serde_json::json!(expected_paths(&ranges[..5])),
+        "{v5}"
+    );
     assert_eq!(v5["rows_deltalake"], 50);
     assert_eq!(v5["equal_deltalake"], true, "{v5}");
 
@@ -105,7 +128,10 @@ fn without_the_key_no_log_is_written() {
     let h = Harness::testnet(20).partition_size(10);
     h.run_expect(0);
     assert_eq!(h.committed().len(), 2);
-    assert!(!log_dir(&h).exists(), "table_format none wrote a _delta_log");
+    assert!(
+        !log_dir(&h).exists(),
+        "table_format none wrote a _delta_log"
+    );
     let names: Vec<String> = std::fs::read_dir(h.dataset())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -141,7 +167,10 @@ fn a_partition_committed_but_missing_from_the_log_is_reported_then_added_once() 
     let out = h.verify();
     let stdout = text(&out);
     assert_ne!(out.status.code(), Some(0), "{stdout}");
-    assert!(has_problem(&stdout, "32-41", "delta.missing_add"), "{stdout}");
+    assert!(
+        has_problem(&stdout, "32-41", "delta.missing_add"),
+        "{stdout}"
+    );
     h.run_expect(0);
     assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
     h.assert_verifies();
@@ -170,7 +199,10 @@ fn verify_names_the_version_and_partition_of_a_log_that_disagrees() {
     let first = adds_of(&commit_path(&dup, 2)).remove(0);
     let v = append_commit(&dup, &serde_json::json!({ "add": first }).to_string());
     let stdout = text(&with_delta(dup).verify());
-    assert!(has_problem(&stdout, "12-21", "delta.duplicate_add"), "{stdout}");
+    assert!(
+        has_problem(&stdout, "12-21", "delta.duplicate_add"),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!("version {v} adds")), "{stdout}");
 
     // An add with the wrong size.
@@ -180,13 +212,19 @@ fn verify_names_the_version_and_partition_of_a_log_that_disagrees() {
     let v = append_commit(&size, &serde_json::json!({ "add": add }).to_string());
     let stdout = text(&with_delta(size).verify());
     assert!(has_problem(&stdout, "22-31", "delta.size"), "{stdout}");
-    assert!(stdout.contains(&format!("version {v} adds partition 22-31")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("version {v} adds partition 22-31")),
+        "{stdout}"
+    );
 
     // An add of a file whose partition has no manifest.
     let orphan = h.copy_outputs();
     std::fs::remove_file(orphan.manifest_path(2, 11)).unwrap();
     let stdout = text(&with_delta(orphan).verify());
-    assert!(has_problem(&stdout, "2-11", "delta.no_manifest"), "{stdout}");
+    assert!(
+        has_problem(&stdout, "2-11", "delta.no_manifest"),
+        "{stdout}"
+    );
     assert!(stdout.contains("version 1 adds partition 2-11"), "{stdout}");
 }
 
@@ -255,7 +293,11 @@ fn sigkill_during_commits_leaves_a_table_with_each_partition_once() {
     h.run_expect(0);
     assert_eq!(h.committed(), h.ranges());
     let logged = logged_paths(&h);
-    assert_eq!(logged, expected_paths(&h.ranges()), "each partition exactly once, in order");
+    assert_eq!(
+        logged,
+        expected_paths(&h.ranges()),
+        "each partition exactly once, in order"
+    );
     let read = delta_read(h.dataset(), None);
     assert_eq!(read["version"], h.ranges().len(), "{read}");
     assert_table_matches_parquet(&read, &h);
@@ -278,7 +320,11 @@ fn a_reader_during_the_run_sees_only_committed_partitions() {
             let committed = expected_paths(&h.committed());
             let files: Vec<String> = serde_json::from_value(read["files"].clone()).unwrap();
             assert!(files.iter().all(|f| committed.contains(f)), "{read}");
-            assert_eq!(files, committed[..files.len()].to_vec(), "not a prefix in ledger order");
+            assert_eq!(
+                files,
+                committed[..files.len()].to_vec(),
+                "not a prefix in ledger order"
+            );
             assert_eq!(read["equal_deltalake"], true, "{read}");
             assert_eq!(read["equal_polars"], true, "{read}");
             reads += 1;
@@ -292,9 +338,16 @@ fn a_reader_during_the_run_sees_only_committed_partitions() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let status = child.wait().unwrap();
-    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     eprintln!("{reads} reads during the run, {partial} of a partial table");
-    assert!(partial >= 1, "no read landed during the run ({reads} reads)");
+    assert!(
+        partial >= 1,
+        "no read landed during the run ({reads} reads)"
+    );
     assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
 }
 
@@ -333,10 +386,15 @@ fn on_s3_the_table_opens_by_its_uri() {
     let dataset = "bronze/testnet/pre_p23/v1/ledgers_lcm_raw";
     let keys = s3.list_objects("lake", &format!("{dataset}/_delta_log/"));
     assert!(
-        keys.iter().any(|k| k.ends_with("00000000000000000010.checkpoint.parquet")),
+        keys.iter()
+            .any(|k| k.ends_with("00000000000000000010.checkpoint.parquet")),
         "{keys:?}"
     );
-    assert!(keys.iter().any(|k| k.ends_with("00000000000000000012.json")), "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with("00000000000000000012.json")),
+        "{keys:?}"
+    );
     let options = serde_json::json!({
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": s3.access_key(),
@@ -347,12 +405,21 @@ fn on_s3_the_table_opens_by_its_uri() {
     });
     let read = bronze_testkit::delta_read_uri(&format!("s3://lake/{dataset}"), &options);
     assert_eq!(read["version"], 12, "{read}");
-    assert_eq!(read["files"], serde_json::json!(expected_paths(&h.ranges())), "{read}");
+    assert_eq!(
+        read["files"],
+        serde_json::json!(expected_paths(&h.ranges())),
+        "{read}"
+    );
     assert_eq!(read["rows_deltalake"], 120, "{read}");
     let seqs: Vec<u64> = (2..=121).collect();
     assert_eq!(read["ledger_sequences"], serde_json::json!(seqs));
     // A second run (nothing to copy) adds nothing.
     h.run_expect(0);
     let keys = s3.list_objects("lake", &format!("{dataset}/_delta_log/"));
-    assert!(!keys.iter().any(|k| k.ends_with("00000000000000000013.json")), "{keys:?}");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.ends_with("00000000000000000013.json")),
+        "{keys:?}"
+    );
 }
