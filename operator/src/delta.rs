@@ -6,7 +6,7 @@
 //! its log entry, added in ledger order). Nothing is kept on local disk: the log itself says what
 //! is missing.
 
-use bronze::delta::{Appended, DeltaTable, catch_up};
+use bronze::delta::{Appended, DeltaError, DeltaTable, catch_up};
 use bronze::partition::LedgerRange;
 use bronze::publish::{DatasetLayout, Manifest};
 use bronze::store::Location;
@@ -54,24 +54,26 @@ impl DeltaLog {
     }
 
     /// Adds `manifest`'s partition (a no-op when the log already adds its file). `replaced`: the
-    /// partition's files were replaced (`era.allowOverwrite`), so a new add supersedes the old.
-    pub async fn append(&self, manifest: &Manifest, replaced: bool) -> Result<Appended, String> {
-        self.table
-            .append(manifest, replaced)
-            .await
-            .map_err(|e| e.to_string())
+    /// partition's files may have been replaced (`era.allowOverwrite`), so a logged add of
+    /// another manifest is superseded rather than refused. Errors: [`DeltaError::Conflict`] (the
+    /// log adds this path with another size: retrying cannot help), transient ones
+    /// ([`DeltaError::is_transient`]: retry at the next reconcile), a corrupt log.
+    pub async fn append(
+        &self,
+        manifest: &Manifest,
+        replaced: bool,
+    ) -> Result<Appended, DeltaError> {
+        self.table.append(manifest, replaced).await
     }
 
     /// Adds, in ledger order, every committed partition ending at or before `through` (the
-    /// checkpoint; all with `None`) that the log is missing. Returns how many were added.
-    pub async fn catch_up(&self, through: Option<u32>) -> Result<usize, String> {
-        catch_up(
-            &self.table,
-            &self.location,
-            through.map(|t| t.saturating_add(1)),
-        )
-        .await
-        .map_err(|e| e.to_string())
+    /// checkpoint; nothing with `None`) that the log is missing. Returns how many were added.
+    pub async fn catch_up(&self, through: Option<u32>) -> Result<usize, DeltaError> {
+        // Nothing is sequenced yet: nothing to catch up (a later partition is added in order).
+        let Some(through) = through else {
+            return Ok(0);
+        };
+        catch_up(&self.table, &self.location, Some(through.saturating_add(1))).await
     }
 
     /// The table's URI, for logs and status.
@@ -131,6 +133,7 @@ mod tests {
         }
         let log = DeltaLog::at(location, &layout);
         assert_eq!(log.recorded().await.unwrap(), vec![]);
+        assert_eq!(log.catch_up(None).await.unwrap(), 0);
         // Only committed partitions up to the checkpoint (5); 6-7 has no manifest.
         assert_eq!(log.catch_up(Some(5)).await.unwrap(), 2);
         assert_eq!(log.catch_up(Some(5)).await.unwrap(), 0);
