@@ -24,6 +24,20 @@ pub fn check_commits(
     report: &mut Report,
 ) {
     let mut live: BTreeMap<String, Live> = BTreeMap::new();
+    // Readers replay every version from 0 (or from a checkpoint): a hole makes the table
+    // unreadable past it.
+    let mut expected = 0;
+    for (version, _) in commits {
+        if *version != expected {
+            report.problem(
+                None,
+                format!("{table_uri}/_delta_log"),
+                "delta.gap",
+                format!("versions {expected} to {} are missing from the log", version - 1),
+            );
+        }
+        expected = version + 1;
+    }
     for (version, actions) in commits {
         for action in actions {
             match action {

@@ -226,6 +226,13 @@ fn verify_names_the_version_and_partition_of_a_log_that_disagrees() {
         "{stdout}"
     );
     assert!(stdout.contains("version 1 adds partition 2-11"), "{stdout}");
+
+    // A hole in the versions.
+    let gap = h.copy_outputs();
+    std::fs::remove_file(commit_path(&gap, 2)).unwrap();
+    let stdout = text(&with_delta(gap).verify());
+    assert!(has_problem(&stdout, "-", "delta.gap"), "{stdout}");
+    assert!(stdout.contains("versions 2 to 2 are missing"), "{stdout}");
 }
 
 #[test]
