@@ -3,12 +3,16 @@
 //! a manifest and its log entry, and turning `storage.table_format: delta` on for a dataset that
 //! already has partitions. Partitions already logged are skipped, so nothing is added twice.
 
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
 use super::table::{DeltaError, DeltaTable};
 use crate::partition::LedgerRange;
 use crate::publish::{DatasetLayout, Manifest};
 use crate::store::Location;
+
+/// Partitions whose manifest and footer are read ahead of the commits during a catch-up.
+const READ_AHEAD: usize = 16;
 
 /// The `range=S-E` folders of the dataset, in ledger order (committed or not).
 pub async fn partition_folders(
@@ -78,21 +82,37 @@ pub async fn catch_up(
         .into_iter()
         .map(|(r, _)| r)
         .collect();
+    let missing: Vec<LedgerRange> = partition_folders(location, &layout)
+        .await?
+        .into_iter()
+        .filter(|r| before.is_none_or(|b| r.end < b) && !logged.contains(r))
+        .collect();
+    // Manifests and footers are read ahead (a backfill of thousands of partitions on a cloud
+    // store is dominated by those reads); the commits stay one at a time, in ledger order.
+    let prepared = futures::stream::iter(missing.into_iter().map(|range| {
+        let layout = &layout;
+        async move {
+            let Some(manifest) = read_manifest(location, layout, range).await? else {
+                return Ok(None);
+            };
+            if manifest.range() != range {
+                return Err(DeltaError::Corrupt {
+                    key: layout.manifest_key(range),
+                    message: format!("describes partition {}, not {range}", manifest.range()),
+                });
+            }
+            table.prepare(&manifest).await.map(Some)
+        }
+    }))
+    .buffered(READ_AHEAD);
+    futures::pin_mut!(prepared);
     let mut added = 0;
-    for range in partition_folders(location, &layout).await? {
-        if before.is_some_and(|b| range.end >= b) || logged.contains(&range) {
-            continue;
-        }
-        let Some(manifest) = read_manifest(location, &layout, range).await? else {
-            continue;
+    while let Some(next) = prepared.next().await {
+        let Some(add) = next? else {
+            continue; // an uncommitted folder (no manifest): not part of the table
         };
-        if manifest.range() != range {
-            return Err(DeltaError::Corrupt {
-                key: layout.manifest_key(range),
-                message: format!("describes partition {}, not {range}", manifest.range()),
-            });
-        }
-        table.append(&manifest, false).await?;
+        let range = add.range;
+        table.commit_prepared(add, false).await?;
         tracing::info!(partition = %range, "delta: committed partition missing from the log added");
         added += 1;
     }

@@ -74,6 +74,13 @@ struct State {
     files: BTreeMap<String, (LoggedFile, Add)>,
 }
 
+/// A partition's add, ready to commit.
+#[derive(Debug, Clone)]
+pub struct PreparedAdd {
+    pub range: LedgerRange,
+    pub add: Add,
+}
+
 /// What [`DeltaTable::append`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -338,12 +345,19 @@ impl DeltaTable {
     /// `replace`: the partition was replaced (`era.allow_overwrite`), so a logged add with another
     /// size is superseded by a new add of the same path rather than refused.
     pub async fn append(&self, manifest: &Manifest, replace: bool) -> Result<Appended, DeltaError> {
+        let prepared = self.prepare(manifest).await?;
+        self.commit_prepared(prepared, replace).await
+    }
+
+    /// The add of `manifest`'s partition, with its statistics (reads the Parquet footer; no
+    /// change to the log). Preparing many at once and committing them in order is how a
+    /// backfill of the log overlaps the reads.
+    pub async fn prepare(&self, manifest: &Manifest) -> Result<PreparedAdd, DeltaError> {
         let range = manifest.range();
         let table = manifest.primary().ok_or_else(|| DeltaError::Corrupt {
             key: self.layout.manifest_key(range),
             message: "the manifest has no ledgers_lcm_raw table".into(),
         })?;
-        let path = relative_path(range);
         let parquet_key = self.location.key(&self.layout.parquet_key(range));
         let footer = stats::read_footer(self.store.as_ref(), &parquet_key, table.byte_size).await;
         let footer = match footer {
@@ -354,15 +368,28 @@ impl DeltaTable {
                 None
             }
         };
-        let add = Add {
-            path: encode_path(&path),
-            partition_values: Default::default(),
-            size: table.byte_size as i64,
-            modification_time: crate::time::rfc3339_to_millis(&manifest.created_at)
-                .unwrap_or_else(now_ms),
-            data_change: true,
-            stats: Some(stats::stats_json(table.row_count, footer.as_ref())),
-        };
+        Ok(PreparedAdd {
+            range,
+            add: Add {
+                path: encode_path(&relative_path(range)),
+                partition_values: Default::default(),
+                size: table.byte_size as i64,
+                modification_time: crate::time::rfc3339_to_millis(&manifest.created_at)
+                    .unwrap_or_else(now_ms),
+                data_change: true,
+                stats: Some(stats::stats_json(table.row_count, footer.as_ref())),
+            },
+        })
+    }
+
+    /// Commits a [`DeltaTable::prepare`]d add as the next version (see [`DeltaTable::append`]).
+    pub async fn commit_prepared(
+        &self,
+        prepared: PreparedAdd,
+        replace: bool,
+    ) -> Result<Appended, DeltaError> {
+        let PreparedAdd { range, add } = prepared;
+        let path = relative_path(range);
         let mut state = self.state.lock().await;
         self.ensure_created(&mut state).await?;
         loop {
@@ -382,7 +409,7 @@ impl DeltaTable {
                         version: logged.version,
                         path,
                         logged: logged.size,
-                        size: table.byte_size,
+                        size: add.size as u64,
                     });
                 }
             }

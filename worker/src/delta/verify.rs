@@ -33,7 +33,10 @@ pub fn check_commits(
                 None,
                 format!("{table_uri}/_delta_log"),
                 "delta.gap",
-                format!("versions {expected} to {} are missing from the log", version - 1),
+                format!(
+                    "versions {expected} to {} are missing from the log",
+                    version - 1
+                ),
             );
         }
         expected = version + 1;
