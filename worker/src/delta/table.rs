@@ -518,6 +518,32 @@ impl DeltaTable {
         }
         Ok(out)
     }
+
+    /// The checkpoint `_last_checkpoint` names, with its version (`None` without one).
+    pub async fn read_last_checkpoint(&self) -> Result<Option<(u64, CheckpointState)>, DeltaError> {
+        let key = self.log_key(LAST_CHECKPOINT);
+        let Some(bytes) = self.get_opt(&key).await? else {
+            return Ok(None);
+        };
+        let last: LastCheckpoint =
+            serde_json::from_slice(&bytes).map_err(|e| DeltaError::Corrupt {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+        let cp_key = self.log_key(&checkpoint_file_name(last.version));
+        let Some(cp) = self.get_opt(&cp_key).await? else {
+            return Err(DeltaError::Corrupt {
+                key: key.to_string(),
+                message: format!("names checkpoint {cp_key}, which does not exist"),
+            });
+        };
+        checkpoint::decode(cp)
+            .map(|state| Some((last.version, state)))
+            .map_err(|message| DeltaError::Corrupt {
+                key: cp_key.to_string(),
+                message,
+            })
+    }
 }
 
 #[cfg(test)]

@@ -145,12 +145,151 @@ pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], repor
             "delta.missing",
             "storage.table_format is delta but the table has no log yet; the next run writes it",
         ),
-        Ok(commits) => check_commits(&uri, &commits, verified, report),
+        Ok(commits) => {
+            check_commits(&uri, &commits, verified, report);
+            match table.read_last_checkpoint().await {
+                Ok(Some((version, state))) => {
+                    check_checkpoint(&uri, &commits, version, &state, report)
+                }
+                Ok(None) => {}
+                Err(e) => report.problem(
+                    None,
+                    format!("{uri}/_delta_log"),
+                    "delta.checkpoint",
+                    e.to_string(),
+                ),
+            }
+        }
         Err(e) => report.problem(
             None,
             format!("{uri}/_delta_log"),
             "delta.read",
             e.to_string(),
         ),
+    }
+}
+
+/// The last checkpoint holds exactly the files the commits up to its version add (readers start
+/// from it, so a wrong checkpoint is a wrong table).
+pub fn check_checkpoint(
+    table_uri: &str,
+    commits: &[(u64, Vec<Action>)],
+    version: u64,
+    state: &super::checkpoint::CheckpointState,
+    report: &mut Report,
+) {
+    // Without the commits from version 0 the checkpoint cannot be compared.
+    if commits.first().map(|(v, _)| *v) != Some(0) {
+        return;
+    }
+    let mut replayed: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, actions) in commits.iter().filter(|(v, _)| *v <= version) {
+        for action in actions {
+            match action {
+                Action::Add(a) => {
+                    replayed.insert(decode_path(&a.path), a.size);
+                }
+                Action::Remove(r) => {
+                    replayed.remove(&decode_path(&r.path));
+                }
+                _ => {}
+            }
+        }
+    }
+    let in_checkpoint: BTreeMap<String, i64> = state
+        .adds
+        .iter()
+        .map(|a| (decode_path(&a.path), a.size))
+        .collect();
+    let differ: Vec<&String> = replayed
+        .keys()
+        .chain(in_checkpoint.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|p| replayed.get(*p) != in_checkpoint.get(*p))
+        .collect();
+    if let Some(first) = differ.first() {
+        report.problem(
+            range_of_path(first),
+            format!(
+                "{table_uri}/_delta_log/{}",
+                super::actions::checkpoint_file_name(version)
+            ),
+            "delta.checkpoint",
+            format!(
+                "the checkpoint of version {version} disagrees with the commits up to it on {} file(s), first {first}",
+                differ.len()
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::actions::{Add, initial_actions};
+    use super::super::checkpoint::CheckpointState;
+    use super::*;
+
+    fn add(range: &str, size: i64) -> Action {
+        let (s, e) = range.split_once('-').unwrap();
+        Action::Add(Add {
+            path: format!("range={s}-{e}/part-{s}-{e}.parquet"),
+            partition_values: Default::default(),
+            size,
+            modification_time: 1,
+            data_change: true,
+            stats: None,
+        })
+    }
+
+    #[test]
+    fn a_checkpoint_that_disagrees_with_the_commits_is_reported() {
+        let init = initial_actions("d", 0);
+        let (Action::Protocol(protocol), Action::Metadata(metadata)) = (&init[0], &init[1]) else {
+            panic!()
+        };
+        let commits = vec![
+            (0, init.clone()),
+            (1, vec![add("2-3", 10)]),
+            (2, vec![add("4-5", 10)]),
+        ];
+        let state = |adds: Vec<Action>| CheckpointState {
+            protocol: protocol.clone(),
+            metadata: metadata.clone(),
+            adds: adds
+                .into_iter()
+                .map(|a| match a {
+                    Action::Add(a) => a,
+                    _ => unreachable!(),
+                })
+                .collect(),
+        };
+        let mut ok = Report::default();
+        check_checkpoint(
+            "t",
+            &commits,
+            2,
+            &state(vec![add("2-3", 10), add("4-5", 10)]),
+            &mut ok,
+        );
+        assert!(ok.is_clean(), "{:?}", ok.findings);
+
+        let mut bad = Report::default();
+        check_checkpoint(
+            "t",
+            &commits,
+            2,
+            &state(vec![add("2-3", 10), add("4-5", 11)]),
+            &mut bad,
+        );
+        assert_eq!(bad.findings.len(), 1);
+        let f = &bad.findings[0];
+        assert_eq!(f.check, "delta.checkpoint");
+        assert_eq!(f.range, Some(LedgerRange::new(4, 5)));
+        assert!(
+            f.detail.contains("version 2") && f.detail.contains("1 file"),
+            "{}",
+            f.detail
+        );
     }
 }
