@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 // The closed sets are the worker's own (`bronze::config`): one spelling in the runbook, the
 // worker's environment and this CRD's OpenAPI enums.
-pub use bronze::config::{Compression, DatastoreType, SourceMode, StorageBackend};
+pub use bronze::config::{Compression, DatastoreType, SourceMode, StorageBackend, TableFormat};
 
 /// API group of the operator's resources.
 pub const GROUP: &str = "bronze.obsrvr.io";
@@ -238,6 +238,21 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 22))]
     pub compression_level: Option<i32>,
+    /// `delta`: the dataset folder is also a Delta Lake table; the operator adds each partition
+    /// to its `_delta_log/` as it sequences it (and backfills partitions committed earlier).
+    #[serde(
+        default = "no_table_format",
+        skip_serializing_if = "is_no_table_format"
+    )]
+    pub table_format: TableFormat,
+}
+
+fn no_table_format() -> TableFormat {
+    TableFormat::None
+}
+
+fn is_no_table_format(format: &TableFormat) -> bool {
+    *format == TableFormat::None
 }
 
 fn default_prefix() -> String {

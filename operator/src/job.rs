@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::crd::{BronzeBackfill, BronzeBackfillSpec, SourceMode, StorageBackend};
+use crate::crd::{BronzeBackfill, BronzeBackfillSpec, SourceMode, StorageBackend, TableFormat};
 use crate::plan::{JobFailure, JobRequest, JobState, ObservedJob, backfill_label};
 
 pub const CONTAINER: &str = "worker";
@@ -147,6 +147,11 @@ pub fn worker_env(
         (
             "storage.compression_level",
             st.compression_level.map(|l| l.to_string()),
+        ),
+        // Set only when on, so the Jobs of a backfill without it are exactly as before.
+        (
+            "storage.table_format",
+            (st.table_format != TableFormat::None).then(|| st.table_format.to_string()),
         ),
         // The operator keeps the checkpoint, the PAS chain and the catalog.
         ("checkpoint.enabled", text(&false)),
@@ -559,6 +564,7 @@ mod tests {
         let mut spec = spec();
         spec.storage.prefix = "".into();
         spec.storage.compression_level = Some(5);
+        spec.storage.table_format = TableFormat::Delta;
         spec.network_passphrase = Some("Custom Net ; 2024".into());
         spec.worker.workers = Some(16);
         let config = worker_config(&spec, "2025-01-15T10:00:00Z").unwrap();
@@ -584,6 +590,10 @@ mod tests {
         assert_eq!(config.storage.backend, StorageBackend::Local);
         assert_eq!(config.storage_prefix(), "", "empty prefix survives the env");
         assert_eq!(config.storage.compression_level, Some(5));
+        assert_eq!(
+            config.storage.table_format,
+            bronze::config::TableFormat::Delta
+        );
         assert_eq!(config.perf.workers, 16);
         assert!(!config.checkpoint.enabled && !config.pas.enabled);
         assert_eq!(config.logging.format, LogFormat::Json);
@@ -599,8 +609,9 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for (i, &backend) in StorageBackend::ALL.iter().enumerate() {
             for &mode in SourceMode::ALL {
-                for &compression in Compression::ALL {
+                for (j, &compression) in Compression::ALL.iter().enumerate() {
                     let mut s = spec();
+                    s.storage.table_format = TableFormat::ALL[j % TableFormat::ALL.len()];
                     s.source.mode = mode;
                     s.source.datastore_type = Some(DatastoreType::ALL[i % 2]);
                     s.source.gcs_bucket = Some("src-gcs".into());
@@ -633,6 +644,7 @@ mod tests {
                     assert_eq!(c.source.datastore_type, s.source.datastore_type);
                     assert_eq!(c.storage.backend, backend);
                     assert_eq!(c.storage.compression, compression);
+                    assert_eq!(c.storage.table_format, s.storage.table_format);
                     assert_eq!(c.logging.level, bronze::config::LogLevel::Debug);
                     let bucket = match backend {
                         StorageBackend::Local => &c.storage.local_dir,
@@ -652,7 +664,7 @@ mod tests {
             }
         }
         // Every variable of the mapping was emitted by some spec above.
-        assert_eq!(seen.len(), 37, "{seen:?}");
+        assert_eq!(seen.len(), 38, "{seen:?}");
     }
 
     #[test]

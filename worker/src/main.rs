@@ -284,12 +284,17 @@ struct Services {
     _rate: Option<metrics::RateTracker>,
     pas: Option<PasStream>,
     catalog: Option<CatalogSink>,
+    delta: Option<bronze::delta::DeltaSink>,
 }
 
 impl Services {
-    /// Hooks in the original's order: PAS, then the catalog.
+    /// Hooks in order: the Delta log right after the manifest, then the original's PAS and
+    /// catalog.
     fn hooks(&self) -> Vec<Box<dyn CommitHook>> {
         let mut hooks: Vec<Box<dyn CommitHook>> = Vec::new();
+        if let Some(delta) = &self.delta {
+            hooks.push(Box::new(delta.clone()));
+        }
         if let Some(pas) = &self.pas {
             hooks.push(Box::new(pas.clone()));
         }
@@ -345,6 +350,14 @@ async fn start_services(config: &Config) -> Result<Services, u8> {
             return Err(exit::FAILURE);
         }
     };
+    let delta = match bronze::delta::DeltaSink::open(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("cannot bring the Delta log up to date: {e}");
+            eprintln!("bronze-copier: delta: {e}");
+            return Err(exit::FAILURE);
+        }
+    };
     let rate = metrics_server.as_ref().map(|_| {
         metrics::RateTracker::start(std::time::Duration::from_secs(
             config.metrics.rate_window_seconds.max(1),
@@ -355,6 +368,7 @@ async fn start_services(config: &Config) -> Result<Services, u8> {
         _rate: rate,
         pas,
         catalog,
+        delta,
     })
 }
 

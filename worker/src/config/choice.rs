@@ -159,6 +159,16 @@ choice! {
 }
 
 choice! {
+    /// `storage.table_format`: what, besides the manifests, makes the dataset a table.
+    TableFormat(ci, "must be none or delta") {
+        /// Only Parquet files and `_manifest.json` (the output is exactly as without the key).
+        None = "none",
+        /// A Delta Lake log, `_delta_log/`, with one commit per committed partition.
+        Delta = "delta",
+    }
+}
+
+choice! {
     /// `pas.outbox`: where events are kept before delivery.
     PasOutbox(exact, "must be one of: file, storage") {
         /// In `pas.backup_dir` (the runbook's layout).
@@ -205,6 +215,7 @@ pub(super) const CHOICE_KEYS: &[(&str, NamesAChoice)] = &[
     }),
     ("storage.backend", names::<StorageBackend>),
     ("storage.compression", names::<Compression>),
+    ("storage.table_format", names::<TableFormat>),
     ("pas.outbox", names::<PasOutbox>),
     ("logging.format", names::<LogFormat>),
     ("logging.level", names::<LogLevel>),

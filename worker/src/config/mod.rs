@@ -12,7 +12,7 @@ mod validate;
 
 pub use choice::{
     Choice, Compression, DatastoreType, LogFormat, LogLevel, PasOutbox, Rejected, SourceMode,
-    StorageBackend, UnknownChoice,
+    StorageBackend, TableFormat, UnknownChoice,
 };
 pub use env::{ENV_VARS, EnvOverrides, env_var};
 pub use load::{ConfigError, LoadedConfig, load_config};
@@ -164,6 +164,8 @@ pub struct StorageConfig {
     pub row_group_bytes: usize,
     /// Size of each part of a multipart upload (cloud backends).
     pub upload_part_bytes: usize,
+    /// `none` (default) or `delta`: the dataset folder is also a Delta Lake table.
+    pub table_format: TableFormat,
 }
 
 impl Default for StorageConfig {
@@ -180,6 +182,7 @@ impl Default for StorageConfig {
             compression_level: None,
             row_group_bytes: 64 * 1024 * 1024,
             upload_part_bytes: 16 * 1024 * 1024,
+            table_format: TableFormat::None,
         }
     }
 }

@@ -69,6 +69,15 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
     let mut report = Report::default();
     let mut folders: BTreeMap<LedgerRange, Vec<object_store::ObjectMeta>> = BTreeMap::new();
     for meta in listed {
+        // The Delta log (storage.table_format: delta) is checked below, not as a partition.
+        if meta
+            .location
+            .prefix_match(&dataset_key)
+            .and_then(|mut p| p.next())
+            .is_some_and(|first| first.as_ref() == crate::delta::table::LOG_DIR)
+        {
+            continue;
+        }
         let parts: Vec<String> = meta
             .location
             .prefix_match(&dataset_key)
@@ -151,6 +160,11 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
             &mut report,
         )
         .await;
+    }
+
+    if config.storage.table_format == crate::config::TableFormat::Delta {
+        let table = crate::delta::DeltaTable::new(&location, &layout);
+        crate::delta::verify::check_log(&table, &verified, &mut report).await;
     }
 
     external::check_external(config, &location, &verified, &mut report).await;
