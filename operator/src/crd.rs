@@ -15,6 +15,10 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+// The closed sets are the worker's own (`bronze::config`): one spelling in the runbook, the
+// worker's environment and this CRD's OpenAPI enums.
+pub use bronze::config::{Compression, DatastoreType, SourceMode, StorageBackend, TableFormat};
+
 /// API group of the operator's resources.
 pub const GROUP: &str = "bronze.obsrvr.io";
 /// Largest ledger sequence (Stellar ledger numbers are uint32).
@@ -144,23 +148,6 @@ fn default_max_concurrent_jobs() -> u32 {
     4
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceMode {
-    Local,
-    Gcs,
-    S3,
-    Datastore,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum DatastoreType {
-    #[serde(rename = "GCS")]
-    Gcs,
-    #[serde(rename = "S3")]
-    S3,
-}
-
 /// The datastore, as in the runbook's `source` section.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -215,36 +202,6 @@ fn default_poll_seconds() -> u32 {
     30
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageBackend {
-    Local,
-    Gcs,
-    S3,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    Zstd,
-    Snappy,
-    Lz4,
-    Gzip,
-    None,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::Zstd => "zstd",
-            Compression::Snappy => "snappy",
-            Compression::Lz4 => "lz4",
-            Compression::Gzip => "gzip",
-            Compression::None => "none",
-        }
-    }
-}
-
 /// The output, as in the runbook's `storage` section. Where the dataset lives cannot change
 /// once the backfill exists: its checkpoint and audit chain describe that place.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -281,6 +238,21 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 22))]
     pub compression_level: Option<i32>,
+    /// `delta`: the dataset folder is also a Delta Lake table; the operator adds each partition
+    /// to its `_delta_log/` as it sequences it (and backfills partitions committed earlier).
+    #[serde(
+        default = "no_table_format",
+        skip_serializing_if = "is_no_table_format"
+    )]
+    pub table_format: TableFormat,
+}
+
+fn no_table_format() -> TableFormat {
+    TableFormat::None
+}
+
+fn is_no_table_format(format: &TableFormat) -> bool {
+    *format == TableFormat::None
 }
 
 fn default_prefix() -> String {

@@ -57,6 +57,7 @@ pub fn spec() -> BronzeBackfillSpec {
             region: None,
             compression: Compression::Zstd,
             compression_level: None,
+            table_format: crate::crd::TableFormat::None,
         },
         pas: PasSpec {
             enabled: true,

@@ -10,10 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -82,31 +79,13 @@ async fn handle(
     })
 }
 
-/// Serves until `shutdown` fires.
+/// Serves until `shutdown` fires, on the worker library's HTTP server (one implementation for
+/// both binaries).
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "http accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, state.clone()));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "http connection ended with an error");
-            }
-        });
+    let handler = move |req| handle(req, state.clone());
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = bronze::metrics::accept_loop(listener, handler) => {}
     }
 }
 
@@ -154,6 +133,66 @@ mod tests {
         let metrics = get(addr, "/metrics").await;
         assert!(metrics.contains("bronze_operator_leader 1"), "{metrics}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    /// `bronze_copier_retry_attempts_total{operation="pas_delivery"}` as served, 0 when absent.
+    fn pas_delivery_retries(metrics: &str) -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("bronze_copier_retry_attempts_total{")
+                    && l.contains("operation=\"pas_delivery\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    /// The operator delivers PAS events with the worker library's code, which counts each retry
+    /// in the library's `bronze_copier_retry_attempts_total`: the operator's one `/metrics`
+    /// serves that series, next to its own (it used to go to a registry nobody served).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_serve_the_pas_delivery_retries_counted_by_the_library() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = HttpState::new(Arc::new(Metrics::default()));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, state, stop.clone()));
+        let before = pas_delivery_retries(&get(addr, "/metrics").await);
+
+        // The endpoint refuses the first attempt: one retry, then accepted.
+        let sink = bronze_testkit::HttpSink::start(bronze_testkit::Behaviour::fail_next(1));
+        let delivery = bronze::pas::HttpDelivery::new(
+            &sink.url(),
+            None,
+            std::time::Duration::from_secs(5),
+            3,
+            std::time::Duration::from_millis(10),
+        )
+        .unwrap();
+        let event: bronze::pas::PasEvent = serde_json::from_value(serde_json::json!({
+            "version": "1.1", "event_type": "bronze_partition_committed", "event_id": "e-1",
+            "timestamp": "2025-01-15T10:00:00Z",
+            "partition": {"network": "testnet", "era_id": "p23", "version_label": "v1",
+                          "ledger_start": 2, "ledger_end": 11},
+            "tables": {}, "producer": {"name": "bronze-copier", "version": "0", "git_sha": "x"},
+            "chain": {"prev_event_hash": "", "event_hash": "h"},
+        }))
+        .unwrap();
+        delivery.send(&event).await.unwrap();
+        assert_eq!(sink.request_count(), 2, "one refused attempt, one accepted");
+
+        let metrics = get(addr, "/metrics").await;
+        let after = pas_delivery_retries(&metrics);
+        // Other tests of this process may retry too: at least this one's retry is there.
+        assert!(after >= before + 1.0, "{before} -> {after}:\n{metrics}");
+        // Still one exposition: the operator's families and one end marker.
+        assert!(
+            metrics.contains("bronze_operator_jobs_created_total"),
+            "{metrics}"
+        );
+        assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
         stop.cancel();
         server.await.unwrap();
     }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use bronze::config::{Config, ConfigError, load_config};
+use bronze::config::{Config, ConfigError, LogFormat, env_var, load_config};
 use bronze::partition::LedgerRange;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::crd::{BronzeBackfill, BronzeBackfillSpec, DatastoreType, SourceMode, StorageBackend};
+use crate::crd::{BronzeBackfill, BronzeBackfillSpec, SourceMode, StorageBackend, TableFormat};
 use crate::plan::{JobFailure, JobRequest, JobState, ObservedJob, backfill_label};
 
 pub const CONTAINER: &str = "worker";
@@ -79,95 +79,21 @@ pub fn selector(backfill: &str) -> String {
     format!("{LABEL_BACKFILL}={}", backfill_label(backfill))
 }
 
-/// The worker's environment for `spec` (credentials excluded: see [`build_job`]).
+/// The worker's environment for `spec` (credentials excluded: see [`build_job`]): values by the
+/// worker's config key, each closed set written by its own `Display`, and every variable named
+/// by the worker's table ([`bronze::config::env_var`]), so this is the one mapping from a
+/// backfill to a worker config and [`worker_config`] reads it back exactly as the worker does.
 pub fn worker_env(
     spec: &BronzeBackfillSpec,
     ingested_at: &str,
     copier_id: &str,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(&str, String)> = vec![
-        ("COPIER_ID", copier_id.to_string()),
-        ("NETWORK", spec.network.clone()),
-        ("ERA_ID", spec.era_id.clone()),
-        ("VERSION_LABEL", spec.version_label.clone()),
-        ("LEDGER_START", spec.ledger_start.to_string()),
-        ("LEDGER_END", spec.ledger_end.to_string()),
-        ("PARTITION_SIZE", spec.partition_size.to_string()),
-        ("ALLOW_OVERWRITE", spec.allow_overwrite.to_string()),
-        ("INGESTED_AT", ingested_at.to_string()),
-    ];
-    if let Some(p) = &spec.network_passphrase {
-        env.push(("NETWORK_PASSPHRASE", p.clone()));
-    }
     let s = &spec.source;
-    env.push((
-        "SOURCE_MODE",
-        match s.mode {
-            SourceMode::Local => "local",
-            SourceMode::Gcs => "gcs",
-            SourceMode::S3 => "s3",
-            SourceMode::Datastore => "datastore",
-        }
-        .into(),
-    ));
-    let optional = [
-        ("SOURCE_LOCAL_PATH", &s.local_path),
-        ("SOURCE_GCS_BUCKET", &s.gcs_bucket),
-        ("SOURCE_GCS_PREFIX", &s.gcs_prefix),
-        ("SOURCE_S3_BUCKET", &s.s3_bucket),
-        ("SOURCE_S3_PREFIX", &s.s3_prefix),
-        ("SOURCE_S3_ENDPOINT", &s.s3_endpoint),
-        ("SOURCE_S3_REGION", &s.s3_region),
-        ("SOURCE_DATASTORE_PATH", &s.datastore_path),
-    ];
-    env.extend(
-        optional
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v.clone()?))),
-    );
-    if let Some(t) = s.datastore_type {
-        env.push((
-            "SOURCE_DATASTORE_TYPE",
-            match t {
-                DatastoreType::Gcs => "GCS",
-                DatastoreType::S3 => "S3",
-            }
-            .into(),
-        ));
-    }
-    if let Some(n) = s.ledgers_per_batch {
-        env.push(("SOURCE_LEDGERS_PER_BATCH", n.to_string()));
-    }
-    if let Some(n) = s.batches_per_partition {
-        env.push(("SOURCE_BATCHES_PER_PARTITION", n.to_string()));
-    }
     let st = &spec.storage;
-    match st.backend {
-        StorageBackend::Local => {
-            env.push(("STORAGE_BACKEND", "local".into()));
-            if let Some(dir) = &st.local_dir {
-                env.push(("STORAGE_LOCAL_DIR", dir.clone()));
-            }
-        }
-        StorageBackend::Gcs => {
-            env.push(("STORAGE_BACKEND", "gcs".into()));
-            if let Some(b) = &st.bucket {
-                env.push(("STORAGE_GCS_BUCKET", b.clone()));
-            }
-        }
-        StorageBackend::S3 => {
-            env.push(("STORAGE_BACKEND", "s3".into()));
-            if let Some(b) = &st.bucket {
-                env.push(("STORAGE_S3_BUCKET", b.clone()));
-            }
-            if let Some(e) = &st.endpoint {
-                env.push(("STORAGE_S3_ENDPOINT", e.clone()));
-            }
-            if let Some(r) = &st.region {
-                env.push(("STORAGE_S3_REGION", r.clone()));
-            }
-        }
-    }
+    let w = &spec.worker;
+    let text = |v: &dyn std::fmt::Display| Some(v.to_string());
+    let on =
+        |backend: StorageBackend, v: &Option<String>| v.clone().filter(|_| st.backend == backend);
     // An empty variable counts as unset (and would mean the default `bronze/`): `/` normalizes
     // to the empty prefix.
     let prefix = if st.prefix.trim_matches('/').is_empty() {
@@ -175,26 +101,76 @@ pub fn worker_env(
     } else {
         st.prefix.clone()
     };
-    env.push(("STORAGE_PREFIX", prefix));
-    env.push(("STORAGE_COMPRESSION", st.compression.as_str().into()));
-    if let Some(level) = st.compression_level {
-        env.push(("STORAGE_COMPRESSION_LEVEL", level.to_string()));
-    }
-    // The operator keeps the checkpoint, the PAS chain and the catalog.
-    env.push(("CHECKPOINT_ENABLED", "false".into()));
-    env.push(("PAS_ENABLED", "false".into()));
-    env.push(("LOG_FORMAT", "json".into()));
-    let w = &spec.worker;
-    if let Some(level) = &w.log_level {
-        env.push(("LOG_LEVEL", level.clone()));
-    }
-    if let Some(n) = w.max_in_flight_partitions {
-        env.push(("MAX_IN_FLIGHT_PARTITIONS", n.to_string()));
-    }
-    if let Some(n) = w.workers {
-        env.push(("WORKERS", n.to_string()));
-    }
-    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    let by_key: Vec<(&str, Option<String>)> = vec![
+        ("copier_id", text(&copier_id)),
+        ("era.network", text(&spec.network)),
+        ("era.era_id", text(&spec.era_id)),
+        ("era.version_label", text(&spec.version_label)),
+        ("era.ledger_start", text(&spec.ledger_start)),
+        ("era.ledger_end", text(&spec.ledger_end)),
+        ("era.partition_size", text(&spec.partition_size)),
+        ("era.allow_overwrite", text(&spec.allow_overwrite)),
+        ("era.ingested_at", text(&ingested_at)),
+        ("era.network_passphrase", spec.network_passphrase.clone()),
+        ("source.mode", text(&s.mode)),
+        ("source.local_path", s.local_path.clone()),
+        ("source.gcs_bucket", s.gcs_bucket.clone()),
+        ("source.gcs_prefix", s.gcs_prefix.clone()),
+        ("source.s3_bucket", s.s3_bucket.clone()),
+        ("source.s3_prefix", s.s3_prefix.clone()),
+        ("source.s3_endpoint", s.s3_endpoint.clone()),
+        ("source.s3_region", s.s3_region.clone()),
+        ("source.datastore_path", s.datastore_path.clone()),
+        (
+            "source.datastore_type",
+            s.datastore_type.map(|t| t.to_string()),
+        ),
+        (
+            "source.ledgers_per_batch",
+            s.ledgers_per_batch.map(|n| n.to_string()),
+        ),
+        (
+            "source.batches_per_partition",
+            s.batches_per_partition.map(|n| n.to_string()),
+        ),
+        ("storage.backend", text(&st.backend)),
+        (
+            "storage.local_dir",
+            on(StorageBackend::Local, &st.local_dir),
+        ),
+        ("storage.gcs_bucket", on(StorageBackend::Gcs, &st.bucket)),
+        ("storage.s3_bucket", on(StorageBackend::S3, &st.bucket)),
+        ("storage.s3_endpoint", on(StorageBackend::S3, &st.endpoint)),
+        ("storage.s3_region", on(StorageBackend::S3, &st.region)),
+        ("storage.prefix", Some(prefix)),
+        ("storage.compression", text(&st.compression)),
+        (
+            "storage.compression_level",
+            st.compression_level.map(|l| l.to_string()),
+        ),
+        // Set only when on, so the Jobs of a backfill without it are exactly as before.
+        (
+            "storage.table_format",
+            (st.table_format != TableFormat::None).then(|| st.table_format.to_string()),
+        ),
+        // The operator keeps the checkpoint, the PAS chain and the catalog.
+        ("checkpoint.enabled", text(&false)),
+        ("pas.enabled", text(&false)),
+        ("logging.format", text(&LogFormat::Json)),
+        ("logging.level", w.log_level.clone()),
+        (
+            "perf.max_in_flight_partitions",
+            w.max_in_flight_partitions.map(|n| n.to_string()),
+        ),
+        ("perf.workers", w.workers.map(|n| n.to_string())),
+    ];
+    by_key
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let var = env_var(key).unwrap_or_else(|| panic!("{key} is not a worker config key"));
+            Some((var.to_string(), value?))
+        })
+        .collect()
 }
 
 /// The worker's config for `spec`, loaded exactly as the worker loads it (from [`worker_env`]).
@@ -588,6 +564,7 @@ mod tests {
         let mut spec = spec();
         spec.storage.prefix = "".into();
         spec.storage.compression_level = Some(5);
+        spec.storage.table_format = TableFormat::Delta;
         spec.network_passphrase = Some("Custom Net ; 2024".into());
         spec.worker.workers = Some(16);
         let config = worker_config(&spec, "2025-01-15T10:00:00Z").unwrap();
@@ -605,17 +582,89 @@ mod tests {
             config.era.ingested_at.as_deref(),
             Some("2025-01-15T10:00:00Z")
         );
-        assert_eq!(config.source.mode, "local");
+        assert_eq!(config.source.mode, SourceMode::Local);
         assert_eq!(
             Some(config.source.local_path.clone()),
             spec.source.local_path
         );
-        assert_eq!(config.storage.backend, "local");
+        assert_eq!(config.storage.backend, StorageBackend::Local);
         assert_eq!(config.storage_prefix(), "", "empty prefix survives the env");
         assert_eq!(config.storage.compression_level, Some(5));
+        assert_eq!(
+            config.storage.table_format,
+            bronze::config::TableFormat::Delta
+        );
         assert_eq!(config.perf.workers, 16);
         assert!(!config.checkpoint.enabled && !config.pas.enabled);
-        assert_eq!(config.logging.format, "json");
+        assert_eq!(config.logging.format, LogFormat::Json);
+        assert!(config.rejected.is_empty(), "{:?}", config.rejected);
+    }
+
+    /// Every value of every closed set the CRD shares with the worker survives CRD spec -> env
+    /// -> the worker's config loader as the same typed value, with every variable the mapping
+    /// can emit set at least once.
+    #[test]
+    fn every_closed_set_value_round_trips_from_the_spec_to_the_workers_config() {
+        use bronze::config::{Choice, Compression, DatastoreType};
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, &backend) in StorageBackend::ALL.iter().enumerate() {
+            for &mode in SourceMode::ALL {
+                for (j, &compression) in Compression::ALL.iter().enumerate() {
+                    let mut s = spec();
+                    s.storage.table_format = TableFormat::ALL[j % TableFormat::ALL.len()];
+                    s.source.mode = mode;
+                    s.source.datastore_type = Some(DatastoreType::ALL[i % 2]);
+                    s.source.gcs_bucket = Some("src-gcs".into());
+                    s.source.gcs_prefix = Some("p".into());
+                    s.source.s3_bucket = Some("src-s3".into());
+                    s.source.s3_prefix = Some("q".into());
+                    s.source.s3_endpoint = Some("http://127.0.0.1:9000".into());
+                    s.source.s3_region = Some("us-east-1".into());
+                    s.source.datastore_path = Some("bucket/landing".into());
+                    s.source.ledgers_per_batch = Some(4);
+                    s.source.batches_per_partition = Some(8);
+                    s.storage.backend = backend;
+                    s.storage.bucket = Some("out".into());
+                    s.storage.endpoint = Some("http://127.0.0.1:9001".into());
+                    s.storage.region = Some("eu-west-1".into());
+                    s.storage.compression = compression;
+                    s.worker.log_level = Some("debug".into());
+                    s.storage.compression_level = Some(3);
+                    s.worker.max_in_flight_partitions = Some(3);
+                    s.worker.workers = Some(16);
+                    s.network_passphrase = Some("Custom Net ; 2024".into());
+                    seen.extend(
+                        worker_env(&s, "2025-01-15T10:00:00Z", "c")
+                            .into_iter()
+                            .map(|(k, _)| k),
+                    );
+                    let c = worker_config(&s, "2025-01-15T10:00:00Z").unwrap();
+                    assert!(c.rejected.is_empty(), "{:?}", c.rejected);
+                    assert_eq!(c.source.mode, mode);
+                    assert_eq!(c.source.datastore_type, s.source.datastore_type);
+                    assert_eq!(c.storage.backend, backend);
+                    assert_eq!(c.storage.compression, compression);
+                    assert_eq!(c.storage.table_format, s.storage.table_format);
+                    assert_eq!(c.logging.level, bronze::config::LogLevel::Debug);
+                    let bucket = match backend {
+                        StorageBackend::Local => &c.storage.local_dir,
+                        StorageBackend::Gcs => &c.storage.gcs_bucket,
+                        StorageBackend::S3 => &c.storage.s3_bucket,
+                    };
+                    let want = match backend {
+                        StorageBackend::Local => "/data/bronze",
+                        _ => "out",
+                    };
+                    assert_eq!(bucket, want, "{backend}");
+                    if backend == StorageBackend::S3 {
+                        assert_eq!(c.storage.s3_endpoint, "http://127.0.0.1:9001");
+                        assert_eq!(c.storage.s3_region, "eu-west-1");
+                    }
+                }
+            }
+        }
+        // Every variable of the mapping was emitted by some spec above.
+        assert_eq!(seen.len(), 38, "{seen:?}");
     }
 
     #[test]

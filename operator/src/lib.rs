@@ -4,13 +4,14 @@
 //! One module per job: [`crd`] (the resource), [`plan`] (pure decisions), [`chain`] (reading and
 //! verifying committed partitions in ledger order), [`PAS`] (the PAS chain, written with the
 //! worker's PAS module), [`catalog`] (the PostgreSQL catalog, written with the worker's catalog
-//! module), [`job`] (the worker Job),
+//! module), [`delta`] (the Delta log, written with the worker's Delta module), [`job`] (the worker Job),
 //! [`reconcile`] (Kubernetes I/O), [`controller`] (the watches), [`storage`] (object stores, via the worker library),
 //! [`leader`] (optional Lease), [`metrics`] and [`http`] (health, readiness, metrics endpoint).
 
 pub mod catalog;
 pub mod controller;
 pub mod crd;
+pub mod delta;
 pub mod http;
 pub mod job;
 pub mod leader;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bronze::config::{LogFormat, LogLevel};
 use bronze_operator::catalog::PgCatalogFactory;
 use bronze_operator::controller::controller;
 use bronze_operator::crd::BronzeBackfill;
@@ -76,7 +77,11 @@ enum Command {
 async fn main() -> ExitCode {
     let args = Args::parse();
     bronze_operator::install_crypto_provider();
-    bronze::logging::init(&args.log_format, &args.log_level);
+    // Lenient as it always was: an unknown format logs text, an unknown level logs info.
+    bronze::logging::init(
+        args.log_format.parse().unwrap_or(LogFormat::Text),
+        args.log_level.parse().unwrap_or(LogLevel::Info),
+    );
     if let Some(Command::Verify { file }) = &args.command {
         return verify(file).await;
     }

@@ -65,7 +65,11 @@ impl Default for Metrics {
         let catalog_unrecorded = Family::<BackfillLabels, Gauge>::default();
         let checkpoint_timestamp = Family::<BackfillLabels, Gauge>::default();
         let leader = Gauge::default();
-        let mut r = Registry::with_prefix("bronze_operator");
+        // One registry for the process: the operator's families under `bronze_operator_`, and
+        // the worker library's (`bronze_copier_*`: PAS delivery and datastore retries, errors,
+        // counted by `bronze::metrics` from code the operator runs) from their one store.
+        let mut root = Registry::default();
+        let r = root.sub_registry_with_prefix("bronze_operator");
         r.register(
             "reconciliations",
             "Reconciles by result",
@@ -124,8 +128,9 @@ impl Default for Metrics {
             "Unix time this operator last saw the checkpoint advance (absent until it does)",
             checkpoint_timestamp.clone(),
         );
+        bronze::metrics::register(&mut root);
         Self {
-            registry: Arc::new(r),
+            registry: Arc::new(root),
             reconciliations,
             reconcile_seconds,
             jobs_created,

@@ -38,7 +38,7 @@ pub fn pas_config(spec: &BronzeBackfillSpec) -> Result<Config, String> {
     let mut config = worker_config(spec, "1970-01-01T00:00:00Z").map_err(|e| e.to_string())?;
     let pas = &mut config.pas;
     pas.enabled = true;
-    pas.outbox = PAS_OUTBOX_STORAGE.into();
+    pas.outbox = PAS_OUTBOX_STORAGE;
     pas.endpoint = spec.pas.endpoint.clone().unwrap_or_default();
     pas.strict = spec.pas.strict;
     pas.token_env = spec.pas.token_env.clone().unwrap_or_default();

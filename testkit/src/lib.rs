@@ -33,7 +33,9 @@ mod tls;
 pub use gcs::GcsProxy;
 pub use moto::MotoS3;
 pub use postgres::{PgOptions, Postgres};
-pub use python::{duckdb_query, parquet_dump, python, venv_dir, workspace_root};
+pub use python::{
+    delta_read, delta_read_uri, duckdb_query, parquet_dump, python, venv_dir, workspace_root,
+};
 pub use s3dir::S3Dir;
 pub use sink::{Behaviour, HttpSink, RecordedRequest, Reply};
 /// Re-exported so tests can create scratch directories without their own dependency.

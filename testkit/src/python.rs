@@ -113,3 +113,29 @@ pub fn duckdb_query(parquet_glob: &str, sql: &str) -> serde_json::Value {
         ],
     )
 }
+
+/// Read the Delta table at `table_dir` with the real readers (`tests/py/delta_read.py`: the
+/// `deltalake` package and Polars, compared with pyarrow reading the files the log adds), at
+/// `version` or the latest. See the script for the JSON it returns.
+pub fn delta_read(table_dir: impl AsRef<Path>, version: Option<u64>) -> serde_json::Value {
+    let v = version.map(|v| v.to_string());
+    let mut args = vec![table_dir.as_ref().as_os_str()];
+    if let Some(v) = &v {
+        args.push(std::ffi::OsStr::new(v));
+    }
+    run_json("delta_read.py", &args)
+}
+
+/// Read the Delta table at `uri` (`s3://bucket/path`) with the `deltalake` package alone, with
+/// object-store `storage_options` (e.g. a loopback S3 server's endpoint and dummy keys).
+pub fn delta_read_uri(uri: &str, storage_options: &serde_json::Value) -> serde_json::Value {
+    let options = storage_options.to_string();
+    run_json(
+        "delta_read.py",
+        &[
+            std::ffi::OsStr::new(uri),
+            std::ffi::OsStr::new("--storage-options"),
+            std::ffi::OsStr::new(&options),
+        ],
+    )
+}

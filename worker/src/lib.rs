@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod delta;
 pub mod exit;
 pub mod generate;
 pub mod hash;

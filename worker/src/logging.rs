@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use indicatif::ProgressBar;
 use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogLevel};
 use tracing_subscriber::fmt::format::FmtSpan;
 
 /// The bar on screen, if any: log lines are written around it.
@@ -63,23 +65,16 @@ impl Drop for LogLine {
 }
 
 /// Installs the global subscriber. Safe to call once per process.
-pub fn init(format: &str, level: &str) {
-    let level = match level.to_ascii_lowercase().as_str() {
-        "trace" => "trace",
-        "debug" => "debug",
-        "warn" | "warning" => "warn",
-        "error" => "error",
-        _ => "info",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+pub fn init(format: LogFormat, level: LogLevel) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogLine::default)
         .with_span_events(FmtSpan::NONE);
-    let result = if format.eq_ignore_ascii_case("json") {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.with_ansi(false).try_init()
+    let result = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
     };
     let _ = result;
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use bronze::catalog::CatalogSink;
 use bronze::cli::{Cli, Command, GenerateArgs, HealthArgs, WorkerArgs, normalize_args};
-use bronze::config::{Config, LoadedConfig, load_config, validate};
+use bronze::config::{Config, LoadedConfig, LogFormat, LogLevel, load_config, validate};
 use bronze::pas::PasStream;
 use bronze::pipeline::{Records, RunError, RunOptions, RunSummary, run, run_range};
 use bronze::{exit, generate, health, logging, metrics};
@@ -35,7 +35,7 @@ fn load(cli: &Cli, adjust: fn(&mut Config) -> Vec<String>) -> Result<LoadedConfi
             exit::CONFIG
         })?;
     let notes = adjust(&mut loaded.config);
-    logging::init(&loaded.config.logging.format, &loaded.config.logging.level);
+    logging::init(loaded.config.logging.format, loaded.config.logging.level);
     for key in &loaded.ignored_keys {
         tracing::warn!(key = %key, "unknown or unused config key ignored");
     }
@@ -284,12 +284,18 @@ struct Services {
     _rate: Option<metrics::RateTracker>,
     pas: Option<PasStream>,
     catalog: Option<CatalogSink>,
+    delta: Option<bronze::delta::DeltaSink>,
 }
 
 impl Services {
-    /// The records, written in the original's order: PAS, then the catalog.
+    /// The records, in order: the Delta log right after the manifest, then the original's PAS
+    /// and catalog.
     fn records(&self) -> Records {
         Records {
+            table: self
+                .delta
+                .clone()
+                .map(|d| std::sync::Arc::new(d) as std::sync::Arc<dyn bronze::sequence::TableLog>),
             pas: self
                 .pas
                 .clone()
@@ -344,6 +350,14 @@ async fn start_services(config: &Config) -> Result<Services, u8> {
             return Err(exit::FAILURE);
         }
     };
+    let delta = match bronze::delta::DeltaSink::open(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("cannot bring the Delta log up to date: {e}");
+            eprintln!("bronze-copier: delta: {e}");
+            return Err(exit::FAILURE);
+        }
+    };
     let rate = metrics_server.as_ref().map(|_| {
         metrics::RateTracker::start(std::time::Duration::from_secs(
             config.metrics.rate_window_seconds.max(1),
@@ -354,6 +368,7 @@ async fn start_services(config: &Config) -> Result<Services, u8> {
         _rate: rate,
         pas,
         catalog,
+        delta,
     })
 }
 
@@ -388,7 +403,7 @@ async fn wait_for_signal(cancel: CancellationToken) -> Option<u8> {
 }
 
 fn generate_command(args: &GenerateArgs) -> u8 {
-    logging::init("text", "info");
+    logging::init(LogFormat::Text, LogLevel::Info);
     let Some(passphrase) = bronze::network::passphrase_for(&args.network) else {
         eprintln!(
             "generate-datastore: --network must be pubnet, testnet or futurenet (got {:?})",

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, PRIMARY_TABLE};
+use crate::config::{Config, DatastoreType, PRIMARY_TABLE, SourceMode};
 use crate::pipeline::CommitEvent;
 
 /// The `_meta_datasets` key of this run's output.
@@ -213,18 +213,18 @@ pub fn source_location(config: &Config) -> String {
             format!("{scheme}://{bucket}/{prefix}")
         }
     };
-    match s.mode.as_str() {
-        "gcs" => join("gs", &s.gcs_bucket, &s.gcs_prefix),
-        "s3" => join("s3", &s.s3_bucket, &s.s3_prefix),
-        "datastore" => {
-            let scheme = if s.datastore_type.eq_ignore_ascii_case("S3") {
+    match s.mode {
+        SourceMode::Gcs => join("gs", &s.gcs_bucket, &s.gcs_prefix),
+        SourceMode::S3 => join("s3", &s.s3_bucket, &s.s3_prefix),
+        SourceMode::Datastore => {
+            let scheme = if s.datastore_type == Some(DatastoreType::S3) {
                 "s3"
             } else {
                 "gs"
             };
             format!("{scheme}://{}", s.datastore_path.trim_matches('/'))
         }
-        _ => std::fs::canonicalize(&s.local_path)
+        SourceMode::Local => std::fs::canonicalize(&s.local_path)
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| s.local_path.clone()),
     }
@@ -372,12 +372,12 @@ mod tests {
     #[test]
     fn source_locations_like_the_original() {
         let mut c = Config::default();
-        c.source.mode = "gcs".into();
+        c.source.mode = SourceMode::Gcs;
         c.source.gcs_bucket = "b".into();
         c.source.gcs_prefix = "ledgers/".into();
         assert_eq!(source_location(&c), "gs://b/ledgers");
-        c.source.mode = "datastore".into();
-        c.source.datastore_type = "S3".into();
+        c.source.mode = SourceMode::Datastore;
+        c.source.datastore_type = Some(DatastoreType::S3);
         c.source.datastore_path = "bucket/x".into();
         assert_eq!(source_location(&c), "s3://bucket/x");
     }

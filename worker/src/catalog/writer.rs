@@ -53,7 +53,7 @@ impl CatalogWriter {
             identity: DatasetIdentity::from_config(config),
             schema_hash: schema_hash(),
             context: RecordContext {
-                source_type: config.source.mode.clone(),
+                source_type: config.source.mode.to_string(),
                 source_location: source_location(config),
                 storage_prefix: config.storage_prefix(),
                 previous: None,

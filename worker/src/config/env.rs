@@ -3,7 +3,7 @@
 //! `MAX_IN_FLIGHT_PARTITIONS=8 bronze-copier -config config.yaml` does what the runbook says.
 //! A value that does not parse is an error naming the variable, never a silent zero.
 
-use super::Config;
+use super::{Choice, Config};
 
 type Apply = fn(&mut Config, &str) -> Result<(), String>;
 
@@ -40,7 +40,7 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         Ok(())
     }),
     ("SOURCE_MODE", "source.mode", |c, v| {
-        set_str(&mut c.source.mode, v)
+        choose(c, "source.mode", v, |c, m| c.source.mode = m)
     }),
     ("SOURCE_LOCAL_PATH", "source.local_path", |c, v| {
         set_str(&mut c.source.local_path, v)
@@ -64,7 +64,9 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         set_str(&mut c.source.s3_region, v)
     }),
     ("SOURCE_DATASTORE_TYPE", "source.datastore_type", |c, v| {
-        set_str(&mut c.source.datastore_type, v)
+        choose(c, "source.datastore_type", v, |c, t| {
+            c.source.datastore_type = Some(t)
+        })
     }),
     ("SOURCE_DATASTORE_PATH", "source.datastore_path", |c, v| {
         set_str(&mut c.source.datastore_path, v)
@@ -85,7 +87,7 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         |c, v| set_opt_num(&mut c.source.batches_per_partition, v),
     ),
     ("STORAGE_BACKEND", "storage.backend", |c, v| {
-        set_str(&mut c.storage.backend, v)
+        choose(c, "storage.backend", v, |c, b| c.storage.backend = b)
     }),
     ("STORAGE_LOCAL_DIR", "storage.local_dir", |c, v| {
         set_str(&mut c.storage.local_dir, v)
@@ -106,7 +108,9 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         set_str(&mut c.storage.prefix, v)
     }),
     ("STORAGE_COMPRESSION", "storage.compression", |c, v| {
-        set_str(&mut c.storage.compression, v)
+        choose(c, "storage.compression", v, |c, z| {
+            c.storage.compression = z
+        })
     }),
     (
         "STORAGE_COMPRESSION_LEVEL",
@@ -130,6 +134,11 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         "storage.upload_part_bytes",
         |c, v| set_num(&mut c.storage.upload_part_bytes, v),
     ),
+    ("STORAGE_TABLE_FORMAT", "storage.table_format", |c, v| {
+        choose(c, "storage.table_format", v, |c, f| {
+            c.storage.table_format = f
+        })
+    }),
     ("CATALOG_DSN", "catalog.postgres_dsn", |c, v| {
         set_str(&mut c.catalog.postgres_dsn, v)
     }),
@@ -153,7 +162,7 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         set_bool(&mut c.pas.strict, v)
     }),
     ("PAS_OUTBOX", "pas.outbox", |c, v| {
-        set_str(&mut c.pas.outbox, v)
+        choose(c, "pas.outbox", v, |c, o| c.pas.outbox = o)
     }),
     ("BRONZE_PRIMARY_TABLE", "bronze.primary_table", |c, v| {
         set_str(&mut c.bronze.primary_table, v)
@@ -182,10 +191,10 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         set_num(&mut c.perf.retry_backoff_ms, v)
     }),
     ("LOG_FORMAT", "logging.format", |c, v| {
-        set_str(&mut c.logging.format, v)
+        choose(c, "logging.format", v, |c, f| c.logging.format = f)
     }),
     ("LOG_LEVEL", "logging.level", |c, v| {
-        set_str(&mut c.logging.level, v)
+        choose(c, "logging.level", v, |c, l| c.logging.level = l)
     }),
     ("METRICS_ENABLED", "metrics.enabled", |c, v| {
         set_bool(&mut c.metrics.enabled, v)
@@ -213,6 +222,8 @@ pub fn apply_env(
         let Some(value) = lookup(var).filter(|v| !v.is_empty()) else {
             continue;
         };
+        // The variable replaces the file's value, including one the file got wrong.
+        config.rejected.remove(*key);
         match apply(config, &value) {
             Ok(()) => overrides.applied.push((var, key)),
             Err(why) => errors.push(format!("{var} (overrides {key}): {why}: {value:?}")),
@@ -223,6 +234,32 @@ pub fn apply_env(
     } else {
         Err(errors)
     }
+}
+
+/// The environment variable that overrides config `key` (`storage.backend` -> `STORAGE_BACKEND`),
+/// so a driver that configures the worker through its environment names no variable by hand.
+pub fn env_var(key: &str) -> Option<&'static str> {
+    ENV_VARS
+        .iter()
+        .find(|(_, k, _)| *k == key)
+        .map(|(var, _, _)| *var)
+}
+
+/// Sets a closed-set value; text that names no choice is kept in `config.rejected` under `key`
+/// for [`super::validate`] to report, exactly as a bad value in the file is.
+fn choose<T: Choice>(
+    config: &mut Config,
+    key: &str,
+    value: &str,
+    set: fn(&mut Config, T),
+) -> Result<(), String> {
+    match value.parse::<T>() {
+        Ok(choice) => set(config, choice),
+        Err(_) => {
+            config.rejected.insert(key.to_string(), value.to_string());
+        }
+    }
+    Ok(())
 }
 
 fn set_str(slot: &mut String, value: &str) -> Result<(), String> {
@@ -264,6 +301,7 @@ pub(crate) fn parse_bool(value: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Compression, DatastoreType, LogLevel, SourceMode, StorageBackend};
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -311,6 +349,56 @@ mod tests {
             config.era.ledger_start, 1,
             "a bad value must not change the config"
         );
+    }
+
+    #[test]
+    fn every_closed_set_variable_records_a_bad_value_under_its_own_key() {
+        for (var, key, _) in ENV_VARS {
+            if !crate::config::choice::CHOICE_KEYS
+                .iter()
+                .any(|(k, _)| k == key)
+            {
+                continue;
+            }
+            let mut config = Config::default();
+            apply_env(&mut config, env(&[(var, "nonsense")])).unwrap();
+            assert_eq!(
+                config.rejected.get(*key).map(String::as_str),
+                Some("nonsense"),
+                "{var}"
+            );
+            assert_eq!(config.rejected.len(), 1, "{var}");
+        }
+        // A good value from the environment replaces a bad one from the file.
+        let mut config = Config::default();
+        config
+            .rejected
+            .insert("storage.backend".into(), "ftp".into());
+        apply_env(&mut config, env(&[("STORAGE_BACKEND", "s3")])).unwrap();
+        assert!(config.rejected.is_empty());
+        assert_eq!(config.storage.backend, StorageBackend::S3);
+    }
+
+    #[test]
+    fn closed_sets_parse_from_the_environment() {
+        let mut config = Config::default();
+        apply_env(
+            &mut config,
+            env(&[
+                ("SOURCE_MODE", "datastore"),
+                ("SOURCE_DATASTORE_TYPE", "s3"),
+                ("STORAGE_COMPRESSION", "LZ4"),
+                ("LOG_LEVEL", "warning"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.source.mode, SourceMode::Datastore);
+        assert_eq!(config.source.datastore_type, Some(DatastoreType::S3));
+        assert_eq!(config.storage.compression, Compression::Lz4);
+        assert_eq!(config.logging.level, LogLevel::Warn);
+        assert!(config.rejected.is_empty());
+        assert_eq!(env_var("storage.compression"), Some("STORAGE_COMPRESSION"));
+        assert_eq!(env_var("no.such.key"), None);
     }
 
     #[test]

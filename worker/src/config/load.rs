@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Config;
+use super::choice::{CHOICE_KEYS, Rejected};
 use super::env::{EnvOverrides, apply_env};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +64,27 @@ pub fn load_config(
     })
 }
 
-/// Parses YAML text into a config, collecting the keys that were not used.
+/// Parses YAML text into a config, collecting the keys that were not used. A closed-set value
+/// that names no choice (`storage.backend: ftp`) is not a parse error: it is kept in
+/// `Config::rejected` so `-validate` reports it with every other problem of the file.
 pub fn parse_yaml(text: &str) -> Result<(Config, Vec<String>), String> {
     if text.trim().is_empty() {
         return Ok((Config::default(), Vec::new()));
     }
-    let mut ignored = Vec::new();
-    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-    let config: Config = serde_ignored::deserialize(deserializer, |path| {
-        ignored.push(path.to_string());
-    })
-    .map_err(|e| every_bad_field(text, e.to_string()))?;
+    let (config, mut ignored) = match deserialize(text) {
+        Ok(parsed) => parsed,
+        Err(first) => {
+            let Some((reduced, rejected)) = without_bad_choices(text) else {
+                return Err(every_bad_field(text, first));
+            };
+            // Anything else wrong makes it a parse error, listing the bad choices too.
+            let Ok((mut config, ignored)) = deserialize(&reduced) else {
+                return Err(every_bad_field(text, first));
+            };
+            config.rejected = rejected;
+            (config, ignored)
+        }
+    };
     for legacy in ["eras", "active_eras"] {
         let present = match legacy {
             "eras" => config.eras.is_some(),
@@ -89,6 +100,47 @@ pub fn parse_yaml(text: &str) -> Result<(Config, Vec<String>), String> {
         ignored.push("catalog.namespace (unused)".into());
     }
     Ok((config, ignored))
+}
+
+fn deserialize(text: &str) -> Result<(Config, Vec<String>), String> {
+    let mut ignored = Vec::new();
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    let config: Config = serde_ignored::deserialize(deserializer, |path| {
+        ignored.push(path.to_string());
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((config, ignored))
+}
+
+/// The document without its closed-set values that name no choice, and those values by key;
+/// `None` when there are none (or the text is not YAML).
+fn without_bad_choices(text: &str) -> Option<(String, Rejected)> {
+    let mut doc = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).ok()?;
+    let mut rejected = Rejected::new();
+    for (key, names_a_choice) in CHOICE_KEYS {
+        let Some(value) = field(&doc, key) else {
+            continue;
+        };
+        let text = match value {
+            serde_yaml_ng::Value::String(s) => s.clone(),
+            serde_yaml_ng::Value::Number(n) => n.to_string(),
+            serde_yaml_ng::Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        if !names_a_choice(&text) {
+            remove_field(&mut doc, key);
+            rejected.insert(key.to_string(), text);
+        }
+    }
+    if rejected.is_empty() {
+        return None;
+    }
+    Some((serde_yaml_ng::to_string(&doc).ok()?, rejected))
+}
+
+/// The value at dotted `path`, if any.
+fn field<'a>(doc: &'a serde_yaml_ng::Value, path: &str) -> Option<&'a serde_yaml_ng::Value> {
+    path.split('.').try_fold(doc, |node, key| node.get(key))
 }
 
 /// At most this many bad fields are listed for one file.
@@ -212,7 +264,10 @@ perf:
         assert_eq!(config.era.network, "testnet");
         assert_eq!(config.era.ledger_start, 1);
         assert!(config.follows_tip());
-        assert_eq!(config.source.datastore_type, "GCS");
+        assert_eq!(
+            config.source.datastore_type,
+            Some(crate::config::DatastoreType::Gcs)
+        );
         assert_eq!(config.storage.local_dir, "/data/bronze");
         assert!(config.pas.enabled);
         assert_eq!(config.perf.max_in_flight_partitions, 4);
@@ -261,6 +316,39 @@ perf:
         // A syntax error is reported once, as it is.
         let err = parse_yaml("era: [\n").unwrap_err();
         assert!(!err.contains("bad fields"), "{err}");
+    }
+
+    #[test]
+    fn a_value_naming_no_choice_is_kept_for_validation_not_a_parse_error() {
+        let (config, ignored) = parse_yaml(
+            "storage:\n  backend: ftp\n  compression: ZSTD\nlogging:\n  format: xml\n  level: 5\n",
+        )
+        .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(config.rejected.get("storage.backend").unwrap(), "ftp");
+        assert_eq!(config.rejected.get("logging.format").unwrap(), "xml");
+        assert_eq!(config.rejected.get("logging.level").unwrap(), "5");
+        assert_eq!(config.rejected.len(), 3, "{:?}", config.rejected);
+        assert_eq!(config.storage.compression, crate::config::Compression::Zstd);
+        // With a type error as well, the file is a parse error naming both.
+        let err = parse_yaml("storage:\n  backend: ftp\nera:\n  ledger_start: x\n").unwrap_err();
+        assert!(
+            err.contains("storage.backend") && err.contains("era.ledger_start"),
+            "{err}"
+        );
+        assert!(err.contains("must be one of: local, gcs, s3"), "{err}");
+    }
+
+    #[test]
+    fn typed_values_load_with_the_runbook_spellings() {
+        let (config, _) = parse_yaml(
+            "source:\n  mode: datastore\n  datastore_type: \"\"\npas:\n  outbox: storage\n",
+        )
+        .unwrap();
+        assert_eq!(config.source.mode, crate::config::SourceMode::Datastore);
+        assert_eq!(config.source.datastore_type, None, "empty means unset");
+        assert_eq!(config.pas.outbox, crate::config::PasOutbox::Storage);
+        assert!(config.rejected.is_empty());
     }
 
     #[test]

@@ -5,11 +5,16 @@
 //! files keep loading. Defaults are the same whether the config comes from a file or from the
 //! environment (the original disagreed between the two).
 
+mod choice;
 mod env;
 mod load;
 mod validate;
 
-pub use env::{ENV_VARS, EnvOverrides};
+pub use choice::{
+    Choice, Compression, DatastoreType, LogFormat, LogLevel, PasOutbox, Rejected, SourceMode,
+    StorageBackend, TableFormat, UnknownChoice,
+};
+pub use env::{ENV_VARS, EnvOverrides, env_var};
 pub use load::{ConfigError, LoadedConfig, load_config};
 pub use validate::{FieldError, redact_dsn, validate};
 
@@ -36,6 +41,10 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
     pub bronze: BronzeConfig,
+    /// Closed-set values (file or environment) that named no choice, kept as written for
+    /// [`validate`], which reports each of them: a config with any never runs.
+    #[serde(skip)]
+    pub rejected: Rejected,
 }
 
 impl Default for Config {
@@ -54,6 +63,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
             bronze: BronzeConfig::default(),
+            rejected: Rejected::new(),
         }
     }
 }
@@ -95,8 +105,7 @@ impl Default for EraConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct SourceConfig {
-    /// `local`, `gcs`, `s3` or `datastore`. All of them read a Galexie (SEP-54) datastore.
-    pub mode: String,
+    pub mode: SourceMode,
     pub local_path: String,
     pub gcs_bucket: String,
     pub gcs_prefix: String,
@@ -104,8 +113,9 @@ pub struct SourceConfig {
     pub s3_prefix: String,
     pub s3_endpoint: String,
     pub s3_region: String,
-    /// `GCS` or `S3` (mode `datastore`).
-    pub datastore_type: String,
+    /// Mode `datastore`; empty in the file means unset.
+    #[serde(with = "choice::optional_datastore_type")]
+    pub datastore_type: Option<DatastoreType>,
     /// `bucket/prefix`, no scheme (mode `datastore`).
     pub datastore_path: String,
     /// How long to wait between polls for the next object when following the tip.
@@ -119,7 +129,7 @@ pub struct SourceConfig {
 impl Default for SourceConfig {
     fn default() -> Self {
         Self {
-            mode: "local".into(),
+            mode: SourceMode::Local,
             local_path: String::new(),
             gcs_bucket: String::new(),
             gcs_prefix: String::new(),
@@ -127,7 +137,7 @@ impl Default for SourceConfig {
             s3_prefix: String::new(),
             s3_endpoint: String::new(),
             s3_region: String::new(),
-            datastore_type: String::new(),
+            datastore_type: None,
             datastore_path: String::new(),
             poll_interval_ms: 2_000,
             ledgers_per_batch: None,
@@ -139,8 +149,7 @@ impl Default for SourceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct StorageConfig {
-    /// `local`, `gcs` or `s3`.
-    pub backend: String,
+    pub backend: StorageBackend,
     pub local_dir: String,
     pub gcs_bucket: String,
     pub s3_bucket: String,
@@ -148,30 +157,32 @@ pub struct StorageConfig {
     pub s3_region: String,
     /// Key prefix inside the bucket or directory; a missing trailing `/` is added.
     pub prefix: String,
-    /// Parquet codec: `zstd`, `snappy`, `lz4`, `gzip` or `none`.
-    pub compression: String,
+    pub compression: Compression,
     /// Codec level for `zstd` (1-22) and `gzip` (0-9); absent means the codec's default.
     pub compression_level: Option<i32>,
     /// Row groups are closed when their encoded size reaches this many bytes.
     pub row_group_bytes: usize,
     /// Size of each part of a multipart upload (cloud backends).
     pub upload_part_bytes: usize,
+    /// `none` (default) or `delta`: the dataset folder is also a Delta Lake table.
+    pub table_format: TableFormat,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
-            backend: "local".into(),
+            backend: StorageBackend::Local,
             local_dir: String::new(),
             gcs_bucket: String::new(),
             s3_bucket: String::new(),
             s3_endpoint: String::new(),
             s3_region: String::new(),
             prefix: "bronze/".into(),
-            compression: "zstd".into(),
+            compression: Compression::Zstd,
             compression_level: None,
             row_group_bytes: 64 * 1024 * 1024,
             upload_part_bytes: 16 * 1024 * 1024,
+            table_format: TableFormat::None,
         }
     }
 }
@@ -195,16 +206,14 @@ pub struct PasConfig {
     /// Name of the environment variable holding a bearer token for the endpoint.
     pub token_env: String,
     pub timeout_ms: u64,
-    /// Where events are kept before delivery: [`PAS_OUTBOX_FILE`] (`backup_dir`, the original's
-    /// layout) or [`PAS_OUTBOX_STORAGE`] (objects under `<storage prefix>_pas/` in the output
-    /// storage, created conditionally; what the Kubernetes operator writes).
-    pub outbox: String,
+    /// Where events are kept before delivery.
+    pub outbox: PasOutbox,
 }
 
 /// `pas.outbox`: events in `pas.backup_dir`.
-pub const PAS_OUTBOX_FILE: &str = "file";
+pub const PAS_OUTBOX_FILE: PasOutbox = PasOutbox::File;
 /// `pas.outbox`: events next to the data, in the output storage.
-pub const PAS_OUTBOX_STORAGE: &str = "storage";
+pub const PAS_OUTBOX_STORAGE: PasOutbox = PasOutbox::Storage;
 
 impl Default for PasConfig {
     fn default() -> Self {
@@ -215,7 +224,7 @@ impl Default for PasConfig {
             strict: false,
             token_env: "PAS_TOKEN".into(),
             timeout_ms: 30_000,
-            outbox: PAS_OUTBOX_FILE.into(),
+            outbox: PasOutbox::File,
         }
     }
 }
@@ -268,17 +277,15 @@ impl Default for PerfConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct LoggingConfig {
-    /// `text` or `json`.
-    pub format: String,
-    /// `trace`, `debug`, `info`, `warn` or `error`.
-    pub level: String,
+    pub format: LogFormat,
+    pub level: LogLevel,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
         Self {
-            format: "text".into(),
-            level: "info".into(),
+            format: LogFormat::Text,
+            level: LogLevel::Info,
         }
     }
 }

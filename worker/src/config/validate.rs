@@ -4,7 +4,10 @@
 use std::fmt;
 use std::path::Path;
 
-use super::{Config, PRIMARY_TABLE, normalize_prefix};
+use super::{
+    Compression, Config, LogFormat, LogLevel, PRIMARY_TABLE, PasOutbox, SourceMode, StorageBackend,
+    normalize_prefix,
+};
 use crate::network::passphrase_for;
 
 /// The largest partition the grid accepts. Bigger partitions only make retries and memory worse.
@@ -33,6 +36,30 @@ impl Report {
             value: value.to_string(),
             message: message.into(),
         });
+    }
+
+    /// Reports `key` when its value named no choice (the message says which are allowed);
+    /// whether it did.
+    fn rejected<T: std::str::FromStr<Err = super::UnknownChoice>>(
+        &mut self,
+        c: &Config,
+        key: &str,
+    ) -> bool {
+        let Some(text) = c.rejected.get(key) else {
+            return false;
+        };
+        let why = text
+            .parse::<T>()
+            .err()
+            .map_or_else(String::new, |e| e.0.to_string());
+        self.fail(key, text, why);
+        true
+    }
+
+    /// `value`, or `None` (reported) when the text at `key` named no choice: checks that depend
+    /// on the value are skipped then, as they always were for an unknown value.
+    fn choice<T: super::Choice>(&mut self, c: &Config, key: &str, value: T) -> Option<T> {
+        (!self.rejected::<T>(c, key)).then_some(value)
     }
 
     fn require(&mut self, field: &str, value: &str, why: &str) {
@@ -122,8 +149,9 @@ fn check_era(c: &Config, r: &mut Report) {
 
 fn check_source(c: &Config, r: &mut Report) {
     let s = &c.source;
-    match s.mode.as_str() {
-        "local" => {
+    match r.choice(c, "source.mode", s.mode) {
+        None => {}
+        Some(SourceMode::Local) => {
             r.require(
                 "source.local_path",
                 &s.local_path,
@@ -137,16 +165,16 @@ fn check_source(c: &Config, r: &mut Report) {
                 );
             }
         }
-        "gcs" => r.require(
+        Some(SourceMode::Gcs) => r.require(
             "source.gcs_bucket",
             &s.gcs_bucket,
             "when source.mode is gcs",
         ),
-        "s3" => {
+        Some(SourceMode::S3) => {
             r.require("source.s3_bucket", &s.s3_bucket, "when source.mode is s3");
             check_endpoint("source.s3_endpoint", &s.s3_endpoint, r);
         }
-        "datastore" => {
+        Some(SourceMode::Datastore) => {
             r.require(
                 "source.datastore_path",
                 &s.datastore_path,
@@ -165,20 +193,13 @@ fn check_source(c: &Config, r: &mut Report) {
                     "must start with the bucket name",
                 );
             }
-            if !matches!(s.datastore_type.to_ascii_uppercase().as_str(), "GCS" | "S3") {
-                r.fail(
-                    "source.datastore_type",
-                    &s.datastore_type,
-                    "must be GCS or S3",
-                );
+            if !r.rejected::<super::DatastoreType>(c, "source.datastore_type")
+                && s.datastore_type.is_none()
+            {
+                r.fail("source.datastore_type", "", "must be GCS or S3");
             }
             check_endpoint("source.s3_endpoint", &s.s3_endpoint, r);
         }
-        other => r.fail(
-            "source.mode",
-            other,
-            "must be one of: local, gcs, s3, datastore",
-        ),
     }
     if s.poll_interval_ms == 0 {
         r.fail("source.poll_interval_ms", s.poll_interval_ms, "must be > 0");
@@ -195,8 +216,9 @@ fn check_source(c: &Config, r: &mut Report) {
 
 fn check_storage(c: &Config, r: &mut Report) {
     let s = &c.storage;
-    match s.backend.as_str() {
-        "local" => {
+    match r.choice(c, "storage.backend", s.backend) {
+        None => {}
+        Some(StorageBackend::Local) => {
             r.require(
                 "storage.local_dir",
                 &s.local_dir,
@@ -206,12 +228,12 @@ fn check_storage(c: &Config, r: &mut Report) {
                 check_writable_dir("storage.local_dir", &s.local_dir, r);
             }
         }
-        "gcs" => r.require(
+        Some(StorageBackend::Gcs) => r.require(
             "storage.gcs_bucket",
             &s.gcs_bucket,
             "when storage.backend is gcs",
         ),
-        "s3" => {
+        Some(StorageBackend::S3) => {
             r.require(
                 "storage.s3_bucket",
                 &s.s3_bucket,
@@ -219,7 +241,6 @@ fn check_storage(c: &Config, r: &mut Report) {
             );
             check_endpoint("storage.s3_endpoint", &s.s3_endpoint, r);
         }
-        other => r.fail("storage.backend", other, "must be one of: local, gcs, s3"),
     }
     let prefix = normalize_prefix(&s.prefix);
     if prefix.split('/').any(|seg| seg == "." || seg == "..") {
@@ -229,23 +250,24 @@ fn check_storage(c: &Config, r: &mut Report) {
             "must not contain . or .. segments",
         );
     }
-    match s.compression.to_ascii_lowercase().as_str() {
-        "zstd" => check_level("storage.compression_level", s.compression_level, 1, 22, r),
-        "gzip" => check_level("storage.compression_level", s.compression_level, 0, 9, r),
-        "snappy" | "lz4" | "none" | "uncompressed" => {
-            if let Some(level) = s.compression_level {
-                r.fail(
-                    "storage.compression_level",
-                    level,
-                    format!("is not used by {}", s.compression),
-                );
+    if let Some(compression) = r.choice(c, "storage.compression", s.compression) {
+        match compression {
+            Compression::Zstd => {
+                check_level("storage.compression_level", s.compression_level, 1, 22, r)
+            }
+            Compression::Gzip => {
+                check_level("storage.compression_level", s.compression_level, 0, 9, r)
+            }
+            Compression::Snappy | Compression::Lz4 | Compression::None => {
+                if let Some(level) = s.compression_level {
+                    r.fail(
+                        "storage.compression_level",
+                        level,
+                        format!("is not used by {compression}"),
+                    );
+                }
             }
         }
-        other => r.fail(
-            "storage.compression",
-            other,
-            "must be one of: zstd, snappy, lz4, gzip, none",
-        ),
     }
     if s.row_group_bytes < 1024 * 1024 {
         r.fail(
@@ -275,8 +297,8 @@ fn check_services(c: &Config, r: &mut Report) {
         }
     }
     if c.pas.enabled {
-        match c.pas.outbox.as_str() {
-            super::PAS_OUTBOX_FILE => {
+        match r.choice(c, "pas.outbox", c.pas.outbox) {
+            Some(PasOutbox::File) => {
                 r.require(
                     "pas.backup_dir",
                     &c.pas.backup_dir,
@@ -286,8 +308,7 @@ fn check_services(c: &Config, r: &mut Report) {
                     check_writable_dir("pas.backup_dir", &c.pas.backup_dir, r);
                 }
             }
-            super::PAS_OUTBOX_STORAGE => {}
-            other => r.fail("pas.outbox", other, "must be one of: file, storage"),
+            Some(PasOutbox::Storage) | None => {}
         }
         if !c.pas.endpoint.is_empty() {
             check_url("pas.endpoint", &c.pas.endpoint, r);
@@ -339,22 +360,8 @@ fn check_perf_and_logging(c: &Config, r: &mut Report) {
             "must be >= 1 (it counts the first attempt)",
         );
     }
-    if !matches!(
-        c.logging.format.to_ascii_lowercase().as_str(),
-        "text" | "json"
-    ) {
-        r.fail("logging.format", &c.logging.format, "must be text or json");
-    }
-    if !matches!(
-        c.logging.level.to_ascii_lowercase().as_str(),
-        "trace" | "debug" | "info" | "warn" | "warning" | "error"
-    ) {
-        r.fail(
-            "logging.level",
-            &c.logging.level,
-            "must be trace, debug, info, warn or error",
-        );
-    }
+    r.rejected::<LogFormat>(c, "logging.format");
+    r.rejected::<LogLevel>(c, "logging.level");
 }
 
 fn check_level(field: &str, level: Option<i32>, min: i32, max: i32, r: &mut Report) {
@@ -505,8 +512,9 @@ mod tests {
         c.era.ledger_start = 500;
         c.era.ledger_end = 100;
         c.era.partition_size = 0;
-        c.source.mode = "datastore".into();
-        c.source.datastore_type = "azure".into();
+        c.source.mode = SourceMode::Datastore;
+        c.rejected
+            .insert("source.datastore_type".into(), "azure".into());
         c.source.datastore_path = "gs://bucket/prefix".into();
         c.pas.enabled = true;
         c.pas.endpoint = "not a url".into();
@@ -531,6 +539,35 @@ mod tests {
             .unwrap();
         assert_eq!(path_error.value, "gs://bucket/prefix");
         assert!(path_error.to_string().contains("gs://bucket/prefix"));
+    }
+
+    #[test]
+    fn a_value_naming_no_choice_is_reported_as_before_and_its_dependent_checks_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        // What the file `storage.backend: ftp` (or STORAGE_BACKEND=ftp) leaves: the default
+        // backend, whose own checks must not run, and the text for the report.
+        c.storage.local_dir.clear();
+        c.storage.compression_level = Some(99);
+        for (key, text) in [
+            ("storage.backend", "ftp"),
+            ("storage.compression", "brotli"),
+            ("source.mode", "ftp"),
+            ("logging.level", "loud"),
+        ] {
+            c.rejected.insert(key.into(), text.into());
+        }
+        c.source.local_path.clear();
+        let lines: Vec<String> = errors_of(&c).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "source.mode = \"ftp\": must be one of: local, gcs, s3, datastore",
+                "storage.backend = \"ftp\": must be one of: local, gcs, s3",
+                "storage.compression = \"brotli\": must be one of: zstd, snappy, lz4, gzip, none",
+                "logging.level = \"loud\": must be trace, debug, info, warn or error",
+            ]
+        );
     }
 
     #[test]

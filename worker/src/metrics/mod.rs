@@ -7,7 +7,10 @@
 //! one family), byte counters, `catalog_pending_partitions`, `pas_pending_deliveries` and
 //! `build_info`. Labels `{network, era_id, version}` name the dataset, set once by [`init`].
 //!
-//! [`serve`] exposes `/metrics` (Prometheus text format 0.0.4) and `/health`.
+//! [`serve`] exposes `/metrics` (Prometheus text format 0.0.4) and `/health`. A process that serves
+//! its own registry (the operator, whose PAS delivery and datastore reads run this library's code)
+//! adds these families to it with [`register`]: one registry and one endpoint per process, one
+//! set of counters.
 
 mod rate;
 mod server;
@@ -24,7 +27,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 pub use rate::{RateTracker, RateWindow};
-pub use server::{MetricsServer, ServeError, serve};
+pub use server::{MetricsServer, ServeError, accept_loop, serve};
 
 use crate::config::Config;
 
@@ -134,7 +137,6 @@ fn hist(constructor: fn() -> Histogram) -> Hist {
 }
 
 struct Metrics {
-    registry: Registry,
     partitions_processed: Family<DatasetLabels, Counter>,
     partitions_skipped: Family<DatasetLabels, Counter>,
     partitions_failed: Family<DatasetLabels, Counter>,
@@ -163,12 +165,27 @@ struct Metrics {
     build_info: Family<BuildLabels, Gauge>,
 }
 
+/// The one store of this library's metrics in a process: registries only index it.
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The standalone copier's registry (what [`encode`] serves). A process with its own registry
+/// (the operator) does not build this one: it registers the same families with [`register`].
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let mut registry = Registry::default();
+    register(&mut registry);
+    registry
+});
+
+/// Registers this library's families (`bronze_copier_*`, the very series [`retry`] and friends
+/// update) in `registry`, so a process that serves its own registry serves them too, from the
+/// same counters. `registry` must have no prefix of its own.
+pub fn register(registry: &mut Registry) {
+    METRICS.register(registry.sub_registry_with_prefix("bronze_copier"));
+}
 
 impl Metrics {
     fn new() -> Self {
-        let mut m = Metrics {
-            registry: Registry::with_prefix("bronze_copier"),
+        Metrics {
             partitions_processed: Family::default(),
             partitions_skipped: Family::default(),
             partitions_failed: Family::default(),
@@ -197,8 +214,11 @@ impl Metrics {
             errors: Family::default(),
             retries: Family::default(),
             build_info: Family::default(),
-        };
-        let r = &mut m.registry;
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "partitions_processed",
             "Partitions committed by this run",
@@ -321,7 +341,6 @@ impl Metrics {
             "Version of the running copier",
             m.build_info.clone(),
         );
-        m
     }
 }
 
@@ -334,8 +353,8 @@ pub fn init(config: &Config) {
             era_id: config.era.era_id.clone(),
             version: config.era.version_label.clone(),
         },
-        source_type: config.source.mode.clone(),
-        backend: config.storage.backend.clone(),
+        source_type: config.source.mode.to_string(),
+        backend: config.storage.backend.to_string(),
     });
     let m = &*METRICS;
     m.build_info
@@ -583,7 +602,7 @@ pub fn set_pas_pending(deliveries: usize) {
 /// The registry in Prometheus text format 0.0.4.
 pub fn encode() -> String {
     let mut out = String::new();
-    prometheus_client::encoding::prometheus_text::encode(&mut out, &METRICS.registry)
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &REGISTRY)
         .expect("writing to a String cannot fail");
     out
 }

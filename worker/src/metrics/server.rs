@@ -49,28 +49,36 @@ pub async fn serve(address: &str) -> Result<MetricsServer, ServeError> {
         })?;
     let local_addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(address = %local_addr, "metrics server listening (/metrics, /health)");
-    let task = tokio::spawn(accept_loop(listener));
+    let task = tokio::spawn(accept_loop(listener, handle));
     Ok(MetricsServer { local_addr, task })
 }
 
-async fn accept_loop(listener: TcpListener) {
+/// Serves HTTP/1.1 on `listener` until dropped, answering every request with `handle`: the one
+/// HTTP server of both binaries (this module's `/metrics` and `/health`, and the operator's
+/// endpoint), so each process has a single listener.
+pub async fn accept_loop<H, F>(listener: TcpListener, handle: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "metrics server: accept failed");
+                tracing::warn!(error = %e, "http server: accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let handle = handle.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(handle);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(error = %e, "metrics server: connection ended with an error");
+                tracing::debug!(error = %e, "http server: connection ended with an error");
             }
         });
     }

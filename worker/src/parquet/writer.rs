@@ -7,6 +7,7 @@
 //! known the moment it is finished, without reading it back. The bytes depend only on the rows
 //! and the settings, so the same input always gives the same file.
 
+use crate::config::Compression as CodecName;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ pub enum WriterError {
 /// What the writer needs besides the rows.
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
-    pub compression: String,
+    pub compression: CodecName,
     pub compression_level: Option<i32>,
     pub row_group_bytes: usize,
     pub network: String,
@@ -65,7 +66,7 @@ pub struct WriterSettings {
 
 impl WriterSettings {
     pub fn properties(&self) -> Result<WriterProperties, WriterError> {
-        let compression = codec(&self.compression, self.compression_level)?;
+        let compression = codec(self.compression, self.compression_level)?;
         let mut builder = WriterProperties::builder()
             .set_compression(compression)
             .set_created_by(format!("bronze-copier version {}", crate::VERSION))
@@ -90,23 +91,22 @@ impl WriterSettings {
 }
 
 /// The Parquet codec for a config value.
-pub fn codec(name: &str, level: Option<i32>) -> Result<Compression, WriterError> {
+pub fn codec(name: CodecName, level: Option<i32>) -> Result<Compression, WriterError> {
     let bad = || WriterError::UnknownCompression(format!("{name} level {level:?}"));
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "zstd" => Compression::ZSTD(match level {
+    Ok(match name {
+        CodecName::Zstd => Compression::ZSTD(match level {
             Some(l) => ZstdLevel::try_new(l).map_err(|_| bad())?,
             None => ZstdLevel::default(),
         }),
-        "gzip" => Compression::GZIP(match level {
+        CodecName::Gzip => Compression::GZIP(match level {
             Some(l) => {
                 GzipLevel::try_new(u32::try_from(l).map_err(|_| bad())?).map_err(|_| bad())?
             }
             None => GzipLevel::default(),
         }),
-        "snappy" => Compression::SNAPPY,
-        "lz4" => Compression::LZ4_RAW,
-        "none" | "uncompressed" => Compression::UNCOMPRESSED,
-        _ => return Err(bad()),
+        CodecName::Snappy => Compression::SNAPPY,
+        CodecName::Lz4 => Compression::LZ4_RAW,
+        CodecName::None => Compression::UNCOMPRESSED,
     })
 }
 
@@ -398,7 +398,7 @@ mod tests {
 
     fn settings(compression: &str) -> WriterSettings {
         WriterSettings {
-            compression: compression.into(),
+            compression: compression.parse().unwrap(),
             compression_level: None,
             row_group_bytes: 1024 * 1024,
             network: "testnet".into(),
@@ -543,16 +543,19 @@ mod tests {
             }
             let column = meta.row_group(0).column(XDR_COLUMN);
             assert_eq!(column.column_path().string(), "xdr_bytes");
-            assert_eq!(column.compression(), codec(name, None).unwrap());
+            assert_eq!(
+                column.compression(),
+                codec(name.parse().unwrap(), None).unwrap()
+            );
         }
     }
 
     #[test]
     fn every_codec_is_accepted_and_unknown_is_not() {
         for name in ["zstd", "snappy", "lz4", "gzip", "none"] {
-            assert!(codec(name, None).is_ok(), "{name}");
+            assert!(codec(name.parse().unwrap(), None).is_ok(), "{name}");
         }
-        assert!(codec("zstd", Some(99)).is_err());
-        assert!(codec("brotli-ish", None).is_err());
+        assert!(codec(CodecName::Zstd, Some(99)).is_err());
+        assert!("brotli-ish".parse::<CodecName>().is_err());
     }
 }

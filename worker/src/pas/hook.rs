@@ -307,6 +307,7 @@ impl PasStream {
             storage_path: commit.storage_path.clone(),
             manifest: commit.manifest.clone(),
             adopted: commit.adopted,
+            replaced: commit.replaced.is_some(),
             overwrite: commit.overwrite,
         })
         .await

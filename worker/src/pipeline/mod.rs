@@ -25,7 +25,7 @@ pub use progress::{Progress, ProgressSnapshot, progress_line};
 pub use sequencer::{CommitEvent, HookError, Records, SequenceCounts, SequenceError, Sequencer};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 use crate::hash::parse_hash;
 use crate::parquet::WriterSettings;
 use crate::partition::{LedgerRange, PartitionGrid};
@@ -74,9 +74,9 @@ pub struct RunOptions {
 /// The output location from `storage.*`.
 pub fn open_output_location(config: &Config) -> Result<Location, StoreError> {
     let s = &config.storage;
-    match s.backend.as_str() {
-        "gcs" => store::gcs("storage.gcs_bucket", &s.gcs_bucket, "", &config.perf),
-        "s3" => store::s3(
+    match s.backend {
+        StorageBackend::Gcs => store::gcs("storage.gcs_bucket", &s.gcs_bucket, "", &config.perf),
+        StorageBackend::S3 => store::s3(
             "storage.s3_bucket",
             &s.s3_bucket,
             "",
@@ -84,7 +84,7 @@ pub fn open_output_location(config: &Config) -> Result<Location, StoreError> {
             &s.s3_region,
             &config.perf,
         ),
-        _ => store::local("storage.local_dir", &s.local_dir, true),
+        StorageBackend::Local => store::local("storage.local_dir", &s.local_dir, true),
     }
 }
 
@@ -317,7 +317,7 @@ impl Pipeline {
             "starting backfill"
         );
         let writer_info = WriterInfo {
-            compression: config.storage.compression.clone(),
+            compression: config.storage.compression.to_string(),
             compression_level: config.storage.compression_level,
             row_group_bytes: config.storage.row_group_bytes as u64,
         };
@@ -326,7 +326,7 @@ impl Pipeline {
             source: source.clone(),
             committer: committer.clone(),
             writer: WriterSettings {
-                compression: config.storage.compression.clone(),
+                compression: config.storage.compression,
                 compression_level: config.storage.compression_level,
                 row_group_bytes: config.storage.row_group_bytes,
                 network: config.era.network.clone(),

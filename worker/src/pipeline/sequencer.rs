@@ -26,8 +26,8 @@ use crate::publish::{
     ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
 };
 use crate::sequence::{
-    CatalogLog, CatalogRun, Head, PasAppendError, PasLog, Position, RecordError, check_replace,
-    policy, record_partition,
+    CatalogLog, CatalogRun, Head, Logs, PasAppendError, PasLog, Position, RecordError, TableLog,
+    check_replace, policy, record_partition,
 };
 use crate::validate::{ValidationError, check_link};
 
@@ -61,9 +61,11 @@ pub struct HookError {
 }
 
 /// The records a run keeps beside storage, written by the engine in ledger order after each
-/// partition's commit and before the checkpoint moves past it: the PAS stream, then the catalog.
+/// partition's commit and before the checkpoint moves past it: the table log (Delta), the PAS
+/// stream, then the catalog.
 #[derive(Clone, Default)]
 pub struct Records {
+    pub table: Option<Arc<dyn TableLog>>,
     pub pas: Option<Arc<dyn PasLog>>,
     pub catalog: Option<Arc<dyn CatalogLog>>,
 }
@@ -73,6 +75,11 @@ impl Records {
     /// committed: exit code 4) or an outage (retryable).
     fn error(e: RecordError) -> HookError {
         match e {
+            RecordError::Table(hook, e) => HookError {
+                hook,
+                message: e.message,
+                conflict: e.conflict,
+            },
             RecordError::Pas(PasAppendError::Conflict { message, .. }) => HookError {
                 hook: "pas",
                 message,
@@ -195,12 +202,13 @@ impl Sequencer {
             .as_ref()
             .and_then(|c| parse_hash(&c.last_ledger_hash));
         let event = self.commit_event(manifest, adopted, self.committer.allow_overwrite, replaced);
-        let record = crate::sequence::partition_record(
+        let mut record = crate::sequence::partition_record(
             &self.layout,
             event.manifest.clone(),
             adopted,
             event.overwrite,
         );
+        record.replaced = event.replaced.is_some();
         let position = Position {
             last_committed_ledger: range.end,
             partition: range,
@@ -216,15 +224,13 @@ impl Sequencer {
                 .map(|c| c.last_ledger_hash.to_ascii_lowercase()),
         };
         let mut catalog = self.records.catalog.as_deref().map(CatalogRun::new);
-        record_partition(
-            self.records.pas.as_deref(),
-            catalog.as_mut(),
-            &mut self.head,
-            &record,
-            position,
-        )
-        .await
-        .map_err(Records::error)?;
+        let logs = Logs {
+            table: self.records.table.as_deref(),
+            pas: self.records.pas.as_deref(),
+        };
+        record_partition(logs, catalog.as_mut(), &mut self.head, &record, position)
+            .await
+            .map_err(Records::error)?;
         let behind_checkpoint = self.checkpoint_floor.is_some_and(|floor| range.end < floor);
         // The checkpoint file is where this driver keeps the engine's head.
         if let (Some(store), Some(head)) = (

@@ -128,7 +128,12 @@ pub fn settings_differences(manifest: &Manifest, current: &PartitionSettings) ->
     }
     if let Some(w) = &manifest.writer {
         let c = &current.writer;
-        differ("compression", w.compression.clone(), c.compression.clone());
+        // Compared by codec: a manifest records the spelling its run was configured with.
+        let codec = |t: &str| {
+            t.parse::<crate::config::Compression>()
+                .map_or(t.to_string(), |c| c.to_string())
+        };
+        differ("compression", codec(&w.compression), codec(&c.compression));
         let level = |l: Option<i32>| l.map_or("default".to_string(), |l| l.to_string());
         differ(
             "compression_level",

@@ -2,9 +2,7 @@
 //! ([`PasLog`]) and the catalog ([`CatalogLog`]). Both must be idempotent per partition: after a
 //! crash or a lost head the same partition is presented again.
 //!
-//! A further record kept the same way (e.g. a table log) has the shape of [`CatalogLog`]: what
-//! it holds (`recorded`) and `record(partition)`; it plugs into the step loop
-//! ([`super::steps`]) right after the catalog, with the same catch-up from its gaps.
+//! A table log ([`TableLog`], the Delta Lake log) is written first, right after the manifest.
 
 use futures::future::BoxFuture;
 
@@ -24,6 +22,8 @@ pub struct PartitionRecord {
     /// Found committed in storage rather than written by this process (the catalog's quality
     /// row says so).
     pub adopted: bool,
+    /// This commit replaced a committed partition (its file changed).
+    pub replaced: bool,
     /// `allow_overwrite`: a record that disagrees with this partition is to be replaced (and the
     /// replacement recorded: PAS `bronze_partition_replaced`), not refused.
     pub overwrite: bool,
@@ -126,4 +126,24 @@ pub trait CatalogLog: Send + Sync {
     fn check_replace(&self, _range: LedgerRange) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
+}
+
+/// Why a table log could not take a partition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TableLogError {
+    /// The log disagrees with what was committed: retrying cannot help.
+    pub conflict: bool,
+    pub message: String,
+}
+
+/// A table log over the dataset's files (the Delta Lake log): one entry per partition, right
+/// after its manifest, in ledger order. Appending must be idempotent per partition.
+pub trait TableLog: Send + Sync {
+    /// What the log is called in errors (`delta`).
+    fn name(&self) -> &'static str;
+    fn append<'a>(
+        &'a self,
+        record: &'a PartitionRecord,
+    ) -> BoxFuture<'a, Result<(), TableLogError>>;
 }

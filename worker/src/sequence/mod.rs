@@ -14,10 +14,13 @@ pub mod store;
 
 pub use gaps::{Recorded, catalog_gaps, catalog_recorded_through, grid_summary, next_partition};
 pub use head::{Head, Position};
-pub use logs::{Appended, CatalogLog, PartitionRecord, PasAppendError, PasLog, RangeSummary};
+pub use logs::{
+    Appended, CatalogLog, PartitionRecord, PasAppendError, PasLog, RangeSummary, TableLog,
+    TableLogError,
+};
 pub use object_dataset::ObjectDataset;
 pub use steps::{
-    CatalogProgress, CatalogRun, Fault, FaultKind, Outcome, RecordError, Sequencing,
+    CatalogProgress, CatalogRun, Fault, FaultKind, Logs, Outcome, RecordError, Sequencing,
     catch_up_catalog, check_replace, partition_record, record_partition, sequence,
 };
 pub use store::{Committed, DatasetStore, ReadError};

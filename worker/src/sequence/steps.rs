@@ -14,7 +14,7 @@
 
 use super::gaps::{Recorded, catalog_gaps, catalog_recorded_through, grid_summary, next_partition};
 use super::head::{Head, Position};
-use super::logs::{CatalogLog, PartitionRecord, PasAppendError, PasLog};
+use super::logs::{CatalogLog, PartitionRecord, PasAppendError, PasLog, TableLog, TableLogError};
 use super::policy;
 use super::store::DatasetStore;
 use crate::partition::{LedgerRange, PartitionGrid};
@@ -341,6 +341,7 @@ pub fn partition_record(
         storage_path: layout.storage_path(range),
         manifest,
         adopted,
+        replaced: false,
         overwrite,
     }
 }
@@ -348,16 +349,25 @@ pub fn partition_record(
 /// Why an accepted partition could not be recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordError {
+    /// The table log (named) could not take the partition.
+    Table(&'static str, TableLogError),
     Pas(PasAppendError),
     /// A strict catalog could not write the rows.
     Catalog(String),
 }
 
-/// The records of one accepted partition, in order: its PAS event after the head's, its catalog
-/// rows (a lenient failure stops catalog writes for the rest of the sequencing, not the head),
-/// then (with a table log) its entry there. On success the head moves to `position`.
+/// The logs a partition's records go to, in this order.
+#[derive(Clone, Copy, Default)]
+pub struct Logs<'a> {
+    pub table: Option<&'a dyn TableLog>,
+    pub pas: Option<&'a dyn PasLog>,
+}
+
+/// The records of one accepted partition, in order: its table log entry, its PAS event after the
+/// head's, its catalog rows (a lenient failure stops catalog writes for the rest of the
+/// sequencing, not the head). On success the head moves to `position`.
 pub async fn record_partition(
-    pas: Option<&dyn PasLog>,
+    logs: Logs<'_>,
     cat: Option<&mut CatalogRun<'_>>,
     head: &mut Head,
     record: &PartitionRecord,
@@ -367,8 +377,14 @@ pub async fn record_partition(
         .position
         .as_ref()
         .map(|p| (p.last_committed_ledger, p.checksum.clone()));
+    if let Some(table) = logs.table {
+        table
+            .append(record)
+            .await
+            .map_err(|e| RecordError::Table(table.name(), e))?;
+    }
     let mut chain_head = head.chain_head.clone();
-    if let Some(pas) = pas {
+    if let Some(pas) = logs.pas {
         let appended = pas
             .append(record, chain_head.as_deref())
             .await
@@ -463,15 +479,11 @@ async fn sequence_partitions(
         };
         // The operator's rows never claimed adoption: its Jobs wrote what it sequences.
         let record = partition_record(run.layout, committed.manifest, false, false);
-        match record_partition(
-            run.pas,
-            cat.as_deref_mut(),
-            &mut out.head,
-            &record,
-            position,
-        )
-        .await
-        {
+        let logs = Logs {
+            table: None,
+            pas: run.pas,
+        };
+        match record_partition(logs, cat.as_deref_mut(), &mut out.head, &record, position).await {
             Ok(()) => out.newly.push(range),
             Err(RecordError::Pas(PasAppendError::Conflict { message, .. })) => {
                 out.fault = Some(Fault {
@@ -483,6 +495,10 @@ async fn sequence_partitions(
             }
             Err(RecordError::Pas(e @ PasAppendError::Unavailable(_))) => {
                 out.trouble = Some(e.to_string());
+                return;
+            }
+            Err(RecordError::Table(_, e)) => {
+                out.trouble = Some(e.message);
                 return;
             }
             Err(RecordError::Catalog(message)) => {

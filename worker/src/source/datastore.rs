@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use super::schema::{
     BatchObject, DatastoreManifest, DatastoreSchema, SchemaError, ZSTD_EXTENSIONS,
 };
-use crate::config::Config;
+use crate::config::{Config, DatastoreType, SourceMode};
 use crate::store::{self, Location, StoreError};
 
 /// The datastore's description file, at its root.
@@ -188,14 +188,14 @@ impl std::fmt::Debug for Datastore {
 /// The source location from `source.*`.
 pub fn open_source_location(config: &Config) -> Result<Location, StoreError> {
     let s = &config.source;
-    match s.mode.as_str() {
-        "gcs" => store::gcs(
+    match s.mode {
+        SourceMode::Gcs => store::gcs(
             "source.gcs_bucket",
             &s.gcs_bucket,
             &s.gcs_prefix,
             &config.perf,
         ),
-        "s3" => store::s3(
+        SourceMode::S3 => store::s3(
             "source.s3_bucket",
             &s.s3_bucket,
             &s.s3_prefix,
@@ -203,9 +203,9 @@ pub fn open_source_location(config: &Config) -> Result<Location, StoreError> {
             &s.s3_region,
             &config.perf,
         ),
-        "datastore" => {
+        SourceMode::Datastore => {
             let (bucket, prefix) = store::split_bucket_path(&s.datastore_path);
-            if s.datastore_type.eq_ignore_ascii_case("S3") {
+            if s.datastore_type == Some(DatastoreType::S3) {
                 store::s3(
                     "source.datastore_path",
                     bucket,
@@ -218,7 +218,7 @@ pub fn open_source_location(config: &Config) -> Result<Location, StoreError> {
                 store::gcs("source.datastore_path", bucket, prefix, &config.perf)
             }
         }
-        _ => store::local("source.local_path", &s.local_path, false),
+        SourceMode::Local => store::local("source.local_path", &s.local_path, false),
     }
 }
 

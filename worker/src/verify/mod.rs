@@ -25,7 +25,7 @@ pub use report::{Finding, Report, Severity};
 pub use rows::RowsSummary;
 
 use crate::checkpoint::CheckpointStore;
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 use crate::partition::{LedgerRange, PartitionGrid};
 use crate::publish::DatasetLayout;
 use crate::store::{self, Location, StoreError};
@@ -43,9 +43,11 @@ pub enum VerifyError {
 
 /// The output location, without creating anything (a missing local directory is an error).
 fn open_storage(config: &Config) -> Result<Location, StoreError> {
-    match config.storage.backend.as_str() {
-        "gcs" | "s3" => crate::pipeline::open_output_location(config),
-        _ => store::local("storage.local_dir", &config.storage.local_dir, false),
+    match config.storage.backend {
+        StorageBackend::Gcs | StorageBackend::S3 => crate::pipeline::open_output_location(config),
+        StorageBackend::Local => {
+            store::local("storage.local_dir", &config.storage.local_dir, false)
+        }
     }
 }
 
@@ -67,6 +69,15 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
     let mut report = Report::default();
     let mut folders: BTreeMap<LedgerRange, Vec<object_store::ObjectMeta>> = BTreeMap::new();
     for meta in listed {
+        // The Delta log (storage.table_format: delta) is checked below, not as a partition.
+        if meta
+            .location
+            .prefix_match(&dataset_key)
+            .and_then(|mut p| p.next())
+            .is_some_and(|first| first.as_ref() == crate::delta::table::LOG_DIR)
+        {
+            continue;
+        }
         let parts: Vec<String> = meta
             .location
             .prefix_match(&dataset_key)
@@ -149,6 +160,11 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
             &mut report,
         )
         .await;
+    }
+
+    if config.storage.table_format == crate::config::TableFormat::Delta {
+        let table = crate::delta::DeltaTable::new(&location, &layout);
+        crate::delta::verify::check_log(&table, &verified, &mut report).await;
     }
 
     external::check_external(config, &location, &verified, &mut report).await;

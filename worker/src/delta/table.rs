@@ -1,0 +1,667 @@
+//! The Delta table of a dataset: reading its state (last checkpoint, then the commits after it)
+//! and appending one partition's file per commit, each commit a conditional create of the next
+//! version (`PutMode::Create`), so two writers never both commit one version.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::actions::{
+    Action, Add, Metadata, Protocol, checkpoint_file_name, commit_file_name, decode_commit,
+    decode_path, encode_commit, encode_path, initial_actions, parse_commit_file_name,
+};
+use super::checkpoint::{self, CHECKPOINT_INTERVAL, CheckpointState, LastCheckpoint};
+use super::stats;
+use crate::partition::LedgerRange;
+use crate::publish::{DatasetLayout, Manifest};
+use crate::store::Location;
+
+pub const LOG_DIR: &str = "_delta_log";
+pub const LAST_CHECKPOINT: &str = "_last_checkpoint";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("{key}: {source}")]
+    Store {
+        key: String,
+        source: object_store::Error,
+    },
+    #[error("{key}: {message}")]
+    Corrupt { key: String, message: String },
+    /// The log already adds this partition's path with another size, and this is not a
+    /// replacement: the log and storage disagree (`verify` names it).
+    #[error(
+        "{key}: version {version} adds {path} with {logged} bytes, but the committed file has {size} bytes"
+    )]
+    Conflict {
+        key: String,
+        version: u64,
+        path: String,
+        logged: i64,
+        size: u64,
+    },
+}
+
+impl DeltaError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DeltaError::Store { .. })
+    }
+}
+
+/// A file the log adds (its latest add), by decoded path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedFile {
+    pub size: i64,
+    /// `add.modificationTime`: Bronze writes the manifest's `created_at`, so the same
+    /// partition always has the same value and a replacement another.
+    pub modification_time: i64,
+    /// The version of that add (0 when it came from a checkpoint: the exact version is not kept).
+    pub version: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The latest version read (`None`: no table yet).
+    version: Option<u64>,
+    last_checkpoint: Option<u64>,
+    protocol: Option<Protocol>,
+    metadata: Option<Metadata>,
+    files: BTreeMap<String, (LoggedFile, Add)>,
+}
+
+/// A partition's add, ready to commit.
+#[derive(Debug, Clone)]
+pub struct PreparedAdd {
+    pub range: LedgerRange,
+    pub add: Add,
+}
+
+/// What [`DeltaTable::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    Added { version: u64 },
+    AlreadyThere { version: u64 },
+}
+
+/// The dataset folder as a Delta table.
+pub struct DeltaTable {
+    store: Arc<dyn ObjectStore>,
+    location: Location,
+    /// The dataset folder, relative to the storage root (the table root).
+    dir: String,
+    layout: DatasetLayout,
+    state: Mutex<State>,
+}
+
+/// A partition's file path relative to the table root (`range=S-E/part-S-E.parquet`).
+pub fn relative_path(range: LedgerRange) -> String {
+    format!("range={range}/{}", DatasetLayout::parquet_file_name(range))
+}
+
+/// The range of a relative path Bronze writes (`None` for any other file).
+pub fn range_of_path(path: &str) -> Option<LedgerRange> {
+    let (folder, file) = path.split_once('/')?;
+    let range = DatasetLayout::parse_partition_dir_name(folder)?;
+    (file == DatasetLayout::parquet_file_name(range)).then_some(range)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl DeltaTable {
+    pub fn new(location: &Location, layout: &DatasetLayout) -> Self {
+        Self {
+            store: location.store.clone(),
+            location: location.clone(),
+            dir: layout.dataset_dir(),
+            layout: layout.clone(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        self.location.uri_of(&self.dir)
+    }
+
+    pub fn layout(&self) -> &DatasetLayout {
+        &self.layout
+    }
+
+    fn log_key(&self, name: &str) -> ObjectPath {
+        self.location.key(&format!("{}/{LOG_DIR}/{name}", self.dir))
+    }
+
+    async fn get_opt(&self, key: &ObjectPath) -> Result<Option<bytes::Bytes>, DeltaError> {
+        match self.store.get(key).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|source| DeltaError::Store {
+                    key: key.to_string(),
+                    source,
+                }),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(DeltaError::Store {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    async fn read_commit(&self, version: u64) -> Result<Option<Vec<Action>>, DeltaError> {
+        let key = self.log_key(&commit_file_name(version));
+        let Some(bytes) = self.get_opt(&key).await? else {
+            return Ok(None);
+        };
+        decode_commit(key.as_ref(), &bytes)
+            .map(Some)
+            .map_err(|message| DeltaError::Corrupt {
+                key: key.to_string(),
+                message,
+            })
+    }
+
+    /// The commit versions in the log after `after` (all with `None`), ascending.
+    pub async fn commit_versions_after(&self, after: Option<u64>) -> Result<Vec<u64>, DeltaError> {
+        let prefix = self.log_key("");
+        let listed: Vec<object_store::ObjectMeta> = match after {
+            Some(v) => {
+                let offset = self.log_key(&commit_file_name(v));
+                self.store
+                    .list_with_offset(Some(&prefix), &offset)
+                    .try_collect()
+                    .await
+            }
+            None => self.store.list(Some(&prefix)).try_collect().await,
+        }
+        .map_err(|source| DeltaError::Store {
+            key: prefix.to_string(),
+            source,
+        })?;
+        let mut versions: Vec<u64> = listed
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(parse_commit_file_name))
+            .filter(|v| after.is_none_or(|a| *v > a))
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    fn apply(state: &mut State, version: u64, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::Protocol(p) => state.protocol = Some(p.clone()),
+                Action::Metadata(m) => state.metadata = Some(m.clone()),
+                Action::Add(add) => {
+                    let file = LoggedFile {
+                        size: add.size,
+                        modification_time: add.modification_time,
+                        version,
+                    };
+                    state
+                        .files
+                        .insert(decode_path(&add.path), (file, add.clone()));
+                }
+                Action::Remove(r) => {
+                    state.files.remove(&decode_path(&r.path));
+                }
+                _ => {}
+            }
+        }
+        state.version = Some(state.version.map_or(version, |v| v.max(version)));
+    }
+
+    /// Brings the in-memory state up to the latest version: the first time from the last
+    /// checkpoint on, later from the version already read.
+    async fn refresh(&self, state: &mut State) -> Result<(), DeltaError> {
+        if state.version.is_none()
+            && let Some(bytes) = self.get_opt(&self.log_key(LAST_CHECKPOINT)).await?
+        {
+            let key = self.log_key(LAST_CHECKPOINT).to_string();
+            let last: LastCheckpoint =
+                serde_json::from_slice(&bytes).map_err(|e| DeltaError::Corrupt {
+                    key: key.clone(),
+                    message: e.to_string(),
+                })?;
+            let cp_key = self.log_key(&checkpoint_file_name(last.version));
+            let Some(cp) = self.get_opt(&cp_key).await? else {
+                return Err(DeltaError::Corrupt {
+                    key,
+                    message: format!("names checkpoint {cp_key}, which does not exist"),
+                });
+            };
+            let cp = checkpoint::decode(cp).map_err(|message| DeltaError::Corrupt {
+                key: cp_key.to_string(),
+                message,
+            })?;
+            state.protocol = Some(cp.protocol);
+            state.metadata = Some(cp.metadata);
+            for add in cp.adds {
+                let file = LoggedFile {
+                    size: add.size,
+                    modification_time: add.modification_time,
+                    version: 0,
+                };
+                state.files.insert(decode_path(&add.path), (file, add));
+            }
+            state.version = Some(last.version);
+            state.last_checkpoint = Some(last.version);
+        }
+        if let Some(mut version) = state.version {
+            // Already read up to `version`: probe the next ones (one GET when nothing is new,
+            // rather than listing a log of thousands of files at every commit).
+            while let Some(actions) = self.read_commit(version + 1).await? {
+                version += 1;
+                Self::apply(state, version, &actions);
+            }
+            return Ok(());
+        }
+        let versions = self.commit_versions_after(None).await?;
+        let mut expected = 0;
+        for version in versions {
+            if version != expected {
+                return Err(DeltaError::Corrupt {
+                    key: self.log_key(&commit_file_name(expected)).to_string(),
+                    message: format!("missing: the log jumps to version {version}"),
+                });
+            }
+            let actions = self
+                .read_commit(version)
+                .await?
+                .ok_or_else(|| DeltaError::Corrupt {
+                    key: self.log_key(&commit_file_name(version)).to_string(),
+                    message: "listed but unreadable".into(),
+                })?;
+            Self::apply(state, version, &actions);
+            expected = version + 1;
+        }
+        Ok(())
+    }
+
+    /// The partitions the log adds, in ledger order, with the logged file sizes (read from the
+    /// last checkpoint on). Files that are not Bronze partitions are left out.
+    pub async fn recorded(&self) -> Result<Vec<(LedgerRange, LoggedFile)>, DeltaError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        let mut out: Vec<(LedgerRange, LoggedFile)> = state
+            .files
+            .iter()
+            .filter_map(|(p, (f, _))| range_of_path(p).map(|r| (r, f.clone())))
+            .collect();
+        out.sort_by_key(|(r, _)| (r.start, r.end));
+        Ok(out)
+    }
+
+    /// The latest version (`None`: no table yet).
+    pub async fn version(&self) -> Result<Option<u64>, DeltaError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        Ok(state.version)
+    }
+
+    /// Conditionally creates commit `version`; `false` when another writer created it first.
+    async fn try_commit(&self, version: u64, actions: &[Action]) -> Result<bool, DeltaError> {
+        let key = self.log_key(&commit_file_name(version));
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(encode_commit(actions)), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(source) => Err(DeltaError::Store {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Version 0 (protocol, metadata), unless the table exists.
+    async fn ensure_created(&self, state: &mut State) -> Result<(), DeltaError> {
+        self.refresh(state).await?;
+        if state.version.is_none() {
+            let actions = initial_actions(&self.dir, now_ms());
+            if self.try_commit(0, &actions).await? {
+                tracing::info!(table = %self.uri(), "delta: table created (version 0)");
+            }
+            self.refresh(state).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds the partition of `manifest` in the next version, unless the log already adds its file
+    /// with the same size (idempotent: a retried or repaired partition is never added twice).
+    /// `replace`: the partition was replaced (`era.allow_overwrite`), so a logged add with another
+    /// size is superseded by a new add of the same path rather than refused.
+    pub async fn append(&self, manifest: &Manifest, replace: bool) -> Result<Appended, DeltaError> {
+        let prepared = self.prepare(manifest).await?;
+        self.commit_prepared(prepared, replace).await
+    }
+
+    /// The add of `manifest`'s partition, with its statistics (reads the Parquet footer; no
+    /// change to the log). Preparing many at once and committing them in order is how a
+    /// backfill of the log overlaps the reads.
+    pub async fn prepare(&self, manifest: &Manifest) -> Result<PreparedAdd, DeltaError> {
+        let range = manifest.range();
+        let table = manifest.primary().ok_or_else(|| DeltaError::Corrupt {
+            key: self.layout.manifest_key(range),
+            message: "the manifest has no ledgers_lcm_raw table".into(),
+        })?;
+        let parquet_key = self.location.key(&self.layout.parquet_key(range));
+        let footer = stats::read_footer(self.store.as_ref(), &parquet_key, table.byte_size).await;
+        let footer = match footer {
+            Ok(f) => Some(f),
+            Err(e) => {
+                // The add is still correct without min/max; readers just cannot prune this file.
+                tracing::warn!(partition = %range, error = %e, "delta: no column statistics for this file");
+                None
+            }
+        };
+        Ok(PreparedAdd {
+            range,
+            add: Add {
+                path: encode_path(&relative_path(range)),
+                partition_values: Default::default(),
+                size: table.byte_size as i64,
+                modification_time: crate::time::rfc3339_to_millis(&manifest.created_at)
+                    .unwrap_or_else(now_ms),
+                data_change: true,
+                stats: Some(stats::stats_json(table.row_count, footer.as_ref())),
+            },
+        })
+    }
+
+    /// Commits a [`DeltaTable::prepare`]d add as the next version (see [`DeltaTable::append`]).
+    pub async fn commit_prepared(
+        &self,
+        prepared: PreparedAdd,
+        replace: bool,
+    ) -> Result<Appended, DeltaError> {
+        let PreparedAdd { range, add } = prepared;
+        let path = relative_path(range);
+        let mut state = self.state.lock().await;
+        self.ensure_created(&mut state).await?;
+        loop {
+            if let Some((logged, _)) = state.files.get(&path) {
+                // The same partition (same manifest) is logged: done. A replacement's manifest
+                // is newer, so it is added again even when its file has the same size.
+                if logged.size == add.size
+                    && (logged.modification_time == add.modification_time || !replace)
+                {
+                    return Ok(Appended::AlreadyThere {
+                        version: logged.version,
+                    });
+                }
+                if !replace {
+                    return Err(DeltaError::Conflict {
+                        key: self.uri(),
+                        version: logged.version,
+                        path,
+                        logged: logged.size,
+                        size: add.size as u64,
+                    });
+                }
+            }
+            let version = state.version.map_or(0, |v| v + 1);
+            let actions = vec![
+                Action::Add(add.clone()),
+                super::actions::commit_info(
+                    now_ms(),
+                    "WRITE",
+                    json!({"mode": "Append", "partition": range.to_string()}),
+                ),
+            ];
+            if self.try_commit(version, &actions).await? {
+                Self::apply(&mut state, version, &actions);
+                tracing::info!(partition = %range, version, "delta: partition added to the log");
+                if version % CHECKPOINT_INTERVAL == 0 {
+                    self.write_checkpoint(&mut state).await?;
+                }
+                return Ok(Appended::Added { version });
+            }
+            // Another writer took this version: read what it committed, then decide again.
+            self.refresh(&mut state).await?;
+        }
+    }
+
+    /// Writes the checkpoint of the current version and points `_last_checkpoint` at it.
+    async fn write_checkpoint(&self, state: &mut State) -> Result<(), DeltaError> {
+        let Some(version) = state.version else {
+            return Ok(());
+        };
+        let key = self.log_key(&checkpoint_file_name(version));
+        let (Some(protocol), Some(metadata)) = (state.protocol.clone(), state.metadata.clone())
+        else {
+            return Err(DeltaError::Corrupt {
+                key: key.to_string(),
+                message: "no protocol or metaData in the log".into(),
+            });
+        };
+        let adds: Vec<Add> = state
+            .files
+            .values()
+            .map(|(_, a)| Add {
+                data_change: false,
+                ..a.clone()
+            })
+            .collect();
+        let n = adds.len() as u64;
+        let bytes = checkpoint::encode(&CheckpointState {
+            protocol,
+            metadata,
+            adds,
+        })
+        .map_err(|message| DeltaError::Corrupt {
+            key: key.to_string(),
+            message,
+        })?;
+        let put = |key: ObjectPath, bytes: Vec<u8>| async move {
+            self.store
+                .put(&key, PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|source| DeltaError::Store {
+                    key: key.to_string(),
+                    source,
+                })
+        };
+        // A checkpoint is the same state whoever writes it, so overwriting one is harmless.
+        put(key, bytes).await?;
+        let last = LastCheckpoint {
+            version,
+            size: n + 2,
+            num_of_add_files: Some(n),
+        };
+        put(
+            self.log_key(LAST_CHECKPOINT),
+            serde_json::to_vec(&last).expect("serialisable"),
+        )
+        .await?;
+        state.last_checkpoint = Some(version);
+        tracing::info!(version, files = n, "delta: log checkpoint written");
+        Ok(())
+    }
+
+    /// Writes the checkpoint a crash skipped (the last multiple of the interval has none), at the
+    /// latest version: a checkpoint may be at any version.
+    pub async fn ensure_checkpoint(&self) -> Result<(), DeltaError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        let Some(version) = state.version else {
+            return Ok(());
+        };
+        let due = version - version % CHECKPOINT_INTERVAL;
+        if due > 0 && state.last_checkpoint.is_none_or(|c| c < due) {
+            self.write_checkpoint(&mut state).await?;
+        }
+        Ok(())
+    }
+
+    /// Every commit of the log with its actions, ascending (for `verify`).
+    pub async fn read_all_commits(&self) -> Result<Vec<(u64, Vec<Action>)>, DeltaError> {
+        let mut out = Vec::new();
+        for version in self.commit_versions_after(None).await? {
+            if let Some(actions) = self.read_commit(version).await? {
+                out.push((version, actions));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The checkpoint `_last_checkpoint` names, with its version (`None` without one).
+    pub async fn read_last_checkpoint(&self) -> Result<Option<(u64, CheckpointState)>, DeltaError> {
+        let key = self.log_key(LAST_CHECKPOINT);
+        let Some(bytes) = self.get_opt(&key).await? else {
+            return Ok(None);
+        };
+        let last: LastCheckpoint =
+            serde_json::from_slice(&bytes).map_err(|e| DeltaError::Corrupt {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+        let cp_key = self.log_key(&checkpoint_file_name(last.version));
+        let Some(cp) = self.get_opt(&cp_key).await? else {
+            return Err(DeltaError::Corrupt {
+                key: key.to_string(),
+                message: format!("names checkpoint {cp_key}, which does not exist"),
+            });
+        };
+        checkpoint::decode(cp)
+            .map(|state| Some((last.version, state)))
+            .map_err(|message| DeltaError::Corrupt {
+                key: cp_key.to_string(),
+                message,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::DatasetLayout;
+
+    fn layout() -> DatasetLayout {
+        DatasetLayout {
+            prefix: "bronze/".into(),
+            network: "testnet".into(),
+            era_id: "e".into(),
+            version_label: "v1".into(),
+        }
+    }
+
+    /// A committed-looking partition: a (non-Parquet) file and its manifest.
+    fn partition(dir: &std::path::Path, i: u32) -> Manifest {
+        let range = LedgerRange::new(2 + 10 * i, 11 + 10 * i);
+        let folder = dir.join(layout().partition_dir(range));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(DatasetLayout::parquet_file_name(range)), b"x").unwrap();
+        Manifest::from_json(
+            json!({
+                "partition": {"start": range.start, "end": range.end, "era_id": "e", "version": "v1", "network": "testnet"},
+                "tables": {"ledgers_lcm_raw": {
+                    "file": DatasetLayout::parquet_file_name(range),
+                    "checksum": "sha256:00", "row_count": 10, "byte_size": 1
+                }},
+                "producer": {"name": "bronze-copier", "version": "0.1.0", "git_sha": "x"},
+                "created_at": "2026-11-25T18:54:21.246229699Z"
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn table(dir: &std::path::Path) -> DeltaTable {
+        let location =
+            crate::store::local("storage.local_dir", dir.to_str().unwrap(), true).unwrap();
+        DeltaTable::new(&location, &layout())
+    }
+
+    /// Two writers appending the same partitions at once: every version is committed by one of
+    /// them, each partition is added exactly once, in ledger order, and the versions are
+    /// contiguous.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_never_commit_one_version_or_one_partition_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifests: Vec<Manifest> = (0..25).map(|i| partition(dir.path(), i)).collect();
+        let writer = |t: DeltaTable, ms: Vec<Manifest>| {
+            tokio::spawn(async move {
+                for m in &ms {
+                    t.append(m, false).await.unwrap();
+                }
+            })
+        };
+        let a = writer(table(dir.path()), manifests.clone());
+        let b = writer(table(dir.path()), manifests.clone());
+        a.await.unwrap();
+        b.await.unwrap();
+
+        let reader = table(dir.path());
+        let commits = reader.read_all_commits().await.unwrap();
+        assert_eq!(
+            commits.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            (0..=25).collect::<Vec<u64>>()
+        );
+        let added: Vec<String> = commits
+            .iter()
+            .flat_map(|(_, actions)| actions.iter())
+            .filter_map(|a| match a {
+                Action::Add(add) => Some(add.path.clone()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<String> = manifests.iter().map(|m| relative_path(m.range())).collect();
+        assert_eq!(added, expected);
+        let recorded = reader.recorded().await.unwrap();
+        assert_eq!(recorded.len(), 25);
+    }
+
+    /// The state is read from the last checkpoint on: with the commits before it gone, a new
+    /// reader still sees every partition.
+    #[tokio::test]
+    async fn the_state_is_read_from_the_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        for i in 0..23 {
+            t.append(&partition(dir.path(), i), false).await.unwrap();
+        }
+        let log = dir.path().join(layout().dataset_dir()).join(LOG_DIR);
+        assert!(log.join(checkpoint_file_name(10)).exists());
+        assert!(log.join(checkpoint_file_name(20)).exists());
+        let last: LastCheckpoint =
+            serde_json::from_slice(&std::fs::read(log.join(LAST_CHECKPOINT)).unwrap()).unwrap();
+        assert_eq!(last.version, 20);
+        for v in 0..=20 {
+            std::fs::remove_file(log.join(commit_file_name(v))).unwrap();
+        }
+        let fresh = table(dir.path());
+        assert_eq!(fresh.recorded().await.unwrap().len(), 23);
+        assert_eq!(fresh.version().await.unwrap(), Some(23));
+        // And appending goes on after it, idempotently.
+        assert_eq!(
+            fresh
+                .append(&partition(dir.path(), 5), false)
+                .await
+                .unwrap(),
+            Appended::AlreadyThere { version: 0 }
+        );
+        assert_eq!(
+            fresh
+                .append(&partition(dir.path(), 23), false)
+                .await
+                .unwrap(),
+            Appended::Added { version: 24 }
+        );
+    }
+}

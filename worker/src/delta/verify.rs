@@ -1,0 +1,295 @@
+//! `verify` of the Delta log against the manifests: every committed partition added exactly
+//! once, with its file's size, and nothing added that has no manifest. Findings name the log
+//! version and the partition.
+
+use std::collections::BTreeMap;
+
+use super::actions::{Action, decode_path};
+use super::table::{DeltaTable, range_of_path};
+use crate::partition::LedgerRange;
+use crate::verify::{Report, VerifiedPartition};
+
+/// What the log's replay says about one path.
+struct Live {
+    version: u64,
+    size: i64,
+    modification_time: i64,
+}
+
+/// Checks the log of `table` against the `verified` partitions (pure once the commits are read).
+pub fn check_commits(
+    table_uri: &str,
+    commits: &[(u64, Vec<Action>)],
+    verified: &[VerifiedPartition],
+    report: &mut Report,
+) {
+    let mut live: BTreeMap<String, Live> = BTreeMap::new();
+    // Readers replay every version from 0 (or from a checkpoint): a hole makes the table
+    // unreadable past it.
+    let mut expected = 0;
+    for (version, _) in commits {
+        if *version != expected {
+            report.problem(
+                None,
+                format!("{table_uri}/_delta_log"),
+                "delta.gap",
+                format!(
+                    "versions {expected} to {} are missing from the log",
+                    version - 1
+                ),
+            );
+        }
+        expected = version + 1;
+    }
+    for (version, actions) in commits {
+        for action in actions {
+            match action {
+                Action::Add(add) => {
+                    let path = decode_path(&add.path);
+                    let range = range_of_path(&path);
+                    // The same add again; a replacement (`era.allow_overwrite`) has a newer
+                    // manifest, so another modificationTime.
+                    if let Some(prev) = live.get(&path)
+                        && prev.size == add.size
+                        && prev.modification_time == add.modification_time
+                    {
+                        report.problem(
+                            range,
+                            format!("{table_uri}/_delta_log"),
+                            "delta.duplicate_add",
+                            format!(
+                                "version {version} adds {path} again (already added by version {})",
+                                prev.version
+                            ),
+                        );
+                    }
+                    live.insert(
+                        path,
+                        Live {
+                            version: *version,
+                            size: add.size,
+                            modification_time: add.modification_time,
+                        },
+                    );
+                }
+                Action::Remove(r) => {
+                    live.remove(&decode_path(&r.path));
+                }
+                _ => {}
+            }
+        }
+    }
+    let by_range: BTreeMap<LedgerRange, &VerifiedPartition> =
+        verified.iter().map(|p| (p.range, p)).collect();
+    for (path, file) in &live {
+        let object = format!("{table_uri}/{path}");
+        let Some(range) = range_of_path(path) else {
+            report.problem(
+                None,
+                object,
+                "delta.unknown_file",
+                format!(
+                    "version {} adds a file that is no partition of this dataset",
+                    file.version
+                ),
+            );
+            continue;
+        };
+        match by_range.get(&range).and_then(|p| p.manifest.primary()) {
+            None => report.problem(
+                Some(range),
+                object,
+                "delta.no_manifest",
+                format!(
+                    "version {} adds partition {range}, which has no committed manifest",
+                    file.version
+                ),
+            ),
+            Some(t) if t.byte_size as i64 != file.size => report.problem(
+                Some(range),
+                object,
+                "delta.size",
+                format!(
+                    "version {} adds partition {range} with size {}, its manifest says {} bytes",
+                    file.version, file.size, t.byte_size
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let latest = commits.last().map(|(v, _)| *v);
+    for p in verified {
+        let path = super::table::relative_path(p.range);
+        if !live.contains_key(&path) {
+            report.problem(
+                Some(p.range),
+                format!("{table_uri}/{path}"),
+                "delta.missing_add",
+                format!(
+                    "partition {} is committed but no version of the log adds it (latest version {}); the next run adds it",
+                    p.range,
+                    latest.map_or("none".to_string(), |v| v.to_string())
+                ),
+            );
+        }
+    }
+}
+
+/// Reads the log of `table` and checks it (see [`check_commits`]).
+pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], report: &mut Report) {
+    let uri = table.uri();
+    match table.read_all_commits().await {
+        Ok(commits) if commits.is_empty() => report.problem(
+            None,
+            format!("{uri}/_delta_log"),
+            "delta.missing",
+            "storage.table_format is delta but the table has no log yet; the next run writes it",
+        ),
+        Ok(commits) => {
+            check_commits(&uri, &commits, verified, report);
+            match table.read_last_checkpoint().await {
+                Ok(Some((version, state))) => {
+                    check_checkpoint(&uri, &commits, version, &state, report)
+                }
+                Ok(None) => {}
+                Err(e) => report.problem(
+                    None,
+                    format!("{uri}/_delta_log"),
+                    "delta.checkpoint",
+                    e.to_string(),
+                ),
+            }
+        }
+        Err(e) => report.problem(
+            None,
+            format!("{uri}/_delta_log"),
+            "delta.read",
+            e.to_string(),
+        ),
+    }
+}
+
+/// The last checkpoint holds exactly the files the commits up to its version add (readers start
+/// from it, so a wrong checkpoint is a wrong table).
+pub fn check_checkpoint(
+    table_uri: &str,
+    commits: &[(u64, Vec<Action>)],
+    version: u64,
+    state: &super::checkpoint::CheckpointState,
+    report: &mut Report,
+) {
+    // Without the commits from version 0 the checkpoint cannot be compared.
+    if commits.first().map(|(v, _)| *v) != Some(0) {
+        return;
+    }
+    let mut replayed: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, actions) in commits.iter().filter(|(v, _)| *v <= version) {
+        for action in actions {
+            match action {
+                Action::Add(a) => {
+                    replayed.insert(decode_path(&a.path), a.size);
+                }
+                Action::Remove(r) => {
+                    replayed.remove(&decode_path(&r.path));
+                }
+                _ => {}
+            }
+        }
+    }
+    let in_checkpoint: BTreeMap<String, i64> = state
+        .adds
+        .iter()
+        .map(|a| (decode_path(&a.path), a.size))
+        .collect();
+    let differ: Vec<&String> = replayed
+        .keys()
+        .chain(in_checkpoint.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|p| replayed.get(*p) != in_checkpoint.get(*p))
+        .collect();
+    if let Some(first) = differ.first() {
+        report.problem(
+            range_of_path(first),
+            format!(
+                "{table_uri}/_delta_log/{}",
+                super::actions::checkpoint_file_name(version)
+            ),
+            "delta.checkpoint",
+            format!(
+                "the checkpoint of version {version} disagrees with the commits up to it on {} file(s), first {first}",
+                differ.len()
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::actions::{Add, initial_actions};
+    use super::super::checkpoint::CheckpointState;
+    use super::*;
+
+    fn add(range: &str, size: i64) -> Action {
+        let (s, e) = range.split_once('-').unwrap();
+        Action::Add(Add {
+            path: format!("range={s}-{e}/part-{s}-{e}.parquet"),
+            partition_values: Default::default(),
+            size,
+            modification_time: 1,
+            data_change: true,
+            stats: None,
+        })
+    }
+
+    #[test]
+    fn a_checkpoint_that_disagrees_with_the_commits_is_reported() {
+        let init = initial_actions("d", 0);
+        let (Action::Protocol(protocol), Action::Metadata(metadata)) = (&init[0], &init[1]) else {
+            panic!()
+        };
+        let commits = vec![
+            (0, init.clone()),
+            (1, vec![add("2-3", 10)]),
+            (2, vec![add("4-5", 10)]),
+        ];
+        let state = |adds: Vec<Action>| CheckpointState {
+            protocol: protocol.clone(),
+            metadata: metadata.clone(),
+            adds: adds
+                .into_iter()
+                .map(|a| match a {
+                    Action::Add(a) => a,
+                    _ => unreachable!(),
+                })
+                .collect(),
+        };
+        let mut ok = Report::default();
+        check_checkpoint(
+            "t",
+            &commits,
+            2,
+            &state(vec![add("2-3", 10), add("4-5", 10)]),
+            &mut ok,
+        );
+        assert!(ok.is_clean(), "{:?}", ok.findings);
+
+        let mut bad = Report::default();
+        check_checkpoint(
+            "t",
+            &commits,
+            2,
+            &state(vec![add("2-3", 10), add("4-5", 11)]),
+            &mut bad,
+        );
+        assert_eq!(bad.findings.len(), 1);
+        let f = &bad.findings[0];
+        assert_eq!(f.check, "delta.checkpoint");
+        assert_eq!(f.range, Some(LedgerRange::new(4, 5)));
+        assert!(
+            f.detail.contains("version 2") && f.detail.contains("1 file"),
+            "{}",
+            f.detail
+        );
+    }
+}
