@@ -115,6 +115,8 @@ pub async fn sequence(
         grid: &grid,
         ingested_at: Some(ingested_at),
         store,
+        // The operator's Delta log (`crate::delta::DeltaLog`) is not wired in yet.
+        table: None,
         pas,
         catalog,
         max_steps,

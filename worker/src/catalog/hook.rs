@@ -259,6 +259,7 @@ impl Inner {
             grid: &self.grid,
             ingested_at: None,
             store: &self.store,
+            table: None,
             pas: None,
             catalog: Some(&self.log),
             max_steps: usize::MAX,

@@ -28,6 +28,8 @@ pub struct Sequencing<'a> {
     /// The `ingested_at` every manifest must carry (`None`: not checked).
     pub ingested_at: Option<&'a str>,
     pub store: &'a dyn DatasetStore,
+    /// The table log (Delta), written first for each partition.
+    pub table: Option<&'a dyn TableLog>,
     pub pas: Option<&'a dyn PasLog>,
     pub catalog: Option<&'a dyn CatalogLog>,
     /// Partitions handled at most (catalog catch-up included).
@@ -480,7 +482,7 @@ async fn sequence_partitions(
         // The operator's rows never claimed adoption: its Jobs wrote what it sequences.
         let record = partition_record(run.layout, committed.manifest, false, false);
         let logs = Logs {
-            table: None,
+            table: run.table,
             pas: run.pas,
         };
         match record_partition(logs, cat.as_deref_mut(), &mut out.head, &record, position).await {
@@ -497,8 +499,19 @@ async fn sequence_partitions(
                 out.trouble = Some(e.to_string());
                 return;
             }
-            Err(RecordError::Table(_, e)) => {
-                out.trouble = Some(e.message);
+            Err(RecordError::Table(name, e)) => {
+                let message = format!("{name}: {}", e.message);
+                match e.conflict {
+                    // The log disagrees with what was committed: retrying cannot help.
+                    true => {
+                        out.fault = Some(Fault {
+                            range,
+                            kind: FaultKind::Verification,
+                            message,
+                        })
+                    }
+                    false => out.trouble = Some(message),
+                }
                 return;
             }
             Err(RecordError::Catalog(message)) => {
@@ -614,6 +627,7 @@ mod tests {
             grid: &grid,
             ingested_at: None,
             store: &Store,
+            table: None,
             pas: None,
             catalog: Some(catalog),
             max_steps: 100,
