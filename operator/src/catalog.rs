@@ -15,15 +15,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bronze::catalog::CatalogWriter;
+pub use bronze::catalog::PgCatalog;
 use bronze::config::Config;
 use bronze::partition::LedgerRange;
-use bronze::publish::Manifest;
 use futures::future::BoxFuture;
 
 use crate::crd::BronzeBackfillSpec;
 use crate::job::worker_config;
-use crate::sequencer::{CatalogFactory, CatalogLog};
+use crate::sequencer::{CatalogFactory, CatalogLog, PartitionRecord};
 
 /// The config the catalog of `spec` is written with: the worker's config for `spec` (same
 /// dataset identity, source and storage, so the same URIs) with `catalog.postgres_dsn = dsn`.
@@ -34,57 +33,6 @@ pub fn catalog_config(spec: &BronzeBackfillSpec, dsn: &str) -> Result<Config, St
     config.catalog.postgres_dsn = dsn.to_string();
     config.catalog.strict = spec.catalog.as_ref().is_some_and(|c| c.strict);
     Ok(config)
-}
-
-/// One backfill's catalog.
-pub struct PgCatalog {
-    config: Config,
-    writer: CatalogWriter,
-}
-
-impl PgCatalog {
-    pub fn new(config: Config) -> Result<Self, String> {
-        let writer = CatalogWriter::new(&config).map_err(|e| e.to_string())?;
-        Ok(Self { config, writer })
-    }
-}
-
-impl CatalogLog for PgCatalog {
-    fn strict(&self) -> bool {
-        self.config.catalog.strict
-    }
-
-    fn recorded(&self) -> BoxFuture<'_, Result<Vec<(LedgerRange, String)>, String>> {
-        Box::pin(async move {
-            let rows = self.writer.recorded().await.map_err(|e| e.to_string())?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|row| {
-                    let start = u32::try_from(row.ledger_start).ok()?;
-                    let end = u32::try_from(row.ledger_end).ok()?;
-                    (start <= end).then(|| (LedgerRange::new(start, end), row.checksum))
-                })
-                .collect())
-        })
-    }
-
-    fn record<'a>(
-        &'a self,
-        manifest: &'a Manifest,
-        previous: Option<(u32, String)>,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.writer
-                .record(manifest, previous)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    }
-
-    fn describe(&self) -> String {
-        self.writer.redacted_dsn().to_string()
-    }
 }
 
 /// A catalog that cannot be opened (no DSN in the environment, an unusable DSN): every use says
@@ -105,7 +53,7 @@ impl CatalogLog for Unopenable {
 
     fn record<'a>(
         &'a self,
-        _manifest: &'a Manifest,
+        _record: &'a PartitionRecord,
         _previous: Option<(u32, String)>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { Err(self.message.clone()) })
@@ -164,7 +112,7 @@ impl CatalogFactory for PgCatalogFactory {
         };
         let mut cache = self.cache();
         if let Some(open) = cache.get(key)
-            && open.config == config
+            && *open.config() == config
         {
             return Some(open.clone());
         }

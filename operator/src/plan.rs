@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bronze::partition::{LedgerRange, PartitionGrid};
-use bronze::publish::{Finding, Manifest, SealCheck};
+use bronze::publish::{Manifest, SealCheck};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
@@ -366,7 +366,7 @@ pub fn verify_manifest(
     expected: &Expected,
     parquet_size: Option<u64>,
 ) -> Result<CheckpointStatus, String> {
-    let findings = manifest.check(&bronze::publish::Expect {
+    let expect = bronze::publish::Expect {
         range,
         network: expected.network,
         era_id: expected.era_id,
@@ -375,24 +375,10 @@ pub fn verify_manifest(
         parquet_size,
         prior_hash: expected.prior_hash,
         ingested_at: Some(expected.ingested_at),
-    });
-    // The table's file name was never checked here (only `verify` checks it); kept as it was.
-    if let Some(first) = findings
-        .iter()
-        .find(|f| !matches!(f, Finding::FileName { .. }))
-    {
-        return Err(first.to_string());
-    }
-    let (Some(table), Some(chain)) = (manifest.primary(), manifest.chain.as_ref()) else {
-        unreachable!("Manifest::check reports a missing table or chain");
     };
-    Ok(CheckpointStatus {
-        last_committed_ledger: range.end,
-        partition_start: range.start,
-        partition_end: range.end,
-        checksum: table.checksum.clone(),
-        last_ledger_hash: Some(chain.last_ledger_hash.to_ascii_lowercase()),
-    })
+    bronze::sequence::policy::accept(manifest, &expect)
+        .map(crate::sequencer::checkpoint_status)
+        .map_err(|refused| refused.to_string())
 }
 
 fn overlaps(a: LedgerRange, b: LedgerRange) -> bool {

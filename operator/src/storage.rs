@@ -10,115 +10,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bronze::partition::LedgerRange;
 use bronze::pipeline::open_output_location;
-use bronze::publish::{CommitError, Committer, DatasetLayout, Manifest};
+use bronze::publish::{Committer, DatasetLayout};
 use bronze::source::{Datastore, open_source_location};
 use futures::future::BoxFuture;
-use object_store::ObjectStoreExt;
 
 use crate::crd::BronzeBackfillSpec;
 use crate::job::worker_config;
 use crate::plan::Hole;
-use crate::sequencer::{Committed, DatasetStore, ReadError, TipSource};
-
-/// The committed partitions of one dataset, in any object store.
-pub struct ObjectDataset {
-    committer: Committer,
-}
-
-impl ObjectDataset {
-    pub fn new(committer: Committer) -> Self {
-        Self { committer }
-    }
-
-    fn read_error(e: CommitError) -> ReadError {
-        ReadError {
-            transient: e.is_transient(),
-            message: e.to_string(),
-        }
-    }
-}
-
-impl DatasetStore for ObjectDataset {
-    fn committed(&self, range: LedgerRange) -> BoxFuture<'_, Result<Option<Committed>, ReadError>> {
-        Box::pin(async move {
-            let Some(found) = self
-                .committer
-                .existing(range)
-                .await
-                .map_err(Self::read_error)?
-            else {
-                return Ok(None);
-            };
-            let key = self
-                .committer
-                .location
-                .key(&self.committer.layout.parquet_key(range));
-            let parquet_size = match self.committer.location.store.head(&key).await {
-                Ok(meta) => Some(meta.size),
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Err(ReadError {
-                        transient: false,
-                        message: format!(
-                            "{} is committed but its Parquet file {key} is missing",
-                            found.manifest_key
-                        ),
-                    });
-                }
-                Err(e) => {
-                    return Err(ReadError {
-                        transient: true,
-                        message: format!("storage head of {key} failed: {e}"),
-                    });
-                }
-            };
-            Ok(Some(Committed {
-                manifest: found.manifest,
-                parquet_size,
-                seal: found.seal,
-            }))
-        })
-    }
-
-    fn first_committed(&self) -> BoxFuture<'_, Result<Option<Manifest>, ReadError>> {
-        Box::pin(async move {
-            let location = &self.committer.location;
-            let dir = location.key(&self.committer.layout.dataset_dir());
-            let listing = location
-                .store
-                .list_with_delimiter(Some(&dir))
-                .await
-                .map_err(|e| ReadError {
-                    transient: !matches!(e, object_store::Error::NotFound { .. }),
-                    message: format!("cannot list {}: {e}", location.uri_of(dir.as_ref())),
-                });
-            let listing = match listing {
-                Ok(l) => l,
-                Err(e) if !e.transient => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let mut ranges: Vec<LedgerRange> = listing
-                .common_prefixes
-                .iter()
-                .filter_map(|p| DatasetLayout::parse_partition_dir_name(p.filename()?))
-                .collect();
-            ranges.sort();
-            // Folders without a manifest are uncommitted leftovers; look a little further.
-            for range in ranges.into_iter().take(16) {
-                if let Some(found) = self
-                    .committer
-                    .existing(range)
-                    .await
-                    .map_err(Self::read_error)?
-                {
-                    return Ok(Some(found.manifest));
-                }
-            }
-            Ok(None)
-        })
-    }
-}
+use crate::sequencer::{DatasetStore, ReadError, TipSource};
+pub use bronze::sequence::ObjectDataset;
 
 /// The tip of a datastore, by listing its newest objects, and its gaps, by listing folders.
 pub struct DatastoreTip {

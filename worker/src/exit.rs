@@ -59,7 +59,7 @@ pub fn code_for(error: &RunError) -> u8 {
         RunError::Sequence(e) => match e {
             SequenceError::Link(_) => BAD_INPUT,
             SequenceError::Commit(e) => commit_code(e),
-            SequenceError::ForeignPartition { .. } => CONFLICT,
+            SequenceError::ForeignPartition { .. } | SequenceError::Refused { .. } => CONFLICT,
             SequenceError::Hook(h) if h.conflict => CONFLICT,
             SequenceError::Hook(_) => FAILURE,
             SequenceError::Checkpoint(_) => FAILURE,

@@ -18,6 +18,12 @@ pub fn is_hex_hash(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Whether two hex hashes are the same hash: hex compares in either case (manifests of the
+/// original copier, PAS events, rows and the checkpoint need not agree on case).
+pub fn same_hash(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
 /// Lowercase hex of a 32-byte value without a heap allocation per call.
 pub fn hex32(bytes: &[u8; 32]) -> Hex32 {
     let mut out = [0u8; 64];

@@ -28,6 +28,7 @@ pub mod pas;
 pub mod pipeline;
 pub mod process;
 pub mod publish;
+pub mod sequence;
 pub mod source;
 pub mod store;
 pub mod time;

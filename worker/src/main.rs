@@ -6,7 +6,7 @@ use bronze::catalog::CatalogSink;
 use bronze::cli::{Cli, Command, GenerateArgs, HealthArgs, WorkerArgs, normalize_args};
 use bronze::config::{Config, LoadedConfig, LogFormat, LogLevel, load_config, validate};
 use bronze::pas::PasStream;
-use bronze::pipeline::{CommitHook, RunError, RunOptions, RunSummary, run, run_range};
+use bronze::pipeline::{Records, RunError, RunOptions, RunSummary, run, run_range};
 use bronze::{exit, generate, health, logging, metrics};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -76,8 +76,8 @@ fn copier_command(cli: &Cli) -> u8 {
     let options = RunOptions {
         show_progress_bar: !cli.no_progress,
     };
-    run_to_exit_code("backfill", None, Some(&config), |cancel, hooks| {
-        run(&config, hooks, cancel, options)
+    run_to_exit_code("backfill", None, Some(&config), |cancel, records| {
+        run(&config, records, cancel, options)
     })
 }
 
@@ -120,7 +120,7 @@ fn worker_command(cli: &Cli, args: &WorkerArgs) -> u8 {
         show_progress_bar: !cli.no_progress,
     };
     let termination_log = args.termination_log.clone();
-    run_to_exit_code("range", Some(&termination_log), None, |cancel, _hooks| {
+    run_to_exit_code("range", Some(&termination_log), None, |cancel, _records| {
         run_range(&config, range, cancel, options)
     })
 }
@@ -154,7 +154,7 @@ fn worker_settings(config: &mut Config) -> Vec<String> {
 
 /// Runs `start` on a fresh runtime with SIGINT/SIGTERM handling and maps the outcome to the
 /// documented exit code. With `services` (standalone mode) the metrics endpoint and the commit
-/// hooks (PAS, catalog) of that config run beside it and `start` gets the hooks. A failure's message also goes to `termination_log` when that file
+/// records (PAS, catalog) of that config run beside it and `start` gets them. A failure's message also goes to `termination_log` when that file
 /// exists (Kubernetes creates it in every container).
 fn run_to_exit_code<F, Fut>(
     what: &str,
@@ -163,7 +163,7 @@ fn run_to_exit_code<F, Fut>(
     start: F,
 ) -> u8
 where
-    F: FnOnce(CancellationToken, Vec<Box<dyn CommitHook>>) -> Fut,
+    F: FnOnce(CancellationToken, Records) -> Fut,
     Fut: std::future::Future<Output = Result<RunSummary, RunError>>,
 {
     let runtime = match runtime() {
@@ -180,7 +180,7 @@ where
             },
             None => Services::default(),
         };
-        let result = start(cancel.clone(), services.hooks()).await;
+        let result = start(cancel.clone(), services.records()).await;
         services.finish(&result, &cancel).await;
         let received = if cancel.is_cancelled() {
             signal.await.ok().flatten()
@@ -277,7 +277,7 @@ fn verify_command(cli: &Cli) -> u8 {
     }
 }
 
-/// What runs beside the pipeline: the metrics endpoint and the commit hooks.
+/// What runs beside the pipeline: the metrics endpoint and the records (PAS, catalog).
 #[derive(Default)]
 struct Services {
     _metrics: Option<metrics::MetricsServer>,
@@ -288,20 +288,20 @@ struct Services {
 }
 
 impl Services {
-    /// Hooks in order: the Delta log right after the manifest, then the original's PAS and
-    /// catalog.
-    fn hooks(&self) -> Vec<Box<dyn CommitHook>> {
-        let mut hooks: Vec<Box<dyn CommitHook>> = Vec::new();
-        if let Some(delta) = &self.delta {
-            hooks.push(Box::new(delta.clone()));
+    /// The records, in order: the Delta log right after the manifest, then the original's PAS
+    /// and catalog.
+    fn records(&self) -> Records {
+        Records {
+            table: self
+                .delta
+                .clone()
+                .map(|d| std::sync::Arc::new(d) as std::sync::Arc<dyn bronze::sequence::TableLog>),
+            pas: self
+                .pas
+                .clone()
+                .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn bronze::sequence::PasLog>),
+            catalog: self.catalog.as_ref().map(|c| c.log()),
         }
-        if let Some(pas) = &self.pas {
-            hooks.push(Box::new(pas.clone()));
-        }
-        if let Some(catalog) = &self.catalog {
-            hooks.push(catalog.hook());
-        }
-        hooks
     }
 
     /// Drains the audit stream (until done, its time limit, or a signal) and closes the

@@ -280,35 +280,6 @@ fn strict_catalog_failure_is_the_trouble_and_reported_as_the_catalogs() {
 }
 
 #[test]
-fn catalog_gaps_are_the_unrecorded_partitions_up_to_the_checkpoint() {
-    use crate::sequencer::{catalog_gaps, catalog_recorded_through};
-    let g = Grid::of(&spec()); // 2..=101 by 10
-    let rec = |ranges: &[(u32, u32)]| -> std::collections::BTreeMap<u32, (LedgerRange, String)> {
-        ranges
-            .iter()
-            .map(|&(a, b)| (b, (r(a, b), format!("sha256:{a}"))))
-            .collect()
-    };
-    assert_eq!(catalog_gaps(&g, &rec(&[]), None), vec![]);
-    assert_eq!(
-        catalog_gaps(&g, &rec(&[(2, 11), (22, 31)]), Some(41)),
-        vec![r(12, 21), r(32, 41)]
-    );
-    assert_eq!(
-        catalog_recorded_through(&g, &rec(&[(2, 11), (22, 31)])),
-        Some(11)
-    );
-    assert_eq!(catalog_recorded_through(&g, &rec(&[(12, 21)])), None);
-    // Rows past the checkpoint (written before a status write was lost) are no gap.
-    assert_eq!(
-        catalog_gaps(&g, &rec(&[(2, 11), (12, 21), (22, 31)]), Some(21)),
-        vec![]
-    );
-    // A row of another shape is not the grid partition.
-    assert_eq!(catalog_gaps(&g, &rec(&[(3, 11)]), Some(11)), vec![r(2, 11)]);
-}
-
-#[test]
 fn the_cap_counts_running_jobs_and_skips_ranges_that_have_one() {
     let mut s = spec();
     s.max_concurrent_jobs = 3;
@@ -762,6 +733,29 @@ fn verification_checks_link_rows_size_dataset_and_ingested_at() {
     let mut unchained = m;
     unchained.chain = None;
     assert!(verify_manifest(&unchained, &SealCheck::Valid, r(12, 21), &expected, None).is_err());
+}
+
+/// The catalog's `parquet_path` is built from the table's file name: a manifest naming another
+/// file than the layout's is refused (it was not checked before the one manifest policy).
+#[test]
+fn verification_checks_the_table_file_name() {
+    let s = spec();
+    let mut m = manifest_for(&s, r(12, 21), INGESTED);
+    let prior = ledger_hash(11);
+    let expected = Expected {
+        network: "testnet",
+        era_id: "p23",
+        version_label: "v1",
+        ingested_at: INGESTED,
+        prior_hash: Some(&prior),
+    };
+    assert!(verify_manifest(&m, &SealCheck::Valid, r(12, 21), &expected, None).is_ok());
+    m.tables.values_mut().next().unwrap().file = "part-12-21.parquet.old".into();
+    let err = verify_manifest(&m, &SealCheck::Valid, r(12, 21), &expected, None).unwrap_err();
+    assert!(
+        err.contains("part-12-21.parquet.old") && err.contains("not part-12-21.parquet"),
+        "{err}"
+    );
 }
 
 #[test]

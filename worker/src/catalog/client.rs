@@ -13,6 +13,7 @@ use super::records::{DatasetIdentity, LineageRecord};
 use super::tls::{self, TlsSettings};
 use super::verify::LineageRow;
 use crate::config::redact_dsn;
+use crate::sequence::RangeSummary;
 
 /// Connect timeout when the DSN does not set one (`connect_timeout`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -388,6 +389,31 @@ impl Catalog {
             .await
             .map(|row| row.map(|r| r.get(0)))
             .map_err(|e| self.query_error(&format!("look up dataset {identity}"), &e))
+    }
+
+    /// How many lineage rows lie within `[first, through]`, with the sums of their first and last
+    /// ledgers: one cheap query that tells whether a run of grid partitions is complete.
+    pub async fn lineage_summary(
+        &self,
+        dataset_id: i32,
+        first: u32,
+        through: u32,
+    ) -> Result<RangeSummary, CatalogError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*), coalesce(sum(ledger_start), 0)::bigint, coalesce(sum(ledger_end), 0)::bigint
+                 FROM _meta_lineage
+                 WHERE dataset_id = $1 AND ledger_start >= $2 AND ledger_end <= $3",
+                &[&dataset_id, &i64::from(first), &i64::from(through)],
+            )
+            .await
+            .map_err(|e| self.query_error("count lineage", &e))?;
+        Ok(RangeSummary {
+            count: row.get::<_, i64>(0) as u64,
+            starts: row.get::<_, i64>(1) as u64,
+            ends: row.get::<_, i64>(2) as u64,
+        })
     }
 
     /// Every lineage row of the dataset (with its quality verdict), in ledger order. Reads only

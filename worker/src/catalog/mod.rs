@@ -14,16 +14,16 @@
 //!   checks are known to have run;
 //! * `catalog.strict` really is strict (a failure stops the run before the checkpoint moves, also
 //!   when the database is unreachable at start), and lenient mode never silently becomes a no-op:
-//!   unrecorded partitions are kept (in a file beside the checkpoint) and recorded later, in
-//!   ledger order. See [`hook`]. A caller that sequences commits itself (the Kubernetes
-//!   operator) writes the same rows with [`CatalogWriter`] and derives what is missing from the
-//!   catalog instead of keeping a queue file.
+//!   what is missing is derived from the catalog (the sequencing engine's catch-up,
+//!   [`crate::sequence::catch_up_catalog`]) and recorded later, in ledger order. Both drivers
+//!   write through [`PgCatalog`] ([`log`]); the standalone's commit hook is [`hook`].
 //!
 //! TLS: libpq's `sslmode` (`disable|prefer|require|verify-ca|verify-full`) and `sslrootcert`,
 //! over rustls; see [`tls`].
 
 mod client;
 pub mod hook;
+pub mod log;
 pub mod migrations;
 pub mod records;
 pub mod tls;
@@ -32,6 +32,7 @@ pub mod writer;
 
 pub use client::{Catalog, CatalogError, check_dsn, connect};
 pub use hook::CatalogSink;
+pub use log::PgCatalog;
 pub use records::{DatasetIdentity, LineageRecord, QualityRecord, schema_hash};
 pub use verify::{CatalogProblem, LineageRow, compare_with_storage, verify_against_storage};
 pub use writer::CatalogWriter;

@@ -64,8 +64,7 @@ pub fn schema_hash() -> String {
     hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
-/// One `_meta_lineage` row (and its `_meta_quality` row), as kept in the pending file of
-/// lenient mode. `prev_hash` is not here: it is read from the catalog when the row is written,
+/// One `_meta_lineage` row (and its `_meta_quality` row). `prev_hash` is not here: it is read from the catalog when the row is written,
 /// so it is always the checksum of the partition recorded just before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineageRecord {

@@ -16,6 +16,7 @@ use super::verify::LineageRow;
 use crate::config::{Config, redact_dsn};
 use crate::pipeline::{CommitEvent, open_output_location};
 use crate::publish::{DatasetLayout, Manifest};
+use crate::sequence::RangeSummary;
 use crate::store::Location;
 
 /// Longest time one catalog operation (connecting and migrating, reading the lineage, or
@@ -73,14 +74,15 @@ impl CatalogWriter {
     }
 
     /// The commit event a sequencer would have published for `manifest` (what the hook records).
-    pub fn commit_event(&self, manifest: Manifest) -> CommitEvent {
+    /// `adopted`: found committed in storage rather than written by this process.
+    pub fn commit_event(&self, manifest: Manifest, adopted: bool) -> CommitEvent {
         let range = manifest.range();
         CommitEvent {
             range,
             storage_path: self.layout.storage_path(range),
             parquet_uri: self.location.uri_of(&self.layout.parquet_key(range)),
             manifest,
-            adopted: false,
+            adopted,
             overwrite: false,
             replaced: None,
         }
@@ -94,6 +96,14 @@ impl CatalogWriter {
         .await
     }
 
+    /// How many rows lie within `[first, through]` (see [`Catalog::lineage_summary`]).
+    pub async fn summary(&self, first: u32, through: u32) -> Result<RangeSummary, CatalogError> {
+        self.with_connection("count lineage", |catalog, id| {
+            Box::pin(async move { catalog.lineage_summary(id, first, through).await })
+        })
+        .await
+    }
+
     /// Writes (or re-writes) the lineage and quality rows of the partition `manifest` describes.
     /// `previous` is `(last ledger, checksum)` of the partition sequenced just before it, when
     /// known (it is the `prev_hash` fallback and lets the quality row claim the link check).
@@ -101,11 +111,13 @@ impl CatalogWriter {
     pub async fn record(
         &self,
         manifest: &Manifest,
+        adopted: bool,
         previous: Option<(u32, String)>,
     ) -> Result<Option<String>, CatalogError> {
         let mut context = self.context.clone();
         context.previous = previous;
-        let record = LineageRecord::from_event(&self.commit_event(manifest.clone()), &context);
+        let record =
+            LineageRecord::from_event(&self.commit_event(manifest.clone(), adopted), &context);
         self.with_connection("record a partition", |catalog, id| {
             Box::pin(async move { catalog.record_partition(id, &record).await })
         })

@@ -135,7 +135,9 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         |c, v| set_num(&mut c.storage.upload_part_bytes, v),
     ),
     ("STORAGE_TABLE_FORMAT", "storage.table_format", |c, v| {
-        choose(c, "storage.table_format", v, |c, f| c.storage.table_format = f)
+        choose(c, "storage.table_format", v, |c, f| {
+            c.storage.table_format = f
+        })
     }),
     ("CATALOG_DSN", "catalog.postgres_dsn", |c, v| {
         set_str(&mut c.catalog.postgres_dsn, v)

@@ -1,5 +1,5 @@
-//! The standalone copier's adapter: a [`CommitHook`] that adds each committed partition to the
-//! Delta log right after its manifest, in ledger order (the sequencer calls hooks in order).
+//! The standalone copier's adapter: the sequencing engine's [`TableLog`], which adds each
+//! committed partition to the Delta log right after its manifest, in ledger order.
 
 use std::sync::Arc;
 
@@ -7,8 +7,9 @@ use tokio::sync::Mutex;
 
 use super::repair::catch_up;
 use super::table::{Appended, DeltaError, DeltaTable};
-use crate::pipeline::{CommitEvent, CommitHook, HookError, HookFuture};
+use crate::sequence::{PartitionRecord, TableLog, TableLogError};
 use crate::store::Location;
+use futures::future::BoxFuture;
 
 #[derive(Clone)]
 pub struct DeltaSink {
@@ -18,9 +19,8 @@ pub struct DeltaSink {
     caught_up: Arc<Mutex<bool>>,
 }
 
-fn hook_error(e: DeltaError) -> HookError {
-    HookError {
-        hook: "delta",
+fn hook_error(e: DeltaError) -> TableLogError {
+    TableLogError {
         conflict: matches!(e, DeltaError::Conflict { .. }),
         message: e.to_string(),
     }
@@ -49,7 +49,7 @@ impl DeltaSink {
         Ok(added)
     }
 
-    async fn on_commit(&self, event: &CommitEvent) -> Result<(), HookError> {
+    async fn on_commit(&self, event: &PartitionRecord) -> Result<(), TableLogError> {
         {
             let mut done = self.caught_up.lock().await;
             if !*done {
@@ -61,7 +61,7 @@ impl DeltaSink {
         }
         let appended = self
             .table
-            .append(&event.manifest, event.replaced.is_some())
+            .append(&event.manifest, event.replaced)
             .await
             .map_err(hook_error)?;
         if let Appended::AlreadyThere { version } = appended {
@@ -71,13 +71,16 @@ impl DeltaSink {
     }
 }
 
-impl CommitHook for DeltaSink {
+impl TableLog for DeltaSink {
     fn name(&self) -> &'static str {
         "delta"
     }
 
-    fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> HookFuture<'a> {
-        Box::pin(DeltaSink::on_commit(self, event))
+    fn append<'a>(
+        &'a self,
+        record: &'a PartitionRecord,
+    ) -> BoxFuture<'a, Result<(), TableLogError>> {
+        Box::pin(DeltaSink::on_commit(self, record))
     }
 }
 

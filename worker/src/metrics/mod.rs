@@ -306,7 +306,7 @@ impl Metrics {
         );
         r.register(
             "catalog_pending_partitions",
-            "Committed partitions not yet recorded in the catalog (lenient mode)",
+            "Committed partitions known to have no catalog rows yet (lenient mode: gaps found in the catalog, plus partitions not recorded since)",
             m.catalog_pending.clone(),
         );
         r.register(

@@ -30,8 +30,10 @@ use super::delivery::{Courier, DeliveryError, HttpDelivery};
 use super::event::{ChainId, PasEvent};
 use super::outbox::{Created, Delivered, Outbox, OutboxError};
 use crate::partition::LedgerRange;
-use crate::pipeline::{CommitEvent, CommitHook, HookError, HookFuture};
+use crate::pipeline::CommitEvent;
 use crate::publish::{DatasetLayout, Manifest};
+use crate::sequence::{Appended, PartitionRecord, PasAppendError, PasLog};
+use futures::future::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasError {
@@ -297,6 +299,25 @@ impl PasStream {
     /// Makes sure the committed partition has its event in the outbox, then delivers it. `None`
     /// for a partition the chain has already passed without an event (see [`Self::ensure_event`]).
     pub async fn record(&self, commit: &CommitEvent) -> Result<Option<PasEvent>, PasError> {
+        self.record_partition(&PartitionRecord {
+            network: self.inner.layout.network.clone(),
+            era_id: self.inner.layout.era_id.clone(),
+            version_label: self.inner.layout.version_label.clone(),
+            range: commit.range,
+            storage_path: commit.storage_path.clone(),
+            manifest: commit.manifest.clone(),
+            adopted: commit.adopted,
+            replaced: commit.replaced.is_some(),
+            overwrite: commit.overwrite,
+        })
+        .await
+    }
+
+    /// As [`Self::record`], for the sequencing engine's record of the partition.
+    pub async fn record_partition(
+        &self,
+        commit: &PartitionRecord,
+    ) -> Result<Option<PasEvent>, PasError> {
         let Some(event) = self.ensure_event(commit).await? else {
             return Ok(None);
         };
@@ -313,7 +334,7 @@ impl PasStream {
     /// already continues past without an event (a hole that predates this run: committed before
     /// PAS was enabled, or by the original after a strict-mode failure) cannot get one without
     /// breaking the chain's order; it is reported, not filled, and `verify` lists it.
-    async fn ensure_event(&self, commit: &CommitEvent) -> Result<Option<PasEvent>, PasError> {
+    async fn ensure_event(&self, commit: &PartitionRecord) -> Result<Option<PasEvent>, PasError> {
         let inner = &self.inner;
         let range = commit.range;
         let mut state = inner.state.lock().await;
@@ -662,30 +683,49 @@ async fn background_delivery(courier: Arc<Courier>, stop: CancellationToken) {
     }
 }
 
-impl CommitHook for PasStream {
-    fn name(&self) -> &'static str {
-        "pas"
-    }
-
-    fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> HookFuture<'a> {
+impl PasLog for PasStream {
+    /// Appends on the stream's own head (rebuilt from the outbox when it opened): see
+    /// [`Self::record_partition`]. A hole that predates the run keeps the head where it is.
+    fn append<'a>(
+        &'a self,
+        record: &'a PartitionRecord,
+        _prev_event_hash: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Appended, PasAppendError>> {
         Box::pin(async move {
-            self.record(event).await.map(|_| ()).map_err(|e| HookError {
-                hook: "pas",
-                message: e.to_string(),
-                conflict: e.is_conflict(),
+            let event = self
+                .record_partition(record)
+                .await
+                .map_err(|e| append_error(record.range, e))?;
+            let event_hash = match event {
+                Some(e) => e.chain.event_hash,
+                None => self.head().await.event_hash,
+            };
+            Ok(Appended {
+                event_hash,
+                existing: false,
             })
         })
+    }
+
+    fn describe(&self) -> String {
+        self.inner.outbox.describe()
+    }
+
+    fn undelivered(&self) -> Option<u64> {
+        self.inner.courier.as_ref().map(|c| c.pending() as u64)
     }
 
     /// Before a partition is replaced: in strict mode every event already in the outbox must be
     /// delivered first (a receiver that refuses them refuses the replacement, with nothing
     /// changed); the chain must still be this stream's (no other writer moved it).
-    fn check_replace<'a>(&'a self, _event: &'a CommitEvent) -> HookFuture<'a> {
+    fn check_replace(&self, range: LedgerRange) -> BoxFuture<'_, Result<(), PasAppendError>> {
         Box::pin(async move {
-            let fail = |e: PasError| HookError {
-                hook: "pas",
-                message: format!("refusing to replace the partition: {e}"),
-                conflict: e.is_conflict(),
+            let fail = |e: PasError| {
+                let message = format!("refusing to replace the partition: {e}");
+                match e.is_conflict() {
+                    true => PasAppendError::Conflict { range, message },
+                    false => PasAppendError::Unavailable(message),
+                }
             };
             let inner = &self.inner;
             let head = inner.state.lock().await.head.clone();
@@ -714,5 +754,18 @@ impl CommitHook for PasStream {
             }
             Ok(())
         })
+    }
+}
+
+/// The stream's error as the engine's: a conflict (never retried) or an outage. The message is
+/// the stream's own.
+fn append_error(range: LedgerRange, e: PasError) -> PasAppendError {
+    if e.is_conflict() {
+        PasAppendError::Conflict {
+            range,
+            message: e.to_string(),
+        }
+    } else {
+        PasAppendError::Unavailable(e.to_string())
     }
 }

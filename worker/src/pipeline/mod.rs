@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! grid.partitions_from(next) ──► build (≤ max_in_flight at once) ──► sequencer (in order)
-//!                                 fetch ▸ decode ▸ validate ▸ encode ▸ upload     link ▸ manifest ▸ hooks ▸ checkpoint
+//!                                 fetch ▸ decode ▸ validate ▸ encode ▸ upload     link ▸ manifest ▸ records ▸ checkpoint
 //! ```
 
 mod build;
@@ -22,9 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use build::{BuildEnv, BuildError, Built, Staged, build_partition};
 pub use progress::{Progress, ProgressSnapshot, progress_line};
-pub use sequencer::{
-    CommitEvent, CommitHook, HookError, HookFuture, SequenceCounts, SequenceError, Sequencer,
-};
+pub use sequencer::{CommitEvent, HookError, Records, SequenceCounts, SequenceError, Sequencer};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::config::{Config, StorageBackend};
@@ -94,7 +92,7 @@ pub fn open_output_location(config: &Config) -> Result<Location, StoreError> {
 /// the tip) or `cancel` fires.
 pub async fn run(
     config: &Config,
-    hooks: Vec<Box<dyn CommitHook>>,
+    records: Records,
     cancel: CancellationToken,
     options: RunOptions,
 ) -> Result<RunSummary, RunError> {
@@ -156,7 +154,7 @@ pub async fn run(
             checkpoint,
             store: checkpoint_store,
         },
-        hooks,
+        records,
         Progress::new(total, options.show_progress_bar),
     )
     .await?;
@@ -228,7 +226,7 @@ pub fn partitions_in_range(
 
 /// Worker mode (one Kubernetes Job): copies and commits exactly the grid partitions inside
 /// `range`, adopting those already committed (a retried Job redoes nothing). No checkpoint, no
-/// commit hooks: the operator sequences the commits, the audit chain and the catalog.
+/// records: the operator sequences the commits, the audit chain and the catalog.
 ///
 /// The run is always bounded: a missing datastore object is an error, never "the tip", so a
 /// Job cannot hang waiting for ledgers the operator did not see.
@@ -251,7 +249,7 @@ pub async fn run_range(
         &grid,
         range.start,
         Resume::default(),
-        Vec::new(),
+        Records::default(),
         Progress::new(Some(range.len()), options.show_progress_bar),
     )
     .await?;
@@ -286,7 +284,7 @@ impl Pipeline {
         grid: &PartitionGrid,
         next: u32,
         resume: Resume,
-        hooks: Vec<Box<dyn CommitHook>>,
+        records: Records,
         progress: Progress,
     ) -> Result<Self, RunError> {
         let source = Arc::new(Datastore::open(config, open_source_location(config)?).await?);
@@ -351,7 +349,8 @@ impl Pipeline {
             committer,
             layout,
             checkpoint: resume.store,
-            hooks,
+            records,
+            head: crate::sequence::Head::default(),
             settings: PartitionSettings {
                 ingested_at: ingested_at.clone(),
                 writer: writer_info,

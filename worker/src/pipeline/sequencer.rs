@@ -1,18 +1,19 @@
-//! The sequencer: takes built partitions in ledger order and publishes each one: hash link to the
-//! previous partition, manifest (the commit), the commit hooks (PAS, catalog), then the
-//! checkpoint. A failure at any step stops the run before the checkpoint moves, so a restart
-//! redoes exactly the partitions that were not fully published.
+//! The standalone's driver of the sequencing engine ([`crate::sequence`]): takes built partitions
+//! in ledger order and publishes each one: hash link to the previous partition, manifest (the
+//! commit; a partition found committed is accepted by the engine's manifest policy), then the
+//! engine's records (PAS event, catalog rows: [`record_partition`]), then the checkpoint, which
+//! is where this driver keeps the engine's head. A failure at any step stops the run before the
+//! checkpoint moves, so a restart redoes exactly the partitions that were not fully published.
 //!
 //! Replacing a committed partition (`era.allow_overwrite`): its new file was built beside the
 //! committed one; the sequencer checks everything that could refuse first (the hash link, the
-//! dataset, each hook's [`CommitHook::check_replace`]), and only then swaps the files and
-//! commits the new manifest; the hooks then record the replacement (PAS: a
-//! `bronze_partition_replaced` event; catalog: the row updated). A rebuilt partition identical to
+//! dataset, every record's `check_replace`), and only then swaps the files and commits the new
+//! manifest; the records then note the replacement (PAS: a `bronze_partition_replaced` event;
+//! catalog: the row updated). A rebuilt partition identical to
 //! the committed one is kept as it is.
 
 use std::collections::BTreeMap;
-
-use futures::future::BoxFuture;
+use std::sync::Arc;
 
 use super::build::{Built, Staged};
 use super::progress::Progress;
@@ -22,7 +23,11 @@ use crate::hash::{hex32, parse_hash};
 use crate::partition::LedgerRange;
 use crate::publish::{
     ChainInfo, CommitError, Committer, DatasetLayout, ExistingPartition, Expect, Finding, Manifest,
-    ManifestPartition, ManifestTable, PartitionSettings, Producer,
+    ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
+};
+use crate::sequence::{
+    CatalogLog, CatalogRun, Head, Logs, PasAppendError, PasLog, Position, RecordError, TableLog,
+    check_replace, policy, record_partition,
 };
 use crate::validate::{ValidationError, check_link};
 
@@ -55,19 +60,48 @@ pub struct HookError {
     pub conflict: bool,
 }
 
-/// Something that must happen, in ledger order, after a partition is committed and before the
-/// checkpoint moves past it (PAS events, catalog rows). Implementations must be idempotent: after
-/// a crash the same partition may be presented again.
-pub trait CommitHook: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn on_commit<'a>(&'a self, event: &'a CommitEvent) -> BoxFuture<'a, Result<(), HookError>>;
-    /// Called before a committed partition is replaced by `event`'s (nothing is changed yet):
-    /// an error refuses the replacement, and the dataset stays exactly as it was.
-    fn check_replace<'a>(
-        &'a self,
-        _event: &'a CommitEvent,
-    ) -> BoxFuture<'a, Result<(), HookError>> {
-        Box::pin(async { Ok(()) })
+/// The records a run keeps beside storage, written by the engine in ledger order after each
+/// partition's commit and before the checkpoint moves past it: the table log (Delta), the PAS
+/// stream, then the catalog.
+#[derive(Clone, Default)]
+pub struct Records {
+    pub table: Option<Arc<dyn TableLog>>,
+    pub pas: Option<Arc<dyn PasLog>>,
+    pub catalog: Option<Arc<dyn CatalogLog>>,
+}
+
+impl Records {
+    /// A record that failed, as the run's error: a conflict (the record disagrees with what was
+    /// committed: exit code 4) or an outage (retryable).
+    fn error(e: RecordError) -> HookError {
+        match e {
+            RecordError::Table(hook, e) => HookError {
+                hook,
+                message: e.message,
+                conflict: e.conflict,
+            },
+            RecordError::Pas(PasAppendError::Conflict { message, .. }) => HookError {
+                hook: "pas",
+                message,
+                conflict: true,
+            },
+            RecordError::Pas(PasAppendError::Unavailable(message)) => HookError {
+                hook: "pas",
+                message,
+                conflict: false,
+            },
+            RecordError::Catalog(message) => {
+                let message = message.strip_prefix("catalog: ").unwrap_or(&message);
+                HookError {
+                    hook: "catalog",
+                    message: match message.contains("catalog.strict") {
+                        true => message.to_string(),
+                        false => format!("{message} (catalog.strict)"),
+                    },
+                    conflict: false,
+                }
+            }
+        }
     }
 }
 
@@ -88,6 +122,13 @@ pub enum SequenceError {
         found: String,
         expected: String,
     },
+    /// A committed partition found in storage that the manifest policy refuses to adopt.
+    #[error("committed partition {range} ({key}) is refused: {finding}")]
+    Refused {
+        range: LedgerRange,
+        key: String,
+        finding: Finding,
+    },
 }
 
 impl SequenceError {
@@ -96,7 +137,9 @@ impl SequenceError {
         use crate::metrics::ErrorKind;
         match self {
             SequenceError::Link(_) => ErrorKind::Validation,
-            SequenceError::Commit(_) | SequenceError::ForeignPartition { .. } => ErrorKind::Storage,
+            SequenceError::Commit(_)
+            | SequenceError::ForeignPartition { .. }
+            | SequenceError::Refused { .. } => ErrorKind::Storage,
             SequenceError::Hook(h) if h.hook == "pas" => ErrorKind::Pas,
             SequenceError::Hook(h) if h.hook == "catalog" => ErrorKind::Catalog,
             SequenceError::Hook(_) | SequenceError::Checkpoint(_) => ErrorKind::Internal,
@@ -108,7 +151,9 @@ pub struct Sequencer {
     pub committer: Committer,
     pub layout: DatasetLayout,
     pub checkpoint: Option<CheckpointStore>,
-    pub hooks: Vec<Box<dyn CommitHook>>,
+    pub records: Records,
+    /// The engine's head: the last partition published and the PAS chain's head.
+    pub head: Head,
     pub ingested_at: String,
     pub network_passphrase: Option<String>,
     /// Hash of the last ledger before the next partition, when known.
@@ -146,7 +191,7 @@ impl Sequencer {
                 Some(existing) => self.replace_staged(&staged, existing).await?,
             },
             Built::AlreadyCommitted(existing) => {
-                self.check_adopted(&existing.manifest, &existing.manifest_key)?;
+                self.check_adopted(&existing)?;
                 self.adopt(&existing.manifest);
                 (existing.manifest, true, None)
             }
@@ -157,25 +202,50 @@ impl Sequencer {
             .as_ref()
             .and_then(|c| parse_hash(&c.last_ledger_hash));
         let event = self.commit_event(manifest, adopted, self.committer.allow_overwrite, replaced);
-        for hook in &self.hooks {
-            hook.on_commit(&event).await?;
-        }
+        let mut record = crate::sequence::partition_record(
+            &self.layout,
+            event.manifest.clone(),
+            adopted,
+            event.overwrite,
+        );
+        record.replaced = event.replaced.is_some();
+        let position = Position {
+            last_committed_ledger: range.end,
+            partition: range,
+            checksum: event
+                .manifest
+                .primary()
+                .map(|t| t.checksum.clone())
+                .unwrap_or_default(),
+            last_ledger_hash: event
+                .manifest
+                .chain
+                .as_ref()
+                .map(|c| c.last_ledger_hash.to_ascii_lowercase()),
+        };
+        let mut catalog = self.records.catalog.as_deref().map(CatalogRun::new);
+        let logs = Logs {
+            table: self.records.table.as_deref(),
+            pas: self.records.pas.as_deref(),
+        };
+        record_partition(logs, catalog.as_mut(), &mut self.head, &record, position)
+            .await
+            .map_err(Records::error)?;
         let behind_checkpoint = self.checkpoint_floor.is_some_and(|floor| range.end < floor);
-        if let Some(store) = self.checkpoint.as_ref().filter(|_| !behind_checkpoint) {
-            let table = event.manifest.primary();
+        // The checkpoint file is where this driver keeps the engine's head.
+        if let (Some(store), Some(head)) = (
+            self.checkpoint.as_ref().filter(|_| !behind_checkpoint),
+            &self.head.position,
+        ) {
             let cp = store.at(
-                range.end,
+                head.last_committed_ledger,
                 Some(CommittedPartition {
-                    start: range.start,
-                    end: range.end,
-                    checksum: table.map(|t| t.checksum.clone()).unwrap_or_default(),
+                    start: head.partition.start,
+                    end: head.partition.end,
+                    checksum: head.checksum.clone(),
                 }),
                 Some(self.ingested_at.clone()),
-                event
-                    .manifest
-                    .chain
-                    .as_ref()
-                    .map(|c| c.last_ledger_hash.clone()),
+                head.last_ledger_hash.clone(),
             );
             store.save(&cp)?;
         }
@@ -229,10 +299,13 @@ impl Sequencer {
             tracing::info!(partition = %range, "rebuilt partition is identical to the committed one; kept");
             return Ok((existing.manifest.clone(), true, None));
         }
-        let candidate = self.commit_event(manifest.clone(), false, true, old.clone());
-        for hook in &self.hooks {
-            hook.check_replace(&candidate).await?;
-        }
+        check_replace(
+            self.records.pas.as_deref(),
+            self.records.catalog.as_deref(),
+            range,
+        )
+        .await
+        .map_err(Records::error)?;
         self.committer
             .replace(&manifest, &staged.parquet_key)
             .await?;
@@ -336,49 +409,77 @@ impl Sequencer {
         }
     }
 
-    /// What a committed partition found in storage must say to be adopted.
-    fn findings(&self, manifest: &Manifest, prior_hash: Option<&str>) -> Vec<Finding> {
-        manifest.check(&Expect {
+    /// What a committed partition found in storage says against this run's dataset.
+    fn expect<'a>(
+        &'a self,
+        manifest: &Manifest,
+        seal: Option<&'a SealCheck>,
+        prior_hash: Option<&'a str>,
+    ) -> Expect<'a> {
+        Expect {
             range: manifest.range(),
             network: &self.layout.network,
             era_id: &self.layout.era_id,
             version_label: &self.layout.version_label,
-            seal: None,
+            seal,
             parquet_size: None,
             prior_hash,
             ingested_at: None,
-        })
+        }
     }
 
-    /// Adopting checks the dataset and the hash link only (a resumed run trusts the rest of
-    /// what it committed itself; `verify` checks all of it).
-    fn check_adopted(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
+    /// Adopting applies the one manifest policy ([`crate::sequence::policy`]): the seal, the
+    /// dataset, the table (file name, checksum, rows), the chain hashes and the link. A resumed
+    /// run does not know the `ingested_at` of earlier runs nor the Parquet size (`verify` checks
+    /// the file itself).
+    fn check_adopted(&self, existing: &ExistingPartition) -> Result<(), SequenceError> {
+        let (manifest, key) = (&existing.manifest, &existing.manifest_key);
         let prior = self.prior_last_hash.map(hex::encode);
-        let findings = self.findings(manifest, prior.as_deref());
-        foreign(manifest, key, &findings)?;
-        let Some(prior) = &self.prior_last_hash else {
-            return Ok(());
-        };
-        let previous = manifest
-            .chain
-            .as_ref()
-            .and_then(|c| parse_hash(&c.previous_ledger_hash));
-        match previous {
-            Some(previous) if findings.iter().any(|f| matches!(f, Finding::Link { .. })) => {
-                check_link(manifest.range(), &previous, prior, key)?
+        let expect = self.expect(manifest, Some(&existing.seal), prior.as_deref());
+        match policy::refusal(manifest, &expect) {
+            None => {}
+            Some(Finding::Dataset { found, expected }) => {
+                return Err(SequenceError::ForeignPartition {
+                    range: manifest.range(),
+                    key: key.clone(),
+                    found,
+                    expected,
+                });
             }
-            Some(_) => {}
-            None => tracing::warn!(
+            // The link keeps its own error (bad input: the source's chain is broken).
+            Some(Finding::Link { .. }) => {
+                let previous = manifest
+                    .chain
+                    .as_ref()
+                    .and_then(|c| parse_hash(&c.previous_ledger_hash));
+                if let (Some(previous), Some(prior)) = (previous, &self.prior_last_hash) {
+                    check_link(manifest.range(), &previous, prior, key)?;
+                }
+            }
+            Some(finding) => {
+                return Err(SequenceError::Refused {
+                    range: manifest.range(),
+                    key: key.clone(),
+                    finding,
+                });
+            }
+        }
+        if manifest.chain.is_none() && self.prior_last_hash.is_some() {
+            tracing::warn!(
                 partition = %manifest.range(),
                 "committed partition has no chain hashes in its manifest; its link to the previous partition is not checked"
-            ),
+            );
         }
         Ok(())
     }
 
     /// A committed partition found in storage must belong to this dataset.
     pub fn check_dataset(&self, manifest: &Manifest, key: &str) -> Result<(), SequenceError> {
-        foreign(manifest, key, &self.findings(manifest, None))
+        foreign(
+            manifest,
+            key,
+            &manifest.check(&self.expect(manifest, None, None)),
+        )
     }
 }
 
@@ -397,6 +498,3 @@ fn foreign(manifest: &Manifest, key: &str, findings: &[Finding]) -> Result<(), S
         None => Ok(()),
     }
 }
-
-/// A boxed hook future, for implementors.
-pub type HookFuture<'a> = BoxFuture<'a, Result<(), HookError>>;

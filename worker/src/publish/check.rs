@@ -7,7 +7,7 @@
 
 use super::layout::DatasetLayout;
 use super::manifest::{Manifest, SealCheck};
-use crate::hash::is_hex_hash;
+use crate::hash::{is_hex_hash, same_hash};
 use crate::partition::LedgerRange;
 
 /// What a manifest must say. `None` fields are not checked.
@@ -149,7 +149,7 @@ impl Manifest {
                     out.push(Finding::ChainHashFormat);
                 }
                 if let Some(prior) = expect.prior_hash
-                    && !chain.previous_ledger_hash.eq_ignore_ascii_case(prior)
+                    && !same_hash(&chain.previous_ledger_hash, prior)
                 {
                     out.push(Finding::Link {
                         ledger: range.start,
@@ -177,25 +177,29 @@ impl Manifest {
     }
 }
 
+/// A well-formed manifest of the `testnet/p23/v1` dataset for unit tests: one row per ledger,
+/// chain hashes `hash(start - 1)`, `hash(start)`, `hash(end)`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use std::collections::BTreeMap;
 
     use super::*;
     use crate::config::PRIMARY_TABLE;
     use crate::publish::{ChainInfo, ManifestPartition, ManifestTable, Producer};
 
-    const INGESTED: &str = "2025-01-15T10:00:00Z";
+    pub const INGESTED: &str = "2025-01-15T10:00:00Z";
 
-    fn hash(n: u8) -> String {
+    /// A 64-hex-digit hash made of the byte `n`.
+    pub fn hash(n: u8) -> String {
         format!("{n:02x}").repeat(32)
     }
 
-    fn manifest() -> Manifest {
+    pub fn manifest(range: LedgerRange) -> Manifest {
+        let h = |ledger: u32| hash(ledger as u8);
         Manifest {
             partition: ManifestPartition {
-                start: 12,
-                end: 21,
+                start: range.start,
+                end: range.end,
                 era_id: "p23".into(),
                 version: "v1".into(),
                 network: "testnet".into(),
@@ -203,24 +207,34 @@ mod tests {
             tables: BTreeMap::from([(
                 PRIMARY_TABLE.to_string(),
                 ManifestTable {
-                    file: DatasetLayout::parquet_file_name(LedgerRange::new(12, 21)),
+                    file: DatasetLayout::parquet_file_name(range),
                     checksum: format!("sha256:{}", hash(1)),
-                    row_count: 10,
+                    row_count: range.len(),
                     byte_size: 100,
                 },
             )]),
             producer: Producer::current(),
             created_at: INGESTED.into(),
             chain: Some(ChainInfo {
-                previous_ledger_hash: hash(11),
-                first_ledger_hash: hash(12),
-                last_ledger_hash: hash(21),
+                previous_ledger_hash: h(range.start - 1),
+                first_ledger_hash: h(range.start),
+                last_ledger_hash: h(range.end),
             }),
             ingested_at: Some(INGESTED.into()),
             network_passphrase: None,
             writer: None,
             manifest_sha256: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{INGESTED, hash};
+    use super::*;
+
+    fn manifest() -> Manifest {
+        fixtures::manifest(LedgerRange::new(12, 21))
     }
 
     fn expect<'a>(prior: &'a str) -> Expect<'a> {

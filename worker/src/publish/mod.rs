@@ -6,6 +6,8 @@ mod layout;
 mod manifest;
 mod upload;
 
+#[cfg(test)]
+pub(crate) use check::fixtures;
 pub use check::{Expect, Finding};
 pub use commit::{CommitError, Committer, ExistingPartition};
 pub use layout::{DatasetLayout, MANIFEST_FILE};

@@ -4,6 +4,7 @@
 use super::partition::VerifiedPartition;
 use super::report::Report;
 use crate::checkpoint::Checkpoint;
+use crate::hash::same_hash;
 use crate::partition::{LedgerRange, PartitionGrid};
 
 /// `partitions` sorted by range.
@@ -69,7 +70,7 @@ pub fn check_sequence(partitions: &[VerifiedPartition], grid: &PartitionGrid, re
 /// The first ledger of `b` must link to the last of `a`: in the manifests and in the rows.
 fn check_link(a: &VerifiedPartition, b: &VerifiedPartition, report: &mut Report) {
     if let (Some(ca), Some(cb)) = (&a.manifest.chain, &b.manifest.chain)
-        && cb.previous_ledger_hash != ca.last_ledger_hash
+        && !same_hash(&cb.previous_ledger_hash, &ca.last_ledger_hash)
     {
         report.problem(
             Some(b.range),
@@ -84,7 +85,7 @@ fn check_link(a: &VerifiedPartition, b: &VerifiedPartition, report: &mut Report)
     let last_a = a.rows.as_ref().and_then(|r| r.last_hash.as_ref());
     let prev_b = b.rows.as_ref().and_then(|r| r.first_previous_hash.as_ref());
     if let (Some(last_a), Some(prev_b)) = (last_a, prev_b)
-        && last_a != prev_b
+        && !same_hash(last_a, prev_b)
     {
         report.problem(
             Some(b.range),
@@ -171,5 +172,45 @@ pub fn check_checkpoint(
             "checkpoint.boundary",
             format!("last_committed_ledger {last} is not the end of a committed partition"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::fixtures::hash;
+
+    fn partition(start: u32, end: u32, previous: String, last: String) -> VerifiedPartition {
+        let range = LedgerRange::new(start, end);
+        let mut manifest = crate::publish::fixtures::manifest(range);
+        let chain = manifest.chain.as_mut().unwrap();
+        chain.previous_ledger_hash = previous;
+        chain.last_ledger_hash = last;
+        VerifiedPartition {
+            range,
+            manifest_key: format!("range={range}/_manifest.json"),
+            manifest,
+            parquet_key: format!("range={range}/part-{range}.parquet"),
+            rows: None,
+            damaged: false,
+        }
+    }
+
+    /// Hex hashes compare in either case, as the sequencers compare them: a manifest whose
+    /// `previous_ledger_hash` is its neighbour's `last_ledger_hash` in upper case links.
+    #[test]
+    fn the_manifest_link_compares_hashes_in_either_case() {
+        let grid = PartitionGrid::new(2, 21, 10);
+        let a = partition(2, 11, hash(1), hash(0xab));
+        let b = partition(12, 21, hash(0xab).to_ascii_uppercase(), hash(0xcd));
+        let mut report = Report::default();
+        check_sequence(&[a.clone(), b], &grid, &mut report);
+        assert!(report.is_clean(), "{:?}", report.findings);
+
+        let broken = partition(12, 21, hash(0xac), hash(0xcd));
+        let mut report = Report::default();
+        check_sequence(&[a, broken], &grid, &mut report);
+        assert_eq!(report.problems(), 1, "{:?}", report.findings);
+        assert_eq!(report.findings[0].check, "link.manifest");
     }
 }

@@ -277,7 +277,7 @@ async fn check_parquet(
             ),
         ] {
             if let Some(found) = found
-                && found != recorded
+                && !crate::hash::same_hash(found, recorded)
             {
                 report.problem(
                     Some(range),

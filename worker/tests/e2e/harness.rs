@@ -239,7 +239,7 @@ impl Harness {
             .join(format!("checkpoint_{}_pre_p23_v1.json", self.network))
     }
 
-    /// The lenient catalog's queue of partitions not yet recorded.
+    /// The queue file earlier versions kept beside the checkpoint (now removed at start).
     pub fn catalog_queue_path(&self) -> PathBuf {
         self.state_dir()
             .join(format!("catalog_pending_{}_pre_p23_v1.json", self.network))

@@ -183,6 +183,58 @@ fn committed_partitions_without_a_checkpoint_are_adopted_not_rewritten() {
     assert_eq!(run.checkpoint().unwrap()["last_committed_ledger"], 31);
 }
 
+/// A partition found committed is adopted only if the one manifest policy accepts it, as the
+/// operator's sequencer does: its `manifest_sha256` seal must match its bytes, and its table must
+/// be the file the layout names (both were adopted without a look before).
+#[test]
+fn an_adopted_partition_needs_its_seal_and_the_layouts_file_name() {
+    let run = Harness::testnet(30);
+    run.run_expect(0);
+    let path = run.manifest_path(12, 21);
+    let sealed = std::fs::read(&path).unwrap();
+
+    // Edited after it was written: the seal no longer matches.
+    std::fs::remove_dir_all(run.state_dir()).unwrap();
+    let text = String::from_utf8(sealed.clone()).unwrap();
+    let created = manifest_json(&run.partition_dir(12, 21))["created_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&path, text.replace(&created, "2020-01-01T00:00:00Z")).unwrap();
+    let log = run.run_expect(4);
+    assert!(
+        log.contains("range=12-21/_manifest.json") && log.contains("manifest_sha256 is sha256:"),
+        "{log}"
+    );
+    assert!(
+        run.checkpoint_ledger() == Some(11),
+        "stops before the refused partition"
+    );
+
+    // Sealed again, but naming another file than the layout's.
+    std::fs::remove_dir_all(run.state_dir()).unwrap();
+    let mut m = bronze::publish::Manifest::from_json(&sealed).unwrap();
+    m.tables.values_mut().next().unwrap().file = "part-12-21.parquet.old".into();
+    m.manifest_sha256 = None;
+    std::fs::write(&path, m.to_json()).unwrap();
+    let log = run.run_expect(4);
+    assert!(
+        log.contains("range=12-21/_manifest.json")
+            && log.contains("the table's file is part-12-21.parquet.old, not part-12-21.parquet"),
+        "{log}"
+    );
+
+    // The original bytes are adopted again.
+    std::fs::remove_dir_all(run.state_dir()).unwrap();
+    std::fs::write(&path, &sealed).unwrap();
+    let log = run.run_expect(0);
+    assert!(
+        log.contains("skipping partition (already committed)"),
+        "{log}"
+    );
+    assert_eq!(run.checkpoint_ledger(), Some(31));
+}
+
 #[test]
 fn an_uncommitted_leftover_is_replaced_and_allow_overwrite_rebuilds_committed_data() {
     let mut run = Harness::testnet(10);
