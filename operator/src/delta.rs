@@ -1,90 +1,87 @@
-//! The Delta log of a backfill with `spec.storage.tableFormat: delta`, written by the operator
-//! with the worker's own Delta code ([`bronze::delta`]) as it sequences the committed partitions:
-//! shaped like the catalog step, `recorded()` (what the log has, read from its last checkpoint on)
-//! and `append(manifest)` (the next partition's add, in ledger order, idempotent), plus
-//! `catch_up(through)` (manifests committed before, or lost by a crash between a manifest and
-//! its log entry, added in ledger order). Nothing is kept on local disk: the log itself says what
-//! is missing.
+//! The Delta log of a backfill with `spec.storage.tableFormat: delta`: the library's
+//! [`DeltaSink`], the sequencing engine's table log, exactly as the standalone copier uses it.
+//! The engine adds each partition right after accepting its manifest, in ledger order; before
+//! that, once per sink, [`catch_up`] adds the committed partitions the checkpoint has passed that
+//! the log is missing (the key turned on for an existing backfill, a log entry lost by a crash).
+//! Nothing is kept on local disk: the log itself says what is missing.
 
-use bronze::delta::{Appended, DeltaError, DeltaTable, catch_up};
-use bronze::partition::LedgerRange;
-use bronze::publish::{DatasetLayout, Manifest};
-use bronze::store::Location;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bronze::delta::{DeltaError, DeltaSink, DeltaTable};
+use bronze::publish::DatasetLayout;
 
 use crate::crd::{BronzeBackfillSpec, TableFormat};
 use crate::job::worker_config;
 
-/// One backfill's Delta table.
-pub struct DeltaLog {
-    table: DeltaTable,
-    location: Location,
+/// The sinks of the backfills, by `namespace/name`, kept while their storage stays the same (so
+/// the catch-up runs once per operator process, not at every reconcile).
+#[derive(Default)]
+pub struct DeltaLogs {
+    open: Mutex<HashMap<String, (String, Arc<DeltaSink>)>>,
 }
 
-impl DeltaLog {
+impl DeltaLogs {
     /// The log of `spec` (`None` unless `spec.storage.tableFormat` is `delta`), on the same
     /// storage and dataset folder as its worker Jobs.
-    pub fn open(spec: &BronzeBackfillSpec) -> Result<Option<DeltaLog>, String> {
+    pub fn open(
+        &self,
+        key: &str,
+        spec: &BronzeBackfillSpec,
+    ) -> Result<Option<Arc<DeltaSink>>, String> {
         if spec.storage.table_format != TableFormat::Delta {
             return Ok(None);
+        }
+        let place = serde_json::to_string(&(
+            &spec.storage,
+            &spec.network,
+            &spec.era_id,
+            &spec.version_label,
+        ))
+        .map_err(|e| e.to_string())?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, sink)) = open.get(key)
+            && *at == place
+        {
+            return Ok(Some(sink.clone()));
         }
         // INGESTED_AT is not part of the log; any valid value gives the same storage config.
         let config = worker_config(spec, "1970-01-01T00:00:00Z").map_err(|e| e.to_string())?;
         let location =
             bronze::pipeline::open_output_location(&config).map_err(|e| e.to_string())?;
-        Ok(Some(Self::at(
-            location,
-            &DatasetLayout::from_config(&config),
-        )))
+        let table = DeltaTable::new(&location, &DatasetLayout::from_config(&config));
+        let sink = Arc::new(DeltaSink::new(Arc::new(table), location));
+        open.insert(key.to_string(), (place, sink.clone()));
+        Ok(Some(sink))
     }
 
-    pub fn at(location: Location, layout: &DatasetLayout) -> DeltaLog {
-        DeltaLog {
-            table: DeltaTable::new(&location, layout),
-            location,
-        }
+    /// The backfill is gone: release its sink.
+    pub fn forget(&self, key: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
+}
 
-    /// The partitions the log adds, in ledger order, with their logged sizes.
-    pub async fn recorded(&self) -> Result<Vec<(LedgerRange, u64)>, String> {
-        let files = self.table.recorded().await.map_err(|e| e.to_string())?;
-        Ok(files
-            .into_iter()
-            .map(|(r, f)| (r, u64::try_from(f.size).unwrap_or_default()))
-            .collect())
+/// Adds, in ledger order, every committed partition ending at or before `checkpoint` that the
+/// log is missing; once per sink (later partitions are added in order by the engine). Returns
+/// how many were added. Without a checkpoint nothing is sequenced yet, so nothing is added.
+pub async fn catch_up(sink: &DeltaSink, checkpoint: Option<u32>) -> Result<usize, DeltaError> {
+    let Some(through) = checkpoint else {
+        return Ok(0);
+    };
+    if sink.is_caught_up().await {
+        return Ok(0);
     }
-
-    /// Adds `manifest`'s partition (a no-op when the log already adds its file). `replaced`: the
-    /// partition's files may have been replaced (`era.allowOverwrite`), so a logged add of
-    /// another manifest is superseded rather than refused. Errors: [`DeltaError::Conflict`] (the
-    /// log adds this path with another size: retrying cannot help), transient ones
-    /// ([`DeltaError::is_transient`]: retry at the next reconcile), a corrupt log.
-    pub async fn append(
-        &self,
-        manifest: &Manifest,
-        replaced: bool,
-    ) -> Result<Appended, DeltaError> {
-        self.table.append(manifest, replaced).await
-    }
-
-    /// Adds, in ledger order, every committed partition ending at or before `through` (the
-    /// checkpoint; nothing with `None`) that the log is missing. Returns how many were added.
-    pub async fn catch_up(&self, through: Option<u32>) -> Result<usize, DeltaError> {
-        // Nothing is sequenced yet: nothing to catch up (a later partition is added in order).
-        let Some(through) = through else {
-            return Ok(0);
-        };
-        catch_up(&self.table, &self.location, Some(through.saturating_add(1))).await
-    }
-
-    /// The table's URI, for logs and status.
-    pub fn describe(&self) -> String {
-        self.table.uri()
-    }
+    sink.catch_up_before(Some(through.saturating_add(1))).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bronze::partition::LedgerRange;
+    use bronze::publish::Manifest;
 
     fn manifest(start: u32, end: u32, size: u64) -> Manifest {
         Manifest::from_json(
@@ -103,10 +100,26 @@ mod tests {
         .unwrap()
     }
 
-    /// The adapter over a real local store: committed manifests missing from the log are added
-    /// in ledger order by `catch_up`, `append` is idempotent, `recorded` reads them back.
+    fn record(manifest: Manifest, replaced: bool) -> bronze::sequence::PartitionRecord {
+        bronze::sequence::PartitionRecord {
+            network: "testnet".into(),
+            era_id: "e".into(),
+            version_label: "v1".into(),
+            range: manifest.range(),
+            storage_path: String::new(),
+            manifest,
+            adopted: true,
+            replaced,
+            overwrite: replaced,
+        }
+    }
+
+    /// The operator's sink over a real local store: committed manifests the checkpoint has
+    /// passed and the log is missing are added in ledger order by `catch_up`, once; the engine's
+    /// appends (through `TableLog`) are idempotent; the log reads them back.
     #[tokio::test]
-    async fn catch_up_then_append_in_ledger_order_once() {
+    async fn catch_up_once_then_append_in_ledger_order_once() {
+        use bronze::sequence::TableLog;
         let dir = tempfile::tempdir().unwrap();
         let location =
             bronze::store::local("storage.local_dir", dir.path().to_str().unwrap(), true).unwrap();
@@ -131,30 +144,64 @@ mod tests {
                     .unwrap();
             }
         }
-        let log = DeltaLog::at(location, &layout);
-        assert_eq!(log.recorded().await.unwrap(), vec![]);
-        assert_eq!(log.catch_up(None).await.unwrap(), 0);
+        let table = Arc::new(DeltaTable::new(&location, &layout));
+        let sink = DeltaSink::new(table.clone(), location);
+        let logged = || async {
+            table
+                .recorded()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(r, f)| (r, f.size))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(logged().await, vec![]);
+        assert_eq!(catch_up(&sink, None).await.unwrap(), 0);
         // Only committed partitions up to the checkpoint (5); 6-7 has no manifest.
-        assert_eq!(log.catch_up(Some(5)).await.unwrap(), 2);
-        assert_eq!(log.catch_up(Some(5)).await.unwrap(), 0);
+        assert_eq!(catch_up(&sink, Some(5)).await.unwrap(), 2);
+        assert_eq!(catch_up(&sink, Some(5)).await.unwrap(), 0);
         assert_eq!(
-            log.recorded().await.unwrap(),
+            logged().await,
             vec![(LedgerRange::new(2, 3), 100), (LedgerRange::new(4, 5), 100)]
         );
         let m = manifest(6, 7, 100);
-        assert_eq!(
-            log.append(&m, false).await.unwrap(),
-            Appended::Added { version: 3 }
+        sink.append(&record(m.clone(), false)).await.unwrap();
+        sink.append(&record(m, false)).await.unwrap();
+        assert_eq!(logged().await.len(), 3, "an append is idempotent");
+        // A different size for a logged path is refused (a conflict) unless it is a replacement.
+        let refused = sink
+            .append(&record(manifest(6, 7, 101), false))
+            .await
+            .unwrap_err();
+        assert!(refused.conflict, "{refused}");
+        sink.append(&record(manifest(6, 7, 101), true))
+            .await
+            .unwrap();
+        assert_eq!(logged().await.last(), Some(&(LedgerRange::new(6, 7), 101)));
+    }
+
+    /// One sink per backfill while its storage stays the same; a new one when it changes.
+    #[test]
+    fn sinks_are_kept_per_backfill_and_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = DeltaLogs::default();
+        let mut spec = crate::fixtures::spec();
+        spec.storage.local_dir = Some(dir.path().to_str().unwrap().into());
+        assert!(
+            logs.open("ns/b", &spec).unwrap().is_none(),
+            "off by default"
         );
-        assert_eq!(
-            log.append(&m, false).await.unwrap(),
-            Appended::AlreadyThere { version: 3 }
-        );
-        // A different size for a logged path is refused unless it is a replacement.
-        assert!(log.append(&manifest(6, 7, 101), false).await.is_err());
-        assert_eq!(
-            log.append(&manifest(6, 7, 101), true).await.unwrap(),
-            Appended::Added { version: 4 }
-        );
+        spec.storage.table_format = TableFormat::Delta;
+        let a = logs.open("ns/b", &spec).unwrap().unwrap();
+        let again = logs.open("ns/b", &spec).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        spec.storage.prefix = "elsewhere/".into();
+        let moved = logs.open("ns/b", &spec).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&a, &moved));
+        logs.forget("ns/b");
+        assert!(!Arc::ptr_eq(
+            &moved,
+            &logs.open("ns/b", &spec).unwrap().unwrap()
+        ));
     }
 }

@@ -512,6 +512,7 @@ pub fn context(
         storage: Arc::new(TestStorage { dataset, tip: None }),
         pas: Arc::new(MemoryPas(outbox)),
         catalog: Arc::new(crate::catalog::PgCatalogFactory::with_env(|_| None)),
+        delta: Arc::default(),
         now: test_now,
         worker_defaults: crate::job::WorkerDefaults::default(),
     })

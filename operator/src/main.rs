@@ -163,6 +163,7 @@ async fn run(args: Args) -> Result<(), String> {
         storage: Arc::new(ObjectStorageFactory::default()),
         pas: pas.clone(),
         catalog: Arc::new(PgCatalogFactory::default()),
+        delta: Arc::default(),
         now: chrono::Utc::now,
         worker_defaults: WorkerDefaults {
             image: args.default_worker_image.clone(),

@@ -30,7 +30,9 @@ use crate::metrics::Metrics;
 use crate::plan::{
     JobState, ObservedJob, PlanInput, hole_window, misconfigured, plan, storage_down,
 };
-use crate::sequencer::{CatalogFactory, PasFactory, SequenceStart, resolve_ingested_at, sequence};
+use crate::sequencer::{
+    CatalogFactory, PasFactory, SequenceStart, resolve_ingested_at, sequence_with_table,
+};
 use crate::storage::StorageFactory;
 
 pub const FINALIZER: &str = "bronze.obsrvr.io/jobs";
@@ -125,6 +127,8 @@ pub struct Context {
     pub storage: Arc<dyn StorageFactory>,
     pub pas: Arc<dyn PasFactory>,
     pub catalog: Arc<dyn CatalogFactory>,
+    /// The Delta logs (`spec.storage.tableFormat: delta`).
+    pub delta: Arc<crate::delta::DeltaLogs>,
     /// The clock (fixed in tests).
     pub now: fn() -> DateTime<Utc>,
     /// `spec.worker` defaults from the operator's flags.
@@ -263,11 +267,33 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     };
     let pas = ctx.pas.open(&key, spec);
     let catalog = ctx.catalog.open(&key, spec);
-    let mut sequenced = sequence(
+    let start = SequenceStart::from_status(status);
+    let delta = match ctx.delta.open(&key, spec) {
+        Ok(delta) => delta,
+        Err(e) => {
+            trouble = Some(format!("delta log: {e}"));
+            None
+        }
+    };
+    if let Some(sink) = &delta {
+        let checkpoint = start.checkpoint.as_ref().map(|c| c.last_committed_ledger);
+        match crate::delta::catch_up(sink, checkpoint).await {
+            Ok(0) => {}
+            Ok(added) => {
+                tracing::info!(backfill = %key, added, "delta: log caught up with the manifests")
+            }
+            // The engine retries it before its next append (nothing is appended out of order).
+            Err(e) => trouble = Some(format!("delta log: {e}")),
+        }
+    }
+    let mut sequenced = sequence_with_table(
         spec,
         &ingested_at,
-        SequenceStart::from_status(status),
+        start,
         store.as_ref(),
+        delta
+            .as_deref()
+            .map(|d| d as &dyn bronze::sequence::TableLog),
         pas.as_deref(),
         catalog.as_deref(),
         MAX_SEQUENCED_PER_RECONCILE,
@@ -504,6 +530,7 @@ async fn cleanup(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action,
     let key = format!("{ns}/{}", backfill.name_any());
     ctx.pas.forget(&key);
     ctx.catalog.forget(&key);
+    ctx.delta.forget(&key);
     ctx.metrics.forget(&key);
     Ok(Action::await_change())
 }

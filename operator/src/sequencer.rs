@@ -11,7 +11,7 @@ use bronze::partition::{LedgerRange, PartitionGrid};
 use bronze::publish::DatasetLayout;
 pub use bronze::sequence::{
     Appended, CatalogLog, Committed, DatasetStore, PartitionRecord, PasAppendError, PasLog,
-    ReadError, catalog_gaps, catalog_recorded_through,
+    ReadError, TableLog, catalog_gaps, catalog_recorded_through,
 };
 use bronze::sequence::{FaultKind, Head, Outcome, Position, Sequencing};
 use futures::future::BoxFuture;
@@ -104,6 +104,32 @@ pub async fn sequence(
     catalog: Option<&dyn CatalogLog>,
     max_steps: usize,
 ) -> Sequenced {
+    sequence_with_table(
+        spec,
+        ingested_at,
+        start,
+        store,
+        None,
+        pas,
+        catalog,
+        max_steps,
+    )
+    .await
+}
+
+/// As [`sequence`], with the table log (`spec.storage.tableFormat: delta`) written first, right
+/// after each manifest is accepted.
+#[allow(clippy::too_many_arguments)]
+pub async fn sequence_with_table(
+    spec: &BronzeBackfillSpec,
+    ingested_at: &str,
+    start: SequenceStart,
+    store: &dyn DatasetStore,
+    table: Option<&dyn TableLog>,
+    pas: Option<&dyn PasLog>,
+    catalog: Option<&dyn CatalogLog>,
+    max_steps: usize,
+) -> Sequenced {
     let layout = layout_of(spec);
     let grid = PartitionGrid::new(
         spec.ledger_start,
@@ -115,8 +141,7 @@ pub async fn sequence(
         grid: &grid,
         ingested_at: Some(ingested_at),
         store,
-        // The operator's Delta log (`crate::delta::DeltaLog`) is not wired in yet.
-        table: None,
+        table,
         pas,
         catalog,
         max_steps,

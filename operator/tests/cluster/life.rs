@@ -67,6 +67,59 @@ async fn a_bounded_backfill_succeeds_with_exact_rows_and_deleting_it_keeps_the_d
     kubelet.stop().await;
 }
 
+/// `spec.storage.tableFormat: delta`: the operator adds each partition its Jobs committed to the
+/// dataset's Delta log as it sequences it, in ledger order, once; delta-rs (the Python
+/// `deltalake` package) reads every row through the log.
+#[tokio::test]
+async fn a_delta_backfill_is_a_table_readers_open_with_every_row_once() {
+    let Some(env) = TestEnv::start("delta").await else {
+        return;
+    };
+    let ds = env.datastore(40);
+    env.upload(&ds, None);
+    let _operator = env.operator(OperatorOptions::named("op-d")).await;
+    let kubelet = env.kubelet(Faults::default());
+    env.create(
+        "delta",
+        env.spec(41, json!({"storage": {"tableFormat": "delta"}})),
+    )
+    .await;
+    env.succeeded("delta", LONG).await;
+
+    let dataset = "bronze/pubnet/cluster/v1/ledgers_lcm_raw";
+    let log: Vec<String> = env
+        .lake_keys(&format!("{dataset}/_delta_log/"))
+        .into_iter()
+        .filter(|k| k.ends_with(".json") && !k.contains("_last_checkpoint"))
+        .collect();
+    // Version 0 (protocol and schema) and one commit per partition.
+    assert_eq!(log.len(), 5, "{log:?}");
+    let options = json!({
+        "AWS_ENDPOINT_URL": env.s3.endpoint(),
+        "AWS_ACCESS_KEY_ID": env.s3.access_key(),
+        "AWS_SECRET_ACCESS_KEY": env.s3.secret_key(),
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    });
+    let read =
+        bronze_testkit::delta_read_uri(&format!("s3://{}/{dataset}", env.lake_bucket), &options);
+    assert_eq!(read["version"], 4, "{read}");
+    let files: Vec<String> = [2, 12, 22, 32]
+        .iter()
+        .map(|s| format!("range={s}-{e}/part-{s}-{e}.parquet", e = s + PARTITION - 1))
+        .collect();
+    assert_eq!(read["files"], json!(files), "{read}");
+    assert_eq!(read["rows_deltalake"], 40, "{read}");
+    assert_eq!(
+        read["ledger_sequences"],
+        json!((2..=41).collect::<Vec<u32>>())
+    );
+    let (code, out) = env.operator_verify("delta").await;
+    assert_eq!(code, 0, "bronze-operator verify:\n{out}");
+    kubelet.stop().await;
+}
+
 #[tokio::test]
 async fn follow_mode_catches_up_then_follows_ledgers_arriving_in_order() {
     let Some(env) = TestEnv::start("follow").await else {

@@ -43,10 +43,21 @@ impl DeltaSink {
     /// log entry; delta turned on for an existing dataset), in ledger order. Run before the
     /// pipeline starts, so the log is complete even when there is nothing left to copy.
     pub async fn catch_up(&self) -> Result<usize, DeltaError> {
+        self.catch_up_before(None).await
+    }
+
+    /// As [`DeltaSink::catch_up`], for the committed partitions ending before `before` only
+    /// (the operator: those its checkpoint has passed; later ones are not verified yet).
+    pub async fn catch_up_before(&self, before: Option<u32>) -> Result<usize, DeltaError> {
         let mut done = self.caught_up.lock().await;
-        let added = catch_up(&self.table, &self.location, None).await?;
+        let added = catch_up(&self.table, &self.location, before).await?;
         *done = true;
         Ok(added)
+    }
+
+    /// Whether a catch-up has run (it runs once per sink: later partitions come in order).
+    pub async fn is_caught_up(&self) -> bool {
+        *self.caught_up.lock().await
     }
 
     async fn on_commit(&self, event: &PartitionRecord) -> Result<(), TableLogError> {
