@@ -13,6 +13,7 @@ mod catalog_tls;
 mod cli;
 mod cloud;
 mod dashboard;
+mod faults;
 mod follow;
 mod health;
 mod local;
