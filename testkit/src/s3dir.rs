@@ -15,11 +15,11 @@
 //! One thread per connection, HTTP/1.1 keep-alive, so the delay is paid per request as a client
 //! with a connection pool pays a cloud's latency.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Component, Path, PathBuf};
-use std::collections::HashMap;
 use std::os::fd::AsFd;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,7 +104,12 @@ impl Faults {
     fn pick(&self, key: &str, nth: u64) -> Option<Fault> {
         let x = unit(mix(self.seed ^ fnv1a(key.as_bytes()) ^ mix(nth)));
         let mut bound = self.errors / 2.0;
-        for fault in [Fault::SlowDown, Fault::InternalError, Fault::Reset, Fault::Stall] {
+        for fault in [
+            Fault::SlowDown,
+            Fault::InternalError,
+            Fault::Reset,
+            Fault::Stall,
+        ] {
             if x < bound {
                 return Some(fault);
             }
@@ -464,7 +469,11 @@ mod tests {
         };
         let first = picks(&faults);
         assert_eq!(first, picks(&faults), "same seed, same faults");
-        assert_ne!(first, picks(&Faults::cloud(8)), "another seed, other faults");
+        assert_ne!(
+            first,
+            picks(&Faults::cloud(8)),
+            "another seed, other faults"
+        );
         let count = |which: Fault| first.iter().filter(|f| **f == Some(which)).count();
         // 20,000 draws: 500 expected for each error kind, 200 resets, 10 stalls.
         for (fault, expected) in [

@@ -95,10 +95,42 @@ async fn a_few_hundred_partitions_over_many_jobs() {
         ),
     )
     .await;
-    let b = env
-        .succeeded("scale", Duration::from_secs(60 * 60))
-        .await;
+    // Sample progress and the operator's reconcile counters every few seconds: whether the time
+    // per reconcile grows with the partitions already committed.
+    let mut samples: Vec<(f64, u64, f64, f64)> = Vec::new();
+    let b = loop {
+        let b = env.backfills().get("scale").await.unwrap();
+        let s = b.status.clone().unwrap_or_default();
+        never_failed(&s);
+        let metrics = operator.metrics();
+        samples.push((
+            started.elapsed().as_secs_f64(),
+            s.progress.as_ref().map_or(0, |p| p.committed_partitions),
+            metric_sum(&metrics, "bronze_operator_reconciliations_total"),
+            metric_sum(&metrics, "bronze_operator_reconcile_duration_seconds_sum"),
+        ));
+        if s.phase == Some(bronze_operator::crd::Phase::Succeeded) {
+            break b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "not done in an hour"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
     let wall = started.elapsed();
+    let mut previous = (0.0, 0, 0.0, 0.0);
+    for &(at, done, reconciles, seconds) in &samples {
+        if reconciles > previous.2 {
+            say(&format!(
+                "scale: t={at:.0}s committed {done}: {:.0} reconciles, mean {:.0} ms, {:.2} partitions/s",
+                reconciles - previous.2,
+                1000.0 * (seconds - previous.3) / (reconciles - previous.2),
+                (done - previous.1) as f64 / (at - previous.0).max(0.001)
+            ));
+        }
+        previous = (at, done, reconciles, seconds);
+    }
     // The last status write may still be on its way to the watch.
     tokio::time::sleep(Duration::from_secs(1)).await;
     watch.abort();

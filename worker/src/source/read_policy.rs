@@ -192,7 +192,9 @@ mod tests {
         let text = "Generic S3 error: Error performing GET http://127.0.0.1:1/b/k in 1ms - Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>";
         assert_eq!(cause_from_message(text), FailureCause::Throttled);
         assert_eq!(
-            cause_from_message("... status code: 500 Internal Server Error: <Code>InternalError</Code>"),
+            cause_from_message(
+                "... status code: 500 Internal Server Error: <Code>InternalError</Code>"
+            ),
             FailureCause::ServerError
         );
         assert_eq!(

@@ -123,10 +123,16 @@ fn a_backfill_through_cloud_faults_ends_byte_identical_and_says_what_it_retried(
     assert!(failures("throttled") >= 1.0, "{scrape}");
     assert!(failures("server_error") >= 1.0, "{scrape}");
     assert!(failures("connection") >= 1.0, "{scrape}");
-    let counted: f64 = ["throttled", "server_error", "connection", "timeout", "other"]
-        .iter()
-        .map(|c| failures(c))
-        .sum();
+    let counted: f64 = [
+        "throttled",
+        "server_error",
+        "connection",
+        "timeout",
+        "other",
+    ]
+    .iter()
+    .map(|c| failures(c))
+    .sum();
     assert_eq!(
         v(
             "bronze_copier_retry_attempts_total",
