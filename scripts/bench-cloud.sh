@@ -57,7 +57,8 @@ serve() { # dir delay_ms [faults] -> sets ENDPOINT and SERVER_LOG
     SERVER_PIDS+=($!)
     ENDPOINT=
     for _ in $(seq 200); do
-        ENDPOINT=$(sed -n 's/^endpoint //p' "$log")
+        # The log may not exist yet: the backgrounded server's redirection races this loop.
+        ENDPOINT=$(sed -n 's/^endpoint //p' "$log" 2>/dev/null || true)
         [ -n "$ENDPOINT" ] && return
         sleep 0.05
     done
