@@ -123,7 +123,7 @@ for shape in pubnet small; do
                 echo "   server: $(grep '^faults' "$faulty_log" | tail -1) (cumulative over rounds)"
                 causes=$(grep -o 'cause="\?[a-z_]*' "$WORK/copier.log" | sed 's/cause="\?//' | sort | uniq -c \
                     | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')
-                echo "   copier: $(grep -c 'datastore read failed; retrying' "$WORK/copier.log") retried requests" \
+                echo "   copier: $(grep -c 'datastore read failed' "$WORK/copier.log") retried requests" \
                     "(${causes:-none}), $(grep -c 'racing a second one' "$WORK/copier.log") hedged GETs"
             fi
             RESULTS+=("$shape $kind $ledgers $line")

@@ -116,7 +116,7 @@ impl BuildError {
 }
 
 /// The read-ahead window of a build, in objects, as a multiple of its requests in flight.
-pub const READ_AHEAD_FACTOR: usize = 4;
+pub const READ_AHEAD_FACTOR: usize = 8;
 
 /// Builds `range`, retrying transient failures with exponential backoff.
 pub async fn build_partition(env: Arc<BuildEnv>, range: LedgerRange) -> Result<Built, BuildError> {

@@ -472,18 +472,38 @@ impl Datastore {
             _ = tokio::time::sleep(hedge_after) => {
                 tracing::info!(key = %key, "datastore GET unanswered after {hedge_after:?}; racing a second one");
                 crate::metrics::retry("source_read_hedge");
-                let second = get();
-                tokio::pin!(second);
-                // The first to succeed wins; if one fails, the other still may not.
-                tokio::select! {
-                    done = &mut first => match done {
-                        Ok(done) => Ok(done),
-                        Err(_) => second.await,
-                    },
-                    done = &mut second => match done {
-                        Ok(done) => Ok(done),
-                        Err(_) => first.await,
-                    },
+                // Race hedges against the first GET, which keeps going: a failed hedge is
+                // retried (after a backoff, still racing the first) rather than leaving the
+                // object to a stalled first GET.
+                let mut attempt = 1;
+                loop {
+                    let hedge = get();
+                    tokio::pin!(hedge);
+                    let failed = tokio::select! {
+                        done = &mut first => match done {
+                            Ok(done) => break Ok(done),
+                            Err(_) => break hedge.await,
+                        },
+                        done = &mut hedge => match done {
+                            Ok(done) => break Ok(done),
+                            Err(e) => e,
+                        },
+                    };
+                    if !read_policy::is_transient(&failed) || attempt >= self.retry_attempts {
+                        break first.await;
+                    }
+                    let noise = self.retries.fetch_add(1, Ordering::Relaxed) as u64;
+                    let backoff = read_policy::backoff(attempt, noise);
+                    let cause = read_policy::failure_cause(&failed);
+                    tracing::warn!(key = %key, attempt, cause = cause.as_str(), error = %failed, "datastore read failed (hedge); retrying in {backoff:?}");
+                    crate::metrics::retry("source_read");
+                    crate::metrics::source_read_failure(cause.as_str());
+                    crate::metrics::error(crate::metrics::ErrorKind::Source);
+                    tokio::select! {
+                        done = &mut first => break done,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    attempt += 1;
                 }
             }
         };
