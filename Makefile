@@ -46,7 +46,7 @@ demo: ## Back-fill the bundled real testnet ledgers (local disk, no cloud) into 
 	@echo; echo "== verify (manifests, checksums, rows, hash links, checkpoint)"
 	$(CARGO) run --release -q -p bronze --bin bronze-copier -- -config examples/demo-testnet.yaml verify
 
-bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-sized, 50,000 small ledgers), then through a 50 ms S3 latency vs without
+bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-sized, 50,000 small ledgers), then through a 50 ms S3 latency vs without, then through 50 ms plus injected cloud faults vs without the faults
 	bash scripts/bench.sh
 	BENCH_SHAPE=small BENCH_LEDGERS=$${BENCH_SMALL_LEDGERS:-50000} bash scripts/bench.sh
 	bash scripts/bench-cloud.sh
