@@ -171,6 +171,8 @@ pub struct Datastore {
     poll_interval: Duration,
     /// Attempts per request: `perf.retry_attempts`, at least [`read_policy::MIN_ATTEMPTS`].
     retry_attempts: u32,
+    /// See [`read_policy::first_backoff`].
+    first_backoff: Duration,
     latest_cache: Mutex<Option<(Instant, Option<u32>)>>,
     budget: FetchBudget,
     /// [`LOCAL_READS`] for a local directory; cloud stores are bounded by each caller's limit
@@ -243,6 +245,7 @@ impl Datastore {
             follow: config.follows_tip(),
             poll_interval: Duration::from_millis(config.source.poll_interval_ms),
             retry_attempts: config.perf.retry_attempts.max(read_policy::MIN_ATTEMPTS),
+            first_backoff: read_policy::first_backoff(config.perf.retry_backoff_ms),
             latest_cache: Mutex::new(None),
             budget: FetchBudget::new(),
             local_reads: (!cloud).then(|| Semaphore::new(LOCAL_READS)),
@@ -441,7 +444,7 @@ impl Datastore {
                 Err(e) => {
                     let cause = read_policy::failure_cause(&e);
                     let noise = self.retries.fetch_add(1, Ordering::Relaxed) as u64;
-                    let backoff = read_policy::backoff(attempt, noise);
+                    let backoff = read_policy::backoff(attempt, self.first_backoff, noise);
                     tracing::warn!(key = %what, attempt, cause = cause.as_str(), error = %e, "datastore read failed; retrying in {backoff:?}");
                     crate::metrics::retry("source_read");
                     crate::metrics::source_read_failure(cause.as_str());
@@ -493,7 +496,7 @@ impl Datastore {
                         break first.await;
                     }
                     let noise = self.retries.fetch_add(1, Ordering::Relaxed) as u64;
-                    let backoff = read_policy::backoff(attempt, noise);
+                    let backoff = read_policy::backoff(attempt, self.first_backoff, noise);
                     let cause = read_policy::failure_cause(&failed);
                     tracing::warn!(key = %key, attempt, cause = cause.as_str(), error = %failed, "datastore read failed (hedge); retrying in {backoff:?}");
                     crate::metrics::retry("source_read");

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 /// Attempts per source request at least (`perf.retry_attempts` may ask for more).
 pub const MIN_ATTEMPTS: u32 = 10;
-/// The first wait before retrying a source request; doubled per attempt up to [`MAX_BACKOFF`].
+/// The first wait before retrying a source request (`perf.retry_backoff_ms` if shorter); doubled
+/// per attempt up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A GET still unanswered after this many times the usual GET time gets a hedged second GET.
@@ -99,11 +100,16 @@ fn cause_from_message(text: &str) -> FailureCause {
     }
 }
 
+/// The first wait given `perf.retry_backoff_ms`: [`FIRST_BACKOFF`], or less if configured so.
+pub fn first_backoff(retry_backoff_ms: u64) -> Duration {
+    FIRST_BACKOFF.min(Duration::from_millis(retry_backoff_ms.max(1)))
+}
+
 /// The wait before attempt `attempt + 1` after `attempt` (from 1) failed: exponential from
-/// [`FIRST_BACKOFF`], capped, with ±50% jitter from `noise` so that the requests failed by one
-/// hiccup do not all come back at once.
-pub fn backoff(attempt: u32, noise: u64) -> Duration {
-    let base = FIRST_BACKOFF
+/// `first` (see [`first_backoff`]), capped, with ±50% jitter from `noise` so that the requests
+/// failed by one hiccup do not all come back at once.
+pub fn backoff(attempt: u32, first: Duration, noise: u64) -> Duration {
+    let base = first
         .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
         .min(MAX_BACKOFF);
     // noise → [0.5, 1.5)
@@ -174,17 +180,24 @@ mod tests {
     #[test]
     fn backoff_starts_short_doubles_and_is_capped_with_jitter() {
         for noise in 0..200 {
-            let first = backoff(1, noise);
+            let first = backoff(1, FIRST_BACKOFF, noise);
             assert!(first >= Duration::from_millis(25) && first < Duration::from_millis(75));
-            let third = backoff(3, noise);
+            let third = backoff(3, FIRST_BACKOFF, noise);
             assert!(third >= Duration::from_millis(100) && third < Duration::from_millis(300));
-            assert!(backoff(30, noise) < MAX_BACKOFF.mul_f64(1.5));
+            assert!(backoff(30, FIRST_BACKOFF, noise) < MAX_BACKOFF.mul_f64(1.5));
         }
-        let spread: std::collections::BTreeSet<_> = (0..50).map(|n| backoff(1, n)).collect();
+        let spread: std::collections::BTreeSet<_> =
+            (0..50).map(|n| backoff(1, FIRST_BACKOFF, n)).collect();
         assert!(spread.len() > 40, "jittered");
         // Ten attempts wait a bounded total: a stuck store fails the read within a minute.
-        let total: Duration = (1..MIN_ATTEMPTS).map(|a| backoff(a, 7)).sum();
+        let total: Duration = (1..MIN_ATTEMPTS)
+            .map(|a| backoff(a, FIRST_BACKOFF, 7))
+            .sum();
         assert!(total < Duration::from_secs(60), "{total:?}");
+        // A shorter perf.retry_backoff_ms shortens it; a longer one does not lengthen it.
+        assert_eq!(first_backoff(10), Duration::from_millis(10));
+        assert_eq!(first_backoff(1_000), FIRST_BACKOFF);
+        assert!(backoff(1, first_backoff(10), 7) < Duration::from_millis(15));
     }
 
     #[test]
