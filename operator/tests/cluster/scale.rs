@@ -6,7 +6,9 @@
 //! Pod exited 0) so a figure never comes from a broken run.
 //!
 //! `BRONZE_BENCH_PARTITIONS` (default 300) partitions of [`PARTITION`] small ledgers,
-//! `BRONZE_BENCH_JOBS` (default 8) Jobs at once.
+//! `BRONZE_BENCH_JOBS` (default 8) Jobs at once, `BRONZE_BENCH_TTL` (default: the spec's default,
+//! an hour) as `worker.ttlSecondsAfterHarvest`: how long finished Jobs stay, listed by every
+//! reconcile.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,9 @@ fn metric_sum(metrics: &str, name: &str) -> f64 {
 async fn a_few_hundred_partitions_over_many_jobs() {
     let partitions = env_u32("BRONZE_BENCH_PARTITIONS", 300);
     let jobs_at_once = env_u32("BRONZE_BENCH_JOBS", 8);
+    let ttl = std::env::var("BRONZE_BENCH_TTL")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
     let Some(env) = TestEnv::start("scale").await else {
         return;
     };
@@ -87,14 +92,11 @@ async fn a_few_hundred_partitions_over_many_jobs() {
     };
 
     let started = Instant::now();
-    env.create(
-        "scale",
-        env.spec(
-            last,
-            json!({"partitionsPerJob": 1, "maxConcurrentJobs": jobs_at_once}),
-        ),
-    )
-    .await;
+    let mut extra = json!({"partitionsPerJob": 1, "maxConcurrentJobs": jobs_at_once});
+    if let Some(ttl) = ttl {
+        extra["worker"] = json!({"ttlSecondsAfterHarvest": ttl});
+    }
+    env.create("scale", env.spec(last, extra)).await;
     // Sample progress and the operator's reconcile counters every few seconds: whether the time
     // per reconcile grows with the partitions already committed.
     let mut samples: Vec<(f64, u64, f64, f64)> = Vec::new();
@@ -152,7 +154,8 @@ async fn a_few_hundred_partitions_over_many_jobs() {
     let p = f64::from(partitions);
     let minutes = wall.as_secs_f64() / 60.0;
     say(&format!(
-        "== cluster: {partitions} partitions of {PARTITION} small ledgers, one per Job, {jobs_at_once} Jobs at once: \
+        "== cluster: {partitions} partitions of {PARTITION} small ledgers, one per Job, {jobs_at_once} Jobs at once, \
+         ttlSecondsAfterHarvest {ttl:?}: \
          wall {:.1} s, {:.1} Jobs/min ({jobs} Jobs, {} Pods), {:.2} partitions/s; \
          status writes {writes} ({:.2} per partition), final status {status_bytes} bytes; \
          reconciles {reconciles} ({:.2} per partition), mean reconcile {:.1} ms",
