@@ -21,7 +21,7 @@ IMAGE ?= bronze:dev
 DOCKER ?= docker
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help test-deps test test-cluster demo bench bench-smoke lint build crds chart-crds chart-check image
+.PHONY: help test-deps test test-cluster demo bench bench-cluster bench-smoke lint build crds chart-crds chart-check image
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -46,10 +46,13 @@ demo: ## Back-fill the bundled real testnet ledgers (local disk, no cloud) into 
 	@echo; echo "== verify (manifests, checksums, rows, hash links, checkpoint)"
 	$(CARGO) run --release -q -p bronze --bin bronze-copier -- -config examples/demo-testnet.yaml verify
 
-bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-sized, 50,000 small ledgers), then through a 50 ms S3 latency vs without
+bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-sized, 50,000 small ledgers), then through a 50 ms S3 latency vs without, then through 50 ms plus injected cloud faults vs without the faults
 	bash scripts/bench.sh
 	BENCH_SHAPE=small BENCH_LEDGERS=$${BENCH_SMALL_LEDGERS:-50000} bash scripts/bench.sh
 	bash scripts/bench-cloud.sh
+
+bench-cluster: ## A few hundred small partitions, one per Job, on the real control plane (../shared/testinfra/k8s): wall time, Jobs/min, status writes per partition (BRONZE_BENCH_PARTITIONS, BRONZE_BENCH_JOBS)
+	CLUSTER_LIBTEST_ARGS="--ignored --nocapture scale::" bash scripts/test-cluster.sh
 
 bench-smoke: ## `make bench` end to end on a few hundred ledgers, one round, unoptimised (CI: the scripts must keep working)
 	d=$$(mktemp -d /tmp/bronze-bench-smoke.XXXXXX); \

@@ -4,7 +4,10 @@
 # request, against the same store without the delay as the baseline, in the same run. Both shapes:
 # pubnet-sized ledgers and small (early-history-sized) ones. Each run is one partition, the work
 # of one operator Job, with the copier's default perf settings (no hand-tuning). Prints ledgers/s,
-# the ratio to the baseline and peak RSS.
+# the ratio to the baseline and peak RSS. A third run per shape goes through the same delay plus
+# injected cloud faults (BENCH_FAULTS, bronze-s3dir's FAULTS: by default `cloud`, i.e. 5% of
+# requests answered 503 SlowDown or 500, 1% of connections reset mid-body, one request in 2,000
+# stalled for 10 s) and prints its time against the delayed fault-free run (goal: within 2x).
 #
 #   BENCH_CLOUD_PUBNET=3000 BENCH_CLOUD_SMALL=10000 BENCH_DELAY_MS=50 BENCH_ROUNDS=1 scripts/bench-cloud.sh
 #
@@ -15,6 +18,7 @@ cd "$(dirname "$0")/.."
 PUBNET=${BENCH_CLOUD_PUBNET:-3000}
 SMALL=${BENCH_CLOUD_SMALL:-10000}
 DELAY=${BENCH_DELAY_MS:-50}
+FAULTS=${BENCH_FAULTS:-cloud}
 ROUNDS=${BENCH_ROUNDS:-1}
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/bronze-bench-cloud.XXXXXX)}
 PROFILE=${BENCH_PROFILE:-release}
@@ -46,13 +50,15 @@ SERVER_PIDS=()
 cleanup() { for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 # Not called in $(...): the server's pid must reach SERVER_PIDS in this shell, for the trap.
-serve() { # dir delay_ms -> sets ENDPOINT
-    local log="$WORK/s3dir-$2.log"
-    "$OUT/bronze-s3dir" "$1" "$2" >"$log" 2>&1 &
+serve() { # dir delay_ms [faults] -> sets ENDPOINT and SERVER_LOG
+    local log="$WORK/s3dir-$2-${3:-none}.log"
+    SERVER_LOG=$log
+    "$OUT/bronze-s3dir" "$1" "$2" "${3:-none}" >"$log" 2>&1 &
     SERVER_PIDS+=($!)
     ENDPOINT=
     for _ in $(seq 200); do
-        ENDPOINT=$(sed -n 's/^endpoint //p' "$log")
+        # The log may not exist yet: the backgrounded server's redirection races this loop.
+        ENDPOINT=$(sed -n 's/^endpoint //p' "$log" 2>/dev/null || true)
         [ -n "$ENDPOINT" ] && return
         sleep 0.05
     done
@@ -83,8 +89,9 @@ YAML
     rm -rf "$WORK/out" "$WORK/state"
     local start end log
     start=$(date +%s.%N)
-    log=$(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
-        "$BIN" -config "$WORK/config.yaml" --no-progress)
+    AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
+        "$BIN" -config "$WORK/config.yaml" --no-progress >"$WORK/copier.log" 2>&1
+    log=$(cat "$WORK/copier.log")
     end=$(date +%s.%N)
     echo "$(echo "$log" | grep -E "backfill complete") wall_s=$(python3 -c "print($end - $start)")"
 }
@@ -98,13 +105,27 @@ for shape in pubnet small; do
     direct=$ENDPOINT
     serve "$dir" "$DELAY"
     delayed=$ENDPOINT
+    serve "$dir" "$DELAY" "$FAULTS"
+    faulty=$ENDPOINT
+    faulty_log=$SERVER_LOG
     for round in $(seq 1 "$ROUNDS"); do
-        for kind in baseline delayed; do
-            endpoint=$direct
-            [ "$kind" = delayed ] && endpoint=$delayed
+        for kind in baseline delayed faulty; do
+            case $kind in
+                baseline) endpoint=$direct ;;
+                delayed) endpoint=$delayed ;;
+                faulty) endpoint=$faulty ;;
+            esac
             echo "== $shape round $round/$ROUNDS: $kind ($endpoint)"
             line=$(copy "$endpoint" "$ledgers")
             echo "$line" | sed 's/^.*INFO //'
+            if [ "$kind" = faulty ]; then
+                sleep 1.1 # the server prints its fault counts once a second
+                echo "   server: $(grep '^faults' "$faulty_log" | tail -1) (cumulative over rounds)"
+                causes=$(grep -o 'cause="\?[a-z_]*' "$WORK/copier.log" | sed 's/cause="\?//' | sort | uniq -c \
+                    | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')
+                echo "   copier: $(grep -c 'datastore read failed' "$WORK/copier.log") retried requests" \
+                    "(${causes:-none}), $(grep -c 'racing a second one' "$WORK/copier.log") hedged GETs"
+            fi
             RESULTS+=("$shape $kind $ledgers $line")
         done
     done
@@ -112,9 +133,9 @@ for shape in pubnet small; do
     SERVER_PIDS=()
 done
 
-python3 - "$DELAY" "${RESULTS[@]}" <<'PY'
+python3 - "$DELAY" "$FAULTS" "${RESULTS[@]}" <<'PY'
 import re, sys
-delay, rows = sys.argv[1], sys.argv[2:]
+delay, faults, rows = sys.argv[1], sys.argv[2], sys.argv[3:]
 num = lambda pattern, text: float(re.search(pattern, text).group(1))
 best = {}
 for row in rows:
@@ -127,5 +148,10 @@ for shape, goal in (("pubnet", "delayed >= 0.90 of baseline"), ("small", "delaye
     (bw, br, n), (dw, dr, _) = best[(shape, "baseline")], best[(shape, "delayed")]
     print(f"{shape}: baseline {n / bw:.1f} ledgers/s (peak RSS {br:.1f} MiB), "
           f"+{delay} ms {n / dw:.1f} ledgers/s (peak RSS {dr:.1f} MiB), ratio {bw / dw:.2f} (goal: {goal}, RSS < 512 MiB)")
+print(f"== cloud faults: the same {delay} ms plus injected faults ({faults}), against the fault-free {delay} ms run")
+for shape in ("pubnet", "small"):
+    (dw, _, n), (fw, fr, _) = best[(shape, "delayed")], best[(shape, "faulty")]
+    print(f"{shape}: fault-free {dw:.2f} s, faulty {fw:.2f} s ({n / fw:.1f} ledgers/s, peak RSS {fr:.1f} MiB), "
+          f"time ratio faulty/fault-free {fw / dw:.2f} (goal: <= 2)")
 PY
 echo "(work dir: $WORK)"

@@ -7,7 +7,9 @@
 #
 # Env: K8S_CLUSTER (default ../shared/testinfra/k8s/cluster, relative to the repository root),
 #      CLUSTER_TEST_ARGS (extra `cargo test` arguments, e.g. a test name filter after `--`),
-#      CLUSTER_TEST_THREADS (tests at once; default 4: they mostly wait on the API server).
+#      CLUSTER_TEST_THREADS (tests at once; default 4: they mostly wait on the API server),
+#      CLUSTER_LIBTEST_ARGS (extra test-harness arguments, e.g. `--ignored --nocapture scale::`:
+#      how `make bench-cluster` runs the ignored benchmark).
 # With CI=true a control plane that does not start fails the run (it always does here: the
 # tier never skips under this script).
 set -euo pipefail
@@ -46,5 +48,5 @@ fi
 echo "== cluster tier (t+$((SECONDS - start))s)"
 KUBECONFIG=$kubeconfig BRONZE_CLUSTER_REQUIRED=1 \
     BRONZE_COPIER_BIN="$root/target/debug/bronze-copier" \
-    $CARGO test --workspace --test cluster ${CLUSTER_TEST_ARGS:-} -- --test-threads="$threads"
+    $CARGO test --workspace --test cluster ${CLUSTER_TEST_ARGS:-} -- --test-threads="$threads" ${CLUSTER_LIBTEST_ARGS:-}
 echo "== cluster tier passed in $((SECONDS - start))s"

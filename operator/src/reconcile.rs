@@ -163,11 +163,29 @@ pub fn error_policy(backfill: Arc<BronzeBackfill>, error: &Error, _ctx: Arc<Cont
     Action::requeue(Duration::from_secs(15))
 }
 
-async fn list_jobs(backfill: &BronzeBackfill, jobs: &Api<Job>) -> Result<Vec<Job>, Error> {
+/// Which Jobs of a backfill to list.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listed {
+    /// All but the harvested ones: planning never needs those (their partitions are sequenced,
+    /// and the planner already copes with the TTL controller deleting them at any time), and
+    /// listing them made every reconcile cost grow with the finished Jobs kept
+    /// (`ttlSecondsAfterHarvest`, an hour by default; docs/scaling.md).
+    Unharvested,
+    /// Every Job, harvested ones included (cleanup deletes them all).
+    All,
+}
+
+async fn list_jobs(
+    backfill: &BronzeBackfill,
+    jobs: &Api<Job>,
+    which: Listed,
+) -> Result<Vec<Job>, Error> {
     let uid = backfill.meta().uid.clone();
-    let list = jobs
-        .list(&ListParams::default().labels(&selector(&backfill.name_any())))
-        .await?;
+    let mut labels = selector(&backfill.name_any());
+    if which == Listed::Unharvested {
+        labels.push_str(&format!(",{}!=true", crate::job::LABEL_HARVESTED));
+    }
+    let list = jobs.list(&ListParams::default().labels(&labels)).await?;
     // The label can collide (shortened names); the owner reference cannot.
     Ok(list
         .items
@@ -211,7 +229,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     };
     let spec = &backfill.spec;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let jobs: Vec<ObservedJob> = list_jobs(&backfill, &jobs_api)
+    let jobs: Vec<ObservedJob> = list_jobs(&backfill, &jobs_api, Listed::Unharvested)
         .await?
         .iter()
         .filter_map(observe)
@@ -506,7 +524,7 @@ async fn cleanup(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action,
         propagation_policy: Some(PropagationPolicy::Background),
         ..Default::default()
     };
-    let jobs = list_jobs(&backfill, &jobs_api).await?;
+    let jobs = list_jobs(&backfill, &jobs_api, Listed::All).await?;
     for job in &jobs {
         match jobs_api.delete(&job.name_any(), &background).await {
             Ok(_) => {}

@@ -11,7 +11,7 @@
 //! | [`GcsProxy`] | Debian `nginx` translating the GCS XML API to S3, in front of a [`MotoS3`] | `nginx-core` |
 //! | [`Postgres`] | a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`) | Debian `postgresql` |
 //! | [`TestCa`] | a test CA and server certificates (`openssl` CLI) | `openssl` |
-//! | [`S3Dir`] | in-process read-only S3 endpoint over a directory, optional per-request delay | nothing |
+//! | [`S3Dir`] | in-process read-only S3 endpoint over a directory, optional per-request delay and injected cloud faults ([`Faults`]) | nothing |
 //! | [`HttpSink`] | in-process recording HTTP/1.1 server with scriptable failures | nothing |
 //! | [`parquet_dump`], [`duckdb_query`] | pyarrow and duckdb, two independent Parquet readers | the test venv |
 //!
@@ -36,7 +36,7 @@ pub use postgres::{PgOptions, Postgres};
 pub use python::{
     delta_read, delta_read_uri, duckdb_query, parquet_dump, python, venv_dir, workspace_root,
 };
-pub use s3dir::S3Dir;
+pub use s3dir::{Fault, FaultCounts, Faults, S3Dir};
 pub use sink::{Behaviour, HttpSink, RecordedRequest, Reply};
 /// Re-exported so tests can create scratch directories without their own dependency.
 pub use tempfile::{self, TempDir};

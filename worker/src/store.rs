@@ -75,7 +75,8 @@ pub enum StoreError {
     },
 }
 
-/// Object store request retries, from `perf.retry_attempts` / `perf.retry_backoff_ms`.
+/// Object store request retries for the output, from `perf.retry_attempts` /
+/// `perf.retry_backoff_ms`.
 pub fn retry_config(perf: &PerfConfig) -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
@@ -85,6 +86,16 @@ pub fn retry_config(perf: &PerfConfig) -> RetryConfig {
         },
         max_retries: perf.retry_attempts.saturating_sub(1) as usize,
         retry_timeout: Duration::from_secs(180),
+    }
+}
+
+/// No retries inside object_store: for the source, whose reader retries each request itself
+/// (`source/read_policy.rs`: shorter waits, hedged slow GETs, and every retry logged and counted
+/// by cause, which object_store's internal retries are not).
+pub fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..RetryConfig::default()
     }
 }
 
@@ -123,7 +134,7 @@ pub fn s3(
     prefix: &str,
     endpoint: &str,
     region: &str,
-    perf: &PerfConfig,
+    retry: RetryConfig,
 ) -> Result<Location, StoreError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let region = Some(region.to_string())
@@ -134,7 +145,7 @@ pub fn s3(
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_region(region)
-        .with_retry(retry_config(perf))
+        .with_retry(retry)
         .with_client_options(client_options());
     if !endpoint.is_empty() {
         // Custom endpoints (MinIO, B2, R2, moto) want path-style requests.
@@ -209,7 +220,7 @@ pub fn gcs(
     field: &'static str,
     bucket: &str,
     prefix: &str,
-    perf: &PerfConfig,
+    retry: RetryConfig,
 ) -> Result<Location, StoreError> {
     let credentials = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
         .ok()
@@ -226,7 +237,7 @@ pub fn gcs(
         .unwrap_or(false);
     let mut builder = GoogleCloudStorageBuilder::new()
         .with_bucket_name(bucket)
-        .with_retry(retry_config(perf))
+        .with_retry(retry)
         .with_client_options(client_options().with_allow_http(plain_http));
     if let Some(path) = credentials {
         let is_service_account = key_file.as_ref().is_some_and(|v| {
@@ -266,9 +277,16 @@ fn bucket_uri(scheme: &str, bucket: &str, root: &ObjectPath) -> String {
     }
 }
 
+/// How long a connection may stay silent (no headers, no body bytes) before the request fails
+/// and is retried: a dead connection that was never reset. Per read, so a large object that
+/// keeps arriving, however slowly, is never cut; a source GET that merely stalls is raced by a
+/// hedged one much sooner (`source/read_policy.rs`).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn client_options() -> ClientOptions {
     ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(10))
+        .with_read_timeout(READ_TIMEOUT)
         .with_timeout(Duration::from_secs(120))
 }
 

@@ -67,8 +67,22 @@ fn started() -> BronzeBackfillStatus {
     }
 }
 
-/// Answers the Jobs list, checking the label selector.
+/// Answers the Jobs list of a reconcile, checking the label selector: the backfill's Jobs but
+/// the harvested ones (so a reconcile's cost does not grow with the finished Jobs kept).
 async fn list_jobs(server: &mut ApiServer, items: Vec<Value>) {
+    let call = server.expect(Method::GET, JOBS).await;
+    assert!(
+        call.query_has(
+            "labelSelector=bronze.obsrvr.io%2Fbackfill%3Dbbf%2Cbronze.obsrvr.io%2Fharvested%21%3Dtrue"
+        ),
+        "{}",
+        call.query
+    );
+    call.respond(200, job_list(items));
+}
+
+/// Answers the Jobs list of a deletion: every Job of the backfill, harvested ones included.
+async fn list_all_jobs(server: &mut ApiServer, items: Vec<Value>) {
     let call = server.expect(Method::GET, JOBS).await;
     assert!(
         call.query_has("labelSelector=bronze.obsrvr.io%2Fbackfill%3Dbbf"),
@@ -376,7 +390,7 @@ async fn deletion_removes_the_jobs_and_never_the_data() {
     let task = tokio::spawn(reconcile(Arc::new(b.clone()), ctx));
     let mut foreign = job_json(&b, r(22, 31), None);
     foreign["metadata"]["ownerReferences"][0]["uid"] = json!("another-uid");
-    list_jobs(
+    list_all_jobs(
         &mut server,
         vec![
             job_json(&b, r(2, 11), Some(("Complete", "", ""))),

@@ -145,8 +145,34 @@ pub struct Datastore {
 impl Datastore {
     /// `ledgers` real-sized pubnet ledgers from ledger 2, one per object.
     pub fn generate(dir: &Path, ledgers: u32) -> Datastore {
-        generate_datastore(&GenerateSpec::pubnet_variants(dir, &workspace(), ledgers))
-            .expect("generate the datastore");
+        Self::generate_with(&GenerateSpec::pubnet_variants(dir, &workspace(), ledgers))
+    }
+
+    /// `ledgers` small (early-history-sized, 2.5-7 KB of XDR) pubnet ledgers from ledger 2, one
+    /// per object: the benchmarks' small shape (stellar-core's protocol 0, 12 and 19 samples and
+    /// testnet ledgers, relinked into one chain).
+    pub fn generate_small(dir: &Path, ledgers: u32) -> Datastore {
+        let root = workspace();
+        let sample = |p: u32| {
+            root.join(format!(
+                "ledger/tests/data/stellar-core-protocols/ledger-close-meta-v0-protocol-{p}.xdr"
+            ))
+        };
+        let templates = vec![
+            sample(0),
+            sample(12),
+            sample(19),
+            root.join("tests/fixtures/testnet-datastore/FFFFFFFF--0-63999"),
+        ];
+        Self::generate_with(&GenerateSpec {
+            templates,
+            ..GenerateSpec::pubnet_variants(dir, &root, ledgers)
+        })
+    }
+
+    fn generate_with(spec: &GenerateSpec) -> Datastore {
+        let dir = spec.out.as_path();
+        generate_datastore(spec).expect("generate the datastore");
         let mut objects = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {

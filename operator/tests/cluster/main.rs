@@ -19,3 +19,4 @@ mod follow;
 mod idle;
 mod life;
 mod rbac;
+mod scale;

@@ -101,6 +101,12 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    network: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     git_sha: String,
@@ -162,6 +168,7 @@ struct Metrics {
     pas_errors: Family<NetworkLabels, Counter>,
     errors: Family<KindLabels, Counter>,
     retries: Family<OperationLabels, Counter>,
+    source_read_failures: Family<CauseLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
 }
 
@@ -213,6 +220,7 @@ impl Metrics {
             pas_errors: Family::default(),
             errors: Family::default(),
             retries: Family::default(),
+            source_read_failures: Family::default(),
             build_info: Family::default(),
         }
     }
@@ -337,6 +345,11 @@ impl Metrics {
         );
         r.register("retry_attempts", "Retries by operation", m.retries.clone());
         r.register(
+            "source_read_failures",
+            "Failed datastore requests (each retried) by cause: throttled, server_error, timeout, connection, other",
+            m.source_read_failures.clone(),
+        );
+        r.register(
             "build_info",
             "Version of the running copier",
             m.build_info.clone(),
@@ -427,6 +440,17 @@ pub fn retry(operation: &str) {
         .get_or_create(&OperationLabels {
             network: dataset().network.clone(),
             operation: operation.to_string(),
+        })
+        .inc();
+}
+
+/// Counts one failed datastore request by cause (`throttled`, `server_error`, `timeout`, ...).
+pub fn source_read_failure(cause: &str) {
+    METRICS
+        .source_read_failures
+        .get_or_create(&CauseLabels {
+            network: dataset().network.clone(),
+            cause: cause.to_string(),
         })
         .inc();
 }

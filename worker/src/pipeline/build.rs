@@ -115,6 +115,9 @@ impl BuildError {
     }
 }
 
+/// The read-ahead window of a build, in objects, as a multiple of its requests in flight.
+pub const READ_AHEAD_FACTOR: usize = 8;
+
 /// Builds `range`, retrying transient failures with exponential backoff.
 pub async fn build_partition(env: Arc<BuildEnv>, range: LedgerRange) -> Result<Built, BuildError> {
     let _in_flight = crate::metrics::InFlight::start();
@@ -169,9 +172,13 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
         .schema()
         .batches_covering(range.start, range.end)
         .collect::<Vec<_>>();
+    // `fetch_concurrency` requests in flight, but a read-ahead window several times that: an
+    // object waiting to be retried (or hedged) must not stop the requests behind it, or every
+    // cloud hiccup would stall the whole partition. The source's fetch budget bounds the bytes.
+    let requests = tokio::sync::Semaphore::new(env.fetch_concurrency.max(1));
     let mut fetched = futures::stream::iter(batches)
-        .map(|b| source.fetch(b))
-        .buffered(env.fetch_concurrency.max(1));
+        .map(|b| source.fetch(b, &requests))
+        .buffered(env.fetch_concurrency.max(1) * READ_AHEAD_FACTOR);
     let mut fetch_error = None;
     while let Some(result) = fetched.next().await {
         match result {

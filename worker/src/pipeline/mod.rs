@@ -75,14 +75,19 @@ pub struct RunOptions {
 pub fn open_output_location(config: &Config) -> Result<Location, StoreError> {
     let s = &config.storage;
     match s.backend {
-        StorageBackend::Gcs => store::gcs("storage.gcs_bucket", &s.gcs_bucket, "", &config.perf),
+        StorageBackend::Gcs => store::gcs(
+            "storage.gcs_bucket",
+            &s.gcs_bucket,
+            "",
+            store::retry_config(&config.perf),
+        ),
         StorageBackend::S3 => store::s3(
             "storage.s3_bucket",
             &s.s3_bucket,
             "",
             &s.s3_endpoint,
             &s.s3_region,
-            &config.perf,
+            store::retry_config(&config.perf),
         ),
         StorageBackend::Local => store::local("storage.local_dir", &s.local_dir, true),
     }

@@ -10,6 +10,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
+use super::read_policy::{self, GetTimes};
 use super::schema::{
     BatchObject, DatastoreManifest, DatastoreSchema, SchemaError, ZSTD_EXTENSIONS,
 };
@@ -168,12 +169,20 @@ pub struct Datastore {
     extension: AtomicUsize,
     follow: bool,
     poll_interval: Duration,
+    /// Attempts per request: `perf.retry_attempts`, at least [`read_policy::MIN_ATTEMPTS`].
     retry_attempts: u32,
-    retry_backoff: Duration,
+    /// See [`read_policy::first_backoff`].
+    first_backoff: Duration,
     latest_cache: Mutex<Option<(Instant, Option<u32>)>>,
     budget: FetchBudget,
-    /// [`LOCAL_READS`] for a local directory; cloud stores are bounded by `perf.workers` alone.
+    /// [`LOCAL_READS`] for a local directory; cloud stores are bounded by each caller's limit
+    /// (`perf.workers` per partition) alone.
     local_reads: Option<Semaphore>,
+    /// A cloud store: slow GETs are hedged (a local disk has no tail worth racing).
+    cloud: bool,
+    get_times: GetTimes,
+    /// Counter feeding the retry jitter.
+    retries: AtomicUsize,
 }
 
 impl std::fmt::Debug for Datastore {
@@ -193,7 +202,7 @@ pub fn open_source_location(config: &Config) -> Result<Location, StoreError> {
             "source.gcs_bucket",
             &s.gcs_bucket,
             &s.gcs_prefix,
-            &config.perf,
+            store::no_retries(),
         ),
         SourceMode::S3 => store::s3(
             "source.s3_bucket",
@@ -201,7 +210,7 @@ pub fn open_source_location(config: &Config) -> Result<Location, StoreError> {
             &s.s3_prefix,
             &s.s3_endpoint,
             &s.s3_region,
-            &config.perf,
+            store::no_retries(),
         ),
         SourceMode::Datastore => {
             let (bucket, prefix) = store::split_bucket_path(&s.datastore_path);
@@ -212,10 +221,10 @@ pub fn open_source_location(config: &Config) -> Result<Location, StoreError> {
                     prefix,
                     &s.s3_endpoint,
                     &s.s3_region,
-                    &config.perf,
+                    store::no_retries(),
                 )
             } else {
-                store::gcs("source.datastore_path", bucket, prefix, &config.perf)
+                store::gcs("source.datastore_path", bucket, prefix, store::no_retries())
             }
         }
         SourceMode::Local => store::local("source.local_path", &s.local_path, false),
@@ -227,14 +236,25 @@ impl Datastore {
     pub async fn open(config: &Config, location: Location) -> Result<Self, SourceError> {
         let key = location.key(DATASTORE_CONFIG_FILE);
         let uri = location.uri.clone();
-        let manifest = match location.store.get(&key).await {
-            Ok(found) => {
-                let bytes = found.bytes().await.map_err(|source| SourceError::Read {
-                    uri: uri.clone(),
-                    key: key.to_string(),
-                    attempts: 1,
-                    source,
-                })?;
+        let cloud = !location.uri.starts_with("file://");
+        let mut datastore = Self {
+            location,
+            schema: DatastoreSchema::new(1, 1).expect("a valid placeholder schema"),
+            manifest: None,
+            extension: AtomicUsize::new(0),
+            follow: config.follows_tip(),
+            poll_interval: Duration::from_millis(config.source.poll_interval_ms),
+            retry_attempts: config.perf.retry_attempts.max(read_policy::MIN_ATTEMPTS),
+            first_backoff: read_policy::first_backoff(config.perf.retry_backoff_ms),
+            latest_cache: Mutex::new(None),
+            budget: FetchBudget::new(),
+            local_reads: (!cloud).then(|| Semaphore::new(LOCAL_READS)),
+            cloud,
+            get_times: GetTimes::default(),
+            retries: AtomicUsize::new(0),
+        };
+        let manifest = match datastore.get_with_retries(&key, None).await? {
+            Some(bytes) => {
                 let m: DatastoreManifest = serde_json::from_slice(&bytes).map_err(|e| {
                     SourceError::BadDatastoreConfig {
                         uri: uri.clone(),
@@ -244,15 +264,7 @@ impl Datastore {
                 })?;
                 Some(m)
             }
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(source) => {
-                return Err(SourceError::Read {
-                    uri,
-                    key: key.to_string(),
-                    attempts: 1,
-                    source,
-                });
-            }
+            None => None,
         };
         let schema = match (
             &manifest,
@@ -283,23 +295,9 @@ impl Datastore {
         if manifest.is_none() {
             tracing::warn!(uri = %uri, "datastore has no .config.json: its network passphrase cannot be checked");
         }
-        let local_reads = location
-            .uri
-            .starts_with("file://")
-            .then(|| Semaphore::new(LOCAL_READS));
-        Ok(Self {
-            location,
-            schema,
-            manifest,
-            extension: AtomicUsize::new(0),
-            follow: config.follows_tip(),
-            poll_interval: Duration::from_millis(config.source.poll_interval_ms),
-            retry_attempts: config.perf.retry_attempts.max(1),
-            retry_backoff: Duration::from_millis(config.perf.retry_backoff_ms),
-            latest_cache: Mutex::new(None),
-            budget: FetchBudget::new(),
-            local_reads,
-        })
+        datastore.schema = schema;
+        datastore.manifest = manifest;
+        Ok(datastore)
     }
 
     pub fn schema(&self) -> DatastoreSchema {
@@ -314,13 +312,20 @@ impl Datastore {
         &self.location.uri
     }
 
-    /// Fetches one batch object. A missing object is an error in a bounded run; when following
-    /// the tip it is waited for, unless newer objects exist (then it is a hole in the datastore).
-    pub async fn fetch(self: &Arc<Self>, batch: BatchObject) -> Result<FetchedBatch, SourceError> {
+    /// Fetches one batch object, with at most `requests` permits' worth of requests in flight
+    /// for the caller (held during a request, not while waiting to retry it, so a failing object
+    /// does not hold up the read-ahead behind it). A missing object is an error in a bounded
+    /// run; when following the tip it is waited for, unless newer objects exist (then it is a
+    /// hole in the datastore).
+    pub async fn fetch(
+        self: &Arc<Self>,
+        batch: BatchObject,
+        requests: &Semaphore,
+    ) -> Result<FetchedBatch, SourceError> {
         let mut next_gap_check = Instant::now();
         let mut newer_seen_at: Option<Instant> = None;
         loop {
-            if let Some(found) = self.try_fetch(&batch).await? {
+            if let Some(found) = self.try_fetch(&batch, requests).await? {
                 return Ok(found);
             }
             let missing = || SourceError::MissingObject {
@@ -360,18 +365,17 @@ impl Datastore {
     }
 
     /// One attempt over both extensions, with retries for transient failures.
-    async fn try_fetch(&self, batch: &BatchObject) -> Result<Option<FetchedBatch>, SourceError> {
+    async fn try_fetch(
+        &self,
+        batch: &BatchObject,
+        requests: &Semaphore,
+    ) -> Result<Option<FetchedBatch>, SourceError> {
         let first = self.extension.load(Ordering::Relaxed);
         for offset in 0..ZSTD_EXTENSIONS.len() {
             let index = (first + offset) % ZSTD_EXTENSIONS.len();
             let key = self.key_with(batch, index);
             let reserved = self.budget.reserve().await;
-            let local_read = match &self.local_reads {
-                Some(reads) => Some(reads.acquire().await.expect("never closed")),
-                None => None,
-            };
-            let found = self.get_with_retries(&key).await?;
-            drop(local_read);
+            let found = self.get_with_retries(&key, Some(requests)).await?;
             if let Some(bytes) = found {
                 self.extension.store(index, Ordering::Relaxed);
                 let budget = self.budget.settle(reserved, bytes.len());
@@ -386,34 +390,129 @@ impl Datastore {
         Ok(None)
     }
 
-    async fn get_with_retries(&self, key: &ObjectPath) -> Result<Option<Bytes>, SourceError> {
+    /// GETs `key` (`None` if it does not exist), retrying transient failures; each attempt
+    /// holds a permit of `limit`.
+    async fn get_with_retries(
+        &self,
+        key: &ObjectPath,
+        limit: Option<&Semaphore>,
+    ) -> Result<Option<Bytes>, SourceError> {
+        let got = self
+            .with_retries(key.as_ref(), || async {
+                let _request = match limit {
+                    Some(limit) => Some(limit.acquire().await.expect("never closed")),
+                    None => None,
+                };
+                let _local = match &self.local_reads {
+                    Some(reads) => Some(reads.acquire().await.expect("never closed")),
+                    None => None,
+                };
+                self.get_hedged(key).await
+            })
+            .await;
+        match got {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err((object_store::Error::NotFound { .. }, _)) => Ok(None),
+            Err((source, attempts)) => Err(SourceError::Read {
+                uri: self.location.uri.clone(),
+                key: key.to_string(),
+                attempts,
+                source,
+            }),
+        }
+    }
+
+    /// Runs `request` until it succeeds, fails for good, or [`Self::retry_attempts`] are spent;
+    /// each retry is logged and counted with its cause. The error comes with the attempts made.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        what: &str,
+        mut request: F,
+    ) -> Result<T, (object_store::Error, u32)>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match self.location.store.get(key).await {
-                Ok(found) => found.bytes().await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(bytes) => return Ok(Some(bytes)),
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(source) if attempt >= self.retry_attempts => {
-                    return Err(SourceError::Read {
-                        uri: self.location.uri.clone(),
-                        key: key.to_string(),
-                        attempts: attempt,
-                        source,
-                    });
+            match request().await {
+                Ok(value) => return Ok(value),
+                Err(e) if !read_policy::is_transient(&e) || attempt >= self.retry_attempts => {
+                    return Err((e, attempt));
                 }
                 Err(e) => {
-                    let backoff = self.retry_backoff * 2u32.saturating_pow(attempt - 1);
-                    tracing::warn!(key = %key, attempt, error = %e, "datastore read failed; retrying in {backoff:?}");
+                    let cause = read_policy::failure_cause(&e);
+                    let noise = self.retries.fetch_add(1, Ordering::Relaxed) as u64;
+                    let backoff = read_policy::backoff(attempt, self.first_backoff, noise);
+                    tracing::warn!(key = %what, attempt, cause = cause.as_str(), error = %e, "datastore read failed; retrying in {backoff:?}");
                     crate::metrics::retry("source_read");
+                    crate::metrics::source_read_failure(cause.as_str());
                     crate::metrics::error(crate::metrics::ErrorKind::Source);
                     tokio::time::sleep(backoff).await;
                 }
             }
         }
+    }
+
+    /// One GET of a whole object. From a cloud store, a GET still unanswered after a few times
+    /// the usual GET time is raced by a second one and the first to finish wins: a stalled
+    /// connection costs that delay instead of a timeout, and a slow large object is not cut.
+    async fn get_hedged(&self, key: &ObjectPath) -> Result<Bytes, object_store::Error> {
+        let get = || async {
+            let started = Instant::now();
+            let bytes = self.location.store.get(key).await?.bytes().await?;
+            Ok::<_, object_store::Error>((bytes, started.elapsed()))
+        };
+        let first = get();
+        if !self.cloud {
+            return first.await.map(|(bytes, _)| bytes);
+        }
+        tokio::pin!(first);
+        let hedge_after = self.get_times.hedge_after();
+        let won = tokio::select! {
+            done = &mut first => done,
+            _ = tokio::time::sleep(hedge_after) => {
+                tracing::info!(key = %key, "datastore GET unanswered after {hedge_after:?}; racing a second one");
+                crate::metrics::retry("source_read_hedge");
+                // Race hedges against the first GET, which keeps going: a failed hedge is
+                // retried (after a backoff, still racing the first) rather than leaving the
+                // object to a stalled first GET.
+                let mut attempt = 1;
+                loop {
+                    let hedge = get();
+                    tokio::pin!(hedge);
+                    let failed = tokio::select! {
+                        done = &mut first => match done {
+                            Ok(done) => break Ok(done),
+                            Err(_) => break hedge.await,
+                        },
+                        done = &mut hedge => match done {
+                            Ok(done) => break Ok(done),
+                            Err(e) => e,
+                        },
+                    };
+                    if !read_policy::is_transient(&failed) || attempt >= self.retry_attempts {
+                        break first.await;
+                    }
+                    let noise = self.retries.fetch_add(1, Ordering::Relaxed) as u64;
+                    let backoff = read_policy::backoff(attempt, self.first_backoff, noise);
+                    let cause = read_policy::failure_cause(&failed);
+                    tracing::warn!(key = %key, attempt, cause = cause.as_str(), error = %failed, "datastore read failed (hedge); retrying in {backoff:?}");
+                    crate::metrics::retry("source_read");
+                    crate::metrics::source_read_failure(cause.as_str());
+                    crate::metrics::error(crate::metrics::ErrorKind::Source);
+                    tokio::select! {
+                        done = &mut first => break done,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        let (bytes, took) = won?;
+        self.get_times.record(took);
+        Ok(bytes)
     }
 
     fn key_with(&self, batch: &BatchObject, extension: usize) -> ObjectPath {
@@ -460,7 +559,7 @@ impl Datastore {
         };
         let mut present = std::collections::BTreeSet::new();
         for root in roots {
-            let listing = match self.location.store.list_with_delimiter(Some(&root)).await {
+            let listing = match self.list(&root).await {
                 Ok(listing) => listing,
                 // A folder nothing was uploaded to yet.
                 Err(object_store::Error::NotFound { .. }) => continue,
@@ -477,6 +576,18 @@ impl Datastore {
         Ok(self.schema.first_absent(first, last, &present))
     }
 
+    /// One level of listing under `prefix`, retrying transient failures.
+    async fn list(
+        &self,
+        prefix: &ObjectPath,
+    ) -> Result<object_store::ListResult, object_store::Error> {
+        self.with_retries(prefix.as_ref(), || {
+            self.location.store.list_with_delimiter(Some(prefix))
+        })
+        .await
+        .map_err(|(e, _)| e)
+    }
+
     /// The full key of a batch object (preferred extension), for messages.
     pub fn object_key(&self, batch: &BatchObject) -> String {
         self.preferred_key(batch).to_string()
@@ -488,12 +599,7 @@ impl Datastore {
             source,
         };
         let root = self.location.key("");
-        let top = self
-            .location
-            .store
-            .list_with_delimiter(Some(&root))
-            .await
-            .map_err(list_err)?;
+        let top = self.list(&root).await.map_err(list_err)?;
         // Partition folders sort newest first by name; pick by parsed start to be independent
         // of listing order (local listings are unordered).
         let newest_folder = top
@@ -503,14 +609,7 @@ impl Datastore {
             .max_by_key(|(s, _)| *s)
             .map(|(_, p)| p);
         let objects = match newest_folder {
-            Some(folder) => {
-                self.location
-                    .store
-                    .list_with_delimiter(Some(&folder))
-                    .await
-                    .map_err(list_err)?
-                    .objects
-            }
+            Some(folder) => self.list(&folder).await.map_err(list_err)?.objects,
             None => top.objects,
         };
         Ok(objects

@@ -2,6 +2,7 @@
 
 mod datastore;
 mod decode;
+pub mod read_policy;
 pub mod schema;
 
 pub use datastore::{

@@ -14,6 +14,7 @@ mod cli;
 mod cloud;
 mod dashboard;
 mod delta;
+mod faults;
 mod follow;
 mod health;
 mod local;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::binary::{describe, wait_until};
 use crate::harness::Harness;
 
-fn get(port: u16, path: &str) -> Option<String> {
+pub fn get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -22,7 +22,7 @@ fn get(port: u16, path: &str) -> Option<String> {
 }
 
 /// The value of the sample `name{labels…}` whose labels contain `label` (all labels if "").
-fn value(scrape: &str, name: &str, label: &str) -> Option<f64> {
+pub fn value(scrape: &str, name: &str, label: &str) -> Option<f64> {
     scrape
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -129,7 +129,7 @@ fn every_metric_family_is_served_and_moves() {
     assert!(scrape.contains("operation=\"source_read\""), "{scrape}");
 }
 
-fn nix_kill_term(pid: u32) {
+pub fn nix_kill_term(pid: u32) {
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
