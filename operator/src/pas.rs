@@ -111,6 +111,11 @@ impl PasOutboxLog {
             .await
     }
 
+    /// PAS events held in memory (`None` before the chain is opened).
+    pub async fn events_in_memory(&self) -> Option<usize> {
+        Some(self.stream.get()?.events_in_memory().await)
+    }
+
     /// Stops background delivery (undelivered events stay in the outbox for the next start).
     pub async fn close(&self) {
         if let Some(stream) = self.stream.get() {

@@ -448,6 +448,21 @@ async fn a_steady_reconcile_costs_the_same_storage_requests_at_any_lake_size() {
     assert!(small.requests <= 8, "{small:?}");
 }
 
+/// The operator's memory does not grow with the chain: its PAS stream keeps a bounded number of
+/// events, after a catch-up from nothing and after a restart.
+#[tokio::test]
+async fn the_pas_events_held_in_memory_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let bound = bronze::pas::hook::HEAD_STREAM_EVENTS;
+    let committed = bound as u32 + 50;
+    let operator = caught_up_lake(dir.path(), committed, committed + 10).await;
+    assert_eq!(operator.pas.events_in_memory().await, Some(bound));
+    commit_partitions(&operator.spec, committed, committed + 1).await;
+    let mut restarted = Operator::start(&operator.spec, operator.status.clone(), None);
+    assert_eq!(restarted.reconcile().await.newly, 1);
+    assert_eq!(restarted.pas.events_in_memory().await, Some(2));
+}
+
 /// The first reconcile after the operator (re)starts does not read every stored PAS event: it
 /// opens the chain at its recorded head.
 #[tokio::test]

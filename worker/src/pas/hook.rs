@@ -122,6 +122,11 @@ struct ChainState {
     partial: bool,
 }
 
+/// Events a stream opened at the head keeps in memory (the newest): enough to adopt what a
+/// status that fell a little behind presents again without reading storage. Older ones are read
+/// back from storage when needed.
+pub const HEAD_STREAM_EVENTS: usize = 256;
+
 struct Inner {
     chain: ChainId,
     layout: DatasetLayout,
@@ -131,6 +136,8 @@ struct Inner {
     strict: bool,
     background: std::sync::Mutex<Option<JoinHandle<()>>>,
     stop: CancellationToken,
+    /// Opened at the head: `events` is a bounded cache ([`HEAD_STREAM_EVENTS`]).
+    bounded: bool,
 }
 
 /// The PAS stream of one chain. Cheap to clone; every clone is the same stream.
@@ -266,6 +273,7 @@ impl PasStream {
                 strict,
                 background: std::sync::Mutex::new(None),
                 stop: CancellationToken::new(),
+                bounded: false,
             }),
         };
         if let Some(c) = &stream.inner.courier {
@@ -297,7 +305,7 @@ impl PasStream {
         }
         let chain = ChainId::of_layout(&layout);
         let Some((recorded, entry)) = outbox.head_event(&chain).await? else {
-            return Self::open(layout, outbox, delivery).await;
+            return Self::open_bounded(layout, outbox).await;
         };
         let event = match entry.parsed {
             Ok(e)
@@ -310,7 +318,7 @@ impl PasStream {
             }
             _ => {
                 tracing::info!(chain = %chain.key(), location = %entry.location, "PAS head record and head event disagree; reading the whole chain");
-                return Self::open(layout, outbox, delivery).await;
+                return Self::open_bounded(layout, outbox).await;
             }
         };
         let range = entry.name_range;
@@ -333,8 +341,30 @@ impl PasStream {
                 strict: false,
                 background: std::sync::Mutex::new(None),
                 stop: CancellationToken::new(),
+                bounded: true,
             }),
         })
+    }
+
+    /// [`Self::open`] without delivery, keeping a bounded cache of events afterwards.
+    async fn open_bounded(
+        layout: DatasetLayout,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<PasStream, PasError> {
+        let stream = Self::open(layout, outbox, None).await?;
+        let mut inner = Arc::try_unwrap(stream.inner)
+            .unwrap_or_else(|_| unreachable!("no delivery task holds the stream"));
+        inner.bounded = true;
+        prune(inner.state.get_mut());
+        Ok(PasStream {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Events held in memory (a stream opened at the head keeps at most
+    /// [`HEAD_STREAM_EVENTS`]).
+    pub async fn events_in_memory(&self) -> usize {
+        self.inner.state.lock().await.events.len()
     }
 
     /// Reads every stored event into `state` (after an open at the head, or when another
@@ -530,6 +560,9 @@ impl PasStream {
         };
         state.events.insert(range.start, event.clone());
         *state.revisions.entry(range.start).or_insert(0) += 1;
+        if inner.bounded {
+            prune(state);
+        }
         Ok(event)
     }
 
@@ -828,6 +861,18 @@ impl PasLog for PasStream {
             }
             Ok(())
         })
+    }
+}
+
+/// Keeps the newest [`HEAD_STREAM_EVENTS`] events; what is dropped is read back when needed
+/// (`partial`).
+fn prune(state: &mut ChainState) {
+    while state.events.len() > HEAD_STREAM_EVENTS {
+        state.events.pop_first();
+        state.partial = true;
+    }
+    if state.partial {
+        state.revisions.clear();
     }
 }
 
