@@ -227,9 +227,7 @@ pub async fn commit_partitions(spec: &BronzeBackfillSpec, from: u32, to: u32) {
             if let Some(t) = manifest.tables.values_mut().next() {
                 t.byte_size = PARQUET_BYTES as u64;
             }
-            let key = committer
-                .location
-                .key(&committer.layout.parquet_key(range));
+            let key = committer.location.key(&committer.layout.parquet_key(range));
             committer
                 .location
                 .store
@@ -555,8 +553,8 @@ async fn bench_operator_at_many_partitions() {
     }
     let mut times: Vec<Duration> = steady.iter().map(|r| r.elapsed).collect();
     times.sort();
-    let mean_pas = steady.iter().map(|r| r.pas_requests).sum::<u64>() as f64
-        / steady.len().max(1) as f64;
+    let mean_pas =
+        steady.iter().map(|r| r.pas_requests).sum::<u64>() as f64 / steady.len().max(1) as f64;
     let max_requests = steady.iter().map(|r| r.requests).max().unwrap_or(0);
     let mean_requests =
         steady.iter().map(|r| r.requests).sum::<u64>() as f64 / steady.len().max(1) as f64;
