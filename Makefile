@@ -21,7 +21,7 @@ IMAGE ?= bronze:dev
 DOCKER ?= docker
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help test-deps test test-cluster demo bench bench-cluster bench-smoke lint build crds chart-crds chart-check image
+.PHONY: help test-deps test test-cluster demo bench bench-cluster bench-operator bench-smoke lint build crds chart-crds chart-check image
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -54,12 +54,16 @@ bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-s
 bench-cluster: ## A few hundred small partitions, one per Job, on the real control plane (../shared/testinfra/k8s): wall time, Jobs/min, status writes per partition (BRONZE_BENCH_PARTITIONS, BRONZE_BENCH_JOBS)
 	CLUSTER_LIBTEST_ARGS="--ignored --nocapture scale::" bash scripts/test-cluster.sh
 
+bench-operator: ## The operator's sequencing + planning at 6,000 committed partitions (local disk, PAS outbox, real PostgreSQL catalog): catch-up, restart, 200 steady reconciles (p50/p99, storage requests, catalog queries, status size, RSS) (BRONZE_BENCH_PARTITIONS, BRONZE_BENCH_RECONCILES, BRONZE_BENCH_CATALOG=0)
+	$(CARGO) test -p bronze-operator --lib -- --ignored --nocapture scale::bench
+
 bench-smoke: ## `make bench` end to end on a few hundred ledgers, one round, unoptimised (CI: the scripts must keep working)
 	d=$$(mktemp -d /tmp/bronze-bench-smoke.XXXXXX); \
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_LEDGERS=300 BENCH_PARTITION=100 BENCH_ROUNDS=1 bash scripts/bench.sh; \
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_LEDGERS=300 BENCH_PARTITION=100 BENCH_ROUNDS=1 BENCH_SHAPE=small bash scripts/bench.sh; \
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_CLOUD_PUBNET=100 BENCH_CLOUD_SMALL=300 BENCH_ROUNDS=1 bash scripts/bench-cloud.sh; \
 	rm -rf $$d
+	BRONZE_BENCH_PARTITIONS=300 BRONZE_BENCH_RECONCILES=20 $(MAKE) bench-operator
 
 lint: ## rustfmt --check and clippy -D warnings over every target (CI runs it before the tests)
 	$(CARGO) fmt --all -- --check

@@ -24,6 +24,8 @@ pub mod storage;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod scale;
 
 /// Makes rustls use aws-lc-rs, the provider object_store (reqwest) already links, as the process
 /// default. Harmless when a default is already installed. Call before building any client.

@@ -16,7 +16,9 @@
 //!   the operator (re)opens the chain, so a failed delivery never loses an event.
 //!
 //! One [`PasOutboxLog`] per backfill lives across reconciles ([`PasOutboxFactory`] caches it): the
-//! chain is read and checked once, when the first event is appended after a start.
+//! chain is opened once, at its recorded head (the head record names the head event; two reads,
+//! whatever the chain's length), or read and checked in full with delivery or an older head
+//! record. `verify` checks the whole history.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -91,13 +93,15 @@ impl PasOutboxLog {
         }
     }
 
-    /// Opens the stream as `bronze::pas::open_from_config` does: the chain is read back and
-    /// checked, undelivered events are queued again.
+    /// Opens the stream at its recorded head ([`PasStream::open_at_head`]): two reads; with
+    /// delivery, as `bronze::pas::open_from_config` does (the chain is read back and checked,
+    /// undelivered events are queued again).
     async fn stream(&self) -> Result<&PasStream, PasError> {
         self.stream
             .get_or_try_init(|| async {
                 let delivery = delivery_from_config(&self.config, |k| std::env::var(k).ok())?;
-                PasStream::open(
+                // At the head: a restart costs two reads, not one per partition.
+                PasStream::open_at_head(
                     DatasetLayout::from_config(&self.config),
                     self.outbox.clone(),
                     delivery,
@@ -105,6 +109,11 @@ impl PasOutboxLog {
                 .await
             })
             .await
+    }
+
+    /// PAS events held in memory (`None` before the chain is opened).
+    pub async fn events_in_memory(&self) -> Option<usize> {
+        Some(self.stream.get()?.events_in_memory().await)
     }
 
     /// Stops background delivery (undelivered events stay in the outbox for the next start).

@@ -419,3 +419,44 @@ async fn a_status_head_the_outbox_does_not_hold_stops_instead_of_starting_a_new_
     assert_eq!(next.checkpoint, first.checkpoint);
     assert!(!b.chain_dir().join("22-31.json").exists());
 }
+
+/// The chain opens at its recorded head (two reads). A head record left behind the stored events
+/// (the process died between an event and its head record) costs nothing: the restarted
+/// operator's conditional create finds the stored event and adopts it, with a status from
+/// before it or after it, and the chain stays one chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_record_behind_the_stored_events_is_caught_up_by_adoption() {
+    let b = Backfill::committed(None, false).await;
+    let head_record = b.chain_dir().join("_chain-head.json");
+    let first = b.sequence(&b.pas(), SequenceStart::default(), 2).await;
+    let record = std::fs::read_to_string(&head_record).unwrap();
+    assert!(
+        record.contains("\"ledger_start\": 12") && record.contains("\"revision\": 0"),
+        "the head record names its event: {record}"
+    );
+    let third = b.sequence(&b.pas(), after(&first), 1).await;
+    assert_eq!(third.newly, [r(22, 31)]);
+    let three = |b: &Backfill| -> Vec<Vec<u8>> {
+        PARTITIONS[..3]
+            .iter()
+            .map(|(s, e)| std::fs::read(b.chain_dir().join(format!("{s}-{e}.json"))).unwrap())
+            .collect()
+    };
+    let stored = three(&b);
+    for status in [after(&first), after(&third)] {
+        // The head record as it was before the third event (and no fourth event yet).
+        std::fs::write(&head_record, &record).unwrap();
+        let _ = std::fs::remove_file(b.chain_dir().join("32-41.json"));
+        let rest = b.sequence(&b.pas(), status.clone(), 10).await;
+        assert_eq!(rest.fault, None, "{:?}", rest.fault);
+        assert_eq!(rest.checkpoint.unwrap().last_committed_ledger, 41);
+        assert_eq!(rest.event_count, 4);
+        assert_eq!(three(&b), stored, "events are never rewritten");
+        assert_eq!(
+            b.event((32, 41)).chain.prev_event_hash,
+            third.chain_head.clone().unwrap()
+        );
+    }
+    let report = b.verify(false).await;
+    assert!(report.is_clean(), "{:#?}", report.findings);
+}

@@ -117,7 +117,15 @@ struct ChainState {
     events: BTreeMap<u32, PasEvent>,
     /// Events stored per range, by first ledger: the next replacement's revision.
     revisions: BTreeMap<u32, u32>,
+    /// Opened at the head ([`PasStream::open_at_head`]): `events` and `revisions` hold only
+    /// what this stream wrote and the head event; the rest is read when first needed.
+    partial: bool,
 }
+
+/// Events a stream opened at the head keeps in memory (the newest): enough to adopt what a
+/// status that fell a little behind presents again without reading storage. Older ones are read
+/// back from storage when needed.
+pub const HEAD_STREAM_EVENTS: usize = 256;
 
 struct Inner {
     chain: ChainId,
@@ -128,6 +136,8 @@ struct Inner {
     strict: bool,
     background: std::sync::Mutex<Option<JoinHandle<()>>>,
     stop: CancellationToken,
+    /// Opened at the head: `events` is a bounded cache ([`HEAD_STREAM_EVENTS`]).
+    bounded: bool,
 }
 
 /// The PAS stream of one chain. Cheap to clone; every clone is the same stream.
@@ -257,11 +267,13 @@ impl PasStream {
                     head,
                     events,
                     revisions,
+                    partial: false,
                 }),
                 courier,
                 strict,
                 background: std::sync::Mutex::new(None),
                 stop: CancellationToken::new(),
+                bounded: false,
             }),
         };
         if let Some(c) = &stream.inner.courier {
@@ -273,6 +285,107 @@ impl PasStream {
             }
         }
         Ok(stream)
+    }
+
+    /// Opens the chain at its recorded head, reading the head record and the one event it names
+    /// instead of every stored event (the operator's sequencer, whose cost must not grow with
+    /// the chain: 6,000 events at a full backfill). Falls back to [`Self::open`] (read and check
+    /// everything) with delivery (undelivered events must be found), or when the head record
+    /// does not name its event or the event does not match it. The chain's history is checked by
+    /// `verify`; a head behind the stored events (a crash between an event and its head record)
+    /// is caught by the conditional create of the next event, and a head moved by another writer
+    /// by [`Self::append_after`] (which re-reads the chain then).
+    pub async fn open_at_head(
+        layout: DatasetLayout,
+        outbox: Arc<dyn Outbox>,
+        delivery: Option<DeliveryConfig>,
+    ) -> Result<PasStream, PasError> {
+        if delivery.is_some() {
+            return Self::open(layout, outbox, delivery).await;
+        }
+        let chain = ChainId::of_layout(&layout);
+        let Some((recorded, entry)) = outbox.head_event(&chain).await? else {
+            return Self::open_bounded(layout, outbox).await;
+        };
+        let event = match entry.parsed {
+            Ok(e)
+                if entry.revision == 0
+                    && e.range() == Some(entry.name_range)
+                    && e.chain.event_hash == recorded
+                    && e.compute_hash() == recorded =>
+            {
+                e
+            }
+            _ => {
+                tracing::info!(chain = %chain.key(), location = %entry.location, "PAS head record and head event disagree; reading the whole chain");
+                return Self::open_bounded(layout, outbox).await;
+            }
+        };
+        let range = entry.name_range;
+        tracing::info!(chain = %chain.key(), outbox = %outbox.describe(), head = %recorded, head_ledger = range.end, "PAS chain opened at its recorded head");
+        Ok(PasStream {
+            inner: Arc::new(Inner {
+                chain,
+                layout,
+                outbox,
+                state: tokio::sync::Mutex::new(ChainState {
+                    head: Head {
+                        event_hash: recorded,
+                        ledger_end: Some(range.end),
+                    },
+                    events: BTreeMap::from([(range.start, event)]),
+                    revisions: BTreeMap::new(),
+                    partial: true,
+                }),
+                courier: None,
+                strict: false,
+                background: std::sync::Mutex::new(None),
+                stop: CancellationToken::new(),
+                bounded: true,
+            }),
+        })
+    }
+
+    /// [`Self::open`] without delivery, keeping a bounded cache of events afterwards.
+    async fn open_bounded(
+        layout: DatasetLayout,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<PasStream, PasError> {
+        let stream = Self::open(layout, outbox, None).await?;
+        let mut inner = Arc::try_unwrap(stream.inner)
+            .unwrap_or_else(|_| unreachable!("no delivery task holds the stream"));
+        inner.bounded = true;
+        prune(inner.state.get_mut());
+        Ok(PasStream {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Events held in memory (a stream opened at the head keeps at most
+    /// [`HEAD_STREAM_EVENTS`]).
+    pub async fn events_in_memory(&self) -> usize {
+        self.inner.state.lock().await.events.len()
+    }
+
+    /// Reads every stored event into `state` (after an open at the head, or when another
+    /// writer moved the chain).
+    async fn reload(&self, state: &mut ChainState) -> Result<(), PasError> {
+        let inner = &self.inner;
+        let view = analyse(inner.outbox.load(&inner.chain).await?);
+        if let Some(last) = view.last() {
+            state.head = Head {
+                event_hash: last.event.chain.event_hash.clone(),
+                ledger_end: view.ledger_end(),
+            };
+        }
+        state.revisions.clear();
+        for e in &view.events {
+            state.events.insert(e.range.start, e.event.clone());
+            *state.revisions.entry(e.range.start).or_insert(0) += 1;
+        }
+        state.partial = false;
+        tracing::info!(chain = %inner.chain.key(), head = %state.head.event_hash, "PAS chain re-read from the outbox");
+        Ok(())
     }
 
     fn background(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
@@ -338,6 +451,10 @@ impl PasStream {
         let inner = &self.inner;
         let range = commit.range;
         let mut state = inner.state.lock().await;
+        if state.partial {
+            // Past events and revisions decide what follows: read them all first.
+            self.reload(&mut state).await?;
+        }
         if let Some(existing) = state.events.get(&range.start).cloned() {
             match self.check_matches(&existing, range, &commit.manifest) {
                 Ok(()) => return Ok(Some(existing.clone())),
@@ -435,7 +552,7 @@ impl PasStream {
         };
         inner
             .outbox
-            .record_head(&inner.chain, &event.chain.event_hash)
+            .record_head_at(&inner.chain, &event.chain.event_hash, (range, revision))
             .await?;
         state.head = Head {
             event_hash: event.chain.event_hash.clone(),
@@ -443,6 +560,9 @@ impl PasStream {
         };
         state.events.insert(range.start, event.clone());
         *state.revisions.entry(range.start).or_insert(0) += 1;
+        if inner.bounded {
+            prune(state);
+        }
         Ok(event)
     }
 
@@ -526,20 +646,7 @@ impl PasStream {
         if state.head.event_hash == prev_event_hash {
             return Ok(None);
         }
-        let inner = &self.inner;
-        let view = analyse(inner.outbox.load(&inner.chain).await?);
-        if let Some(last) = view.last() {
-            state.head = Head {
-                event_hash: last.event.chain.event_hash.clone(),
-                ledger_end: view.ledger_end(),
-            };
-        }
-        state.revisions.clear();
-        for e in &view.events {
-            state.events.insert(e.range.start, e.event.clone());
-            *state.revisions.entry(e.range.start).or_insert(0) += 1;
-        }
-        tracing::info!(chain = %inner.chain.key(), head = %state.head.event_hash, "PAS chain re-read from the outbox");
+        self.reload(state).await?;
         Ok(state.events.get(&range.start).cloned())
     }
 
@@ -754,6 +861,18 @@ impl PasLog for PasStream {
             }
             Ok(())
         })
+    }
+}
+
+/// Keeps the newest [`HEAD_STREAM_EVENTS`] events; what is dropped is read back when needed
+/// (`partial`).
+fn prune(state: &mut ChainState) {
+    while state.events.len() > HEAD_STREAM_EVENTS {
+        state.events.pop_first();
+        state.partial = true;
+    }
+    if state.partial {
+        state.revisions.clear();
     }
 }
 

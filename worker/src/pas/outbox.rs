@@ -107,6 +107,24 @@ pub trait Outbox: Send + Sync {
         chain: &'a ChainId,
         event_hash: &'a str,
     ) -> BoxFuture<'a, Result<(), OutboxError>>;
+    /// As [`Self::record_head`], saying where the head event is stored (revision `revision` of
+    /// `range`), so [`Self::head_event`] can read it alone.
+    fn record_head_at<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        event_hash: &'a str,
+        _at: (LedgerRange, u32),
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        self.record_head(chain, event_hash)
+    }
+    /// The recorded head and the stored event it names, read alone (two reads, whatever the
+    /// chain's length); `None` when the recorded head does not say where its event is.
+    fn head_event<'a>(
+        &'a self,
+        _chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Option<(String, OutboxEntry)>, OutboxError>> {
+        Box::pin(async { Ok(None) })
+    }
     fn delivered<'a>(
         &'a self,
         chain: &'a ChainId,
@@ -478,6 +496,36 @@ impl ObjectStoreOutbox {
 struct HeadRecord {
     chain: String,
     event_hash: String,
+    /// Where the head event is (absent in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledger_start: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledger_end: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<u32>,
+}
+
+impl ObjectStoreOutbox {
+    async fn write_head(
+        &self,
+        chain: &ChainId,
+        event_hash: &str,
+        at: Option<(LedgerRange, u32)>,
+    ) -> Result<(), OutboxError> {
+        let key = self.key(&format!("{}{HEAD_OBJECT}", self.chain_dir(chain)));
+        let record = HeadRecord {
+            chain: chain.key(),
+            event_hash: event_hash.to_string(),
+            ledger_start: at.map(|(r, _)| r.start),
+            ledger_end: at.map(|(r, _)| r.end),
+            revision: at.map(|(_, n)| n),
+        };
+        self.put(
+            &key,
+            serde_json::to_vec_pretty(&record).expect("serializes"),
+        )
+        .await
+    }
 }
 
 impl Outbox for ObjectStoreOutbox {
@@ -584,17 +632,43 @@ impl Outbox for ObjectStoreOutbox {
         chain: &'a ChainId,
         event_hash: &'a str,
     ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(self.write_head(chain, event_hash, None))
+    }
+
+    fn record_head_at<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        event_hash: &'a str,
+        at: (LedgerRange, u32),
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(self.write_head(chain, event_hash, Some(at)))
+    }
+
+    fn head_event<'a>(
+        &'a self,
+        chain: &'a ChainId,
+    ) -> BoxFuture<'a, Result<Option<(String, OutboxEntry)>, OutboxError>> {
         Box::pin(async move {
             let key = self.key(&format!("{}{HEAD_OBJECT}", self.chain_dir(chain)));
-            let record = HeadRecord {
-                chain: chain.key(),
-                event_hash: event_hash.to_string(),
+            let Some(head) = self.get_json::<HeadRecord>(&key).await? else {
+                return Ok(None);
             };
-            self.put(
-                &key,
-                serde_json::to_vec_pretty(&record).expect("serializes"),
-            )
-            .await
+            let (Some(start), Some(end), Some(revision)) =
+                (head.ledger_start, head.ledger_end, head.revision)
+            else {
+                return Ok(None);
+            };
+            if start > end {
+                return Ok(None);
+            }
+            let range = LedgerRange::new(start, end);
+            let event_key = self.event_key(chain, range, revision);
+            Ok(self.get_opt(&event_key).await?.map(|bytes| {
+                (
+                    head.event_hash,
+                    entry(event_key.to_string(), (range, revision), bytes),
+                )
+            }))
         })
     }
 
