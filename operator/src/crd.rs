@@ -126,7 +126,10 @@ pub struct BronzeBackfillSpec {
     /// Stop creating Jobs; running ones finish. Set back to false to continue.
     #[serde(default)]
     pub suspend: bool,
-    /// Replace committed partitions instead of adopting them.
+    /// Lets a worker Job replace a committed partition it finds in its range instead of adopting
+    /// it. The operator itself adopts partitions committed before it sequences them and plans Jobs
+    /// only past its checkpoint, so this does not rebuild an existing dataset (the standalone
+    /// copier's `era.allow_overwrite` does).
     #[serde(default)]
     pub allow_overwrite: bool,
     /// Fixes the `ingested_at` column (RFC 3339). When absent, the time of the first reconcile
