@@ -3,16 +3,14 @@
 //! with the Parquet files; backfill and repair of the log from the manifests; `verify` of the log;
 //! SIGKILL during commits; a reader during a run.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bronze_testkit::delta_read;
 use serde_json::Value;
 
 use crate::binary::text;
-use crate::harness::{Harness, has_problem};
+use crate::harness::{CrashDice, Harness, has_problem, run_killed_after_lines};
 
 fn with_delta(h: Harness) -> Harness {
     h.envs([("STORAGE_TABLE_FORMAT".to_string(), "delta".to_string())])
@@ -238,43 +236,16 @@ fn verify_names_the_version_and_partition_of_a_log_that_disagrees() {
 #[test]
 fn sigkill_during_commits_leaves_a_table_with_each_partition_once() {
     let h = with_delta(Harness::testnet(200).partition_size(5));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    eprintln!("crash test seed {seed}");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut dice = CrashDice::from_clock();
     let mut kills = 0;
     for round in 0..10 {
-        let mut child = h
-            .command(&["-no-progress"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let kill_after = if round < 7 { Some(3 + next(30)) } else { None };
-        let mut lines = 0u64;
-        let mut killed = false;
-        for line in BufReader::new(stdout).lines() {
-            if line.is_err() {
-                break;
-            }
-            lines += 1;
-            if Some(lines) == kill_after {
-                std::thread::sleep(Duration::from_micros(next(3000)));
-                let _ = child.kill();
-                killed = true;
-                break;
-            }
-        }
-        let status = child.wait().unwrap();
+        let kill_after = if round < 7 {
+            Some(3 + dice.below(30))
+        } else {
+            None
+        };
+        let (status, killed) =
+            run_killed_after_lines(h.command(&["-no-progress"]), kill_after, &mut dice);
         if killed {
             kills += 1;
             // Whatever moment the kill hit, the table opens and holds only committed partitions,

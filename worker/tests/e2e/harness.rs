@@ -474,3 +474,65 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A seeded xorshift generator for the crash tests; the seed comes from the clock and is
+/// printed, so a failing run can be told apart from the next.
+pub struct CrashDice {
+    pub seed: u64,
+    state: u64,
+}
+
+impl CrashDice {
+    pub fn from_clock() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+        eprintln!("crash test seed {seed}");
+        CrashDice {
+            seed,
+            state: seed | 1,
+        }
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state % n
+    }
+}
+
+/// Runs `command` (its stdout read line by line, stderr dropped). With `kill_after = Some(n)`,
+/// SIGKILLs it a random few microseconds (so the kill lands between the steps that follow a
+/// line) after its n-th line of output, any line: PAS, commits, progress. Returns the exit
+/// status and whether it was killed.
+pub fn run_killed_after_lines(
+    mut command: Command,
+    kill_after: Option<u64>,
+    dice: &mut CrashDice,
+) -> (std::process::ExitStatus, bool) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = 0u64;
+    let mut killed = false;
+    for line in BufReader::new(stdout).lines() {
+        if line.is_err() {
+            break;
+        }
+        lines += 1;
+        if Some(lines) == kill_after {
+            std::thread::sleep(std::time::Duration::from_micros(dice.below(3000)));
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+    }
+    (child.wait().unwrap(), killed)
+}

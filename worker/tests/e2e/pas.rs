@@ -2,7 +2,6 @@
 //! real HTTP server (the testkit sink) that fails in scripted ways.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +10,7 @@ use bronze::pas::{ChainView, PasEvent};
 use bronze_testkit::{Behaviour, HttpSink, RecordedRequest, Reply};
 
 use crate::binary::describe;
-use crate::harness::Harness;
+use crate::harness::{CrashDice, Harness, run_killed_after_lines};
 
 const TOKEN: &str = "s3cr3t-token-value";
 
@@ -323,45 +322,17 @@ fn sigkill_at_random_moments_then_restart_until_done() {
     let setup = Harness::testnet(300)
         .partition_size(10)
         .pas(&receiver.pas_config(true, 2_000));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    eprintln!("crash test seed {seed}");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut dice = CrashDice::from_clock();
     let mut kills = 0;
     for round in 0..12 {
-        let mut child = setup
-            .command(&["-no-progress"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // Kill after N lines of output (any line: PAS, commits, progress), or let it finish.
-        let kill_after = if round < 8 { Some(3 + next(25)) } else { None };
-        let mut lines = 0u64;
-        let mut killed = false;
-        for line in BufReader::new(stdout).lines() {
-            if line.is_err() {
-                break;
-            }
-            lines += 1;
-            if Some(lines) == kill_after {
-                // A little jitter so the kill lands between the steps that follow the line.
-                std::thread::sleep(Duration::from_micros(next(3000)));
-                let _ = child.kill();
-                killed = true;
-                break;
-            }
-        }
-        let status = child.wait().unwrap();
+        // Kill after N lines of output, or let it finish.
+        let kill_after = if round < 8 {
+            Some(3 + dice.below(25))
+        } else {
+            None
+        };
+        let (status, killed) =
+            run_killed_after_lines(setup.command(&["-no-progress"]), kill_after, &mut dice);
         if killed {
             kills += 1;
             continue;
@@ -384,7 +355,8 @@ fn sigkill_at_random_moments_then_restart_until_done() {
     assert_eq!(
         verified.status.code(),
         Some(0),
-        "seed {seed}: {}",
+        "seed {}: {}",
+        dice.seed,
         describe(&verified)
     );
 }
