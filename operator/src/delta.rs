@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bronze::delta::{DeltaError, DeltaSink, DeltaTable};
-use bronze::publish::DatasetLayout;
+use bronze::delta::{DeltaError, DeltaSink};
 
 use crate::crd::{BronzeBackfillSpec, TableFormat};
 use crate::job::worker_config;
@@ -47,10 +46,10 @@ impl DeltaLogs {
         }
         // INGESTED_AT is not part of the log; any valid value gives the same storage config.
         let config = worker_config(spec, "1970-01-01T00:00:00Z").map_err(|e| e.to_string())?;
-        let location =
-            bronze::pipeline::open_output_location(&config).map_err(|e| e.to_string())?;
-        let table = DeltaTable::new(&location, &DatasetLayout::from_config(&config));
-        let sink = Arc::new(DeltaSink::new(Arc::new(table), location));
+        let Some(sink) = DeltaSink::of_config(&config)? else {
+            return Ok(None);
+        };
+        let sink = Arc::new(sink);
         open.insert(key.to_string(), (place, sink.clone()));
         Ok(Some(sink))
     }
@@ -80,8 +79,9 @@ pub async fn catch_up(sink: &DeltaSink, checkpoint: Option<u32>) -> Result<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bronze::delta::DeltaTable;
     use bronze::partition::LedgerRange;
-    use bronze::publish::Manifest;
+    use bronze::publish::{DatasetLayout, Manifest};
 
     fn manifest(start: u32, end: u32, size: u64) -> Manifest {
         Manifest::from_json(

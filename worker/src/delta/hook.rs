@@ -96,16 +96,24 @@ impl TableLog for DeltaSink {
 }
 
 impl DeltaSink {
-    /// The sink of `config` (`None` unless `storage.table_format: delta`), with the log already
-    /// caught up with the manifests in storage.
-    pub async fn open(config: &crate::config::Config) -> Result<Option<DeltaSink>, String> {
+    /// The sink of `config`'s dataset (`None` unless `storage.table_format: delta`), not caught
+    /// up yet (the operator catches up only what its checkpoint has passed).
+    pub fn of_config(config: &crate::config::Config) -> Result<Option<DeltaSink>, String> {
         if config.storage.table_format != crate::config::TableFormat::Delta {
             return Ok(None);
         }
         let location = crate::pipeline::open_output_location(config).map_err(|e| e.to_string())?;
         let layout = crate::publish::DatasetLayout::from_config(config);
         let table = Arc::new(DeltaTable::new(&location, &layout));
-        let sink = DeltaSink::new(table, location);
+        Ok(Some(DeltaSink::new(table, location)))
+    }
+
+    /// The sink of `config` (`None` unless `storage.table_format: delta`), with the log already
+    /// caught up with the manifests in storage.
+    pub async fn open(config: &crate::config::Config) -> Result<Option<DeltaSink>, String> {
+        let Some(sink) = DeltaSink::of_config(config)? else {
+            return Ok(None);
+        };
         let added = sink.catch_up().await.map_err(|e| e.to_string())?;
         tracing::info!(table = %sink.table.uri(), added, "delta: log caught up with the manifests");
         Ok(Some(sink))
