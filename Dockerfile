@@ -1,10 +1,24 @@
 # syntax=docker/dockerfile:1
-# One image for both binaries: `bronze-copier` (the entrypoint, so the operator's worker Jobs can
-# pass only `worker --range S-E` as args) and `bronze-operator` (the Helm chart's Deployment sets
-# `command: [bronze-operator]`).
+# One image, one binary: `bronze-operator`, and `bronze-copier` as a link to it (started under
+# that name the binary is the copier, the same code as the standalone `bronze-copier`). The link
+# is the ENTRYPOINT, so the operator's worker Jobs pass only `worker --range S-E` as args; the
+# Helm chart's Deployment sets `command: [bronze-operator]`.
 #
-#   make image                                   # docker build -t bronze:dev .
+#   make image                                   # podman (or docker) build -t bronze:dev .
 #   make image IMAGE=ghcr.io/you/bronze:0.1.0 GIT_SHA=$(git rev-parse HEAD)
+#   docker build --build-arg GIT_SHA=$(git rev-parse HEAD) -t bronze:dev .   # the same, by hand
+#
+# Stages:
+#   build          compiles the release binary, splits its debug info off and strips it
+#   debug-symbols  only the split debug info (`--target debug-symbols --output DIR`): put
+#                  `bronze-operator.debug` next to the binary (or under /usr/lib/debug/usr/local/bin)
+#                  and backtraces get file and line again; `addr2line -e bronze-operator.debug`
+#                  works offline on an address from a log
+#   prebuilt       the binary from the build context instead (BINARY_FROM=prebuilt): a directory
+#                  holding an already compiled, stripped `bronze-operator` and the `bronze-copier`
+#                  link (`make image-prebuilt` prepares one from target/, so CI does not compile
+#                  the workspace twice)
+#   runtime        (the default, last) the same runtime stage whichever stage gave the binary
 #
 # Runtime: distroless `cc` (glibc, libgcc, CA certificates, no shell), user 65532 (nonroot).
 # Nothing is written outside mounted volumes and $TMPDIR, so it runs with
@@ -14,6 +28,8 @@
 
 ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# `build` (compile here) or `prebuilt` (take the binary from the build context).
+ARG BINARY_FROM=build
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
@@ -21,22 +37,36 @@ COPY . .
 ARG GIT_SHA=unknown
 ENV BRONZE_GIT_SHA=${GIT_SHA}
 # BuildKit caches the crates.io downloads and the target directory between builds.
+# The release profile keeps line tables (symbolized backtraces on a developer's machine); the
+# image gets the binary without them (objcopy --strip-debug keeps the symbol table, so a panic's
+# backtrace still names the functions) and the debug info goes to /debug with a debuglink.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,sharing=locked \
     set -eu; \
-    cargo build --release --locked -p bronze --bin bronze-copier -p bronze-operator --bin bronze-operator; \
-    mkdir -p /out; \
-    cp target/release/bronze-copier target/release/bronze-operator /out/
+    cargo build --release --locked -p bronze-operator --bin bronze-operator; \
+    mkdir -p /out /debug; \
+    objcopy --only-keep-debug --compress-debug-sections=zlib \
+        target/release/bronze-operator /debug/bronze-operator.debug; \
+    objcopy --strip-debug --add-gnu-debuglink=/debug/bronze-operator.debug \
+        target/release/bronze-operator /out/bronze-operator; \
+    ln -s bronze-operator /out/bronze-copier
 
-FROM ${RUNTIME_IMAGE}
+FROM scratch AS debug-symbols
+COPY --from=build /debug/ /
+
+FROM scratch AS prebuilt
+COPY . /out/
+
+FROM ${BINARY_FROM} AS binary
+
+FROM ${RUNTIME_IMAGE} AS runtime
 ARG GIT_SHA=unknown
 LABEL org.opencontainers.image.title="bronze" \
       org.opencontainers.image.description="bronze-copier and bronze-operator: Stellar ledgers from Galexie datastores into checksummed Parquet" \
       org.opencontainers.image.source="https://github.com/withObsrvr/bronze" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.revision="${GIT_SHA}"
-COPY --from=build /out/bronze-copier /usr/local/bin/bronze-copier
-COPY --from=build /out/bronze-operator /usr/local/bin/bronze-operator
+COPY --from=binary /out/ /usr/local/bin/
 # 65532 is distroless' `nonroot`; numeric so `runAsNonRoot: true` can check it.
 USER 65532:65532
 WORKDIR /tmp

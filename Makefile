@@ -16,12 +16,13 @@ CARGO_TEST ?= $(CARGO) test
 TEST_SCOPE ?= --workspace
 # Extra arguments, e.g. `make test TEST_ARGS='-- sink'` (a test name filter).
 TEST_ARGS ?=
-# `make image`: the tag to build, the container CLI, and the commit baked into `-version`.
+# `make image`: the tag to build and the commit baked into `-version`; the container CLI is
+# podman when installed, else docker (override with DOCKER=...). See scripts/image.sh.
 IMAGE ?= bronze:dev
-DOCKER ?= docker
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+export IMAGE GIT_SHA
 
-.PHONY: help test-deps test test-cluster demo bench bench-cluster bench-operator bench-smoke lint build crds chart-crds chart-check image
+.PHONY: help test-deps test test-cluster demo bench bench-cluster bench-operator bench-smoke lint build crds chart-crds chart-check image image-prebuilt
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -79,5 +80,8 @@ chart-crds: ## Copy crds/bronzebackfills.yaml into the Helm chart (Helm installs
 chart-check: ## Lint, render and validate the Helm chart and the sample resources (part of `make test`)
 	$(CARGO_TEST) -p bronze-ship
 
-image: ## Build the container image with both binaries (IMAGE=bronze:dev, DOCKER=docker; needs a Docker daemon)
-	$(DOCKER) build --build-arg GIT_SHA=$(GIT_SHA) -t $(IMAGE) .
+image: ## Build the container image from the whole Dockerfile (IMAGE=bronze:dev; podman, else docker; without registry access it first runs ../shared/testinfra/containers/bases)
+	bash scripts/image.sh full
+
+image-prebuilt: ## The same runtime stage from the binary `make test` built (BINARY=target/debug/bronze-operator), no second compilation (CI)
+	bash scripts/image.sh prebuilt

@@ -1,6 +1,10 @@
 //! `bronze-operator`: the controller process. Health, readiness and metrics on one HTTP port,
 //! optional leader election, graceful shutdown on SIGTERM/SIGINT (the reconcile in flight
 //! finishes; every step is idempotent anyway).
+//!
+//! Started under the name `bronze-copier` (the container image ships this one binary and a
+//! `bronze-copier` link to it, which is the image's ENTRYPOINT), it is the copier instead:
+//! [`bronze::copier::main`], the same code as the standalone `bronze-copier` binary.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -28,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(
     name = "bronze-operator",
+    version = bronze::VERSION_LINE,
     about = "Reconciles BronzeBackfill resources into worker Jobs"
 )]
 struct Args {
@@ -73,8 +78,23 @@ enum Command {
     },
 }
 
+fn main() -> ExitCode {
+    if started_as_copier(std::env::args_os().next().as_deref()) {
+        return bronze::copier::main();
+    }
+    operator_main()
+}
+
+/// Whether the program name (`argv[0]`) is `bronze-copier`, whatever its directory.
+fn started_as_copier(argv0: Option<&std::ffi::OsStr>) -> bool {
+    argv0
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .is_some_and(|name| name == "bronze-copier")
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn operator_main() -> ExitCode {
     let args = Args::parse();
     bronze_operator::install_crypto_provider();
     // Lenient as it always was: an unknown format logs text, an unknown level logs info.
@@ -247,4 +267,30 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     }
     tracing::info!("signal received: finishing the reconciles in flight, then stopping");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_names_the_release_and_the_git_revision() {
+        let err = Args::try_parse_from(["bronze-operator", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        let text = err.render().to_string();
+        assert_eq!(
+            text.trim_end(),
+            format!("bronze-operator {} ({})", bronze::VERSION, bronze::GIT_SHA)
+        );
+    }
+
+    #[test]
+    fn the_copier_name_starts_the_copier() {
+        let copier = |s: &str| started_as_copier(Some(std::ffi::OsStr::new(s)));
+        assert!(copier("/usr/local/bin/bronze-copier"));
+        assert!(copier("bronze-copier"));
+        assert!(!copier("/usr/local/bin/bronze-operator"));
+        assert!(!copier("bronze-copier-old"));
+        assert!(!started_as_copier(None));
+    }
 }

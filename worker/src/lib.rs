@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod copier;
 pub mod delta;
 pub mod exit;
 pub mod generate;
@@ -41,3 +42,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit the binary was built from (`build.rs`: `BRONZE_GIT_SHA` at build time, else
 /// the checkout's `git rev-parse HEAD`), or `unknown`.
 pub const GIT_SHA: &str = env!("BRONZE_GIT_SHA");
+
+/// `VERSION (GIT_SHA)`: what `-version` prints after the program's name.
+pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BRONZE_GIT_SHA"), ")");

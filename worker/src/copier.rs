@@ -1,0 +1,447 @@
+//! `bronze-copier`: the standalone CLI of the runbook. A library function, so that one binary
+//! can be both programs: `bronze-copier` (worker/src/main.rs) calls it, and so does
+//! `bronze-operator` when it is started under the name `bronze-copier` (the container image ships
+//! one binary and a `bronze-copier` link to it).
+
+use std::process::ExitCode;
+
+use crate::catalog::CatalogSink;
+use crate::cli::{Cli, Command, GenerateArgs, HealthArgs, WorkerArgs, normalize_args};
+use crate::config::{Config, LoadedConfig, LogFormat, LogLevel, load_config, validate};
+use crate::pas::PasStream;
+use crate::pipeline::{Records, RunError, RunOptions, RunSummary, run, run_range};
+use crate::{exit, generate, health, logging, metrics};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// The copier's `main`: parses the process's arguments and runs the command they name.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    if cli.version {
+        println!("bronze-copier {}", crate::VERSION_LINE);
+        return ExitCode::SUCCESS;
+    }
+    let code = match &cli.command {
+        Some(Command::GenerateDatastore(args)) => generate_command(args),
+        Some(Command::Worker(args)) => worker_command(&cli, args),
+        Some(Command::Verify) => verify_command(&cli),
+        Some(Command::Health(args)) => health_command(&cli, args),
+        None => copier_command(&cli),
+    };
+    ExitCode::from(code)
+}
+
+/// Loads and validates the config; `adjust` runs before validation (worker mode).
+fn load(cli: &Cli, adjust: fn(&mut Config) -> Vec<String>) -> Result<LoadedConfig, u8> {
+    let mut loaded =
+        load_config(cli.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| {
+            eprintln!("{e}");
+            exit::CONFIG
+        })?;
+    let notes = adjust(&mut loaded.config);
+    logging::init(loaded.config.logging.format, loaded.config.logging.level);
+    for key in &loaded.ignored_keys {
+        tracing::warn!(key = %key, "unknown or unused config key ignored");
+    }
+    for (var, key) in &loaded.env.applied {
+        tracing::info!(
+            variable = var,
+            key = key,
+            "environment variable overrides config"
+        );
+    }
+    for note in notes {
+        tracing::info!("{note}");
+    }
+    if let Err(errors) = validate(&loaded.config) {
+        for e in &errors {
+            tracing::error!(field = %e.field, value = %e.value, "invalid configuration: {e}");
+            eprintln!("config: {e}");
+        }
+        eprintln!("config: {} problem(s) found", errors.len());
+        return Err(exit::CONFIG);
+    }
+    Ok(loaded)
+}
+
+fn copier_command(cli: &Cli) -> u8 {
+    let loaded = match load(cli, |_| Vec::new()) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if cli.validate {
+        // Only the log line: stdout is the log, in `logging.format` (a plain line would break
+        // a JSON log); failures also print a plain summary on stderr.
+        tracing::info!(file = ?loaded.file, "configuration is valid");
+        return exit::OK;
+    }
+    let config = loaded.config;
+    tracing::info!(version = crate::VERSION, git_sha = crate::GIT_SHA, copier_id = %config.copier_id, "bronze copier starting");
+    let options = RunOptions {
+        show_progress_bar: !cli.no_progress,
+    };
+    run_to_exit_code("backfill", None, Some(&config), |cancel, records| {
+        run(&config, records, cancel, options)
+    })
+}
+
+/// Worker mode: one Kubernetes Job copies one range; the operator does everything else.
+fn worker_command(cli: &Cli, args: &WorkerArgs) -> u8 {
+    let loaded = match load(cli, worker_settings) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let config = loaded.config;
+    if config.era.ingested_at.is_none() {
+        let message = "config: era.ingested_at (INGESTED_AT) is required in worker mode: every Job of a backfill must write the same ingested_at";
+        tracing::error!("{message}");
+        eprintln!("{message}");
+        write_termination_log(&args.termination_log, message);
+        return exit::CONFIG;
+    }
+    if cli.validate {
+        return match crate::pipeline::partitions_in_range(&config, args.range) {
+            Ok(p) => {
+                tracing::info!(
+                    range = %args.range,
+                    partitions = p.len(),
+                    "configuration is valid; range {} is {} partition(s)",
+                    args.range,
+                    p.len()
+                );
+                exit::OK
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("bronze-copier: {e}");
+                exit::CONFIG
+            }
+        };
+    }
+    tracing::info!(version = crate::VERSION, git_sha = crate::GIT_SHA, copier_id = %config.copier_id, range = %args.range, "bronze worker starting");
+    let range = args.range;
+    let options = RunOptions {
+        show_progress_bar: !cli.no_progress,
+    };
+    let termination_log = args.termination_log.clone();
+    run_to_exit_code("range", Some(&termination_log), None, |cancel, _records| {
+        run_range(&config, range, cancel, options)
+    })
+}
+
+/// What worker mode ignores from a shared config file: the operator keeps the checkpoint, the
+/// PAS chain and the catalog. Returns a note for each setting that was turned off.
+fn worker_settings(config: &mut Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if config.checkpoint.enabled {
+        config.checkpoint.enabled = false;
+        notes.push(
+            "worker mode: checkpoint disabled (the operator keeps it in the resource status)"
+                .to_string(),
+        );
+    }
+    if config.pas.enabled {
+        config.pas.enabled = false;
+        notes.push(
+            "worker mode: PAS disabled (the operator appends the events in ledger order)"
+                .to_string(),
+        );
+    }
+    if !config.catalog.postgres_dsn.is_empty() {
+        config.catalog.postgres_dsn.clear();
+        notes.push(
+            "worker mode: catalog disabled (the operator records the partitions)".to_string(),
+        );
+    }
+    notes
+}
+
+/// Runs `start` on a fresh runtime with SIGINT/SIGTERM handling and maps the outcome to the
+/// documented exit code. With `services` (standalone mode) the metrics endpoint and the commit
+/// records (PAS, catalog) of that config run beside it and `start` gets them. A failure's message also goes to `termination_log` when that file
+/// exists (Kubernetes creates it in every container).
+fn run_to_exit_code<F, Fut>(
+    what: &str,
+    termination_log: Option<&std::path::Path>,
+    services: Option<&Config>,
+    start: F,
+) -> u8
+where
+    F: FnOnce(CancellationToken, Records) -> Fut,
+    Fut: std::future::Future<Output = Result<RunSummary, RunError>>,
+{
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let code = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let signal = tokio::spawn(wait_for_signal(cancel.clone()));
+        let services = match services {
+            Some(config) => match start_services(config).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            },
+            None => Services::default(),
+        };
+        let result = start(cancel.clone(), services.records()).await;
+        services.finish(&result, &cancel).await;
+        let received = if cancel.is_cancelled() {
+            signal.await.ok().flatten()
+        } else {
+            signal.abort();
+            None
+        };
+        match result {
+            Ok(summary) => {
+                let s = summary.progress;
+                tracing::info!(
+                    ledgers = s.committed_ledgers,
+                    partitions = s.committed_partitions,
+                    skipped = s.skipped_partitions,
+                    replaced = summary.counts.replaced,
+                    adopted_with_other_settings = summary.counts.adopted_with_other_settings,
+                    last_committed_ledger = ?summary.last_committed,
+                    duration_s = format!("{:.1}", s.elapsed.as_secs_f64()),
+                    rate_per_sec = format!("{:.2}", s.ledgers_per_second()),
+                    peak_rss_mb = format!("{:.1}", crate::process::peak_rss_mib().unwrap_or(0.0)),
+                    cpu_s = format!("{:.2}", crate::process::cpu_seconds().unwrap_or(0.0)),
+                    "{what} {}", if summary.interrupted { "interrupted; restart to resume" } else { "complete" }
+                );
+                // A signal during the final PAS drain also ends the run early: its events
+                // wait in the outbox, so the exit says "stopped", not "done".
+                received.unwrap_or(exit::OK)
+            }
+            Err(e) => {
+                let code = exit::code_for(&e);
+                tracing::error!(exit_code = code, "{what} failed: {e}");
+                eprintln!("bronze-copier: {e}");
+                if let Some(path) = termination_log {
+                    write_termination_log(path, &format!("exit {code}: {e}"));
+                }
+                code
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    tracing::info!("bronze copier stopped");
+    code
+}
+
+/// Writes `message` (at most 4 KiB, the Kubernetes limit) to an existing termination-log file.
+fn write_termination_log(path: &std::path::Path, message: &str) {
+    if !path.is_file() {
+        return;
+    }
+    let mut end = message.len().min(4096);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Err(e) = std::fs::write(path, &message[..end]) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            exit::FAILURE
+        })
+}
+
+/// `verify`: prints one line per finding and a summary; exit 0 when clean.
+fn verify_command(cli: &Cli) -> u8 {
+    let config = match load(cli, |_| Vec::new()) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::verify::verify(&config)) {
+        Ok(report) => {
+            for finding in report.sorted() {
+                println!("{finding}");
+            }
+            println!("{}", report.summary());
+            if report.is_clean() {
+                exit::OK
+            } else {
+                exit::VERIFY_FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("verify: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// What runs beside the pipeline: the metrics endpoint and the records (PAS, catalog).
+#[derive(Default)]
+struct Services {
+    _metrics: Option<metrics::MetricsServer>,
+    _rate: Option<metrics::RateTracker>,
+    pas: Option<PasStream>,
+    catalog: Option<CatalogSink>,
+    delta: Option<crate::delta::DeltaSink>,
+}
+
+impl Services {
+    /// The records, in order: the Delta log right after the manifest, then the original's PAS
+    /// and catalog.
+    fn records(&self) -> Records {
+        Records {
+            table: self
+                .delta
+                .clone()
+                .map(|d| std::sync::Arc::new(d) as std::sync::Arc<dyn crate::sequence::TableLog>),
+            pas: self
+                .pas
+                .clone()
+                .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn crate::sequence::PasLog>),
+            catalog: self.catalog.as_ref().map(|c| c.log()),
+        }
+    }
+
+    /// Drains the audit stream (until done, its time limit, or a signal) and closes the
+    /// catalog after the run.
+    async fn finish(&self, result: &Result<RunSummary, RunError>, signal: &CancellationToken) {
+        if let Some(pas) = &self.pas {
+            pas.finish_unless(matches!(result, Ok(s) if !s.interrupted), signal)
+                .await;
+        }
+        if let Some(catalog) = &self.catalog {
+            catalog.finish().await;
+        }
+    }
+}
+
+async fn start_services(config: &Config) -> Result<Services, u8> {
+    metrics::init(config);
+    let metrics_server = if config.metrics.enabled {
+        match metrics::serve(&config.metrics.address).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("bronze-copier: {e}");
+                return Err(exit::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
+    let pas = match crate::pas::open_from_config(config).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot start the PAS audit stream: {e}");
+            eprintln!("bronze-copier: {e}");
+            return Err(exit::pas_code(&e));
+        }
+    };
+    let catalog = match CatalogSink::open(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                exit_code = exit::FAILURE,
+                "catalog.strict is set and the catalog is unusable: {e}"
+            );
+            eprintln!("bronze-copier: catalog.strict is set and the catalog is unusable: {e}");
+            return Err(exit::FAILURE);
+        }
+    };
+    let delta = match crate::delta::DeltaSink::open(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("cannot bring the Delta log up to date: {e}");
+            eprintln!("bronze-copier: delta: {e}");
+            return Err(exit::FAILURE);
+        }
+    };
+    let rate = metrics_server.as_ref().map(|_| {
+        metrics::RateTracker::start(std::time::Duration::from_secs(
+            config.metrics.rate_window_seconds.max(1),
+        ))
+    });
+    Ok(Services {
+        _metrics: metrics_server,
+        _rate: rate,
+        pas,
+        catalog,
+        delta,
+    })
+}
+
+fn health_command(cli: &Cli, args: &HealthArgs) -> u8 {
+    let observed = match &args.checkpoint {
+        Some(path) => health::observe_file(path),
+        None => match load_config(cli.config.as_deref(), |k| std::env::var(k).ok()) {
+            Ok(loaded) => health::observe_config(&loaded.config),
+            Err(e) => {
+                println!("CRITICAL: cannot load the configuration: {e}");
+                return health::Status::Critical.exit_code();
+            }
+        },
+    };
+    let outcome = health::check(observed, args.max_age_minutes);
+    println!("{}", outcome.message);
+    outcome.status.exit_code()
+}
+
+/// Waits for SIGINT or SIGTERM, cancels the run, and returns the exit code for that signal.
+async fn wait_for_signal(cancel: CancellationToken) -> Option<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    let code = tokio::select! {
+        _ = term.recv() => exit::SIGTERM,
+        _ = int.recv() => exit::SIGINT,
+    };
+    tracing::warn!("signal received: finishing the partition being published, then stopping");
+    cancel.cancel();
+    Some(code)
+}
+
+fn generate_command(args: &GenerateArgs) -> u8 {
+    logging::init(LogFormat::Text, LogLevel::Info);
+    let Some(passphrase) = crate::network::passphrase_for(&args.network) else {
+        eprintln!(
+            "generate-datastore: --network must be pubnet, testnet or futurenet (got {:?})",
+            args.network
+        );
+        return exit::CONFIG;
+    };
+    let spec = generate::GenerateSpec {
+        ledgers_per_batch: args.ledgers_per_batch,
+        batches_per_partition: args.batches_per_partition,
+        zstd_level: args.zstd_level,
+        ..generate::GenerateSpec::new(
+            &args.out,
+            args.templates.clone(),
+            passphrase,
+            args.first_ledger,
+            args.ledgers,
+        )
+    };
+    match generate::generate_datastore(&spec) {
+        Ok(report) => {
+            println!(
+                "wrote {} ledgers in {} objects to {} ({:.1} MB of XDR, {:.1} MB compressed)",
+                report.ledgers,
+                report.objects,
+                args.out.display(),
+                report.xdr_bytes as f64 / 1e6,
+                report.compressed_bytes as f64 / 1e6
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("generate-datastore: {e}");
+            exit::FAILURE
+        }
+    }
+}
