@@ -14,11 +14,12 @@
 #                  `bronze-operator.debug` next to the binary (or under /usr/lib/debug/usr/local/bin)
 #                  and backtraces get file and line again; `addr2line -e bronze-operator.debug`
 #                  works offline on an address from a log
-#   prebuilt       the binary from the build context instead (BINARY_FROM=prebuilt): a directory
-#                  holding an already compiled, stripped `bronze-operator` and the `bronze-copier`
-#                  link (`make image-prebuilt` prepares one from target/, so CI does not compile
-#                  the workspace twice)
-#   runtime        (the default, last) the same runtime stage whichever stage gave the binary
+#   runtime-base   the runtime: base image, labels, user, entrypoint; no binary yet
+#   prebuilt       runtime-base plus an already compiled binary from the build context
+#                  (`--target prebuilt`, the context a directory holding a stripped
+#                  `bronze-operator` and the `bronze-copier` link; `make image-prebuilt` prepares
+#                  one from target/, so CI does not compile the workspace twice)
+#   runtime        (the default, last) runtime-base plus the binary of the build stage
 #
 # Runtime: distroless `cc` (glibc, libgcc, CA certificates, no shell), user 65532 (nonroot).
 # Nothing is written outside mounted volumes and $TMPDIR, so it runs with
@@ -28,8 +29,6 @@
 
 ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-# `build` (compile here) or `prebuilt` (take the binary from the build context).
-ARG BINARY_FROM=build
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
@@ -54,20 +53,20 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM scratch AS debug-symbols
 COPY --from=build /debug/ /
 
-FROM scratch AS prebuilt
-COPY . /out/
-
-FROM ${BINARY_FROM} AS binary
-
-FROM ${RUNTIME_IMAGE} AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime-base
 ARG GIT_SHA=unknown
 LABEL org.opencontainers.image.title="bronze" \
       org.opencontainers.image.description="bronze-copier and bronze-operator: Stellar ledgers from Galexie datastores into checksummed Parquet" \
       org.opencontainers.image.source="https://github.com/withObsrvr/bronze" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.revision="${GIT_SHA}"
-COPY --from=binary /out/ /usr/local/bin/
 # 65532 is distroless' `nonroot`; numeric so `runAsNonRoot: true` can check it.
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["/usr/local/bin/bronze-copier"]
+
+FROM runtime-base AS prebuilt
+COPY . /usr/local/bin/
+
+FROM runtime-base AS runtime
+COPY --from=build /out/ /usr/local/bin/

@@ -67,8 +67,8 @@ case $mode in
         trap 'rm -rf "$ctx"' EXIT
         objcopy --strip-debug "$BINARY" "$ctx/bronze-operator"
         ln -s bronze-operator "$ctx/bronze-copier"
-        say "$DOCKER build ${args[*]} --build-arg BINARY_FROM=prebuilt (binary: $BINARY)"
-        "$DOCKER" build "${args[@]}" --build-arg BINARY_FROM=prebuilt "$ctx"
+        say "$DOCKER build ${args[*]} --target prebuilt (binary: $BINARY)"
+        "$DOCKER" build "${args[@]}" --target prebuilt "$ctx"
         ;;
     *) die "unknown mode $mode (full or prebuilt)" ;;
 esac
