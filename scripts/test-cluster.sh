@@ -2,8 +2,11 @@
 # The cluster tier (`make test-cluster`): starts a real, node-less Kubernetes control plane
 # (etcd + kube-apiserver + kube-controller-manager from ../shared/testinfra/k8s), builds the
 # binaries the tier runs (bronze-copier as the worker Pods' command, bronze-operator as the
-# operator process), runs operator/tests/cluster with KUBECONFIG set and
-# BRONZE_CLUSTER_REQUIRED=1 (a skip is a failure), and always stops the control plane.
+# operator process), builds the image from that bronze-operator (`scripts/image.sh prebuilt`: the
+# Dockerfile's runtime stage, no second compilation) for the container-mode tests, runs
+# operator/tests/cluster with KUBECONFIG, BRONZE_CLUSTER_IMAGE and BRONZE_CLUSTER_REQUIRED=1 (a
+# skip is a failure), and always stops the control plane and removes the image and any container
+# left behind.
 #
 # Env: K8S_CLUSTER (default ../shared/testinfra/k8s/cluster, relative to the repository root),
 #      CLUSTER_TEST_ARGS (extra `cargo test` arguments, e.g. a test name filter after `--`),
@@ -32,11 +35,27 @@ echo "== building bronze-copier and bronze-operator"
 $CARGO test -q --workspace --no-run
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/bronze-k8s.XXXXXX")
+# One image per run (parallel runs on one machine must not replace each other's).
+image=localhost/bronze:cluster-$(basename "$dir" | tr -cd 'a-zA-Z0-9' | tr 'A-Z' 'a-z')
 stop() {
+    if command -v podman >/dev/null; then
+        # Containers a failed test left running (the kubelet stand-in labels them by namespace).
+        podman ps -aq --filter "label=io.bronze.cluster-tier" --filter "label=io.bronze.cluster-run=$image" \
+            | xargs -r podman rm -f >/dev/null 2>&1 || true
+        podman rmi -f "$image" >/dev/null 2>&1 || true
+    fi
     "$cluster" stop "$dir" || true
     if [[ ${KEEP_CLUSTER_DIR:-} != 1 ]]; then rm -rf "$dir"; fi
 }
 trap stop EXIT
+
+echo "== building the image $image from target/debug/bronze-operator (t+$((SECONDS - start))s)"
+IMAGE=$image BINARY="$root/target/debug/bronze-operator" bash scripts/image.sh prebuilt >"$dir/image.log" 2>&1 \
+    || { tail -n 30 "$dir/image.log" >&2; echo "test-cluster: the image did not build" >&2; exit 1; }
+tail -n 1 "$dir/image.log"
+# What the image build used: podman's settings for these machines (scripts/image.sh).
+conf=$(cd "$root/../shared/testinfra/containers" 2>/dev/null && pwd)/containers.conf
+[[ -z ${CONTAINERS_CONF:-} && -f $conf ]] && export CONTAINERS_CONF=$conf
 
 echo "== starting the control plane in $dir (t+$((SECONDS - start))s)"
 if ! kubeconfig=$("$cluster" start "$dir"); then
@@ -46,7 +65,7 @@ if ! kubeconfig=$("$cluster" start "$dir"); then
 fi
 
 echo "== cluster tier (t+$((SECONDS - start))s)"
-KUBECONFIG=$kubeconfig BRONZE_CLUSTER_REQUIRED=1 \
+KUBECONFIG=$kubeconfig BRONZE_CLUSTER_REQUIRED=1 BRONZE_CLUSTER_IMAGE=$image \
     BRONZE_COPIER_BIN="$root/target/debug/bronze-copier" \
     $CARGO test --workspace --test cluster ${CLUSTER_TEST_ARGS:-} -- --test-threads="$threads" ${CLUSTER_LIBTEST_ARGS:-}
 echo "== cluster tier passed in $((SECONDS - start))s"

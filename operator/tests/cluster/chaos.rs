@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::harness::*;
 use crate::kubelet::{Chaos, Faults};
 
-const LEDGERS: u32 = 60; // 2..=61: 6 partitions
+pub const LEDGERS: u32 = 60; // 2..=61: 6 partitions
 
 /// Runs `bronze-copier` standalone over the backfill's range into `s3://<lake>/standalone/`,
 /// with the backfill's `ingested_at`, and returns the Parquet bytes per partition start.
@@ -61,7 +61,7 @@ fn parquet_files(env: &TestEnv, prefix: &str) -> Vec<(u32, Vec<u8>)> {
 
 /// Everything the dataset must be after the backfill succeeded: exactly one Parquet file and
 /// manifest per partition, byte-identical to a standalone run, one linear chain, verify clean.
-async fn assert_exact_output(env: &TestEnv, name: &str) {
+pub async fn assert_exact_output(env: &TestEnv, name: &str) {
     let b = env.backfills().get(name).await.unwrap();
     let status = b.status.unwrap();
     let ingested_at = status.ingested_at.clone().expect("status.ingestedAt");

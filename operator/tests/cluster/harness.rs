@@ -24,7 +24,7 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::kubelet::{Faults, Kubelet};
+use crate::kubelet::{ContainerMode, Faults, Kubelet};
 
 pub const CHART: &str = "charts/bronze-operator";
 pub const RELEASE: &str = "bronze-operator";
@@ -38,6 +38,23 @@ pub const PARTITION: u32 = 10;
 
 pub fn workspace() -> PathBuf {
     bronze_testkit::workspace_root()
+}
+
+/// The image the container-mode tests run (`make test-cluster` builds it with `make
+/// image-prebuilt` and sets `BRONZE_CLUSTER_IMAGE`), or `None` (said loudly; a failure with
+/// `BRONZE_CLUSTER_REQUIRED=1`).
+pub fn cluster_image() -> Option<String> {
+    match std::env::var("BRONZE_CLUSTER_IMAGE").ok().filter(|v| !v.is_empty()) {
+        Some(image) => Some(image),
+        None => {
+            assert!(
+                std::env::var("BRONZE_CLUSTER_REQUIRED").as_deref() != Ok("1"),
+                "BRONZE_CLUSTER_REQUIRED=1 but BRONZE_CLUSTER_IMAGE is not set: the container tests must not skip"
+            );
+            say("container tests SKIPPED: BRONZE_CLUSTER_IMAGE is not set (run `make test-cluster`)");
+            None
+        }
+    }
 }
 
 /// Writes straight to the process's stderr: libtest captures `eprintln!`, and a skip or a seed
@@ -679,6 +696,28 @@ impl TestEnv {
     /// The kubelet player for this namespace's worker Pods.
     pub fn kubelet(&self, faults: Faults) -> Kubelet {
         Kubelet::start(self.client.clone(), &self.ns, faults, &self.test)
+    }
+
+    /// The kubelet player in container mode: every Pod of the namespace as a container of its
+    /// image; `claims` binds PersistentVolumeClaims to host directories.
+    pub fn container_kubelet(&self, faults: Faults, claims: BTreeMap<String, PathBuf>) -> Kubelet {
+        // `https://HOST:PORT` (the control plane's kubeconfig).
+        let authority = self.server.trim_start_matches("https://");
+        let (host, port) = authority.rsplit_once(':').expect("the API server's port");
+        let mode = ContainerMode {
+            claims,
+            api_host: host.to_string(),
+            api_port: port.trim_end_matches('/').parse().expect("the API server's port"),
+        };
+        Kubelet::start_containers(self.client.clone(), &self.ns, faults, &self.test, mode)
+    }
+
+    /// The chart rendered again for this namespace with `extra` merged over the tests' values
+    /// (e.g. the image and a user's volumes).
+    pub fn render_with(&self, extra: Value) -> Vec<Value> {
+        let mut values = chart_values(&self.ns);
+        merge(&mut values, extra);
+        render_chart(self.dir.path(), &self.ns, &values)
     }
 
     /// Names of the Jobs of the namespace.

@@ -6,6 +6,12 @@
 //!
 //! Faults: `fail` makes the first Pod(s) of a Job exit with a given code without running the
 //! worker (a crashing container); `chaos` SIGKILLs workers at random (the Pod reports 137).
+//!
+//! Container mode ([`Kubelet::start_containers`]): every Pod of the namespace (the operator's
+//! Deployment Pod too) runs as a container of its image with podman, as its spec says
+//! (`podman.rs` lists what is honoured; anything else fails the Pod with the reason). A Pod is
+//! reported Running once its container starts. Fault `kill_on_log` kills (SIGKILL, `podman
+//! kill`) the first containers whose log shows a line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -18,6 +24,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{Rng, copier_bin, resolve_env, say};
+use crate::container;
 
 /// Random SIGKILLs of worker processes.
 #[derive(Clone, Debug)]
@@ -37,6 +44,8 @@ pub struct Record {
     /// `(pod, job, exit code)` in the order the Pods ended.
     pub ended: Vec<(String, String, i32)>,
     pub killed: usize,
+    /// Container mode: `(pod, podman run arguments)` of every container started.
+    pub containers: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -44,6 +53,26 @@ pub struct Faults {
     /// Job name → exit codes its first Pods end with instead of running the worker.
     pub fail: BTreeMap<String, Vec<i32>>,
     pub chaos: Option<Chaos>,
+    /// Container mode: SIGKILL the first `.1` containers whose log contains `.0`.
+    pub kill_on_log: Option<(String, usize)>,
+}
+
+/// How Pods run: the image's ENTRYPOINT as a host process, or the whole Pod spec as a container.
+#[derive(Clone, Debug, Default)]
+pub enum Mode {
+    #[default]
+    Process,
+    Container(ContainerMode),
+}
+
+/// What the container mode needs from the test.
+#[derive(Clone, Debug)]
+pub struct ContainerMode {
+    /// PersistentVolumeClaim name → host directory: the bound volume (no provisioner here).
+    pub claims: BTreeMap<String, std::path::PathBuf>,
+    /// The API server as a Pod on the host network reaches it (`KUBERNETES_SERVICE_HOST/PORT`).
+    pub api_host: String,
+    pub api_port: u16,
 }
 
 pub struct Kubelet {
@@ -54,6 +83,21 @@ pub struct Kubelet {
 
 impl Kubelet {
     pub fn start(client: Client, ns: &str, faults: Faults, test: &str) -> Kubelet {
+        Self::start_with(client, ns, faults, test, Mode::Process)
+    }
+
+    /// Runs every Pod of the namespace as a container (see the module comment).
+    pub fn start_containers(
+        client: Client,
+        ns: &str,
+        faults: Faults,
+        test: &str,
+        mode: ContainerMode,
+    ) -> Kubelet {
+        Self::start_with(client, ns, faults, test, Mode::Container(mode))
+    }
+
+    fn start_with(client: Client, ns: &str, faults: Faults, test: &str, mode: Mode) -> Kubelet {
         let stop = CancellationToken::new();
         let record = Arc::new(Mutex::new(Record::default()));
         let task = tokio::spawn(run(
@@ -63,6 +107,7 @@ impl Kubelet {
             stop.clone(),
             record.clone(),
             test.to_string(),
+            mode,
         ));
         Kubelet {
             stop,
@@ -89,13 +134,14 @@ impl Drop for Kubelet {
     }
 }
 
-struct Shared {
-    client: Client,
-    ns: String,
-    faults: Mutex<Faults>,
-    record: Arc<Mutex<Record>>,
-    test: String,
-    dir: tempfile::TempDir,
+pub struct Shared {
+    pub client: Client,
+    pub ns: String,
+    pub faults: Mutex<Faults>,
+    pub record: Arc<Mutex<Record>>,
+    pub test: String,
+    pub dir: tempfile::TempDir,
+    mode: Mode,
 }
 
 async fn run(
@@ -105,13 +151,20 @@ async fn run(
     stop: CancellationToken,
     record: Arc<Mutex<Record>>,
     test: String,
+    mode: Mode,
 ) {
+    // The process mode plays only the workers (the tests start the operator as a process).
+    let selector = match mode {
+        Mode::Process => "app.kubernetes.io/name=bronze-worker",
+        Mode::Container(_) => "",
+    };
     let shared = Arc::new(Shared {
         client: client.clone(),
         ns: ns.clone(),
         faults: Mutex::new(faults),
         record,
         test,
+        mode,
         dir: tempfile::Builder::new()
             .prefix("bronze-kubelet-")
             .tempdir()
@@ -121,10 +174,9 @@ async fn run(
     let mut handled = BTreeSet::new();
     // Pod name → its process's kill switch.
     let mut running: BTreeMap<String, CancellationToken> = BTreeMap::new();
+    let mut tasks = Vec::new();
     while !stop.is_cancelled() {
-        let list = match pods
-            .list(&ListParams::default().labels("app.kubernetes.io/name=bronze-worker"))
-            .await
+        let list = match pods.list(&ListParams::default().labels(selector)).await
         {
             Ok(l) => l.items,
             Err(_) => {
@@ -162,7 +214,7 @@ async fn run(
             handled.insert(name.clone());
             let kill = CancellationToken::new();
             running.insert(name.clone(), kill.clone());
-            tokio::spawn(run_pod(shared.clone(), pod, kill));
+            tasks.push(tokio::spawn(run_pod(shared.clone(), pod, kill)));
         }
         tokio::select! {
             _ = stop.cancelled() => {}
@@ -171,6 +223,10 @@ async fn run(
     }
     for kill in running.values() {
         kill.cancel();
+    }
+    // Containers are removed before the kubelet is reported stopped.
+    for task in tasks {
+        let _ = task.await;
     }
 }
 
@@ -196,9 +252,19 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, kill: CancellationToken) {
         })
     };
     let log = shared.dir.path().join(format!("{name}.log"));
-    let (code, message) = match injected {
-        Some(code) => (code, format!("injected exit {code}")),
-        None => {
+    let mut refused = None;
+    let (code, message) = match (injected, &shared.mode) {
+        (Some(code), _) => (code, format!("injected exit {code}")),
+        (None, Mode::Container(mode)) => {
+            match container::run(&shared, mode, &pod, &kill, chaos_delay).await {
+                Some(end) => {
+                    refused = end.refused;
+                    (end.code, end.message)
+                }
+                None => return, // the Pod is gone: nothing to report
+            }
+        }
+        (None, Mode::Process) => {
             let env = serde_json::to_value(container.env.clone().unwrap_or_default()).unwrap();
             let env = resolve_env(
                 &shared.client,
@@ -270,10 +336,11 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, kill: CancellationToken) {
         .push((name.clone(), job, code));
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let reason = match code {
+        _ if refused.is_some() => "CreateContainerConfigError",
         0 => "Completed",
         _ => "Error",
     };
-    let status = json!({"status": {
+    let mut status = json!({"status": {
         "phase": if code == 0 { "Succeeded" } else { "Failed" },
         "startTime": now,
         "containerStatuses": [{
@@ -283,6 +350,11 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, kill: CancellationToken) {
                                      "startedAt": now, "finishedAt": now}},
         }],
     }});
+    if let Some(why) = refused {
+        // The Pod-level reason a user sees in `kubectl describe pod`.
+        status["status"]["reason"] = json!("ContainerModeUnsupported");
+        status["status"]["message"] = json!(why);
+    }
     let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &shared.ns);
     match pods
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
@@ -295,7 +367,7 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, kill: CancellationToken) {
 }
 
 /// The end of a container's log, as `FallbackToLogsOnError` reports it (80 lines / 2 KiB).
-fn log_tail(path: &std::path::Path) -> String {
+pub fn log_tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(80)..].join("\n");

@@ -9,10 +9,13 @@
 //! Without `KUBECONFIG` every test says loudly that it is skipped and passes, unless
 //! `BRONZE_CLUSTER_REQUIRED=1` (CI), which turns a skip into a failure.
 
+mod container;
 mod harness;
 mod kubelet;
+mod podman;
 
 mod chaos;
+mod containers;
 mod crd;
 mod failures;
 mod follow;
