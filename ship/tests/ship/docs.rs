@@ -148,6 +148,64 @@ fn markdown_files() -> Vec<String> {
     files
 }
 
+/// The cells of a Markdown table row as GitHub splits them: on every `|` not escaped as `\|`
+/// (inside code spans too), the outer pipes dropped.
+fn table_cells(row: &str) -> usize {
+    let inner = row.trim();
+    let inner = inner.strip_prefix('|').unwrap_or(inner);
+    let inner = inner.strip_suffix('|').filter(|r| !r.ends_with('\\')).unwrap_or(inner);
+    let mut cells = 1;
+    let mut escaped = false;
+    for c in inner.chars() {
+        match c {
+            '\\' => escaped = !escaped,
+            '|' if !escaped => cells += 1,
+            _ => escaped = false,
+        }
+        if c != '\\' {
+            escaped = false;
+        }
+    }
+    cells
+}
+
+#[test]
+fn table_cells_are_split_as_github_does() {
+    assert_eq!(table_cells("| a | b |"), 2);
+    assert_eq!(table_cells("| `a` | `false` || stop |"), 4);
+    assert_eq!(table_cells("| a \\| b | c |"), 2);
+}
+
+/// Issue 23: 18 rows of docs/crd-reference.md held `||` and lost their meaning column on GitHub.
+#[test]
+fn every_table_row_has_as_many_cells_as_its_header() {
+    let mut bad = Vec::new();
+    for file in markdown_files() {
+        let text = read(&file);
+        let mut header: Option<usize> = None;
+        let mut in_code = false;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                continue;
+            }
+            if in_code || !line.trim_start().starts_with('|') {
+                header = None;
+                continue;
+            }
+            let cells = table_cells(line);
+            match header {
+                None => header = Some(cells),
+                Some(want) if cells != want => {
+                    bad.push(format!("{file}:{}: {cells} cells, header has {want}", n + 1))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(bad.is_empty(), "table rows with the wrong number of cells:\n{}", bad.join("\n"));
+}
+
 #[test]
 fn relative_links_resolve() {
     let mut broken = Vec::new();

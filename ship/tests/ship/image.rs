@@ -166,3 +166,20 @@ fn the_build_context_leaves_out_build_output_and_secrets_of_the_tree() {
     let makefile = read("Makefile");
     assert!(makefile.contains("\nimage:"), "no `make image`");
 }
+
+/// Issue 23: the crates and the image label say Apache-2.0; the repository carries that text.
+#[test]
+fn the_license_file_matches_the_crates_and_the_image_label() {
+    let cargo = read("Cargo.toml");
+    assert!(cargo.contains("license = \"Apache-2.0\""), "workspace license");
+    assert!(
+        read("Dockerfile").contains("org.opencontainers.image.licenses=\"Apache-2.0\""),
+        "the image label"
+    );
+    let license = read("LICENSE");
+    assert!(
+        license.contains("Apache License") && license.contains("Version 2.0, January 2004"),
+        "LICENSE is not the Apache License 2.0"
+    );
+    assert!(license.contains("END OF TERMS AND CONDITIONS"), "the whole text");
+}
