@@ -37,8 +37,9 @@ ARG GIT_SHA=unknown
 ENV BRONZE_GIT_SHA=${GIT_SHA}
 # BuildKit caches the crates.io downloads and the target directory between builds.
 # The release profile keeps line tables (symbolized backtraces on a developer's machine); the
-# image gets the binary without them (objcopy --strip-debug keeps the symbol table, so a panic's
-# backtrace still names the functions) and the debug info goes to /debug with a debuglink.
+# image gets the binary stripped of them and of its symbol table (43 -> 36 MB), with a debuglink
+# to /debug/bronze-operator.debug (the debug-symbols target): with that file next to the binary
+# a backtrace has function names, files and lines again.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,sharing=locked \
     set -eu; \
@@ -46,7 +47,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     mkdir -p /out /debug; \
     objcopy --only-keep-debug --compress-debug-sections=zlib \
         target/release/bronze-operator /debug/bronze-operator.debug; \
-    objcopy --strip-debug --add-gnu-debuglink=/debug/bronze-operator.debug \
+    objcopy --strip-all --add-gnu-debuglink=/debug/bronze-operator.debug \
         target/release/bronze-operator /out/bronze-operator; \
     ln -s bronze-operator /out/bronze-copier
 

@@ -65,7 +65,7 @@ case $mode in
         [[ -x $BINARY ]] || die "$BINARY missing: build it first (make test, or cargo build -p bronze-operator)"
         ctx=$(mktemp -d "${TMPDIR:-/tmp}/bronze-image.XXXXXX")
         trap 'rm -rf "$ctx"' EXIT
-        objcopy --strip-debug "$BINARY" "$ctx/bronze-operator"
+        objcopy --strip-all "$BINARY" "$ctx/bronze-operator"
         ln -s bronze-operator "$ctx/bronze-copier"
         say "$DOCKER build ${args[*]} --target prebuilt (binary: $BINARY)"
         "$DOCKER" build "${args[@]}" --target prebuilt "$ctx"

@@ -44,4 +44,5 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_SHA: &str = env!("BRONZE_GIT_SHA");
 
 /// `VERSION (GIT_SHA)`: what `-version` prints after the program's name.
-pub const VERSION_LINE: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BRONZE_GIT_SHA"), ")");
+pub const VERSION_LINE: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("BRONZE_GIT_SHA"), ")");

@@ -65,7 +65,10 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
 }
 
 /// `items` (key → path) of a secret/configMap source, else every key under its own name.
-fn select(data: BTreeMap<String, Vec<u8>>, items: &Value) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn select(
+    data: BTreeMap<String, Vec<u8>>,
+    items: &Value,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
     match items.as_array() {
         None => Ok(data.into_iter().collect()),
         Some(items) => items
@@ -81,25 +84,45 @@ fn select(data: BTreeMap<String, Vec<u8>>, items: &Value) -> Result<Vec<(String,
 
 async fn secret_data(shared: &Shared, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.ns);
-    let s = api.get(name).await.map_err(|e| format!("Secret {name}: {e}"))?;
-    Ok(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())
+    let s = api
+        .get(name)
+        .await
+        .map_err(|e| format!("Secret {name}: {e}"))?;
+    Ok(s.data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
 }
 
 async fn config_map_data(shared: &Shared, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), &shared.ns);
-    let c = api.get(name).await.map_err(|e| format!("ConfigMap {name}: {e}"))?;
-    Ok(c.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
+    let c = api
+        .get(name)
+        .await
+        .map_err(|e| format!("ConfigMap {name}: {e}"))?;
+    Ok(c.data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect())
 }
 
 /// A token of the Pod's ServiceAccount bound to the Pod (TokenRequest), as the projected
 /// `serviceAccountToken` source gets it.
 async fn pod_token(shared: &Shared, pod: &Pod, source: &Value) -> Result<Vec<u8>, String> {
     let spec = pod.spec.as_ref().unwrap();
-    let sa = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
+    let sa = spec
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let api: Api<ServiceAccount> = Api::namespaced(shared.client.clone(), &shared.ns);
     let request = TokenRequest {
         spec: TokenRequestSpec {
-            audiences: source["audience"].as_str().map(|a| vec![a.to_string()]).unwrap_or_default(),
+            audiences: source["audience"]
+                .as_str()
+                .map(|a| vec![a.to_string()])
+                .unwrap_or_default(),
             expiration_seconds: Some(source["expirationSeconds"].as_i64().unwrap_or(3607)),
             bound_object_ref: Some(BoundObjectReference {
                 api_version: Some("v1".into()),
@@ -126,7 +149,9 @@ async fn prepare_volumes(
     dir: &Path,
 ) -> Result<BTreeMap<String, HostVolume>, String> {
     use std::os::unix::fs::PermissionsExt;
-    let fs_group = spec["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
+    let fs_group = spec["securityContext"]["fsGroup"]
+        .as_u64()
+        .map(|g| g as u32);
     let mut out = BTreeMap::new();
     for v in spec["volumes"].as_array().into_iter().flatten() {
         let name = v["name"].as_str().unwrap_or_default().to_string();
@@ -145,7 +170,10 @@ async fn prepare_volumes(
                 // A kubelet's emptyDir: 0777 (with fsGroup: the group's and setgid).
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
                     .map_err(|e| e.to_string())?;
-                HostVolume::Dir { path, read_only: false }
+                HostVolume::Dir {
+                    path,
+                    read_only: false,
+                }
             }
         } else if let Some(h) = v.get("hostPath") {
             HostVolume::Dir {
@@ -154,15 +182,14 @@ async fn prepare_volumes(
             }
         } else if let Some(c) = v.get("persistentVolumeClaim") {
             let claim = c["claimName"].as_str().unwrap_or_default();
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(shared.client.clone(), &shared.ns);
+            let pvcs: Api<PersistentVolumeClaim> =
+                Api::namespaced(shared.client.clone(), &shared.ns);
             pvcs.get(claim)
                 .await
                 .map_err(|e| format!("volume {name}: PersistentVolumeClaim {claim}: {e}"))?;
-            let path = mode
-                .claims
-                .get(claim)
-                .cloned()
-                .ok_or(format!("volume {name}: claim {claim} has no volume bound in this test"))?;
+            let path = mode.claims.get(claim).cloned().ok_or(format!(
+                "volume {name}: claim {claim} has no volume bound in this test"
+            ))?;
             if let Some(g) = fs_group {
                 // fsGroup: the volume becomes the group's (what a kubelet does for block/fs volumes).
                 std::os::unix::fs::chown(&path, None, Some(g)).map_err(|e| e.to_string())?;
@@ -176,11 +203,17 @@ async fn prepare_volumes(
         } else if let Some(s) = v.get("secret") {
             let data = secret_data(shared, s["secretName"].as_str().unwrap_or_default()).await?;
             write_files(&fresh()?, &select(data, &s["items"])?)?;
-            HostVolume::Dir { path: host.clone(), read_only: true }
+            HostVolume::Dir {
+                path: host.clone(),
+                read_only: true,
+            }
         } else if let Some(c) = v.get("configMap") {
             let data = config_map_data(shared, c["name"].as_str().unwrap_or_default()).await?;
             write_files(&fresh()?, &select(data, &c["items"])?)?;
-            HostVolume::Dir { path: host.clone(), read_only: true }
+            HostVolume::Dir {
+                path: host.clone(),
+                read_only: true,
+            }
         } else if let Some(p) = v.get("projected") {
             let mut files = Vec::new();
             for source in p["sources"].as_array().into_iter().flatten() {
@@ -188,7 +221,8 @@ async fn prepare_volumes(
                     let path = t["path"].as_str().unwrap_or("token").to_string();
                     files.push((path, pod_token(shared, pod, t).await?));
                 } else if let Some(c) = source.get("configMap") {
-                    let data = config_map_data(shared, c["name"].as_str().unwrap_or_default()).await?;
+                    let data =
+                        config_map_data(shared, c["name"].as_str().unwrap_or_default()).await?;
                     files.extend(select(data, &c["items"])?);
                 } else if let Some(s) = source.get("secret") {
                     let data = secret_data(shared, s["name"].as_str().unwrap_or_default()).await?;
@@ -198,16 +232,28 @@ async fn prepare_volumes(
                         let value = match item["fieldRef"]["fieldPath"].as_str() {
                             Some("metadata.namespace") => shared.ns.clone(),
                             Some("metadata.name") => pod.name_any(),
-                            other => return Err(format!("volume {name}: downwardAPI {other:?} not supported")),
+                            other => {
+                                return Err(format!(
+                                    "volume {name}: downwardAPI {other:?} not supported"
+                                ));
+                            }
                         };
-                        files.push((item["path"].as_str().unwrap_or_default().to_string(), value.into_bytes()));
+                        files.push((
+                            item["path"].as_str().unwrap_or_default().to_string(),
+                            value.into_bytes(),
+                        ));
                     }
                 } else {
-                    return Err(format!("volume {name}: projected source {source} not supported"));
+                    return Err(format!(
+                        "volume {name}: projected source {source} not supported"
+                    ));
                 }
             }
             write_files(&fresh()?, &files)?;
-            HostVolume::Dir { path: host.clone(), read_only: true }
+            HostVolume::Dir {
+                path: host.clone(),
+                read_only: true,
+            }
         } else {
             return Err(format!("volume {name}: {v} not supported"));
         };
@@ -226,17 +272,26 @@ async fn prepare(
 ) -> Result<Vec<String>, String> {
     let spec = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
     podman::check_supported(&spec)?;
-    let image = spec["containers"][0]["image"].as_str().unwrap_or_default().to_string();
+    let image = spec["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let image_user = image_user(&image)?;
     let volumes = prepare_volumes(shared, mode, pod, &spec, dir).await?;
     let mut env = vec![
         // What a kubelet gives every container: where the API server is.
         ("KUBERNETES_SERVICE_HOST".to_string(), mode.api_host.clone()),
-        ("KUBERNETES_SERVICE_PORT".to_string(), mode.api_port.to_string()),
+        (
+            "KUBERNETES_SERVICE_PORT".to_string(),
+            mode.api_port.to_string(),
+        ),
         // Never reach a cloud from a test: no instance metadata.
         ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
     ];
-    let declared = spec["containers"][0]["env"].as_array().cloned().unwrap_or_default();
+    let declared = spec["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     env.extend(resolve_env(&shared.client, &shared.ns, declared, &pod.name_any()).await);
     std::fs::write(termination_file, b"").map_err(|e| e.to_string())?;
     {
@@ -285,10 +340,17 @@ async fn report_running(shared: &Shared, pod: &Pod) {
     }});
     let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &shared.ns);
     if let Err(e) = pods
-        .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
         .await
     {
-        say(&format!("kubelet: cannot report Pod {} Running: {e}", pod.name_any()));
+        say(&format!(
+            "kubelet: cannot report Pod {} Running: {e}",
+            pod.name_any()
+        ));
     }
 }
 
@@ -307,7 +369,10 @@ pub async fn run(
     let args = match prepare(shared, mode, pod, &dir, &termination_file).await {
         Ok(args) => args,
         Err(reason) => {
-            say(&format!("{}: kubelet: Pod {name} refused: {reason}", shared.test));
+            say(&format!(
+                "{}: kubelet: Pod {name} refused: {reason}",
+                shared.test
+            ));
             return Some(End {
                 code: 128,
                 message: reason.clone(),
@@ -342,7 +407,10 @@ pub async fn run(
         if !killed && (by_log || chaos_delay.is_some_and(|d| started.elapsed() >= d)) {
             killed = true;
             shared.record.lock().unwrap().killed += 1;
-            say(&format!("{}: kubelet: SIGKILL container of Pod {name}", shared.test));
+            say(&format!(
+                "{}: kubelet: SIGKILL container of Pod {name}",
+                shared.test
+            ));
             kill_container(&container);
         }
         if kill.is_cancelled() {
@@ -354,8 +422,17 @@ pub async fn run(
     };
     let code = status.code().unwrap_or(137);
     let spec = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
-    let message = podman::termination_message(&spec, &termination_file, &crate::kubelet::log_tail(&log), code);
-    Some(End { code, message, refused: None })
+    let message = podman::termination_message(
+        &spec,
+        &termination_file,
+        &crate::kubelet::log_tail(&log),
+        code,
+    );
+    Some(End {
+        code,
+        message,
+        refused: None,
+    })
 }
 
 /// Whether the `kill_on_log` fault applies to this container now (and uses up one kill).

@@ -59,7 +59,8 @@ fn assert_confined(record: &Record) {
             assert!(has(args, want), "Pod {pod}: {want} missing from {args:?}");
         }
         assert!(
-            args.iter().any(|a| a.starts_with("--volume=") && a.ends_with(":/tmp:rw")),
+            args.iter()
+                .any(|a| a.starts_with("--volume=") && a.ends_with(":/tmp:rw")),
             "Pod {pod}: no /tmp emptyDir: {args:?}"
         );
     }
@@ -98,12 +99,19 @@ async fn the_charts_operator_and_workers_run_as_containers_and_a_killed_worker_i
     env.succeeded("containers", LONG).await;
 
     let record = kubelet.record();
-    assert_eq!(operator_containers(&record), 1, "the operator's Pod ran as a container");
+    assert_eq!(
+        operator_containers(&record),
+        1,
+        "the operator's Pod ran as a container"
+    );
     assert_confined(&record);
     // The killed worker's Pod reported 137 and its Job ran a second Pod, to the same result.
     assert_eq!(record.killed, 1);
-    let killed: Vec<&(String, String, i32)> =
-        record.ended.iter().filter(|(_, _, code)| *code == 137).collect();
+    let killed: Vec<&(String, String, i32)> = record
+        .ended
+        .iter()
+        .filter(|(_, _, code)| *code == 137)
+        .collect();
     assert_eq!(killed.len(), 1, "{:?}", record.ended);
     let job = &killed[0].1;
     let retried = record
@@ -180,13 +188,20 @@ async fn the_volume_example_runs_with_its_claim_in_the_operator_and_the_workers(
     assert_confined(&record);
     for (pod, args) in &record.containers {
         let mount = format!("--volume={}:{local_dir}:rw", pvc_dir.display());
-        assert!(has(args, &mount), "Pod {pod}: the claim is not mounted writable: {args:?}");
+        assert!(
+            has(args, &mount),
+            "Pod {pod}: the claim is not mounted writable: {args:?}"
+        );
     }
     // The partitions and the operator's audit outbox are on the claim.
     let dataset = pvc_dir.join("bronze/pubnet/cluster/v1/ledgers_lcm_raw");
     for start in [2, 12, 22] {
         let part = dataset.join(format!("range={start}-{}", start + 9));
-        assert!(part.join("_manifest.json").exists(), "{} missing", part.display());
+        assert!(
+            part.join("_manifest.json").exists(),
+            "{} missing",
+            part.display()
+        );
     }
     let outbox = pvc_dir.join("bronze/_pas/pubnet/cluster/v1");
     let events: Vec<String> = std::fs::read_dir(&outbox)
@@ -202,9 +217,12 @@ async fn the_volume_example_runs_with_its_claim_in_the_operator_and_the_workers(
         .list(&ListParams::default().labels("app.kubernetes.io/name=bronze-worker"))
         .await
         .unwrap();
-    assert!(workers.items.iter().all(|p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
-    }));
+    assert!(
+        workers
+            .items
+            .iter()
+            .all(|p| { p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded") })
+    );
     kubelet.stop().await;
 }
 
@@ -235,12 +253,19 @@ async fn a_pod_the_container_mode_cannot_honour_fails_with_the_reason() {
         if status.phase.as_deref() == Some("Failed") {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "not Failed: {status:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not Failed: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status.reason.as_deref(), Some("ContainerModeUnsupported"));
     assert!(
-        status.message.as_deref().unwrap_or_default().contains("nfs volumes are not supported"),
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("nfs volumes are not supported"),
         "{status:?}"
     );
     assert!(kubelet.record().containers.is_empty(), "it never ran");

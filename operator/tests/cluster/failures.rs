@@ -26,7 +26,7 @@ async fn a_worker_that_exits_1_is_retried_by_the_job() {
     let job = "exit1-12-21".to_string();
     let faults = Faults {
         fail: BTreeMap::from([(job.clone(), vec![1, 1])]),
-        chaos: None,
+        ..Default::default()
     };
     let kubelet = env.kubelet(faults);
     env.create(

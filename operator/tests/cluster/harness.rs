@@ -44,14 +44,19 @@ pub fn workspace() -> PathBuf {
 /// image-prebuilt` and sets `BRONZE_CLUSTER_IMAGE`), or `None` (said loudly; a failure with
 /// `BRONZE_CLUSTER_REQUIRED=1`).
 pub fn cluster_image() -> Option<String> {
-    match std::env::var("BRONZE_CLUSTER_IMAGE").ok().filter(|v| !v.is_empty()) {
+    match std::env::var("BRONZE_CLUSTER_IMAGE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         Some(image) => Some(image),
         None => {
             assert!(
                 std::env::var("BRONZE_CLUSTER_REQUIRED").as_deref() != Ok("1"),
                 "BRONZE_CLUSTER_REQUIRED=1 but BRONZE_CLUSTER_IMAGE is not set: the container tests must not skip"
             );
-            say("container tests SKIPPED: BRONZE_CLUSTER_IMAGE is not set (run `make test-cluster`)");
+            say(
+                "container tests SKIPPED: BRONZE_CLUSTER_IMAGE is not set (run `make test-cluster`)",
+            );
             None
         }
     }
@@ -707,7 +712,10 @@ impl TestEnv {
         let mode = ContainerMode {
             claims,
             api_host: host.to_string(),
-            api_port: port.trim_end_matches('/').parse().expect("the API server's port"),
+            api_port: port
+                .trim_end_matches('/')
+                .parse()
+                .expect("the API server's port"),
         };
         Kubelet::start_containers(self.client.clone(), &self.ns, faults, &self.test, mode)
     }

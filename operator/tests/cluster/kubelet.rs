@@ -23,8 +23,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Rng, copier_bin, resolve_env, say};
 use crate::container;
+use crate::harness::{Rng, copier_bin, resolve_env, say};
 
 /// Random SIGKILLs of worker processes.
 #[derive(Clone, Debug)]
@@ -176,8 +176,7 @@ async fn run(
     let mut running: BTreeMap<String, CancellationToken> = BTreeMap::new();
     let mut tasks = Vec::new();
     while !stop.is_cancelled() {
-        let list = match pods.list(&ListParams::default().labels(selector)).await
-        {
+        let list = match pods.list(&ListParams::default().labels(selector)).await {
             Ok(l) => l.items,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(300)).await;

@@ -125,7 +125,9 @@ fn unknown_keys(object: &Value, known: &[&str], what: &str) -> Result<(), String
         return Ok(());
     };
     match map.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(key) => Err(format!("{what}.{key} is not supported by the container mode")),
+        Some(key) => Err(format!(
+            "{what}.{key} is not supported by the container mode"
+        )),
         None => Ok(()),
     }
 }
@@ -133,7 +135,10 @@ fn unknown_keys(object: &Value, known: &[&str], what: &str) -> Result<(), String
 /// Checks the Pod spec names nothing the container mode cannot honour.
 pub fn check_supported(spec: &Value) -> Result<(), String> {
     unknown_keys(spec, POD_KEYS, "spec")?;
-    let containers = spec["containers"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let containers = spec["containers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     if containers.len() != 1 {
         return Err(format!(
             "{} containers: the container mode runs exactly one",
@@ -142,7 +147,11 @@ pub fn check_supported(spec: &Value) -> Result<(), String> {
     }
     let c = &containers[0];
     unknown_keys(c, CONTAINER_KEYS, "containers[0]")?;
-    unknown_keys(&spec["securityContext"], POD_SECURITY_KEYS, "spec.securityContext")?;
+    unknown_keys(
+        &spec["securityContext"],
+        POD_SECURITY_KEYS,
+        "spec.securityContext",
+    )?;
     unknown_keys(
         &c["securityContext"],
         CONTAINER_SECURITY_KEYS,
@@ -152,7 +161,9 @@ pub fn check_supported(spec: &Value) -> Result<(), String> {
         unknown_keys(m, MOUNT_KEYS, "volumeMounts[]")?;
     }
     for e in c["env"].as_array().into_iter().flatten() {
-        if e.get("valueFrom").is_some_and(|f| f.get("resourceFieldRef").is_some()) {
+        if e.get("valueFrom")
+            .is_some_and(|f| f.get("resourceFieldRef").is_some())
+        {
             return Err("env valueFrom.resourceFieldRef is not supported".into());
         }
     }
@@ -167,8 +178,16 @@ pub fn check_supported(spec: &Value) -> Result<(), String> {
                 v["name"]
             ));
         }
-        if kind == "emptyDir" && !matches!(v["emptyDir"]["medium"].as_str(), None | Some("") | Some("Memory")) {
-            return Err(format!("volume {}: emptyDir medium {}", v["name"], v["emptyDir"]["medium"]));
+        if kind == "emptyDir"
+            && !matches!(
+                v["emptyDir"]["medium"].as_str(),
+                None | Some("") | Some("Memory")
+            )
+        {
+            return Err(format!(
+                "volume {}: emptyDir medium {}",
+                v["name"], v["emptyDir"]["medium"]
+            ));
         }
     }
     if spec["securityContext"]["seccompProfile"]["type"] == "Localhost"
@@ -185,7 +204,11 @@ pub fn check_supported(spec: &Value) -> Result<(), String> {
 /// A container-level security setting, else the Pod-level one.
 fn security<'a>(spec: &'a Value, key: &str) -> &'a Value {
     let c = &spec["containers"][0]["securityContext"][key];
-    if c.is_null() { &spec["securityContext"][key] } else { c }
+    if c.is_null() {
+        &spec["securityContext"][key]
+    } else {
+        c
+    }
 }
 
 /// `512Mi` → bytes; `2`/`500m` CPUs → `2`/`0.5`.
@@ -262,9 +285,7 @@ pub fn run_args(spec: &Value, ctx: &RunContext) -> Result<Vec<String>, String> {
             }
         };
         if effective == 0 {
-            return Err(format!(
-                "runAsNonRoot: container {image} would run as root"
-            ));
+            return Err(format!("runAsNonRoot: container {image} would run as root"));
         }
     }
     match (uid, gid) {
@@ -279,7 +300,11 @@ pub fn run_args(spec: &Value, ctx: &RunContext) -> Result<Vec<String>, String> {
     if let Some(fs_group) = spec["securityContext"]["fsGroup"].as_i64() {
         args.push(format!("--group-add={fs_group}"));
     }
-    for g in spec["securityContext"]["supplementalGroups"].as_array().into_iter().flatten() {
+    for g in spec["securityContext"]["supplementalGroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         args.push(format!("--group-add={g}"));
     }
     let sc = &c["securityContext"];
@@ -413,8 +438,20 @@ mod tests {
         let args = run_args(
             &worker_spec(),
             &ctx(&[
-                ("tmp", HostVolume::Dir { path: "/h/tmp".into(), read_only: false }),
-                ("out", HostVolume::Dir { path: "/h/out".into(), read_only: false }),
+                (
+                    "tmp",
+                    HostVolume::Dir {
+                        path: "/h/tmp".into(),
+                        read_only: false,
+                    },
+                ),
+                (
+                    "out",
+                    HostVolume::Dir {
+                        path: "/h/out".into(),
+                        read_only: false,
+                    },
+                ),
             ]),
         )
         .unwrap();
@@ -433,7 +470,10 @@ mod tests {
             "--volume=/h/term:/dev/termination-log:rw",
             "--env=A=b",
         ] {
-            assert!(args.iter().any(|a| a == want), "{want} missing from {args:?}");
+            assert!(
+                args.iter().any(|a| a == want),
+                "{want} missing from {args:?}"
+            );
         }
         let image = args.iter().position(|a| a == "localhost/bronze:t").unwrap();
         assert_eq!(args[image + 1..], ["worker", "--range", "2-11"]);
@@ -447,8 +487,19 @@ mod tests {
         let args = run_args(
             &spec,
             &ctx(&[
-                ("tmp", HostVolume::Tmpfs { size: Some("64Mi".into()) }),
-                ("out", HostVolume::Dir { path: "/h/out".into(), read_only: true }),
+                (
+                    "tmp",
+                    HostVolume::Tmpfs {
+                        size: Some("64Mi".into()),
+                    },
+                ),
+                (
+                    "out",
+                    HostVolume::Dir {
+                        path: "/h/out".into(),
+                        read_only: true,
+                    },
+                ),
             ]),
         )
         .unwrap();
@@ -460,28 +511,45 @@ mod tests {
 
     #[test]
     fn what_cannot_be_honoured_is_refused_with_a_reason() {
-        let vols = [("tmp", HostVolume::Tmpfs { size: None }), ("out", HostVolume::Tmpfs { size: None })];
+        let vols = [
+            ("tmp", HostVolume::Tmpfs { size: None }),
+            ("out", HostVolume::Tmpfs { size: None }),
+        ];
         let refuse = |patch: Value| {
             let mut spec = worker_spec();
             crate::harness::merge(&mut spec, patch);
             run_args(&spec, &ctx(&vols)).unwrap_err()
         };
-        assert!(refuse(json!({"volumes": [{"name": "tmp", "nfs": {"server": "x", "path": "/"}}]}))
-            .contains("nfs volumes are not supported"));
+        assert!(
+            refuse(json!({"volumes": [{"name": "tmp", "nfs": {"server": "x", "path": "/"}}]}))
+                .contains("nfs volumes are not supported")
+        );
         assert!(refuse(json!({"hostPID": true})).contains("spec.hostPID"));
         assert!(refuse(json!({"initContainers": []})).contains("spec.initContainers"));
         assert!(refuse(json!({"securityContext": {"runAsUser": 0}})).contains("would run as root"));
         assert!(refuse(json!({"securityContext": {"sysctls": []}})).contains("sysctls"));
         let mut spec = worker_spec();
         spec["containers"][0]["securityContext"]["privileged"] = json!(true);
-        assert!(run_args(&spec, &ctx(&vols)).unwrap_err().contains("privileged"));
+        assert!(
+            run_args(&spec, &ctx(&vols))
+                .unwrap_err()
+                .contains("privileged")
+        );
         let mut spec = worker_spec();
         spec["containers"][0]["volumeMounts"][0]["subPath"] = json!("x");
-        assert!(run_args(&spec, &ctx(&vols)).unwrap_err().contains("subPath"));
+        assert!(
+            run_args(&spec, &ctx(&vols))
+                .unwrap_err()
+                .contains("subPath")
+        );
         let mut spec = worker_spec();
         spec["securityContext"] = json!({"runAsNonRoot": true});
         let mut root_image = ctx(&vols);
         root_image.image_user = "root".into();
-        assert!(run_args(&spec, &root_image).unwrap_err().contains("non-numeric user"));
+        assert!(
+            run_args(&spec, &root_image)
+                .unwrap_err()
+                .contains("non-numeric user")
+        );
     }
 }

@@ -153,7 +153,10 @@ fn markdown_files() -> Vec<String> {
 fn table_cells(row: &str) -> usize {
     let inner = row.trim();
     let inner = inner.strip_prefix('|').unwrap_or(inner);
-    let inner = inner.strip_suffix('|').filter(|r| !r.ends_with('\\')).unwrap_or(inner);
+    let inner = inner
+        .strip_suffix('|')
+        .filter(|r| !r.ends_with('\\'))
+        .unwrap_or(inner);
     let mut cells = 1;
     let mut escaped = false;
     for c in inner.chars() {
@@ -196,14 +199,19 @@ fn every_table_row_has_as_many_cells_as_its_header() {
             let cells = table_cells(line);
             match header {
                 None => header = Some(cells),
-                Some(want) if cells != want => {
-                    bad.push(format!("{file}:{}: {cells} cells, header has {want}", n + 1))
-                }
+                Some(want) if cells != want => bad.push(format!(
+                    "{file}:{}: {cells} cells, header has {want}",
+                    n + 1
+                )),
                 Some(_) => {}
             }
         }
     }
-    assert!(bad.is_empty(), "table rows with the wrong number of cells:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "table rows with the wrong number of cells:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]

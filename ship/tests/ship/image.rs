@@ -55,8 +55,14 @@ fn builds_one_stripped_binary_in_a_separate_stage_with_locked_dependencies() {
         Some("runtime-base AS runtime"),
         "the default target is the runtime from the build stage: {froms:?}"
     );
-    assert!(froms.iter().any(|f| *f == "runtime-base AS prebuilt"), "{froms:?}");
-    assert!(froms.iter().any(|f| *f == "scratch AS debug-symbols"), "{froms:?}");
+    assert!(
+        froms.iter().any(|f| *f == "runtime-base AS prebuilt"),
+        "{froms:?}"
+    );
+    assert!(
+        froms.iter().any(|f| *f == "scratch AS debug-symbols"),
+        "{froms:?}"
+    );
     let build = ins
         .iter()
         .find(|(op, r)| op == "RUN" && r.contains("cargo build"))
@@ -69,11 +75,14 @@ fn builds_one_stripped_binary_in_a_separate_stage_with_locked_dependencies() {
         "--bin bronze-operator",
         // The debug info goes to its own stage, the image gets the binary without it.
         "objcopy --only-keep-debug",
-        "objcopy --strip-debug --add-gnu-debuglink",
+        "objcopy --strip-all --add-gnu-debuglink",
         // One binary: `bronze-copier` is a link to it (operator/src/main.rs starts the copier).
         "ln -s bronze-operator /out/bronze-copier",
     ] {
-        assert!(build.contains(want), "the build stage lacks {want}: {build}");
+        assert!(
+            build.contains(want),
+            "the build stage lacks {want}: {build}"
+        );
     }
     let copies: Vec<&String> = ins
         .iter()
@@ -81,11 +90,16 @@ fn builds_one_stripped_binary_in_a_separate_stage_with_locked_dependencies() {
         .map(|(_, r)| r)
         .collect();
     assert!(
-        copies.iter().any(|c| *c == "--from=build /out/ /usr/local/bin/"),
+        copies
+            .iter()
+            .any(|c| *c == "--from=build /out/ /usr/local/bin/"),
         "the runtime gets the build stage's binary and link: {copies:?}"
     );
     let main = read("operator/src/main.rs");
-    assert!(main.contains("bronze::copier::main()"), "bronze-operator starts the copier");
+    assert!(
+        main.contains("bronze::copier::main()"),
+        "bronze-operator starts the copier"
+    );
 }
 
 #[test]
@@ -171,7 +185,10 @@ fn the_build_context_leaves_out_build_output_and_secrets_of_the_tree() {
 #[test]
 fn the_license_file_matches_the_crates_and_the_image_label() {
     let cargo = read("Cargo.toml");
-    assert!(cargo.contains("license = \"Apache-2.0\""), "workspace license");
+    assert!(
+        cargo.contains("license = \"Apache-2.0\""),
+        "workspace license"
+    );
     assert!(
         read("Dockerfile").contains("org.opencontainers.image.licenses=\"Apache-2.0\""),
         "the image label"
@@ -181,5 +198,8 @@ fn the_license_file_matches_the_crates_and_the_image_label() {
         license.contains("Apache License") && license.contains("Version 2.0, January 2004"),
         "LICENSE is not the Apache License 2.0"
     );
-    assert!(license.contains("END OF TERMS AND CONDITIONS"), "the whole text");
+    assert!(
+        license.contains("END OF TERMS AND CONDITIONS"),
+        "the whole text"
+    );
 }
