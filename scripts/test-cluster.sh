@@ -50,7 +50,7 @@ stop() {
 trap stop EXIT
 
 echo "== building the image $image from target/debug/bronze-operator (t+$((SECONDS - start))s)"
-IMAGE=$image BINARY="$root/target/debug/bronze-operator" bash scripts/image.sh prebuilt >"$dir/image.log" 2>&1 \
+IMAGE=$image BINARY="$root/target/debug/bronze-operator" STAND_INS=always bash scripts/image.sh prebuilt >"$dir/image.log" 2>&1 \
     || { tail -n 30 "$dir/image.log" >&2; echo "test-cluster: the image did not build" >&2; exit 1; }
 tail -n 1 "$dir/image.log"
 # What the image build used: podman's settings for these machines (scripts/image.sh).

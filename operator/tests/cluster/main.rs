@@ -23,3 +23,4 @@ mod idle;
 mod life;
 mod rbac;
 mod scale;
+mod uninstall;
