@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::chaos::{LEDGERS, assert_exact_output};
 use crate::harness::*;
-use crate::kubelet::{Faults, Record};
+use crate::kubelet::{Faults, Kubelet, Record};
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -121,7 +121,47 @@ async fn the_charts_operator_and_workers_run_as_containers_and_a_killed_worker_i
         .count();
     assert_eq!(retried, 1, "Job {job} retried once: {:?}", record.ended);
     assert_exact_output(&env, "containers").await;
+    // examples/verify-job.yaml: `bronze-operator verify` as a Job of the image.
+    let (code, log) = verify_job(&env, &image, "containers", &kubelet).await;
+    assert_eq!(code, 0, "the verify Job: {log}");
     kubelet.stop().await;
+}
+
+/// Runs examples/verify-job.yaml for backfill `name` (the resource as `kubectl get -o yaml`
+/// prints it, in a ConfigMap, as the example's comment says); its exit code and message.
+async fn verify_job(env: &TestEnv, image: &str, name: &str, kubelet: &Kubelet) -> (i32, String) {
+    let job_name = format!("{name}-verify");
+    let b = env.backfills().get(name).await.unwrap();
+    env.apply(&json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": job_name, "namespace": env.ns},
+        "data": {"bbf.yaml": serde_yaml_ng::to_string(&b).unwrap()},
+    }))
+    .await;
+    let mut job: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(workspace().join("examples/verify-job.yaml")).unwrap(),
+    )
+    .unwrap();
+    job["metadata"]["name"] = json!(job_name);
+    job["metadata"]["namespace"] = json!(env.ns);
+    job["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
+    job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] = json!(job_name);
+    env.apply(&job).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let record = kubelet.record();
+        if let Some((_, _, code)) = record.ended.iter().find(|(_, j, _)| *j == job_name) {
+            let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+            let list = pods
+                .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+                .await
+                .unwrap();
+            let message = serde_json::to_string(&list.items[0].status).unwrap();
+            return (*code, message);
+        }
+        assert!(std::time::Instant::now() < deadline, "the verify Job did not end");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// The volume example (examples/bronzebackfill-testnet-volume.yaml): output on a claim mounted
