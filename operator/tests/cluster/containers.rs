@@ -159,7 +159,10 @@ async fn verify_job(env: &TestEnv, image: &str, name: &str, kubelet: &Kubelet) -
             let message = serde_json::to_string(&list.items[0].status).unwrap();
             return (*code, message);
         }
-        assert!(std::time::Instant::now() < deadline, "the verify Job did not end");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verify Job did not end"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
