@@ -210,7 +210,17 @@ async fn the_volume_example_runs_with_its_claim_in_the_operator_and_the_workers(
             "extraVolumeMounts": [{"name": "bronze-data", "mountPath": local_dir}],
         }}),
     );
-    install_deployment(&env, &env.render_with(values)).await;
+    // A private registry's pull Secret (the chart's imagePullSecrets): on the operator's Pod, and
+    // on the workers' through the worker ServiceAccount.
+    merge(
+        &mut values,
+        json!({"imagePullSecrets": [{"name": "regcred"}]}),
+    );
+    let chart = env.render_with(values);
+    for sa in chart.iter().filter(|o| o["kind"] == "ServiceAccount") {
+        env.apply(sa).await;
+    }
+    install_deployment(&env, &chart).await;
     // JSON merge: the S3 output's fields go, the example's local storage comes.
     let mut output = json!({"bucket": null, "endpoint": null, "region": null});
     merge(&mut output, storage);
@@ -266,6 +276,21 @@ async fn the_volume_example_runs_with_its_claim_in_the_operator_and_the_workers(
             .iter()
             .all(|p| { p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded") })
     );
+    let all = pods.list(&ListParams::default()).await.unwrap().items;
+    assert!(all.len() > workers.items.len(), "the operator's Pod too");
+    for pod in &all {
+        let secrets = pod.spec.as_ref().unwrap().image_pull_secrets.clone();
+        assert_eq!(
+            secrets
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["regcred"],
+            "Pod {:?} lacks the chart's imagePullSecrets",
+            pod.metadata.name
+        );
+    }
     kubelet.stop().await;
 }
 
