@@ -42,7 +42,7 @@ stop() {
         # Containers a failed test left running (the kubelet stand-in labels them by namespace).
         podman ps -aq --filter "label=io.bronze.cluster-tier" --filter "label=io.bronze.cluster-run=$image" \
             | xargs -r podman rm -f >/dev/null 2>&1 || true
-        podman rmi -f "$image" >/dev/null 2>&1 || true
+        podman rmi -f "$image" "$image-next" >/dev/null 2>&1 || true
     fi
     "$cluster" stop "$dir" || true
     if [[ ${KEEP_CLUSTER_DIR:-} != 1 ]]; then rm -rf "$dir"; fi

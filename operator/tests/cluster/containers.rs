@@ -339,3 +339,60 @@ async fn a_pod_the_container_mode_cannot_honour_fails_with_the_reason() {
     assert!(kubelet.record().containers.is_empty(), "it never ran");
     kubelet.stop().await;
 }
+
+/// `helm upgrade` in the middle of a backfill (docs/runbook.md, "Upgrading the CRD"): the
+/// chart's Deployment moves to a newer image (here the same build under a new tag), `Recreate`
+/// stops the old operator's container, the new one adopts the running Jobs and finishes; the
+/// output is the standalone run's, byte for byte.
+#[tokio::test]
+async fn a_helm_upgrade_mid_backfill_replaces_the_operator_and_the_backfill_finishes() {
+    let Some(env) = TestEnv::start("upgrade").await else {
+        return;
+    };
+    let Some(image) = cluster_image() else {
+        return;
+    };
+    let next = format!("{image}-next");
+    let tagged = crate::container::podman_cmd()
+        .args(["tag", &image, &next])
+        .status()
+        .unwrap();
+    assert!(tagged.success(), "podman tag {image} {next}");
+    let ds = env.datastore(LEDGERS);
+    env.upload(&ds, None);
+    let kubelet = env.container_kubelet(Faults::default(), BTreeMap::new());
+    let values = image_values(&image);
+    install_deployment(&env, &env.render_with(values.clone())).await;
+    env.create("upgrade", env.spec(1 + LEDGERS, json!({})))
+        .await;
+    env.wait("upgrade", "a third committed", LONG, |s| {
+        never_failed(s);
+        s.last_committed_ledger.unwrap_or(0) >= 21
+    })
+    .await;
+    // `helm upgrade -f my-values.yaml` with the new image: the user's values, the new tag.
+    let mut upgraded = values;
+    let (_, tag) = next.rsplit_once(':').unwrap();
+    merge(
+        &mut upgraded,
+        json!({"image": {"tag": tag}, "workers": {"image": {"tag": tag}}}),
+    );
+    install_deployment(&env, &env.render_with(upgraded)).await;
+    env.succeeded("upgrade", LONG).await;
+
+    let record = kubelet.record();
+    let operators: Vec<&Vec<String>> = record
+        .containers
+        .iter()
+        .filter(|(_, args)| has(args, "--entrypoint=/usr/local/bin/bronze-operator"))
+        .map(|(_, args)| args)
+        .collect();
+    assert_eq!(operators.len(), 2, "the old operator, then the new one");
+    assert!(has(operators[1], &next), "the new operator runs {next}");
+    assert_confined(&record);
+    assert_exact_output(&env, "upgrade").await;
+    kubelet.stop().await;
+    let _ = crate::container::podman_cmd()
+        .args(["untag", &next])
+        .status();
+}
