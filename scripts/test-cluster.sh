@@ -42,7 +42,8 @@ stop() {
         # Containers a failed test left running (the kubelet stand-in labels them by namespace).
         podman ps -aq --filter "label=io.bronze.cluster-tier" --filter "label=io.bronze.cluster-run=$image" \
             | xargs -r podman rm -f >/dev/null 2>&1 || true
-        podman rmi -f "$image" "$image-next" >/dev/null 2>&1 || true
+        # By ID: every tag the tests gave it goes too (containers.rs tags it `$image-next`).
+        if [[ -n ${image_id:-} ]]; then podman rmi -f "$image_id" >/dev/null 2>&1 || true; fi
     fi
     "$cluster" stop "$dir" || true
     if [[ ${KEEP_CLUSTER_DIR:-} != 1 ]]; then rm -rf "$dir"; fi
@@ -53,6 +54,7 @@ echo "== building the image $image from target/debug/bronze-operator (t+$((SECON
 IMAGE=$image BINARY="$root/target/debug/bronze-operator" STAND_INS=always bash scripts/image.sh prebuilt >"$dir/image.log" 2>&1 \
     || { tail -n 30 "$dir/image.log" >&2; echo "test-cluster: the image did not build" >&2; exit 1; }
 tail -n 1 "$dir/image.log"
+image_id=$(podman image inspect --format '{{.Id}}' "$image")
 # What the image build used: podman's settings for these machines (scripts/image.sh).
 conf=$(cd "$root/../shared/testinfra/containers" 2>/dev/null && pwd)/containers.conf
 [[ -z ${CONTAINERS_CONF:-} && -f $conf ]] && export CONTAINERS_CONF=$conf
