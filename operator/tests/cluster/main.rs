@@ -18,5 +18,6 @@ mod failures;
 mod follow;
 mod idle;
 mod life;
+mod race;
 mod rbac;
 mod scale;
