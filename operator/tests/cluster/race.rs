@@ -175,16 +175,16 @@ async fn two_first_reconciles(
         .await
         .expect("A adds its finalizer");
     let stale = Arc::new(api.get(name).await.unwrap());
-    assert!(stale.status.is_none(), "the view both operators share has no status yet");
+    assert!(
+        stale.status.is_none(),
+        "the view both operators share has no status yet"
+    );
     let b_reconcile = tokio::spawn(reconcile(stale.clone(), b));
     // B has listed the Jobs (none yet) and decided; its status write waits.
     gate.reached.notified().await;
     reconcile(stale, a).await.expect("A's first reconcile");
     gate.release.notify_one();
-    b_reconcile
-        .await
-        .unwrap()
-        .expect("B's first reconcile");
+    b_reconcile.await.unwrap().expect("B's first reconcile");
     let after = api.get(name).await.unwrap();
     let jobs = env
         .jobs()
@@ -222,7 +222,11 @@ async fn two_operators_first_reconciles_straddling_a_second_agree_on_ingested_at
     let fixed = status.ingested_at.expect("status.ingestedAt");
     // One instant for the life of the backfill, seen identically by every operator: the
     // resource's creation, in the one canonical spelling (RFC 3339, milliseconds, Z).
-    let created = after.metadata.creation_timestamp.expect("creationTimestamp").0;
+    let created = after
+        .metadata
+        .creation_timestamp
+        .expect("creationTimestamp")
+        .0;
     let canonical = DateTime::<Utc>::from_timestamp_millis(created.as_millisecond())
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -234,9 +238,17 @@ async fn two_operators_first_reconciles_straddling_a_second_agree_on_ingested_at
             "Job {} was created with another ingested_at than the status holds",
             job.name_any()
         );
-        assert_eq!(env_value.as_deref(), Some(fixed.as_str()), "Job {} env", job.name_any());
+        assert_eq!(
+            env_value.as_deref(),
+            Some(fixed.as_str()),
+            "Job {} env",
+            job.name_any()
+        );
     }
-    assert_eq!(fixed, canonical, "status.ingestedAt is not the creation time");
+    assert_eq!(
+        fixed, canonical,
+        "status.ingestedAt is not the creation time"
+    );
 }
 
 #[tokio::test]
