@@ -59,12 +59,26 @@ image_id=$(podman image inspect --format '{{.Id}}' "$image")
 conf=$(cd "$root/../shared/testinfra/containers" 2>/dev/null && pwd)/containers.conf
 [[ -z ${CONTAINERS_CONF:-} && -f $conf ]] && export CONTAINERS_CONF=$conf
 
-echo "== starting the control plane in $dir (t+$((SECONDS - start))s)"
-if ! kubeconfig=$("$cluster" start "$dir"); then
+# The control plane picks free loopback ports and then binds them; another process on the
+# machine (a second cluster tier, a test server) can take one in between ("bind: address
+# already in use"). That is the only start failure retried: anything else fails at once.
+attempt=1
+while :; do
+    echo "== starting the control plane in $dir (t+$((SECONDS - start))s, attempt $attempt)"
+    if kubeconfig=$("$cluster" start "$dir"); then
+        break
+    fi
+    if ((attempt < 3)) && grep -qs 'address already in use' "$dir"/*.log; then
+        echo "test-cluster: a port was taken while the control plane started; starting again" >&2
+        "$cluster" stop "$dir" || true
+        rm -rf "$dir" && mkdir -p "$dir"
+        attempt=$((attempt + 1))
+        continue
+    fi
     echo "test-cluster: the control plane did not start; logs:" >&2
     tail -n 30 "$dir"/*.log >&2 || true
     exit 1  # in CI and locally alike: this script never skips the tier
-fi
+done
 
 echo "== cluster tier (t+$((SECONDS - start))s)"
 KUBECONFIG=$kubeconfig BRONZE_CLUSTER_REQUIRED=1 BRONZE_CLUSTER_IMAGE=$image \

@@ -132,8 +132,8 @@ pub struct BronzeBackfillSpec {
     /// copier's `era.allow_overwrite` does).
     #[serde(default)]
     pub allow_overwrite: bool,
-    /// Fixes the `ingested_at` column (RFC 3339). When absent, the time of the first reconcile
-    /// is fixed in `status.ingestedAt`.
+    /// Fixes the `ingested_at` column (RFC 3339). When absent, the resource's creationTimestamp
+    /// is used and recorded in `status.ingestedAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(
         pattern = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
@@ -479,8 +479,8 @@ pub struct BronzeBackfillStatus {
     /// Progressing, Complete, Degraded, Suspended (always all four, in that order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The `ingested_at` every partition of this backfill carries (fixed at the first reconcile
-    /// unless the spec sets it).
+    /// The `ingested_at` every partition of this backfill carries: `spec.ingestedAt`, else the
+    /// resource's creationTimestamp (RFC 3339 UTC with milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingested_at: Option<String>,
     /// The last partition committed, verified and sequenced (PAS event appended) in ledger order.

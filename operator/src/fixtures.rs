@@ -86,6 +86,9 @@ pub fn spec() -> BronzeBackfillSpec {
     }
 }
 
+/// The fixtures' `metadata.creationTimestamp` (what a new backfill's `ingested_at` becomes).
+pub const CREATED: &str = "2025-01-15T09:59:58Z";
+
 pub fn backfill(name: &str, spec: BronzeBackfillSpec) -> BronzeBackfill {
     let mut b = BronzeBackfill::new(name, spec);
     b.metadata = ObjectMeta {
@@ -93,6 +96,9 @@ pub fn backfill(name: &str, spec: BronzeBackfillSpec) -> BronzeBackfill {
         namespace: Some("ns".into()),
         uid: Some("uid-1".into()),
         generation: Some(1),
+        creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            CREATED.parse().unwrap(),
+        )),
         finalizers: Some(vec![crate::reconcile::FINALIZER.into()]),
         ..Default::default()
     };

@@ -238,8 +238,14 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
 
     let status = backfill.status.as_ref();
     let store = ctx.storage.dataset(&key, spec);
+    let created = backfill
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()))
+        .ok_or(Error::Incomplete("metadata.creationTimestamp"))?;
     let ingested_at = match &store {
-        Ok(store) => resolve_ingested_at(spec, status, &jobs, store.as_ref(), now).await,
+        Ok(store) => resolve_ingested_at(spec, status, &jobs, store.as_ref(), created).await,
         Err(e) => Err(e.clone()),
     };
     let (store, ingested_at) = match (store, ingested_at) {

@@ -17,7 +17,7 @@ use bronze::sequence::{FaultKind, Head, Outcome, Position, Sequencing};
 use futures::future::BoxFuture;
 
 use crate::crd::{BronzeBackfillSpec, BronzeBackfillStatus, CheckpointStatus};
-use crate::plan::{CatalogProgress, Fault, ObservedJob, Sequenced, rfc3339};
+use crate::plan::{CatalogProgress, Fault, ObservedJob, Sequenced};
 
 /// The newest ledger in the source datastore, and gaps below it (follow mode).
 pub trait TipSource: Send + Sync {
@@ -189,27 +189,99 @@ pub fn checkpoint_status(p: Position) -> CheckpointStatus {
     }
 }
 
-/// The backfill's fixed `ingested_at`: the spec, else the status, else what committed partitions
-/// carry (a lost status), else what running Jobs were given, else `now` (the first reconcile).
+/// The backfill's fixed `ingested_at`, in the canonical spelling ([`bronze::time::canonical_rfc3339`]):
+/// the spec, else the status, else what committed partitions carry (a lost status), else what
+/// running Jobs were given, else the resource's `metadata.creationTimestamp`.
+///
+/// Never a reconcile's own clock: two operators reconciling the same new backfill (no leader
+/// election, a hand-over, a restart in the middle of a first reconcile) both see the same
+/// creation time, so the Jobs one creates and the status the other writes agree, whichever
+/// second each reconcile runs in.
 pub async fn resolve_ingested_at(
     spec: &BronzeBackfillSpec,
     status: Option<&BronzeBackfillStatus>,
     jobs: &[ObservedJob],
     store: &dyn DatasetStore,
-    now: chrono::DateTime<chrono::Utc>,
+    created: chrono::DateTime<chrono::Utc>,
 ) -> Result<String, ReadError> {
-    if let Some(at) = spec
+    let recorded = match spec
         .ingested_at
         .clone()
         .or_else(|| status.and_then(|s| s.ingested_at.clone()))
     {
-        return Ok(at);
+        Some(at) => Some(at),
+        None => match store.first_committed().await?.and_then(|m| m.ingested_at) {
+            Some(at) => Some(at),
+            None => jobs.iter().find_map(|j| j.ingested_at.clone()),
+        },
+    };
+    Ok(match recorded {
+        // A value that is not RFC 3339 is passed on as it is: the worker's config check names it.
+        Some(at) => bronze::time::canonical_rfc3339(&at).unwrap_or(at),
+        None => bronze::time::millis_to_rfc3339(created.timestamp_millis()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::fixtures::{MemoryDataset, spec};
+    use crate::plan::JobState;
+
+    fn created() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, 7, 21, 17, 45)
+            .unwrap()
     }
-    if let Some(at) = store.first_committed().await?.and_then(|m| m.ingested_at) {
-        return Ok(at);
+
+    fn resolve(
+        spec: &BronzeBackfillSpec,
+        status: Option<&BronzeBackfillStatus>,
+        jobs: &[ObservedJob],
+    ) -> String {
+        block_on(resolve_ingested_at(
+            spec,
+            status,
+            jobs,
+            &MemoryDataset::default(),
+            created(),
+        ))
+        .unwrap()
     }
-    if let Some(at) = jobs.iter().find_map(|j| j.ingested_at.clone()) {
-        return Ok(at);
+
+    #[test]
+    fn a_new_backfill_takes_its_creation_time_in_the_canonical_spelling() {
+        assert_eq!(resolve(&spec(), None, &[]), "2026-12-07T21:17:45.000Z");
     }
-    Ok(rfc3339(now))
+
+    #[test]
+    fn recorded_values_win_and_are_respelled_canonically() {
+        let mut with_spec = spec();
+        with_spec.ingested_at = Some("2025-01-15T11:00:00+01:00".into());
+        assert_eq!(resolve(&with_spec, None, &[]), "2025-01-15T10:00:00.000Z");
+
+        // A status an older operator wrote (seconds) keeps its instant.
+        let status = BronzeBackfillStatus {
+            ingested_at: Some("2026-12-07T21:17:46Z".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&spec(), Some(&status), &[]),
+            "2026-12-07T21:17:46.000Z"
+        );
+
+        // A lost status: the running Jobs' value, not the creation time.
+        let job = ObservedJob {
+            name: "bbf-2-11".into(),
+            range: bronze::partition::LedgerRange::new(2, 11),
+            attempt: 1,
+            state: JobState::Active,
+            harvested: false,
+            ingested_at: Some("2026-12-07T21:17:44Z".into()),
+        };
+        assert_eq!(resolve(&spec(), None, &[job]), "2026-12-07T21:17:44.000Z");
+    }
 }

@@ -159,6 +159,8 @@ struct World {
     jobs: BTreeMap<String, SimJob>,
     status: Option<BronzeBackfillStatus>,
     now: DateTime<Utc>,
+    /// The resource's `metadata.creationTimestamp`.
+    created: DateTime<Utc>,
     /// First ledgers of partitions whose datastore objects are corrupt.
     bad: BTreeSet<u32>,
     /// Ranges whose Job has failed with bad input: they must never get another Job.
@@ -180,6 +182,7 @@ impl World {
             jobs: BTreeMap::new(),
             status: None,
             now: Utc.with_ymd_and_hms(2025, 1, 15, 12, 0, 0).unwrap(),
+            created: Utc.with_ymd_and_hms(2025, 1, 15, 11, 59, 58).unwrap(),
             bad,
             bad_failures_seen: BTreeSet::new(),
             status_lost: false,
@@ -214,7 +217,7 @@ impl World {
                 self.status.as_ref(),
                 &jobs,
                 &self.storage,
-                self.now,
+                self.created,
             )
             .await
             .unwrap();

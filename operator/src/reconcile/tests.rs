@@ -19,7 +19,7 @@ const JOBS: &str = "/apis/batch/v1/namespaces/ns/jobs";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
 const BBF: &str = "/apis/bronze.obsrvr.io/v1alpha1/namespaces/ns/bronzebackfills/bbf";
 const STATUS: &str = "/apis/bronze.obsrvr.io/v1alpha1/namespaces/ns/bronzebackfills/bbf/status";
-const INGESTED: &str = "2025-01-15T10:00:00Z";
+const INGESTED: &str = "2025-01-15T10:00:00.000Z";
 
 fn r(start: u32, end: u32) -> bronze::partition::LedgerRange {
     bronze::partition::LedgerRange::new(start, end)
@@ -185,8 +185,8 @@ async fn first_reconcile_writes_status_then_creates_jobs_then_events() {
     let status = apply_status(&mut server, &b).await;
     assert_eq!(status["phase"], "Running");
     assert_eq!(
-        status["ingestedAt"], "2025-01-15T12:00:00Z",
-        "fixed at the first reconcile"
+        status["ingestedAt"], "2025-01-15T09:59:58.000Z",
+        "the resource's creationTimestamp, not the reconcile's clock (2025-01-15T12:00:00Z)"
     );
     assert_eq!(status["runningPartitions"].as_array().unwrap().len(), 2);
     assert_eq!(status["progress"]["summary"], "0/10 (0%)");
@@ -196,7 +196,7 @@ async fn first_reconcile_writes_status_then_creates_jobs_then_events() {
         .as_array()
         .unwrap()
         .clone();
-    assert!(env.contains(&json!({"name": "INGESTED_AT", "value": "2025-01-15T12:00:00Z"})));
+    assert!(env.contains(&json!({"name": "INGESTED_AT", "value": "2025-01-15T09:59:58.000Z"})));
     assert_eq!(
         job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"],
         json!([2, 3, 4])

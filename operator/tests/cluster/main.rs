@@ -21,6 +21,7 @@ mod failures;
 mod follow;
 mod idle;
 mod life;
+mod race;
 mod rbac;
 mod scale;
 mod uninstall;
