@@ -153,6 +153,14 @@ pub fn worker_env(
             "storage.table_format",
             (st.table_format != TableFormat::None).then(|| st.table_format.to_string()),
         ),
+        ("archive.url", spec.archive.as_ref().map(|a| a.url.clone())),
+        (
+            "archive.allow_unanchored",
+            spec.archive
+                .as_ref()
+                .filter(|a| a.allow_unanchored)
+                .map(|_| "true".to_string()),
+        ),
         // The operator keeps the checkpoint, the PAS chain and the catalog.
         ("checkpoint.enabled", text(&false)),
         ("pas.enabled", text(&false)),

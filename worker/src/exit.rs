@@ -39,6 +39,16 @@ fn commit_code(e: &CommitError) -> u8 {
     }
 }
 
+fn archive_code(e: &crate::archive::ArchiveError) -> u8 {
+    if e.is_config() {
+        CONFIG
+    } else if e.is_unreachable() {
+        FAILURE
+    } else {
+        BAD_INPUT
+    }
+}
+
 /// The exit code for a failed run.
 pub fn code_for(error: &RunError) -> u8 {
     match error {
@@ -46,9 +56,11 @@ pub fn code_for(error: &RunError) -> u8 {
         RunError::Source(e) => source_code(e),
         RunError::Checkpoint(_) => CONFIG,
         RunError::Range(_) => CONFIG,
+        RunError::Archive(e) => archive_code(e),
         RunError::Commit(e) => commit_code(e),
         RunError::Build { source, .. } => match source {
             BuildError::Source(e) => source_code(e),
+            BuildError::Archive(e) => archive_code(e),
             BuildError::Commit(e) => commit_code(e),
             BuildError::Upload(_) | BuildError::Encoder { .. } => FAILURE,
             BuildError::Writer { .. } => BAD_INPUT,

@@ -78,7 +78,34 @@ pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
     check_storage(config, &mut r);
     check_services(config, &mut r);
     check_perf_and_logging(config, &mut r);
+    check_archive(config, &mut r);
     if r.0.is_empty() { Ok(()) } else { Err(r.0) }
+}
+
+/// `archive.url` / `archive.urls`: the form of each URL (offline; the run reads each archive's
+/// state and checks its network before it copies anything).
+fn check_archive(c: &Config, r: &mut Report) {
+    let a = &c.archive;
+    let fields = std::iter::once(("archive.url", &a.url))
+        .chain(a.urls.iter().map(|u| ("archive.urls", u)));
+    for (field, url) in fields {
+        if url.trim().is_empty() {
+            if field == "archive.urls" {
+                r.fail(field, url, "has an empty entry");
+            }
+            continue;
+        }
+        if let Err(why) = crate::archive::parse_archive_url(url) {
+            r.fail(field, url, format!("is not an archive URL: {why}"));
+        }
+    }
+    if a.allow_unanchored && a.all_urls().is_empty() {
+        r.fail(
+            "archive.allow_unanchored",
+            true,
+            "means nothing without archive.url",
+        );
+    }
 }
 
 fn check_era(c: &Config, r: &mut Report) {
