@@ -101,7 +101,12 @@ fn serve(stream: TcpStream, root: &std::path::Path, shared: &Shared) -> std::io:
     }
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let path = target.split('?').next().unwrap_or("").trim_start_matches('/').to_string();
+    let path = target
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_string();
     shared.requests.lock().unwrap().push(path.clone());
     let scripted = shared.scripted.lock().unwrap().get(&path).cloned();
     let answer = match scripted {
@@ -125,7 +130,11 @@ fn serve(stream: TcpStream, root: &std::path::Path, shared: &Shared) -> std::io:
         },
     };
     let mut out = stream;
-    let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", answer.status, answer.body.len());
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        answer.status,
+        answer.body.len()
+    );
     for (k, v) in &answer.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

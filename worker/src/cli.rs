@@ -220,7 +220,14 @@ mod tests {
 
     #[test]
     fn verify_takes_an_archive() {
-        let cli = parse(&["bronze-copier", "verify", "-archive", "https://h/a", "-config", "c.yaml"]);
+        let cli = parse(&[
+            "bronze-copier",
+            "verify",
+            "-archive",
+            "https://h/a",
+            "-config",
+            "c.yaml",
+        ]);
         assert!(
             matches!(&cli.command, Some(Command::Verify(v)) if v.archive.as_deref() == Some("https://h/a")),
             "{cli:?}"

@@ -51,9 +51,7 @@ impl ArchiveSettings {
     /// As [`Self::from_config`] with other archive URLs (`verify --archive URL`).
     pub fn with_urls(config: &Config, urls: Vec<String>) -> Self {
         let a = &config.archive;
-        let or = |own: &str, source: &str| {
-            if own.is_empty() { source } else { own }.to_string()
-        };
+        let or = |own: &str, source: &str| if own.is_empty() { source } else { own }.to_string();
         Self {
             urls,
             allow_unanchored: a.allow_unanchored,
@@ -106,7 +104,11 @@ impl Cache {
             return slot.clone();
         }
         if self.slots.len() >= CACHE_FILES
-            && let Some(oldest) = self.slots.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k)
+            && let Some(oldest) = self
+                .slots
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k)
         {
             self.slots.remove(&oldest);
         }
@@ -161,10 +163,13 @@ impl ArchiveCheck {
 
     /// The state of one archive, its network checked.
     pub async fn state(&self, reader: &ArchiveReader) -> Result<HistoryArchiveState, ArchiveError> {
-        let bytes = reader.get(HAS_PATH).await?.ok_or_else(|| ArchiveError::NoHas {
-            url: reader.url.clone(),
-            path: HAS_PATH.into(),
-        })?;
+        let bytes = reader
+            .get(HAS_PATH)
+            .await?
+            .ok_or_else(|| ArchiveError::NoHas {
+                url: reader.url.clone(),
+                path: HAS_PATH.into(),
+            })?;
         let has_err = |source| ArchiveError::Has {
             url: reader.url.clone(),
             path: HAS_PATH.into(),
@@ -199,7 +204,10 @@ impl ArchiveCheck {
     /// Every checkpoint file `range` needs, fetched (or taken from the cache). Ledgers beyond
     /// the newest published checkpoint: waited for when following the tip, else unanchored
     /// with `archive.allow_unanchored`, else an error.
-    pub async fn partition_files(&self, range: LedgerRange) -> Result<PartitionFiles, ArchiveError> {
+    pub async fn partition_files(
+        &self,
+        range: LedgerRange,
+    ) -> Result<PartitionFiles, ArchiveError> {
         let needed = checkpoint_of(range.end);
         let mut newest = *self.newest.lock().await;
         if needed > newest {
@@ -348,7 +356,10 @@ pub fn disagreements(
 ) -> Vec<(u32, String, Difference)> {
     let mut out = Vec::new();
     for ours in ledgers {
-        if files.unanchored_from.is_some_and(|from| ours.ledger >= from) {
+        if files
+            .unanchored_from
+            .is_some_and(|from| ours.ledger >= from)
+        {
             continue;
         }
         let checkpoint = checkpoint_of(ours.ledger);

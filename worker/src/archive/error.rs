@@ -25,28 +25,36 @@ pub enum ArchiveError {
     },
     #[error("archive {url}: no {path}: not a history archive (or not its root)")]
     NoHas { url: String, path: String },
-    #[error("checkpoint file {path} (ledgers of checkpoint {checkpoint}) is missing from {urls}, which published up to checkpoint {newest}")]
+    #[error(
+        "checkpoint file {path} (ledgers of checkpoint {checkpoint}) is missing from {urls}, which published up to checkpoint {newest}"
+    )]
     Missing {
         urls: String,
         path: String,
         checkpoint: u32,
         newest: u32,
     },
-    #[error("partition {range}: ledger {ledger} is beyond the newest checkpoint the archive ({urls}) has published ({newest}); wait for the archive, or set archive.allow_unanchored: true to commit such ledgers unchecked (recorded as unanchored in the manifest)")]
+    #[error(
+        "partition {range}: ledger {ledger} is beyond the newest checkpoint the archive ({urls}) has published ({newest}); wait for the archive, or set archive.allow_unanchored: true to commit such ledgers unchecked (recorded as unanchored in the manifest)"
+    )]
     NotYetPublished {
         range: LedgerRange,
         ledger: u32,
         newest: u32,
         urls: String,
     },
-    #[error("archives disagree on ledger {ledger} ({path}): {first} and {second} hold different entries")]
+    #[error(
+        "archives disagree on ledger {ledger} ({path}): {first} and {second} hold different entries"
+    )]
     ArchivesDisagree {
         ledger: u32,
         path: String,
         first: String,
         second: String,
     },
-    #[error("partition {range}: ledger {ledger} disagrees with the history archive {url} ({path}): {difference}")]
+    #[error(
+        "partition {range}: ledger {ledger} disagrees with the history archive {url} ({path}): {difference}"
+    )]
     Disagree {
         range: LedgerRange,
         ledger: u32,

@@ -47,7 +47,9 @@ impl CheckpointFile {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileError {
-    #[error("an HTML page (or other markup), not a gzip file (it starts {start:?}): the archive URL is likely wrong or the server answered with an error page")]
+    #[error(
+        "an HTML page (or other markup), not a gzip file (it starts {start:?}): the archive URL is likely wrong or the server answered with an error page"
+    )]
     Html { start: String },
     #[error("not a gzip file (first bytes {first})")]
     NotGzip { first: String },
@@ -63,14 +65,18 @@ pub enum FileError {
     },
     #[error("record {index}: not a valid LedgerHeaderHistoryEntry: {message}")]
     Xdr { index: usize, message: String },
-    #[error("record {index}: ledger {ledger} does not belong to checkpoint {checkpoint} (ledgers {first}-{checkpoint})")]
+    #[error(
+        "record {index}: ledger {ledger} does not belong to checkpoint {checkpoint} (ledgers {first}-{checkpoint})"
+    )]
     OutOfPlace {
         index: usize,
         ledger: u32,
         checkpoint: u32,
         first: u32,
     },
-    #[error("record {index}: ledger {ledger} follows ledger {previous} (entries must be in ledger order, each once)")]
+    #[error(
+        "record {index}: ledger {ledger} follows ledger {previous} (entries must be in ledger order, each once)"
+    )]
     OutOfOrder {
         index: usize,
         ledger: u32,
@@ -88,11 +94,7 @@ pub fn decode_checkpoint_file(
     let range = ledgers_of(checkpoint);
     let mut entries: Vec<HeaderEntry> = Vec::new();
     for (index, (offset, record)) in records(&stream).enumerate() {
-        let record = record.map_err(|why| FileError::Record {
-            index,
-            offset,
-            why,
-        })?;
+        let record = record.map_err(|why| FileError::Record { index, offset, why })?;
         let entry = parse_entry(&record).map_err(|message| FileError::Xdr { index, message })?;
         if !range.contains(entry.ledger) {
             return Err(FileError::OutOfPlace {
@@ -176,13 +178,25 @@ pub fn records(stream: &[u8]) -> impl Iterator<Item = (usize, Result<Vec<u8>, St
         loop {
             let Some(mark) = stream.get(at..at + 4) else {
                 failed = true;
-                return Some((start, Err(format!("{} bytes left, too few for a record mark", stream.len() - at))));
+                return Some((
+                    start,
+                    Err(format!(
+                        "{} bytes left, too few for a record mark",
+                        stream.len() - at
+                    )),
+                ));
             };
             let mark = u32::from_be_bytes(mark.try_into().expect("4 bytes"));
             let (last, len) = (mark & 0x8000_0000 != 0, (mark & 0x7fff_ffff) as usize);
             let Some(fragment) = stream.get(at + 4..at + 4 + len) else {
                 failed = true;
-                return Some((start, Err(format!("the record mark says {len} bytes but {} are left", stream.len() - at - 4))));
+                return Some((
+                    start,
+                    Err(format!(
+                        "the record mark says {len} bytes but {} are left",
+                        stream.len() - at - 4
+                    )),
+                ));
             };
             record.extend_from_slice(fragment);
             at += 4 + len;
@@ -215,7 +229,10 @@ pub fn parse_entry(xdr: &[u8]) -> Result<HeaderEntry, String> {
 /// ext: basic or a signature of nodeID 4+32 and opaque<64>), txSetResultHash and
 /// bucketListHash (32 each).
 pub fn ledger_seq_of_header(header: &[u8]) -> Result<u32, String> {
-    let mut r = Reader { bytes: header, at: 4 + 32 + 32 + 8 };
+    let mut r = Reader {
+        bytes: header,
+        at: 4 + 32 + 32 + 8,
+    };
     let upgrades = r.u32()?;
     for _ in 0..upgrades {
         r.opaque()?;
@@ -236,7 +253,10 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn skip(&mut self, n: usize) -> Result<(), String> {
         if self.at + n > self.bytes.len() {
-            return Err(format!("header ends at byte {} inside a field", self.bytes.len()));
+            return Err(format!(
+                "header ends at byte {} inside a field",
+                self.bytes.len()
+            ));
         }
         self.at += n;
         Ok(())
@@ -245,7 +265,9 @@ impl Reader<'_> {
     fn u32(&mut self) -> Result<u32, String> {
         let at = self.at;
         self.skip(4)?;
-        Ok(u32::from_be_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.bytes[at..at + 4].try_into().expect("4 bytes"),
+        ))
     }
 
     fn opaque(&mut self) -> Result<(), String> {

@@ -17,7 +17,9 @@ pub struct HistoryArchiveState {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HasError {
-    #[error("an HTML page, not the archive's state JSON (it starts {start:?}): the archive URL is likely wrong")]
+    #[error(
+        "an HTML page, not the archive's state JSON (it starts {start:?}): the archive URL is likely wrong"
+    )]
     Html { start: String },
     #[error("not a History Archive State: {message}")]
     NotHas { message: String },
@@ -67,11 +69,12 @@ mod tests {
         .unwrap();
         assert_eq!(has.current_ledger, 1_410_111);
         assert_eq!(check_network(&has, TESTNET), Ok(true));
-        let err = check_network(&has, "Public Global Stellar Network ; September 2015")
-            .unwrap_err();
+        let err =
+            check_network(&has, "Public Global Stellar Network ; September 2015").unwrap_err();
         assert!(err.to_string().contains("Test SDF Network"), "{err}");
 
-        let v1 = parse_has(br#"{"version": 1, "currentLedger": 63, "currentBuckets": []}"#).unwrap();
+        let v1 =
+            parse_has(br#"{"version": 1, "currentLedger": 63, "currentBuckets": []}"#).unwrap();
         assert_eq!(check_network(&v1, TESTNET), Ok(false));
     }
 
@@ -81,6 +84,9 @@ mod tests {
         assert!(matches!(err, HasError::Html { .. }), "{err}");
         assert!(err.to_string().contains("HTML page"), "{err}");
         let err = parse_has(br#"{"hello": 1}"#).unwrap_err();
-        assert!(err.to_string().contains("not a History Archive State"), "{err}");
+        assert!(
+            err.to_string().contains("not a History Archive State"),
+            "{err}"
+        );
     }
 }

@@ -70,12 +70,18 @@ mod tests {
             .collect();
         assert_eq!(counts.iter().min(), Some(&157));
         assert_eq!(counts.iter().max(), Some(&158));
-        assert_eq!(checkpoints_covering(LedgerRange::new(2, 10_001)).count(), 157);
+        assert_eq!(
+            checkpoints_covering(LedgerRange::new(2, 10_001)).count(),
+            157
+        );
     }
 
     #[test]
     fn paths_are_the_hex_of_the_checkpoint_as_stellar_core_writes_them() {
-        assert_eq!(ledger_file_path(63), "ledger/00/00/00/ledger-0000003f.xdr.gz");
+        assert_eq!(
+            ledger_file_path(63),
+            "ledger/00/00/00/ledger-0000003f.xdr.gz"
+        );
         assert_eq!(
             ledger_file_path(0x0015_843f),
             "ledger/00/15/84/ledger-0015843f.xdr.gz"

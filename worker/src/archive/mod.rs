@@ -26,14 +26,14 @@ mod write;
 
 pub use anchor::{AnchorFile, ArchiveAnchor};
 pub use check::{
-    AgreedFile, ArchiveCheck, ArchiveSettings, CACHE_FILES, PartitionFiles, anchor_of, check_partition,
-    disagreements,
+    AgreedFile, ArchiveCheck, ArchiveSettings, CACHE_FILES, PartitionFiles, anchor_of,
+    check_partition, disagreements,
 };
 pub use compare::{ArchivesDisagree, Difference, archives_agree, compare, entry_of_lcm};
 pub use error::ArchiveError;
 pub use file::{
-    CheckpointFile, FileError, HeaderEntry, decode_checkpoint_file, encode_checkpoint_file,
-    gunzip, parse_entry, records,
+    CheckpointFile, FileError, HeaderEntry, decode_checkpoint_file, encode_checkpoint_file, gunzip,
+    parse_entry, records,
 };
 pub use has::{HasError, HistoryArchiveState, check_network, parse_has};
 pub use layout::{

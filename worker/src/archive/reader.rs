@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::source::read_policy;
 
@@ -25,8 +25,14 @@ pub enum ArchiveUrl {
     Http(String),
     /// `file://` or a plain path.
     Local(PathBuf),
-    S3 { bucket: String, prefix: String },
-    Gcs { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    Gcs {
+        bucket: String,
+        prefix: String,
+    },
 }
 
 /// Parses an archive URL: `https://host/path`, `http://...`, `s3://bucket/prefix`,
@@ -39,7 +45,9 @@ pub fn parse_archive_url(text: &str) -> Result<ArchiveUrl, String> {
     let bucket = |rest: &str, scheme: &str| {
         let (bucket, prefix) = crate::store::split_bucket_path(rest);
         if bucket.is_empty() {
-            return Err(format!("{scheme}:// needs a bucket ({scheme}://bucket/prefix)"));
+            return Err(format!(
+                "{scheme}:// needs a bucket ({scheme}://bucket/prefix)"
+            ));
         }
         Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
     };
@@ -96,7 +104,9 @@ pub enum ReadError {
         attempts: u32,
         message: String,
     },
-    #[error("archive {url}: {path}: the server answered with a redirect ({status}) to {location:?} instead of the file; set the archive URL to where the archive really is")]
+    #[error(
+        "archive {url}: {path}: the server answered with a redirect ({status}) to {location:?} instead of the file; set the archive URL to where the archive really is"
+    )]
     Redirect {
         url: String,
         path: String,
@@ -207,7 +217,9 @@ impl ArchiveReader {
                 match got {
                     Ok(bytes) => Ok(Some(bytes)),
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) if read_policy::is_transient(&e) => Err(Failure::Transient(e.to_string())),
+                    Err(e) if read_policy::is_transient(&e) => {
+                        Err(Failure::Transient(e.to_string()))
+                    }
                     Err(e) => Err(Failure::Fatal(ReadError::Unreachable {
                         url: self.url.clone(),
                         path: path.to_string(),
@@ -219,7 +231,11 @@ impl ArchiveReader {
         }
     }
 
-    async fn get_http(&self, client: &reqwest::Client, path: &str) -> Result<Option<Bytes>, Failure> {
+    async fn get_http(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+    ) -> Result<Option<Bytes>, Failure> {
         let full = format!("{}/{}", self.url, path);
         let response = client
             .get(&full)
@@ -303,7 +319,9 @@ fn s3(bucket: &str, settings: &ReaderSettings) -> Result<Arc<dyn ObjectStore>, S
     }
     builder = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
         (Some(id), Some(secret)) => {
-            let b = builder.with_access_key_id(id).with_secret_access_key(secret);
+            let b = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
             match env("AWS_SESSION_TOKEN") {
                 Some(token) => b.with_token(token),
                 None => b,
@@ -363,7 +381,14 @@ mod tests {
             parse_archive_url("./archive"),
             Ok(ArchiveUrl::Local("./archive".into()))
         );
-        for bad in ["", "ftp://x/y", "s3://", "file://relative", "https://", "https://h/p?x=1"] {
+        for bad in [
+            "",
+            "ftp://x/y",
+            "s3://",
+            "file://relative",
+            "https://",
+            "https://h/p?x=1",
+        ] {
             assert!(parse_archive_url(bad).is_err(), "{bad:?}");
         }
     }

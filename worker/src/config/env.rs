@@ -202,7 +202,9 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ("METRICS_ADDRESS", "metrics.address", |c, v| {
         set_str(&mut c.metrics.address, v)
     }),
-    ("ARCHIVE_URL", "archive.url", |c, v| set_str(&mut c.archive.url, v)),
+    ("ARCHIVE_URL", "archive.url", |c, v| {
+        set_str(&mut c.archive.url, v)
+    }),
     (
         "ARCHIVE_ALLOW_UNANCHORED",
         "archive.allow_unanchored",

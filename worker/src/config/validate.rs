@@ -86,8 +86,8 @@ pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
 /// state and checks its network before it copies anything).
 fn check_archive(c: &Config, r: &mut Report) {
     let a = &c.archive;
-    let fields = std::iter::once(("archive.url", &a.url))
-        .chain(a.urls.iter().map(|u| ("archive.urls", u)));
+    let fields =
+        std::iter::once(("archive.url", &a.url)).chain(a.urls.iter().map(|u| ("archive.urls", u)));
     for (field, url) in fields {
         if url.trim().is_empty() {
             if field == "archive.urls" {

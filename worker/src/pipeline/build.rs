@@ -272,11 +272,18 @@ struct ArchiveWait {
 impl ArchiveWait {
     /// Waits (on the encoder's blocking thread) for the files and checks `ledgers` against
     /// them: an error leaves the partition unfinished, its upload abandoned.
-    fn check(self, range: LedgerRange, ledgers: &[HeaderEntry]) -> Result<ArchiveAnchor, BuildError> {
-        let files = self.files.blocking_recv().map_err(|_| BuildError::Encoder {
-            range,
-            message: "the archive fetch stopped".into(),
-        })??;
+    fn check(
+        self,
+        range: LedgerRange,
+        ledgers: &[HeaderEntry],
+    ) -> Result<ArchiveAnchor, BuildError> {
+        let files = self
+            .files
+            .blocking_recv()
+            .map_err(|_| BuildError::Encoder {
+                range,
+                message: "the archive fetch stopped".into(),
+            })??;
         Ok(self.check.check(&files, ledgers)?)
     }
 }

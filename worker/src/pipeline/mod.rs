@@ -301,7 +301,9 @@ impl Pipeline {
     ) -> Result<Self, RunError> {
         let source = Arc::new(Datastore::open(config, open_source_location(config)?).await?);
         let archive = match archive {
-            Some(settings) => Some(Arc::new(crate::archive::ArchiveCheck::open(settings).await?)),
+            Some(settings) => Some(Arc::new(
+                crate::archive::ArchiveCheck::open(settings).await?,
+            )),
             None => None,
         };
         let layout = DatasetLayout::from_config(config);

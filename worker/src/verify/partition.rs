@@ -329,7 +329,10 @@ async fn check_archive(
             Some(range),
             object,
             "archive.unpublished",
-            format!("ledgers {from}-{} are beyond the archive's newest checkpoint: not checked", range.end),
+            format!(
+                "ledgers {from}-{} are beyond the archive's newest checkpoint: not checked",
+                range.end
+            ),
         );
     }
 }

@@ -79,7 +79,10 @@ fn falsify(archive: &Path, ledger: u32) -> String {
 }
 
 fn sha256_of(path: &Path) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(path).unwrap())))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+    )
 }
 
 #[test]
@@ -149,8 +152,14 @@ fn an_archive_disagreeing_on_one_ledger_refuses_that_partition_and_verify_names_
     let out = exec(&mut clean.command(&["verify", "--archive", &bad.url()]));
     let stdout = text(&out);
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
-    assert!(has_problem(&stdout, "44-64", "archive.disagree"), "{stdout}");
-    assert!(stdout.contains("ledger 50") && stdout.contains(&path), "{stdout}");
+    assert!(
+        has_problem(&stdout, "44-64", "archive.disagree"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ledger 50") && stdout.contains(&path),
+        "{stdout}"
+    );
     assert_eq!(
         stdout.matches("archive.disagree").count(),
         1,
@@ -181,7 +190,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// Runs `h` over a damaged archive (served over HTTP), expecting exit `code`, with the
 /// partitions `committed`; returns the log.
-fn run_damaged(damage: impl FnOnce(&Path, &FileServer), code: i32, committed: &[(u32, u32)]) -> String {
+fn run_damaged(
+    damage: impl FnOnce(&Path, &FileServer),
+    code: i32,
+    committed: &[(u32, u32)],
+) -> String {
     let h = harness();
     let (dir, _) = build_archive(&h);
     let server = FileServer::start(&dir);
@@ -297,8 +310,16 @@ fn an_archive_in_s3_and_ledgers_beyond_its_newest_checkpoint() {
     assert_eq!(written.newest, 127);
     s3.create_bucket("archive");
     for file in walk(&dir) {
-        let rel = file.strip_prefix(&dir).unwrap().to_string_lossy().to_string();
-        s3.put_object("archive", &format!("core/{rel}"), std::fs::read(&file).unwrap());
+        let rel = file
+            .strip_prefix(&dir)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        s3.put_object(
+            "archive",
+            &format!("core/{rel}"),
+            std::fs::read(&file).unwrap(),
+        );
     }
     let h = h.yaml(&format!(
         "archive:\n  url: \"s3://archive/core\"\n  s3_endpoint: \"{}\"\n  s3_region: \"{}\"\n",
@@ -328,5 +349,8 @@ fn an_archive_in_s3_and_ledgers_beyond_its_newest_checkpoint() {
         "{log}"
     );
     assert!(manifests[6].archive.as_ref().unwrap().files.is_empty());
-    assert!(log.contains("allow_unanchored"), "said so in the log: {log}");
+    assert!(
+        log.contains("allow_unanchored"),
+        "said so in the log: {log}"
+    );
 }
