@@ -388,7 +388,7 @@ pub fn check_partition(
             ledger,
             url: url.to_string(),
             path,
-            difference,
+            difference: Box::new(difference),
         });
     }
     Ok(anchor_of(files, urls))

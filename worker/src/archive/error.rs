@@ -60,7 +60,7 @@ pub enum ArchiveError {
         ledger: u32,
         url: String,
         path: String,
-        difference: Difference,
+        difference: Box<Difference>,
     },
 }
 

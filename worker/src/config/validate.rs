@@ -527,6 +527,41 @@ mod tests {
     }
 
     #[test]
+    fn archive_urls_are_checked_for_their_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.archive.url = "https://history.stellar.org/prd/core-testnet/core_testnet_001".into();
+        c.archive.urls = vec!["s3://mirror/core".into(), "gs://mirror/core".into()];
+        assert_eq!(errors_of(&c), vec![]);
+        c.archive.url = "ftp://archive".into();
+        c.archive.urls = vec!["".into()];
+        let fields: Vec<String> = errors_of(&c).into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert!(
+            fields[0].contains("archive.url") && fields[0].contains("ftp://"),
+            "{fields:?}"
+        );
+        assert!(fields[1].contains("archive.urls"), "{fields:?}");
+        // The variable sets it too.
+        let mut c = valid_config(dir.path());
+        crate::config::env::apply_env(&mut c, |k| {
+            (k == "ARCHIVE_URL").then(|| "file:///srv/archive".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.archive.all_urls(),
+            vec!["file:///srv/archive".to_string()]
+        );
+        c.archive.url.clear();
+        c.archive.allow_unanchored = true;
+        assert!(
+            errors_of(&c)[0]
+                .to_string()
+                .contains("archive.allow_unanchored")
+        );
+    }
+
+    #[test]
     fn a_complete_config_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(errors_of(&valid_config(dir.path())), vec![]);

@@ -42,7 +42,7 @@ pub struct BuildEnv {
 #[derive(Debug)]
 pub enum Built {
     /// The Parquet file is uploaded; the manifest is not written yet.
-    Staged(Staged),
+    Staged(Box<Staged>),
     /// Storage already holds a committed partition for the range (a resumed run).
     AlreadyCommitted(Box<ExistingPartition>),
 }
@@ -60,7 +60,7 @@ pub struct Staged {
     pub xdr_bytes: u64,
     pub build_time: Duration,
     /// What the archive check found (`archive.url`), for the manifest.
-    pub archive: Option<ArchiveAnchor>,
+    pub archive: Option<Box<ArchiveAnchor>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +244,7 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
         }
         (Err(e), _) => return Err(e),
     };
-    Ok(Built::Staged(Staged {
+    Ok(Built::Staged(Box::new(Staged {
         range,
         parquet_key,
         replaces,
@@ -252,8 +252,8 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
         edges: encoded.edges,
         xdr_bytes: encoded.xdr_bytes,
         build_time: started.elapsed(),
-        archive: encoded.archive,
-    }))
+        archive: encoded.archive.map(Box::new),
+    })))
 }
 
 struct Encoded {
