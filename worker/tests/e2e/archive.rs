@@ -354,3 +354,41 @@ fn an_archive_in_s3_and_ledgers_beyond_its_newest_checkpoint() {
         "said so in the log: {log}"
     );
 }
+
+#[test]
+fn two_archives_must_agree_and_an_unreachable_one_is_passed_over() {
+    let h = harness();
+    let (dir, _) = build_archive(&h);
+    let good = FileServer::start(&dir);
+    let bad_dir = h.path("bad-archive");
+    copy_dir(&dir, &bad_dir);
+    let path = falsify(&bad_dir, 50);
+    let bad = FileServer::start(&bad_dir);
+    let down = format!("http://127.0.0.1:{}", bronze_testkit::free_port());
+
+    // A good archive and one that cannot be reached: the reachable one decides.
+    let agreed = harness().datastore(h.datastore.clone()).yaml(&format!(
+        "archive:\n  url: \"{}\"\n  urls: [\"{down}\"]\n",
+        good.url()
+    ));
+    let log = agreed.run_expect(0);
+    assert_eq!(agreed.committed().len(), 6, "{log}");
+    assert!(log.contains("archive unreachable"), "{log}");
+
+    // Two archives disagreeing on ledger 50: both named; neither can be trusted for that
+    // checkpoint, so every partition needing its file (ledgers 2-63) is refused.
+    let h = h.yaml(&format!(
+        "archive:\n  url: \"{}\"\n  urls: [\"{}\"]\n",
+        good.url(),
+        bad.url()
+    ));
+    let log = h.run_expect(3);
+    assert!(
+        log.contains("archives disagree on ledger 50")
+            && log.contains(&path)
+            && log.contains(&good.url())
+            && log.contains(&bad.url()),
+        "{log}"
+    );
+    assert!(h.committed().is_empty(), "{log}");
+}
