@@ -139,6 +139,24 @@ pub struct BronzeBackfillSpec {
         pattern = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
     ))]
     pub ingested_at: Option<String>,
+    /// A Stellar history archive every ledger is checked against before its partition is
+    /// committed (the worker's `archive.url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveSpec>,
+}
+
+/// The history archive check (docs/configuration.md, "History archive check").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveSpec {
+    /// `https://`, `http://`, `s3://bucket/prefix` or `gs://bucket/prefix` (the worker Pods'
+    /// credentials, or unsigned requests for a public bucket).
+    #[schemars(regex(pattern = r"^(https?|s3|gs)://[^\s]+$"))]
+    pub url: String,
+    /// Commit ledgers beyond the archive's newest checkpoint unchecked (recorded as unanchored
+    /// in the manifest) instead of failing the worker Job.
+    #[serde(default)]
+    pub allow_unanchored: bool,
 }
 
 fn default_partition_size() -> u32 {

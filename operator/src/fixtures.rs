@@ -83,6 +83,7 @@ pub fn spec() -> BronzeBackfillSpec {
         suspend: false,
         allow_overwrite: false,
         ingested_at: None,
+        archive: None,
     }
 }
 
@@ -142,6 +143,7 @@ pub fn manifest_for(spec: &BronzeBackfillSpec, range: LedgerRange, ingested_at: 
         ingested_at: Some(ingested_at.into()),
         network_passphrase: None,
         writer: None,
+        archive: None,
         manifest_sha256: None,
     }
 }

@@ -153,6 +153,14 @@ pub fn worker_env(
             "storage.table_format",
             (st.table_format != TableFormat::None).then(|| st.table_format.to_string()),
         ),
+        ("archive.url", spec.archive.as_ref().map(|a| a.url.clone())),
+        (
+            "archive.allow_unanchored",
+            spec.archive
+                .as_ref()
+                .filter(|a| a.allow_unanchored)
+                .map(|_| "true".to_string()),
+        ),
         // The operator keeps the checkpoint, the PAS chain and the catalog.
         ("checkpoint.enabled", text(&false)),
         ("pas.enabled", text(&false)),
@@ -600,6 +608,32 @@ mod tests {
         assert!(config.rejected.is_empty(), "{:?}", config.rejected);
     }
 
+    /// `spec.archive` reaches the worker as `archive.url` (and `allow_unanchored`); without it
+    /// no archive variable is set, so the Jobs of a backfill without one are as before.
+    #[test]
+    fn the_archive_reaches_the_worker_and_is_off_without_it() {
+        let mut s = spec();
+        let env = worker_env(&s, "2025-01-15T10:00:00Z", "c");
+        assert!(
+            !env.iter().any(|(k, _)| k.starts_with("ARCHIVE_")),
+            "{env:?}"
+        );
+        assert!(
+            worker_config(&s, "2025-01-15T10:00:00Z")
+                .unwrap()
+                .archive
+                .all_urls()
+                .is_empty()
+        );
+        s.archive = Some(crate::crd::ArchiveSpec {
+            url: "s3://mirror/core_live_001".into(),
+            allow_unanchored: false,
+        });
+        let c = worker_config(&s, "2025-01-15T10:00:00Z").unwrap();
+        assert_eq!(c.archive.url, "s3://mirror/core_live_001");
+        assert!(!c.archive.allow_unanchored);
+    }
+
     /// Every value of every closed set the CRD shares with the worker survives CRD spec -> env
     /// -> the worker's config loader as the same typed value, with every variable the mapping
     /// can emit set at least once.
@@ -633,6 +667,10 @@ mod tests {
                     s.worker.max_in_flight_partitions = Some(3);
                     s.worker.workers = Some(16);
                     s.network_passphrase = Some("Custom Net ; 2024".into());
+                    s.archive = Some(crate::crd::ArchiveSpec {
+                        url: "https://history.example/core_001".into(),
+                        allow_unanchored: true,
+                    });
                     seen.extend(
                         worker_env(&s, "2025-01-15T10:00:00Z", "c")
                             .into_iter()
@@ -664,7 +702,7 @@ mod tests {
             }
         }
         // Every variable of the mapping was emitted by some spec above.
-        assert_eq!(seen.len(), 38, "{seen:?}");
+        assert_eq!(seen.len(), 40, "{seen:?}");
     }
 
     #[test]

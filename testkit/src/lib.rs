@@ -12,6 +12,7 @@
 //! | [`Postgres`] | a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`) | Debian `postgresql` |
 //! | [`TestCa`] | a test CA and server certificates (`openssl` CLI) | `openssl` |
 //! | [`S3Dir`] | in-process read-only S3 endpoint over a directory, optional per-request delay and injected cloud faults ([`Faults`]) | nothing |
+//! | [`FileServer`] | in-process static HTTP/1.1 server over a directory (a history archive), with scripted answers | nothing |
 //! | [`HttpSink`] | in-process recording HTTP/1.1 server with scriptable failures | nothing |
 //! | [`parquet_dump`], [`duckdb_query`] | pyarrow and duckdb, two independent Parquet readers | the test venv |
 //!
@@ -19,6 +20,7 @@
 //! it the explicit endpoint and dummy credentials of one of these servers (see [`MotoS3::env`]),
 //! so no SDK fallback ever reaches for the instance metadata service or a real cloud.
 
+mod files;
 mod gcs;
 pub mod http;
 mod moto;
@@ -30,6 +32,7 @@ mod s3dir;
 mod sink;
 mod tls;
 
+pub use files::{FileServer, Scripted};
 pub use gcs::GcsProxy;
 pub use moto::MotoS3;
 pub use postgres::{PgOptions, Postgres};

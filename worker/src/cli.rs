@@ -42,11 +42,20 @@ pub enum Command {
     /// operator sequences them. Config from -config and/or the environment variables.
     Worker(WorkerArgs),
     /// Check every committed partition (manifest, Parquet checksum, rows, hash links), the
-    /// checkpoint and the PAS chain of the configured dataset. Exit 0 when clean, 5 when not.
-    Verify,
+    /// checkpoint and the PAS chain of the configured dataset; with a history archive
+    /// (`archive.url` or `--archive`), every ledger against it. Exit 0 when clean, 5 when not.
+    Verify(VerifyArgs),
     /// The runbook's health check: is the checkpoint there and fresh? Prints one line; exit
     /// 0 OK, 1 WARNING (stale), 2 CRITICAL (missing or corrupt).
     Health(HealthArgs),
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct VerifyArgs {
+    /// Compare every ledger with this history archive (replaces `archive.url` and
+    /// `archive.urls`): https://, http://, s3://bucket/prefix, gs://bucket/prefix, file:// or a path.
+    #[arg(long, value_name = "URL")]
+    pub archive: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -201,9 +210,28 @@ mod tests {
             &["bronze-copier", "-config", "c.yaml", "verify"][..],
         ] {
             let cli = parse(args);
-            assert!(matches!(cli.command, Some(Command::Verify)), "{args:?}");
+            assert!(
+                matches!(&cli.command, Some(Command::Verify(v)) if v.archive.is_none()),
+                "{args:?}"
+            );
             assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("c.yaml")));
         }
+    }
+
+    #[test]
+    fn verify_takes_an_archive() {
+        let cli = parse(&[
+            "bronze-copier",
+            "verify",
+            "-archive",
+            "https://h/a",
+            "-config",
+            "c.yaml",
+        ]);
+        assert!(
+            matches!(&cli.command, Some(Command::Verify(v)) if v.archive.as_deref() == Some("https://h/a")),
+            "{cli:?}"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub fn main() -> ExitCode {
     let code = match &cli.command {
         Some(Command::GenerateDatastore(args)) => generate_command(args),
         Some(Command::Worker(args)) => worker_command(&cli, args),
-        Some(Command::Verify) => verify_command(&cli),
+        Some(Command::Verify(args)) => verify_command(&cli, args),
         Some(Command::Health(args)) => health_command(&cli, args),
         None => copier_command(&cli),
     };
@@ -253,11 +253,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
 }
 
 /// `verify`: prints one line per finding and a summary; exit 0 when clean.
-fn verify_command(cli: &Cli) -> u8 {
-    let config = match load(cli, |_| Vec::new()) {
+fn verify_command(cli: &Cli, args: &crate::cli::VerifyArgs) -> u8 {
+    let mut config = match load(cli, |_| Vec::new()) {
         Ok(l) => l.config,
         Err(code) => return code,
     };
+    if let Some(url) = &args.archive {
+        if let Err(why) = crate::archive::parse_archive_url(url) {
+            eprintln!("verify: --archive {url:?} is not an archive URL: {why}");
+            return exit::CONFIG;
+        }
+        config.archive.url = url.clone();
+        config.archive.urls.clear();
+    }
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,

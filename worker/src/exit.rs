@@ -5,7 +5,7 @@
 //! | 0 | finished (bounded range done, `-validate` passed, `-version`) | – |
 //! | 1 | runtime failure: storage, network, database (transient) | yes |
 //! | 2 | configuration or usage error | no: fix the config |
-//! | 3 | bad input data: corrupt zstd, invalid XDR, missing ledger, broken hash chain, wrong network | no: fix the datastore |
+//! | 3 | bad input data: corrupt zstd, invalid XDR, missing ledger, broken hash chain, wrong network, a ledger the history archive disagrees with (or a bad or missing archive file) | no: fix the datastore |
 //! | 4 | conflict with existing output (a different committed partition, a foreign dataset, a PAS chain that disagrees with itself) | no |
 //! | 5 | `verify` found problems in the output (each printed as a `PROBLEM` line) | no: inspect the output |
 //! | 130 / 143 | stopped by SIGINT / SIGTERM; committed work is kept, a restart resumes | yes |
@@ -39,6 +39,16 @@ fn commit_code(e: &CommitError) -> u8 {
     }
 }
 
+fn archive_code(e: &crate::archive::ArchiveError) -> u8 {
+    if e.is_config() {
+        CONFIG
+    } else if e.is_unreachable() {
+        FAILURE
+    } else {
+        BAD_INPUT
+    }
+}
+
 /// The exit code for a failed run.
 pub fn code_for(error: &RunError) -> u8 {
     match error {
@@ -46,9 +56,11 @@ pub fn code_for(error: &RunError) -> u8 {
         RunError::Source(e) => source_code(e),
         RunError::Checkpoint(_) => CONFIG,
         RunError::Range(_) => CONFIG,
+        RunError::Archive(e) => archive_code(e),
         RunError::Commit(e) => commit_code(e),
         RunError::Build { source, .. } => match source {
             BuildError::Source(e) => source_code(e),
+            BuildError::Archive(e) => archive_code(e),
             BuildError::Commit(e) => commit_code(e),
             BuildError::Upload(_) | BuildError::Encoder { .. } => FAILURE,
             BuildError::Writer { .. } => BAD_INPUT,

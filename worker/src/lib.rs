@@ -8,6 +8,7 @@
 //! ([`pas`] audit stream, then [`catalog`]) and [`metrics`] alongside. [`verify`] checks
 //! everything a run wrote.
 
+pub mod archive;
 pub mod atomic_file;
 pub mod catalog;
 pub mod checkpoint;

@@ -273,6 +273,7 @@ mod tests {
                 ingested_at: None,
                 network_passphrase: Some("Test SDF Network ; September 2015".into()),
                 writer: None,
+                archive: None,
                 manifest_sha256: None,
             },
             storage_path: format!("testnet/pre_p23/v1/ledgers_lcm_raw/range={start}-{end}"),

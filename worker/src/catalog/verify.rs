@@ -251,6 +251,7 @@ mod tests {
             ingested_at: None,
             network_passphrase: None,
             writer: None,
+            archive: None,
             manifest_sha256: None,
         }
     }

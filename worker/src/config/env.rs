@@ -202,6 +202,14 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ("METRICS_ADDRESS", "metrics.address", |c, v| {
         set_str(&mut c.metrics.address, v)
     }),
+    ("ARCHIVE_URL", "archive.url", |c, v| {
+        set_str(&mut c.archive.url, v)
+    }),
+    (
+        "ARCHIVE_ALLOW_UNANCHORED",
+        "archive.allow_unanchored",
+        |c, v| set_bool(&mut c.archive.allow_unanchored, v),
+    ),
 ];
 
 /// The variables that were applied, for the log line that says where each value came from.

@@ -41,6 +41,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
     pub bronze: BronzeConfig,
+    /// History archives every ledger is checked against (off by default).
+    pub archive: ArchiveConfig,
     /// Closed-set values (file or environment) that named no choice, kept as written for
     /// [`validate`], which reports each of them: a config with any never runs.
     #[serde(skip)]
@@ -63,6 +65,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
             bronze: BronzeConfig::default(),
+            archive: ArchiveConfig::default(),
             rejected: Rejected::new(),
         }
     }
@@ -321,6 +324,37 @@ impl Default for BronzeConfig {
         Self {
             primary_table: PRIMARY_TABLE.into(),
         }
+    }
+}
+
+/// `archive:`: the Stellar history archives each ledger is compared with before its partition
+/// is committed (worker/src/archive/). Off while no URL is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ArchiveConfig {
+    /// `https://`, `http://`, `s3://bucket/prefix`, `gs://bucket/prefix`, `file://` or a path.
+    pub url: String,
+    /// More archives: a ledger passes when those reachable agree and at least one has it.
+    pub urls: Vec<String>,
+    /// A bounded run may commit ledgers beyond the archive's newest checkpoint unchecked
+    /// (recorded as unanchored in the manifest) instead of stopping.
+    pub allow_unanchored: bool,
+    /// For `s3://` archives; the source's `s3_endpoint` / `s3_region` when empty.
+    pub s3_endpoint: String,
+    pub s3_region: String,
+}
+
+impl ArchiveConfig {
+    /// `url` then `urls`, each once, blanks left out.
+    pub fn all_urls(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for url in std::iter::once(&self.url).chain(&self.urls) {
+            let url = url.trim();
+            if !url.is_empty() && !out.iter().any(|u| u == url) {
+                out.push(url.to_string());
+            }
+        }
+        out
     }
 }
 

@@ -78,7 +78,34 @@ pub fn validate(config: &Config) -> Result<(), Vec<FieldError>> {
     check_storage(config, &mut r);
     check_services(config, &mut r);
     check_perf_and_logging(config, &mut r);
+    check_archive(config, &mut r);
     if r.0.is_empty() { Ok(()) } else { Err(r.0) }
+}
+
+/// `archive.url` / `archive.urls`: the form of each URL (offline; the run reads each archive's
+/// state and checks its network before it copies anything).
+fn check_archive(c: &Config, r: &mut Report) {
+    let a = &c.archive;
+    let fields =
+        std::iter::once(("archive.url", &a.url)).chain(a.urls.iter().map(|u| ("archive.urls", u)));
+    for (field, url) in fields {
+        if url.trim().is_empty() {
+            if field == "archive.urls" {
+                r.fail(field, url, "has an empty entry");
+            }
+            continue;
+        }
+        if let Err(why) = crate::archive::parse_archive_url(url) {
+            r.fail(field, url, format!("is not an archive URL: {why}"));
+        }
+    }
+    if a.allow_unanchored && a.all_urls().is_empty() {
+        r.fail(
+            "archive.allow_unanchored",
+            true,
+            "means nothing without archive.url",
+        );
+    }
 }
 
 fn check_era(c: &Config, r: &mut Report) {
@@ -497,6 +524,41 @@ mod tests {
 
     fn errors_of(c: &Config) -> Vec<FieldError> {
         validate(c).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn archive_urls_are_checked_for_their_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.archive.url = "https://history.stellar.org/prd/core-testnet/core_testnet_001".into();
+        c.archive.urls = vec!["s3://mirror/core".into(), "gs://mirror/core".into()];
+        assert_eq!(errors_of(&c), vec![]);
+        c.archive.url = "ftp://archive".into();
+        c.archive.urls = vec!["".into()];
+        let fields: Vec<String> = errors_of(&c).into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert!(
+            fields[0].contains("archive.url") && fields[0].contains("ftp://"),
+            "{fields:?}"
+        );
+        assert!(fields[1].contains("archive.urls"), "{fields:?}");
+        // The variable sets it too.
+        let mut c = valid_config(dir.path());
+        crate::config::env::apply_env(&mut c, |k| {
+            (k == "ARCHIVE_URL").then(|| "file:///srv/archive".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.archive.all_urls(),
+            vec!["file:///srv/archive".to_string()]
+        );
+        c.archive.url.clear();
+        c.archive.allow_unanchored = true;
+        assert!(
+            errors_of(&c)[0]
+                .to_string()
+                .contains("archive.allow_unanchored")
+        );
     }
 
     #[test]

@@ -326,6 +326,7 @@ pub(crate) mod tests {
             ingested_at: None,
             network_passphrase: None,
             writer: None,
+            archive: None,
             manifest_sha256: None,
         }
     }

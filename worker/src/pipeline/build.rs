@@ -9,6 +9,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::archive::{ArchiveAnchor, ArchiveCheck, ArchiveError, HeaderEntry, PartitionFiles};
 use crate::metrics::QueueSlot;
 use crate::parquet::{
     LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings,
@@ -33,13 +34,15 @@ pub struct BuildEnv {
     pub retry_attempts: u32,
     pub retry_backoff: Duration,
     pub progress: Arc<Progress>,
+    /// The history archives every ledger is checked against before its partition is staged.
+    pub archive: Option<Arc<ArchiveCheck>>,
 }
 
 /// A partition ready for the sequencer.
 #[derive(Debug)]
 pub enum Built {
     /// The Parquet file is uploaded; the manifest is not written yet.
-    Staged(Staged),
+    Staged(Box<Staged>),
     /// Storage already holds a committed partition for the range (a resumed run).
     AlreadyCommitted(Box<ExistingPartition>),
 }
@@ -56,10 +59,14 @@ pub struct Staged {
     pub edges: PartitionEdges,
     pub xdr_bytes: u64,
     pub build_time: Duration,
+    /// What the archive check found (`archive.url`), for the manifest.
+    pub archive: Option<Box<ArchiveAnchor>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error(transparent)]
+    Archive(Box<ArchiveError>),
     #[error(transparent)]
     Source(Box<SourceError>),
     #[error("{key}: {source}")]
@@ -91,6 +98,12 @@ impl From<SourceError> for BuildError {
     }
 }
 
+impl From<ArchiveError> for BuildError {
+    fn from(e: ArchiveError) -> Self {
+        BuildError::Archive(Box::new(e))
+    }
+}
+
 impl BuildError {
     /// Whether a later attempt may succeed (I/O), as opposed to bad input that never will.
     pub fn is_transient(&self) -> bool {
@@ -109,6 +122,8 @@ impl BuildError {
             BuildError::Source(_) => ErrorKind::Source,
             BuildError::Decode { .. } | BuildError::Xdr { .. } => ErrorKind::Decode,
             BuildError::Invalid(_) => ErrorKind::Validation,
+            BuildError::Archive(e) if e.is_unreachable() => ErrorKind::Source,
+            BuildError::Archive(_) => ErrorKind::Validation,
             BuildError::Upload(_) | BuildError::Commit(_) => ErrorKind::Storage,
             BuildError::Writer { .. } | BuildError::Encoder { .. } => ErrorKind::Internal,
         }
@@ -164,8 +179,21 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
     let (tx, rx) = mpsc::channel::<(FetchedBatch, QueueSlot)>(env.queue_size.max(1));
     let settings = env.writer.clone();
     let progress = env.progress.clone();
-    let encoder =
-        tokio::task::spawn_blocking(move || encode_partition(range, rx, sink, settings, &progress));
+    // The archive's files for the range are fetched while the datastore's objects are.
+    let archive = env.archive.clone().map(|archive| {
+        let (files_tx, files_rx) = tokio::sync::oneshot::channel();
+        let fetching = archive.clone();
+        tokio::spawn(async move {
+            let _ = files_tx.send(fetching.partition_files(range).await);
+        });
+        ArchiveWait {
+            check: archive,
+            files: files_rx,
+        }
+    });
+    let encoder = tokio::task::spawn_blocking(move || {
+        encode_partition(range, rx, sink, settings, &progress, archive)
+    });
 
     let source = env.source.clone();
     let batches = source
@@ -216,7 +244,7 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
         }
         (Err(e), _) => return Err(e),
     };
-    Ok(Built::Staged(Staged {
+    Ok(Built::Staged(Box::new(Staged {
         range,
         parquet_key,
         replaces,
@@ -224,13 +252,40 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
         edges: encoded.edges,
         xdr_bytes: encoded.xdr_bytes,
         build_time: started.elapsed(),
-    }))
+        archive: encoded.archive.map(Box::new),
+    })))
 }
 
 struct Encoded {
     file: PartitionFileSummary,
     edges: PartitionEdges,
     xdr_bytes: u64,
+    archive: Option<ArchiveAnchor>,
+}
+
+/// The archive check of one build: its files arrive from a task fetching them meanwhile.
+struct ArchiveWait {
+    check: Arc<ArchiveCheck>,
+    files: tokio::sync::oneshot::Receiver<Result<PartitionFiles, ArchiveError>>,
+}
+
+impl ArchiveWait {
+    /// Waits (on the encoder's blocking thread) for the files and checks `ledgers` against
+    /// them: an error leaves the partition unfinished, its upload abandoned.
+    fn check(
+        self,
+        range: LedgerRange,
+        ledgers: &[HeaderEntry],
+    ) -> Result<ArchiveAnchor, BuildError> {
+        let files = self
+            .files
+            .blocking_recv()
+            .map_err(|_| BuildError::Encoder {
+                range,
+                message: "the archive fetch stopped".into(),
+            })??;
+        Ok(self.check.check(&files, ledgers)?)
+    }
 }
 
 /// The CPU side of a build, on a blocking thread.
@@ -240,7 +295,9 @@ fn encode_partition(
     sink: UploadSink,
     settings: WriterSettings,
     progress: &Progress,
+    archive: Option<ArchiveWait>,
 ) -> Result<Encoded, BuildError> {
+    let mut headers = Vec::new();
     let writer_err = |source| BuildError::Writer { range, source };
     let mut writer = PartitionWriter::new(sink, settings).map_err(writer_err)?;
     let mut validator = PartitionValidator::new(range);
@@ -276,6 +333,9 @@ fn encode_partition(
             let row = bronze_ledger::extract_row(lcm).map_err(xdr_err)?;
             let header_ok = bronze_ledger::header_hash_matches(lcm).map_err(xdr_err)?;
             validator.check(key, &row, header_ok)?;
+            if archive.is_some() {
+                headers.push(crate::archive::entry_of_lcm(lcm).map_err(xdr_err)?.0);
+            }
             let record = LedgerRecord {
                 row: &row,
                 xdr: lcm,
@@ -287,6 +347,8 @@ fn encode_partition(
         }
     }
     let edges = validator.finish()?;
+    // Checked before the file is finished: a partition that disagrees is never complete.
+    let archive = archive.map(|a| a.check(range, &headers)).transpose()?;
     let (file, sink) = writer.finish().map_err(writer_err)?;
     sink.finish().map_err(|e| BuildError::Encoder {
         range,
@@ -296,5 +358,6 @@ fn encode_partition(
         file,
         edges,
         xdr_bytes,
+        archive,
     })
 }

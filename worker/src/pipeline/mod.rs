@@ -54,6 +54,8 @@ pub enum RunError {
     Sequence(#[from] SequenceError),
     #[error(transparent)]
     Range(#[from] RangeError),
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 /// How a run ended.
@@ -161,6 +163,7 @@ pub async fn run(
         },
         records,
         Progress::new(total, options.show_progress_bar),
+        crate::archive::ArchiveSettings::from_config(config),
     )
     .await?;
     if config.era.allow_overwrite {
@@ -256,6 +259,9 @@ pub async fn run_range(
         Resume::default(),
         Records::default(),
         Progress::new(Some(range.len()), options.show_progress_bar),
+        // From the backfill's config: a Job of a backfill following the tip waits for the
+        // archive to publish its range's last checkpoint, as the standalone does.
+        crate::archive::ArchiveSettings::from_config(config),
     )
     .await?;
     if config.era.allow_overwrite {
@@ -291,8 +297,15 @@ impl Pipeline {
         resume: Resume,
         records: Records,
         progress: Progress,
+        archive: Option<crate::archive::ArchiveSettings>,
     ) -> Result<Self, RunError> {
         let source = Arc::new(Datastore::open(config, open_source_location(config)?).await?);
+        let archive = match archive {
+            Some(settings) => Some(Arc::new(
+                crate::archive::ArchiveCheck::open(settings).await?,
+            )),
+            None => None,
+        };
         let layout = DatasetLayout::from_config(config);
         let committer = Committer {
             location: open_output_location(config)?,
@@ -349,6 +362,7 @@ impl Pipeline {
             retry_attempts: config.perf.retry_attempts.max(1),
             retry_backoff: Duration::from_millis(config.perf.retry_backoff_ms),
             progress: progress.clone(),
+            archive,
         });
         let sequencer = Sequencer {
             committer,

@@ -405,6 +405,7 @@ impl Sequencer {
             ingested_at: Some(self.ingested_at.clone()),
             network_passphrase: self.network_passphrase.clone(),
             writer: Some(self.settings.writer.clone()),
+            archive: staged.archive.as_deref().cloned(),
             manifest_sha256: None, // sealed when written
         }
     }

@@ -223,6 +223,7 @@ pub(crate) mod fixtures {
             ingested_at: Some(INGESTED.into()),
             network_passphrase: None,
             writer: None,
+            archive: None,
             manifest_sha256: None,
         }
     }

@@ -34,6 +34,10 @@ pub struct Manifest {
     /// original and of older versions), so a rerun with other settings can say what differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<WriterInfo>,
+    /// The history-archive files the partition's ledgers were checked against (`archive.url`);
+    /// absent when no archive was configured, and in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<crate::archive::ArchiveAnchor>,
     /// Self-checksum as read from a file (see the module docs). [`Manifest::to_json`] always
     /// writes a fresh one, whatever this holds. Absent in manifests of the original.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,6 +322,7 @@ mod tests {
             ingested_at: None,
             network_passphrase: None,
             writer: None,
+            archive: None,
             manifest_sha256: None,
         };
         let json = String::from_utf8(m.to_json()).unwrap();
@@ -342,6 +347,7 @@ mod tests {
         assert_eq!(
             Manifest {
                 writer: None,
+                archive: None,
                 manifest_sha256: None,
                 ..read.clone()
             },

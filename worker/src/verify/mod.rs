@@ -51,6 +51,26 @@ fn open_storage(config: &Config) -> Result<Location, StoreError> {
     }
 }
 
+/// The history archives of `config` for a verify (nothing unchecked is committed here, so
+/// ledgers beyond the newest checkpoint are only a warning); one that cannot be opened is a
+/// problem.
+async fn open_archive(
+    config: &Config,
+    report: &mut Report,
+) -> Option<Arc<crate::archive::ArchiveCheck>> {
+    let mut settings = crate::archive::ArchiveSettings::from_config(config)?;
+    settings.follow = false;
+    settings.allow_unanchored = true;
+    let urls = settings.urls.join(", ");
+    match crate::archive::ArchiveCheck::open(settings).await {
+        Ok(archive) => Some(Arc::new(archive)),
+        Err(e) => {
+            report.problem(None, urls, "archive.open", e.to_string());
+            None
+        }
+    }
+}
+
 /// Checks the dataset `config` describes and returns every finding.
 pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
     let location = open_storage(config)?;
@@ -111,9 +131,11 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
     }
     let folder_ranges: BTreeSet<LedgerRange> = folders.keys().copied().collect();
 
+    let archive = open_archive(config, &mut report).await;
     let ctx = Arc::new(partition::Context {
         location: location.clone(),
         layout: layout.clone(),
+        archive,
     });
     let concurrency = config.perf.max_in_flight_partitions.max(1);
     let results: Vec<(Report, Option<VerifiedPartition>)> =

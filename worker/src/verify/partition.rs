@@ -41,6 +41,8 @@ pub struct Folder {
 pub struct Context {
     pub location: Location,
     pub layout: DatasetLayout,
+    /// The history archives the rows are compared with (`archive.url`, `verify --archive`).
+    pub archive: Option<Arc<crate::archive::ArchiveCheck>>,
 }
 
 /// Checks one folder, adding findings to a report of its own (merged by the caller).
@@ -236,12 +238,17 @@ async fn check_parquet(
             .ingested_at
             .as_deref()
             .and_then(crate::time::rfc3339_to_millis),
+        collect_headers: ctx.archive.is_some(),
     };
     let path = tmp.path().to_path_buf();
-    let summary = tokio::task::spawn_blocking(move || check_rows(&path, &expected))
+    let mut summary = tokio::task::spawn_blocking(move || check_rows(&path, &expected))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     drop(tmp);
+    if let Some(archive) = &ctx.archive {
+        let headers = std::mem::take(&mut summary.headers);
+        check_archive(archive, range, &object, &headers, report).await;
+    }
     for (check, detail) in &summary.findings {
         report.problem(Some(range), &object, check, detail.clone());
     }
@@ -289,6 +296,45 @@ async fn check_parquet(
         }
     }
     Some(summary)
+}
+
+/// Compares the partition's rows with the history archive: each disagreement is a problem
+/// naming the ledger, the partition and the archive file; ledgers the archive has not published
+/// yet are a warning.
+async fn check_archive(
+    archive: &crate::archive::ArchiveCheck,
+    range: LedgerRange,
+    object: &str,
+    headers: &[crate::archive::HeaderEntry],
+    report: &mut Report,
+) {
+    let files = match archive.partition_files(range).await {
+        Ok(files) => files,
+        Err(e) => {
+            report.problem(Some(range), object, "archive.read", e.to_string());
+            return;
+        }
+    };
+    let url = archive.url_of_files();
+    for (ledger, path, difference) in crate::archive::disagreements(&files, headers) {
+        report.problem(
+            Some(range),
+            object,
+            "archive.disagree",
+            format!("ledger {ledger} (partition {range}) disagrees with the history archive {url} ({path}): {difference}"),
+        );
+    }
+    if let Some(from) = files.unanchored_from {
+        report.warning(
+            Some(range),
+            object,
+            "archive.unpublished",
+            format!(
+                "ledgers {from}-{} are beyond the archive's newest checkpoint: not checked",
+                range.end
+            ),
+        );
+    }
 }
 
 fn manifest_key_of(ctx: &Context, range: LedgerRange) -> String {

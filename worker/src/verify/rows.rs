@@ -30,6 +30,8 @@ pub struct Expected {
     pub version_label: String,
     /// From the manifest, when recorded there.
     pub ingested_at_millis: Option<i64>,
+    /// Keep each row's `LedgerHeaderHistoryEntry` (for the archive check).
+    pub collect_headers: bool,
 }
 
 /// What the rows say.
@@ -42,6 +44,8 @@ pub struct RowsSummary {
     pub last_hash: Option<String>,
     /// (check, detail)
     pub findings: Vec<(&'static str, String)>,
+    /// Each row's ledger header entry, with [`Expected::collect_headers`].
+    pub headers: Vec<crate::archive::HeaderEntry>,
 }
 
 /// Collects findings per check, keeping the first few in detail.
@@ -266,6 +270,11 @@ fn check_batch(
                 continue;
             }
         };
+        if expected.collect_headers
+            && let Ok((entry, _)) = crate::archive::entry_of_lcm(bytes)
+        {
+            out.headers.push(entry);
+        }
         if !bronze_ledger::header_hash_matches(bytes).unwrap_or(false) {
             f.add("rows.header_hash", || {
                 format!("{at}: the ledger hash in xdr_bytes is not the sha256 of its ledger header")

@@ -7,6 +7,7 @@ mod datastore;
 mod harness;
 mod oracle;
 
+mod archive;
 mod bad_input;
 mod catalog;
 mod catalog_tls;

@@ -55,6 +55,7 @@ fn commit(start: u32, end: u32, checksum: &str) -> CommitEvent {
             ingested_at: None,
             network_passphrase: None,
             writer: None,
+            archive: None,
             manifest_sha256: None,
         },
         storage_path: layout().storage_path(range),
