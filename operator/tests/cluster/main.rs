@@ -19,4 +19,5 @@ mod follow;
 mod idle;
 mod life;
 mod rbac;
+mod rebuild;
 mod scale;

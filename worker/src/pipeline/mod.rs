@@ -161,6 +161,7 @@ pub async fn run(
         },
         records,
         Progress::new(total, options.show_progress_bar),
+        None,
     )
     .await?;
     if config.era.allow_overwrite {
@@ -235,9 +236,15 @@ pub fn partitions_in_range(
 ///
 /// The run is always bounded: a missing datastore object is an error, never "the tip", so a
 /// Job cannot hang waiting for ledgers the operator did not see.
+///
+/// `rebuild` (a rebuild Job of the operator's `spec.rebuild`): every partition of the range must
+/// be committed; each is rebuilt beside the committed one and staged with the rebuild's marker
+/// (`Committer::stage_rebuild`). Nothing committed changes: the operator's sequencer checks and
+/// swaps it in through the engine ([`crate::sequence::replace_rebuilt`]).
 pub async fn run_range(
     config: &Config,
     range: LedgerRange,
+    rebuild: Option<&str>,
     cancel: CancellationToken,
     options: RunOptions,
 ) -> Result<RunSummary, RunError> {
@@ -256,6 +263,7 @@ pub async fn run_range(
         Resume::default(),
         Records::default(),
         Progress::new(Some(range.len()), options.show_progress_bar),
+        rebuild,
     )
     .await?;
     if config.era.allow_overwrite {
@@ -291,6 +299,7 @@ impl Pipeline {
         resume: Resume,
         records: Records,
         progress: Progress,
+        rebuild: Option<&str>,
     ) -> Result<Self, RunError> {
         let source = Arc::new(Datastore::open(config, open_source_location(config)?).await?);
         let layout = DatasetLayout::from_config(config);
@@ -330,6 +339,7 @@ impl Pipeline {
         let env = Arc::new(BuildEnv {
             source: source.clone(),
             committer: committer.clone(),
+            rebuild: rebuild.is_some(),
             writer: WriterSettings {
                 compression: config.storage.compression,
                 compression_level: config.storage.compression_level,
@@ -366,6 +376,7 @@ impl Pipeline {
             last_committed: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
             checkpoint_floor: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
             counts: SequenceCounts::default(),
+            rebuild: rebuild.map(String::from),
         };
         Ok(Self {
             env,
