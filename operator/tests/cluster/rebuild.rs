@@ -120,11 +120,13 @@ async fn allow_overwrite_and_malformed_rebuilds_are_refused_at_admission() {
 
 /// A partition committed before the backfill with other writer settings (snappy) is adopted by
 /// the worker Job that meets it: same bytes, no replacement event; the other partitions get the
-/// backfill's settings. Then a rebuild request is planned as Jobs of its own, over the widened
-/// range and within `maxConcurrentJobs`; the backfill stays Succeeded and no committed
-/// partition changes.
+/// backfill's settings. Then a rebuild of ledgers 5-25 with another compression (lz4) runs as
+/// Jobs of its own over the widened range (2-31) and the operator replaces each partition
+/// through the engine: the rebuilt manifests carry lz4, the last partition keeps zstd, one
+/// `bronze_partition_replaced` event per rebuilt partition in one linear chain, rows unchanged,
+/// the checkpoint where it was, `bronze-operator verify` clean.
 #[tokio::test]
-async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_gets_its_own_jobs() {
+async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_replaces_through_the_engine() {
     let Some(env) = TestEnv::start("rebuildadopt").await else {
         return;
     };
@@ -166,50 +168,78 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_gets_its_ow
     env.create("adopt", env.spec(41, json!({"ingestedAt": INGESTED_AT})))
         .await;
     env.succeeded("adopt", LONG).await;
-    let committed = manifests(&env);
-    let compression = |start: u32| {
-        committed[&start]
-            .writer
-            .as_ref()
-            .map(|w| w.compression.clone())
-            .unwrap_or_default()
-    };
-    assert_eq!(compression(12), "snappy", "adopted as it was");
-    assert_eq!(checksums(&env)[&12], before[&12], "the same bytes");
-    for start in [2, 22, 32] {
-        assert_eq!(compression(start), "zstd", "partition {start}");
-    }
+    assert_eq!(compressions(&env), "2:zstd 12:snappy 22:zstd 32:zstd");
+    assert_eq!(checksums(&env)[&12], before[&12], "adopted as it was");
     assert_one_linear_chain(&env, 41);
-    assert!(
-        pas_events(&env)
-            .iter()
-            .all(|(_, e)| e.event_type != "bronze_partition_replaced"),
-        "no replacement without a rebuild"
-    );
     let (code, out) = env.operator_verify("adopt").await;
     assert_eq!(code, 0, "bronze-operator verify:\n{out}");
     let done = checksums(&env);
 
-    // A rebuild of ledgers 5-25: partitions 2-11, 12-21, 22-31, at most 2 Jobs at a time.
+    // A rebuild of ledgers 5-25 with lz4: partitions 2-11, 12-21, 22-31, at most 2 Jobs at once.
     env.backfills()
         .patch(
             "adopt",
             &PatchParams::default(),
-            &Patch::Merge(
-                json!({"spec": {"rebuild": {"id": "r1", "ledgerStart": 5, "ledgerEnd": 25}}}),
-            ),
+            &Patch::Merge(json!({"spec": {
+                "storage": {"compression": "lz4"},
+                "rebuild": {"id": "r1", "ledgerStart": 5, "ledgerEnd": 25},
+            }})),
         )
         .await
         .unwrap();
     let b = env
-        .wait("adopt", "rebuild accepted", LONG, |s| {
-            s.rebuild.as_ref().is_some_and(|r| r.id == "r1")
+        .wait("adopt", "rebuild Succeeded", LONG, |s| {
+            let r = s.rebuild.as_ref();
+            assert!(
+                r.is_none_or(|r| r.phase != RebuildPhase::Failed),
+                "the rebuild failed: {r:#?}"
+            );
+            r.is_some_and(|r| r.id == "r1" && r.phase == RebuildPhase::Succeeded)
         })
         .await;
-    let rebuild = b.status.unwrap().rebuild.unwrap();
-    assert!(!rebuild.refused, "{rebuild:?}");
+    let status = b.status.unwrap();
+    let rebuild = status.rebuild.unwrap();
     assert_eq!((rebuild.ledger_start, rebuild.ledger_end), (2, 31));
-    assert_eq!(rebuild.partitions_total, 3);
+    assert_eq!((rebuild.partitions_done, rebuild.partitions_total), (3, 3));
+    assert_eq!(rebuild.summary, "r1 Succeeded 3/3");
+    assert_eq!(status.phase, Some(bronze_operator::crd::Phase::Succeeded));
+    assert_eq!(status.last_committed_ledger, Some(41));
+    assert_eq!(compressions(&env), "2:lz4 12:lz4 22:lz4 32:zstd");
+    let now = checksums(&env);
+    assert_eq!(now[&32], done[&32]);
+    for start in [2, 12, 22] {
+        assert_ne!(now[&start], done[&start], "partition {start} replaced");
+    }
+    for (start, m) in manifests(&env) {
+        assert_eq!(m.primary().unwrap().row_count, 10, "rows of {start}");
+    }
+    // One linear chain: the four first events, then one replaced event per rebuilt partition.
+    let chain = linear_chain(&env);
+    let kinds: Vec<(u32, &str)> = chain
+        .iter()
+        .map(|e| (e.partition.ledger_start, e.event_type.as_str()))
+        .collect();
+    let first = "bronze_partition";
+    let replaced = "bronze_partition_replaced";
+    assert_eq!(
+        kinds,
+        [
+            (2, first),
+            (12, first),
+            (22, first),
+            (32, first),
+            (2, replaced),
+            (12, replaced),
+            (22, replaced)
+        ]
+    );
+    let pas = status.pas.unwrap();
+    assert_eq!(pas.event_count, 7);
+    assert_eq!(
+        pas.chain_head.as_deref(),
+        Some(chain[6].chain.event_hash.as_str())
+    );
+    // The rebuild's Jobs ran the worker with --rebuild and were harvested.
     let jobs = env.jobs().list(&ListParams::default()).await.unwrap().items;
     let rebuild_jobs: Vec<_> = jobs
         .iter()
@@ -220,14 +250,7 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_gets_its_ow
                 == Some("r1")
         })
         .collect();
-    assert!(
-        !rebuild_jobs.is_empty() && rebuild_jobs.len() <= 2,
-        "{:?}",
-        rebuild_jobs
-            .iter()
-            .map(|j| j.name_any())
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(rebuild_jobs.len(), 3);
     for job in &rebuild_jobs {
         let args = job
             .spec
@@ -241,24 +264,45 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_gets_its_ow
             .args
             .clone()
             .unwrap();
-        assert!(args.contains(&"--rebuild".to_string()), "{args:?}");
-        assert!(job.name_any().contains("rebuild"), "{}", job.name_any());
+        assert_eq!(args[3..], ["--rebuild".to_string(), "r1".to_string()]);
     }
-    // The rebuild Jobs end (the replacement step is not sequenced by the operator yet: they
-    // fail and nothing is replaced); the backfill stays Succeeded, every partition as it was.
-    let b = env
-        .wait("adopt", "rebuild ended", LONG, |s| {
-            s.rebuild
-                .as_ref()
-                .is_some_and(|r| matches!(r.phase, RebuildPhase::Failed | RebuildPhase::Succeeded))
-        })
-        .await;
-    let status = b.status.unwrap();
-    assert_eq!(status.phase, Some(bronze_operator::crd::Phase::Succeeded));
-    assert_eq!(status.last_committed_ledger, Some(41));
-    assert_eq!(checksums(&env), done, "no committed partition changed");
-    assert_one_linear_chain(&env, 41);
     let (code, out) = env.operator_verify("adopt").await;
     assert_eq!(code, 0, "bronze-operator verify:\n{out}");
     kubelet.stop().await;
+}
+
+/// The compression each committed partition's manifest records, by start.
+fn compressions(env: &TestEnv) -> String {
+    manifests(env)
+        .into_iter()
+        .map(|(start, m)| {
+            format!(
+                "{start}:{}",
+                m.writer.map(|w| w.compression).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The outbox's events in chain order (each links to the one before); fails on a fork or a
+/// break.
+fn linear_chain(env: &TestEnv) -> Vec<bronze::pas::PasEvent> {
+    let events: Vec<bronze::pas::PasEvent> = pas_events(env).into_iter().map(|(_, e)| e).collect();
+    let mut chain = Vec::new();
+    let mut prev = String::new();
+    while let Some(next) = events.iter().find(|e| e.chain.prev_event_hash == prev) {
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.chain.prev_event_hash == prev)
+                .count(),
+            1,
+            "a fork after {prev:?}"
+        );
+        prev = next.chain.event_hash.clone();
+        chain.push(next.clone());
+    }
+    assert_eq!(chain.len(), events.len(), "events outside the chain");
+    chain
 }
