@@ -203,6 +203,15 @@ fn labels(backfill: &str, range: LedgerRange) -> BTreeMap<String, String> {
     ])
 }
 
+/// The worker's arguments: `worker --range S-E`, and `--rebuild ID` for a rebuild's Job.
+fn worker_args(request: &JobRequest) -> Vec<String> {
+    let mut args: Vec<String> = vec!["worker".into(), "--range".into(), request.range.to_string()];
+    if let Some(id) = &request.rebuild {
+        args.extend([REBUILD_FLAG.to_string(), id.clone()]);
+    }
+    args
+}
+
 /// The Job for one range of `backfill` (worker defaults already applied:
 /// [`WorkerDefaults::apply`]). The Pod runs locked down: non-root 65532, read-only root
 /// filesystem, no privilege escalation, no capabilities, seccomp `RuntimeDefault`, and an
@@ -316,13 +325,7 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
         name: CONTAINER.into(),
         image: w.image.clone(),
         image_pull_policy: w.image_pull_policy.map(|p| p.as_str().to_string()),
-        args: Some(
-            ["worker", "--range", &request.range.to_string()]
-                .into_iter()
-                .chain(request.rebuild.iter().flat_map(|id| [REBUILD_FLAG, id]))
-                .map(String::from)
-                .collect(),
-        ),
+        args: Some(worker_args(request)),
         env: Some(env),
         resources: w.resources.clone(),
         volume_mounts: Some(mounts),

@@ -248,6 +248,7 @@ pub async fn replace_rebuilt(
         replaced: out.replaced,
         identical: out.identical,
         fault: out.fault,
+        waiting_for: out.waiting_for,
     });
 }
 

@@ -16,6 +16,8 @@
 //!   (`doneThrough`). They share `maxConcurrentJobs` with the backfill's own Jobs: while both
 //!   have work the rebuild gets half the slots (at least one), and each takes what the other
 //!   leaves.
+//! * A rebuild Job that succeeded although the sequencer finds its first partition not yet
+//!   replaced unstaged is run again (the operator died between a swap and its status).
 //! * A rebuild Job that failed is not retried by the operator (its Pods are, up to
 //!   `backoffLimit`): the rebuild is `Failed` until the Job is deleted, which means "try again".
 //!   Jobs of a rebuild that is no longer current are deleted (running) or harvested (finished).
@@ -39,6 +41,8 @@ pub struct Rebuilt {
     pub identical: u64,
     /// A replacement refused by a check (nothing changed): the rebuild waits, `Failed`.
     pub fault: Option<String>,
+    /// The next partition of the range, not staged by its Job (yet).
+    pub waiting_for: Option<LedgerRange>,
 }
 
 /// The Job name of a rebuild's range: never the backfill's own Job name for that range.
@@ -58,6 +62,8 @@ pub(super) struct Rebuild {
     occupied: Vec<LedgerRange>,
     /// A Job of the current rebuild failed: why.
     job_failure: Option<String>,
+    /// The partition the sequencer waits for (see [`Rebuilt::waiting_for`]).
+    waiting_for: Option<LedgerRange>,
 }
 
 /// The range of `rebuild` widened to whole partitions of the grid.
@@ -201,6 +207,7 @@ impl Rebuild {
             active: 0,
             occupied: Vec::new(),
             job_failure: None,
+            waiting_for: None,
         }
     }
 
@@ -248,6 +255,7 @@ impl Rebuild {
         if let Some(fault) = &rebuilt.fault {
             self.job_failure = Some(fault.clone());
         }
+        self.waiting_for = rebuilt.waiting_for;
     }
 
     /// Whether every partition of the range is done.
@@ -293,6 +301,18 @@ impl Rebuild {
                     if !job.harvested {
                         work.harvest.push(job.name.clone());
                     }
+                }
+                // Done, yet its first partition not replaced is not staged: the staging was
+                // removed after the swap and the status did not record it (the operator died in
+                // between). Run the range again: the partition comes out identical to what is
+                // now committed and is recorded once.
+                (JobState::Succeeded, Some(_))
+                    if self
+                        .waiting_for
+                        .is_some_and(|w| job.range.contains(w.start)) =>
+                {
+                    work.delete.push(job.name.clone());
+                    self.occupied.push(job.range);
                 }
                 (JobState::Succeeded, Some(_)) => self.occupied.push(job.range),
                 (JobState::Failed(failure), Some(_)) => {

@@ -260,6 +260,7 @@ fn replacements_move_the_rebuild_on_and_finished_jobs_are_harvested() {
             replaced: Vec::new(),
             identical: 1,
             fault: None,
+            waiting_for: None,
         }),
         ..committed_through(101)
     };
@@ -282,6 +283,7 @@ fn replacements_move_the_rebuild_on_and_finished_jobs_are_harvested() {
             replaced: Vec::new(),
             identical: 0,
             fault: None,
+            waiting_for: None,
         }),
         ..committed_through(101)
     };
@@ -376,6 +378,30 @@ fn a_failed_rebuild_job_fails_the_rebuild_and_leaves_the_backfill_alone() {
 }
 
 #[test]
+fn a_finished_job_whose_partition_is_not_staged_runs_again() {
+    let s = asking("a", 12, 31);
+    let first = run(&s, None, &committed_through(101), &[]);
+    let jobs = [
+        rebuild_job("a", r(12, 21), JobState::Succeeded),
+        rebuild_job("a", r(22, 31), JobState::Succeeded),
+    ];
+    let seq = Sequenced {
+        rebuilt: Some(Rebuilt {
+            id: "a".into(),
+            waiting_for: Some(r(12, 21)),
+            ..Default::default()
+        }),
+        ..committed_through(101)
+    };
+    let plan = run(&s, Some(&then(&first)), &seq, &jobs);
+    assert_eq!(plan.delete, [rebuild_job_name("bbf", "a", r(12, 21))]);
+    assert!(plan.create.is_empty());
+    // Deleted: planned again at the next reconcile.
+    let again = run(&s, Some(&then(&plan)), &seq, &jobs[1..]);
+    assert_eq!(created(&again), [(12, 21, Some("a"))]);
+}
+
+#[test]
 fn a_second_id_waits_for_the_running_rebuild() {
     let first = run(&asking("a", 12, 31), None, &committed_through(101), &[]);
     let jobs = [
@@ -457,6 +483,7 @@ fn a_replacement_refused_by_the_sequencer_holds_the_rebuild() {
             replaced: Vec::new(),
             identical: 0,
             fault: Some("partition 12-21: the PAS chain holds another event".into()),
+            waiting_for: None,
         }),
         ..committed_through(101)
     };

@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use crate::kubelet::Faults;
+use crate::kubelet::{Chaos, Faults};
 
 const LONG: Duration = Duration::from_secs(120);
 const INGESTED_AT: &str = "2026-12-01T00:00:00Z";
@@ -305,4 +305,130 @@ fn linear_chain(env: &TestEnv) -> Vec<bronze::pas::PasEvent> {
     }
     assert_eq!(chain.len(), events.len(), "events outside the chain");
     chain
+}
+
+/// Crashes and conflicts during a rebuild: the operator killed (-9) and restarted at random
+/// moments, worker Pods killed mid-rebuild (the kubelet's chaos), and a second id requested
+/// while the first runs (queued: it starts when the first ends). Both end Succeeded; the second,
+/// over partitions the first already rebuilt with the same settings, finds them identical and
+/// adds nothing; one linear chain with one replaced event per partition of the first;
+/// `bronze-operator verify` clean.
+#[tokio::test]
+async fn a_rebuild_survives_operator_and_worker_kills_and_a_second_id_waits_for_it() {
+    let Some(env) = TestEnv::start("rebuildcrash").await else {
+        return;
+    };
+    let mut rng = Rng::seeded("rebuild-crash");
+    let ds = env.datastore(40);
+    env.upload(&ds, None);
+    let kubelet = env.kubelet(Faults {
+        chaos: Some(Chaos {
+            rng: Rng::seeded("rebuild-crash-kubelet"),
+            kill_chance: 0.3,
+            max_delay_ms: 1000,
+            max_kills: 4,
+        }),
+        ..Default::default()
+    });
+    let mut operator = env.operator(OperatorOptions::named("op-0")).await;
+    let spec =
+        json!({"ingestedAt": INGESTED_AT, "maxConcurrentJobs": 1, "worker": {"backoffLimit": 8}});
+    env.create("crash", env.spec(41, spec)).await;
+    env.succeeded("crash", LONG).await;
+
+    let rebuild = |id: &str, start: u32, end: u32| {
+        json!({"spec": {"storage": {"compression": "snappy"},
+            "rebuild": {"id": id, "ledgerStart": start, "ledgerEnd": end}}})
+    };
+    env.backfills()
+        .patch(
+            "crash",
+            &PatchParams::default(),
+            &Patch::Merge(rebuild("r1", 2, 41)),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut restarts = 0;
+    let mut second = false;
+    loop {
+        let status = env
+            .backfills()
+            .get("crash")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        let r = status.rebuild.clone();
+        assert!(
+            r.as_ref().is_none_or(|r| r.phase != RebuildPhase::Failed),
+            "the rebuild failed: {r:#?}\n{}",
+            operator.log_tail()
+        );
+        if r.as_ref()
+            .is_some_and(|r| r.id == "r2" && r.phase == RebuildPhase::Succeeded)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not done in time: {r:#?}\n{}",
+            operator.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(rng.between(300, 2000))).await;
+        if restarts < 4 {
+            operator.kill();
+            restarts += 1;
+            if !second && r.is_some_and(|r| r.id == "r1" && r.partitions_done >= 1) {
+                // A second id while r1 runs: queued.
+                env.backfills()
+                    .patch(
+                        "crash",
+                        &PatchParams::default(),
+                        &Patch::Merge(rebuild("r2", 2, 11)),
+                    )
+                    .await
+                    .unwrap();
+                second = true;
+            }
+            operator = env
+                .operator(OperatorOptions::named(&format!("op-{restarts}")))
+                .await;
+        } else if !second {
+            env.backfills()
+                .patch(
+                    "crash",
+                    &PatchParams::default(),
+                    &Patch::Merge(rebuild("r2", 2, 11)),
+                )
+                .await
+                .unwrap();
+            second = true;
+        }
+    }
+    say(&format!(
+        "rebuildcrash: {restarts} operator kills, {} worker kills",
+        kubelet.record().killed
+    ));
+    let status = env.backfills().get("crash").await.unwrap().status.unwrap();
+    assert_eq!(status.last_committed_ledger, Some(41));
+    let history: Vec<(String, RebuildPhase)> = status
+        .rebuild_history
+        .iter()
+        .map(|h| (h.id.clone(), h.phase))
+        .collect();
+    assert_eq!(history, [("r1".to_string(), RebuildPhase::Succeeded)]);
+    let r2 = status.rebuild.unwrap();
+    assert_eq!((r2.partitions_done, r2.partitions_identical), (1, 1));
+    assert_eq!(compressions(&env), "2:snappy 12:snappy 22:snappy 32:snappy");
+    let chain = linear_chain(&env);
+    let replaced = chain
+        .iter()
+        .filter(|e| e.event_type == "bronze_partition_replaced")
+        .count();
+    assert_eq!((chain.len(), replaced), (8, 4));
+    assert_eq!(status.pas.unwrap().event_count, 8);
+    let (code, out) = env.operator_verify("crash").await;
+    assert_eq!(code, 0, "bronze-operator verify:\n{out}");
+    kubelet.stop().await;
 }
