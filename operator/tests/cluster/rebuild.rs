@@ -324,15 +324,15 @@ async fn a_rebuild_survives_operator_and_worker_kills_and_a_second_id_waits_for_
     let kubelet = env.kubelet(Faults {
         chaos: Some(Chaos {
             rng: Rng::seeded("rebuild-crash-kubelet"),
-            kill_chance: 0.3,
-            max_delay_ms: 1000,
-            max_kills: 4,
+            kill_chance: 0.7,
+            max_delay_ms: 800,
+            max_kills: 6,
         }),
         ..Default::default()
     });
     let mut operator = env.operator(OperatorOptions::named("op-0")).await;
     let spec =
-        json!({"ingestedAt": INGESTED_AT, "maxConcurrentJobs": 1, "worker": {"backoffLimit": 8}});
+        json!({"ingestedAt": INGESTED_AT, "maxConcurrentJobs": 1, "worker": {"backoffLimit": 10}});
     env.create("crash", env.spec(41, spec)).await;
     env.succeeded("crash", LONG).await;
 
@@ -410,6 +410,15 @@ async fn a_rebuild_survives_operator_and_worker_kills_and_a_second_id_waits_for_
         "rebuildcrash: {restarts} operator kills, {} worker kills",
         kubelet.record().killed
     ));
+    // A rebuild Job's worker was killed mid-rebuild (exit 137) at least once.
+    let record = kubelet.record();
+    assert!(
+        record
+            .ended
+            .iter()
+            .any(|(_, job, code)| job.contains("rebuild") && *code == 137),
+        "no rebuild worker was killed: {record:?}"
+    );
     let status = env.backfills().get("crash").await.unwrap().status.unwrap();
     assert_eq!(status.last_committed_ledger, Some(41));
     let history: Vec<(String, RebuildPhase)> = status
