@@ -441,3 +441,70 @@ async fn a_rebuild_survives_operator_and_worker_kills_and_a_second_id_waits_for_
     assert_eq!(code, 0, "bronze-operator verify:\n{out}");
     kubelet.stop().await;
 }
+
+/// The backfill deleted during a rebuild: its Jobs go (the finalizer), the data stays, and
+/// every committed partition is valid, whether or not it was replaced yet (`bronze-operator
+/// verify` on the resource as it was: clean; a rebuild's leftovers are warnings only).
+#[tokio::test]
+async fn deleting_a_backfill_during_a_rebuild_leaves_a_valid_dataset() {
+    let Some(env) = TestEnv::start("rebuilddelete").await else {
+        return;
+    };
+    let ds = env.datastore(40);
+    env.upload(&ds, None);
+    let kubelet = env.kubelet(Faults::default());
+    let _operator = env.operator(OperatorOptions::named("op-d")).await;
+    let spec = json!({"ingestedAt": INGESTED_AT, "maxConcurrentJobs": 1});
+    env.create("gone", env.spec(41, spec)).await;
+    env.succeeded("gone", LONG).await;
+    env.backfills()
+        .patch(
+            "gone",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"storage": {"compression": "snappy"},
+                "rebuild": {"id": "r1", "ledgerStart": 2, "ledgerEnd": 41}}})),
+        )
+        .await
+        .unwrap();
+    let b = env
+        .wait("gone", "rebuild under way", LONG, |s| {
+            s.rebuild
+                .as_ref()
+                .is_some_and(|r| r.id == "r1" && r.partitions_done >= 1)
+        })
+        .await;
+    let file = env.dir.path().join("gone.yaml");
+    std::fs::write(&file, serde_yaml_ng::to_string(&b).unwrap()).unwrap();
+    env.backfills()
+        .delete("gone", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted with its Jobs", LONG, || async {
+        env.backfills().get_opt("gone").await.unwrap().is_none() && env.job_names().await.is_empty()
+    })
+    .await;
+    kubelet.stop().await;
+    assert_eq!(manifests(&env).len(), 4, "the data stays");
+    assert!(
+        compressions(&env).starts_with("2:snappy"),
+        "{}",
+        compressions(&env)
+    );
+    linear_chain(&env);
+    let out = Command::new(operator_bin())
+        .arg("verify")
+        .arg(&file)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.s3_env())
+        .env("LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "bronze-operator verify:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
