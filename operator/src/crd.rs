@@ -60,6 +60,12 @@ pub const MAX_LEDGER: u32 = u32::MAX;
         description = "Committed ledgers per second since the backfill started, as of the last commit"
     ),
     printcolumn(
+        name = "Rebuild",
+        type_ = "string",
+        json_path = ".status.rebuild.summary",
+        description = "The current or last rebuild of spec.rebuild: id, phase, partitions done/total"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -69,6 +75,7 @@ pub const MAX_LEDGER: u32 = u32::MAX;
 #[x_kube(validation = Rule::new("self.ledgerEnd == 0 || self.ledgerEnd >= self.ledgerStart").message("ledgerEnd must be 0 (follow the datastore tip) or >= ledgerStart"))]
 #[x_kube(validation = Rule::new("has(self.networkPassphrase) == has(oldSelf.networkPassphrase) && (!has(self.networkPassphrase) || self.networkPassphrase == oldSelf.networkPassphrase)").message("networkPassphrase is immutable"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.ingestedAt) || (has(self.ingestedAt) && self.ingestedAt == oldSelf.ingestedAt)").message("ingestedAt cannot be changed or removed once set: every partition of a backfill carries the same value"))]
+#[x_kube(validation = Rule::new("!has(self.rebuild) || (self.rebuild.ledgerStart >= self.ledgerStart && (self.ledgerEnd == 0 || self.rebuild.ledgerEnd <= self.ledgerEnd))").message("spec.rebuild must lie inside the backfill's range [ledgerStart, ledgerEnd]"))]
 #[x_kube(validation = Rule::new("self.network in ['pubnet', 'testnet', 'futurenet'] || has(self.networkPassphrase)").message("networkPassphrase is required for networks other than pubnet, testnet and futurenet"))]
 pub struct BronzeBackfillSpec {
     /// Network name: pubnet, testnet, futurenet, or another name with `networkPassphrase`.
@@ -126,12 +133,24 @@ pub struct BronzeBackfillSpec {
     /// Stop creating Jobs; running ones finish. Set back to false to continue.
     #[serde(default)]
     pub suspend: bool,
-    /// Lets a worker Job replace a committed partition it finds in its range instead of adopting
-    /// it. The operator itself adopts partitions committed before it sequences them and plans Jobs
-    /// only past its checkpoint, so this does not rebuild an existing dataset (the standalone
-    /// copier's `era.allow_overwrite` does).
-    #[serde(default)]
-    pub allow_overwrite: bool,
+    /// Rebuild a range of committed partitions (a new `id` requests one; the same `id` is never
+    /// carried out twice). The range is widened to whole partitions of the grid; each partition
+    /// is rebuilt with the current writer settings (`storage.compression`, ...) and replaced
+    /// through the sequencer, with a `bronze_partition_replaced` PAS event, its catalog row and
+    /// Delta log entry replaced; a rebuilt partition identical to the committed one is kept.
+    /// Progress: `status.rebuild`. A rebuild that has started runs to its end; a new `id` set
+    /// meanwhile waits for it (queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<RebuildSpec>,
+    /// Removed: a worker Job never replaces a committed partition (it adopts it), because a
+    /// replacement made by a worker was not recorded in the audit chain, the catalog or the
+    /// Delta log. Migrating: delete the field (or set it to `false`; resources that set it
+    /// `false` stay valid) and request a rebuild of the range with `spec.rebuild {id,
+    /// ledgerStart, ledgerEnd}` instead, which replaces partitions through the sequencer with
+    /// the full audit trail.
+    #[x_kube(validation = Rule::new("self == false").message("spec.allowOverwrite is removed: worker Jobs always adopt committed partitions; to replace partitions, request a rebuild with spec.rebuild {id, ledgerStart, ledgerEnd} (see docs/crd-reference.md, 'Migrating from allowOverwrite')"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_overwrite: Option<bool>,
     /// Fixes the `ingested_at` column (RFC 3339). When absent, the resource's creationTimestamp
     /// is used and recorded in `status.ingestedAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,6 +186,25 @@ fn default_partitions_per_job() -> u32 {
 }
 fn default_max_concurrent_jobs() -> u32 {
     4
+}
+
+/// `spec.rebuild`: a range of committed partitions to rebuild and replace, named by `id`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.ledgerStart <= self.ledgerEnd").message("spec.rebuild.ledgerStart must be <= spec.rebuild.ledgerEnd"))]
+#[x_kube(validation = Rule::new("self.id != oldSelf.id || (self.ledgerStart == oldSelf.ledgerStart && self.ledgerEnd == oldSelf.ledgerEnd)").message("spec.rebuild.id names one rebuild: a new range needs a new id"))]
+pub struct RebuildSpec {
+    /// Names the rebuild; a new value requests one, and the same value is never carried out
+    /// twice (e.g. `2026-12-compression`).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub id: String,
+    /// First ledger to rebuild (widened down to its partition's first ledger).
+    #[schemars(range(min = 1, max = 4294967295u64))]
+    pub ledger_start: u32,
+    /// Last ledger to rebuild (widened up to its partition's last ledger); the whole range must
+    /// be committed (at or below `status.checkpoint`).
+    #[schemars(range(min = 1, max = 4294967295u64))]
+    pub ledger_end: u32,
 }
 
 /// The datastore, as in the runbook's `source` section.
@@ -525,6 +563,92 @@ pub struct BronzeBackfillStatus {
     pub running_partitions: Vec<RunningRange>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_partitions: Vec<FailedRange>,
+    /// The current (or last) rebuild of `spec.rebuild`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<RebuildStatus>,
+    /// Rebuilds carried out or refused before the current one, newest last (at most
+    /// [`REBUILD_HISTORY`]): an `id` found here is never carried out again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rebuild_history: Vec<RebuildRecord>,
+}
+
+/// How many finished rebuilds `status.rebuildHistory` keeps.
+pub const REBUILD_HISTORY: usize = 32;
+
+/// Lifecycle of a rebuild (`status.rebuild.phase`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RebuildPhase {
+    /// Accepted; no Job started yet (the backfill is suspended, or no Job slot is free).
+    Pending,
+    /// Rebuild Jobs run or rebuilt partitions wait to be replaced.
+    Running,
+    /// Every partition of the range was replaced (or found identical).
+    Succeeded,
+    /// Refused (nothing changed), or a rebuild Job failed for good (delete it to try again).
+    Failed,
+}
+
+impl RebuildPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebuildPhase::Pending => "Pending",
+            RebuildPhase::Running => "Running",
+            RebuildPhase::Succeeded => "Succeeded",
+            RebuildPhase::Failed => "Failed",
+        }
+    }
+
+    /// Succeeded, or refused: nothing more happens for this id.
+    pub fn is_final(self, refused: bool) -> bool {
+        self == RebuildPhase::Succeeded || (self == RebuildPhase::Failed && refused)
+    }
+}
+
+/// `status.rebuild`: the rebuild being carried out, or the last one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildStatus {
+    pub id: String,
+    /// The range rebuilt, widened to whole partitions of the grid.
+    #[schemars(range(min = 0, max = 4294967295u64))]
+    pub ledger_start: u32,
+    #[schemars(range(min = 0, max = 4294967295u64))]
+    pub ledger_end: u32,
+    pub phase: RebuildPhase,
+    /// Refused when requested (outside what is committed, an id used before with another
+    /// range): nothing was changed and nothing will be.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+    /// Partitions of the range replaced or found identical, in ledger order.
+    #[schemars(range(min = 0))]
+    pub partitions_done: u64,
+    #[schemars(range(min = 0))]
+    pub partitions_total: u64,
+    /// Of `partitionsDone`: rebuilt byte for byte the same, kept as they were.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub partitions_identical: u64,
+    /// Every partition of the range up to this ledger is done (replacements go in ledger order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4294967295u64))]
+    pub done_through: Option<u32>,
+    /// `<id> <phase> <done>/<total>`, for the printer column.
+    pub summary: String,
+    /// One line saying why the rebuild is in its phase.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A rebuild of `status.rebuildHistory`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildRecord {
+    pub id: String,
+    #[schemars(range(min = 0, max = 4294967295u64))]
+    pub ledger_start: u32,
+    #[schemars(range(min = 0, max = 4294967295u64))]
+    pub ledger_end: u32,
+    pub phase: RebuildPhase,
 }
 
 /// A condition with the usual Kubernetes shape; transition times are kept while the status of
@@ -826,6 +950,89 @@ mod tests {
         assert_eq!(update_errors(&old, &tuned), "");
     }
 
+    fn rebuild(id: &str, start: u32, end: u32) -> Option<RebuildSpec> {
+        Some(RebuildSpec {
+            id: id.into(),
+            ledger_start: start,
+            ledger_end: end,
+        })
+    }
+
+    #[test]
+    fn a_rebuild_is_checked_at_apply_time() {
+        // The fixture's backfill is ledgers 2-101.
+        let mut b = valid();
+        b.spec.rebuild = rebuild("2026-12-compression", 12, 31);
+        assert_eq!(create_errors(&b), "");
+        b.spec.rebuild = rebuild("r", 31, 12);
+        assert!(
+            create_errors(&b).contains("ledgerStart must be <= spec.rebuild.ledgerEnd"),
+            "{}",
+            create_errors(&b)
+        );
+        b.spec.rebuild = rebuild("r", 1, 12);
+        assert!(create_errors(&b).contains("inside the backfill's range"));
+        b.spec.rebuild = rebuild("r", 12, 102);
+        assert!(create_errors(&b).contains("inside the backfill's range"));
+        // Following the tip: any end above ledgerStart.
+        b.spec.ledger_end = 0;
+        assert_eq!(create_errors(&b), "");
+        let mut b = valid();
+        b.spec.rebuild = rebuild("", 12, 21);
+        let schema = serde_json::to_value(crd()).unwrap();
+        let id = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["rebuild"]["properties"]["id"];
+        assert_eq!(id["minLength"], 1, "an empty id is refused by the schema");
+        assert_eq!(b.spec.rebuild.as_ref().unwrap().id, "");
+    }
+
+    #[test]
+    fn a_rebuild_id_names_one_range() {
+        let mut old = valid();
+        old.spec.rebuild = rebuild("a", 12, 21);
+        // Another range under the same id: refused.
+        let mut moved = old.clone();
+        moved.spec.rebuild = rebuild("a", 12, 31);
+        assert!(
+            update_errors(&old, &moved).contains("a new range needs a new id"),
+            "{}",
+            update_errors(&old, &moved)
+        );
+        // A new id with any range, the same id unchanged, or the request removed: accepted.
+        let mut next = old.clone();
+        next.spec.rebuild = rebuild("b", 12, 31);
+        assert_eq!(update_errors(&old, &next), "");
+        assert_eq!(update_errors(&old, &old.clone()), "");
+        let mut removed = old.clone();
+        removed.spec.rebuild = None;
+        assert_eq!(update_errors(&old, &removed), "");
+    }
+
+    #[test]
+    fn allow_overwrite_is_refused_pointing_at_rebuild_and_false_stays_valid() {
+        let mut b = valid();
+        b.spec.allow_overwrite = Some(true);
+        let errors = create_errors(&b);
+        assert!(
+            errors.contains("spec.allowOverwrite is removed") && errors.contains("spec.rebuild"),
+            "{errors}"
+        );
+        b.spec.allow_overwrite = Some(false);
+        assert_eq!(create_errors(&b), "");
+        // An old resource that set it still loads.
+        let mut stored = serde_json::to_value(valid()).unwrap();
+        stored["spec"]["allowOverwrite"] = false.into();
+        let old: BronzeBackfill = serde_json::from_value(stored).unwrap();
+        assert_eq!(old.spec.allow_overwrite, Some(false));
+        let description = serde_json::to_value(crd()).unwrap()["spec"]["versions"][0]["schema"]
+            ["openAPIV3Schema"]["properties"]["spec"]["properties"]["allowOverwrite"]
+            ["description"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(description.contains("spec.rebuild"), "{description}");
+    }
+
     #[test]
     fn the_example_resource_is_valid() {
         let text = include_str!("../../examples/bronzebackfill-pubnet.yaml");
@@ -860,6 +1067,7 @@ mod tests {
                 "Progress",
                 "Last Ledger",
                 "Rate",
+                "Rebuild",
                 "Age"
             ]
         );

@@ -81,7 +81,8 @@ pub fn spec() -> BronzeBackfillSpec {
             log_level: None,
         },
         suspend: false,
-        allow_overwrite: false,
+        rebuild: None,
+        allow_overwrite: None,
         ingested_at: None,
         archive: None,
     }
@@ -573,6 +574,7 @@ pub async fn committed_local_backfill(
     bronze::pipeline::run_range(
         &config,
         LedgerRange::new(2, 1 + ledgers),
+        None,
         tokio_util::sync::CancellationToken::new(),
         bronze::pipeline::RunOptions::default(),
     )

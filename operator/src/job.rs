@@ -31,6 +31,11 @@ pub const LABEL_HARVESTED: &str = "bronze.obsrvr.io/harvested";
 pub const ANNOTATION_RANGE: &str = "bronze.obsrvr.io/range";
 pub const ANNOTATION_ATTEMPT: &str = "bronze.obsrvr.io/attempt";
 pub const ANNOTATION_INGESTED_AT: &str = "bronze.obsrvr.io/ingested-at";
+/// On a rebuild Job: the rebuild's id (`spec.rebuild.id`).
+pub const ANNOTATION_REBUILD: &str = "bronze.obsrvr.io/rebuild";
+/// The worker flag of a rebuild Job (`--rebuild ID`): build each committed partition of the
+/// range beside the committed one, for the operator's sequencer to check and swap.
+pub const REBUILD_FLAG: &str = "--rebuild";
 /// Worker exit codes that fail the Job at once (see `bronze::exit`): config, bad input, conflict.
 pub const NON_RETRYABLE_EXIT_CODES: [i32; 3] = [
     bronze::exit::CONFIG as i32,
@@ -109,7 +114,9 @@ pub fn worker_env(
         ("era.ledger_start", text(&spec.ledger_start)),
         ("era.ledger_end", text(&spec.ledger_end)),
         ("era.partition_size", text(&spec.partition_size)),
-        ("era.allow_overwrite", text(&spec.allow_overwrite)),
+        // A worker Job never replaces a committed partition: it adopts it. Replacements go
+        // through the sequencer (`spec.rebuild`).
+        ("era.allow_overwrite", text(&false)),
         ("era.ingested_at", text(&ingested_at)),
         ("era.network_passphrase", spec.network_passphrase.clone()),
         ("source.mode", text(&s.mode)),
@@ -202,6 +209,15 @@ fn labels(backfill: &str, range: LedgerRange) -> BTreeMap<String, String> {
         (LABEL_RANGE_START.into(), range.start.to_string()),
         (LABEL_RANGE_END.into(), range.end.to_string()),
     ])
+}
+
+/// The worker's arguments: `worker --range S-E`, and `--rebuild ID` for a rebuild's Job.
+fn worker_args(request: &JobRequest) -> Vec<String> {
+    let mut args: Vec<String> = vec!["worker".into(), "--range".into(), request.range.to_string()];
+    if let Some(id) = &request.rebuild {
+        args.extend([REBUILD_FLAG.to_string(), id.clone()]);
+    }
+    args
 }
 
 /// The Job for one range of `backfill` (worker defaults already applied:
@@ -317,11 +333,7 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
         name: CONTAINER.into(),
         image: w.image.clone(),
         image_pull_policy: w.image_pull_policy.map(|p| p.as_str().to_string()),
-        args: Some(vec![
-            "worker".into(),
-            "--range".into(),
-            request.range.to_string(),
-        ]),
+        args: Some(worker_args(request)),
         env: Some(env),
         resources: w.resources.clone(),
         volume_mounts: Some(mounts),
@@ -345,11 +357,17 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
             name: Some(request.name.clone()),
             namespace: backfill.metadata.namespace.clone(),
             labels: Some(labels.clone()),
-            annotations: Some(BTreeMap::from([
-                (ANNOTATION_RANGE.into(), request.range.to_string()),
-                (ANNOTATION_ATTEMPT.into(), request.attempt.to_string()),
-                (ANNOTATION_INGESTED_AT.into(), ingested_at.to_string()),
-            ])),
+            annotations: Some(
+                [
+                    (ANNOTATION_RANGE, Some(request.range.to_string())),
+                    (ANNOTATION_ATTEMPT, Some(request.attempt.to_string())),
+                    (ANNOTATION_INGESTED_AT, Some(ingested_at.to_string())),
+                    (ANNOTATION_REBUILD, request.rebuild.clone()),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+            ),
             owner_references: backfill.controller_owner_ref(&()).map(|r| vec![r]),
             ..Default::default()
         },
@@ -471,6 +489,7 @@ pub fn observe(job: &Job) -> Option<ObservedJob> {
         state,
         harvested: labels.get(LABEL_HARVESTED).is_some_and(|v| v == "true"),
         ingested_at: annotations.get(ANNOTATION_INGESTED_AT).cloned(),
+        rebuild: annotations.get(ANNOTATION_REBUILD).cloned(),
     })
 }
 
@@ -715,6 +734,7 @@ mod tests {
             name: "b-2-1001".into(),
             range: LedgerRange::new(2, 1001),
             attempt: 1,
+            rebuild: None,
         };
         let job = build_job(&backfill("b", s.clone()), &request, "2025-01-15T10:00:00Z");
         let pod = job.spec.unwrap().template.spec.unwrap();
@@ -807,6 +827,7 @@ mod tests {
             name: "b-2-1001".into(),
             range: LedgerRange::new(2, 1001),
             attempt: 1,
+            rebuild: None,
         };
         let job = build_job(&defaults.apply(&b).unwrap(), &request, "x");
         let pod = job.spec.unwrap().template.spec.unwrap();
@@ -824,6 +845,7 @@ mod tests {
             name: "pubnet-p23-2-1001".into(),
             range: LedgerRange::new(2, 1001),
             attempt: 2,
+            rebuild: None,
         };
         let job = build_job(&bbf, &request, "2025-01-15T10:00:00Z");
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
@@ -887,6 +909,7 @@ mod tests {
                 name: "b-2-11".into(),
                 range: LedgerRange::new(2, 11),
                 attempt: 1,
+                rebuild: None,
             },
             "2025-01-15T10:00:00Z",
         );
@@ -940,6 +963,7 @@ mod tests {
             name: "b-2-11".into(),
             range: LedgerRange::new(2, 11),
             attempt: 1,
+            rebuild: None,
         };
         let mut job = build_job(&bbf, &request, "2025-01-15T10:00:00Z");
         finished(

@@ -174,6 +174,18 @@ impl PasLog for PasOutboxLog {
         Box::pin(async move {
             let range = record.range;
             let stream = self.stream().await.map_err(|e| pas_error(range, e))?;
+            if record.replaced {
+                // A rebuilt partition swapped in (`spec.rebuild`): its replacement event.
+                let prev = prev_event_hash.unwrap_or("");
+                let (head, written) = stream
+                    .replace_after(range, &record.manifest, prev)
+                    .await
+                    .map_err(|e| pas_error(range, e))?;
+                return Ok(Appended {
+                    event_hash: head.map_or_else(|| prev.to_string(), |e| e.chain.event_hash),
+                    existing: !written,
+                });
+            }
             let (event, existing) = stream
                 .append_after(range, &record.manifest, prev_event_hash.unwrap_or(""))
                 .await

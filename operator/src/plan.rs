@@ -136,6 +136,8 @@ pub struct ObservedJob {
     pub harvested: bool,
     /// The `ingested_at` the Job's worker writes.
     pub ingested_at: Option<String>,
+    /// A rebuild Job: the rebuild's id.
+    pub rebuild: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -210,6 +212,8 @@ pub struct Sequenced {
     pub more: bool,
     /// The catalog's rows (`None` without `spec.catalog`).
     pub catalog: Option<CatalogProgress>,
+    /// The replacements of the current rebuild (`None`: none made or checked).
+    pub rebuilt: Option<Rebuilt>,
 }
 
 /// What the sequencer found and did in the catalog.
@@ -285,6 +289,9 @@ pub struct JobRequest {
     pub name: String,
     pub range: LedgerRange,
     pub attempt: u32,
+    /// The rebuild (`spec.rebuild.id`) this Job rebuilds partitions for; `None` for the
+    /// backfill's own Jobs, which adopt every committed partition they meet.
+    pub rebuild: Option<String>,
 }
 
 /// A Kubernetes Event to publish after the status is written.
@@ -401,11 +408,19 @@ pub fn plan(input: &PlanInput) -> Plan {
     let previous = input.previous.cloned().unwrap_or_default();
     let ctx = Context::new(input, &previous);
     let mut work = Work::default();
+    let mut rebuild = Rebuild::start(&ctx, &mut work.events);
+    rebuild.apply_sequenced(&ctx, ctx.seq.rebuilt.as_ref(), &mut work.events);
     classify_jobs(&ctx, &mut work);
+    rebuild.classify(&ctx, &mut work);
     carry_retries(&ctx, &mut work);
     block_at_fault(&ctx, &mut work);
+    // The rebuild and the backfill share the Job slots (see `plan::rebuild`).
+    rebuild.schedule(&ctx, &mut work, rebuild.first_share(&ctx));
     schedule(&ctx, &mut work);
+    rebuild.schedule(&ctx, &mut work, u32::MAX);
     work_events(&ctx, &mut work);
+    let rebuilding = rebuild.in_progress();
+    let (rebuild, rebuild_history) = rebuild.finish(&ctx, &mut work.events);
     work.failed.sort_by_key(|(r, _)| *r);
     work.failed.dedup_by_key(|(r, _)| *r);
     work.running
@@ -416,7 +431,10 @@ pub fn plan(input: &PlanInput) -> Plan {
     let health = health(&ctx, &mut work.events);
     let conditions = conditions(&ctx, &work, &state, &health);
     let (progress, ledgers_per_second) = progress(&ctx);
-    let requeue = requeue(&ctx, state.phase, &health);
+    let mut requeue = requeue(&ctx, state.phase, &health);
+    if rebuilding {
+        requeue = requeue.min(Duration::from_secs(60));
+    }
 
     let seq = ctx.seq;
     let status = BronzeBackfillStatus {
@@ -443,6 +461,8 @@ pub fn plan(input: &PlanInput) -> Plan {
         },
         running_partitions: work.running,
         failed_partitions: work.failed.into_iter().map(|(_, f)| f).collect(),
+        rebuild,
+        rebuild_history,
     };
     Plan {
         create: work.create,
@@ -492,6 +512,11 @@ impl<'a> Context<'a> {
     /// Whether every partition of `r` is sequenced.
     fn is_done(&self, r: LedgerRange) -> bool {
         self.done_through.is_some_and(|d| r.end <= d)
+    }
+
+    /// The backfill's own Jobs (not a rebuild's).
+    fn backfill_jobs(&self) -> impl Iterator<Item = &'a ObservedJob> {
+        self.input.jobs.iter().filter(|j| j.rebuild.is_none())
     }
 }
 
@@ -551,7 +576,8 @@ impl Work {
 /// Step 1: each observed Job is running, done (harvest it), outside the range (delete it),
 /// committed ahead of the checkpoint, or failed (retry or block).
 fn classify_jobs(ctx: &Context, work: &mut Work) {
-    let mut jobs: Vec<&ObservedJob> = ctx.input.jobs.iter().collect();
+    // Rebuild Jobs are the rebuild's (`plan::rebuild`).
+    let mut jobs: Vec<&ObservedJob> = ctx.backfill_jobs().collect();
     jobs.sort_by_key(|j| (j.range, j.attempt));
     for job in jobs {
         let outside = ctx
@@ -635,7 +661,7 @@ fn classify_jobs(ctx: &Context, work: &mut Work) {
 /// again).
 fn carry_retries(ctx: &Context, work: &mut Work) {
     for (range, record) in &ctx.previous_failures {
-        let job_gone = !ctx.input.jobs.iter().any(|j| overlaps(j.range, *range));
+        let job_gone = !ctx.backfill_jobs().any(|j| overlaps(j.range, *range));
         if job_gone && record.retrying && is_job_failure(&record.reason) && !ctx.is_done(*range) {
             work.next_attempt
                 .entry(*range)
@@ -718,6 +744,7 @@ fn schedule(ctx: &Context, work: &mut Work) {
                 name,
                 range,
                 attempt,
+                rebuild: None,
             });
             slots -= 1;
         }
@@ -778,9 +805,8 @@ struct PhaseState {
 fn phase(ctx: &Context, work: &Work) -> PhaseState {
     let (spec, input, seq) = (ctx.spec, ctx.input, ctx.seq);
     let active = work.active;
-    let waiting = input
-        .jobs
-        .iter()
+    let waiting = ctx
+        .backfill_jobs()
         .any(|j| j.state == JobState::Succeeded && !ctx.is_done(j.range));
     let finished =
         ctx.grid.last_ledger().is_some() && ctx.grid.next_partition(ctx.done_through).is_none();
@@ -1299,8 +1325,14 @@ fn condition(
 }
 
 pub mod reason;
+pub mod rebuild;
+
+use rebuild::Rebuild;
+pub use rebuild::{Rebuilt, rebuild_job_name};
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod rebuild_tests;
 #[cfg(test)]
 mod tests;

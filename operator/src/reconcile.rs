@@ -323,6 +323,20 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         MAX_SEQUENCED_PER_RECONCILE,
     )
     .await;
+    crate::sequencer::replace_rebuilt(
+        spec,
+        &ingested_at,
+        status,
+        &mut sequenced,
+        store.as_ref(),
+        delta
+            .as_deref()
+            .map(|d| d as &dyn bronze::sequence::TableLog),
+        pas.as_deref(),
+        catalog.as_deref(),
+        MAX_SEQUENCED_PER_RECONCILE,
+    )
+    .await;
     // Follow mode: objects may arrive out of order; plan only below the first missing one.
     let checkpoint = sequenced
         .checkpoint

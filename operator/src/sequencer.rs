@@ -13,7 +13,7 @@ pub use bronze::sequence::{
     Appended, CatalogLog, Committed, DatasetStore, PartitionRecord, PasAppendError, PasLog,
     ReadError, TableLog, catalog_gaps, catalog_recorded_through,
 };
-use bronze::sequence::{FaultKind, Head, Outcome, Position, Sequencing};
+use bronze::sequence::{FaultKind, Head, Outcome, Position, Replacing, Sequencing};
 use futures::future::BoxFuture;
 
 use crate::crd::{BronzeBackfillSpec, BronzeBackfillStatus, CheckpointStatus};
@@ -175,7 +175,81 @@ fn sequenced(out: Outcome) -> Sequenced {
             recorded_through: c.recorded_through,
             error: c.error,
         }),
+        // Filled by `replace_rebuilt`.
+        rebuilt: None,
     }
+}
+
+/// The replacements of the current rebuild (`status.rebuild`, accepted and not finished): the
+/// partitions its Jobs rebuilt beside the committed ones, checked and swapped in, in ledger
+/// order, by the engine's replace step ([`bronze::sequence::replace_rebuilt`]), after this
+/// reconcile's sequencing and on its head. The checkpoint never moves back; the chain head and
+/// event count move with each replacement event. Nothing is done while sequencing is in trouble
+/// or stopped at a fault.
+#[allow(clippy::too_many_arguments)]
+pub async fn replace_rebuilt(
+    spec: &BronzeBackfillSpec,
+    ingested_at: &str,
+    status: Option<&BronzeBackfillStatus>,
+    sequenced: &mut Sequenced,
+    store: &dyn DatasetStore,
+    table: Option<&dyn TableLog>,
+    pas: Option<&dyn PasLog>,
+    catalog: Option<&dyn CatalogLog>,
+    max_steps: usize,
+) {
+    let rebuild = status
+        .and_then(|s| s.rebuild.as_ref())
+        .filter(|r| !r.refused && r.phase != crate::crd::RebuildPhase::Succeeded);
+    let (Some(rebuild), Some(staged)) = (rebuild, store.rebuilds()) else {
+        return;
+    };
+    if sequenced.trouble.is_some() || sequenced.fault.is_some() {
+        return;
+    }
+    let layout = layout_of(spec);
+    let grid = PartitionGrid::new(
+        spec.ledger_start,
+        spec.ledger_end,
+        spec.partition_size.max(1),
+    );
+    let run = Sequencing {
+        layout: &layout,
+        grid: &grid,
+        ingested_at: Some(ingested_at),
+        store,
+        table,
+        pas,
+        catalog,
+        max_steps,
+    };
+    let mut head = SequenceStart {
+        checkpoint: sequenced.checkpoint.clone(),
+        chain_head: sequenced.chain_head.clone(),
+        event_count: sequenced.event_count,
+    }
+    .head();
+    let replacing = Replacing {
+        run: &run,
+        staged,
+        rebuild_id: &rebuild.id,
+        range: LedgerRange::new(rebuild.ledger_start, rebuild.ledger_end),
+    };
+    let out = bronze::sequence::replace_rebuilt(&replacing, &mut head, rebuild.done_through).await;
+    sequenced.checkpoint = head.position.map(checkpoint_status);
+    sequenced.chain_head = head.chain_head;
+    sequenced.event_count = head.event_count;
+    if let Some(trouble) = out.trouble {
+        sequenced.trouble = Some(format!("rebuild {}: {trouble}", rebuild.id));
+    }
+    sequenced.rebuilt = Some(crate::plan::Rebuilt {
+        id: rebuild.id.clone(),
+        done_through: out.done_through,
+        replaced: out.replaced,
+        identical: out.identical,
+        fault: out.fault,
+        waiting_for: out.waiting_for,
+    });
 }
 
 /// `status.checkpoint` for the engine's position.
@@ -285,3 +359,6 @@ mod tests {
         assert_eq!(resolve(&spec(), None, &[job]), "2026-12-07T21:17:44.000Z");
     }
 }
+
+#[cfg(test)]
+mod rebuild_tests;

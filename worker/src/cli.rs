@@ -77,6 +77,12 @@ pub struct WorkerArgs {
     /// written there when the file exists (Kubernetes creates it), so `kubectl describe` shows it.
     #[arg(long, value_name = "PATH", default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
+    /// A rebuild Job of bronze-operator's `spec.rebuild` (the rebuild's id): every partition of
+    /// the range must be committed; each is rebuilt beside the committed one
+    /// (`part-S-E.parquet.replacing`, marker `_rebuild.json`) and nothing committed changes: the
+    /// operator checks and swaps it in.
+    #[arg(long, value_name = "ID")]
+    pub rebuild: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

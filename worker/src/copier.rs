@@ -124,8 +124,9 @@ fn worker_command(cli: &Cli, args: &WorkerArgs) -> u8 {
         show_progress_bar: !cli.no_progress,
     };
     let termination_log = args.termination_log.clone();
+    let rebuild = args.rebuild.clone();
     run_to_exit_code("range", Some(&termination_log), None, |cancel, _records| {
-        run_range(&config, range, cancel, options)
+        run_range(&config, range, rebuild.as_deref(), cancel, options)
     })
 }
 

@@ -34,7 +34,9 @@ fn source_code(e: &SourceError) -> u8 {
 
 fn commit_code(e: &CommitError) -> u8 {
     match e {
-        CommitError::Conflict { .. } | CommitError::CorruptManifest { .. } => CONFLICT,
+        CommitError::Conflict { .. }
+        | CommitError::CorruptManifest { .. }
+        | CommitError::NotCommitted { .. } => CONFLICT,
         CommitError::Store { .. } => FAILURE,
     }
 }

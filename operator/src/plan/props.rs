@@ -203,6 +203,7 @@ impl World {
                 state: j.state.clone(),
                 harvested: j.harvested,
                 ingested_at: Some(j.ingested_at.clone()),
+                rebuild: None,
             })
             .collect()
     }

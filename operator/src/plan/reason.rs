@@ -49,5 +49,12 @@ pub const SUSPENDED: &str = "Suspended";
 pub const RESUMED: &str = "Resumed";
 pub const FAILED: &str = "Failed";
 pub const CAUGHT_UP: &str = "CaughtUp";
+/// `spec.rebuild`: a rebuild accepted, refused (nothing changed), done, or failed.
+pub const REBUILD_ACCEPTED: &str = "RebuildAccepted";
+pub const REBUILD_REFUSED: &str = "RebuildRefused";
+pub const REBUILD_SUCCEEDED: &str = "RebuildSucceeded";
+pub const REBUILD_FAILED: &str = "RebuildFailed";
+/// Rebuilt partitions swapped in (each with a `bronze_partition_replaced` PAS event).
+pub const REPLACED: &str = "Replaced";
 /// A failure without a record (should not happen; keeps the Failed message whole).
 pub const UNKNOWN: &str = "Unknown";

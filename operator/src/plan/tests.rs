@@ -45,6 +45,7 @@ fn job(range: LedgerRange, state: JobState) -> ObservedJob {
         state,
         harvested: false,
         ingested_at: Some(INGESTED.into()),
+        rebuild: None,
     }
 }
 

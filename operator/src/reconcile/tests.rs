@@ -34,6 +34,7 @@ fn job_json(
         name: crate::plan::job_name("bbf", range),
         range,
         attempt: 1,
+        rebuild: None,
     };
     let mut job = build_job(b, &request, INGESTED);
     if let Some((type_, reason, message)) = condition {

@@ -235,6 +235,7 @@ async fn defaults_are_applied_and_the_printer_columns_are_served_as_a_table() {
             "Progress",
             "Last Ledger",
             "Rate",
+            "Rebuild",
             "Age"
         ]
     );

@@ -23,5 +23,6 @@ mod idle;
 mod life;
 mod race;
 mod rbac;
+mod rebuild;
 mod scale;
 mod uninstall;

@@ -158,10 +158,11 @@ fn runs_as_a_numeric_non_root_user_with_bronze_copier_as_entrypoint() {
         .find(|(op, _)| op == "ENTRYPOINT")
         .expect("ENTRYPOINT")
         .1;
-    // Worker Jobs pass only `worker --range S-E` as args (operator/src/job.rs).
+    // Worker Jobs pass only `worker --range S-E` (and a rebuild's `--rebuild ID`) as args
+    // (operator/src/job.rs).
     assert_eq!(entrypoint, r#"["/usr/local/bin/bronze-copier"]"#);
     let job = read("operator/src/job.rs");
-    assert!(job.contains(r#""worker".into(),"#) && job.contains("args: Some(vec!["));
+    assert!(job.contains(r#""worker".into(),"#) && job.contains(r#""--range".into(),"#));
     assert!(
         !job.contains("command: Some("),
         "worker Jobs must use the image's entrypoint"

@@ -632,6 +632,61 @@ impl PasStream {
         Ok((event, existing))
     }
 
+    /// The sequencer of the Kubernetes operator replacing the committed partition `range`
+    /// (`spec.rebuild`): a `bronze_partition_replaced` event (the range's next revision) on
+    /// `prev_event_hash`, which must be the outbox's head, unless the range's newest event
+    /// already describes `manifest`. Then nothing is written: the rebuild was identical, or an
+    /// earlier attempt (whose status was lost) wrote it, in which case that event is the one
+    /// just after `prev_event_hash` and is returned as the new head. Returns the new head's
+    /// event (`None`: the head stays) and whether it was written now.
+    pub async fn replace_after(
+        &self,
+        range: LedgerRange,
+        manifest: &Manifest,
+        prev_event_hash: &str,
+    ) -> Result<(Option<PasEvent>, bool), PasError> {
+        let event = {
+            let mut state = self.inner.state.lock().await;
+            if state.partial || state.head.event_hash != prev_event_hash {
+                self.reload(&mut state).await?;
+            }
+            if let Some(newest) = state.events.get(&range.start).cloned()
+                && self.check_matches(&newest, range, manifest).is_ok()
+            {
+                let head = (newest.chain.prev_event_hash == prev_event_hash).then_some(newest);
+                return Ok((head, false));
+            }
+            if state.head.event_hash != prev_event_hash {
+                return Err(PasError::HeadMoved {
+                    chain: self.inner.chain.key(),
+                    outbox: self.inner.outbox.describe(),
+                    range,
+                    expected: prev_event_hash.to_string(),
+                    head: state.head.event_hash.clone(),
+                });
+            }
+            let event = self
+                .write_on_head(&mut state, range, manifest, true)
+                .await?;
+            tracing::info!(
+                partition = %range,
+                event_id = %event.event_id,
+                event_hash = %event.chain.event_hash,
+                prev_event_hash = %event.chain.prev_event_hash,
+                checksum = %manifest.primary().map(|t| t.checksum.as_str()).unwrap_or(""),
+                "PAS replacement event recorded"
+            );
+            event
+        };
+        if let Some(c) = &self.inner.courier {
+            c.enqueue(&event);
+            if self.inner.strict {
+                c.flush().await?;
+            }
+        }
+        Ok((Some(event), true))
+    }
+
     /// The event stored for `range`: from memory, or, when the caller's head is not this
     /// stream's (another writer moved the chain), from the outbox after re-reading it.
     async fn stored_event(

@@ -27,6 +27,9 @@ use super::progress::Progress;
 pub struct BuildEnv {
     pub source: Arc<Datastore>,
     pub committer: Committer,
+    /// A rebuild (`worker --rebuild`): every partition must be committed, and is rebuilt beside
+    /// the committed one.
+    pub rebuild: bool,
     pub writer: WriterSettings,
     pub upload_part_bytes: usize,
     pub fetch_concurrency: usize,
@@ -162,8 +165,18 @@ async fn build_once(env: &Arc<BuildEnv>, range: LedgerRange) -> Result<Built, Bu
     // Nothing committed is touched here: a replacement is built beside the committed file and
     // only the sequencer, after every check, puts it in place.
     let replaces = match committer.existing(range).await? {
-        Some(existing) if committer.allow_overwrite => Some(Box::new(existing)),
+        Some(existing) if committer.allow_overwrite || env.rebuild => Some(Box::new(existing)),
         Some(existing) => return Ok(Built::AlreadyCommitted(Box::new(existing))),
+        None if env.rebuild => {
+            let key = committer
+                .location
+                .key(&committer.layout.manifest_key(range));
+            return Err(CommitError::NotCommitted {
+                range,
+                key: key.to_string(),
+            }
+            .into());
+        }
         None => None,
     };
     let started = Instant::now();

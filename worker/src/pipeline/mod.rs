@@ -163,7 +163,10 @@ pub async fn run(
         },
         records,
         Progress::new(total, options.show_progress_bar),
-        crate::archive::ArchiveSettings::from_config(config),
+        Checks {
+            archive: crate::archive::ArchiveSettings::from_config(config),
+            rebuild: None,
+        },
     )
     .await?;
     if config.era.allow_overwrite {
@@ -238,9 +241,15 @@ pub fn partitions_in_range(
 ///
 /// The run is always bounded: a missing datastore object is an error, never "the tip", so a
 /// Job cannot hang waiting for ledgers the operator did not see.
+///
+/// `rebuild` (a rebuild Job of the operator's `spec.rebuild`): every partition of the range must
+/// be committed; each is rebuilt beside the committed one and staged with the rebuild's marker
+/// (`Committer::stage_rebuild`). Nothing committed changes: the operator's sequencer checks and
+/// swaps it in through the engine ([`crate::sequence::replace_rebuilt`]).
 pub async fn run_range(
     config: &Config,
     range: LedgerRange,
+    rebuild: Option<&str>,
     cancel: CancellationToken,
     options: RunOptions,
 ) -> Result<RunSummary, RunError> {
@@ -259,9 +268,12 @@ pub async fn run_range(
         Resume::default(),
         Records::default(),
         Progress::new(Some(range.len()), options.show_progress_bar),
-        // From the backfill's config: a Job of a backfill following the tip waits for the
-        // archive to publish its range's last checkpoint, as the standalone does.
-        crate::archive::ArchiveSettings::from_config(config),
+        Checks {
+            // From the backfill's config: a Job of a backfill following the tip waits for the
+            // archive to publish its range's last checkpoint, as the standalone does.
+            archive: crate::archive::ArchiveSettings::from_config(config),
+            rebuild,
+        },
     )
     .await?;
     if config.era.allow_overwrite {
@@ -270,6 +282,14 @@ pub async fn run_range(
             .await?;
     }
     pipeline.drive(partitions.into_iter(), cancel).await
+}
+
+/// What a run checks and stages beyond the copy itself.
+struct Checks<'a> {
+    /// The history archives every ledger is compared with (`archive.url`), if any.
+    archive: Option<crate::archive::ArchiveSettings>,
+    /// The rebuild id of an operator rebuild Job (partitions staged beside the committed ones).
+    rebuild: Option<&'a str>,
 }
 
 /// Where a run resumes from (standalone), or nothing (worker mode).
@@ -297,8 +317,9 @@ impl Pipeline {
         resume: Resume,
         records: Records,
         progress: Progress,
-        archive: Option<crate::archive::ArchiveSettings>,
+        checks: Checks<'_>,
     ) -> Result<Self, RunError> {
+        let Checks { archive, rebuild } = checks;
         let source = Arc::new(Datastore::open(config, open_source_location(config)?).await?);
         let archive = match archive {
             Some(settings) => Some(Arc::new(
@@ -343,6 +364,7 @@ impl Pipeline {
         let env = Arc::new(BuildEnv {
             source: source.clone(),
             committer: committer.clone(),
+            rebuild: rebuild.is_some(),
             writer: WriterSettings {
                 compression: config.storage.compression,
                 compression_level: config.storage.compression_level,
@@ -380,6 +402,7 @@ impl Pipeline {
             last_committed: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
             checkpoint_floor: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
             counts: SequenceCounts::default(),
+            rebuild: rebuild.map(String::from),
         };
         Ok(Self {
             env,

@@ -165,6 +165,9 @@ pub struct Sequencer {
     /// How this run writes partitions, to compare with adopted ones.
     pub settings: PartitionSettings,
     pub counts: SequenceCounts,
+    /// A rebuild Job (`worker --rebuild ID`): a rebuilt partition is staged for the operator
+    /// (`Committer::stage_rebuild`), never swapped in here.
+    pub rebuild: Option<String>,
 }
 
 /// What the sequencer did with the partitions it published, for the run's summary.
@@ -294,6 +297,15 @@ impl Sequencer {
         self.check_staged_link(staged)?;
         let manifest = self.manifest_for(staged);
         let old = existing.manifest.primary().cloned();
+        if let Some(id) = &self.rebuild {
+            // The operator checks the records and swaps it in (`sequence::replace_rebuilt`).
+            if old.as_ref() == manifest.primary() {
+                self.committer.discard(&staged.parquet_key).await?;
+            }
+            self.committer.stage_rebuild(id, &manifest).await?;
+            tracing::info!(partition = %range, rebuild = %id, identical = (old.as_ref() == manifest.primary()), "rebuilt partition staged beside the committed one for the operator");
+            return Ok((existing.manifest.clone(), true, None));
+        }
         if old.as_ref() == manifest.primary() {
             self.committer.discard(&staged.parquet_key).await?;
             tracing::info!(partition = %range, "rebuilt partition is identical to the committed one; kept");

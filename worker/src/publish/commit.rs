@@ -25,6 +25,11 @@ pub enum CommitError {
         key: String,
         why: String,
     },
+    /// A rebuild (`bronze-copier worker --rebuild`) met a partition that is not committed.
+    #[error(
+        "partition ledgers_lcm_raw range={range} is not committed ({key} is missing): a rebuild replaces committed partitions only"
+    )]
+    NotCommitted { range: LedgerRange, key: String },
     #[error("committed manifest {key} is unreadable: {message}")]
     CorruptManifest { key: String, message: String },
     #[error("storage {op} of {key} failed: {source}")]

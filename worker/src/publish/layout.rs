@@ -5,6 +5,8 @@ use crate::config::{Config, PRIMARY_TABLE};
 use crate::partition::LedgerRange;
 
 pub const MANIFEST_FILE: &str = "_manifest.json";
+/// See [`DatasetLayout::rebuild_marker_key`].
+pub const REBUILD_MARKER_FILE: &str = "_rebuild.json";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetLayout {
@@ -64,6 +66,12 @@ impl DatasetLayout {
     /// `*.parquet` matches, until every check has passed and it is moved into place.
     pub fn replacement_key(&self, range: LedgerRange) -> String {
         format!("{}.replacing", self.parquet_key(range))
+    }
+
+    /// A rebuild's marker (`spec.rebuild` of the operator): the manifest of the partition rebuilt
+    /// at [`Self::replacement_key`], waiting for the sequencer to check it and swap it in.
+    pub fn rebuild_marker_key(&self, range: LedgerRange) -> String {
+        format!("{}/{REBUILD_MARKER_FILE}", self.partition_dir(range))
     }
 
     pub fn manifest_key(&self, range: LedgerRange) -> String {

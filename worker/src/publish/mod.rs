@@ -4,15 +4,17 @@ mod check;
 mod commit;
 mod layout;
 mod manifest;
+mod staged;
 mod upload;
 
 #[cfg(test)]
 pub(crate) use check::fixtures;
 pub use check::{Expect, Finding};
 pub use commit::{CommitError, Committer, ExistingPartition};
-pub use layout::{DatasetLayout, MANIFEST_FILE};
+pub use layout::{DatasetLayout, MANIFEST_FILE, REBUILD_MARKER_FILE};
 pub use manifest::{
     ChainInfo, Manifest, ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
     WriterInfo, settings_differences,
 };
+pub use staged::StagedRebuild;
 pub use upload::{UploadError, UploadSink, Uploader, start_upload};

@@ -9,6 +9,7 @@ pub mod head;
 pub mod logs;
 pub mod object_dataset;
 pub mod policy;
+pub mod replace;
 pub mod steps;
 pub mod store;
 
@@ -19,6 +20,7 @@ pub use logs::{
     TableLogError,
 };
 pub use object_dataset::ObjectDataset;
+pub use replace::{RebuildStore, Replaced, Replacing, replace_rebuilt};
 pub use steps::{
     CatalogProgress, CatalogRun, Fault, FaultKind, Logs, Outcome, RecordError, Sequencing,
     catch_up_catalog, check_replace, partition_record, record_partition, sequence,

@@ -4,9 +4,10 @@
 use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 
+use super::replace::RebuildStore;
 use super::store::{Committed, DatasetStore, ReadError};
 use crate::partition::LedgerRange;
-use crate::publish::{CommitError, Committer, DatasetLayout, Manifest};
+use crate::publish::{CommitError, Committer, DatasetLayout, Manifest, StagedRebuild};
 
 /// The committed partitions of one dataset, in any object store.
 pub struct ObjectDataset {
@@ -102,6 +103,43 @@ impl DatasetStore for ObjectDataset {
                 }
             }
             Ok(None)
+        })
+    }
+
+    fn rebuilds(&self) -> Option<&dyn RebuildStore> {
+        Some(self)
+    }
+}
+
+impl RebuildStore for ObjectDataset {
+    fn staged(
+        &self,
+        range: LedgerRange,
+    ) -> BoxFuture<'_, Result<Option<StagedRebuild>, ReadError>> {
+        Box::pin(async move {
+            self.committer
+                .staged_rebuild(range)
+                .await
+                .map_err(Self::read_error)
+        })
+    }
+
+    fn swap<'a>(&'a self, manifest: &'a Manifest) -> BoxFuture<'a, Result<(), ReadError>> {
+        Box::pin(async move {
+            let staged = self.committer.layout.replacement_key(manifest.range());
+            self.committer
+                .replace(manifest, &staged)
+                .await
+                .map_err(Self::read_error)
+        })
+    }
+
+    fn clear(&self, range: LedgerRange) -> BoxFuture<'_, Result<(), ReadError>> {
+        Box::pin(async move {
+            self.committer
+                .clear_rebuild(range)
+                .await
+                .map_err(Self::read_error)
         })
     }
 }

@@ -391,8 +391,11 @@ pub async fn record_partition(
             .append(record, chain_head.as_deref())
             .await
             .map_err(RecordError::Pas)?;
+        // A replacement found identical leaves the head where it is: no new event.
+        if chain_head.as_deref() != Some(appended.event_hash.as_str()) {
+            head.event_count += 1;
+        }
         chain_head = Some(appended.event_hash);
-        head.event_count += 1;
     }
     head.chain_head = chain_head;
     if let Some(cat) = cat.filter(|c| c.active)

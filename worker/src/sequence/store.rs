@@ -30,4 +30,8 @@ pub trait DatasetStore: Send + Sync {
     fn committed(&self, range: LedgerRange) -> BoxFuture<'_, Result<Option<Committed>, ReadError>>;
     /// The committed partition with the lowest start, if any (to recover `ingested_at`).
     fn first_committed(&self) -> BoxFuture<'_, Result<Option<Manifest>, ReadError>>;
+    /// The partitions rebuilt beside the committed ones, when this store can hold them.
+    fn rebuilds(&self) -> Option<&dyn super::replace::RebuildStore> {
+        None
+    }
 }
