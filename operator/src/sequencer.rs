@@ -355,6 +355,7 @@ mod tests {
             state: JobState::Active,
             harvested: false,
             ingested_at: Some("2026-12-07T21:17:44Z".into()),
+            rebuild: None,
         };
         assert_eq!(resolve(&spec(), None, &[job]), "2026-12-07T21:17:44.000Z");
     }

@@ -335,6 +335,7 @@ async fn a_rebuild_survives_operator_and_worker_kills_and_a_second_id_waits_for_
             bronze_operator::plan::rebuild_job_name("crash", "r1", LedgerRange::new(12, 21)),
             vec![137],
         )]),
+        ..Default::default()
     });
     let mut operator = env.operator(OperatorOptions::named("op-0")).await;
     let spec =
