@@ -572,3 +572,45 @@ async fn bench_operator_at_many_partitions() {
         peak / 1024,
     );
 }
+
+/// `make bench-operator`: the Delta log backfilled from the manifests of a lake of
+/// `BRONZE_BENCH_PARTITIONS` committed partitions (6,000; the key turned on for an existing
+/// backfill, or a log lost), one commit per partition (as earlier versions did) against
+/// `bronze::delta::repair::BATCH` per commit, on two copies of the same lake. The lake's Parquet
+/// files are stand-ins, so each footer read (one ranged GET, as for a real file) finds no
+/// statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: make bench-operator"]
+async fn bench_delta_log_backfill() {
+    let partitions = env_u32("BRONZE_BENCH_PARTITIONS", 6000);
+    let batched = bronze::delta::repair::BATCH;
+    let mut times = Vec::new();
+    for batch in [1, batched] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = lake_spec(dir.path(), partitions);
+        commit_partitions(&spec, 0, partitions).await;
+        spec.storage.table_format = crate::crd::TableFormat::Delta;
+        let config = crate::job::worker_config(&spec, INGESTED_AT).unwrap();
+        let location = location(&spec);
+        let layout = DatasetLayout::from_config(&config);
+        let table = bronze::delta::DeltaTable::new(&location, &layout);
+        let t = Instant::now();
+        let added = bronze::delta::catch_up_in_batches_of(&table, &location, None, batch)
+            .await
+            .unwrap();
+        let elapsed = t.elapsed();
+        let version = table.version().await.unwrap();
+        assert_eq!(added, partitions as usize);
+        assert_eq!(table.recorded().await.unwrap().len(), partitions as usize);
+        println!(
+            "delta log backfill of {partitions} committed partitions, {batch} per commit: {:.1} s, {:.2} ms per partition, log at version {version:?}",
+            elapsed.as_secs_f64(),
+            ms(elapsed) / f64::from(partitions),
+        );
+        times.push(elapsed);
+    }
+    println!(
+        "delta log backfill: {:.1}x faster with {batched} partitions per commit",
+        times[0].as_secs_f64() / times[1].as_secs_f64()
+    );
+}

@@ -126,6 +126,12 @@ pub fn delta_read(table_dir: impl AsRef<Path>, version: Option<u64>) -> serde_js
     run_json("delta_read.py", &args)
 }
 
+/// Read the Delta table at `table_dir` with Apache Spark's Parquet reader (`tests/py/spark_read.py`:
+/// the files the log lists, with the table's schema from the log; `local[1]`, loopback only).
+pub fn spark_read(table_dir: impl AsRef<Path>) -> serde_json::Value {
+    run_json("spark_read.py", &[table_dir.as_ref().as_os_str()])
+}
+
 /// Read the Delta table at `uri` (`s3://bucket/path`) with the `deltalake` package alone, with
 /// object-store `storage_options` (e.g. a loopback S3 server's endpoint and dummy keys).
 pub fn delta_read_uri(uri: &str, storage_options: &serde_json::Value) -> serde_json::Value {

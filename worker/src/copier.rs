@@ -366,9 +366,19 @@ async fn start_services(config: &Config) -> Result<Services, u8> {
     let delta = match crate::delta::DeltaSink::open(config).await {
         Ok(d) => d,
         Err(e) => {
-            tracing::error!("cannot bring the Delta log up to date: {e}");
+            // A table that disagrees with the files (or a damaged log) needs a person, not a
+            // retry: exit as a conflict; storage outages are retried.
+            let code = if e.is_transient() {
+                exit::FAILURE
+            } else {
+                exit::CONFLICT
+            };
+            tracing::error!(
+                exit_code = code,
+                "cannot bring the Delta log up to date: {e}"
+            );
             eprintln!("bronze-copier: delta: {e}");
-            return Err(exit::FAILURE);
+            return Err(code);
         }
     };
     let rate = metrics_server.as_ref().map(|_| {

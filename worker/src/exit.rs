@@ -59,6 +59,8 @@ pub fn code_for(error: &RunError) -> u8 {
         RunError::Checkpoint(_) => CONFIG,
         RunError::Range(_) => CONFIG,
         RunError::Archive(e) => archive_code(e),
+        RunError::Table(e) if e.is_transient() => FAILURE,
+        RunError::Table(_) => CONFLICT,
         RunError::Commit(e) => commit_code(e),
         RunError::Build { source, .. } => match source {
             BuildError::Source(e) => source_code(e),

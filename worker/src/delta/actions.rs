@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::parquet::ledgers_lcm_raw_schema;
+use crate::parquet::{IntegerTypes, ledgers_lcm_raw_schema_with};
 
 /// Readers need nothing newer than Delta's first protocol: no table features are used.
 pub const MIN_READER_VERSION: i32 = 1;
@@ -137,10 +137,24 @@ pub fn decode_commit(name: &str, bytes: &[u8]) -> Result<Vec<Action>, String> {
         .collect()
 }
 
-/// The Delta type of one of our Arrow types. Delta has no unsigned integers: `uint64`
-/// (`ledger_sequence`) is a `long` (every ledger sequence fits) and `uint32`
-/// (`protocol_version`) a `long` too, the lossless widening readers (Polars, Spark) apply to
-/// an unsigned 32-bit Parquet column.
+/// `metaData.configuration` key naming the integer types of the table's files
+/// ([`IntegerTypes`]): `signed` in every table this version creates. A table without it was
+/// created by an earlier version, whose files are unsigned.
+pub const INTEGER_TYPES_KEY: &str = "bronze.integerTypes";
+
+/// The integer types of the files of a table with this metadata (see [`INTEGER_TYPES_KEY`]);
+/// `None` for a value Bronze does not know.
+pub fn integer_types_of(metadata: &Metadata) -> Option<IntegerTypes> {
+    match metadata.configuration.get(INTEGER_TYPES_KEY) {
+        None => Some(IntegerTypes::Unsigned),
+        Some(v) => v.as_str().and_then(IntegerTypes::from_name),
+    }
+}
+
+/// The Delta type of one of our Arrow types. In the signed layout the types are Delta's own
+/// (`long`, `integer`). In the unsigned layout of tables from earlier versions (Delta has no
+/// unsigned integers) `uint64` (`ledger_sequence`) is a `long` and `uint32`
+/// (`protocol_version`) a `long` too: what those tables declare, kept as they are.
 fn delta_type(ty: &DataType) -> &'static str {
     match ty {
         DataType::UInt64 | DataType::Int64 | DataType::UInt32 => "long",
@@ -153,9 +167,9 @@ fn delta_type(ty: &DataType) -> &'static str {
 }
 
 /// `metaData.schemaString`: the 17 columns of `ledgers_lcm_raw`, in order, all non-null, derived
-/// from the one Arrow schema the Parquet writer uses.
-pub fn schema_string() -> String {
-    let fields: Vec<Value> = ledgers_lcm_raw_schema()
+/// from the Arrow schema the Parquet writer uses for files of `integers` types.
+pub fn schema_string(integers: IntegerTypes) -> String {
+    let fields: Vec<Value> = ledgers_lcm_raw_schema_with(integers)
         .fields()
         .iter()
         .map(|f| {
@@ -187,8 +201,11 @@ pub fn table_id(dataset_dir: &str) -> String {
 }
 
 /// Version 0: the protocol and the table's metadata (no partition columns: a partition's file is
-/// found by its statistics, which readers prune on, and rows stay exactly the Parquet rows).
-pub fn initial_actions(dataset_dir: &str, now_ms: i64) -> Vec<Action> {
+/// found by its statistics, which readers prune on, and rows stay exactly the Parquet rows) for
+/// files of `integers` types.
+pub fn initial_actions(dataset_dir: &str, now_ms: i64, integers: IntegerTypes) -> Vec<Action> {
+    let mut configuration = Map::new();
+    configuration.insert(INTEGER_TYPES_KEY.into(), json!(integers.name()));
     vec![
         Action::Protocol(Protocol {
             min_reader_version: MIN_READER_VERSION,
@@ -201,9 +218,9 @@ pub fn initial_actions(dataset_dir: &str, now_ms: i64) -> Vec<Action> {
                 provider: "parquet".into(),
                 options: Map::new(),
             },
-            schema_string: schema_string(),
+            schema_string: schema_string(integers),
             partition_columns: Vec::new(),
-            configuration: Map::new(),
+            configuration,
             created_time: Some(now_ms),
         }),
         commit_info(now_ms, "CREATE TABLE", json!({})),
@@ -278,7 +295,11 @@ mod tests {
 
     #[test]
     fn actions_round_trip_through_lines() {
-        let actions = initial_actions("bronze/testnet/e/v1/ledgers_lcm_raw", 5);
+        let actions = initial_actions(
+            "bronze/testnet/e/v1/ledgers_lcm_raw",
+            5,
+            IntegerTypes::Signed,
+        );
         let bytes = encode_commit(&actions);
         assert_eq!(decode_commit("x", &bytes).unwrap(), actions);
         let add = Action::Add(Add {
@@ -297,16 +318,38 @@ mod tests {
 
     #[test]
     fn schema_string_has_the_17_columns_with_delta_types() {
-        let s: Value = serde_json::from_str(&schema_string()).unwrap();
-        let fields = s["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 17);
-        assert_eq!(fields[0]["name"], "ledger_sequence");
-        assert_eq!(fields[0]["type"], "long");
-        assert_eq!(fields[3]["type"], "timestamp");
-        assert_eq!(fields[4]["type"], "long");
-        assert_eq!(fields[8]["type"], "integer");
-        assert_eq!(fields[10]["type"], "binary");
-        assert!(fields.iter().all(|f| f["nullable"] == false));
+        for (integers, protocol) in [
+            (IntegerTypes::Signed, "integer"),
+            // What tables of earlier versions (unsigned files) declare, unchanged.
+            (IntegerTypes::Unsigned, "long"),
+        ] {
+            let s: Value = serde_json::from_str(&schema_string(integers)).unwrap();
+            let fields = s["fields"].as_array().unwrap();
+            assert_eq!(fields.len(), 17);
+            assert_eq!(fields[0]["name"], "ledger_sequence");
+            assert_eq!(fields[0]["type"], "long");
+            assert_eq!(fields[3]["type"], "timestamp");
+            assert_eq!(fields[4]["name"], "protocol_version");
+            assert_eq!(fields[4]["type"], protocol);
+            assert_eq!(fields[8]["type"], "integer");
+            assert_eq!(fields[10]["type"], "binary");
+            assert!(fields.iter().all(|f| f["nullable"] == false));
+        }
+    }
+
+    #[test]
+    fn new_tables_say_signed_and_tables_without_the_key_are_unsigned() {
+        let actions = initial_actions("d", 0, IntegerTypes::Signed);
+        let Action::Metadata(mut m) = actions[1].clone() else {
+            panic!()
+        };
+        assert_eq!(m.configuration[INTEGER_TYPES_KEY], "signed");
+        assert_eq!(integer_types_of(&m), Some(IntegerTypes::Signed));
+        m.configuration.clear();
+        assert_eq!(integer_types_of(&m), Some(IntegerTypes::Unsigned));
+        m.configuration
+            .insert(INTEGER_TYPES_KEY.into(), json!("decimal"));
+        assert_eq!(integer_types_of(&m), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::actions::{Add, Format, Metadata, Protocol};
 
@@ -245,6 +246,38 @@ fn ints<'a>(s: &'a StructArray, name: &str) -> Result<&'a Int32Array, String> {
         .ok_or_else(|| format!("{name} is not an integer column"))
 }
 
+/// Row `i` of a `map<string,string>` column (`configuration`), as the JSON object the commit
+/// files hold (empty when the column is absent or the row null).
+fn string_map(s: &StructArray, name: &str, i: usize) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    let Ok(column) = child(s, name) else {
+        return Ok(out);
+    };
+    let map = column
+        .as_any()
+        .downcast_ref::<arrow_array::MapArray>()
+        .ok_or_else(|| format!("{name} is not a map column"))?;
+    if map.is_null(i) {
+        return Ok(out);
+    }
+    let entries = map.value(i);
+    let keys = entries
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| format!("{name} keys are not strings"))?;
+    let values = entries
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| format!("{name} values are not strings"))?;
+    for k in 0..keys.len() {
+        let value = (!values.is_null(k)).then(|| Value::from(values.value(k)));
+        out.insert(keys.value(k).to_string(), value.unwrap_or(Value::Null));
+    }
+    Ok(out)
+}
+
 /// Reads a classic checkpoint back (ours or another writer's): its protocol, metadata and adds.
 /// Tombstones and other actions are not state Bronze needs.
 pub fn decode(bytes: Bytes) -> Result<CheckpointState, String> {
@@ -284,7 +317,7 @@ pub fn decode(bytes: Bytes) -> Result<CheckpointState, String> {
                     },
                     schema_string: schema.value(i).to_string(),
                     partition_columns: Vec::new(),
-                    configuration: Default::default(),
+                    configuration: string_map(&m, "configuration", i)?,
                     created_time: created.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
                 });
             }
@@ -321,7 +354,11 @@ mod tests {
 
     #[test]
     fn a_checkpoint_round_trips() {
-        let actions = initial_actions("bronze/t/e/v1/ledgers_lcm_raw", 42);
+        let actions = initial_actions(
+            "bronze/t/e/v1/ledgers_lcm_raw",
+            42,
+            crate::parquet::IntegerTypes::Signed,
+        );
         let (Action::Protocol(protocol), Action::Metadata(metadata)) = (&actions[0], &actions[1])
         else {
             panic!("initial actions")

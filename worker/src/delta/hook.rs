@@ -11,6 +11,25 @@ use crate::sequence::{PartitionRecord, TableLog, TableLogError};
 use crate::store::Location;
 use futures::future::BoxFuture;
 
+/// Why [`DeltaSink::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Location(String),
+    #[error(transparent)]
+    Log(#[from] DeltaError),
+}
+
+impl OpenError {
+    /// Worth retrying (storage unreachable) rather than a table that needs a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OpenError::Location(_) => false,
+            OpenError::Log(e) => e.is_transient(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct DeltaSink {
     table: Arc<DeltaTable>,
@@ -21,7 +40,7 @@ pub struct DeltaSink {
 
 fn hook_error(e: DeltaError) -> TableLogError {
     TableLogError {
-        conflict: matches!(e, DeltaError::Conflict { .. }),
+        conflict: matches!(e, DeltaError::Conflict { .. } | DeltaError::Types { .. }),
         message: e.to_string(),
     }
 }
@@ -51,6 +70,10 @@ impl DeltaSink {
     pub async fn catch_up_before(&self, before: Option<u32>) -> Result<usize, DeltaError> {
         let mut done = self.caught_up.lock().await;
         let added = catch_up(&self.table, &self.location, before).await?;
+        if !*done {
+            let integers = self.table.integer_types().await?;
+            super::integers::warn_if_unsigned(&self.table.uri(), integers);
+        }
         *done = true;
         Ok(added)
     }
@@ -110,11 +133,11 @@ impl DeltaSink {
 
     /// The sink of `config` (`None` unless `storage.table_format: delta`), with the log already
     /// caught up with the manifests in storage.
-    pub async fn open(config: &crate::config::Config) -> Result<Option<DeltaSink>, String> {
-        let Some(sink) = DeltaSink::of_config(config)? else {
+    pub async fn open(config: &crate::config::Config) -> Result<Option<DeltaSink>, OpenError> {
+        let Some(sink) = DeltaSink::of_config(config).map_err(OpenError::Location)? else {
             return Ok(None);
         };
-        let added = sink.catch_up().await.map_err(|e| e.to_string())?;
+        let added = sink.catch_up().await?;
         tracing::info!(table = %sink.table.uri(), added, "delta: log caught up with the manifests");
         Ok(Some(sink))
     }

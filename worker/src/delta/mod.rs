@@ -12,11 +12,12 @@
 pub mod actions;
 pub mod checkpoint;
 pub mod hook;
+pub mod integers;
 pub mod repair;
 pub mod stats;
 pub mod table;
 pub mod verify;
 
 pub use hook::DeltaSink;
-pub use repair::catch_up;
+pub use repair::{catch_up, catch_up_in_batches_of};
 pub use table::{Appended, DeltaError, DeltaTable, LoggedFile, relative_path};

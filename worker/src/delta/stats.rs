@@ -11,7 +11,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 use serde_json::{Map, Value, json};
 
-use crate::parquet::COLUMNS;
+use crate::parquet::{COLUMNS, IntegerTypes};
 
 /// How a column's min/max is written in the stats JSON.
 #[derive(Clone, Copy)]
@@ -62,6 +62,16 @@ fn value_of(kind: Kind, v: i64) -> Option<Value> {
         Kind::TimestampMillis => DateTime::from_timestamp_millis(v)
             .map(|t| json!(t.to_rfc3339_opts(SecondsFormat::Millis, true))),
     }
+}
+
+/// The integer types of `ledger_sequence` and `protocol_version` in a file's footer (`None` for
+/// a file of neither layout).
+pub fn integer_types_of_footer(meta: &ParquetMetaData) -> Option<IntegerTypes> {
+    let file = meta.file_metadata();
+    let schema =
+        parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+            .ok()?;
+    IntegerTypes::of_schema(&schema)
 }
 
 /// The stats JSON string of a file with `row_count` rows and footer `meta` (pure).

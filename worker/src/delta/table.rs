@@ -12,11 +12,13 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::actions::{
-    Action, Add, Metadata, Protocol, checkpoint_file_name, commit_file_name, decode_commit,
-    decode_path, encode_commit, encode_path, initial_actions, parse_commit_file_name,
+    Action, Add, INTEGER_TYPES_KEY, Metadata, Protocol, checkpoint_file_name, commit_file_name,
+    decode_commit, decode_path, encode_commit, encode_path, initial_actions, integer_types_of,
+    parse_commit_file_name,
 };
 use super::checkpoint::{self, CHECKPOINT_INTERVAL, CheckpointState, LastCheckpoint};
 use super::stats;
+use crate::parquet::IntegerTypes;
 use crate::partition::LedgerRange;
 use crate::publish::{DatasetLayout, Manifest};
 use crate::store::Location;
@@ -44,6 +46,17 @@ pub enum DeltaError {
         path: String,
         logged: i64,
         size: u64,
+    },
+    /// A file whose `ledger_sequence`/`protocol_version` types are not the table's: adding it
+    /// would make the table's files disagree (docs/formats.md#integer-types).
+    #[error(
+        "{key}: {path} stores ledger_sequence and protocol_version as {file} integers, but the table's files are {table} (metaData.configuration {INTEGER_TYPES_KEY}); a table whose files disagree is refused: see docs/formats.md#integer-types"
+    )]
+    Types {
+        key: String,
+        path: String,
+        file: IntegerTypes,
+        table: IntegerTypes,
     },
 }
 
@@ -79,6 +92,8 @@ struct State {
 pub struct PreparedAdd {
     pub range: LedgerRange,
     pub add: Add,
+    /// The integer types of the file (`None` when its footer could not be read).
+    pub integers: Option<IntegerTypes>,
 }
 
 /// What [`DeltaTable::append`] did.
@@ -327,11 +342,38 @@ impl DeltaTable {
         }
     }
 
-    /// Version 0 (protocol, metadata), unless the table exists.
-    async fn ensure_created(&self, state: &mut State) -> Result<(), DeltaError> {
+    /// The integer types of the table's files (`None`: no table yet). A table without
+    /// [`INTEGER_TYPES_KEY`] was created by an earlier version: unsigned.
+    pub async fn integer_types(&self) -> Result<Option<IntegerTypes>, DeltaError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        self.types_of(&state)
+    }
+
+    fn types_of(&self, state: &State) -> Result<Option<IntegerTypes>, DeltaError> {
+        let Some(metadata) = &state.metadata else {
+            return Ok(None);
+        };
+        integer_types_of(metadata)
+            .map(Some)
+            .ok_or_else(|| DeltaError::Corrupt {
+                key: self.uri(),
+                message: format!(
+                    "metaData.configuration {INTEGER_TYPES_KEY} is {}, neither signed nor unsigned",
+                    metadata.configuration[INTEGER_TYPES_KEY]
+                ),
+            })
+    }
+
+    /// Version 0 (protocol, metadata for files of `integers` types), unless the table exists.
+    async fn ensure_created(
+        &self,
+        state: &mut State,
+        integers: IntegerTypes,
+    ) -> Result<(), DeltaError> {
         self.refresh(state).await?;
         if state.version.is_none() {
-            let actions = initial_actions(&self.dir, now_ms());
+            let actions = initial_actions(&self.dir, now_ms(), integers);
             if self.try_commit(0, &actions).await? {
                 tracing::info!(table = %self.uri(), "delta: table created (version 0)");
             }
@@ -370,6 +412,7 @@ impl DeltaTable {
         };
         Ok(PreparedAdd {
             range,
+            integers: footer.as_ref().and_then(stats::integer_types_of_footer),
             add: Add {
                 path: encode_path(&relative_path(range)),
                 partition_values: Default::default(),
@@ -388,10 +431,18 @@ impl DeltaTable {
         prepared: PreparedAdd,
         replace: bool,
     ) -> Result<Appended, DeltaError> {
-        let PreparedAdd { range, add } = prepared;
+        let PreparedAdd {
+            range,
+            add,
+            integers,
+        } = prepared;
         let path = relative_path(range);
         let mut state = self.state.lock().await;
-        self.ensure_created(&mut state).await?;
+        // A new table takes the types of its first file (a dataset of earlier versions turned
+        // into a table stays unsigned); without a readable footer, this version's: signed.
+        self.ensure_created(&mut state, integers.unwrap_or(IntegerTypes::Signed))
+            .await?;
+        self.check_types(&state, &path, integers)?;
         loop {
             if let Some((logged, _)) = state.files.get(&path) {
                 // The same partition (same manifest) is logged: done. A replacement's manifest
@@ -429,6 +480,89 @@ impl DeltaTable {
                     self.write_checkpoint(&mut state).await?;
                 }
                 return Ok(Appended::Added { version });
+            }
+            // Another writer took this version: read what it committed, then decide again.
+            self.refresh(&mut state).await?;
+        }
+    }
+
+    /// A file of other integer types than the table's is never added (the files would disagree).
+    fn check_types(
+        &self,
+        state: &State,
+        path: &str,
+        integers: Option<IntegerTypes>,
+    ) -> Result<(), DeltaError> {
+        match (integers, self.types_of(state)?) {
+            (Some(file), Some(table)) if file != table => Err(DeltaError::Types {
+                key: self.uri(),
+                path: path.to_string(),
+                file,
+                table,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Commits many [`DeltaTable::prepare`]d adds (in ledger order, none a replacement) as one
+    /// version: how a backfill or repair of the log from the manifests commits thousands of
+    /// partitions in seconds. Partitions the log already adds with the same size are skipped (a
+    /// batch that finds all of them logged commits nothing); one logged with another size is a
+    /// conflict, as in [`DeltaTable::append`]. Returns how many were added.
+    pub async fn commit_batch(&self, batch: &[PreparedAdd]) -> Result<usize, DeltaError> {
+        let Some(first) = batch.first() else {
+            return Ok(0);
+        };
+        let mut state = self.state.lock().await;
+        self.ensure_created(&mut state, first.integers.unwrap_or(IntegerTypes::Signed))
+            .await?;
+        loop {
+            let mut adds = Vec::new();
+            for prepared in batch {
+                let path = relative_path(prepared.range);
+                self.check_types(&state, &path, prepared.integers)?;
+                match state.files.get(&path) {
+                    Some((logged, _)) if logged.size == prepared.add.size => {}
+                    Some((logged, _)) => {
+                        return Err(DeltaError::Conflict {
+                            key: self.uri(),
+                            version: logged.version,
+                            path,
+                            logged: logged.size,
+                            size: prepared.add.size as u64,
+                        });
+                    }
+                    None => adds.push(prepared),
+                }
+            }
+            let (Some(lo), Some(hi)) = (adds.first(), adds.last()) else {
+                return Ok(0);
+            };
+            let version = state.version.map_or(0, |v| v + 1);
+            let mut actions: Vec<Action> =
+                adds.iter().map(|p| Action::Add(p.add.clone())).collect();
+            actions.push(super::actions::commit_info(
+                now_ms(),
+                "WRITE",
+                json!({
+                    "mode": "Append",
+                    "partitions": format!("{}..{}", lo.range, hi.range),
+                    "count": adds.len().to_string(),
+                }),
+            ));
+            if self.try_commit(version, &actions).await? {
+                Self::apply(&mut state, version, &actions);
+                tracing::info!(
+                    first = %lo.range,
+                    last = %hi.range,
+                    partitions = adds.len(),
+                    version,
+                    "delta: partitions added to the log in one commit"
+                );
+                if version % CHECKPOINT_INTERVAL == 0 {
+                    self.write_checkpoint(&mut state).await?;
+                }
+                return Ok(adds.len());
             }
             // Another writer took this version: read what it committed, then decide again.
             self.refresh(&mut state).await?;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::actions::{Action, decode_path};
 use super::table::{DeltaTable, range_of_path};
+use crate::parquet::IntegerTypes;
 use crate::partition::LedgerRange;
 use crate::verify::{Report, VerifiedPartition};
 
@@ -16,11 +17,13 @@ struct Live {
     modification_time: i64,
 }
 
-/// Checks the log of `table` against the `verified` partitions (pure once the commits are read).
+/// Checks the log of `table` against the `verified` partitions (pure once the commits are read);
+/// `table_types`: the integer types the table's metadata says its files have.
 pub fn check_commits(
     table_uri: &str,
     commits: &[(u64, Vec<Action>)],
     verified: &[VerifiedPartition],
+    table_types: Option<IntegerTypes>,
     report: &mut Report,
 ) {
     let mut live: BTreeMap<String, Live> = BTreeMap::new();
@@ -98,7 +101,7 @@ pub fn check_commits(
         match by_range.get(&range).and_then(|p| p.manifest.primary()) {
             None => report.problem(
                 Some(range),
-                object,
+                object.clone(),
                 "delta.no_manifest",
                 format!(
                     "version {} adds partition {range}, which has no committed manifest",
@@ -107,7 +110,7 @@ pub fn check_commits(
             ),
             Some(t) if t.byte_size as i64 != file.size => report.problem(
                 Some(range),
-                object,
+                object.clone(),
                 "delta.size",
                 format!(
                     "version {} adds partition {range} with size {}, its manifest says {} bytes",
@@ -115,6 +118,9 @@ pub fn check_commits(
                 ),
             ),
             Some(_) => {}
+        }
+        if let Some(partition) = by_range.get(&range) {
+            check_file_types(&object, file.version, partition, table_types, report);
         }
     }
     let latest = commits.last().map(|(v, _)| *v);
@@ -135,6 +141,31 @@ pub fn check_commits(
     }
 }
 
+/// A live file whose `ledger_sequence`/`protocol_version` types are not the table's: readers
+/// that check the file against the table's schema refuse it.
+fn check_file_types(
+    object: &str,
+    version: u64,
+    partition: &VerifiedPartition,
+    table_types: Option<IntegerTypes>,
+    report: &mut Report,
+) {
+    let file = partition.rows.as_ref().and_then(|r| r.integers);
+    if let (Some(file), Some(table)) = (file, table_types)
+        && file != table
+    {
+        report.problem(
+            Some(partition.range),
+            object.to_string(),
+            "delta.column_types",
+            format!(
+                "version {version} adds partition {}, whose file stores ledger_sequence and protocol_version as {file} integers; the table's schema says {table} (docs/formats.md#integer-types)",
+                partition.range
+            ),
+        );
+    }
+}
+
 /// Reads the log of `table` and checks it (see [`check_commits`]).
 pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], report: &mut Report) {
     let uri = table.uri();
@@ -146,7 +177,19 @@ pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], repor
             "storage.table_format is delta but the table has no log yet; the next run writes it",
         ),
         Ok(commits) => {
-            check_commits(&uri, &commits, verified, report);
+            let table_types = match table.integer_types().await {
+                Ok(t) => t,
+                Err(e) => {
+                    report.problem(
+                        None,
+                        format!("{uri}/_delta_log"),
+                        "delta.read",
+                        e.to_string(),
+                    );
+                    None
+                }
+            };
+            check_commits(&uri, &commits, verified, table_types, report);
             match table.read_last_checkpoint().await {
                 Ok(Some((version, state))) => {
                     check_checkpoint(&uri, &commits, version, &state, report)
@@ -244,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_that_disagrees_with_the_commits_is_reported() {
-        let init = initial_actions("d", 0);
+        let init = initial_actions("d", 0, crate::parquet::IntegerTypes::Signed);
         let (Action::Protocol(protocol), Action::Metadata(metadata)) = (&init[0], &init[1]) else {
             panic!()
         };

@@ -5,7 +5,7 @@ mod schema;
 mod writer;
 mod xdr_column;
 
-pub use schema::{COLUMNS, ledgers_lcm_raw_schema};
+pub use schema::{COLUMNS, IntegerTypes, ledgers_lcm_raw_schema, ledgers_lcm_raw_schema_with};
 pub use writer::{
     LedgerRecord, PartitionFileSummary, PartitionWriter, WriterError, WriterSettings, codec,
 };

@@ -27,7 +27,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
-use super::schema::ledgers_lcm_raw_schema;
+use super::schema::{IntegerTypes, ledgers_lcm_raw_schema_with};
 use super::xdr_column::XdrColumnChunk;
 
 /// Rows per Arrow batch of the small columns.
@@ -62,6 +62,9 @@ pub struct WriterSettings {
     pub version_label: String,
     /// `ingested_at` for every row, fixed per backfill.
     pub ingested_at_millis: i64,
+    /// The types of `ledger_sequence` and `protocol_version`: unsigned in the plain layout (the
+    /// original's bytes), signed in a Delta table (docs/formats.md).
+    pub integers: IntegerTypes,
 }
 
 impl WriterSettings {
@@ -184,6 +187,26 @@ impl Columns {
     }
 }
 
+/// `ledger_sequence` and `protocol_version` as the layout stores them (the values were range
+/// checked when pushed: a ledger sequence is a `u32`, a protocol version was checked to fit).
+fn integer_arrays(
+    integers: IntegerTypes,
+    sequence: arrow_array::UInt64Array,
+    protocol: arrow_array::UInt32Array,
+) -> (ArrayRef, ArrayRef) {
+    match integers {
+        IntegerTypes::Unsigned => (Arc::new(sequence), Arc::new(protocol)),
+        IntegerTypes::Signed => (
+            Arc::new(arrow_array::Int64Array::from_iter_values(
+                sequence.values().iter().map(|v| *v as i64),
+            )),
+            Arc::new(arrow_array::Int32Array::from_iter_values(
+                protocol.values().iter().map(|v| *v as i32),
+            )),
+        ),
+    }
+}
+
 /// Column writers of the open row group.
 struct RowGroup {
     /// One per column in file order; the one at [`XDR_COLUMN`] is never written (that column
@@ -213,9 +236,9 @@ impl<W: Write + Send> PartitionWriter<W> {
         };
         // The Arrow writer sets up the file (schema, Arrow schema metadata, properties); rows are
         // then written column by column through its serialized writer.
-        let (file, factory) =
-            ArrowWriter::try_new(sink, ledgers_lcm_raw_schema(), Some(settings.properties()?))?
-                .into_serialized_writer()?;
+        let schema = ledgers_lcm_raw_schema_with(settings.integers);
+        let (file, factory) = ArrowWriter::try_new(sink, schema, Some(settings.properties()?))?
+            .into_serialized_writer()?;
         // xdr_bytes is compressed as the file's properties say for that column.
         let descr = file.schema_descr().column(XDR_COLUMN);
         let compression = file.properties().compression(descr.path());
@@ -251,6 +274,9 @@ impl<W: Write + Send> PartitionWriter<W> {
         let tx_count = as_i32("tx_count", u64::from(row.tx_count))?;
         let operation_count = as_i32("operation_count", u64::from(row.operation_count))?;
         let xdr_byte_length = as_i32("xdr_byte_length", record.xdr.len() as u64)?;
+        if self.settings.integers == IntegerTypes::Signed {
+            as_i32("protocol_version", u64::from(row.protocol_version))?;
+        }
         c.ledger_sequence.append_value(u64::from(seq));
         c.ledger_hash.append_value(hex32(&row.ledger_hash).as_str());
         c.previous_ledger_hash
@@ -310,13 +336,18 @@ impl<W: Write + Send> PartitionWriter<W> {
             }
             Arc::new(b.finish().with_timezone("UTC")) as ArrayRef
         };
+        let (ledger_sequence, protocol_version) = integer_arrays(
+            self.settings.integers,
+            c.ledger_sequence.finish(),
+            c.protocol_version.finish(),
+        );
         // In file order, without xdr_bytes.
         let arrays: [ArrayRef; 16] = [
-            Arc::new(c.ledger_sequence.finish()),
+            ledger_sequence,
             Arc::new(c.ledger_hash.finish()),
             Arc::new(c.previous_ledger_hash.finish()),
             Arc::new(c.close_time.finish().with_timezone("UTC")),
-            Arc::new(c.protocol_version.finish()),
+            protocol_version,
             Arc::new(c.total_coins.finish()),
             Arc::new(c.fee_pool.finish()),
             Arc::new(c.tx_set_hash.finish()),
@@ -339,7 +370,7 @@ impl<W: Write + Send> PartitionWriter<W> {
             });
         }
         let group = self.row_group.as_mut().expect("opened above");
-        let schema = ledgers_lcm_raw_schema();
+        let schema = ledgers_lcm_raw_schema_with(self.settings.integers);
         let small_columns = (0..schema.fields().len()).filter(|&i| i != XDR_COLUMN);
         for (index, array) in small_columns.zip(arrays) {
             for leaf in compute_leaves(schema.field(index), &array)? {
@@ -405,6 +436,7 @@ mod tests {
             era_id: "pre_p23".into(),
             version_label: "v1".into(),
             ingested_at_millis: 1_700_000_000_000,
+            integers: IntegerTypes::Unsigned,
         }
     }
 
@@ -557,5 +589,121 @@ mod tests {
         }
         assert!(codec(CodecName::Zstd, Some(99)).is_err());
         assert!("brotli-ish".parse::<CodecName>().is_err());
+    }
+
+    /// The plain layout is the original's format: its bytes must not change. These digests were
+    /// computed with the writer as it was before the signed layout existed (same rows, same
+    /// settings); any change of the plain layout's bytes fails here. (The footer's `created_by`
+    /// names the package version: a version bump changes them, deliberately.)
+    #[test]
+    fn the_plain_layout_is_byte_identical_to_before() {
+        for (name, golden) in GOLDEN_PLAIN {
+            let (summary, _) = write_file(50, 3000, settings(name));
+            assert_eq!(hex::encode(summary.sha256), golden, "{name}");
+        }
+    }
+
+    const GOLDEN_PLAIN: [(&str, &str); 3] = [
+        (
+            "zstd",
+            "2a8c8c048503087819c219c6746ae4fd07a501f801d574fd892a9b0c467b4918",
+        ),
+        (
+            "snappy",
+            "71ee604a3f0c564b2083df77035f830153301e26931a3f05767dc82916251254",
+        ),
+        (
+            "none",
+            "e093758edef17a73634f3d76a630d5dfda56cff742adf15a78b38c8a7dfa5db5",
+        ),
+    ];
+
+    /// The Delta table's layout: `ledger_sequence` plain INT64 and `protocol_version` plain INT32
+    /// (no unsigned annotation), read back as int64/int32, with signed min/max statistics; every
+    /// other column exactly as in the plain layout.
+    #[test]
+    fn the_signed_layout_writes_plain_int64_and_int32_with_signed_statistics() {
+        use arrow_array::{Array, Int32Array, Int64Array};
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use parquet::basic::{LogicalType, Type as PhysicalType};
+        use parquet::file::statistics::Statistics;
+        let signed = WriterSettings {
+            integers: IntegerTypes::Signed,
+            ..settings("zstd")
+        };
+        let (_, bytes) = write_file(300, 500, signed);
+        let file = bytes::Bytes::from(bytes);
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let meta = builder.metadata().clone();
+        let descr = meta.file_metadata().schema_descr();
+        for (index, physical) in [(0, PhysicalType::INT64), (4, PhysicalType::INT32)] {
+            let column = descr.column(index);
+            assert_eq!(column.physical_type(), physical, "{}", column.name());
+            assert!(
+                !matches!(
+                    column.logical_type_ref(),
+                    Some(LogicalType::Integer(int)) if !int.is_signed
+                ),
+                "{} must not be annotated unsigned",
+                column.name()
+            );
+        }
+        let stats = meta.row_group(0).column(0).statistics().unwrap();
+        let Statistics::Int64(s) = stats else {
+            panic!("ledger_sequence statistics {stats:?}")
+        };
+        assert_eq!((*s.min_opt().unwrap(), *s.max_opt().unwrap()), (1, 300));
+        let schema = builder.schema().clone();
+        assert_eq!(IntegerTypes::of_schema(&schema), Some(IntegerTypes::Signed));
+        let mut seq = 0i64;
+        for batch in builder.build().unwrap() {
+            let batch = batch.unwrap();
+            let seqs = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            let protocols = batch
+                .column(4)
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .unwrap();
+            for i in 0..batch.num_rows() {
+                seq += 1;
+                assert_eq!(seqs.value(i), seq);
+                assert_eq!(protocols.value(i), 21);
+            }
+        }
+        assert_eq!(seq, 300);
+        // The other 15 columns are the plain layout's.
+        let plain = ledgers_lcm_raw_schema_with(IntegerTypes::Unsigned);
+        for i in (0..17).filter(|i| *i != 0 && *i != 4) {
+            assert_eq!(schema.field(i), plain.field(i));
+        }
+    }
+
+    #[test]
+    fn a_protocol_version_beyond_a_signed_int32_is_refused_in_the_signed_layout() {
+        let mut w = PartitionWriter::new(
+            Vec::new(),
+            WriterSettings {
+                integers: IntegerTypes::Signed,
+                ..settings("none")
+            },
+        )
+        .unwrap();
+        let mut r = row(7);
+        r.protocol_version = u32::MAX;
+        let err = w
+            .push(&LedgerRecord {
+                row: &r,
+                xdr: b"x",
+                xdr_sha256: [0; 32],
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("ledger 7: protocol_version"),
+            "{err}"
+        );
     }
 }

@@ -56,6 +56,9 @@ pub enum RunError {
     Range(#[from] RangeError),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    /// The Delta table could not say which integer types its files have.
+    #[error("delta: {0}")]
+    Table(#[from] crate::delta::DeltaError),
 }
 
 /// How a run ended.
@@ -344,6 +347,8 @@ impl Pipeline {
         }
         let (ingested_at, ingested_at_millis) =
             ingested_at(config, checkpoint.as_ref(), previous.as_ref());
+        let (integers, integers_from) =
+            crate::delta::integers::for_new_files(config, &committer.location).await?;
         tracing::info!(
             source = %source.uri(),
             output = %committer.location.uri_of(&layout.dataset_dir()),
@@ -353,6 +358,8 @@ impl Pipeline {
             max_in_flight = config.perf.max_in_flight_partitions,
             ingested_at = %ingested_at,
             allow_overwrite = config.era.allow_overwrite,
+            integer_types = %integers,
+            integer_types_from = ?integers_from,
             "starting backfill"
         );
         let writer_info = WriterInfo {
@@ -373,6 +380,7 @@ impl Pipeline {
                 era_id: config.era.era_id.clone(),
                 version_label: config.era.version_label.clone(),
                 ingested_at_millis,
+                integers,
             },
             upload_part_bytes: config.storage.upload_part_bytes,
             fetch_concurrency: config.perf.workers,

@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
 
 use crate::hash::hex32;
-use crate::parquet::COLUMNS;
+use crate::parquet::{COLUMNS, IntegerTypes};
 use crate::partition::LedgerRange;
 
 /// Rows per batch: `xdr_bytes` can be megabytes per row.
@@ -42,6 +42,8 @@ pub struct RowsSummary {
     pub first_previous_hash: Option<String>,
     pub first_hash: Option<String>,
     pub last_hash: Option<String>,
+    /// The integer types of `ledger_sequence` and `protocol_version` in the file's schema.
+    pub integers: Option<IntegerTypes>,
     /// (check, detail)
     pub findings: Vec<(&'static str, String)>,
     /// Each row's ledger header entry, with [`Expected::collect_headers`].
@@ -113,6 +115,7 @@ fn read(
         .iter()
         .map(|c| c.name().clone())
         .collect();
+    out.integers = IntegerTypes::of_schema(builder.schema());
     if names != COLUMNS {
         f.add("parquet.schema", || {
             format!("expected columns {COLUMNS:?}, found {names:?}")
@@ -132,6 +135,23 @@ fn read(
     Ok(())
 }
 
+/// The values of an integer column of either layout (`ledger_sequence`: uint64 or int64;
+/// `protocol_version`: uint32 or int32), widened to i64 (`None` for any other type).
+fn integers(array: &dyn Array) -> Option<Vec<i64>> {
+    if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
+        return Some(a.values().iter().map(|v| *v as i64).collect());
+    }
+    if let Some(a) = array.as_primitive_opt::<Int64Type>() {
+        return Some(a.values().to_vec());
+    }
+    if let Some(a) = array.as_primitive_opt::<UInt32Type>() {
+        return Some(a.values().iter().map(|v| i64::from(*v)).collect());
+    }
+    array
+        .as_primitive_opt::<Int32Type>()
+        .map(|a| a.values().iter().map(|v| i64::from(*v)).collect())
+}
+
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a dyn Array {
     batch
         .column_by_name(name)
@@ -147,9 +167,9 @@ fn check_batch(
     f: &mut Findings,
 ) -> Result<(), String> {
     let wrong_type = |name: &str| format!("column {name} has an unexpected type");
-    let seq = column(batch, "ledger_sequence")
-        .as_primitive_opt::<UInt64Type>()
-        .ok_or_else(|| wrong_type("ledger_sequence"))?;
+    // Unsigned in the plain layout, signed in a Delta table (both read here).
+    let seq =
+        integers(column(batch, "ledger_sequence")).ok_or_else(|| wrong_type("ledger_sequence"))?;
     let string = |name: &'static str| {
         column(batch, name)
             .as_string_opt::<i32>()
@@ -173,8 +193,7 @@ fn check_batch(
     let hash = string("ledger_hash")?;
     let prev = string("previous_ledger_hash")?;
     let close_time = ts("close_time")?;
-    let protocol = column(batch, "protocol_version")
-        .as_primitive_opt::<UInt32Type>()
+    let protocol = integers(column(batch, "protocol_version"))
         .ok_or_else(|| wrong_type("protocol_version"))?;
     let total_coins = i64s("total_coins")?;
     let fee_pool = i64s("fee_pool")?;
@@ -194,8 +213,8 @@ fn check_batch(
     for i in 0..batch.num_rows() {
         let row_index = out.rows;
         out.rows += 1;
-        let expected_seq = u64::from(expected.range.start) + row_index;
-        let s = seq.value(i);
+        let expected_seq = i64::from(expected.range.start) + row_index as i64;
+        let s = seq[i];
         let at = format!("row {row_index} (ledger {s})");
         if s != expected_seq {
             f.add("rows.sequence", || {
@@ -307,7 +326,7 @@ fn check_batch(
             (
                 "rows.protocol_version",
                 row.protocol_version.to_string(),
-                protocol.value(i).to_string(),
+                protocol[i].to_string(),
             ),
             (
                 "rows.total_coins",

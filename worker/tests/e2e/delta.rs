@@ -1,12 +1,14 @@
 //! `storage.table_format: delta`: the dataset folder read as a Delta Lake table by the real
-//! readers (the `deltalake` package and Polars, `tests/py/delta_read.py`), compared row by row
-//! with the Parquet files; backfill and repair of the log from the manifests; `verify` of the log;
-//! SIGKILL during commits; a reader during a run.
+//! readers (delta-rs, DataFusion SQL, Polars' native scan and DuckDB: `tests/py/delta_read.py`;
+//! Spark: `tests/py/spark_read.py`), compared row by row with the Parquet files; point queries
+//! pruned by statistics; signed integer types, and tables of earlier versions (unsigned) kept
+//! consistent; backfill and repair of the log from the manifests; `verify` of the log; SIGKILL
+//! during commits; a reader during a run.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bronze_testkit::delta_read;
+use bronze_testkit::{delta_read, spark_read};
 use serde_json::Value;
 
 use crate::binary::text;
@@ -56,6 +58,7 @@ fn expected_paths(ranges: &[(u32, u32)]) -> Vec<String> {
         .collect()
 }
 
+/// delta-rs (and DataFusion SQL through it) read every committed ledger once, equal to the files.
 fn assert_table_matches_parquet(read: &Value, h: &Harness) {
     let ranges = h.committed();
     assert_eq!(
@@ -63,14 +66,71 @@ fn assert_table_matches_parquet(read: &Value, h: &Harness) {
         serde_json::json!(expected_paths(&ranges)),
         "{read}"
     );
-    let rows: u64 = ranges.iter().map(|(s, e)| u64::from(e - s + 1)).sum();
-    assert_eq!(read["rows_deltalake"], rows, "{read}");
-    assert_eq!(read["rows_polars"], rows, "{read}");
+    let seqs: Vec<u64> = ranges
+        .iter()
+        .flat_map(|(s, e)| u64::from(*s)..=u64::from(*e))
+        .collect();
+    assert_eq!(read["ledger_sequences"], serde_json::json!(seqs), "{read}");
+    for reader in ["deltalake", "datafusion"] {
+        assert_eq!(
+            read[format!("rows_{reader}")],
+            seqs.len(),
+            "{reader}: {read}"
+        );
+        assert_eq!(
+            read[format!("equal_{reader}")],
+            true,
+            "{reader} rows differ: {read}"
+        );
+    }
+}
+
+/// Every reader (delta-rs, DataFusion SQL, Polars' native scan, DuckDB over the listed files with
+/// the table's types) reads every committed ledger exactly once, row for row equal to the Parquet
+/// files; the table says `long`/`integer` and the files hold exactly those types.
+fn assert_every_reader_reads_the_table(read: &Value, h: &Harness) {
+    assert_table_matches_parquet(read, h);
+    assert_eq!(read["errors"], serde_json::json!({}), "{read}");
+    let rows = read["rows_deltalake"].clone();
+    for reader in ["polars", "duckdb"] {
+        assert_eq!(read[format!("rows_{reader}")], rows, "{reader}: {read}");
+        assert_eq!(
+            read[format!("equal_{reader}")],
+            true,
+            "{reader} rows differ: {read}"
+        );
+    }
     assert_eq!(
-        read["equal_deltalake"], true,
-        "deltalake rows differ: {read}"
+        read["table_types"],
+        serde_json::json!({"ledger_sequence": "long", "protocol_version": "integer"})
     );
-    assert_eq!(read["equal_polars"], true, "polars rows differ: {read}");
+    assert_eq!(
+        read["duckdb_file_types"],
+        serde_json::json!({"ledger_sequence": "BIGINT", "protocol_version": "INTEGER"})
+    );
+}
+
+/// Spark's Parquet reader, given the table's schema from the log, reads the files the log lists:
+/// every committed ledger once, equal to pyarrow's reading, and a point query finds its row.
+fn assert_spark_reads_the_table(h: &Harness) -> Value {
+    let spark = spark_read(h.dataset());
+    assert!(spark.get("error").is_none(), "Spark failed: {spark}");
+    let seqs: Vec<u64> = h
+        .committed()
+        .iter()
+        .flat_map(|(s, e)| u64::from(*s)..=u64::from(*e))
+        .collect();
+    assert_eq!(
+        spark["ledger_sequences"],
+        serde_json::json!(seqs),
+        "{spark}"
+    );
+    assert_eq!(spark["equal"], true, "Spark rows differ: {spark}");
+    let schema: Vec<String> = serde_json::from_value(spark["schema"].clone()).unwrap();
+    assert_eq!(schema[0], "ledger_sequence: bigint");
+    assert_eq!(schema[4], "protocol_version: int");
+    assert_eq!(spark["point_rows"], 1, "{spark}");
+    spark
 }
 
 #[test]
@@ -97,7 +157,7 @@ fn the_dataset_is_a_delta_table_readers_read_row_for_row() {
 
     let read = delta_read(h.dataset(), None);
     assert_eq!(read["version"], 12, "{read}");
-    assert_table_matches_parquet(&read, &h);
+    assert_every_reader_reads_the_table(&read, &h);
     let seqs: Vec<u64> = (2..=121).collect();
     assert_eq!(read["ledger_sequences"], serde_json::json!(seqs));
     assert_eq!(read["columns"].as_array().unwrap().len(), 17);
@@ -107,6 +167,30 @@ fn the_dataset_is_a_delta_table_readers_read_row_for_row() {
         serde_json::json!(expected_paths(&ranges[..1])),
         "{read}"
     );
+    // A point query on ledger_sequence: DataFusion opens the one file of 12 that holds it.
+    let point = &read["point_query"];
+    assert_eq!(point["ledger"], 63, "{read}");
+    assert_eq!(point["file"], "range=62-71/part-62-71.parquet", "{read}");
+    assert_eq!(point["files_opened"], 1, "{read}");
+    assert_eq!(point["files_opened_unfiltered"], 12, "{read}");
+    assert_eq!(point["rows_datafusion"], 1, "{read}");
+    assert_eq!(point["rows_polars"], 1, "{read}");
+    // pyarrow reads the row-group statistics of ledger_sequence as signed INT64 min/max: each
+    // file's are its range.
+    let stats = read["row_group_stats"].as_array().unwrap();
+    assert_eq!(stats.len(), 12, "one row group per partition: {read}");
+    for (stat, (s, e)) in stats.iter().zip(&ranges) {
+        assert_eq!(stat["file"], format!("part-{s}-{e}.parquet"));
+        assert_eq!(stat["column"], "ledger_sequence");
+        assert_eq!(stat["physical"], "INT64");
+        assert_eq!(stat["logical"], "None", "no unsigned annotation: {stat}");
+        assert_eq!(
+            (stat["min"].clone(), stat["max"].clone()),
+            ((*s).into(), (*e).into())
+        );
+    }
+    // Spark reads the same, with the table's schema.
+    assert_spark_reads_the_table(&h);
 
     // Time travel: version 5 has the first five partitions.
     let v5 = delta_read(h.dataset(), Some(5));
@@ -115,8 +199,10 @@ fn the_dataset_is_a_delta_table_readers_read_row_for_row() {
         serde_json::json!(expected_paths(&ranges[..5])),
         "{v5}"
     );
-    assert_eq!(v5["rows_deltalake"], 50);
-    assert_eq!(v5["equal_deltalake"], true, "{v5}");
+    for reader in ["deltalake", "datafusion", "polars", "duckdb"] {
+        assert_eq!(v5[format!("rows_{reader}")], 50, "{reader}: {v5}");
+        assert_eq!(v5[format!("equal_{reader}")], true, "{reader}: {v5}");
+    }
 
     h.assert_verifies();
 }
@@ -137,23 +223,155 @@ fn without_the_key_no_log_is_written() {
     assert!(names.iter().all(|n| n.starts_with("range=")), "{names:?}");
 }
 
+const EARLIER_VERSION_WARNING: &str =
+    "written by an earlier version of the copier with unsigned ledger_sequence";
+
+/// The table's `metaData` (version 0).
+fn metadata(h: &Harness) -> Value {
+    std::fs::read_to_string(commit_path(h, 0))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find_map(|v| v.get("metaData").cloned())
+        .unwrap()
+}
+
+/// A plain dataset (the original's unsigned files) turned into a table: the table takes the types
+/// its files have (unsigned, `long` in the schema as earlier versions declared), the copier says
+/// so once, and new partitions stay unsigned, so the files never disagree. delta-rs and
+/// DataFusion read it; Polars' native scan refuses the unsigned column (why new tables are
+/// signed).
 #[test]
 fn turning_delta_on_backfills_the_log_from_the_manifests_in_order() {
     let mut h = Harness::testnet(60).partition_size(10);
+    h.ledger_end = 41;
     h.run_expect(0);
     assert!(!log_dir(&h).exists());
     // Everything is copied already: the run has nothing to do but the log is written.
     h.env
         .push(("STORAGE_TABLE_FORMAT".to_string(), "delta".to_string()));
+    let log = h.run_expect(0);
+    assert_eq!(log.matches(EARLIER_VERSION_WARNING).count(), 1, "{log}");
+    assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
+    assert_eq!(
+        metadata(&h)["configuration"]["bronze.integerTypes"],
+        "unsigned"
+    );
+    // New partitions of that table keep its types.
+    h.ledger_end = 61;
     h.run_expect(0);
     assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
+    // The backfill of the log committed the 4 partitions in one version; then one per partition.
     let read = delta_read(h.dataset(), None);
-    assert_eq!(read["version"], 6, "{read}");
+    assert_eq!(read["version"], 3, "{read}");
+    assert_eq!(adds_of(&commit_path(&h, 1)).len(), 4);
     assert_table_matches_parquet(&read, &h);
+    assert_eq!(
+        read["table_types"],
+        serde_json::json!({"ledger_sequence": "long", "protocol_version": "long"})
+    );
+    assert_eq!(
+        read["duckdb_file_types"],
+        serde_json::json!({"ledger_sequence": "UBIGINT", "protocol_version": "UINTEGER"}),
+        "every file unsigned, the new ones too: {read}"
+    );
+    assert!(
+        read["errors"]["polars"]
+            .as_str()
+            .is_some_and(|e| e.contains("UInt64")),
+        "{read}"
+    );
     h.assert_verifies();
     // Again: nothing is added twice.
     h.run_expect(0);
     assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
+}
+
+/// A table written by an earlier version (unsigned files, no `bronze.integerTypes` in its
+/// metadata): the copier says so once and appends unsigned files; `verify` is clean.
+#[test]
+fn a_table_of_an_earlier_version_keeps_its_unsigned_files() {
+    let mut h = Harness::testnet(40).partition_size(10);
+    h.ledger_end = 21;
+    h.run_expect(0);
+    h.env
+        .push(("STORAGE_TABLE_FORMAT".to_string(), "delta".to_string()));
+    h.run_expect(0);
+    // What earlier versions wrote: version 0 without the key (configuration {}).
+    let v0 = std::fs::read_to_string(commit_path(&h, 0)).unwrap();
+    let earlier = v0.replace("\"bronze.integerTypes\":\"unsigned\"", "");
+    assert_ne!(earlier, v0);
+    std::fs::write(commit_path(&h, 0), earlier).unwrap();
+    assert_eq!(metadata(&h)["configuration"], serde_json::json!({}));
+    h.ledger_end = 41;
+    let log = h.run_expect(0);
+    assert_eq!(log.matches(EARLIER_VERSION_WARNING).count(), 1, "{log}");
+    let read = delta_read(h.dataset(), None);
+    assert_table_matches_parquet(&read, &h);
+    assert_eq!(
+        read["duckdb_file_types"],
+        serde_json::json!({"ledger_sequence": "UBIGINT", "protocol_version": "UINTEGER"}),
+        "{read}"
+    );
+    // Why new tables are signed: Spark's reader fails on the unsigned dictionary column.
+    let spark = spark_read(h.dataset());
+    assert!(
+        spark["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PlainLongDictionary")),
+        "{spark}"
+    );
+    h.assert_verifies();
+}
+
+/// A committed partition whose file has other integer types than the table's (here an unsigned
+/// file of the plain layout put into a signed table) is never added: the copier stops with a
+/// conflict naming the file and the types, the log is unchanged; `verify` reports such a file
+/// in the log by version and partition.
+#[test]
+fn a_file_whose_types_differ_from_the_table_is_refused_and_reported() {
+    let plain = Harness::testnet(30).partition_size(10);
+    plain.run_expect(0);
+    let mut h = with_delta(Harness::testnet(30).partition_size(10));
+    h.ledger_end = 21;
+    h.run_expect(0);
+    assert_eq!(
+        metadata(&h)["configuration"]["bronze.integerTypes"],
+        "signed"
+    );
+    let copy_partition = |to: &Harness, (s, e): (u32, u32)| {
+        let dir = to.partition_dir(s, e);
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in [
+            format!("part-{s}-{e}.parquet"),
+            "_manifest.json".to_string(),
+        ] {
+            std::fs::copy(plain.partition_dir(s, e).join(&name), dir.join(&name)).unwrap();
+        }
+    };
+    // The next partition committed unsigned (by a plain run) before the copier logs it.
+    copy_partition(&h, (22, 31));
+    h.ledger_end = 31;
+    let log = h.run_expect(4);
+    assert!(
+        log.contains("range=22-31/part-22-31.parquet stores ledger_sequence and protocol_version as unsigned integers, but the table's files are signed"),
+        "{log}"
+    );
+    assert!(!commit_path(&h, 3).exists(), "nothing added");
+
+    // In the log: verify names the version and the partition.
+    let mixed = with_delta(Harness::testnet(30).partition_size(10));
+    mixed.run_expect(0);
+    copy_partition(&mixed, (12, 21));
+    let stdout = text(&mixed.verify());
+    assert!(
+        has_problem(&stdout, "12-21", "delta.column_types"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("version 2 adds partition 12-21, whose file stores ledger_sequence and protocol_version as unsigned integers; the table's schema says signed"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -173,7 +391,7 @@ fn a_partition_committed_but_missing_from_the_log_is_reported_then_added_once() 
     assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
     h.assert_verifies();
     let read = delta_read(h.dataset(), None);
-    assert_table_matches_parquet(&read, &h);
+    assert_every_reader_reads_the_table(&read, &h);
 }
 
 /// Appends `line` as a new commit after the last one; returns its version.
@@ -278,7 +496,8 @@ fn sigkill_during_commits_leaves_a_table_with_each_partition_once() {
     );
     let read = delta_read(h.dataset(), None);
     assert_eq!(read["version"], h.ranges().len(), "{read}");
-    assert_table_matches_parquet(&read, &h);
+    assert_every_reader_reads_the_table(&read, &h);
+    assert_spark_reads_the_table(&h);
     h.assert_verifies();
 }
 
@@ -343,7 +562,7 @@ fn an_overwrite_adds_the_replaced_files_again_and_readers_see_the_new_rows() {
     assert_eq!(logged_paths(&h), twice);
     let read = delta_read(h.dataset(), None);
     assert_eq!(read["version"], 6, "{read}");
-    assert_table_matches_parquet(&read, &h);
+    assert_every_reader_reads_the_table(&read, &h);
     h.assert_verifies();
     // A rerun of the same overwrite changes nothing: the files come out identical.
     h.run_expect(0);

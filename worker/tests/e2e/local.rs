@@ -45,6 +45,20 @@ fn real_testnet_ledgers_are_copied_exactly() {
         assert_eq!(m["partition"]["network"], "testnet");
     }
     assert_eq!(seen, vec![997, 998, 999]);
+    // The plain layout (no table format) is byte-identical to the files of the copier before the
+    // Delta table's signed layout existed: these are the digests that copier wrote for this run
+    // (its footer names the package version, so a version bump changes them, deliberately).
+    let digests: Vec<String> = parts
+        .iter()
+        .map(|(s, e, dir)| sha256_file(&dir.join(format!("part-{s}-{e}.parquet"))))
+        .collect();
+    assert_eq!(
+        digests,
+        [
+            "sha256:bbf261912671174c4a24f1651719ba26e6bdf79ffbfbe7bf48d6ea4b818f6354",
+            "sha256:629314a66fef35756905da149a5b253fac46e16ad817c4f161243a42c0b5c18b",
+        ]
+    );
     // The manifests carry the chain across the partition boundary.
     let (first, second) = (manifest_json(&parts[0].2), manifest_json(&parts[1].2));
     assert_eq!(
