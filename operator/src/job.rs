@@ -237,6 +237,87 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
             ..Default::default()
         })
         .collect();
+    let (volumes, mounts) = volumes_and_credentials(spec, &mut env);
+    let container = Container {
+        name: CONTAINER.into(),
+        image: w.image.clone(),
+        image_pull_policy: w.image_pull_policy.map(|p| p.as_str().to_string()),
+        args: Some(worker_args(request)),
+        env: Some(env),
+        resources: w.resources.clone(),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(container_security()),
+        ..Default::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(request.name.clone()),
+            namespace: backfill.metadata.namespace.clone(),
+            labels: Some(labels.clone()),
+            annotations: Some(
+                [
+                    (ANNOTATION_RANGE, Some(request.range.to_string())),
+                    (ANNOTATION_ATTEMPT, Some(request.attempt.to_string())),
+                    (ANNOTATION_INGESTED_AT, Some(ingested_at.to_string())),
+                    (ANNOTATION_REBUILD, request.rebuild.clone()),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+            ),
+            owner_references: backfill.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(w.backoff_limit),
+            active_deadline_seconds: Some(w.active_deadline_seconds),
+            // A replacement Pod starts only once the failed one is gone: never two writers.
+            pod_replacement_policy: Some("Failed".into()),
+            pod_failure_policy: Some(pod_failure_policy()),
+            // Set only when the operator has harvested the Job (see `harvest_patch`).
+            ttl_seconds_after_finished: None,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: w.service_account_name.clone(),
+                    node_selector: w.node_selector.clone(),
+                    tolerations: w.tolerations.clone(),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    // A worker never calls the Kubernetes API.
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(WORKER_UID),
+                        run_as_group: Some(WORKER_UID),
+                        // An output claim becomes writable by the worker's group.
+                        fs_group: Some(WORKER_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The worker's credentials (S3 keys from a Secret as env, a GCS key file mounted) and its
+/// volumes: `/tmp` as an emptyDir, and the datastore (read-only) and output claims of local mode.
+fn volumes_and_credentials(
+    spec: &BronzeBackfillSpec,
+    env: &mut Vec<EnvVar>,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
     let secret_env = |var: &str, secret: &str, key: &str| EnvVar {
         name: var.to_string(),
         value_from: Some(EnvVarSource {
@@ -329,108 +410,49 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
             false,
         );
     }
-    let container = Container {
-        name: CONTAINER.into(),
-        image: w.image.clone(),
-        image_pull_policy: w.image_pull_policy.map(|p| p.as_str().to_string()),
-        args: Some(worker_args(request)),
-        env: Some(env),
-        resources: w.resources.clone(),
-        volume_mounts: Some(mounts),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(WORKER_UID),
-            run_as_group: Some(WORKER_UID),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..Default::default()
+    (volumes, mounts)
+}
+
+/// The worker container's security context: non-root (65532), read-only root filesystem, every
+/// capability dropped, no privilege escalation.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(WORKER_UID),
+        run_as_group: Some(WORKER_UID),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
         }),
         ..Default::default()
-    };
-    Job {
-        metadata: ObjectMeta {
-            name: Some(request.name.clone()),
-            namespace: backfill.metadata.namespace.clone(),
-            labels: Some(labels.clone()),
-            annotations: Some(
-                [
-                    (ANNOTATION_RANGE, Some(request.range.to_string())),
-                    (ANNOTATION_ATTEMPT, Some(request.attempt.to_string())),
-                    (ANNOTATION_INGESTED_AT, Some(ingested_at.to_string())),
-                    (ANNOTATION_REBUILD, request.rebuild.clone()),
-                ]
-                .into_iter()
-                .filter_map(|(k, v)| Some((k.to_string(), v?)))
-                .collect(),
-            ),
-            owner_references: backfill.controller_owner_ref(&()).map(|r| vec![r]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(w.backoff_limit),
-            active_deadline_seconds: Some(w.active_deadline_seconds),
-            // A replacement Pod starts only once the failed one is gone: never two writers.
-            pod_replacement_policy: Some("Failed".into()),
-            pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![
-                    PodFailurePolicyRule {
-                        action: "FailJob".into(),
-                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                            container_name: Some(CONTAINER.into()),
-                            operator: "In".into(),
-                            values: NON_RETRYABLE_EXIT_CODES.to_vec(),
-                        }),
-                        on_pod_conditions: None,
-                    },
-                    PodFailurePolicyRule {
-                        action: "Ignore".into(),
-                        on_exit_codes: None,
-                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                            type_: "DisruptionTarget".into(),
-                            status: "True".into(),
-                        }]),
-                    },
-                ],
-            }),
-            // Set only when the operator has harvested the Job (see `harvest_patch`).
-            ttl_seconds_after_finished: None,
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
+    }
+}
+
+/// Bad input, a conflict or a config error fails the Job at once (the exit codes the worker
+/// uses for them); a Pod disrupted by the cluster (eviction, preemption) does not count.
+fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER.into()),
+                    operator: "In".into(),
+                    values: NON_RETRYABLE_EXIT_CODES.to_vec(),
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    service_account_name: w.service_account_name.clone(),
-                    node_selector: w.node_selector.clone(),
-                    tolerations: w.tolerations.clone(),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    // A worker never calls the Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(WORKER_UID),
-                        run_as_group: Some(WORKER_UID),
-                        // An output claim becomes writable by the worker's group.
-                        fs_group: Some(WORKER_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                on_pod_conditions: None,
             },
-            ..Default::default()
-        }),
-        status: None,
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+            },
+        ],
     }
 }
 

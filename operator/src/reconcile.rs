@@ -205,27 +205,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     let now = (ctx.now)();
     let backfill = match ctx.worker_defaults.apply(&backfill) {
         Ok(resolved) => resolved,
-        Err(problem) => {
-            // Nothing can run; say so once and wait for the spec to change.
-            let status = backfill.status.as_ref();
-            let failed = misconfigured(status, backfill.meta().generation, &problem, now);
-            let known = status.and_then(|s| s.message.as_ref()) == failed.message.as_ref();
-            if status != Some(&failed) {
-                write_status(ctx, &ns, &name, &failed).await?;
-            }
-            if !known {
-                publish(
-                    ctx,
-                    &backfill,
-                    EventType::Warning,
-                    crate::plan::reason::CONFIG,
-                    &problem,
-                    "Reconcile",
-                )
-                .await;
-            }
-            return Ok(Action::await_change());
-        }
+        Err(problem) => return misconfigured_backfill(ctx, &backfill, &problem, now).await,
     };
     let spec = &backfill.spec;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -237,79 +217,29 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     let jobs = explain_failures(jobs, backfill.status.as_ref(), &ctx.client, &ns).await;
 
     let status = backfill.status.as_ref();
-    let store = ctx.storage.dataset(&key, spec);
     let created = backfill
         .meta()
         .creation_timestamp
         .as_ref()
         .and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.0.as_millisecond()))
         .ok_or(Error::Incomplete("metadata.creationTimestamp"))?;
-    let ingested_at = match &store {
-        Ok(store) => resolve_ingested_at(spec, status, &jobs, store.as_ref(), created).await,
-        Err(e) => Err(e.clone()),
+    let opened = match ctx.storage.dataset(&key, spec) {
+        Ok(store) => resolve_ingested_at(spec, status, &jobs, store.as_ref(), created)
+            .await
+            .map(|at| (store, at)),
+        Err(e) => Err(e),
     };
-    let (store, ingested_at) = match (store, ingested_at) {
-        (Ok(store), Ok(at)) => (store, at),
-        (_, Err(e)) | (Err(e), _) => {
-            // Nothing can be planned safely; say so in the status and try again soon.
-            let down = storage_down(status, backfill.meta().generation, &e.message, now);
-            if status != Some(&down) {
-                write_status(ctx, &ns, &name, &down).await?;
-            }
-            let reason = crate::plan::reason::STORAGE_UNAVAILABLE;
-            publish(
-                ctx,
-                &backfill,
-                EventType::Warning,
-                reason,
-                &e.message,
-                "Reconcile",
-            )
-            .await;
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
+    let (store, ingested_at) = match opened {
+        Ok(opened) => opened,
+        Err(e) => return storage_unavailable(ctx, &backfill, &e.message, now).await,
     };
-    let mut trouble = None;
-    let tip_source = if spec.follows_tip() {
-        ctx.storage.tip(&key, spec).await.map(Some)
-    } else {
-        Ok(None)
-    };
-    let (tip_source, mut tip) = match tip_source {
-        Ok(Some(source)) => match source.latest_ledger().await {
-            Ok(tip) => (Some(source), tip),
-            Err(e) => {
-                trouble = Some(format!("datastore tip: {e}"));
-                (None, None)
-            }
-        },
-        Ok(None) => (None, None),
-        Err(e) => {
-            trouble = Some(format!("datastore tip: {e}"));
-            (None, None)
-        }
-    };
+    let (tip_source, mut tip, mut trouble) = datastore_tip(ctx, &key, spec).await;
     let pas = ctx.pas.open(&key, spec);
     let catalog = ctx.catalog.open(&key, spec);
     let start = SequenceStart::from_status(status);
-    let delta = match ctx.delta.open(&key, spec) {
-        Ok(delta) => delta,
-        Err(e) => {
-            trouble = Some(format!("delta log: {e}"));
-            None
-        }
-    };
-    if let Some(sink) = &delta {
-        let checkpoint = start.checkpoint.as_ref().map(|c| c.last_committed_ledger);
-        match crate::delta::catch_up(sink, checkpoint).await {
-            Ok(0) => {}
-            Ok(added) => {
-                tracing::info!(backfill = %key, added, "delta: log caught up with the manifests")
-            }
-            // The engine retries it before its next append (nothing is appended out of order).
-            Err(e) => trouble = Some(format!("delta log: {e}")),
-        }
-    }
+    let checkpoint = start.checkpoint.as_ref().map(|c| c.last_committed_ledger);
+    let (delta, delta_trouble) = open_delta_log(ctx, &key, spec, checkpoint).await;
+    trouble = delta_trouble.or(trouble);
     let mut sequenced = sequence_with_table(
         spec,
         &ingested_at,
@@ -348,8 +278,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
             Ok(hole) => hole,
             Err(e) => {
                 // Unknown gaps: plan nothing new rather than a Job over a possible hole.
-                trouble = Some(format!("datastore listing: {e}"));
-                tip = None;
+                (trouble, tip) = (Some(format!("datastore listing: {e}")), None);
                 None
             }
         },
@@ -378,37 +307,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     }
 
     // 2. Jobs.
-    let background = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    for job in &plan.delete {
-        match jobs_api.delete(job, &background).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let ttl = harvest_patch(spec.worker.ttl_seconds_after_harvest);
-    for job in &plan.harvest {
-        match jobs_api
-            .patch(job, &PatchParams::default(), &Patch::Merge(&ttl))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for request in &plan.create {
-        let job = build_job(&backfill, request, &ingested_at);
-        match jobs_api.create(&PostParams::default(), &job).await {
-            Ok(_) => ctx.metrics.job_created(),
-            // Created by an earlier reconcile whose watch event has not arrived yet.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    act_on_jobs(ctx, &jobs_api, &backfill, &plan, &ingested_at).await?;
 
     // 3. Events (best effort: a lost Event must not fail the reconcile).
     for note in &plan.events {
@@ -427,19 +326,173 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         )
         .await;
     }
-    ctx.metrics
-        .observe_status(&key, &plan.status, sequenced.newly.len());
+    reconciled(ctx, &key, &plan, sequenced.newly.len());
+    Ok(Action::requeue(plan.requeue))
+}
+
+/// The end of a reconcile: its metrics and its one log line.
+fn reconciled(ctx: &Context, key: &str, plan: &crate::plan::Plan, sequenced: usize) {
+    ctx.metrics.observe_status(key, &plan.status, sequenced);
     tracing::info!(
         backfill = %key,
         phase = ?plan.status.phase,
         checkpoint = ?plan.status.last_committed_ledger,
-        sequenced = sequenced.newly.len(),
+        sequenced,
         created = plan.create.len(),
         deleted = plan.delete.len(),
         harvested = plan.harvest.len(),
         "reconciled"
     );
-    Ok(Action::requeue(plan.requeue))
+}
+
+/// Nothing can run (no worker image anywhere): says so once, in the status and a Warning, and
+/// waits for the spec to change.
+async fn misconfigured_backfill(
+    ctx: &Context,
+    backfill: &BronzeBackfill,
+    problem: &str,
+    now: DateTime<Utc>,
+) -> Result<Action, Error> {
+    let ns = backfill.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let status = backfill.status.as_ref();
+    let failed = misconfigured(status, backfill.meta().generation, problem, now);
+    let known = status.and_then(|s| s.message.as_ref()) == failed.message.as_ref();
+    if status != Some(&failed) {
+        write_status(ctx, &ns, &backfill.name_any(), &failed).await?;
+    }
+    if !known {
+        let reason = crate::plan::reason::CONFIG;
+        publish(
+            ctx,
+            backfill,
+            EventType::Warning,
+            reason,
+            problem,
+            "Reconcile",
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Storage cannot be read: nothing can be planned safely. Says so in the status (when it changed)
+/// and in a Warning, and tries again in 30 s.
+async fn storage_unavailable(
+    ctx: &Context,
+    backfill: &BronzeBackfill,
+    message: &str,
+    now: DateTime<Utc>,
+) -> Result<Action, Error> {
+    let ns = backfill.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let status = backfill.status.as_ref();
+    let down = storage_down(status, backfill.meta().generation, message, now);
+    if status != Some(&down) {
+        write_status(ctx, &ns, &backfill.name_any(), &down).await?;
+    }
+    let reason = crate::plan::reason::STORAGE_UNAVAILABLE;
+    publish(
+        ctx,
+        backfill,
+        EventType::Warning,
+        reason,
+        message,
+        "Reconcile",
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// `spec.storage.tableFormat: delta`: the backfill's Delta log, caught up with the manifests the
+/// checkpoint has passed, and what went wrong (the engine retries a failed catch-up before its
+/// next append: nothing is appended out of order).
+async fn open_delta_log(
+    ctx: &Context,
+    key: &str,
+    spec: &crate::crd::BronzeBackfillSpec,
+    checkpoint: Option<u32>,
+) -> (Option<Arc<bronze::delta::DeltaSink>>, Option<String>) {
+    let delta = match ctx.delta.open(key, spec) {
+        Ok(delta) => delta,
+        Err(e) => return (None, Some(format!("delta log: {e}"))),
+    };
+    let Some(sink) = &delta else {
+        return (None, None);
+    };
+    match crate::delta::catch_up(sink, checkpoint).await {
+        Ok(0) => (delta, None),
+        Ok(added) => {
+            tracing::info!(backfill = %key, added, "delta: log caught up with the manifests");
+            (delta, None)
+        }
+        Err(e) => (delta, Some(format!("delta log: {e}"))),
+    }
+}
+
+/// Follow mode: the datastore's tip source and newest ledger, and what went wrong finding them
+/// (planning then creates nothing past the checkpoint). `(None, None, None)` for a bounded run.
+async fn datastore_tip(
+    ctx: &Context,
+    key: &str,
+    spec: &crate::crd::BronzeBackfillSpec,
+) -> (
+    Option<Arc<dyn crate::sequencer::TipSource>>,
+    Option<u32>,
+    Option<String>,
+) {
+    if !spec.follows_tip() {
+        return (None, None, None);
+    }
+    let source = match ctx.storage.tip(key, spec).await {
+        Ok(source) => source,
+        Err(e) => return (None, None, Some(format!("datastore tip: {e}"))),
+    };
+    match source.latest_ledger().await {
+        Ok(tip) => (Some(source), tip, None),
+        Err(e) => (None, None, Some(format!("datastore tip: {e}"))),
+    }
+}
+
+/// Carries out a plan's Job changes: deletions, harvest labels (with their TTL), creations. A
+/// Job already gone (404) or already created by an earlier reconcile (409) is not an error.
+async fn act_on_jobs(
+    ctx: &Context,
+    jobs_api: &Api<Job>,
+    backfill: &BronzeBackfill,
+    plan: &crate::plan::Plan,
+    ingested_at: &str,
+) -> Result<(), Error> {
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    for job in &plan.delete {
+        match jobs_api.delete(job, &background).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let ttl = harvest_patch(backfill.spec.worker.ttl_seconds_after_harvest);
+    for job in &plan.harvest {
+        match jobs_api
+            .patch(job, &PatchParams::default(), &Patch::Merge(&ttl))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for request in &plan.create {
+        let job = build_job(backfill, request, ingested_at);
+        match jobs_api.create(&PostParams::default(), &job).await {
+            Ok(_) => ctx.metrics.job_created(),
+            // Created by an earlier reconcile whose watch event has not arrived yet.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Adds the worker's own words (its termination message: the object key, ledger and field of
