@@ -392,7 +392,9 @@ async fn a_helm_upgrade_mid_backfill_replaces_the_operator_and_the_backfill_fini
     assert_confined(&record);
     assert_exact_output(&env, "upgrade").await;
     kubelet.stop().await;
+    // `podman untag IMAGE` alone removes every name of the image, the tier's own tag too
+    // (a test still running would lose its image): name the one tag to remove.
     let _ = crate::container::podman_cmd()
-        .args(["untag", &next])
+        .args(["untag", &next, &next])
         .status();
 }
