@@ -399,6 +399,7 @@ pub async fn run(
     report_running(shared, pod).await;
     let started = Instant::now();
     let mut killed = false;
+    let mut killed_by_log = false;
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -406,6 +407,7 @@ pub async fn run(
         let by_log = !killed && kill_on_log(shared, &log);
         if !killed && (by_log || chaos_delay.is_some_and(|d| started.elapsed() >= d)) {
             killed = true;
+            killed_by_log = by_log;
             shared.record.lock().unwrap().killed += 1;
             say(&format!(
                 "{}: kubelet: SIGKILL container of Pod {name}",
@@ -421,6 +423,17 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let code = status.code().unwrap_or(137);
+    if killed && code != 137 {
+        // The container ended on its own before the SIGKILL landed (a small partition can be
+        // done within the poll interval): nothing was killed. Give the kill back, so that the
+        // `kill_on_log` fault kills the next container instead and the record counts only
+        // kills that happened.
+        let mut faults = shared.faults.lock().unwrap();
+        if let (true, Some((_, left))) = (killed_by_log, faults.kill_on_log.as_mut()) {
+            *left += 1;
+        }
+        shared.record.lock().unwrap().killed -= 1;
+    }
     let spec = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
     let message = podman::termination_message(
         &spec,
