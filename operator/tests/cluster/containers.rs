@@ -113,13 +113,29 @@ async fn the_charts_operator_and_workers_run_as_containers_and_a_killed_worker_i
         .filter(|(_, _, code)| *code == 137)
         .collect();
     assert_eq!(killed.len(), 1, "{:?}", record.ended);
-    let job = &killed[0].1;
-    let retried = record
-        .ended
-        .iter()
-        .filter(|(_, j, code)| j == job && *code == 0)
-        .count();
-    assert_eq!(retried, 1, "Job {job} retried once: {:?}", record.ended);
+    let job = killed[0].1.clone();
+    // The Job controller replaces the killed Pod; when the kill landed after the partition was
+    // committed, the backfill can be Succeeded before that Pod (which adopts the partition) has
+    // ended: wait for it.
+    let retried = |record: &Record| {
+        record
+            .ended
+            .iter()
+            .filter(|(_, j, code)| *j == job && *code == 0)
+            .count()
+    };
+    eventually("the killed worker's Job retried", LONG, || {
+        let done = retried(&kubelet.record()) >= 1;
+        async move { done }
+    })
+    .await;
+    let record = kubelet.record();
+    assert_eq!(
+        retried(&record),
+        1,
+        "Job {job} retried once: {:?}",
+        record.ended
+    );
     assert_exact_output(&env, "containers").await;
     // examples/verify-job.yaml: `bronze-operator verify` as a Job of the image.
     let (code, log) = verify_job(&env, &image, "containers", &kubelet).await;
