@@ -281,17 +281,27 @@ async fn the_volume_example_runs_with_its_claim_in_the_operator_and_the_workers(
     assert_eq!(events.len(), 3, "one PAS event per partition: {events:?}");
     assert!(b.status.unwrap().pas.and_then(|p| p.chain_head).is_some());
     // The Pods report what a kubelet reports.
+    // (The operator sequences a partition from storage, so the backfill can be Succeeded just
+    // before the kubelet has reported the last worker's exit: wait for it.)
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    eventually("every worker Pod Succeeded", LONG, || {
+        let pods = pods.clone();
+        async move {
+            let workers = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/name=bronze-worker"))
+                .await
+                .unwrap();
+            workers
+                .items
+                .iter()
+                .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+        }
+    })
+    .await;
     let workers = pods
         .list(&ListParams::default().labels("app.kubernetes.io/name=bronze-worker"))
         .await
         .unwrap();
-    assert!(
-        workers
-            .items
-            .iter()
-            .all(|p| { p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded") })
-    );
     let all = pods.list(&ListParams::default()).await.unwrap().items;
     assert!(all.len() > workers.items.len(), "the operator's Pod too");
     for pod in &all {
