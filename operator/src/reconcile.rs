@@ -240,14 +240,15 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
     let checkpoint = start.checkpoint.as_ref().map(|c| c.last_committed_ledger);
     let (delta, delta_trouble) = open_delta_log(ctx, &key, spec, checkpoint).await;
     trouble = delta_trouble.or(trouble);
+    let table = delta
+        .as_deref()
+        .map(|d| d as &dyn bronze::sequence::TableLog);
     let mut sequenced = sequence_with_table(
         spec,
         &ingested_at,
         start,
         store.as_ref(),
-        delta
-            .as_deref()
-            .map(|d| d as &dyn bronze::sequence::TableLog),
+        table,
         pas.as_deref(),
         catalog.as_deref(),
         MAX_SEQUENCED_PER_RECONCILE,
@@ -259,9 +260,7 @@ async fn apply(backfill: Arc<BronzeBackfill>, ctx: &Context) -> Result<Action, E
         status,
         &mut sequenced,
         store.as_ref(),
-        delta
-            .as_deref()
-            .map(|d| d as &dyn bronze::sequence::TableLog),
+        table,
         pas.as_deref(),
         catalog.as_deref(),
         MAX_SEQUENCED_PER_RECONCILE,

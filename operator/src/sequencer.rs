@@ -93,6 +93,15 @@ pub fn layout_of(spec: &BronzeBackfillSpec) -> DatasetLayout {
     }
 }
 
+/// The backfill's partition grid, as the engine sequences it.
+fn grid_of(spec: &BronzeBackfillSpec) -> PartitionGrid {
+    PartitionGrid::new(
+        spec.ledger_start,
+        spec.ledger_end,
+        spec.partition_size.max(1),
+    )
+}
+
 /// Sequences the committed partitions after `start`, in ledger order, at most `max_steps` of them
 /// (catalog catch-up included).
 pub async fn sequence(
@@ -131,11 +140,7 @@ pub async fn sequence_with_table(
     max_steps: usize,
 ) -> Sequenced {
     let layout = layout_of(spec);
-    let grid = PartitionGrid::new(
-        spec.ledger_start,
-        spec.ledger_end,
-        spec.partition_size.max(1),
-    );
+    let grid = grid_of(spec);
     let run = Sequencing {
         layout: &layout,
         grid: &grid,
@@ -208,11 +213,7 @@ pub async fn replace_rebuilt(
         return;
     }
     let layout = layout_of(spec);
-    let grid = PartitionGrid::new(
-        spec.ledger_start,
-        spec.ledger_end,
-        spec.partition_size.max(1),
-    );
+    let grid = grid_of(spec);
     let run = Sequencing {
         layout: &layout,
         grid: &grid,

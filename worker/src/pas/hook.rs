@@ -601,15 +601,7 @@ impl PasStream {
                 self.check_matches(&found, range, manifest)?;
                 (found, true)
             } else {
-                if state.head.event_hash != prev_event_hash {
-                    return Err(PasError::HeadMoved {
-                        chain: self.inner.chain.key(),
-                        outbox: self.inner.outbox.describe(),
-                        range,
-                        expected: prev_event_hash.to_string(),
-                        head: state.head.event_hash.clone(),
-                    });
-                }
+                self.ensure_head_is(&state, range, prev_event_hash)?;
                 let event = self
                     .write_on_head(&mut state, range, manifest, false)
                     .await?;
@@ -656,15 +648,7 @@ impl PasStream {
                 let head = (newest.chain.prev_event_hash == prev_event_hash).then_some(newest);
                 return Ok((head, false));
             }
-            if state.head.event_hash != prev_event_hash {
-                return Err(PasError::HeadMoved {
-                    chain: self.inner.chain.key(),
-                    outbox: self.inner.outbox.describe(),
-                    range,
-                    expected: prev_event_hash.to_string(),
-                    head: state.head.event_hash.clone(),
-                });
-            }
+            self.ensure_head_is(&state, range, prev_event_hash)?;
             let event = self
                 .write_on_head(&mut state, range, manifest, true)
                 .await?;
@@ -685,6 +669,25 @@ impl PasStream {
             }
         }
         Ok((Some(event), true))
+    }
+
+    /// An event for `range` may be written on `prev_event_hash` only when that is the head.
+    fn ensure_head_is(
+        &self,
+        state: &ChainState,
+        range: LedgerRange,
+        prev_event_hash: &str,
+    ) -> Result<(), PasError> {
+        if state.head.event_hash == prev_event_hash {
+            return Ok(());
+        }
+        Err(PasError::HeadMoved {
+            chain: self.inner.chain.key(),
+            outbox: self.inner.outbox.describe(),
+            range,
+            expected: prev_event_hash.to_string(),
+            head: state.head.event_hash.clone(),
+        })
     }
 
     /// The event stored for `range`: from memory, or, when the caller's head is not this

@@ -67,26 +67,34 @@ impl Committer {
         &self.location.store
     }
 
+    /// The object at `key`, or `None` when there is none.
+    pub(crate) async fn read_if_present(
+        &self,
+        key: &object_store::path::Path,
+    ) -> Result<Option<bytes::Bytes>, CommitError> {
+        let bytes = match self.store().get(key).await {
+            Ok(found) => found.bytes().await,
+            Err(e) => Err(e),
+        };
+        match bytes {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(CommitError::Store {
+                op: "read",
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// The committed partition at exactly `range`, if any.
     pub async fn existing(
         &self,
         range: LedgerRange,
     ) -> Result<Option<ExistingPartition>, CommitError> {
         let key = self.location.key(&self.layout.manifest_key(range));
-        let bytes = match self.store().get(&key).await {
-            Ok(found) => found.bytes().await,
-            Err(e) => Err(e),
-        };
-        let bytes = match bytes {
-            Ok(b) => b,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => {
-                return Err(CommitError::Store {
-                    op: "read",
-                    key: key.to_string(),
-                    source,
-                });
-            }
+        let Some(bytes) = self.read_if_present(&key).await? else {
+            return Ok(None);
         };
         let manifest = Manifest::from_json(&bytes).map_err(|e| CommitError::CorruptManifest {
             key: key.to_string(),

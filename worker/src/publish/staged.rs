@@ -64,22 +64,9 @@ impl Committer {
         &self,
         range: LedgerRange,
     ) -> Result<Option<StagedRebuild>, CommitError> {
-        let store = &self.location.store;
         let key = self.location.key(&self.layout.rebuild_marker_key(range));
-        let bytes = match store.get(&key).await {
-            Ok(found) => found.bytes().await,
-            Err(e) => Err(e),
-        };
-        let bytes = match bytes {
-            Ok(b) => b,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => {
-                return Err(CommitError::Store {
-                    op: "read",
-                    key: key.to_string(),
-                    source,
-                });
-            }
+        let Some(bytes) = self.read_if_present(&key).await? else {
+            return Ok(None);
         };
         let corrupt = |message: String| CommitError::CorruptManifest {
             key: key.to_string(),
@@ -95,7 +82,7 @@ impl Committer {
             )));
         }
         let file = self.location.key(&self.layout.replacement_key(range));
-        let parquet_size = match store.head(&file).await {
+        let parquet_size = match self.location.store.head(&file).await {
             Ok(meta) => Some(meta.size),
             Err(object_store::Error::NotFound { .. }) => None,
             Err(source) => {
