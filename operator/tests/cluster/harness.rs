@@ -779,6 +779,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.show_logs_of_failed_test();
+        }
         // Best effort, without a runtime: the API server is gone with the cluster anyway.
         let ns = self.ns.clone();
         let client = self.client.clone();
@@ -789,6 +792,43 @@ impl Drop for TestEnv {
                     .await;
             });
         }
+    }
+}
+
+impl TestEnv {
+    /// A failed test's process logs (operators, workers) go with its tempdir: their tails are
+    /// printed first, and the whole files kept under the target dir, so a failure seen once in
+    /// CI can be read afterwards.
+    fn show_logs_of_failed_test(&self) {
+        let kept = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("cluster-failures")
+            .join(&self.test);
+        let _ = std::fs::create_dir_all(&kept);
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            say(&format!(
+                "---- {}: last {} lines of {} ----\n{}",
+                self.test,
+                tail.len(),
+                log.display(),
+                tail.join("\n")
+            ));
+            if let Some(name) = log.file_name() {
+                let _ = std::fs::copy(&log, kept.join(name));
+            }
+        }
+        say(&format!("{}: logs kept in {}", self.test, kept.display()));
     }
 }
 

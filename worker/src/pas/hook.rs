@@ -523,7 +523,7 @@ impl PasStream {
             manifest,
             &inner.layout.storage_path(range),
             &state.head.event_hash,
-            Utc::now(),
+            committed_at(manifest),
         );
         let revision = if replacement {
             state.revisions.get(&range.start).copied().unwrap_or(0)
@@ -806,6 +806,18 @@ async fn drain_for(c: &Courier, limit: Duration) {
             }
         }
     }
+}
+
+/// An event's `timestamp`: when its partition was committed (the manifest's `created_at`), not
+/// when the event is written, so that every writer of one partition's event on one head (a
+/// retry, a restarted process, a second operator) writes the same bytes. A store whose
+/// conditional create lets two writers through (an S3-compatible store that ignores
+/// `If-None-Match`, or two requests interleaving in a test server) then cannot fork the chain.
+/// A manifest without a readable `created_at` (none of ours or the original's) falls back to now.
+fn committed_at(manifest: &Manifest) -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339(&manifest.created_at)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now())
 }
 
 fn existing_checksum(event: &PasEvent) -> &str {

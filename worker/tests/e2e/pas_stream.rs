@@ -360,3 +360,124 @@ async fn crash_between_storing_an_event_and_recording_the_head() {
         .unwrap();
     assert_eq!(e3.chain.prev_event_hash, e2.chain.event_hash);
 }
+
+/// A store whose conditional create does not hold: an S3-compatible store that ignores
+/// `If-None-Match`, or moto when two requests interleave between its existence check and its
+/// write (seen once in a CI run: two operators both "created" the event of 2-11).
+#[derive(Debug)]
+struct CreateIsOverwrite(Arc<dyn ObjectStore>);
+
+impl std::fmt::Display for CreateIsOverwrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CreateIsOverwrite({})", self.0)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for CreateIsOverwrite {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: object_store::PutPayload,
+        mut opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        if matches!(opts.mode, object_store::PutMode::Create) {
+            opts.mode = object_store::PutMode::Overwrite;
+        }
+        self.0.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+/// Two operators sequence the same partition on the same head at different moments, and the
+/// store lets both creates through: the second overwrites the first. Each keeps the event it
+/// wrote as the head, and whichever status write wins, the next event must link to what is
+/// stored. So the event of a partition on a given head is the same bytes whoever writes it
+/// and whenever: a racing write changes nothing.
+#[tokio::test]
+async fn two_writers_whose_creates_both_succeed_still_write_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let store: Arc<dyn ObjectStore> = Arc::new(CreateIsOverwrite(disk));
+    let outbox: Arc<dyn Outbox> = Arc::new(ObjectStoreOutbox::new(location(store), "bronze"));
+    let a = PasStream::open(layout(), outbox.clone(), None)
+        .await
+        .unwrap();
+    let b = PasStream::open(layout(), outbox.clone(), None)
+        .await
+        .unwrap();
+
+    let first = commit(2, 11, "sha256:aa").manifest;
+    let (by_a, _) = a
+        .append_after(LedgerRange::new(2, 11), &first, "")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await; // B's clock has moved on
+    let (by_b, _) = b
+        .append_after(LedgerRange::new(2, 11), &first, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        by_a, by_b,
+        "two writers of one partition's event on one head wrote different events"
+    );
+
+    // A's status write won: the next partition links to A's event.
+    let second = commit(12, 21, "sha256:bb").manifest;
+    a.append_after(LedgerRange::new(12, 21), &second, &by_a.chain.event_hash)
+        .await
+        .unwrap();
+    let view = analyse(outbox.load(&ChainId::of_layout(&layout())).await.unwrap());
+    assert!(
+        view.issues.is_empty(),
+        "the chain forked: {:?}",
+        view.issues
+    );
+    assert_eq!(view.events.len(), 2);
+}
