@@ -18,10 +18,11 @@ use k8s_openapi::api::core::v1::{
     SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 
 use crate::crd::{BronzeBackfill, BronzeBackfillSpec, SourceMode, StorageBackend, TableFormat};
 use crate::plan::{JobFailure, JobRequest, JobState, ObservedJob, backfill_label};
+use crate::worker_shape;
 
 pub const CONTAINER: &str = "worker";
 pub const LABEL_BACKFILL: &str = "bronze.obsrvr.io/backfill";
@@ -59,8 +60,9 @@ pub struct WorkerDefaults {
 }
 
 impl WorkerDefaults {
-    /// `backfill` with its worker image and ServiceAccount filled in from the defaults, or why
-    /// it cannot run (no image anywhere).
+    /// `backfill` with its worker image and ServiceAccount filled in from the defaults and the
+    /// partitions each Pod builds at once settled ([`worker_shape::in_flight`]), or why it cannot
+    /// run (no image anywhere, a memory limit too small for the partitions in flight).
     pub fn apply(&self, backfill: &BronzeBackfill) -> Result<BronzeBackfill, String> {
         let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let mut resolved = backfill.clone();
@@ -75,6 +77,12 @@ impl WorkerDefaults {
         }
         w.service_account_name =
             nonempty(&w.service_account_name).or_else(|| nonempty(&self.service_account));
+        // The partitions a Pod builds at once go with its resources (worker_shape).
+        if let Some(warning) = worker_shape::check_resources(&resolved.spec)? {
+            tracing::warn!(backfill = %backfill.name_any(), "{warning}");
+        }
+        let shape = worker_shape::in_flight(&resolved.spec);
+        resolved.spec.worker.max_in_flight_partitions = Some(shape.configured);
         Ok(resolved)
     }
 }
@@ -844,7 +852,10 @@ mod tests {
         let mut own = backfill("b", spec());
         own.spec.worker.service_account_name = Some("mine".into());
         let resolved = defaults.apply(&own).unwrap();
-        assert_eq!(resolved.spec.worker, own.spec.worker);
+        let mut expected = own.spec.worker.clone();
+        // ... and the partitions in flight are settled (no CPU request: the worker's default).
+        expected.max_in_flight_partitions = Some(worker_shape::WORKER_DEFAULT_IN_FLIGHT);
+        assert_eq!(resolved.spec.worker, expected);
         let request = JobRequest {
             name: "b-2-1001".into(),
             range: LedgerRange::new(2, 1001),
