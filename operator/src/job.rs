@@ -13,7 +13,7 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
     SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
@@ -50,6 +50,11 @@ pub const WORKER_UID: i64 = 65532;
 /// read-only). Worker mode keeps no checkpoint and no PAS backups; the termination log is
 /// `/dev/termination-log`, which Kubernetes mounts.
 pub const TMP_DIR: &str = "/tmp";
+
+/// The worker Pod's metrics port (`metrics.address`), named [`WORKER_METRICS_PORT_NAME`] for
+/// the chart's PodMonitor.
+pub const WORKER_METRICS_PORT: u16 = 9090;
+pub const WORKER_METRICS_PORT_NAME: &str = "metrics";
 
 /// Operator-wide defaults of `spec.worker` (`--default-worker-image`,
 /// `--default-worker-service-account`), used when a backfill leaves them empty.
@@ -181,6 +186,10 @@ pub fn worker_env(
         ("pas.enabled", text(&false)),
         ("logging.format", text(&LogFormat::Json)),
         ("logging.level", w.log_level.clone()),
+        // The dashboard's worker panels: /metrics on the Pod's `metrics` port (a PodMonitor in
+        // the chart scrapes it). A worker that cannot bind it goes on without it.
+        ("metrics.enabled", text(&true)),
+        ("metrics.address", Some(format!(":{WORKER_METRICS_PORT}"))),
         (
             "perf.max_in_flight_partitions",
             w.max_in_flight_partitions.map(|n| n.to_string()),
@@ -255,6 +264,12 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
         resources: w.resources.clone(),
         volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ports: Some(vec![ContainerPort {
+            name: Some(WORKER_METRICS_PORT_NAME.into()),
+            container_port: i32::from(WORKER_METRICS_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
         security_context: Some(container_security()),
         ..Default::default()
     };
@@ -733,6 +748,8 @@ mod tests {
                     assert_eq!(c.storage.compression, compression);
                     assert_eq!(c.storage.table_format, s.storage.table_format);
                     assert_eq!(c.logging.level, bronze::config::LogLevel::Debug);
+                    assert!(c.metrics.enabled);
+                    assert_eq!(c.metrics.address, format!(":{WORKER_METRICS_PORT}"));
                     let bucket = match backend {
                         StorageBackend::Local => &c.storage.local_dir,
                         StorageBackend::Gcs => &c.storage.gcs_bucket,
@@ -751,7 +768,7 @@ mod tests {
             }
         }
         // Every variable of the mapping was emitted by some spec above.
-        assert_eq!(seen.len(), 40, "{seen:?}");
+        assert_eq!(seen.len(), 42, "{seen:?}");
     }
 
     #[test]
