@@ -30,7 +30,15 @@ esac
 BIN=$OUT/bronze-copier
 # Two builds: the copier with exactly bench.sh's selection, so features unify the same way and
 # the (LTO) binary is not rebuilt between the two scripts.
-cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier --example bench_floor
+if [ "$PROFILE" = dev ]; then
+    # The workspace's test build (as `make test` and the cluster tier build it): it holds the
+    # copier and the example with the same feature set, so after `make test` nothing is compiled
+    # again (`-p bronze` alone resolves other features and rebuilds most dependencies: 20+ min of
+    # a CI run's bench-smoke).
+    cargo test -q --workspace --no-run
+else
+    cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier --example bench_floor
+fi
 cargo build --profile "$PROFILE" -q -p bronze-testkit --bin bronze-s3dir
 
 P=ledger/tests/data/stellar-core-protocols/ledger-close-meta-v0-protocol

@@ -34,7 +34,15 @@ case $PROFILE in
 esac
 BIN=$OUT/bronze-copier
 
-cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier --example bench_floor
+if [ "$PROFILE" = dev ]; then
+    # The workspace's test build (as `make test` and the cluster tier build it): it holds the
+    # copier and the example with the same feature set, so after `make test` nothing is compiled
+    # again (`-p bronze` alone resolves other features and rebuilds most dependencies: 20+ min of
+    # a CI run's bench-smoke).
+    cargo test -q --workspace --no-run
+else
+    cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier --example bench_floor
+fi
 DATASTORE="$WORK/datastore-$SHAPE-$LEDGERS"
 if [ ! -f "$DATASTORE/.config.json" ]; then
     echo "generating $LEDGERS $SHAPE-sized ledgers into $DATASTORE ..."
