@@ -25,5 +25,6 @@ mod pas;
 mod pas_stream;
 mod runbook;
 mod terminal;
+mod tip;
 mod verify;
 mod worker_mode;
