@@ -26,5 +26,6 @@ mod pas_stream;
 mod runbook;
 mod terminal;
 mod tip;
+mod tip_bench;
 mod verify;
 mod worker_mode;

@@ -95,6 +95,17 @@ impl Drop for Watcher {
     }
 }
 
+/// The value of an unlabelled-by-us gauge in the copier's /metrics (NaN when absent).
+fn gauge(port: u16, name: &str) -> f64 {
+    let scrape = crate::metrics::get(port, "/metrics").unwrap_or_default();
+    scrape
+        .lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Every snapshot is a prefix of the chain from `first`, each ledger once, and no provisional
 /// file belongs to a sealed partition.
 fn assert_prefixes(snapshots: &[Value], first: u64) {
@@ -178,7 +189,7 @@ fn assert_provisional_rows_equal_sealed(h: &Harness) -> usize {
 
 /// The copier in the background; its stdout lines collected (`kill_on`: SIGKILL at the first
 /// line containing it).
-struct Copier {
+pub struct Copier {
     child: Arc<Mutex<Child>>,
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<bool>>,
@@ -194,7 +205,7 @@ impl Drop for Copier {
 }
 
 impl Copier {
-    fn start(h: &Harness, kill_on: Option<&'static str>) -> Copier {
+    pub fn start(h: &Harness, kill_on: Option<&'static str>) -> Copier {
         let mut child = h
             .command(&["--no-progress"])
             .stdout(Stdio::piped())
@@ -230,7 +241,7 @@ impl Copier {
         self.reader.take().unwrap().join().unwrap()
     }
 
-    fn sigterm(mut self) -> Vec<String> {
+    pub fn sigterm(mut self) -> Vec<String> {
         let pid = self.child.lock().unwrap().id();
         kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
         let status = self.child.lock().unwrap().wait().unwrap();
@@ -384,7 +395,10 @@ fn a_missing_object_stops_the_tip_at_the_ledger_before_it_until_it_lands() {
         "source:\n  mode: \"local\"\n  local_path: \"{}\"\n  poll_interval_ms: 1000\n",
         h.datastore.display()
     );
-    let h = h.source(block);
+    let port = bronze_testkit::free_port();
+    let h = h.source(block).yaml(&format!(
+        "metrics:\n  enabled: true\n  address: \"127.0.0.1:{port}\"\n"
+    ));
     let staging = h.path("staging");
     generate_testnet(&staging, 20, Layout::ONE_PER_OBJECT);
     copy_ledgers(&staging, &h.datastore, 2, 14);
@@ -405,8 +419,19 @@ fn a_missing_object_stops_the_tip_at_the_ledger_before_it_until_it_lands() {
         "the tip went past the missing ledger 15: {:?}",
         before.last()
     );
+    // The lag shows the tip waiting while newer objects exist.
+    let stuck = gauge(port, "bronze_copier_tip_lag_seconds");
+    assert!(stuck > 0.0, "lag {stuck} while 15 is missing");
+    assert_eq!(gauge(port, "bronze_copier_tip_readable_ledger"), 14.0);
     copy_ledgers(&staging, &h.datastore, 15, 15);
     watcher.wait_for(17, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge(port, "bronze_copier_tip_lag_seconds") != 0.0
+        || gauge(port, "bronze_copier_tip_readable_ledger") != 17.0
+    {
+        assert!(Instant::now() < deadline, "the lag never went back to 0");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     copier.sigterm();
     let snapshots = watcher.finish();
     assert_prefixes(&snapshots, 2);

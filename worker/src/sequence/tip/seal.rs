@@ -233,7 +233,11 @@ mod tests {
         assert_eq!(publish(&t, (15, 15)).await, Some(2));
         // Not contiguous with the published prefix: refused.
         assert_eq!(publish(&t, (17, 18)).await, None);
-        assert_eq!(seal_committed(&t).await.unwrap(), 0, "nothing committed yet");
+        assert_eq!(
+            seal_committed(&t).await.unwrap(),
+            0,
+            "nothing committed yet"
+        );
         commit_partition(dir.path());
         let fresh = table(dir.path());
         assert_eq!(seal_committed(&fresh).await.unwrap(), 1);
@@ -252,11 +256,9 @@ mod tests {
                 "_tip/range=12-21/tip-15-15.parquet"
             ]
         );
-        assert!(
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::Add(add) if add.path == "range=12-21/part-12-21.parquet"))
-        );
+        assert!(actions.iter().any(
+            |a| matches!(a, Action::Add(add) if add.path == "range=12-21/part-12-21.parquet")
+        ));
         let view = TipView::of_files(&fresh.files().await.unwrap());
         assert_eq!(view.sealed, vec![LedgerRange::new(12, 21)]);
         assert!(view.provisional.is_empty());
