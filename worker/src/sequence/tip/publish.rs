@@ -29,26 +29,44 @@ pub const MAX_LEDGERS_PER_FILE: u32 = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum TipError {
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Source(Box<SourceError>),
     #[error("{key}: {source}")]
     Decode { key: String, source: DecodeError },
     #[error("{key}: ledger {ledger}: invalid XDR: {source}", ledger = .ledger.map_or("?".to_string(), |l| l.to_string()))]
     Xdr {
         key: String,
         ledger: Option<u32>,
-        source: bronze_ledger::XdrError,
+        source: Box<bronze_ledger::XdrError>,
     },
     #[error(transparent)]
-    Invalid(#[from] ValidationError),
+    Invalid(Box<ValidationError>),
     #[error("provisional file {path}: {source}")]
     Writer { path: String, source: WriterError },
     #[error("{key}: {source}")]
     Store {
         key: String,
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error(transparent)]
-    Table(#[from] DeltaError),
+    Table(Box<DeltaError>),
+}
+
+impl From<SourceError> for TipError {
+    fn from(e: SourceError) -> Self {
+        TipError::Source(Box::new(e))
+    }
+}
+
+impl From<ValidationError> for TipError {
+    fn from(e: ValidationError) -> Self {
+        TipError::Invalid(Box::new(e))
+    }
+}
+
+impl From<DeltaError> for TipError {
+    fn from(e: DeltaError) -> Self {
+        TipError::Table(Box::new(e))
+    }
 }
 
 impl TipError {
@@ -183,7 +201,7 @@ impl TipPublisher {
             .await
             .map_err(|source| TipError::Store {
                 key: key.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         let version = self
             .table
@@ -285,7 +303,7 @@ fn decode_objects(
         let view = bronze_ledger::split_batch(&buffer).map_err(|source| TipError::Xdr {
             key: key.to_string(),
             ledger: None,
-            source,
+            source: Box::new(source),
         })?;
         PartitionValidator::check_batch(
             key,
@@ -301,7 +319,7 @@ fn decode_objects(
             let xdr_err = |source| TipError::Xdr {
                 key: key.to_string(),
                 ledger: Some(seq),
-                source,
+                source: Box::new(source),
             };
             let row = bronze_ledger::extract_row(lcm).map_err(xdr_err)?;
             let header_ok = bronze_ledger::header_hash_matches(lcm).map_err(xdr_err)?;
