@@ -615,11 +615,13 @@ impl DeltaTable {
                 })
                 .collect();
             actions.extend(changes.adds.iter().cloned().map(Action::Add));
-            actions.push(super::actions::commit_info(
-                now,
-                changes.operation,
-                changes.parameters.clone(),
-            ));
+            let mut info =
+                super::actions::commit_info(now, changes.operation, changes.parameters.clone());
+            if let Action::CommitInfo(value) = &mut info {
+                // A commit that removes files read from the table is no blind append.
+                value["isBlindAppend"] = json!(changes.removes.is_empty());
+            }
+            actions.push(info);
             if self.try_commit(version, &actions).await? {
                 Self::apply(&mut state, version, &actions);
                 tracing::debug!(

@@ -259,6 +259,12 @@ mod tests {
         assert!(actions.iter().any(
             |a| matches!(a, Action::Add(add) if add.path == "range=12-21/part-12-21.parquet")
         ));
+        // A commit that removes files is no blind append.
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::CommitInfo(c) if c["isBlindAppend"] == false))
+        );
         let view = TipView::of_files(&fresh.files().await.unwrap());
         assert_eq!(view.sealed, vec![LedgerRange::new(12, 21)]);
         assert!(view.provisional.is_empty());
