@@ -68,6 +68,7 @@ bench-smoke: ## `make bench` end to end on a few hundred ledgers, one round, uno
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_CLOUD_PUBNET=100 BENCH_CLOUD_SMALL=300 BENCH_ROUNDS=1 bash scripts/bench-cloud.sh; \
 	rm -rf $$d
 	BRONZE_BENCH_PARTITIONS=300 BRONZE_BENCH_RECONCILES=20 $(MAKE) bench-operator
+	BENCH_TIP_GALEXIE_OBJECTS=3 BENCH_TIP_CATCHUP_OBJECTS=20 BENCH_TIP_PARTITION=10 $(MAKE) bench-tip
 
 lint: ## rustfmt --check and clippy -D warnings over every target (CI runs it before the tests)
 	$(CARGO) fmt --all -- --check
