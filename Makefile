@@ -22,7 +22,7 @@ IMAGE ?= bronze:dev
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 export IMAGE GIT_SHA
 
-.PHONY: help test-deps test test-cluster demo bench bench-cluster bench-operator bench-smoke lint build crds chart-crds chart-check image image-prebuilt
+.PHONY: help test-deps test test-cluster demo bench bench-tip bench-cluster bench-operator bench-smoke lint build crds chart-crds chart-check image image-prebuilt
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-s
 	BENCH_SHAPE=small BENCH_LEDGERS=$${BENCH_SMALL_LEDGERS:-50000} bash scripts/bench.sh
 	bash scripts/bench-cloud.sh
 
+bench-tip: ## Provisional tip (docs/tip.md): landing-to-readable latency p50/p95/max at Galexie pace (an object every 5-6 s) and catch-up pace (4/s) with the default 2 s poll, and the write cost (Delta versions, provisional files, checkpoints per hour) (BENCH_TIP_GALEXIE_OBJECTS, BENCH_TIP_CATCHUP_OBJECTS, BENCH_TIP_PARTITION)
+	$(CARGO) test -p bronze --test e2e -- --ignored --nocapture tip_bench
+
 bench-cluster: ## A few hundred small partitions, one per Job, on the real control plane (../shared/testinfra/k8s): wall time, Jobs/min, status writes per partition (BRONZE_BENCH_PARTITIONS, BRONZE_BENCH_JOBS)
 	CLUSTER_LIBTEST_ARGS="--ignored --nocapture scale::" bash scripts/test-cluster.sh
 
@@ -65,6 +68,7 @@ bench-smoke: ## `make bench` end to end on a few hundred ledgers, one round, uno
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_CLOUD_PUBNET=100 BENCH_CLOUD_SMALL=300 BENCH_ROUNDS=1 bash scripts/bench-cloud.sh; \
 	rm -rf $$d
 	BRONZE_BENCH_PARTITIONS=300 BRONZE_BENCH_RECONCILES=20 $(MAKE) bench-operator
+	BENCH_TIP_GALEXIE_OBJECTS=3 BENCH_TIP_CATCHUP_OBJECTS=20 BENCH_TIP_PARTITION=10 $(MAKE) bench-tip
 
 lint: ## rustfmt --check and clippy -D warnings over every target (CI runs it before the tests)
 	$(CARGO) fmt --all -- --check

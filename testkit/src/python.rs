@@ -126,6 +126,12 @@ pub fn delta_read(table_dir: impl AsRef<Path>, version: Option<u64>) -> serde_js
     run_json("delta_read.py", &args)
 }
 
+/// Tell provisional rows from sealed ones in the Delta table at `table_dir` with each reader, as
+/// docs/formats.md#provisional-tip shows (`tests/py/tip_readers.py`).
+pub fn tip_readers(table_dir: impl AsRef<Path>) -> serde_json::Value {
+    run_json("tip_readers.py", &[table_dir.as_ref().as_os_str()])
+}
+
 /// Read the Delta table at `table_dir` with Apache Spark's Parquet reader (`tests/py/spark_read.py`:
 /// the files the log lists, with the table's schema from the log; `local[1]`, loopback only).
 pub fn spark_read(table_dir: impl AsRef<Path>) -> serde_json::Value {

@@ -72,8 +72,20 @@ def normalise(table: pa.Table) -> pa.Table:
 
 
 def ledger_order(rel_paths):
-    """Sorted by the first ledger of their range=S-E folder."""
-    return sorted(rel_paths, key=lambda p: int(p.split("=", 1)[1].split("-", 1)[0]))
+    """Sorted by their first ledger (the range=S-E folder, or a provisional file's tip-A-B)."""
+    return sorted(rel_paths, key=span_of)
+
+
+def span_of(rel: str):
+    """The ledgers of a file the log lists: `range=S-E/part-S-E.parquet`, or a provisional
+    `_tip/range=S-E/tip-A-B.parquet` (docs/formats.md#provisional-tip)."""
+    name = rel.rsplit("/", 1)[-1]
+    if name.startswith("tip-"):
+        a, b = name[len("tip-"):-len(".parquet")].split("-", 1)
+    else:
+        folder = next(p for p in rel.split("/") if p.startswith("range="))
+        a, b = folder[len("range="):].split("-", 1)
+    return int(a), int(b)
 
 
 def relative(uri: str, root: str) -> str:
@@ -223,7 +235,7 @@ def main() -> None:
         )
         # A ledger inside the middle file: not the first one, where a bug could hide.
         middle = rel[len(rel) // 2]
-        start, end = (int(n) for n in middle.split("/", 1)[0].split("=", 1)[1].split("-", 1))
+        start, end = span_of(middle)
         x = min(start + 1, end)
         where = f"WHERE ledger_sequence = {x}"
         point = {

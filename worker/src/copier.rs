@@ -335,6 +335,7 @@ impl Services {
                 .clone()
                 .map(|p| std::sync::Arc::new(p) as std::sync::Arc<dyn crate::sequence::PasLog>),
             catalog: self.catalog.as_ref().map(|c| c.log()),
+            tip: self.delta.as_ref().map(|d| d.table().clone()),
         }
     }
 

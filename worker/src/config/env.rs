@@ -139,6 +139,16 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
             c.storage.table_format = f
         })
     }),
+    (
+        "STORAGE_PROVISIONAL_TIP",
+        "storage.provisional_tip",
+        |c, v| set_bool(&mut c.storage.provisional_tip, v),
+    ),
+    (
+        "STORAGE_PROVISIONAL_RETENTION_HOURS",
+        "storage.provisional_retention_hours",
+        |c, v| set_num(&mut c.storage.provisional_retention_hours, v),
+    ),
     ("CATALOG_DSN", "catalog.postgres_dsn", |c, v| {
         set_str(&mut c.catalog.postgres_dsn, v)
     }),

@@ -169,6 +169,11 @@ pub struct StorageConfig {
     pub upload_part_bytes: usize,
     /// `none` (default) or `delta`: the dataset folder is also a Delta Lake table.
     pub table_format: TableFormat,
+    /// With `delta` while following the tip: the open partition's ledgers are published as
+    /// provisional files as they land (docs/tip.md). On by default.
+    pub provisional_tip: bool,
+    /// Removed provisional files are deleted from storage after this many hours.
+    pub provisional_retention_hours: u64,
 }
 
 impl Default for StorageConfig {
@@ -186,6 +191,8 @@ impl Default for StorageConfig {
             row_group_bytes: 64 * 1024 * 1024,
             upload_part_bytes: 16 * 1024 * 1024,
             table_format: TableFormat::None,
+            provisional_tip: true,
+            provisional_retention_hours: crate::delta::hook::DEFAULT_TIP_RETENTION_HOURS,
         }
     }
 }
@@ -367,6 +374,14 @@ impl Config {
     /// Whether the run follows the datastore's tip instead of stopping at `ledger_end`.
     pub fn follows_tip(&self) -> bool {
         self.era.ledger_end == 0
+    }
+
+    /// Whether the run publishes a provisional tip (docs/tip.md): following, into a Delta
+    /// table, not turned off.
+    pub fn publishes_tip(&self) -> bool {
+        self.follows_tip()
+            && self.storage.table_format == TableFormat::Delta
+            && self.storage.provisional_tip
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use super::repair::catch_up;
-use super::table::{Appended, DeltaError, DeltaTable};
+use super::table::{DeltaError, DeltaTable};
 use crate::sequence::{PartitionRecord, TableLog, TableLogError};
 use crate::store::Location;
 use futures::future::BoxFuture;
@@ -36,7 +36,12 @@ pub struct DeltaSink {
     location: Location,
     /// Whether the log has been caught up with the manifests of earlier runs.
     caught_up: Arc<Mutex<bool>>,
+    /// How long removed provisional files stay in storage (docs/tip.md).
+    tip_retention_ms: i64,
 }
+
+/// `storage.provisional_retention_hours`' default: Delta's `deletedFileRetentionDuration`.
+pub const DEFAULT_TIP_RETENTION_HOURS: u64 = 168;
 
 fn hook_error(e: DeltaError) -> TableLogError {
     TableLogError {
@@ -51,7 +56,14 @@ impl DeltaSink {
             table,
             location,
             caught_up: Arc::new(Mutex::new(false)),
+            tip_retention_ms: (DEFAULT_TIP_RETENTION_HOURS * 3_600_000) as i64,
         }
+    }
+
+    /// Removed provisional files are deleted from storage after `hours` (docs/tip.md).
+    pub fn with_tip_retention_hours(mut self, hours: u64) -> Self {
+        self.tip_retention_ms = i64::try_from(hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX);
+        self
     }
 
     pub fn table(&self) -> &Arc<DeltaTable> {
@@ -69,6 +81,15 @@ impl DeltaSink {
     /// (the operator: those its checkpoint has passed; later ones are not verified yet).
     pub async fn catch_up_before(&self, before: Option<u32>) -> Result<usize, DeltaError> {
         let mut done = self.caught_up.lock().await;
+        // A seal a crash left half done (manifest written, provisional files still in the
+        // log) is completed first: the catch-up below only adds.
+        let sealed = crate::sequence::tip::seal_committed(&self.table).await?;
+        if sealed > 0 {
+            tracing::info!(
+                sealed,
+                "delta: committed partitions sealed over their provisional files"
+            );
+        }
         let added = catch_up(&self.table, &self.location, before).await?;
         if !*done {
             let integers = self.table.integer_types().await?;
@@ -93,13 +114,24 @@ impl DeltaSink {
                 *done = true;
             }
         }
-        let appended = self
+        // The sealed file's add and the removes of the partition's provisional files (the
+        // provisional tip, docs/tip.md), in one commit.
+        let prepared = self
             .table
-            .append(&event.manifest, event.replaced)
+            .prepare(&event.manifest)
             .await
             .map_err(hook_error)?;
-        if let Appended::AlreadyThere { version } = appended {
-            tracing::debug!(partition = %event.range, version, "delta: partition already in the log");
+        let sealed = crate::sequence::tip::seal_partition(&self.table, prepared, event.replaced)
+            .await
+            .map_err(hook_error)?;
+        if sealed.version.is_none() {
+            tracing::debug!(partition = %event.range, "delta: partition already in the log");
+        }
+        if sealed.removed > 0
+            && let Err(e) =
+                crate::sequence::tip::drop_expired(&self.table, self.tip_retention_ms).await
+        {
+            tracing::warn!(error = %e, "delta: expired provisional files not deleted (the next seal tries again)");
         }
         Ok(())
     }
@@ -128,7 +160,10 @@ impl DeltaSink {
         let location = crate::pipeline::open_output_location(config).map_err(|e| e.to_string())?;
         let layout = crate::publish::DatasetLayout::from_config(config);
         let table = Arc::new(DeltaTable::new(&location, &layout));
-        Ok(Some(DeltaSink::new(table, location)))
+        Ok(Some(
+            DeltaSink::new(table, location)
+                .with_tip_retention_hours(config.storage.provisional_retention_hours),
+        ))
     }
 
     /// The sink of `config` (`None` unless `storage.table_format: delta`), with the log already

@@ -20,4 +20,4 @@ pub mod verify;
 
 pub use hook::DeltaSink;
 pub use repair::{catch_up, catch_up_in_batches_of};
-pub use table::{Appended, DeltaError, DeltaTable, LoggedFile, relative_path};
+pub use table::{Appended, Changes, DeltaError, DeltaTable, LoggedFile, relative_path};

@@ -12,9 +12,9 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::actions::{
-    Action, Add, INTEGER_TYPES_KEY, Metadata, Protocol, checkpoint_file_name, commit_file_name,
-    decode_commit, decode_path, encode_commit, encode_path, initial_actions, integer_types_of,
-    parse_commit_file_name,
+    Action, Add, INTEGER_TYPES_KEY, Metadata, Protocol, Remove, checkpoint_file_name,
+    commit_file_name, decode_commit, decode_path, encode_commit, encode_path, initial_actions,
+    integer_types_of, parse_commit_file_name,
 };
 use super::checkpoint::{self, CHECKPOINT_INTERVAL, CheckpointState, LastCheckpoint};
 use super::stats;
@@ -94,6 +94,18 @@ pub struct PreparedAdd {
     pub add: Add,
     /// The integer types of the file (`None` when its footer could not be read).
     pub integers: Option<IntegerTypes>,
+}
+
+/// Files removed and added in one commit ([`DeltaTable::commit_changes`]): paths relative to
+/// the table root, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changes {
+    pub removes: Vec<String>,
+    pub adds: Vec<Add>,
+    /// `commitInfo.operation` (`WRITE`, `DELETE`).
+    pub operation: &'static str,
+    /// `commitInfo.operationParameters`.
+    pub parameters: serde_json::Value,
 }
 
 /// What [`DeltaTable::append`] did.
@@ -567,6 +579,83 @@ impl DeltaTable {
             // Another writer took this version: read what it committed, then decide again.
             self.refresh(&mut state).await?;
         }
+    }
+
+    /// Commits, as the next version, the [`Changes`] that `plan` makes of the table's current
+    /// files (by decoded path): removes and adds in one commit, so a reader of any version sees
+    /// the files before or after, never a mix. When another writer takes the version first, the
+    /// state is read again and `plan` asked again (its decision always rests on the latest
+    /// version: the precondition of every commit here). `plan` returning `None` commits nothing.
+    /// A new table is created first, for files of `integers` types. Returns the version.
+    pub async fn commit_changes<F>(
+        &self,
+        integers: IntegerTypes,
+        mut plan: F,
+    ) -> Result<Option<u64>, DeltaError>
+    where
+        F: FnMut(&BTreeMap<String, (LoggedFile, Add)>) -> Result<Option<Changes>, DeltaError>,
+    {
+        let mut state = self.state.lock().await;
+        self.ensure_created(&mut state, integers).await?;
+        loop {
+            let Some(changes) = plan(&state.files)? else {
+                return Ok(None);
+            };
+            let version = state.version.map_or(0, |v| v + 1);
+            let now = now_ms();
+            let mut actions: Vec<Action> = changes
+                .removes
+                .iter()
+                .map(|path| {
+                    Action::Remove(Remove {
+                        path: encode_path(path),
+                        deletion_timestamp: Some(now),
+                        data_change: true,
+                    })
+                })
+                .collect();
+            actions.extend(changes.adds.iter().cloned().map(Action::Add));
+            let mut info =
+                super::actions::commit_info(now, changes.operation, changes.parameters.clone());
+            if let Action::CommitInfo(value) = &mut info {
+                // A commit that removes files read from the table is no blind append.
+                value["isBlindAppend"] = json!(changes.removes.is_empty());
+            }
+            actions.push(info);
+            if self.try_commit(version, &actions).await? {
+                Self::apply(&mut state, version, &actions);
+                tracing::debug!(
+                    version,
+                    removes = changes.removes.len(),
+                    adds = changes.adds.len(),
+                    operation = changes.operation,
+                    "delta: files removed and added in one commit"
+                );
+                if version % CHECKPOINT_INTERVAL == 0 {
+                    self.write_checkpoint(&mut state).await?;
+                }
+                return Ok(Some(version));
+            }
+            // Another writer took this version: read what it committed, then plan again.
+            self.refresh(&mut state).await?;
+        }
+    }
+
+    /// The table's current files by decoded path (for `verify` and the tip's start).
+    pub async fn files(&self) -> Result<BTreeMap<String, (LoggedFile, Add)>, DeltaError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        Ok(state.files.clone())
+    }
+
+    /// The store and location of the table (to write files beside the log).
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The table root's key of a path relative to it.
+    pub fn key_of(&self, relative: &str) -> ObjectPath {
+        self.location.key(&format!("{}/{relative}", self.dir))
     }
 
     /// Writes the checkpoint of the current version and points `_last_checkpoint` at it.

@@ -162,6 +162,9 @@ struct Metrics {
     ledgers_per_second: Gauge<f64, AtomicU64>,
     catalog_pending: Gauge,
     pas_pending: Gauge,
+    tip_lag_seconds: Gauge<f64, AtomicU64>,
+    tip_readable_ledger: Gauge,
+    tip_commits: Counter,
     source_errors: Family<SourceLabels, Counter>,
     storage_errors: Family<BackendLabels, Counter>,
     metadata_errors: Family<NetworkLabels, Counter>,
@@ -214,6 +217,9 @@ impl Metrics {
             ledgers_per_second: Gauge::default(),
             catalog_pending: Gauge::default(),
             pas_pending: Gauge::default(),
+            tip_lag_seconds: Gauge::default(),
+            tip_readable_ledger: Gauge::default(),
+            tip_commits: Counter::default(),
             source_errors: Family::default(),
             storage_errors: Family::default(),
             metadata_errors: Family::default(),
@@ -321,6 +327,21 @@ impl Metrics {
             "pas_pending_deliveries",
             "Audit events written to the outbox but not yet delivered",
             m.pas_pending.clone(),
+        );
+        r.register(
+            "tip_lag_seconds",
+            "Provisional tip (docs/tip.md): how long the oldest datastore object not yet readable through the Delta table has been there (0 when every landed ledger is readable)",
+            m.tip_lag_seconds.clone(),
+        );
+        r.register(
+            "tip_readable_ledger",
+            "Provisional tip: the newest ledger readable through the Delta table (sealed or provisional)",
+            m.tip_readable_ledger.clone(),
+        );
+        r.register(
+            "tip_commits",
+            "Provisional tip: Delta commits adding provisional files",
+            m.tip_commits.clone(),
         );
         r.register(
             "source_errors",
@@ -621,6 +642,19 @@ pub fn set_catalog_pending(partitions: usize) {
 /// Audit events written but not yet delivered (set by the PAS outbox).
 pub fn set_pas_pending(deliveries: usize) {
     METRICS.pas_pending.set(deliveries as i64);
+}
+
+/// The provisional tip's lag ([`Metrics::tip_lag_seconds`]).
+pub fn set_tip_lag(seconds: f64) {
+    METRICS.tip_lag_seconds.set(seconds.max(0.0));
+}
+
+/// The provisional tip published through `ledger` (one more commit when `committed`).
+pub fn tip_published(ledger: u32, committed: bool) {
+    METRICS.tip_readable_ledger.set(i64::from(ledger));
+    if committed {
+        METRICS.tip_commits.inc();
+    }
 }
 
 /// The registry in Prometheus text format 0.0.4.

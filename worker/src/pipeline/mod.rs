@@ -156,6 +156,7 @@ pub async fn run(
         .last_ledger()
         .map(|last| u64::from(last.saturating_sub(next)) + 1)
         .filter(|_| grid.last_ledger().is_some_and(|last| next <= last));
+    let tip_table = records.tip.clone().filter(|_| config.publishes_tip());
     let pipeline = Pipeline::prepare(
         config,
         &grid,
@@ -178,7 +179,13 @@ pub async fn run(
             .check_replaceable(grid.partitions_from(next), bounded)
             .await?;
     }
-    pipeline.drive(grid.partitions_from(next), cancel).await
+    let tip = tip_table.map(|table| pipeline.start_tip(config, grid, table, &cancel));
+    let summary = pipeline.drive(grid.partitions_from(next), cancel).await;
+    if let Some((stop, task)) = tip {
+        stop.cancel();
+        let _ = task.await;
+    }
+    summary
 }
 
 /// The first ledger a standalone run copies (pure): after the checkpoint, never before the
@@ -418,6 +425,30 @@ impl Pipeline {
             progress,
             max_in_flight: config.perf.max_in_flight_partitions.max(1),
         })
+    }
+
+    /// Starts the provisional tip (docs/tip.md) beside the run; it stops with `cancel` or when
+    /// the returned token is cancelled.
+    fn start_tip(
+        &self,
+        config: &Config,
+        grid: PartitionGrid,
+        table: Arc<crate::delta::DeltaTable>,
+        cancel: &CancellationToken,
+    ) -> (CancellationToken, JoinHandle<()>) {
+        let stop = cancel.child_token();
+        let publisher = crate::sequence::tip::TipPublisher::new(
+            table,
+            self.env.source.clone(),
+            crate::sequence::tip::TipSettings {
+                grid,
+                writer: self.env.writer.clone(),
+                poll_interval: Duration::from_millis(config.source.poll_interval_ms),
+                max_ledgers_per_file: crate::sequence::tip::MAX_LEDGERS_PER_FILE,
+            },
+        );
+        let task = tokio::spawn(publisher.run(stop.clone()));
+        (stop, task)
     }
 
     /// Before an overwrite run changes anything: every committed partition it may replace must

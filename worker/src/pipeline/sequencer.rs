@@ -68,6 +68,9 @@ pub struct Records {
     pub table: Option<Arc<dyn TableLog>>,
     pub pas: Option<Arc<dyn PasLog>>,
     pub catalog: Option<Arc<dyn CatalogLog>>,
+    /// The Delta table a following run publishes its provisional tip into (docs/tip.md; used
+    /// when `Config::publishes_tip`).
+    pub tip: Option<Arc<crate::delta::DeltaTable>>,
 }
 
 impl Records {

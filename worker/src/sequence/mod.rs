@@ -12,6 +12,7 @@ pub mod policy;
 pub mod replace;
 pub mod steps;
 pub mod store;
+pub mod tip;
 
 pub use gaps::{Recorded, catalog_gaps, catalog_recorded_through, grid_summary, next_partition};
 pub use head::{Head, Position};

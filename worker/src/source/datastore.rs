@@ -364,6 +364,24 @@ impl Datastore {
         }
     }
 
+    /// Fetches one batch object if it is there now (`None` if not), never waiting at the tip:
+    /// the provisional tip polls on its own schedule.
+    pub async fn fetch_if_present(
+        &self,
+        batch: &BatchObject,
+        requests: &Semaphore,
+    ) -> Result<Option<FetchedBatch>, SourceError> {
+        self.try_fetch(batch, requests).await
+    }
+
+    /// When the object `key` (a [`FetchedBatch::key`]) landed, in ms since the epoch (`None`
+    /// if the store cannot say).
+    pub async fn landed_at_ms(&self, key: &str) -> Option<i64> {
+        let path = ObjectPath::parse(key).ok()?;
+        let meta = self.location.store.head(&path).await.ok()?;
+        Some(meta.last_modified.timestamp_millis())
+    }
+
     /// One attempt over both extensions, with retries for transient failures.
     async fn try_fetch(
         &self,

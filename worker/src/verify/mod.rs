@@ -14,6 +14,7 @@ mod partition;
 mod pas;
 mod report;
 mod rows;
+mod tip;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -89,12 +90,16 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
     let mut report = Report::default();
     let mut folders: BTreeMap<LedgerRange, Vec<object_store::ObjectMeta>> = BTreeMap::new();
     for meta in listed {
-        // The Delta log (storage.table_format: delta) is checked below, not as a partition.
+        // The Delta log (storage.table_format: delta) and the provisional tip's files
+        // (docs/tip.md) are checked below, not as partitions.
         if meta
             .location
             .prefix_match(&dataset_key)
             .and_then(|mut p| p.next())
-            .is_some_and(|first| first.as_ref() == crate::delta::table::LOG_DIR)
+            .is_some_and(|first| {
+                first.as_ref() == crate::delta::table::LOG_DIR
+                    || first.as_ref() == crate::sequence::tip::TIP_DIR
+            })
         {
             continue;
         }
@@ -187,6 +192,7 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
     if config.storage.table_format == crate::config::TableFormat::Delta {
         let table = crate::delta::DeltaTable::new(&location, &layout);
         crate::delta::verify::check_log(&table, &verified, &mut report).await;
+        tip::check_provisional(&table, &layout, &verified, &mut report).await;
     }
 
     external::check_external(config, &location, &verified, &mut report).await;

@@ -25,5 +25,7 @@ mod pas;
 mod pas_stream;
 mod runbook;
 mod terminal;
+mod tip;
+mod tip_bench;
 mod verify;
 mod worker_mode;
