@@ -53,7 +53,7 @@ bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-s
 	bash scripts/bench-cloud.sh
 
 bench-tip: ## Provisional tip (docs/tip.md): landing-to-readable latency p50/p95/max at Galexie pace (an object every 5-6 s) and catch-up pace (4/s) with the default 2 s poll, and the write cost (Delta versions, provisional files, checkpoints per hour) (BENCH_TIP_GALEXIE_OBJECTS, BENCH_TIP_CATCHUP_OBJECTS, BENCH_TIP_PARTITION)
-	$(CARGO) test -p bronze --test e2e -- --ignored --nocapture tip_bench
+	$(CARGO) test --workspace --test e2e -- --ignored --nocapture tip_bench
 
 bench-cluster: ## A few hundred small partitions, one per Job, on the real control plane (../shared/testinfra/k8s): wall time, Jobs/min, status writes per partition (BRONZE_BENCH_PARTITIONS, BRONZE_BENCH_JOBS)
 	CLUSTER_LIBTEST_ARGS="--ignored --nocapture scale::" bash scripts/test-cluster.sh
