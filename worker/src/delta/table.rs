@@ -12,9 +12,9 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::actions::{
-    Action, Add, INTEGER_TYPES_KEY, Metadata, Protocol, checkpoint_file_name, commit_file_name,
-    decode_commit, decode_path, encode_commit, encode_path, initial_actions, integer_types_of,
-    parse_commit_file_name,
+    Action, Add, INTEGER_TYPES_KEY, Metadata, Protocol, Remove, checkpoint_file_name,
+    commit_file_name, decode_commit, decode_path, encode_commit, encode_path, initial_actions,
+    integer_types_of, parse_commit_file_name,
 };
 use super::checkpoint::{self, CHECKPOINT_INTERVAL, CheckpointState, LastCheckpoint};
 use super::stats;
@@ -85,6 +85,33 @@ struct State {
     protocol: Option<Protocol>,
     metadata: Option<Metadata>,
     files: BTreeMap<String, (LoggedFile, Add)>,
+    /// The live path of each partition (its latest add), for replacements under a new name.
+    by_range: BTreeMap<LedgerRange, String>,
+}
+
+impl State {
+    fn insert(&mut self, path: String, file: LoggedFile, add: Add) {
+        if let Some(range) = range_of_path(&path) {
+            self.by_range.insert(range, path.clone());
+        }
+        self.files.insert(path, (file, add));
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.files.remove(path);
+        if let Some(range) = range_of_path(path)
+            && self.by_range.get(&range).is_some_and(|p| p == path)
+        {
+            self.by_range.remove(&range);
+        }
+    }
+
+    /// The live file of partition `range`: its path and what the log says about it.
+    fn of_range(&self, range: LedgerRange) -> Option<(&String, &LoggedFile, &Add)> {
+        let path = self.by_range.get(&range)?;
+        let (file, add) = self.files.get(path)?;
+        Some((path, file, add))
+    }
 }
 
 /// A partition's add, ready to commit.
@@ -118,11 +145,23 @@ pub fn relative_path(range: LedgerRange) -> String {
     format!("range={range}/{}", DatasetLayout::parquet_file_name(range))
 }
 
+/// The path, relative to the table root, of the file `manifest` commits
+/// (`range=S-E/part-S-E.parquet`, or a replacement's `range=S-E/part-S-E.<tag>.parquet`).
+pub fn committed_path(manifest: &Manifest) -> String {
+    let range = manifest.range();
+    match manifest.primary() {
+        Some(t) if DatasetLayout::is_partition_file_name(range, &t.file) => {
+            format!("range={range}/{}", t.file)
+        }
+        _ => relative_path(range),
+    }
+}
+
 /// The range of a relative path Bronze writes (`None` for any other file).
 pub fn range_of_path(path: &str) -> Option<LedgerRange> {
     let (folder, file) = path.split_once('/')?;
     let range = DatasetLayout::parse_partition_dir_name(folder)?;
-    (file == DatasetLayout::parquet_file_name(range)).then_some(range)
+    DatasetLayout::is_partition_file_name(range, file).then_some(range)
 }
 
 fn now_ms() -> i64 {
@@ -220,12 +259,10 @@ impl DeltaTable {
                         modification_time: add.modification_time,
                         version,
                     };
-                    state
-                        .files
-                        .insert(decode_path(&add.path), (file, add.clone()));
+                    state.insert(decode_path(&add.path), file, add.clone());
                 }
                 Action::Remove(r) => {
-                    state.files.remove(&decode_path(&r.path));
+                    state.remove(&decode_path(&r.path));
                 }
                 _ => {}
             }
@@ -264,7 +301,7 @@ impl DeltaTable {
                     modification_time: add.modification_time,
                     version: 0,
                 };
-                state.files.insert(decode_path(&add.path), (file, add));
+                state.insert(decode_path(&add.path), file, add);
             }
             state.version = Some(last.version);
             state.last_checkpoint = Some(last.version);
@@ -400,7 +437,7 @@ impl DeltaTable {
             key: self.layout.manifest_key(range),
             message: "the manifest has no ledgers_lcm_raw table".into(),
         })?;
-        let parquet_key = self.location.key(&self.layout.parquet_key(range));
+        let parquet_key = self.location.key(&self.layout.committed_file_key(manifest));
         let footer = stats::read_footer(self.store.as_ref(), &parquet_key, table.byte_size).await;
         let footer = match footer {
             Ok(f) => Some(f),
@@ -414,7 +451,7 @@ impl DeltaTable {
             range,
             integers: footer.as_ref().and_then(stats::integer_types_of_footer),
             add: Add {
-                path: encode_path(&relative_path(range)),
+                path: encode_path(&committed_path(manifest)),
                 partition_values: Default::default(),
                 size: table.byte_size as i64,
                 modification_time: crate::time::rfc3339_to_millis(&manifest.created_at)
@@ -436,7 +473,7 @@ impl DeltaTable {
             add,
             integers,
         } = prepared;
-        let path = relative_path(range);
+        let path = decode_path(&add.path);
         let mut state = self.state.lock().await;
         // A new table takes the types of its first file (a dataset of earlier versions turned
         // into a table stays unsigned); without a readable footer, this version's: signed.
@@ -444,44 +481,106 @@ impl DeltaTable {
             .await?;
         self.check_types(&state, &path, integers)?;
         loop {
-            if let Some((logged, _)) = state.files.get(&path) {
-                // The same partition (same manifest) is logged: done. A replacement's manifest
-                // is newer, so it is added again even when its file has the same size.
-                if logged.size == add.size
-                    && (logged.modification_time == add.modification_time || !replace)
-                {
-                    return Ok(Appended::AlreadyThere {
-                        version: logged.version,
-                    });
-                }
-                if !replace {
-                    return Err(DeltaError::Conflict {
-                        key: self.uri(),
-                        version: logged.version,
-                        path,
-                        logged: logged.size,
-                        size: add.size as u64,
-                    });
-                }
-            }
-            let version = state.version.map_or(0, |v| v + 1);
-            let actions = vec![
-                Action::Add(add.clone()),
-                super::actions::commit_info(
-                    now_ms(),
-                    "WRITE",
-                    json!({"mode": "Append", "partition": range.to_string()}),
-                ),
-            ];
-            if self.try_commit(version, &actions).await? {
-                Self::apply(&mut state, version, &actions);
-                tracing::info!(partition = %range, version, "delta: partition added to the log");
-                if version % CHECKPOINT_INTERVAL == 0 {
-                    self.write_checkpoint(&mut state).await?;
-                }
+            let actions = match self.actions_for(&state, range, &path, &add, replace)? {
+                Ok(actions) => actions,
+                Err(version) => return Ok(Appended::AlreadyThere { version }),
+            };
+            if let Some(version) = self.commit_next(&mut state, &actions).await? {
+                tracing::info!(partition = %range, version, replaced = actions.len() > 2, "delta: partition added to the log");
                 return Ok(Appended::Added { version });
             }
             // Another writer took this version: read what it committed, then decide again.
+            self.refresh(&mut state).await?;
+        }
+    }
+
+    /// What adding `add` (partition `range`, file `path`) commits: the add (and the commit
+    /// info), or, when the log adds another file for the partition and this is its replacement,
+    /// the remove of that file and the add, in one version (readers of the new version see the
+    /// new file with its own size and statistics; readers of older versions keep reading the old
+    /// file, left in storage). `Err(version)`: the log already adds this file, at `version`.
+    fn actions_for(
+        &self,
+        state: &State,
+        range: LedgerRange,
+        path: &str,
+        add: &Add,
+        replace: bool,
+    ) -> Result<Result<Vec<Action>, u64>, DeltaError> {
+        let conflict = |logged: &LoggedFile, path: &str| DeltaError::Conflict {
+            key: self.uri(),
+            version: logged.version,
+            path: path.to_string(),
+            logged: logged.size,
+            size: add.size as u64,
+        };
+        let info = |replaced: Option<&str>| {
+            let mut parameters = json!({"mode": "Append", "partition": range.to_string()});
+            if let Some(old) = replaced {
+                parameters["replaced"] = json!(old);
+            }
+            super::actions::commit_info(now_ms(), "WRITE", parameters)
+        };
+        let logged = state.of_range(range);
+        if let Some((logged_path, logged, old)) = logged.filter(|(p, _, _)| *p != path) {
+            // A replacement under a new name: the manifest (the commit) names the new file. The
+            // log may learn of it without `replace` after a crash between the manifest and the
+            // log; the newer manifest is the partition's, as it is for every reader of storage.
+            if !replace && add.modification_time <= logged.modification_time {
+                return Err(conflict(logged, logged_path));
+            }
+            let mut info = info(Some(logged_path));
+            if let Action::CommitInfo(c) = &mut info {
+                c["isBlindAppend"] = json!(false);
+            }
+            let remove = Action::Remove(Remove::of(old, add.modification_time));
+            return Ok(Ok(vec![remove, Action::Add(add.clone()), info]));
+        }
+        if let Some((_, logged, _)) = logged {
+            // The same partition (same manifest) is logged: done. A replacement's manifest
+            // is newer, so it is added again even when its file has the same size.
+            if logged.size == add.size
+                && (logged.modification_time == add.modification_time || !replace)
+            {
+                return Ok(Err(logged.version));
+            }
+            if !replace {
+                return Err(conflict(logged, path));
+            }
+        }
+        Ok(Ok(vec![Action::Add(add.clone()), info(None)]))
+    }
+
+    /// Conditionally commits `actions` as the next version and applies them to the state
+    /// (writing the checkpoint when one is due); `None` when another writer took that version
+    /// first (refresh, then decide again).
+    async fn commit_next(
+        &self,
+        state: &mut State,
+        actions: &[Action],
+    ) -> Result<Option<u64>, DeltaError> {
+        let version = state.version.map_or(0, |v| v + 1);
+        if !self.try_commit(version, actions).await? {
+            return Ok(None);
+        }
+        Self::apply(state, version, actions);
+        if version % CHECKPOINT_INTERVAL == 0 {
+            self.write_checkpoint(state).await?;
+        }
+        Ok(Some(version))
+    }
+
+    /// Commits `actions` (removes, adds, a commit info: any of them) as one new version, after
+    /// whatever other writers committed meanwhile; returns its version. The general commit the
+    /// partition appends and replacements are special cases of, for callers that decide the
+    /// actions themselves (the table must exist).
+    pub async fn commit_actions(&self, actions: &[Action]) -> Result<u64, DeltaError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        loop {
+            if let Some(version) = self.commit_next(&mut state, actions).await? {
+                return Ok(version);
+            }
             self.refresh(&mut state).await?;
         }
     }
@@ -506,9 +605,9 @@ impl DeltaTable {
 
     /// Commits many [`DeltaTable::prepare`]d adds (in ledger order, none a replacement) as one
     /// version: how a backfill or repair of the log from the manifests commits thousands of
-    /// partitions in seconds. Partitions the log already adds with the same size are skipped (a
-    /// batch that finds all of them logged commits nothing); one logged with another size is a
-    /// conflict, as in [`DeltaTable::append`]. Returns how many were added.
+    /// partitions in seconds. Partitions the log already adds with the same file and size are
+    /// skipped (a batch that finds all of them logged commits nothing); one logged with another
+    /// file or size is a conflict, as in [`DeltaTable::append`]. Returns how many were added.
     pub async fn commit_batch(&self, batch: &[PreparedAdd]) -> Result<usize, DeltaError> {
         let Some(first) = batch.first() else {
             return Ok(0);
@@ -519,15 +618,15 @@ impl DeltaTable {
         loop {
             let mut adds = Vec::new();
             for prepared in batch {
-                let path = relative_path(prepared.range);
+                let path = decode_path(&prepared.add.path);
                 self.check_types(&state, &path, prepared.integers)?;
-                match state.files.get(&path) {
-                    Some((logged, _)) if logged.size == prepared.add.size => {}
-                    Some((logged, _)) => {
+                match state.of_range(prepared.range) {
+                    Some((p, logged, _)) if *p == path && logged.size == prepared.add.size => {}
+                    Some((p, logged, _)) => {
                         return Err(DeltaError::Conflict {
                             key: self.uri(),
                             version: logged.version,
-                            path,
+                            path: p.clone(),
                             logged: logged.size,
                             size: prepared.add.size as u64,
                         });
@@ -538,7 +637,6 @@ impl DeltaTable {
             let (Some(lo), Some(hi)) = (adds.first(), adds.last()) else {
                 return Ok(0);
             };
-            let version = state.version.map_or(0, |v| v + 1);
             let mut actions: Vec<Action> =
                 adds.iter().map(|p| Action::Add(p.add.clone())).collect();
             actions.push(super::actions::commit_info(
@@ -550,8 +648,7 @@ impl DeltaTable {
                     "count": adds.len().to_string(),
                 }),
             ));
-            if self.try_commit(version, &actions).await? {
-                Self::apply(&mut state, version, &actions);
+            if let Some(version) = self.commit_next(&mut state, &actions).await? {
                 tracing::info!(
                     first = %lo.range,
                     last = %hi.range,
@@ -559,9 +656,6 @@ impl DeltaTable {
                     version,
                     "delta: partitions added to the log in one commit"
                 );
-                if version % CHECKPOINT_INTERVAL == 0 {
-                    self.write_checkpoint(&mut state).await?;
-                }
                 return Ok(adds.len());
             }
             // Another writer took this version: read what it committed, then decide again.
@@ -759,6 +853,122 @@ mod tests {
         assert_eq!(added, expected);
         let recorded = reader.recorded().await.unwrap();
         assert_eq!(recorded.len(), 25);
+    }
+
+    /// Partition `i` replaced in a Delta table: a file of its own name (`part-S-E.<tag>.parquet`)
+    /// of `bytes`, and a newer manifest committing it.
+    fn replacement(dir: &std::path::Path, i: u32, bytes: &[u8], created_at: &str) -> Manifest {
+        let mut manifest = partition(dir, i);
+        let range = manifest.range();
+        let checksum = format!("sha256:{}", "ab".repeat(32));
+        let name = DatasetLayout::replacement_file_name(range, &checksum);
+        let folder = dir.join(layout().partition_dir(range));
+        std::fs::write(folder.join(&name), bytes).unwrap();
+        let t = manifest.tables.values_mut().next().unwrap();
+        t.file = name;
+        t.checksum = checksum;
+        t.byte_size = bytes.len() as u64;
+        manifest.created_at = created_at.into();
+        manifest
+    }
+
+    /// A replacement under a new name is one version: the remove of the old file (with its
+    /// deletion time, dataChange) and the add of the new one with its own size; the partition
+    /// is then in the table once, and committing it again adds nothing.
+    #[tokio::test]
+    async fn a_replacement_removes_the_old_file_and_adds_the_new_one_in_one_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        for i in 0..3 {
+            t.append(&partition(dir.path(), i), false).await.unwrap();
+        }
+        let new = replacement(dir.path(), 1, b"rebuilt", "2026-12-01T00:00:00Z");
+        assert_eq!(
+            t.append(&new, true).await.unwrap(),
+            Appended::Added { version: 4 }
+        );
+        let commits = t.read_all_commits().await.unwrap();
+        let (version, actions) = commits.last().unwrap();
+        assert_eq!(*version, 4);
+        let Action::Remove(remove) = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(remove.path, "range=12-21/part-12-21.parquet");
+        assert!(remove.data_change);
+        assert_eq!(
+            remove.deletion_timestamp,
+            crate::time::rfc3339_to_millis("2026-12-01T00:00:00Z")
+        );
+        assert_eq!(remove.size, Some(1));
+        let Action::Add(add) = &actions[1] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(add.path, committed_path(&new));
+        assert_eq!(add.size, 7);
+        assert!(matches!(actions[2], Action::CommitInfo(_)));
+        assert_eq!(actions.len(), 3);
+        let recorded = t.recorded().await.unwrap();
+        assert_eq!(recorded.len(), 3);
+        assert_eq!(recorded[1].0, new.range());
+        assert_eq!(recorded[1].1.size, 7);
+        // Idempotent, and a fresh reader (replaying the log) sees the same.
+        assert_eq!(
+            t.append(&new, true).await.unwrap(),
+            Appended::AlreadyThere { version: 4 }
+        );
+        assert_eq!(table(dir.path()).recorded().await.unwrap(), recorded);
+    }
+
+    /// A crash between the new manifest and its commit: the next run meets the partition as
+    /// committed (not as a replacement) and the log still adds the old file. The newer manifest
+    /// is the partition's, so the log takes the replacement; an older one is a conflict.
+    #[tokio::test]
+    async fn a_replacement_the_log_missed_is_committed_and_an_older_manifest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        for i in 0..2 {
+            t.append(&partition(dir.path(), i), false).await.unwrap();
+        }
+        let older = replacement(dir.path(), 0, b"older", "2020-01-01T00:00:00Z");
+        let err = t.append(&older, false).await.unwrap_err();
+        assert!(
+            matches!(&err, DeltaError::Conflict { path, .. } if path == "range=2-11/part-2-11.parquet"),
+            "{err}"
+        );
+        assert_eq!(t.version().await.unwrap(), Some(2));
+        let newer = replacement(dir.path(), 0, b"newer", "2026-12-01T00:00:00Z");
+        assert_eq!(
+            t.append(&newer, false).await.unwrap(),
+            Appended::Added { version: 3 }
+        );
+        let recorded = t.recorded().await.unwrap();
+        assert_eq!(recorded.len(), 2);
+        assert_eq!(recorded[0].1.size, 5);
+    }
+
+    /// `commit_actions` commits what it is given as the next version, after other writers.
+    #[tokio::test]
+    async fn commit_actions_commits_one_version_after_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        let m = partition(dir.path(), 0);
+        t.append(&m, false).await.unwrap();
+        let other = table(dir.path());
+        other
+            .append(&partition(dir.path(), 1), false)
+            .await
+            .unwrap();
+        let add = t.prepare(&m).await.unwrap().add;
+        let version = t
+            .commit_actions(&[Action::Remove(Remove::of(&add, 5))])
+            .await
+            .unwrap();
+        assert_eq!(version, 3);
+        let recorded = table(dir.path()).recorded().await.unwrap();
+        assert_eq!(
+            recorded.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            vec![partition(dir.path(), 1).range()]
+        );
     }
 
     /// The state is read from the last checkpoint on: with the commits before it gone, a new

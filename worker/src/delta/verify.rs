@@ -84,6 +84,7 @@ pub fn check_commits(
     }
     let by_range: BTreeMap<LedgerRange, &VerifiedPartition> =
         verified.iter().map(|p| (p.range, p)).collect();
+    let mut live_of_range: BTreeMap<LedgerRange, &str> = BTreeMap::new();
     for (path, file) in &live {
         let object = format!("{table_uri}/{path}");
         let Some(range) = range_of_path(path) else {
@@ -98,7 +99,32 @@ pub fn check_commits(
             );
             continue;
         };
-        match by_range.get(&range).and_then(|p| p.manifest.primary()) {
+        if let Some(other) = live_of_range.insert(range, path) {
+            report.problem(
+                Some(range),
+                object.clone(),
+                "delta.duplicate_partition",
+                format!(
+                    "version {} adds {path} while {other} of the same partition {range} is still in the table (no remove of it): readers read the partition twice",
+                    file.version
+                ),
+            );
+        }
+        let manifest = by_range.get(&range).map(|p| &p.manifest);
+        if let Some(m) = manifest.filter(|m| super::table::committed_path(m) != *path) {
+            report.problem(
+                Some(range),
+                object.clone(),
+                "delta.stale_file",
+                format!(
+                    "version {} adds {path}, but partition {range}'s manifest commits {}: the log does not have its replacement yet; the next run commits it",
+                    file.version,
+                    super::table::committed_path(m)
+                ),
+            );
+            continue;
+        }
+        match manifest.and_then(|m| m.primary()) {
             None => report.problem(
                 Some(range),
                 object.clone(),
@@ -125,7 +151,7 @@ pub fn check_commits(
     }
     let latest = commits.last().map(|(v, _)| *v);
     for p in verified {
-        let path = super::table::relative_path(p.range);
+        let path = super::table::committed_path(&p.manifest);
         if !live.contains_key(&path) {
             report.problem(
                 Some(p.range),

@@ -58,12 +58,24 @@ fn expected_paths(ranges: &[(u32, u32)]) -> Vec<String> {
         .collect()
 }
 
+/// The files the committed manifests commit, relative to the table root, in ledger order
+/// (`part-S-E.parquet`, or a replacement's `part-S-E.<tag>.parquet`).
+fn committed_paths(h: &Harness) -> Vec<String> {
+    h.manifests()
+        .iter()
+        .map(|m| {
+            let (s, e) = (m.partition.start, m.partition.end);
+            format!("range={s}-{e}/{}", m.primary().unwrap().file)
+        })
+        .collect()
+}
+
 /// delta-rs (and DataFusion SQL through it) read every committed ledger once, equal to the files.
 fn assert_table_matches_parquet(read: &Value, h: &Harness) {
     let ranges = h.committed();
     assert_eq!(
         read["files"],
-        serde_json::json!(expected_paths(&ranges)),
+        serde_json::json!(committed_paths(h)),
         "{read}"
     );
     let seqs: Vec<u64> = ranges
@@ -548,25 +560,92 @@ fn a_reader_during_the_run_sees_only_committed_partitions() {
     assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
 }
 
+/// The actions of commit `version`, as JSON objects.
+fn actions_of(h: &Harness, version: u64) -> Vec<Value> {
+    std::fs::read_to_string(commit_path(h, version))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect()
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    )
+}
+
+/// An overwrite in a Delta table (issue 22 §4, issue 19): each replaced partition is one version
+/// that removes the old file and adds the new one, under a name of its own, with its own size;
+/// the old file stays as it was, so a reader of the version before (time travel) still reads it
+/// row for row; every reader of the latest version sees each ledger once, from the new files.
 #[test]
-fn an_overwrite_adds_the_replaced_files_again_and_readers_see_the_new_rows() {
+fn an_overwrite_removes_the_old_file_and_adds_the_new_one_in_one_commit() {
     let mut h = with_delta(Harness::testnet(30).partition_size(10));
     h.run_expect(0);
-    assert_eq!(logged_paths(&h).len(), 3);
+    let ranges = h.ranges();
+    let old_paths = expected_paths(&ranges);
+    let old_manifests = h.manifests();
     h.era_lines = "  allow_overwrite: true\n".into();
     h.ingested_at = "2025-06-01T00:00:00Z".into();
     h.run_expect(0);
-    // Versions 4..=6 add the replaced files (same paths, new manifests).
-    let paths = expected_paths(&h.ranges());
-    let twice: Vec<String> = paths.iter().chain(paths.iter()).cloned().collect();
-    assert_eq!(logged_paths(&h), twice);
+    let new_paths = committed_paths(&h);
+    let manifests = h.manifests();
+    for (i, version) in (4..=6).enumerate() {
+        let (s, e) = ranges[i];
+        let name = new_paths[i].rsplit('/').next().unwrap();
+        assert!(
+            name.starts_with(&format!("part-{s}-{e}.")) && name != format!("part-{s}-{e}.parquet"),
+            "{name}"
+        );
+        let actions = actions_of(&h, version);
+        let removes: Vec<&Value> = actions.iter().filter_map(|a| a.get("remove")).collect();
+        let adds: Vec<&Value> = actions.iter().filter_map(|a| a.get("add")).collect();
+        assert_eq!(removes.len(), 1, "version {version}: {actions:?}");
+        assert_eq!(adds.len(), 1, "version {version}: {actions:?}");
+        assert_eq!(removes[0]["path"], old_paths[i].as_str());
+        assert_eq!(removes[0]["dataChange"], true);
+        assert!(removes[0]["deletionTimestamp"].as_i64().unwrap() > 0);
+        assert_eq!(adds[0]["path"], new_paths[i].as_str());
+        let table = manifests[i].primary().unwrap();
+        assert_eq!(adds[0]["size"], table.byte_size);
+        let file = h.dataset().join(&new_paths[i]);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), table.byte_size);
+        // The replaced file is still there, byte for byte what version 3 adds.
+        let old = old_manifests[i].primary().unwrap();
+        assert_ne!(old.checksum, table.checksum);
+        assert_eq!(sha256_of(&h.dataset().join(&old_paths[i])), old.checksum);
+    }
+    assert!(!commit_path(&h, 7).exists());
     let read = delta_read(h.dataset(), None);
     assert_eq!(read["version"], 6, "{read}");
     assert_every_reader_reads_the_table(&read, &h);
+    // Time travel to the version before the overwrite: the old files, every ledger once.
+    let before = delta_read(h.dataset(), Some(3));
+    assert_eq!(before["version"], 3, "{before}");
+    assert_eq!(before["files"], serde_json::json!(old_paths), "{before}");
+    assert_eq!(before["errors"], serde_json::json!({}), "{before}");
+    for reader in ["deltalake", "polars", "datafusion", "duckdb"] {
+        assert_eq!(before[format!("rows_{reader}")], 30, "{reader}: {before}");
+        assert_eq!(
+            before[format!("equal_{reader}")],
+            true,
+            "{reader}: {before}"
+        );
+    }
+    // Half-way (version 4): the first partition new, the others old; still each ledger once.
+    let mid = delta_read(h.dataset(), Some(4));
+    let mut mixed = old_paths.clone();
+    mixed[0] = new_paths[0].clone();
+    assert_eq!(mid["files"], serde_json::json!(mixed), "{mid}");
+    assert_eq!(mid["rows_deltalake"], 30, "{mid}");
     h.assert_verifies();
     // A rerun of the same overwrite changes nothing: the files come out identical.
     h.run_expect(0);
-    assert_eq!(logged_paths(&h), twice);
+    assert!(!commit_path(&h, 7).exists());
+    assert_eq!(committed_paths(&h), new_paths);
 }
 
 /// On S3 (moto on loopback): the commits are conditional creates on the bucket, and delta-rs
