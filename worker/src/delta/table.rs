@@ -17,6 +17,7 @@ use super::actions::{
     integer_types_of, parse_commit_file_name,
 };
 use super::checkpoint::{self, CHECKPOINT_INTERVAL, CheckpointState, LastCheckpoint};
+use super::cleanup::{self, Cleaned};
 use super::stats;
 use crate::parquet::IntegerTypes;
 use crate::partition::LedgerRange;
@@ -187,8 +188,21 @@ impl DeltaTable {
         &self.layout
     }
 
-    fn log_key(&self, name: &str) -> ObjectPath {
+    pub(super) fn log_key(&self, name: &str) -> ObjectPath {
         self.location.key(&format!("{}/{LOG_DIR}/{name}", self.dir))
+    }
+
+    /// The key of `path` (relative to the table root).
+    pub(super) fn data_key(&self, path: &str) -> ObjectPath {
+        self.location.key(&format!("{}/{path}", self.dir))
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub(super) fn location(&self) -> &Location {
+        &self.location
     }
 
     async fn get_opt(&self, key: &ObjectPath) -> Result<Option<bytes::Bytes>, DeltaError> {
@@ -209,7 +223,10 @@ impl DeltaTable {
         }
     }
 
-    async fn read_commit(&self, version: u64) -> Result<Option<Vec<Action>>, DeltaError> {
+    pub(super) async fn read_commit(
+        &self,
+        version: u64,
+    ) -> Result<Option<Vec<Action>>, DeltaError> {
         let key = self.log_key(&commit_file_name(version));
         let Some(bytes) = self.get_opt(&key).await? else {
             return Ok(None);
@@ -566,8 +583,35 @@ impl DeltaTable {
         Self::apply(state, version, actions);
         if version % CHECKPOINT_INTERVAL == 0 {
             self.write_checkpoint(state).await?;
+            // After each checkpoint (Delta's writers do the same): never fails the commit.
+            if let Err(e) = self.clean_up_state(state, now_ms()).await {
+                tracing::warn!(table = %self.uri(), error = %e, "delta: log cleanup failed; it is retried after the next checkpoint");
+            }
         }
         Ok(Some(version))
+    }
+
+    /// Deletes what has expired at `now_ms` (docs/formats.md#log-cleanup): log files per
+    /// `delta.logRetentionDuration`, removed data files per
+    /// `delta.deletedFileRetentionDuration`. Runs after every checkpoint; callable on its own
+    /// (a clock of the caller's).
+    pub async fn clean_up(&self, now_ms: i64) -> Result<Cleaned, DeltaError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        self.clean_up_state(&state, now_ms).await
+    }
+
+    async fn clean_up_state(&self, state: &State, now_ms: i64) -> Result<Cleaned, DeltaError> {
+        let Some(metadata) = &state.metadata else {
+            return Ok(Cleaned::default());
+        };
+        let paths: std::collections::BTreeSet<String> = state.files.keys().cloned().collect();
+        let live = cleanup::Live {
+            paths: &paths,
+            metadata,
+            last_checkpoint: state.last_checkpoint,
+        };
+        cleanup::clean_up(self, live, now_ms).await
     }
 
     /// Commits `actions` (removes, adds, a commit info: any of them) as one new version, after
@@ -869,6 +913,11 @@ mod tests {
         t.checksum = checksum;
         t.byte_size = bytes.len() as u64;
         manifest.created_at = created_at.into();
+        std::fs::write(
+            folder.join(crate::publish::MANIFEST_FILE),
+            manifest.to_json(),
+        )
+        .unwrap();
         manifest
     }
 
@@ -944,6 +993,80 @@ mod tests {
         let recorded = t.recorded().await.unwrap();
         assert_eq!(recorded.len(), 2);
         assert_eq!(recorded[0].1.size, 5);
+    }
+
+    /// The log cleanup with an injected clock: nothing has expired today; a week and a day on,
+    /// the replaced file goes (its remove is older than `delta.deletedFileRetentionDuration`)
+    /// and the log stays; a month and a day on, every commit and checkpoint before the last
+    /// checkpoint goes, `_last_checkpoint` stays, and a fresh reader sees the same table.
+    #[tokio::test]
+    async fn the_cleanup_deletes_expired_log_files_and_removed_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        for i in 0..34 {
+            t.append(&partition(dir.path(), i), false).await.unwrap();
+        }
+        let now = chrono::Utc::now();
+        let created = now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let new = replacement(dir.path(), 1, b"rebuilt", &created);
+        assert_eq!(
+            t.append(&new, true).await.unwrap(),
+            Appended::Added { version: 35 }
+        );
+        let dataset = dir.path().join(layout().dataset_dir());
+        let old_file = dataset.join(relative_path(new.range()));
+        let new_file = dataset.join(committed_path(&new));
+        let log = dataset.join(LOG_DIR);
+        let recorded = t.recorded().await.unwrap();
+        let now_ms = now.timestamp_millis();
+        let day = 24 * 3600 * 1000;
+
+        assert_eq!(t.clean_up(now_ms).await.unwrap(), Cleaned::default());
+        assert!(old_file.exists());
+        let cleaned = t.clean_up(now_ms + 8 * day).await.unwrap();
+        assert_eq!((cleaned.data_files, cleaned.log_files), (1, 0));
+        assert!(!old_file.exists() && new_file.exists());
+        assert!(log.join(commit_file_name(0)).exists());
+
+        let cleaned = t.clean_up(now_ms + 31 * day).await.unwrap();
+        // Commits 0..=29 and the checkpoints at 10 and 20; the last checkpoint is 30.
+        assert_eq!((cleaned.data_files, cleaned.log_files), (0, 32));
+        for v in 0..30 {
+            assert!(!log.join(commit_file_name(v)).exists(), "{v}");
+        }
+        for v in 30..=35 {
+            assert!(log.join(commit_file_name(v)).exists(), "{v}");
+        }
+        assert!(log.join(checkpoint_file_name(30)).exists());
+        assert!(!log.join(checkpoint_file_name(20)).exists());
+        let last: LastCheckpoint =
+            serde_json::from_slice(&std::fs::read(log.join(LAST_CHECKPOINT)).unwrap()).unwrap();
+        assert_eq!(last.version, 30);
+        let fresh = table(dir.path());
+        assert_eq!(fresh.version().await.unwrap(), Some(35));
+        let mut again = fresh.recorded().await.unwrap();
+        // Versions from a checkpoint are not kept (0): compare the files.
+        for (_, f) in again.iter_mut() {
+            f.version = 0;
+        }
+        let mut expected = recorded.clone();
+        for (_, f) in expected.iter_mut() {
+            f.version = 0;
+        }
+        assert_eq!(again, expected);
+        // Appending goes on after the cleanup.
+        assert_eq!(
+            fresh
+                .append(&partition(dir.path(), 34), false)
+                .await
+                .unwrap(),
+            Appended::Added { version: 36 }
+        );
+        // Nothing more to clean: idempotent.
+        assert_eq!(
+            fresh.clean_up(now_ms + 31 * day).await.unwrap(),
+            Cleaned::default()
+        );
     }
 
     /// `commit_actions` commits what it is given as the next version, after other writers.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::actions::{Action, decode_path};
+use super::checkpoint::CheckpointState;
 use super::table::{DeltaTable, range_of_path};
 use crate::parquet::IntegerTypes;
 use crate::partition::LedgerRange;
@@ -18,19 +19,34 @@ struct Live {
 }
 
 /// Checks the log of `table` against the `verified` partitions (pure once the commits are read);
-/// `table_types`: the integer types the table's metadata says its files have.
+/// `table_types`: the integer types the table's metadata says its files have. `base`: the
+/// checkpoint the replay starts from when the log's first versions were cleaned up (the
+/// commits after it are replayed); `None`: every commit from version 0.
 pub fn check_commits(
     table_uri: &str,
     commits: &[(u64, Vec<Action>)],
+    base: Option<(u64, &CheckpointState)>,
     verified: &[VerifiedPartition],
     table_types: Option<IntegerTypes>,
     report: &mut Report,
 ) {
     let mut live: BTreeMap<String, Live> = BTreeMap::new();
+    if let Some((version, state)) = base {
+        for add in &state.adds {
+            let live_file = Live {
+                version,
+                size: add.size,
+                modification_time: add.modification_time,
+            };
+            live.insert(decode_path(&add.path), live_file);
+        }
+    }
+    let from = base.map_or(0, |(v, _)| v + 1);
+    let commits: Vec<&(u64, Vec<Action>)> = commits.iter().filter(|(v, _)| *v >= from).collect();
     // Readers replay every version from 0 (or from a checkpoint): a hole makes the table
     // unreadable past it.
-    let mut expected = 0;
-    for (version, _) in commits {
+    let mut expected = from;
+    for (version, _) in commits.iter().copied() {
         if *version != expected {
             report.problem(
                 None,
@@ -44,7 +60,7 @@ pub fn check_commits(
         }
         expected = version + 1;
     }
-    for (version, actions) in commits {
+    for (version, actions) in commits.iter().copied() {
         for action in actions {
             match action {
                 Action::Add(add) => {
@@ -149,7 +165,7 @@ pub fn check_commits(
             check_file_types(&object, file.version, partition, table_types, report);
         }
     }
-    let latest = commits.last().map(|(v, _)| *v);
+    let latest = commits.last().map(|(v, _)| *v).or(base.map(|(v, _)| v));
     for p in verified {
         let path = super::table::committed_path(&p.manifest);
         if !live.contains_key(&path) {
@@ -215,18 +231,27 @@ pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], repor
                     None
                 }
             };
-            check_commits(&uri, &commits, verified, table_types, report);
-            match table.read_last_checkpoint().await {
-                Ok(Some((version, state))) => {
-                    check_checkpoint(&uri, &commits, version, &state, report)
+            let checkpoint = match table.read_last_checkpoint().await {
+                Ok(found) => found,
+                Err(e) => {
+                    report.problem(
+                        None,
+                        format!("{uri}/_delta_log"),
+                        "delta.checkpoint",
+                        e.to_string(),
+                    );
+                    None
                 }
-                Ok(None) => {}
-                Err(e) => report.problem(
-                    None,
-                    format!("{uri}/_delta_log"),
-                    "delta.checkpoint",
-                    e.to_string(),
-                ),
+            };
+            // A log whose first versions were cleaned up is read from its last checkpoint.
+            let cleaned = commits.first().is_some_and(|(v, _)| *v > 0);
+            let base = checkpoint
+                .as_ref()
+                .filter(|_| cleaned)
+                .map(|(v, state)| (*v, state));
+            check_commits(&uri, &commits, base, verified, table_types, report);
+            if let Some((version, state)) = &checkpoint {
+                check_checkpoint(&uri, &commits, *version, state, report);
             }
         }
         Err(e) => report.problem(
