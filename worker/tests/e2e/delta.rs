@@ -648,6 +648,65 @@ fn an_overwrite_removes_the_old_file_and_adds_the_new_one_in_one_commit() {
     assert_eq!(committed_paths(&h), new_paths);
 }
 
+/// The log cleanup a month on (the library's `DeltaTable::clean_up` with an injected clock) of a
+/// table whose every partition was replaced: the commits and checkpoint before the last
+/// checkpoint and the replaced files are deleted, `_last_checkpoint` still names the last
+/// checkpoint, every reader opens the table and reads every ledger once, `verify` is clean,
+/// and the next run goes on from the cleaned log.
+#[test]
+fn after_the_log_cleanup_every_reader_still_opens_the_table() {
+    let mut h = with_delta(Harness::testnet(120).partition_size(10));
+    h.run_expect(0);
+    let old_paths = expected_paths(&h.ranges());
+    h.era_lines = "  allow_overwrite: true\n".into();
+    h.ingested_at = "2025-06-01T00:00:00Z".into();
+    h.run_expect(0);
+    // Versions 1..=12 the partitions, 13..=24 their replacements; checkpoints at 10 and 20.
+    assert!(commit_path(&h, 24).exists() && !commit_path(&h, 25).exists());
+    let location =
+        bronze::store::local("storage.local_dir", h.out_dir().to_str().unwrap(), false).unwrap();
+    let layout = bronze::publish::DatasetLayout {
+        prefix: "bronze/".into(),
+        network: "testnet".into(),
+        era_id: "pre_p23".into(),
+        version_label: "v1".into(),
+    };
+    let table = bronze::delta::DeltaTable::new(&location, &layout);
+    let month_on = chrono::Utc::now().timestamp_millis() + 31 * 24 * 3600 * 1000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cleaned = rt.block_on(table.clean_up(month_on)).unwrap();
+    assert_eq!((cleaned.log_files, cleaned.data_files), (20 + 1, 12));
+    for v in 0..20 {
+        assert!(!commit_path(&h, v).exists(), "{v}");
+    }
+    assert!(
+        !log_dir(&h)
+            .join("00000000000000000010.checkpoint.parquet")
+            .exists()
+    );
+    assert!(
+        log_dir(&h)
+            .join("00000000000000000020.checkpoint.parquet")
+            .exists()
+    );
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(log_dir(&h).join("_last_checkpoint")).unwrap())
+            .unwrap();
+    assert_eq!(last["version"], 20);
+    for old in &old_paths {
+        assert!(!h.dataset().join(old).exists(), "{old}");
+    }
+    let read = delta_read(h.dataset(), None);
+    assert_eq!(read["version"], 24, "{read}");
+    assert_every_reader_reads_the_table(&read, &h);
+    h.assert_verifies();
+    // The next run (no overwrite) finds everything committed and logged.
+    h.era_lines = String::new();
+    h.run_expect(0);
+    assert!(!commit_path(&h, 25).exists());
+    h.assert_verifies();
+}
+
 /// On S3 (moto on loopback): the commits are conditional creates on the bucket, and delta-rs
 /// opens the table by its `s3://` URI, through the checkpoint, with every row.
 #[test]
