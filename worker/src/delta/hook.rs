@@ -40,7 +40,10 @@ pub struct DeltaSink {
 
 fn hook_error(e: DeltaError) -> TableLogError {
     TableLogError {
-        conflict: matches!(e, DeltaError::Conflict { .. } | DeltaError::Types { .. }),
+        conflict: matches!(
+            e,
+            DeltaError::Conflict { .. } | DeltaError::Types { .. } | DeltaError::Damaged { .. }
+        ),
         message: e.to_string(),
     }
 }

@@ -48,6 +48,15 @@ pub enum DeltaError {
         logged: i64,
         size: u64,
     },
+    /// A damaged log: a missing version, a bad checkpoint, an add whose file is not in storage.
+    #[error(
+        "{key}: the Delta log is damaged: {damage}; nothing is appended to it (nothing committed was changed); {repair}"
+    )]
+    Damaged {
+        key: String,
+        damage: String,
+        repair: String,
+    },
     /// A file whose `ledger_sequence`/`protocol_version` types are not the table's: adding it
     /// would make the table's files disagree (docs/formats.md#integer-types).
     #[error(
@@ -61,7 +70,22 @@ pub enum DeltaError {
     },
 }
 
+/// The repair of a damaged log (docs/runbook.md#repair-a-damaged-delta-log).
+pub const REPAIR_COMMAND: &str = "bronze-copier repair-delta-log -config <config>";
+
 impl DeltaError {
+    /// The log is damaged (`damage` says where): nothing may be appended to it until it is
+    /// repaired.
+    pub fn damaged(key: impl Into<String>, damage: impl Into<String>) -> DeltaError {
+        DeltaError::Damaged {
+            key: key.into(),
+            damage: damage.into(),
+            repair: format!(
+                "repair it with `{REPAIR_COMMAND}` (moves the damaged log aside and rebuilds it from the manifests: docs/runbook.md#repair-a-damaged-delta-log)"
+            ),
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(self, DeltaError::Store { .. })
     }
@@ -163,6 +187,22 @@ pub fn range_of_path(path: &str) -> Option<LedgerRange> {
     let (folder, file) = path.split_once('/')?;
     let range = DatasetLayout::parse_partition_dir_name(folder)?;
     DatasetLayout::is_partition_file_name(range, file).then_some(range)
+}
+
+/// The first version of `from..=latest` missing from `listed` (the commit versions after the
+/// last checkpoint), or a version listed past a hole after `latest`: the damage, in words.
+pub fn missing_version(listed: &[u64], from: u64, latest: u64) -> Option<String> {
+    let present: std::collections::BTreeSet<u64> = listed.iter().copied().collect();
+    if let Some(v) = (from..=latest).find(|v| !present.contains(v)) {
+        return Some(format!(
+            "commit version {v} is missing (the log has versions up to {latest})"
+        ));
+    }
+    let beyond = present.range(latest + 1..).next()?;
+    Some(format!(
+        "commit version {} is missing (the log goes on at version {beyond})",
+        latest + 1
+    ))
 }
 
 fn now_ms() -> i64 {
@@ -352,6 +392,84 @@ impl DeltaTable {
             expected = version + 1;
         }
         Ok(())
+    }
+
+    /// Checks that the log is safe to append to (run before a writer's first commit): every
+    /// version after the last checkpoint is there, the checkpoint reads, and every file the
+    /// latest version adds is in storage. A damaged log is [`DeltaError::Damaged`], naming the
+    /// version and partition; nothing is written.
+    pub async fn check_damage(&self) -> Result<(), DeltaError> {
+        let mut state = self.state.lock().await;
+        if let Err(e) = self.refresh(&mut state).await {
+            return Err(match e {
+                DeltaError::Corrupt { key, message } => DeltaError::damaged(key, message),
+                other => other,
+            });
+        }
+        let Some(latest) = state.version else {
+            return Ok(());
+        };
+        let listed = self.commit_versions_after(state.last_checkpoint).await?;
+        let from = state.last_checkpoint.map_or(0, |c| c + 1);
+        if let Some(damage) = missing_version(&listed, from, latest) {
+            return Err(DeltaError::damaged(self.log_key("").to_string(), damage));
+        }
+        let existing = self.data_files().await?;
+        for (path, (file, _)) in &state.files {
+            if existing.contains(path) {
+                continue;
+            }
+            let by = match (file.version, state.last_checkpoint) {
+                (0, Some(c)) => format!("the checkpoint of version {c}"),
+                (v, _) => format!("version {v}"),
+            };
+            let range = range_of_path(path);
+            let partition = range.map_or("no partition".into(), |r| format!("partition {r}"));
+            let mut err = DeltaError::damaged(
+                self.data_key(path).to_string(),
+                format!(
+                    "{by} adds {path} ({partition}), which is not in storage: readers of the table fail on it"
+                ),
+            );
+            // The partition's own committed file is gone: no log can fix that.
+            let manifest = match range {
+                Some(r) => super::repair::read_manifest(&self.location, &self.layout, r).await?,
+                None => None,
+            };
+            if let (DeltaError::Damaged { repair, .. }, Some(m)) = (&mut err, manifest)
+                && committed_path(&m) == *path
+            {
+                *repair = String::from(
+                    "the partition's committed file itself is missing: restore it from a copy of the dataset (its manifest's checksum names the bytes), then run again; `bronze-copier verify` lists every such partition (docs/runbook.md#repair-a-damaged-delta-log)",
+                );
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// The partition files in the table folder, relative to the table root.
+    pub(super) async fn data_files(
+        &self,
+    ) -> Result<std::collections::BTreeSet<String>, DeltaError> {
+        let prefix = self.data_key("");
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|source| DeltaError::Store {
+                key: prefix.to_string(),
+                source,
+            })?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| {
+                let rel = m.location.as_ref().strip_prefix(prefix.as_ref())?;
+                let rel = rel.trim_start_matches('/');
+                range_of_path(rel).map(|_| rel.to_string())
+            })
+            .collect())
     }
 
     /// The partitions the log adds, in ledger order, with the logged file sizes (read from the

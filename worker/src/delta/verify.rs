@@ -29,7 +29,7 @@ pub fn check_commits(
     verified: &[VerifiedPartition],
     table_types: Option<IntegerTypes>,
     report: &mut Report,
-) {
+) -> BTreeMap<String, u64> {
     let mut live: BTreeMap<String, Live> = BTreeMap::new();
     if let Some((version, state)) = base {
         for add in &state.adds {
@@ -181,6 +181,31 @@ pub fn check_commits(
             );
         }
     }
+    live.into_iter().map(|(p, f)| (p, f.version)).collect()
+}
+
+/// Every file the latest version adds is in storage (`existing`, relative to the table root):
+/// an add without its file makes every reader of the table fail.
+pub fn check_files_exist(
+    table_uri: &str,
+    live: &BTreeMap<String, u64>,
+    existing: &std::collections::BTreeSet<String>,
+    report: &mut Report,
+) {
+    for (path, version) in live {
+        if existing.contains(path) || range_of_path(path).is_none() {
+            continue;
+        }
+        report.problem(
+            range_of_path(path),
+            format!("{table_uri}/{path}"),
+            "delta.missing_file",
+            format!(
+                "version {version} adds {path}, which is not in storage: readers of the table fail on it (repair: {})",
+                super::table::REPAIR_COMMAND
+            ),
+        );
+    }
 }
 
 /// A live file whose `ledger_sequence`/`protocol_version` types are not the table's: readers
@@ -249,7 +274,11 @@ pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], repor
                 .as_ref()
                 .filter(|_| cleaned)
                 .map(|(v, state)| (*v, state));
-            check_commits(&uri, &commits, base, verified, table_types, report);
+            let live = check_commits(&uri, &commits, base, verified, table_types, report);
+            match table.data_files().await {
+                Ok(existing) => check_files_exist(&uri, &live, &existing, report),
+                Err(e) => report.problem(None, uri.clone(), "delta.read", e.to_string()),
+            }
             if let Some((version, state)) = &checkpoint {
                 check_checkpoint(&uri, &commits, *version, state, report);
             }

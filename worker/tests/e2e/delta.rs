@@ -707,6 +707,138 @@ fn after_the_log_cleanup_every_reader_still_opens_the_table() {
     h.assert_verifies();
 }
 
+/// Every file of the dataset folder but the Parquet data (the log, the manifests), path → bytes.
+fn log_and_manifests(h: &Harness) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_none_or(|e| e != "parquet")
+                || path.to_string_lossy().contains("_delta_log")
+            {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(&h.dataset(), &mut out);
+    out
+}
+
+/// A table of 12 partitions (versions 0..=12, a checkpoint at 10).
+fn table_to_damage() -> Harness {
+    let h = with_delta(Harness::testnet(120).partition_size(10));
+    h.run_expect(0);
+    h.assert_verifies();
+    h
+}
+
+/// The copier meets the damaged log of `h`: it exits as a conflict (4) with a message naming
+/// `damage` and `repair`, and nothing of the log or the manifests changed.
+fn assert_refused(h: &Harness, damage: &str, repair: &str) {
+    let before = log_and_manifests(h);
+    let log = h.run_expect(4);
+    assert!(log.contains("the Delta log is damaged"), "{log}");
+    assert!(log.contains(damage), "{log}");
+    assert!(log.contains(repair), "{log}");
+    assert!(
+        log_and_manifests(h) == before,
+        "the refused run changed the log or a manifest"
+    );
+}
+
+/// A missing version (issue 22, bad input): the copier refuses to append, naming the version and
+/// the repair command; `verify` names the versions; `repair-delta-log` moves the damaged log aside
+/// and rebuilds it from the manifests; then runs go on, `verify` is clean, every reader reads
+/// every ledger once.
+#[test]
+fn a_log_missing_a_version_is_refused_reported_and_repaired() {
+    let h = table_to_damage();
+    std::fs::remove_file(commit_path(&h, 11)).unwrap();
+    assert_refused(
+        &h,
+        "commit version 11 is missing",
+        "bronze-copier repair-delta-log",
+    );
+    let stdout = text(&h.verify());
+    assert!(has_problem(&stdout, "-", "delta.gap"), "{stdout}");
+    assert!(stdout.contains("versions 11 to 11 are missing"), "{stdout}");
+
+    let out = crate::binary::exec(&mut h.command(&["repair-delta-log"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("commit version 11 is missing"), "{said}");
+    let moved: Vec<PathBuf> = std::fs::read_dir(h.dataset())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("_delta_log.damaged-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{said}");
+    assert!(moved[0].join("00000000000000000012.json").exists());
+    // The rebuilt log: version 0, then the 12 partitions in one commit.
+    assert_eq!(adds_of(&commit_path(&h, 1)).len(), 12);
+    assert!(!commit_path(&h, 2).exists());
+    // Not damaged any more: a second repair changes nothing.
+    let again = crate::binary::exec(&mut h.command(&["repair-delta-log"]));
+    assert_eq!(again.status.code(), Some(4), "{}", text(&again));
+    h.run_expect(0);
+    let read = delta_read(h.dataset(), None);
+    assert_every_reader_reads_the_table(&read, &h);
+    let out = h.assert_verifies();
+    assert!(
+        text(&out).contains("_delta_log.damaged-"),
+        "the moved log is shown"
+    );
+}
+
+/// A checkpoint that does not read: refused, naming the checkpoint; `verify` reports it.
+#[test]
+fn a_bad_checkpoint_is_refused_and_reported() {
+    let h = table_to_damage();
+    let checkpoint = log_dir(&h).join("00000000000000000010.checkpoint.parquet");
+    std::fs::write(&checkpoint, b"not a parquet file").unwrap();
+    assert_refused(
+        &h,
+        "00000000000000000010.checkpoint.parquet",
+        "bronze-copier repair-delta-log",
+    );
+    let stdout = text(&h.verify());
+    assert!(has_problem(&stdout, "-", "delta.checkpoint"), "{stdout}");
+    let out = crate::binary::exec(&mut h.command(&["repair-delta-log"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    h.run_expect(0);
+    h.assert_verifies();
+}
+
+/// An add whose file is gone: refused, naming the version and the partition; the partition's own
+/// committed file cannot come from a log, so the message says to restore it; `verify` names the
+/// version and partition. With the file back, the run goes on.
+#[test]
+fn an_add_whose_file_is_gone_is_refused_and_reported_by_version_and_partition() {
+    let h = table_to_damage();
+    let file = h.parquet_path(22, 31);
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_refused(
+        &h,
+        "adds range=22-31/part-22-31.parquet (partition 22-31), which is not in storage",
+        "restore it from a copy",
+    );
+    let stdout = text(&h.verify());
+    assert!(
+        has_problem(&stdout, "22-31", "delta.missing_file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("version 3 adds range=22-31/part-22-31.parquet"),
+        "{stdout}"
+    );
+    std::fs::write(&file, bytes).unwrap();
+    h.run_expect(0);
+    h.assert_verifies();
+}
+
 /// On S3 (moto on loopback): the commits are conditional creates on the bucket, and delta-rs
 /// opens the table by its `s3://` URI, through the checkpoint, with every row.
 #[test]
