@@ -1187,6 +1187,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_missing_version_is_named() {
+        assert_eq!(missing_version(&[11, 12, 13], 11, 13), None);
+        assert_eq!(missing_version(&[], 11, 10), None);
+        assert_eq!(
+            missing_version(&[11, 13], 11, 13).as_deref(),
+            Some("commit version 12 is missing (the log has versions up to 13)")
+        );
+        // Read up to 11 (12 is missing), but the log goes on at 13.
+        assert_eq!(
+            missing_version(&[11, 13, 14], 11, 11).as_deref(),
+            Some("commit version 12 is missing (the log goes on at version 13)")
+        );
+    }
+
     /// `commit_actions` commits what it is given as the next version, after other writers.
     #[tokio::test]
     async fn commit_actions_commits_one_version_after_the_latest() {
