@@ -699,7 +699,7 @@ impl DeltaTable {
             return Ok(None);
         }
         Self::apply(state, version, actions);
-        if version % CHECKPOINT_INTERVAL == 0 {
+        if version.is_multiple_of(CHECKPOINT_INTERVAL) {
             self.write_checkpoint(state).await?;
             // After each checkpoint (Delta's writers do the same): never fails the commit.
             if let Err(e) = self.clean_up_state(state, now_ms()).await {
