@@ -98,10 +98,39 @@ pub fn check_commits(
             }
         }
     }
+    check_live_files(table_uri, &live, verified, table_types, report);
+    let latest = commits.last().map(|(v, _)| *v).or(base.map(|(v, _)| v));
+    for p in verified {
+        let path = super::table::committed_path(&p.manifest);
+        if !live.contains_key(&path) {
+            report.problem(
+                Some(p.range),
+                format!("{table_uri}/{path}"),
+                "delta.missing_add",
+                format!(
+                    "partition {} is committed but no version of the log adds it (latest version {}); the next run adds it",
+                    p.range,
+                    latest.map_or("none".to_string(), |v| v.to_string())
+                ),
+            );
+        }
+    }
+    live.into_iter().map(|(p, f)| (p, f.version)).collect()
+}
+
+/// Each file the latest version adds, against its partition's manifest: one file per partition,
+/// the manifest's file, its size, its integer types.
+fn check_live_files(
+    table_uri: &str,
+    live: &BTreeMap<String, Live>,
+    verified: &[VerifiedPartition],
+    table_types: Option<IntegerTypes>,
+    report: &mut Report,
+) {
     let by_range: BTreeMap<LedgerRange, &VerifiedPartition> =
         verified.iter().map(|p| (p.range, p)).collect();
     let mut live_of_range: BTreeMap<LedgerRange, &str> = BTreeMap::new();
-    for (path, file) in &live {
+    for (path, file) in live {
         let object = format!("{table_uri}/{path}");
         let Some(range) = range_of_path(path) else {
             report.problem(
@@ -165,23 +194,6 @@ pub fn check_commits(
             check_file_types(&object, file.version, partition, table_types, report);
         }
     }
-    let latest = commits.last().map(|(v, _)| *v).or(base.map(|(v, _)| v));
-    for p in verified {
-        let path = super::table::committed_path(&p.manifest);
-        if !live.contains_key(&path) {
-            report.problem(
-                Some(p.range),
-                format!("{table_uri}/{path}"),
-                "delta.missing_add",
-                format!(
-                    "partition {} is committed but no version of the log adds it (latest version {}); the next run adds it",
-                    p.range,
-                    latest.map_or("none".to_string(), |v| v.to_string())
-                ),
-            );
-        }
-    }
-    live.into_iter().map(|(p, f)| (p, f.version)).collect()
 }
 
 /// Every file the latest version adds is in storage (`existing`, relative to the table root):
