@@ -75,8 +75,8 @@ impl DatasetLayout {
     /// The name of a replacement's file in a Delta table: `part-S-E.<tag>.parquet`, the tag the
     /// first [`REPLACEMENT_TAG_LEN`] hex digits of the file's sha256 (`checksum`, `sha256:…`).
     /// A new name, so the file the log's older versions add stays as it was for their readers
-    /// (docs/formats.md#replacements); the same bytes always get the same name, so a rerun after
-    /// a crash writes the same file again.
+    /// (docs/formats.md#replacements-in-a-delta-table); the same bytes always get the same
+    /// name, so a rerun after a crash writes the same file again.
     pub fn replacement_file_name(range: LedgerRange, checksum: &str) -> String {
         let hex = checksum.strip_prefix("sha256:").unwrap_or(checksum);
         let tag: String = hex
