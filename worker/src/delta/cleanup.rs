@@ -183,6 +183,9 @@ pub struct Live<'a> {
     pub paths: &'a BTreeSet<String>,
     pub metadata: &'a Metadata,
     pub last_checkpoint: Option<u64>,
+    /// List the table folder for removed files (a full listing: not after every checkpoint of
+    /// a run that only appends).
+    pub data: bool,
 }
 
 fn store_error(key: &ObjectPath) -> impl FnOnce(object_store::Error) -> DeltaError + '_ {
@@ -229,7 +232,10 @@ pub async fn clean_up(
         })
         .collect();
     let expired_log = expired_log_files(&log, live.last_checkpoint, retention.log_ms, now_ms);
-    let superseded = superseded_files(table, live.paths).await?;
+    let superseded = match live.data {
+        true => superseded_files(table, live.paths).await?,
+        false => Vec::new(),
+    };
     let mut cleaned = Cleaned::default();
     if !superseded.is_empty() {
         let mut tombstones = BTreeMap::new();
@@ -255,6 +261,7 @@ pub async fn clean_up(
             tracing::info!(file = %path, "delta: removed file deleted after delta.deletedFileRetentionDuration");
         }
         cleaned.data_files = expired.len();
+        cleaned.data_files_kept = superseded.len() - expired.len();
     }
     for f in &expired_log {
         let name = match f.kind {
@@ -264,7 +271,7 @@ pub async fn clean_up(
         delete(store.as_ref(), &table.log_key(&name)).await?;
     }
     cleaned.log_files = expired_log.len();
-    if cleaned != Cleaned::default() {
+    if cleaned.log_files + cleaned.data_files > 0 {
         tracing::info!(
             log_files = cleaned.log_files,
             data_files = cleaned.data_files,
@@ -321,6 +328,8 @@ async fn superseded_files(
 pub struct Cleaned {
     pub log_files: usize,
     pub data_files: usize,
+    /// Removed files still within `delta.deletedFileRetentionDuration` (kept for now).
+    pub data_files_kept: usize,
 }
 
 #[cfg(test)]

@@ -112,6 +112,9 @@ struct State {
     files: BTreeMap<String, (LoggedFile, Add)>,
     /// The live path of each partition (its latest add), for replacements under a new name.
     by_range: BTreeMap<LedgerRange, String>,
+    /// Removed files may be waiting for the data cleanup: a remove was read or committed, or
+    /// the last cleanup left removed files within their retention.
+    removed_files_pending: bool,
 }
 
 impl State {
@@ -163,6 +166,9 @@ pub struct DeltaTable {
     dir: String,
     layout: DatasetLayout,
     state: Mutex<State>,
+    /// The data cleanup has listed the table folder once in this process (later only after a
+    /// remove: a run of appends never lists the folder again).
+    data_scanned: std::sync::atomic::AtomicBool,
 }
 
 /// A partition's file path relative to the table root (`range=S-E/part-S-E.parquet`).
@@ -217,6 +223,7 @@ impl DeltaTable {
             dir: layout.dataset_dir(),
             layout: layout.clone(),
             state: Mutex::new(State::default()),
+            data_scanned: Default::default(),
         }
     }
 
@@ -320,6 +327,7 @@ impl DeltaTable {
                 }
                 Action::Remove(r) => {
                     state.remove(&decode_path(&r.path));
+                    state.removed_files_pending = true;
                 }
                 _ => {}
             }
@@ -702,7 +710,7 @@ impl DeltaTable {
         if version.is_multiple_of(CHECKPOINT_INTERVAL) {
             self.write_checkpoint(state).await?;
             // After each checkpoint (Delta's writers do the same): never fails the commit.
-            if let Err(e) = self.clean_up_state(state, now_ms()).await {
+            if let Err(e) = self.clean_up_state(state, now_ms(), false).await {
                 tracing::warn!(table = %self.uri(), error = %e, "delta: log cleanup failed; it is retried after the next checkpoint");
             }
         }
@@ -716,10 +724,21 @@ impl DeltaTable {
     pub async fn clean_up(&self, now_ms: i64) -> Result<Cleaned, DeltaError> {
         let mut state = self.state.lock().await;
         self.refresh(&mut state).await?;
-        self.clean_up_state(&state, now_ms).await
+        self.clean_up_state(&mut state, now_ms, true).await
     }
 
-    async fn clean_up_state(&self, state: &State, now_ms: i64) -> Result<Cleaned, DeltaError> {
+    /// The cleanup; the table folder is listed for removed files when `all`, the first time in
+    /// this process, or after a remove (see [`State::removed_files_pending`]).
+    async fn clean_up_state(
+        &self,
+        state: &mut State,
+        now_ms: i64,
+        all: bool,
+    ) -> Result<Cleaned, DeltaError> {
+        let first = !self
+            .data_scanned
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        let data = all || first || state.removed_files_pending;
         let Some(metadata) = &state.metadata else {
             return Ok(Cleaned::default());
         };
@@ -728,8 +747,13 @@ impl DeltaTable {
             paths: &paths,
             metadata,
             last_checkpoint: state.last_checkpoint,
+            data,
         };
-        cleanup::clean_up(self, live, now_ms).await
+        let cleaned = cleanup::clean_up(self, live, now_ms).await?;
+        if data {
+            state.removed_files_pending = cleaned.data_files_kept > 0;
+        }
+        Ok(cleaned)
     }
 
     /// Commits `actions` (removes, adds, a commit info: any of them) as one new version, after
@@ -1139,7 +1163,15 @@ mod tests {
         let now_ms = now.timestamp_millis();
         let day = 24 * 3600 * 1000;
 
-        assert_eq!(t.clean_up(now_ms).await.unwrap(), Cleaned::default());
+        let cleaned = t.clean_up(now_ms).await.unwrap();
+        assert_eq!(
+            (
+                cleaned.data_files,
+                cleaned.data_files_kept,
+                cleaned.log_files
+            ),
+            (0, 1, 0)
+        );
         assert!(old_file.exists());
         let cleaned = t.clean_up(now_ms + 8 * day).await.unwrap();
         assert_eq!((cleaned.data_files, cleaned.log_files), (1, 0));
