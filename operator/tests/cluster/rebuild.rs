@@ -188,6 +188,20 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_replaces_th
     let before_rebuild = read_table(&env, None);
     assert_eq!(before_rebuild["files"], json!(table_files(&env)));
 
+    // The rebuild's Jobs, as seen while they exist (a harvested Job may be deleted before the
+    // rebuild's status says Succeeded): name -> container args.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, Vec<String>>::new()));
+    let watcher = {
+        let (jobs, seen) = (env.jobs(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = jobs.list(&ListParams::default()).await {
+                    record_rebuild_jobs(&list.items, &seen);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     // A rebuild of ledgers 5-25 with lz4: partitions 2-11, 12-21, 22-31, at most 2 Jobs at once.
     env.backfills()
         .patch(
@@ -253,30 +267,12 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_replaces_th
         Some(chain[6].chain.event_hash.as_str())
     );
     // The rebuild's Jobs ran the worker with --rebuild and were harvested.
+    watcher.abort();
     let jobs = env.jobs().list(&ListParams::default()).await.unwrap().items;
-    let rebuild_jobs: Vec<_> = jobs
-        .iter()
-        .filter(|j| {
-            j.annotations()
-                .get(bronze_operator::job::ANNOTATION_REBUILD)
-                .map(String::as_str)
-                == Some("r1")
-        })
-        .collect();
-    assert_eq!(rebuild_jobs.len(), 3);
-    for job in &rebuild_jobs {
-        let args = job
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .args
-            .clone()
-            .unwrap();
+    record_rebuild_jobs(&jobs, &seen);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for args in seen.values() {
         assert_eq!(args[3..], ["--rebuild".to_string(), "r1".to_string()]);
     }
     assert_rebuild_is_one_commit_per_partition(&env, &before_rebuild);
@@ -286,6 +282,29 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_replaces_th
 }
 
 const DATASET: &str = "bronze/pubnet/cluster/v1/ledgers_lcm_raw";
+
+/// Adds the Jobs of rebuild `r1` among `jobs` to `seen` (name -> the container's args).
+fn record_rebuild_jobs(
+    jobs: &[k8s_openapi::api::batch::v1::Job],
+    seen: &std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+) {
+    let mut seen = seen.lock().unwrap();
+    for job in jobs {
+        let r1 = job
+            .annotations()
+            .get(bronze_operator::job::ANNOTATION_REBUILD)
+            .is_some_and(|id| id == "r1");
+        let args = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.args.clone());
+        if let (true, Some(args)) = (r1, args) {
+            seen.insert(job.name_any(), args);
+        }
+    }
+}
 
 /// The files the committed manifests commit, relative to the table root, in ledger order.
 fn table_files(env: &TestEnv) -> Vec<String> {
