@@ -37,8 +37,8 @@ pub use gcs::GcsProxy;
 pub use moto::MotoS3;
 pub use postgres::{PgOptions, Postgres};
 pub use python::{
-    delta_read, delta_read_uri, duckdb_query, parquet_dump, python, spark_read, tip_readers,
-    venv_dir, workspace_root,
+    delta_read, delta_read_uri, delta_read_uri_at, duckdb_query, parquet_dump, python, spark_read,
+    tip_readers, venv_dir, workspace_root,
 };
 pub use s3dir::{Fault, FaultCounts, Faults, S3Dir};
 pub use sink::{Behaviour, HttpSink, RecordedRequest, Reply};

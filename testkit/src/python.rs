@@ -141,13 +141,24 @@ pub fn spark_read(table_dir: impl AsRef<Path>) -> serde_json::Value {
 /// Read the Delta table at `uri` (`s3://bucket/path`) with the `deltalake` package alone, with
 /// object-store `storage_options` (e.g. a loopback S3 server's endpoint and dummy keys).
 pub fn delta_read_uri(uri: &str, storage_options: &serde_json::Value) -> serde_json::Value {
+    delta_read_uri_at(uri, storage_options, None)
+}
+
+/// As [`delta_read_uri`], at table version `version` (time travel; the latest with `None`).
+pub fn delta_read_uri_at(
+    uri: &str,
+    storage_options: &serde_json::Value,
+    version: Option<u64>,
+) -> serde_json::Value {
     let options = storage_options.to_string();
-    run_json(
-        "delta_read.py",
-        &[
-            std::ffi::OsStr::new(uri),
-            std::ffi::OsStr::new("--storage-options"),
-            std::ffi::OsStr::new(&options),
-        ],
-    )
+    let version = version.map(|v| v.to_string());
+    let mut args = vec![
+        std::ffi::OsStr::new(uri),
+        std::ffi::OsStr::new("--storage-options"),
+        std::ffi::OsStr::new(&options),
+    ];
+    if let Some(v) = &version {
+        args.push(std::ffi::OsStr::new(v));
+    }
+    run_json("delta_read.py", &args)
 }

@@ -2,7 +2,7 @@
 """Read a Bronze dataset folder as a Delta Lake table with the real readers, and compare.
 
 Usage: delta_read.py TABLE_DIR [VERSION]
-       delta_read.py s3://BUCKET/PATH --storage-options JSON
+       delta_read.py s3://BUCKET/PATH --storage-options JSON [VERSION]
 
 A table URI (the second form) is opened by deltalake alone, with those object-store options (a
 loopback S3 server in the tests): `version`, `files`, `rows_deltalake`, `ledger_sequences`.
@@ -93,8 +93,8 @@ def relative(uri: str, root: str) -> str:
     return os.path.relpath(p, root) if os.path.isabs(p) else p
 
 
-def main_uri(uri: str, options: dict) -> None:
-    dt = deltalake.DeltaTable(uri, storage_options=options)
+def main_uri(uri: str, options: dict, version=None) -> None:
+    dt = deltalake.DeltaTable(uri, storage_options=options, version=version)
     table = dt.to_pyarrow_table()
     root = uri.rstrip("/") + "/"
     files = ledger_order(f[len(root):] if f.startswith(root) else f for f in dt.file_uris())
@@ -182,7 +182,11 @@ def attempt(errors: dict, name: str, read):
 
 def main() -> None:
     if "://" in sys.argv[1]:
-        main_uri(sys.argv[1], json.loads(sys.argv[3]))
+        main_uri(
+            sys.argv[1],
+            json.loads(sys.argv[3]),
+            int(sys.argv[4]) if len(sys.argv) > 4 else None,
+        )
         # The S3 client's background threads abort the interpreter's normal teardown
         # ("terminate called without an active exception"): leave once the answer is out.
         sys.stdout.flush()

@@ -48,6 +48,12 @@ pub enum Command {
     /// The runbook's health check: is the checkpoint there and fresh? Prints one line; exit
     /// 0 OK, 1 WARNING (stale), 2 CRITICAL (missing or corrupt).
     Health(HealthArgs),
+    /// With `storage.table_format: delta`: repair a damaged Delta log (a missing version, a bad
+    /// checkpoint, an add of a file that is gone): the log is moved aside to
+    /// `_delta_log.damaged-<time>/` and rebuilt from the committed manifests. Refuses (and
+    /// changes nothing) when the log is not damaged. Exit 0 repaired, 1 storage failure, 2 not
+    /// a Delta dataset, 4 nothing to repair.
+    RepairDeltaLog,
 }
 
 #[derive(Debug, Default, clap::Args)]

@@ -26,6 +26,7 @@ pub fn main() -> ExitCode {
         Some(Command::Worker(args)) => worker_command(&cli, args),
         Some(Command::Verify(args)) => verify_command(&cli, args),
         Some(Command::Health(args)) => health_command(&cli, args),
+        Some(Command::RepairDeltaLog) => repair_delta_log_command(&cli),
         None => copier_command(&cli),
     };
     ExitCode::from(code)
@@ -306,6 +307,41 @@ fn verify_command(cli: &Cli, args: &crate::cli::VerifyArgs) -> u8 {
         }
         Err(e) => {
             eprintln!("verify: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn repair_delta_log_command(cli: &Cli) -> u8 {
+    let config = match load(cli, |_| Vec::new()) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    if config.storage.table_format != crate::config::TableFormat::Delta {
+        eprintln!(
+            "repair-delta-log: storage.table_format is not delta: this dataset has no Delta log"
+        );
+        return exit::CONFIG;
+    }
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    match runtime.block_on(crate::delta::repair::repair_damaged_log(&config, &stamp)) {
+        Ok(Some(repaired)) => {
+            println!(
+                "repair-delta-log: the damaged log ({}) was moved to {}; the log was rebuilt from the manifests: {} partitions at version {}",
+                repaired.damage, repaired.moved_to, repaired.added, repaired.version
+            );
+            exit::OK
+        }
+        Ok(None) => {
+            println!("repair-delta-log: the log is not damaged; nothing changed");
+            exit::CONFLICT
+        }
+        Err(e) => {
+            eprintln!("repair-delta-log: {e}");
             exit::FAILURE
         }
     }

@@ -125,7 +125,9 @@ async fn allow_overwrite_and_malformed_rebuilds_are_refused_at_admission() {
 /// Jobs of its own over the widened range (2-31) and the operator replaces each partition
 /// through the engine: the rebuilt manifests carry lz4, the last partition keeps zstd, one
 /// `bronze_partition_replaced` event per rebuilt partition in one linear chain, rows unchanged,
-/// the checkpoint where it was, `bronze-operator verify` clean.
+/// the checkpoint where it was, `bronze-operator verify` clean. The backfill is a Delta table:
+/// each replacement is one log commit removing the old file and adding the new one, and delta-rs
+/// reads every ledger once both at the latest version and at the version before the rebuild.
 #[tokio::test]
 async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_replaces_through_the_engine() {
     let Some(env) = TestEnv::start("rebuildadopt").await else {
@@ -166,8 +168,16 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_replaces_th
 
     let _operator = env.operator(OperatorOptions::named("op-r")).await;
     let kubelet = env.kubelet(Faults::default());
-    env.create("adopt", env.spec(41, json!({"ingestedAt": INGESTED_AT})))
-        .await;
+    // A Delta table: the operator's log catches up with the adopted partition, and each
+    // replacement is one commit that removes the old file and adds the new one.
+    env.create(
+        "adopt",
+        env.spec(
+            41,
+            json!({"ingestedAt": INGESTED_AT, "storage": {"tableFormat": "delta"}}),
+        ),
+    )
+    .await;
     env.succeeded("adopt", LONG).await;
     assert_eq!(compressions(&env), "2:zstd 12:snappy 22:zstd 32:zstd");
     assert_eq!(checksums(&env)[&12], before[&12], "adopted as it was");
@@ -175,7 +185,23 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_replaces_th
     let (code, out) = env.operator_verify("adopt").await;
     assert_eq!(code, 0, "bronze-operator verify:\n{out}");
     let done = checksums(&env);
+    let before_rebuild = read_table(&env, None);
+    assert_eq!(before_rebuild["files"], json!(table_files(&env)));
 
+    // The rebuild's Jobs, as seen while they exist (a harvested Job may be deleted before the
+    // rebuild's status says Succeeded): name -> container args.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, Vec<String>>::new()));
+    let watcher = {
+        let (jobs, seen) = (env.jobs(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = jobs.list(&ListParams::default()).await {
+                    record_rebuild_jobs(&list.items, &seen);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     // A rebuild of ledgers 5-25 with lz4: partitions 2-11, 12-21, 22-31, at most 2 Jobs at once.
     env.backfills()
         .patch(
@@ -241,35 +267,110 @@ async fn a_job_meeting_a_committed_partition_adopts_it_and_a_rebuild_replaces_th
         Some(chain[6].chain.event_hash.as_str())
     );
     // The rebuild's Jobs ran the worker with --rebuild and were harvested.
+    watcher.abort();
     let jobs = env.jobs().list(&ListParams::default()).await.unwrap().items;
-    let rebuild_jobs: Vec<_> = jobs
-        .iter()
-        .filter(|j| {
-            j.annotations()
-                .get(bronze_operator::job::ANNOTATION_REBUILD)
-                .map(String::as_str)
-                == Some("r1")
-        })
-        .collect();
-    assert_eq!(rebuild_jobs.len(), 3);
-    for job in &rebuild_jobs {
-        let args = job
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .args
-            .clone()
-            .unwrap();
+    record_rebuild_jobs(&jobs, &seen);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for args in seen.values() {
         assert_eq!(args[3..], ["--rebuild".to_string(), "r1".to_string()]);
     }
+    assert_rebuild_is_one_commit_per_partition(&env, &before_rebuild);
     let (code, out) = env.operator_verify("adopt").await;
     assert_eq!(code, 0, "bronze-operator verify:\n{out}");
     kubelet.stop().await;
+}
+
+const DATASET: &str = "bronze/pubnet/cluster/v1/ledgers_lcm_raw";
+
+/// Adds the Jobs of rebuild `r1` among `jobs` to `seen` (name -> the container's args).
+fn record_rebuild_jobs(
+    jobs: &[k8s_openapi::api::batch::v1::Job],
+    seen: &std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+) {
+    let mut seen = seen.lock().unwrap();
+    for job in jobs {
+        let r1 = job
+            .annotations()
+            .get(bronze_operator::job::ANNOTATION_REBUILD)
+            .is_some_and(|id| id == "r1");
+        let args = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.args.clone());
+        if let (true, Some(args)) = (r1, args) {
+            seen.insert(job.name_any(), args);
+        }
+    }
+}
+
+/// The files the committed manifests commit, relative to the table root, in ledger order.
+fn table_files(env: &TestEnv) -> Vec<String> {
+    manifests(env)
+        .values()
+        .map(|m| {
+            let r = m.range();
+            format!("range={r}/{}", m.primary().unwrap().file)
+        })
+        .collect()
+}
+
+/// delta-rs' reading of the lake's table (at `version`; the latest with `None`).
+fn read_table(env: &TestEnv, version: Option<u64>) -> Value {
+    let options = json!({
+        "AWS_ENDPOINT_URL": env.s3.endpoint(),
+        "AWS_ACCESS_KEY_ID": env.s3.access_key(),
+        "AWS_SECRET_ACCESS_KEY": env.s3.secret_key(),
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    });
+    let uri = format!("s3://{}/{DATASET}", env.lake_bucket);
+    let read = bronze_testkit::delta_read_uri_at(&uri, &options, version);
+    assert_eq!(
+        read["ledger_sequences"],
+        json!((2..=41).collect::<Vec<u32>>()),
+        "every ledger once: {read}"
+    );
+    read
+}
+
+/// After the rebuild of 2-31: the log's last three versions each remove one old file and add its
+/// replacement (a name of its own, the manifest's); delta-rs reads every ledger once from the new
+/// files, and, at the version before the rebuild, from the old ones, which are still stored.
+fn assert_rebuild_is_one_commit_per_partition(env: &TestEnv, before: &Value) {
+    let files = table_files(env);
+    let old = before["files"].as_array().unwrap().clone();
+    let latest = before["version"].as_u64().unwrap() + 3;
+    for (i, version) in (latest - 2..=latest).enumerate() {
+        let key = format!("{DATASET}/_delta_log/{version:020}.json");
+        let body = env.s3.get_object(&env.lake_bucket, &key).unwrap();
+        let actions: Vec<Value> = String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let removes: Vec<&Value> = actions.iter().filter_map(|a| a.get("remove")).collect();
+        let adds: Vec<&Value> = actions.iter().filter_map(|a| a.get("add")).collect();
+        assert_eq!(removes.len(), 1, "version {version}: {actions:?}");
+        assert_eq!(adds.len(), 1, "version {version}: {actions:?}");
+        assert_eq!(removes[0]["path"], old[i], "version {version}");
+        assert_eq!(removes[0]["dataChange"], true);
+        assert_eq!(adds[0]["path"], files[i].as_str(), "version {version}");
+        assert_ne!(old[i], files[i].as_str(), "a new name for the replacement");
+    }
+    let after = read_table(env, None);
+    assert_eq!(after["version"], latest, "{after}");
+    assert_eq!(after["files"], json!(files), "{after}");
+    let again = read_table(env, before["version"].as_u64());
+    assert_eq!(again["files"], before["files"], "{again}");
+    let keys = env.lake_keys(&format!("{DATASET}/"));
+    for f in &old {
+        let key = format!("{DATASET}/{}", f.as_str().unwrap());
+        assert!(keys.contains(&key), "{key} kept for older versions");
+    }
 }
 
 /// The compression each committed partition's manifest records, by start.

@@ -80,7 +80,9 @@ impl CatalogWriter {
         CommitEvent {
             range,
             storage_path: self.layout.storage_path(range),
-            parquet_uri: self.location.uri_of(&self.layout.parquet_key(range)),
+            parquet_uri: self
+                .location
+                .uri_of(&self.layout.committed_file_key(&manifest)),
             manifest,
             adopted,
             overwrite: false,

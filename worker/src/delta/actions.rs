@@ -64,6 +64,28 @@ pub struct Remove {
     pub deletion_timestamp: Option<i64>,
     #[serde(default)]
     pub data_change: bool,
+    /// `partitionValues` and `size` are given (the protocol's `extendedFileMetadata`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_file_metadata: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_values: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+}
+
+impl Remove {
+    /// The remove of the file `add` added, deleted at `deletion_ms` (the file stays in storage
+    /// for readers of older versions until the log cleanup deletes it).
+    pub fn of(add: &Add, deletion_ms: i64) -> Remove {
+        Remove {
+            path: add.path.clone(),
+            deletion_timestamp: Some(deletion_ms),
+            data_change: true,
+            extended_file_metadata: Some(true),
+            partition_values: Some(add.partition_values.clone()),
+            size: Some(add.size),
+        }
+    }
 }
 
 /// One line of a commit. Actions Bronze never writes (txn, cdc, domainMetadata, …) are kept as

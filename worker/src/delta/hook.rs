@@ -45,7 +45,10 @@ pub const DEFAULT_TIP_RETENTION_HOURS: u64 = 168;
 
 fn hook_error(e: DeltaError) -> TableLogError {
     TableLogError {
-        conflict: matches!(e, DeltaError::Conflict { .. } | DeltaError::Types { .. }),
+        conflict: matches!(
+            e,
+            DeltaError::Conflict { .. } | DeltaError::Types { .. } | DeltaError::Damaged { .. }
+        ),
         message: e.to_string(),
     }
 }

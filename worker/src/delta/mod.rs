@@ -11,6 +11,7 @@
 
 pub mod actions;
 pub mod checkpoint;
+pub mod cleanup;
 pub mod hook;
 pub mod integers;
 pub mod repair;

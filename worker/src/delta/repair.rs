@@ -90,6 +90,8 @@ pub async fn catch_up_in_batches_of(
     batch_size: usize,
 ) -> Result<usize, DeltaError> {
     let batch_size = batch_size.max(1);
+    // A damaged log is refused before anything is added to it.
+    table.check_damage().await?;
     let layout = table.layout().clone();
     let logged: std::collections::BTreeSet<LedgerRange> = table
         .recorded()
@@ -143,4 +145,82 @@ pub async fn catch_up_in_batches_of(
     }
     table.ensure_checkpoint().await?;
     Ok(added)
+}
+
+/// What [`repair_damaged_log`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// The damage found, in words.
+    pub damage: String,
+    /// Where the damaged log now is (`…/_delta_log.damaged-<stamp>`).
+    pub moved_to: String,
+    /// Partitions the rebuilt log adds, and its latest version.
+    pub added: usize,
+    pub version: u64,
+}
+
+/// `bronze-copier repair-delta-log`: when the log of `config`'s dataset is damaged
+/// ([`DeltaTable::check_damage`]), moves every object of `_delta_log/` to
+/// `_delta_log.damaged-<stamp>/` (copied, then deleted) and rebuilds the log from the committed
+/// manifests ([`catch_up`]: version 0, then [`BATCH`] partitions per version). `None`, with
+/// nothing changed, when the log is not damaged. The rebuilt log is a new history: time travel
+/// to versions of the damaged log is gone (they stay readable in the moved folder).
+pub async fn repair_damaged_log(
+    config: &crate::config::Config,
+    stamp: &str,
+) -> Result<Option<Repaired>, DeltaError> {
+    let location =
+        crate::pipeline::open_output_location(config).map_err(|e| DeltaError::Corrupt {
+            key: "storage".into(),
+            message: e.to_string(),
+        })?;
+    let layout = DatasetLayout::from_config(config);
+    let damaged = DeltaTable::new(&location, &layout);
+    let damage = match damaged.check_damage().await {
+        Ok(()) => return Ok(None),
+        Err(DeltaError::Damaged { key, damage, .. }) => format!("{key}: {damage}"),
+        Err(e) => return Err(e),
+    };
+    let dir = layout.dataset_dir();
+    let from = location.key(&format!("{dir}/{}/", super::table::LOG_DIR));
+    let to_dir = format!("{dir}/{}.damaged-{stamp}", super::table::LOG_DIR);
+    let listed: Vec<object_store::ObjectMeta> =
+        futures::TryStreamExt::try_collect(location.store.list(Some(&from)))
+            .await
+            .map_err(|source| DeltaError::Store {
+                key: from.to_string(),
+                source,
+            })?;
+    let store_err = |key: &object_store::path::Path| {
+        let key = key.to_string();
+        move |source| DeltaError::Store { key, source }
+    };
+    for meta in &listed {
+        let Some(name) = meta.location.filename() else {
+            continue;
+        };
+        let target = location.key(&format!("{to_dir}/{name}"));
+        location
+            .store
+            .copy(&meta.location, &target)
+            .await
+            .map_err(store_err(&target))?;
+    }
+    // Only once every object is copied: a repair cut short leaves the log as it was.
+    for meta in &listed {
+        match location.store.delete(&meta.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_err(&meta.location)(e)),
+        }
+    }
+    let rebuilt = DeltaTable::new(&location, &layout);
+    let added = catch_up(&rebuilt, &location, None).await?;
+    let version = rebuilt.version().await?.unwrap_or(0);
+    tracing::warn!(damage = %damage, moved_to = %to_dir, added, version, "delta: the damaged log was moved aside and rebuilt from the manifests");
+    Ok(Some(Repaired {
+        damage,
+        moved_to: location.uri_of(&to_dir),
+        added,
+        version,
+    }))
 }

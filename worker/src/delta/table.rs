@@ -17,6 +17,7 @@ use super::actions::{
     integer_types_of, parse_commit_file_name,
 };
 use super::checkpoint::{self, CHECKPOINT_INTERVAL, CheckpointState, LastCheckpoint};
+use super::cleanup::{self, Cleaned};
 use super::stats;
 use crate::parquet::IntegerTypes;
 use crate::partition::LedgerRange;
@@ -47,6 +48,15 @@ pub enum DeltaError {
         logged: i64,
         size: u64,
     },
+    /// A damaged log: a missing version, a bad checkpoint, an add whose file is not in storage.
+    #[error(
+        "{key}: the Delta log is damaged: {damage}; nothing is appended to it (nothing committed was changed); {repair}"
+    )]
+    Damaged {
+        key: String,
+        damage: String,
+        repair: String,
+    },
     /// A file whose `ledger_sequence`/`protocol_version` types are not the table's: adding it
     /// would make the table's files disagree (docs/formats.md#integer-types).
     #[error(
@@ -60,7 +70,22 @@ pub enum DeltaError {
     },
 }
 
+/// The repair of a damaged log (docs/runbook.md#repair-a-damaged-delta-log).
+pub const REPAIR_COMMAND: &str = "bronze-copier repair-delta-log -config <config>";
+
 impl DeltaError {
+    /// The log is damaged (`damage` says where): nothing may be appended to it until it is
+    /// repaired.
+    pub fn damaged(key: impl Into<String>, damage: impl Into<String>) -> DeltaError {
+        DeltaError::Damaged {
+            key: key.into(),
+            damage: damage.into(),
+            repair: format!(
+                "repair it with `{REPAIR_COMMAND}` (moves the damaged log aside and rebuilds it from the manifests: docs/runbook.md#repair-a-damaged-delta-log)"
+            ),
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(self, DeltaError::Store { .. })
     }
@@ -85,6 +110,36 @@ struct State {
     protocol: Option<Protocol>,
     metadata: Option<Metadata>,
     files: BTreeMap<String, (LoggedFile, Add)>,
+    /// The live path of each partition (its latest add), for replacements under a new name.
+    by_range: BTreeMap<LedgerRange, String>,
+    /// Removed files may be waiting for the data cleanup: a remove was read or committed, or
+    /// the last cleanup left removed files within their retention.
+    removed_files_pending: bool,
+}
+
+impl State {
+    fn insert(&mut self, path: String, file: LoggedFile, add: Add) {
+        if let Some(range) = range_of_path(&path) {
+            self.by_range.insert(range, path.clone());
+        }
+        self.files.insert(path, (file, add));
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.files.remove(path);
+        if let Some(range) = range_of_path(path)
+            && self.by_range.get(&range).is_some_and(|p| p == path)
+        {
+            self.by_range.remove(&range);
+        }
+    }
+
+    /// The live file of partition `range`: its path and what the log says about it.
+    fn of_range(&self, range: LedgerRange) -> Option<(&String, &LoggedFile, &Add)> {
+        let path = self.by_range.get(&range)?;
+        let (file, add) = self.files.get(path)?;
+        Some((path, file, add))
+    }
 }
 
 /// A partition's add, ready to commit.
@@ -123,6 +178,9 @@ pub struct DeltaTable {
     dir: String,
     layout: DatasetLayout,
     state: Mutex<State>,
+    /// The data cleanup has listed the table folder once in this process (later only after a
+    /// remove: a run of appends never lists the folder again).
+    data_scanned: std::sync::atomic::AtomicBool,
 }
 
 /// A partition's file path relative to the table root (`range=S-E/part-S-E.parquet`).
@@ -130,11 +188,39 @@ pub fn relative_path(range: LedgerRange) -> String {
     format!("range={range}/{}", DatasetLayout::parquet_file_name(range))
 }
 
+/// The path, relative to the table root, of the file `manifest` commits
+/// (`range=S-E/part-S-E.parquet`, or a replacement's `range=S-E/part-S-E.<tag>.parquet`).
+pub fn committed_path(manifest: &Manifest) -> String {
+    let range = manifest.range();
+    match manifest.primary() {
+        Some(t) if DatasetLayout::is_partition_file_name(range, &t.file) => {
+            format!("range={range}/{}", t.file)
+        }
+        _ => relative_path(range),
+    }
+}
+
 /// The range of a relative path Bronze writes (`None` for any other file).
 pub fn range_of_path(path: &str) -> Option<LedgerRange> {
     let (folder, file) = path.split_once('/')?;
     let range = DatasetLayout::parse_partition_dir_name(folder)?;
-    (file == DatasetLayout::parquet_file_name(range)).then_some(range)
+    DatasetLayout::is_partition_file_name(range, file).then_some(range)
+}
+
+/// The first version of `from..=latest` missing from `listed` (the commit versions after the
+/// last checkpoint), or a version listed past a hole after `latest`: the damage, in words.
+pub fn missing_version(listed: &[u64], from: u64, latest: u64) -> Option<String> {
+    let present: std::collections::BTreeSet<u64> = listed.iter().copied().collect();
+    if let Some(v) = (from..=latest).find(|v| !present.contains(v)) {
+        return Some(format!(
+            "commit version {v} is missing (the log has versions up to {latest})"
+        ));
+    }
+    let beyond = present.range(latest + 1..).next()?;
+    Some(format!(
+        "commit version {} is missing (the log goes on at version {beyond})",
+        latest + 1
+    ))
 }
 
 fn now_ms() -> i64 {
@@ -149,6 +235,7 @@ impl DeltaTable {
             dir: layout.dataset_dir(),
             layout: layout.clone(),
             state: Mutex::new(State::default()),
+            data_scanned: Default::default(),
         }
     }
 
@@ -160,8 +247,22 @@ impl DeltaTable {
         &self.layout
     }
 
-    fn log_key(&self, name: &str) -> ObjectPath {
+    pub(super) fn log_key(&self, name: &str) -> ObjectPath {
         self.location.key(&format!("{}/{LOG_DIR}/{name}", self.dir))
+    }
+
+    /// The key of `path` (relative to the table root).
+    pub(super) fn data_key(&self, path: &str) -> ObjectPath {
+        self.location.key(&format!("{}/{path}", self.dir))
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The store and location of the table (to write files beside the log).
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     async fn get_opt(&self, key: &ObjectPath) -> Result<Option<bytes::Bytes>, DeltaError> {
@@ -182,7 +283,10 @@ impl DeltaTable {
         }
     }
 
-    async fn read_commit(&self, version: u64) -> Result<Option<Vec<Action>>, DeltaError> {
+    pub(super) async fn read_commit(
+        &self,
+        version: u64,
+    ) -> Result<Option<Vec<Action>>, DeltaError> {
         let key = self.log_key(&commit_file_name(version));
         let Some(bytes) = self.get_opt(&key).await? else {
             return Ok(None);
@@ -232,12 +336,11 @@ impl DeltaTable {
                         modification_time: add.modification_time,
                         version,
                     };
-                    state
-                        .files
-                        .insert(decode_path(&add.path), (file, add.clone()));
+                    state.insert(decode_path(&add.path), file, add.clone());
                 }
                 Action::Remove(r) => {
-                    state.files.remove(&decode_path(&r.path));
+                    state.remove(&decode_path(&r.path));
+                    state.removed_files_pending = true;
                 }
                 _ => {}
             }
@@ -276,7 +379,7 @@ impl DeltaTable {
                     modification_time: add.modification_time,
                     version: 0,
                 };
-                state.files.insert(decode_path(&add.path), (file, add));
+                state.insert(decode_path(&add.path), file, add);
             }
             state.version = Some(last.version);
             state.last_checkpoint = Some(last.version);
@@ -310,6 +413,84 @@ impl DeltaTable {
             expected = version + 1;
         }
         Ok(())
+    }
+
+    /// Checks that the log is safe to append to (run before a writer's first commit): every
+    /// version after the last checkpoint is there, the checkpoint reads, and every file the
+    /// latest version adds is in storage. A damaged log is [`DeltaError::Damaged`], naming the
+    /// version and partition; nothing is written.
+    pub async fn check_damage(&self) -> Result<(), DeltaError> {
+        let mut state = self.state.lock().await;
+        if let Err(e) = self.refresh(&mut state).await {
+            return Err(match e {
+                DeltaError::Corrupt { key, message } => DeltaError::damaged(key, message),
+                other => other,
+            });
+        }
+        let Some(latest) = state.version else {
+            return Ok(());
+        };
+        let listed = self.commit_versions_after(state.last_checkpoint).await?;
+        let from = state.last_checkpoint.map_or(0, |c| c + 1);
+        if let Some(damage) = missing_version(&listed, from, latest) {
+            return Err(DeltaError::damaged(self.log_key("").to_string(), damage));
+        }
+        let existing = self.data_files().await?;
+        for (path, (file, _)) in &state.files {
+            if existing.contains(path) {
+                continue;
+            }
+            let by = match (file.version, state.last_checkpoint) {
+                (0, Some(c)) => format!("the checkpoint of version {c}"),
+                (v, _) => format!("version {v}"),
+            };
+            let range = range_of_path(path);
+            let partition = range.map_or("no partition".into(), |r| format!("partition {r}"));
+            let mut err = DeltaError::damaged(
+                self.data_key(path).to_string(),
+                format!(
+                    "{by} adds {path} ({partition}), which is not in storage: readers of the table fail on it"
+                ),
+            );
+            // The partition's own committed file is gone: no log can fix that.
+            let manifest = match range {
+                Some(r) => super::repair::read_manifest(&self.location, &self.layout, r).await?,
+                None => None,
+            };
+            if let (DeltaError::Damaged { repair, .. }, Some(m)) = (&mut err, manifest)
+                && committed_path(&m) == *path
+            {
+                *repair = String::from(
+                    "the partition's committed file itself is missing: restore it from a copy of the dataset (its manifest's checksum names the bytes), then run again; `bronze-copier verify` lists every such partition (docs/runbook.md#repair-a-damaged-delta-log)",
+                );
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// The partition files in the table folder, relative to the table root.
+    pub(super) async fn data_files(
+        &self,
+    ) -> Result<std::collections::BTreeSet<String>, DeltaError> {
+        let prefix = self.data_key("");
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|source| DeltaError::Store {
+                key: prefix.to_string(),
+                source,
+            })?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| {
+                let rel = m.location.as_ref().strip_prefix(prefix.as_ref())?;
+                let rel = rel.trim_start_matches('/');
+                range_of_path(rel).map(|_| rel.to_string())
+            })
+            .collect())
     }
 
     /// The partitions the log adds, in ledger order, with the logged file sizes (read from the
@@ -412,7 +593,7 @@ impl DeltaTable {
             key: self.layout.manifest_key(range),
             message: "the manifest has no ledgers_lcm_raw table".into(),
         })?;
-        let parquet_key = self.location.key(&self.layout.parquet_key(range));
+        let parquet_key = self.location.key(&self.layout.committed_file_key(manifest));
         let footer = stats::read_footer(self.store.as_ref(), &parquet_key, table.byte_size).await;
         let footer = match footer {
             Ok(f) => Some(f),
@@ -426,7 +607,7 @@ impl DeltaTable {
             range,
             integers: footer.as_ref().and_then(stats::integer_types_of_footer),
             add: Add {
-                path: encode_path(&relative_path(range)),
+                path: encode_path(&committed_path(manifest)),
                 partition_values: Default::default(),
                 size: table.byte_size as i64,
                 modification_time: crate::time::rfc3339_to_millis(&manifest.created_at)
@@ -443,12 +624,32 @@ impl DeltaTable {
         prepared: PreparedAdd,
         replace: bool,
     ) -> Result<Appended, DeltaError> {
+        let (appended, _) = self
+            .commit_partition(prepared, replace, |_| Vec::new())
+            .await?;
+        Ok(appended)
+    }
+
+    /// As [`DeltaTable::commit_prepared`], and in the same version removes the files
+    /// `also_remove` picks from the table's current files (decoded paths): how the provisional
+    /// tip's files of a partition leave the table in the commit that seals it (docs/tip.md).
+    /// When the partition's add is already logged, those removes are committed alone (a crash
+    /// between two writers). Returns what was done and how many files were removed.
+    pub async fn commit_partition<F>(
+        &self,
+        prepared: PreparedAdd,
+        replace: bool,
+        also_remove: F,
+    ) -> Result<(Appended, usize), DeltaError>
+    where
+        F: Fn(&BTreeMap<String, (LoggedFile, Add)>) -> Vec<String>,
+    {
         let PreparedAdd {
             range,
             add,
             integers,
         } = prepared;
-        let path = relative_path(range);
+        let path = decode_path(&add.path);
         let mut state = self.state.lock().await;
         // A new table takes the types of its first file (a dataset of earlier versions turned
         // into a table stays unsigned); without a readable footer, this version's: signed.
@@ -456,46 +657,156 @@ impl DeltaTable {
             .await?;
         self.check_types(&state, &path, integers)?;
         loop {
-            if let Some((logged, _)) = state.files.get(&path) {
-                // The same partition (same manifest) is logged: done. A replacement's manifest
-                // is newer, so it is added again even when its file has the same size.
-                if logged.size == add.size
-                    && (logged.modification_time == add.modification_time || !replace)
-                {
-                    return Ok(Appended::AlreadyThere {
-                        version: logged.version,
-                    });
+            let removes: Vec<Action> = also_remove(&state.files)
+                .iter()
+                .filter_map(|p| state.files.get(p))
+                .map(|(_, logged)| Action::Remove(Remove::of(logged, add.modification_time)))
+                .collect();
+            let removed = removes.len();
+            let mut actions = match self.actions_for(&state, range, &path, &add, replace)? {
+                Ok(actions) => actions,
+                Err(version) if removes.is_empty() => {
+                    return Ok((Appended::AlreadyThere { version }, 0));
                 }
-                if !replace {
-                    return Err(DeltaError::Conflict {
-                        key: self.uri(),
-                        version: logged.version,
-                        path,
-                        logged: logged.size,
-                        size: add.size as u64,
-                    });
-                }
-            }
-            let version = state.version.map_or(0, |v| v + 1);
-            let actions = vec![
-                Action::Add(add.clone()),
-                super::actions::commit_info(
+                Err(_) => vec![super::actions::commit_info(
                     now_ms(),
-                    "WRITE",
-                    json!({"mode": "Append", "partition": range.to_string()}),
-                ),
-            ];
-            if self.try_commit(version, &actions).await? {
-                Self::apply(&mut state, version, &actions);
-                tracing::info!(partition = %range, version, "delta: partition added to the log");
-                if version % CHECKPOINT_INTERVAL == 0 {
-                    self.write_checkpoint(&mut state).await?;
+                    "DELETE",
+                    json!({"partition": range.to_string(), "removed": removed.to_string()}),
+                )],
+            };
+            if !removes.is_empty() {
+                let info = actions.len() - 1; // the commit info closes the actions
+                if let Action::CommitInfo(c) = &mut actions[info] {
+                    c["isBlindAppend"] = json!(false);
                 }
-                return Ok(Appended::Added { version });
+                actions.splice(0..0, removes);
+            }
+            if let Some(version) = self.commit_next(&mut state, &actions).await? {
+                tracing::info!(partition = %range, version, removed, "delta: partition committed to the log");
+                return Ok((Appended::Added { version }, removed));
             }
             // Another writer took this version: read what it committed, then decide again.
             self.refresh(&mut state).await?;
         }
+    }
+
+    /// What adding `add` (partition `range`, file `path`) commits: the add (and the commit
+    /// info), or, when the log adds another file for the partition and this is its replacement,
+    /// the remove of that file and the add, in one version (readers of the new version see the
+    /// new file with its own size and statistics; readers of older versions keep reading the old
+    /// file, left in storage). `Err(version)`: the log already adds this file, at `version`.
+    fn actions_for(
+        &self,
+        state: &State,
+        range: LedgerRange,
+        path: &str,
+        add: &Add,
+        replace: bool,
+    ) -> Result<Result<Vec<Action>, u64>, DeltaError> {
+        let conflict = |logged: &LoggedFile, path: &str| DeltaError::Conflict {
+            key: self.uri(),
+            version: logged.version,
+            path: path.to_string(),
+            logged: logged.size,
+            size: add.size as u64,
+        };
+        let info = |replaced: Option<&str>| {
+            let mut parameters = json!({"mode": "Append", "partition": range.to_string()});
+            if let Some(old) = replaced {
+                parameters["replaced"] = json!(old);
+            }
+            super::actions::commit_info(now_ms(), "WRITE", parameters)
+        };
+        let logged = state.of_range(range);
+        if let Some((logged_path, logged, old)) = logged.filter(|(p, _, _)| *p != path) {
+            // A replacement under a new name: the manifest (the commit) names the new file. The
+            // log may learn of it without `replace` after a crash between the manifest and the
+            // log; the newer manifest is the partition's, as it is for every reader of storage.
+            if !replace && add.modification_time <= logged.modification_time {
+                return Err(conflict(logged, logged_path));
+            }
+            let mut info = info(Some(logged_path));
+            if let Action::CommitInfo(c) = &mut info {
+                c["isBlindAppend"] = json!(false);
+            }
+            let remove = Action::Remove(Remove::of(old, add.modification_time));
+            return Ok(Ok(vec![remove, Action::Add(add.clone()), info]));
+        }
+        if let Some((_, logged, _)) = logged {
+            // The same partition (same manifest) is logged: done. A replacement's manifest
+            // is newer, so it is added again even when its file has the same size.
+            if logged.size == add.size
+                && (logged.modification_time == add.modification_time || !replace)
+            {
+                return Ok(Err(logged.version));
+            }
+            if !replace {
+                return Err(conflict(logged, path));
+            }
+        }
+        Ok(Ok(vec![Action::Add(add.clone()), info(None)]))
+    }
+
+    /// Conditionally commits `actions` as the next version and applies them to the state
+    /// (writing the checkpoint when one is due); `None` when another writer took that version
+    /// first (refresh, then decide again).
+    async fn commit_next(
+        &self,
+        state: &mut State,
+        actions: &[Action],
+    ) -> Result<Option<u64>, DeltaError> {
+        let version = state.version.map_or(0, |v| v + 1);
+        if !self.try_commit(version, actions).await? {
+            return Ok(None);
+        }
+        Self::apply(state, version, actions);
+        if version.is_multiple_of(CHECKPOINT_INTERVAL) {
+            self.write_checkpoint(state).await?;
+            // After each checkpoint (Delta's writers do the same): never fails the commit.
+            if let Err(e) = self.clean_up_state(state, now_ms(), false).await {
+                tracing::warn!(table = %self.uri(), error = %e, "delta: log cleanup failed; it is retried after the next checkpoint");
+            }
+        }
+        Ok(Some(version))
+    }
+
+    /// Deletes what has expired at `now_ms` (docs/formats.md#log-cleanup): log files per
+    /// `delta.logRetentionDuration`, removed data files per
+    /// `delta.deletedFileRetentionDuration`. Runs after every checkpoint; callable on its own
+    /// (a clock of the caller's).
+    pub async fn clean_up(&self, now_ms: i64) -> Result<Cleaned, DeltaError> {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await?;
+        self.clean_up_state(&mut state, now_ms, true).await
+    }
+
+    /// The cleanup; the table folder is listed for removed files when `all`, the first time in
+    /// this process, or after a remove (see [`State::removed_files_pending`]).
+    async fn clean_up_state(
+        &self,
+        state: &mut State,
+        now_ms: i64,
+        all: bool,
+    ) -> Result<Cleaned, DeltaError> {
+        let first = !self
+            .data_scanned
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        let data = all || first || state.removed_files_pending;
+        let Some(metadata) = &state.metadata else {
+            return Ok(Cleaned::default());
+        };
+        let paths: std::collections::BTreeSet<String> = state.files.keys().cloned().collect();
+        let live = cleanup::Live {
+            paths: &paths,
+            metadata,
+            last_checkpoint: state.last_checkpoint,
+            data,
+        };
+        let cleaned = cleanup::clean_up(self, live, now_ms).await?;
+        if data {
+            state.removed_files_pending = cleaned.data_files_kept > 0;
+        }
+        Ok(cleaned)
     }
 
     /// A file of other integer types than the table's is never added (the files would disagree).
@@ -518,9 +829,9 @@ impl DeltaTable {
 
     /// Commits many [`DeltaTable::prepare`]d adds (in ledger order, none a replacement) as one
     /// version: how a backfill or repair of the log from the manifests commits thousands of
-    /// partitions in seconds. Partitions the log already adds with the same size are skipped (a
-    /// batch that finds all of them logged commits nothing); one logged with another size is a
-    /// conflict, as in [`DeltaTable::append`]. Returns how many were added.
+    /// partitions in seconds. Partitions the log already adds with the same file and size are
+    /// skipped (a batch that finds all of them logged commits nothing); one logged with another
+    /// file or size is a conflict, as in [`DeltaTable::append`]. Returns how many were added.
     pub async fn commit_batch(&self, batch: &[PreparedAdd]) -> Result<usize, DeltaError> {
         let Some(first) = batch.first() else {
             return Ok(0);
@@ -531,15 +842,15 @@ impl DeltaTable {
         loop {
             let mut adds = Vec::new();
             for prepared in batch {
-                let path = relative_path(prepared.range);
+                let path = decode_path(&prepared.add.path);
                 self.check_types(&state, &path, prepared.integers)?;
-                match state.files.get(&path) {
-                    Some((logged, _)) if logged.size == prepared.add.size => {}
-                    Some((logged, _)) => {
+                match state.of_range(prepared.range) {
+                    Some((p, logged, _)) if *p == path && logged.size == prepared.add.size => {}
+                    Some((p, logged, _)) => {
                         return Err(DeltaError::Conflict {
                             key: self.uri(),
                             version: logged.version,
-                            path,
+                            path: p.clone(),
                             logged: logged.size,
                             size: prepared.add.size as u64,
                         });
@@ -550,7 +861,6 @@ impl DeltaTable {
             let (Some(lo), Some(hi)) = (adds.first(), adds.last()) else {
                 return Ok(0);
             };
-            let version = state.version.map_or(0, |v| v + 1);
             let mut actions: Vec<Action> =
                 adds.iter().map(|p| Action::Add(p.add.clone())).collect();
             actions.push(super::actions::commit_info(
@@ -562,8 +872,7 @@ impl DeltaTable {
                     "count": adds.len().to_string(),
                 }),
             ));
-            if self.try_commit(version, &actions).await? {
-                Self::apply(&mut state, version, &actions);
+            if let Some(version) = self.commit_next(&mut state, &actions).await? {
                 tracing::info!(
                     first = %lo.range,
                     last = %hi.range,
@@ -571,9 +880,6 @@ impl DeltaTable {
                     version,
                     "delta: partitions added to the log in one commit"
                 );
-                if version % CHECKPOINT_INTERVAL == 0 {
-                    self.write_checkpoint(&mut state).await?;
-                }
                 return Ok(adds.len());
             }
             // Another writer took this version: read what it committed, then decide again.
@@ -601,17 +907,20 @@ impl DeltaTable {
             let Some(changes) = plan(&state.files)? else {
                 return Ok(None);
             };
-            let version = state.version.map_or(0, |v| v + 1);
             let now = now_ms();
             let mut actions: Vec<Action> = changes
                 .removes
                 .iter()
-                .map(|path| {
-                    Action::Remove(Remove {
+                .map(|path| match state.files.get(path) {
+                    Some((_, add)) => Action::Remove(Remove::of(add, now)),
+                    None => Action::Remove(Remove {
                         path: encode_path(path),
                         deletion_timestamp: Some(now),
                         data_change: true,
-                    })
+                        extended_file_metadata: None,
+                        partition_values: None,
+                        size: None,
+                    }),
                 })
                 .collect();
             actions.extend(changes.adds.iter().cloned().map(Action::Add));
@@ -622,8 +931,7 @@ impl DeltaTable {
                 value["isBlindAppend"] = json!(changes.removes.is_empty());
             }
             actions.push(info);
-            if self.try_commit(version, &actions).await? {
-                Self::apply(&mut state, version, &actions);
+            if let Some(version) = self.commit_next(&mut state, &actions).await? {
                 tracing::debug!(
                     version,
                     removes = changes.removes.len(),
@@ -631,9 +939,6 @@ impl DeltaTable {
                     operation = changes.operation,
                     "delta: files removed and added in one commit"
                 );
-                if version % CHECKPOINT_INTERVAL == 0 {
-                    self.write_checkpoint(&mut state).await?;
-                }
                 return Ok(Some(version));
             }
             // Another writer took this version: read what it committed, then plan again.
@@ -646,11 +951,6 @@ impl DeltaTable {
         let mut state = self.state.lock().await;
         self.refresh(&mut state).await?;
         Ok(state.files.clone())
-    }
-
-    /// The store and location of the table (to write files beside the log).
-    pub fn location(&self) -> &Location {
-        &self.location
     }
 
     /// The table root's key of a path relative to it.
@@ -848,6 +1148,243 @@ mod tests {
         assert_eq!(added, expected);
         let recorded = reader.recorded().await.unwrap();
         assert_eq!(recorded.len(), 25);
+    }
+
+    /// Partition `i` replaced in a Delta table: a file of its own name (`part-S-E.<tag>.parquet`)
+    /// of `bytes`, and a newer manifest committing it.
+    fn replacement(dir: &std::path::Path, i: u32, bytes: &[u8], created_at: &str) -> Manifest {
+        let mut manifest = partition(dir, i);
+        let range = manifest.range();
+        let checksum = format!("sha256:{}", "ab".repeat(32));
+        let name = DatasetLayout::replacement_file_name(range, &checksum);
+        let folder = dir.join(layout().partition_dir(range));
+        std::fs::write(folder.join(&name), bytes).unwrap();
+        let t = manifest.tables.values_mut().next().unwrap();
+        t.file = name;
+        t.checksum = checksum;
+        t.byte_size = bytes.len() as u64;
+        manifest.created_at = created_at.into();
+        std::fs::write(
+            folder.join(crate::publish::MANIFEST_FILE),
+            manifest.to_json(),
+        )
+        .unwrap();
+        manifest
+    }
+
+    /// A replacement under a new name is one version: the remove of the old file (with its
+    /// deletion time, dataChange) and the add of the new one with its own size; the partition
+    /// is then in the table once, and committing it again adds nothing.
+    #[tokio::test]
+    async fn a_replacement_removes_the_old_file_and_adds_the_new_one_in_one_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        for i in 0..3 {
+            t.append(&partition(dir.path(), i), false).await.unwrap();
+        }
+        let new = replacement(dir.path(), 1, b"rebuilt", "2026-12-01T00:00:00Z");
+        assert_eq!(
+            t.append(&new, true).await.unwrap(),
+            Appended::Added { version: 4 }
+        );
+        let commits = t.read_all_commits().await.unwrap();
+        let (version, actions) = commits.last().unwrap();
+        assert_eq!(*version, 4);
+        let Action::Remove(remove) = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(remove.path, "range=12-21/part-12-21.parquet");
+        assert!(remove.data_change);
+        assert_eq!(
+            remove.deletion_timestamp,
+            crate::time::rfc3339_to_millis("2026-12-01T00:00:00Z")
+        );
+        assert_eq!(remove.size, Some(1));
+        let Action::Add(add) = &actions[1] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(add.path, committed_path(&new));
+        assert_eq!(add.size, 7);
+        assert!(matches!(actions[2], Action::CommitInfo(_)));
+        assert_eq!(actions.len(), 3);
+        let recorded = t.recorded().await.unwrap();
+        assert_eq!(recorded.len(), 3);
+        assert_eq!(recorded[1].0, new.range());
+        assert_eq!(recorded[1].1.size, 7);
+        // Idempotent, and a fresh reader (replaying the log) sees the same.
+        assert_eq!(
+            t.append(&new, true).await.unwrap(),
+            Appended::AlreadyThere { version: 4 }
+        );
+        assert_eq!(table(dir.path()).recorded().await.unwrap(), recorded);
+    }
+
+    /// A crash between the new manifest and its commit: the next run meets the partition as
+    /// committed (not as a replacement) and the log still adds the old file. The newer manifest
+    /// is the partition's, so the log takes the replacement; an older one is a conflict.
+    #[tokio::test]
+    async fn a_replacement_the_log_missed_is_committed_and_an_older_manifest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        for i in 0..2 {
+            t.append(&partition(dir.path(), i), false).await.unwrap();
+        }
+        let older = replacement(dir.path(), 0, b"older", "2020-01-01T00:00:00Z");
+        let err = t.append(&older, false).await.unwrap_err();
+        assert!(
+            matches!(&err, DeltaError::Conflict { path, .. } if path == "range=2-11/part-2-11.parquet"),
+            "{err}"
+        );
+        assert_eq!(t.version().await.unwrap(), Some(2));
+        let newer = replacement(dir.path(), 0, b"newer", "2026-12-01T00:00:00Z");
+        assert_eq!(
+            t.append(&newer, false).await.unwrap(),
+            Appended::Added { version: 3 }
+        );
+        let recorded = t.recorded().await.unwrap();
+        assert_eq!(recorded.len(), 2);
+        assert_eq!(recorded[0].1.size, 5);
+    }
+
+    /// The log cleanup with an injected clock: nothing has expired today; a week and a day on,
+    /// the replaced file goes (its remove is older than `delta.deletedFileRetentionDuration`)
+    /// and the log stays; a month and a day on, every commit and checkpoint before the last
+    /// checkpoint goes, `_last_checkpoint` stays, and a fresh reader sees the same table.
+    #[tokio::test]
+    async fn the_cleanup_deletes_expired_log_files_and_removed_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        for i in 0..34 {
+            t.append(&partition(dir.path(), i), false).await.unwrap();
+        }
+        let now = chrono::Utc::now();
+        let created = now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let new = replacement(dir.path(), 1, b"rebuilt", &created);
+        assert_eq!(
+            t.append(&new, true).await.unwrap(),
+            Appended::Added { version: 35 }
+        );
+        let dataset = dir.path().join(layout().dataset_dir());
+        let old_file = dataset.join(relative_path(new.range()));
+        let new_file = dataset.join(committed_path(&new));
+        let log = dataset.join(LOG_DIR);
+        let recorded = t.recorded().await.unwrap();
+        let now_ms = now.timestamp_millis();
+        let day = 24 * 3600 * 1000;
+
+        let cleaned = t.clean_up(now_ms).await.unwrap();
+        assert_eq!(
+            (
+                cleaned.data_files,
+                cleaned.data_files_kept,
+                cleaned.log_files
+            ),
+            (0, 1, 0)
+        );
+        assert!(old_file.exists());
+        let cleaned = t.clean_up(now_ms + 8 * day).await.unwrap();
+        assert_eq!((cleaned.data_files, cleaned.log_files), (1, 0));
+        assert!(!old_file.exists() && new_file.exists());
+        assert!(log.join(commit_file_name(0)).exists());
+
+        let cleaned = t.clean_up(now_ms + 31 * day).await.unwrap();
+        // Commits 0..=29 and the checkpoints at 10 and 20; the last checkpoint is 30.
+        assert_eq!((cleaned.data_files, cleaned.log_files), (0, 32));
+        for v in 0..30 {
+            assert!(!log.join(commit_file_name(v)).exists(), "{v}");
+        }
+        for v in 30..=35 {
+            assert!(log.join(commit_file_name(v)).exists(), "{v}");
+        }
+        assert!(log.join(checkpoint_file_name(30)).exists());
+        assert!(!log.join(checkpoint_file_name(20)).exists());
+        let last: LastCheckpoint =
+            serde_json::from_slice(&std::fs::read(log.join(LAST_CHECKPOINT)).unwrap()).unwrap();
+        assert_eq!(last.version, 30);
+        let fresh = table(dir.path());
+        assert_eq!(fresh.version().await.unwrap(), Some(35));
+        let mut again = fresh.recorded().await.unwrap();
+        // Versions from a checkpoint are not kept (0): compare the files.
+        for (_, f) in again.iter_mut() {
+            f.version = 0;
+        }
+        let mut expected = recorded.clone();
+        for (_, f) in expected.iter_mut() {
+            f.version = 0;
+        }
+        assert_eq!(again, expected);
+        // Appending goes on after the cleanup.
+        assert_eq!(
+            fresh
+                .append(&partition(dir.path(), 34), false)
+                .await
+                .unwrap(),
+            Appended::Added { version: 36 }
+        );
+        // Nothing more to clean: idempotent.
+        assert_eq!(
+            fresh.clean_up(now_ms + 31 * day).await.unwrap(),
+            Cleaned::default()
+        );
+    }
+
+    #[test]
+    fn a_missing_version_is_named() {
+        assert_eq!(missing_version(&[11, 12, 13], 11, 13), None);
+        assert_eq!(missing_version(&[], 11, 10), None);
+        assert_eq!(
+            missing_version(&[11, 13], 11, 13).as_deref(),
+            Some("commit version 12 is missing (the log has versions up to 13)")
+        );
+        // Read up to 11 (12 is missing), but the log goes on at 13.
+        assert_eq!(
+            missing_version(&[11, 13, 14], 11, 11).as_deref(),
+            Some("commit version 12 is missing (the log goes on at version 13)")
+        );
+    }
+
+    /// `commit_changes` commits its plan as the next version after other writers, with a full
+    /// remove (size and partition values) of a logged file.
+    #[tokio::test]
+    async fn commit_changes_commits_one_version_after_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        let m = partition(dir.path(), 0);
+        t.append(&m, false).await.unwrap();
+        let other = table(dir.path());
+        other
+            .append(&partition(dir.path(), 1), false)
+            .await
+            .unwrap();
+        let add = t.prepare(&m).await.unwrap().add;
+        let removed = decode_path(&add.path);
+        let version = t
+            .commit_changes(IntegerTypes::Signed, |_| {
+                Ok(Some(Changes {
+                    removes: vec![removed.clone()],
+                    adds: vec![],
+                    operation: "DELETE",
+                    parameters: json!({}),
+                }))
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, Some(3));
+        let recorded = table(dir.path()).recorded().await.unwrap();
+        assert_eq!(
+            recorded.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            vec![partition(dir.path(), 1).range()]
+        );
+        let commits = t.read_all_commits().await.unwrap();
+        let remove = commits
+            .iter()
+            .flat_map(|(_, actions)| actions)
+            .find_map(|a| match a {
+                Action::Remove(r) => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(remove, Remove::of(&add, remove.deletion_timestamp.unwrap()));
     }
 
     /// The state is read from the last checkpoint on: with the commits before it gone, a new

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::actions::{Action, decode_path};
+use super::checkpoint::CheckpointState;
 use super::table::{DeltaTable, range_of_path};
 use crate::parquet::IntegerTypes;
 use crate::partition::LedgerRange;
@@ -18,19 +19,34 @@ struct Live {
 }
 
 /// Checks the log of `table` against the `verified` partitions (pure once the commits are read);
-/// `table_types`: the integer types the table's metadata says its files have.
+/// `table_types`: the integer types the table's metadata says its files have. `base`: the
+/// checkpoint the replay starts from when the log's first versions were cleaned up (the
+/// commits after it are replayed); `None`: every commit from version 0.
 pub fn check_commits(
     table_uri: &str,
     commits: &[(u64, Vec<Action>)],
+    base: Option<(u64, &CheckpointState)>,
     verified: &[VerifiedPartition],
     table_types: Option<IntegerTypes>,
     report: &mut Report,
-) {
+) -> BTreeMap<String, u64> {
     let mut live: BTreeMap<String, Live> = BTreeMap::new();
+    if let Some((version, state)) = base {
+        for add in &state.adds {
+            let live_file = Live {
+                version,
+                size: add.size,
+                modification_time: add.modification_time,
+            };
+            live.insert(decode_path(&add.path), live_file);
+        }
+    }
+    let from = base.map_or(0, |(v, _)| v + 1);
+    let commits: Vec<&(u64, Vec<Action>)> = commits.iter().filter(|(v, _)| *v >= from).collect();
     // Readers replay every version from 0 (or from a checkpoint): a hole makes the table
     // unreadable past it.
-    let mut expected = 0;
-    for (version, _) in commits {
+    let mut expected = from;
+    for (version, _) in commits.iter().copied() {
         if *version != expected {
             report.problem(
                 None,
@@ -44,7 +60,7 @@ pub fn check_commits(
         }
         expected = version + 1;
     }
-    for (version, actions) in commits {
+    for (version, actions) in commits.iter().copied() {
         for action in actions {
             match action {
                 Action::Add(add) => {
@@ -82,9 +98,39 @@ pub fn check_commits(
             }
         }
     }
+    check_live_files(table_uri, &live, verified, table_types, report);
+    let latest = commits.last().map(|(v, _)| *v).or(base.map(|(v, _)| v));
+    for p in verified {
+        let path = super::table::committed_path(&p.manifest);
+        if !live.contains_key(&path) {
+            report.problem(
+                Some(p.range),
+                format!("{table_uri}/{path}"),
+                "delta.missing_add",
+                format!(
+                    "partition {} is committed but no version of the log adds it (latest version {}); the next run adds it",
+                    p.range,
+                    latest.map_or("none".to_string(), |v| v.to_string())
+                ),
+            );
+        }
+    }
+    live.into_iter().map(|(p, f)| (p, f.version)).collect()
+}
+
+/// Each file the latest version adds, against its partition's manifest: one file per partition,
+/// the manifest's file, its size, its integer types.
+fn check_live_files(
+    table_uri: &str,
+    live: &BTreeMap<String, Live>,
+    verified: &[VerifiedPartition],
+    table_types: Option<IntegerTypes>,
+    report: &mut Report,
+) {
     let by_range: BTreeMap<LedgerRange, &VerifiedPartition> =
         verified.iter().map(|p| (p.range, p)).collect();
-    for (path, file) in &live {
+    let mut live_of_range: BTreeMap<LedgerRange, &str> = BTreeMap::new();
+    for (path, file) in live {
         let object = format!("{table_uri}/{path}");
         if crate::sequence::tip::TipFile::parse(path).is_some() {
             // A provisional file (docs/tip.md): checked by the tip's own verify.
@@ -102,7 +148,32 @@ pub fn check_commits(
             );
             continue;
         };
-        match by_range.get(&range).and_then(|p| p.manifest.primary()) {
+        if let Some(other) = live_of_range.insert(range, path) {
+            report.problem(
+                Some(range),
+                object.clone(),
+                "delta.duplicate_partition",
+                format!(
+                    "version {} adds {path} while {other} of the same partition {range} is still in the table (no remove of it): readers read the partition twice",
+                    file.version
+                ),
+            );
+        }
+        let manifest = by_range.get(&range).map(|p| &p.manifest);
+        if let Some(m) = manifest.filter(|m| super::table::committed_path(m) != *path) {
+            report.problem(
+                Some(range),
+                object.clone(),
+                "delta.stale_file",
+                format!(
+                    "version {} adds {path}, but partition {range}'s manifest commits {}: the log does not have its replacement yet; the next run commits it",
+                    file.version,
+                    super::table::committed_path(m)
+                ),
+            );
+            continue;
+        }
+        match manifest.and_then(|m| m.primary()) {
             None => report.problem(
                 Some(range),
                 object.clone(),
@@ -127,21 +198,29 @@ pub fn check_commits(
             check_file_types(&object, file.version, partition, table_types, report);
         }
     }
-    let latest = commits.last().map(|(v, _)| *v);
-    for p in verified {
-        let path = super::table::relative_path(p.range);
-        if !live.contains_key(&path) {
-            report.problem(
-                Some(p.range),
-                format!("{table_uri}/{path}"),
-                "delta.missing_add",
-                format!(
-                    "partition {} is committed but no version of the log adds it (latest version {}); the next run adds it",
-                    p.range,
-                    latest.map_or("none".to_string(), |v| v.to_string())
-                ),
-            );
+}
+
+/// Every file the latest version adds is in storage (`existing`, relative to the table root):
+/// an add without its file makes every reader of the table fail.
+pub fn check_files_exist(
+    table_uri: &str,
+    live: &BTreeMap<String, u64>,
+    existing: &std::collections::BTreeSet<String>,
+    report: &mut Report,
+) {
+    for (path, version) in live {
+        if existing.contains(path) || range_of_path(path).is_none() {
+            continue;
         }
+        report.problem(
+            range_of_path(path),
+            format!("{table_uri}/{path}"),
+            "delta.missing_file",
+            format!(
+                "version {version} adds {path}, which is not in storage: readers of the table fail on it (repair: {})",
+                super::table::REPAIR_COMMAND
+            ),
+        );
     }
 }
 
@@ -193,18 +272,31 @@ pub async fn check_log(table: &DeltaTable, verified: &[VerifiedPartition], repor
                     None
                 }
             };
-            check_commits(&uri, &commits, verified, table_types, report);
-            match table.read_last_checkpoint().await {
-                Ok(Some((version, state))) => {
-                    check_checkpoint(&uri, &commits, version, &state, report)
+            let checkpoint = match table.read_last_checkpoint().await {
+                Ok(found) => found,
+                Err(e) => {
+                    report.problem(
+                        None,
+                        format!("{uri}/_delta_log"),
+                        "delta.checkpoint",
+                        e.to_string(),
+                    );
+                    None
                 }
-                Ok(None) => {}
-                Err(e) => report.problem(
-                    None,
-                    format!("{uri}/_delta_log"),
-                    "delta.checkpoint",
-                    e.to_string(),
-                ),
+            };
+            // A log whose first versions were cleaned up is read from its last checkpoint.
+            let cleaned = commits.first().is_some_and(|(v, _)| *v > 0);
+            let base = checkpoint
+                .as_ref()
+                .filter(|_| cleaned)
+                .map(|(v, state)| (*v, state));
+            let live = check_commits(&uri, &commits, base, verified, table_types, report);
+            match table.data_files().await {
+                Ok(existing) => check_files_exist(&uri, &live, &existing, report),
+                Err(e) => report.problem(None, uri.clone(), "delta.read", e.to_string()),
+            }
+            if let Some((version, state)) = &checkpoint {
+                check_checkpoint(&uri, &commits, *version, state, report);
             }
         }
         Err(e) => report.problem(

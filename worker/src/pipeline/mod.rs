@@ -30,7 +30,8 @@ use crate::hash::parse_hash;
 use crate::parquet::WriterSettings;
 use crate::partition::{LedgerRange, PartitionGrid};
 use crate::publish::{
-    CommitError, Committer, DatasetLayout, Manifest, PartitionSettings, WriterInfo,
+    CommitError, Committer, DatasetLayout, Manifest, PartitionSettings, ReplacementNaming,
+    WriterInfo,
 };
 use crate::source::{Datastore, SourceError, open_source_location};
 use crate::store::{self, Location, StoreError};
@@ -418,6 +419,10 @@ impl Pipeline {
             checkpoint_floor: checkpoint.as_ref().map(|cp| cp.last_committed_ledger),
             counts: SequenceCounts::default(),
             rebuild: rebuild.map(String::from),
+            replacement_naming: match config.storage.table_format {
+                crate::config::TableFormat::Delta => ReplacementNaming::ByChecksum,
+                _ => ReplacementNaming::SameName,
+            },
         };
         Ok(Self {
             env,

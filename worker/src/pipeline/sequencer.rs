@@ -23,7 +23,7 @@ use crate::hash::{hex32, parse_hash};
 use crate::partition::LedgerRange;
 use crate::publish::{
     ChainInfo, CommitError, Committer, DatasetLayout, ExistingPartition, Expect, Finding, Manifest,
-    ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
+    ManifestPartition, ManifestTable, PartitionSettings, Producer, ReplacementNaming, SealCheck,
 };
 use crate::sequence::{
     CatalogLog, CatalogRun, Head, Logs, PasAppendError, PasLog, Position, RecordError, TableLog,
@@ -171,6 +171,9 @@ pub struct Sequencer {
     /// A rebuild Job (`worker --rebuild ID`): a rebuilt partition is staged for the operator
     /// (`Committer::stage_rebuild`), never swapped in here.
     pub rebuild: Option<String>,
+    /// How a replacement's file is named: a new name per content in a Delta table, so the
+    /// log's older versions keep reading the file they add.
+    pub replacement_naming: ReplacementNaming,
 }
 
 /// What the sequencer did with the partitions it published, for the run's summary.
@@ -298,7 +301,7 @@ impl Sequencer {
         // Everything that can refuse, before anything is changed.
         self.check_dataset(&existing.manifest, &existing.manifest_key)?;
         self.check_staged_link(staged)?;
-        let manifest = self.manifest_for(staged);
+        let manifest = self.replacement_manifest(staged, &existing.manifest);
         let old = existing.manifest.primary().cloned();
         if let Some(id) = &self.rebuild {
             // The operator checks the records and swaps it in (`sequence::replace_rebuilt`).
@@ -352,7 +355,7 @@ impl Sequencer {
             parquet_uri: self
                 .committer
                 .location
-                .uri_of(&self.layout.parquet_key(range)),
+                .uri_of(&self.layout.committed_file_key(&manifest)),
             manifest,
             adopted,
             overwrite,
@@ -387,6 +390,24 @@ impl Sequencer {
             "committed partition"
         );
         Ok(manifest)
+    }
+
+    /// The manifest of `staged` replacing the committed `existing`: under its own name in a
+    /// Delta table ([`DatasetLayout::replacement_file_name`]), unless its bytes are the
+    /// committed file's (an identical rebuild keeps the committed manifest's table as it is).
+    fn replacement_manifest(&self, staged: &Staged, existing: &Manifest) -> Manifest {
+        let mut manifest = self.manifest_for(staged);
+        if let Some(table) = manifest.tables.get_mut(PRIMARY_TABLE) {
+            let old = existing.primary();
+            table.file = match (self.replacement_naming, old) {
+                (_, Some(old)) if old.checksum == table.checksum => old.file.clone(),
+                (ReplacementNaming::ByChecksum, _) => {
+                    DatasetLayout::replacement_file_name(staged.range, &table.checksum)
+                }
+                (ReplacementNaming::SameName, _) => table.file.clone(),
+            };
+        }
+        manifest
     }
 
     fn manifest_for(&self, staged: &Staged) -> Manifest {

@@ -111,11 +111,14 @@ impl Manifest {
         match self.primary() {
             None => out.push(Finding::NoPrimaryTable),
             Some(table) => {
-                let file = DatasetLayout::parquet_file_name(range);
-                if table.file != file {
+                // `part-S-E.parquet`, or a replacement's name in a Delta table (the tag is
+                // its own checksum's).
+                let named = table.file == DatasetLayout::parquet_file_name(range)
+                    || table.file == DatasetLayout::replacement_file_name(range, &table.checksum);
+                if !named {
                     out.push(Finding::FileName {
                         found: table.file.clone(),
-                        expected: file,
+                        expected: DatasetLayout::parquet_file_name(range),
                     });
                 }
                 if !is_hex_hash(table.checksum.strip_prefix("sha256:").unwrap_or("")) {
@@ -274,6 +277,25 @@ mod tests {
         let mut m = manifest();
         m.chain.as_mut().unwrap().previous_ledger_hash = hash(0xab);
         assert_eq!(m.check(&expect(&upper)), vec![]);
+    }
+
+    /// A replacement's file in a Delta table is named after its own checksum; any other name is
+    /// refused.
+    #[test]
+    fn a_replacement_name_must_be_its_own_checksums() {
+        let prior = hash(11);
+        let range = LedgerRange::new(12, 21);
+        let mut m = manifest();
+        let checksum = m.primary().unwrap().checksum.clone();
+        let t = m.tables.values_mut().next().unwrap();
+        t.file = DatasetLayout::replacement_file_name(range, &checksum);
+        assert_eq!(m.check(&expect(&prior)), vec![]);
+        let t = m.tables.values_mut().next().unwrap();
+        t.file = DatasetLayout::replacement_file_name(range, &format!("sha256:{}", hash(7)));
+        assert!(matches!(
+            m.check(&expect(&prior)).as_slice(),
+            [Finding::FileName { .. }]
+        ));
     }
 
     #[test]

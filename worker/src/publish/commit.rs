@@ -4,7 +4,9 @@
 //! * a committed partition is never overwritten unless `allow_overwrite`; then its new file is
 //!   built beside it (`part-S-E.parquet.replacing`) and, once every check has passed,
 //!   [`Committer::replace`] un-commits it (manifest deleted), moves the new file into place and
-//!   commits the new manifest: a crash mid-way leaves it uncommitted, never mismatched.
+//!   commits the new manifest: a crash mid-way leaves it uncommitted, never mismatched. In a
+//!   Delta table the new file gets a new name instead, and the manifest is overwritten in one
+//!   put after it is in place: the partition is never uncommitted, the old file never touched.
 
 use std::sync::Arc;
 
@@ -127,18 +129,32 @@ impl Committer {
     }
 
     /// Replaces the committed partition `manifest` describes with the file built at
-    /// `replacement_key`: un-commit (delete the manifest), move the file into place, commit the
-    /// new manifest. Call it only after everything that could refuse the replacement has
+    /// `replacement_key`. Call it only after everything that could refuse the replacement has
     /// agreed (see the sequencer).
+    ///
+    /// When `manifest` names the file the committed manifest names (the plain layout): un-commit
+    /// (delete the manifest), move the file into place, commit the new manifest, so no reader
+    /// ever takes the new bytes for the old manifest's. When it names another file (a Delta
+    /// table's replacement, [`DatasetLayout::replacement_file_name`]): copy the file to its new
+    /// name, then overwrite the manifest in one put; the old file stays as it was for readers
+    /// of the log's older versions (removed by the log cleanup), and the partition is never
+    /// uncommitted.
     pub async fn replace(
         &self,
         manifest: &Manifest,
         replacement_key: &str,
     ) -> Result<(), CommitError> {
         let range = manifest.range();
-        self.uncommit(range).await?;
+        let to_name = self.layout.committed_file_key(manifest);
+        let committed = self.existing(range).await?;
+        let renamed = committed
+            .as_ref()
+            .is_some_and(|c| self.layout.committed_file_key(&c.manifest) != to_name);
+        if !renamed {
+            self.uncommit(range).await?;
+        }
         let from = self.location.key(replacement_key);
-        let to = self.location.key(&self.layout.parquet_key(range));
+        let to = self.location.key(&to_name);
         let store_err = |op, key: &object_store::path::Path| {
             let key = key.to_string();
             move |source| CommitError::Store { op, key, source }
@@ -147,8 +163,27 @@ impl Committer {
             .copy(&from, &to)
             .await
             .map_err(store_err("move into place", &to))?;
-        self.commit(manifest).await?;
+        match renamed {
+            true => self.overwrite_manifest(manifest).await?,
+            false => self.commit(manifest).await?,
+        }
         self.discard(replacement_key).await
+    }
+
+    /// Puts `manifest` over the committed one (a replacement under a new file name).
+    async fn overwrite_manifest(&self, manifest: &Manifest) -> Result<(), CommitError> {
+        let key = self
+            .location
+            .key(&self.layout.manifest_key(manifest.range()));
+        self.store()
+            .put(&key, PutPayload::from(manifest.to_json()))
+            .await
+            .map(|_| ())
+            .map_err(|source| CommitError::Store {
+                op: "overwrite",
+                key: key.to_string(),
+                source,
+            })
     }
 
     /// Deletes a replacement file that is not needed (or no longer needed).

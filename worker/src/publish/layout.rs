@@ -7,6 +7,21 @@ use crate::partition::LedgerRange;
 pub const MANIFEST_FILE: &str = "_manifest.json";
 /// See [`DatasetLayout::rebuild_marker_key`].
 pub const REBUILD_MARKER_FILE: &str = "_rebuild.json";
+/// Hex digits of the file's sha256 in a replacement's file name
+/// ([`DatasetLayout::replacement_file_name`]).
+pub const REPLACEMENT_TAG_LEN: usize = 16;
+
+/// How a replacement's file is named (`era.allow_overwrite`, the operator's `spec.rebuild`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplacementNaming {
+    /// The committed file's own name (`part-S-E.parquet`): the plain layout, as the original
+    /// copier wrote it.
+    #[default]
+    SameName,
+    /// A new name per content ([`DatasetLayout::replacement_file_name`]): a Delta table, whose
+    /// older versions keep adding the replaced file.
+    ByChecksum,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetLayout {
@@ -54,11 +69,59 @@ impl DatasetLayout {
     }
 
     pub fn parquet_key(&self, range: LedgerRange) -> String {
-        format!(
-            "{}/{}",
-            self.partition_dir(range),
-            Self::parquet_file_name(range)
-        )
+        self.file_key(range, &Self::parquet_file_name(range))
+    }
+
+    /// The name of a replacement's file in a Delta table: `part-S-E.<tag>.parquet`, the tag the
+    /// first [`REPLACEMENT_TAG_LEN`] hex digits of the file's sha256 (`checksum`, `sha256:…`).
+    /// A new name, so the file the log's older versions add stays as it was for their readers
+    /// (docs/formats.md#replacements-in-a-delta-table); the same bytes always get the same
+    /// name, so a rerun after a crash writes the same file again.
+    pub fn replacement_file_name(range: LedgerRange, checksum: &str) -> String {
+        let hex = checksum.strip_prefix("sha256:").unwrap_or(checksum);
+        let tag: String = hex
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(REPLACEMENT_TAG_LEN)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        format!("part-{range}.{tag}.parquet")
+    }
+
+    /// Whether `name` is a name a file of partition `range` may have: `part-S-E.parquet`, or a
+    /// replacement's `part-S-E.<tag>.parquet` ([`Self::replacement_file_name`]).
+    pub fn is_partition_file_name(range: LedgerRange, name: &str) -> bool {
+        if name == Self::parquet_file_name(range) {
+            return true;
+        }
+        let Some(tag) = name
+            .strip_prefix(&format!("part-{range}."))
+            .and_then(|rest| rest.strip_suffix(".parquet"))
+        else {
+            return false;
+        };
+        tag.len() == REPLACEMENT_TAG_LEN
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    }
+
+    /// The key of the file `name` in the folder of partition `range`.
+    pub fn file_key(&self, range: LedgerRange, name: &str) -> String {
+        format!("{}/{name}", self.partition_dir(range))
+    }
+
+    /// The key of the file `manifest` commits: the name it records when that is one of the
+    /// partition's names ([`Self::is_partition_file_name`]), `part-S-E.parquet` otherwise (the
+    /// manifest policy refuses such a manifest; nothing outside the folder is ever named).
+    pub fn committed_file_key(&self, manifest: &crate::publish::Manifest) -> String {
+        let range = manifest.range();
+        match manifest.primary() {
+            Some(t) if Self::is_partition_file_name(range, &t.file) => {
+                self.file_key(range, &t.file)
+            }
+            _ => self.parquet_key(range),
+        }
     }
 
     /// Where the new Parquet file of a committed partition being replaced
@@ -123,6 +186,39 @@ mod tests {
             layout("").dataset_dir(),
             "testnet/pre_p23/v1/ledgers_lcm_raw"
         );
+    }
+
+    #[test]
+    fn a_replacement_name_is_one_of_the_partition_names_and_nothing_else_is() {
+        let r = LedgerRange::new(2, 1001);
+        let checksum = format!("sha256:{}", "AB12".repeat(16));
+        let name = DatasetLayout::replacement_file_name(r, &checksum);
+        assert_eq!(name, "part-2-1001.ab12ab12ab12ab12.parquet");
+        assert!(DatasetLayout::is_partition_file_name(r, &name));
+        assert!(DatasetLayout::is_partition_file_name(
+            r,
+            "part-2-1001.parquet"
+        ));
+        for other in [
+            "part-2-1002.parquet",
+            "part-2-1001.ab12.parquet",
+            "part-2-1001.ab12ab12ab12ab1g.parquet",
+            "part-2-1001.parquet.replacing",
+            "part-2-1001.../../x.parquet",
+            "part-3-1001.ab12ab12ab12ab12.parquet",
+        ] {
+            assert!(!DatasetLayout::is_partition_file_name(r, other), "{other}");
+        }
+        let l = layout("bronze/");
+        let mut manifest = crate::publish::fixtures::manifest(r);
+        assert_eq!(l.committed_file_key(&manifest), l.parquet_key(r));
+        manifest.tables.values_mut().next().unwrap().file = name.clone();
+        assert_eq!(
+            l.committed_file_key(&manifest),
+            format!("bronze/testnet/pre_p23/v1/ledgers_lcm_raw/range=2-1001/{name}")
+        );
+        manifest.tables.values_mut().next().unwrap().file = "../../escape.parquet".into();
+        assert_eq!(l.committed_file_key(&manifest), l.parquet_key(r));
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod upload;
 pub(crate) use check::fixtures;
 pub use check::{Expect, Finding};
 pub use commit::{CommitError, Committer, ExistingPartition};
-pub use layout::{DatasetLayout, MANIFEST_FILE, REBUILD_MARKER_FILE};
+pub use layout::{DatasetLayout, MANIFEST_FILE, REBUILD_MARKER_FILE, ReplacementNaming};
 pub use manifest::{
     ChainInfo, Manifest, ManifestPartition, ManifestTable, PartitionSettings, Producer, SealCheck,
     WriterInfo, settings_differences,

@@ -41,7 +41,7 @@ impl DatasetStore for ObjectDataset {
             let key = self
                 .committer
                 .location
-                .key(&self.committer.layout.parquet_key(range));
+                .key(&self.committer.layout.committed_file_key(&found.manifest));
             let parquet_size = match self.committer.location.store.head(&key).await {
                 Ok(meta) => Some(meta.size),
                 Err(object_store::Error::NotFound { .. }) => {

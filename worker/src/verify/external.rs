@@ -12,6 +12,7 @@ use super::report::Report;
 use crate::catalog::records::DatasetIdentity;
 use crate::catalog::verify::verify_against_storage;
 use crate::config::Config;
+use crate::partition::LedgerRange;
 use crate::publish::{DatasetLayout, Manifest};
 use crate::store::Location;
 
@@ -28,7 +29,16 @@ pub async fn check_external(
     }
     let layout = DatasetLayout::from_config(config);
     let manifests: Vec<Manifest> = partitions.iter().map(|p| p.manifest.clone()).collect();
-    let expected_uri = |range| location.uri_of(&layout.parquet_key(range));
+    // The file each manifest commits (a replacement in a Delta table has a name of its own).
+    let uris: std::collections::BTreeMap<LedgerRange, String> = manifests
+        .iter()
+        .map(|m| (m.range(), location.uri_of(&layout.committed_file_key(m))))
+        .collect();
+    let expected_uri = |range| {
+        uris.get(&range)
+            .cloned()
+            .unwrap_or_else(|| location.uri_of(&layout.parquet_key(range)))
+    };
     let identity = DatasetIdentity::from_config(config);
     for problem in verify_against_storage(dsn, &identity, &manifests, &expected_uri).await {
         let object = match problem.range {

@@ -141,6 +141,7 @@ pub async fn verify(config: &Config) -> Result<Report, VerifyError> {
         location: location.clone(),
         layout: layout.clone(),
         archive,
+        delta: config.storage.table_format == crate::config::TableFormat::Delta,
     });
     let concurrency = config.perf.max_in_flight_partitions.max(1);
     let results: Vec<(Report, Option<VerifiedPartition>)> =

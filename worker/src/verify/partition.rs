@@ -43,6 +43,9 @@ pub struct Context {
     pub layout: DatasetLayout,
     /// The history archives the rows are compared with (`archive.url`, `verify --archive`).
     pub archive: Option<Arc<crate::archive::ArchiveCheck>>,
+    /// `storage.table_format: delta`: files of a partition its manifest no longer commits are
+    /// replaced files the log's older versions still add, kept until the log cleanup.
+    pub delta: bool,
 }
 
 /// Checks one folder, adding findings to a report of its own (merged by the caller).
@@ -53,14 +56,29 @@ pub async fn check_folder(
     let mut report = Report::default();
     let range = folder.range;
     let manifest_key = ctx.location.key(&ctx.layout.manifest_key(range));
-    let parquet_name = DatasetLayout::parquet_file_name(range);
-    let parquet_key = ctx.location.key(&ctx.layout.parquet_key(range));
-    let mut manifest_meta = None;
+    let manifest_meta = folder
+        .objects
+        .iter()
+        .find(|m| m.location.filename() == Some(MANIFEST_FILE));
+    let problems_before = report.problems();
+    let manifest = match manifest_meta {
+        Some(_) => read_manifest(&ctx, &manifest_key, range, &mut report).await,
+        None => None,
+    };
+    // The file the manifest commits: `part-S-E.parquet`, or a replacement's own name.
+    let parquet_key = match &manifest {
+        Some(m) if m.range() == range => ctx.location.key(&ctx.layout.committed_file_key(m)),
+        _ => ctx.location.key(&ctx.layout.parquet_key(range)),
+    };
+    let parquet_name = parquet_key.filename().unwrap_or_default().to_string();
     let mut parquet_meta = None;
     for meta in &folder.objects {
         match meta.location.filename() {
-            Some(MANIFEST_FILE) => manifest_meta = Some(meta.clone()),
+            Some(MANIFEST_FILE) => {}
             Some(name) if name == parquet_name => parquet_meta = Some(meta.clone()),
+            Some(name) if DatasetLayout::is_partition_file_name(range, name) => {
+                superseded_file(&ctx, range, meta, &mut report)
+            }
             _ => report.warning(
                 Some(range),
                 ctx.location.uri_of(meta.location.as_ref()),
@@ -69,8 +87,8 @@ pub async fn check_folder(
             ),
         }
     }
-    let Some(_) = manifest_meta else {
-        if parquet_meta.is_some() {
+    let Some(manifest) = manifest else {
+        if manifest_meta.is_none() && parquet_meta.is_some() {
             report.warning(
                 Some(range),
                 ctx.location.uri_of(parquet_key.as_ref()),
@@ -78,10 +96,6 @@ pub async fn check_folder(
                 "Parquet file without a manifest: an uncommitted leftover (a run stopped before committing it); the next run replaces it",
             );
         }
-        return (report, None);
-    };
-    let problems_before = report.problems();
-    let Some(manifest) = read_manifest(&ctx, &manifest_key, range, &mut report).await else {
         return (report, None);
     };
     let mut verified = VerifiedPartition {
@@ -106,6 +120,22 @@ pub async fn check_folder(
     }
     verified.damaged = report.problems() > problems_before;
     (report, Some(verified))
+}
+
+/// A file of partition `range` its manifest does not commit: in a Delta table, a replaced file
+/// the log's older versions still add (deleted by the log cleanup once
+/// `delta.deletedFileRetentionDuration` has passed; `verify` of the log checks the log itself);
+/// otherwise a leftover that readers listing the folder would read too.
+fn superseded_file(ctx: &Context, range: LedgerRange, meta: &ObjectMeta, report: &mut Report) {
+    if ctx.delta {
+        return;
+    }
+    report.warning(
+        Some(range),
+        ctx.location.uri_of(meta.location.as_ref()),
+        "storage.superseded",
+        "a Parquet file of this partition that its manifest does not commit (replaced while the dataset was a Delta table?); readers that list the folder read it too",
+    );
 }
 
 async fn read_manifest(

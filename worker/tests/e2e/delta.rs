@@ -58,12 +58,24 @@ fn expected_paths(ranges: &[(u32, u32)]) -> Vec<String> {
         .collect()
 }
 
+/// The files the committed manifests commit, relative to the table root, in ledger order
+/// (`part-S-E.parquet`, or a replacement's `part-S-E.<tag>.parquet`).
+fn committed_paths(h: &Harness) -> Vec<String> {
+    h.manifests()
+        .iter()
+        .map(|m| {
+            let (s, e) = (m.partition.start, m.partition.end);
+            format!("range={s}-{e}/{}", m.primary().unwrap().file)
+        })
+        .collect()
+}
+
 /// delta-rs (and DataFusion SQL through it) read every committed ledger once, equal to the files.
 fn assert_table_matches_parquet(read: &Value, h: &Harness) {
     let ranges = h.committed();
     assert_eq!(
         read["files"],
-        serde_json::json!(expected_paths(&ranges)),
+        serde_json::json!(committed_paths(h)),
         "{read}"
     );
     let seqs: Vec<u64> = ranges
@@ -548,25 +560,283 @@ fn a_reader_during_the_run_sees_only_committed_partitions() {
     assert_eq!(logged_paths(&h), expected_paths(&h.ranges()));
 }
 
+/// The actions of commit `version`, as JSON objects.
+fn actions_of(h: &Harness, version: u64) -> Vec<Value> {
+    std::fs::read_to_string(commit_path(h, version))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect()
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    )
+}
+
+/// An overwrite in a Delta table (issue 22 §4, issue 19): each replaced partition is one version
+/// that removes the old file and adds the new one, under a name of its own, with its own size;
+/// the old file stays as it was, so a reader of the version before (time travel) still reads it
+/// row for row; every reader of the latest version sees each ledger once, from the new files.
 #[test]
-fn an_overwrite_adds_the_replaced_files_again_and_readers_see_the_new_rows() {
+fn an_overwrite_removes_the_old_file_and_adds_the_new_one_in_one_commit() {
     let mut h = with_delta(Harness::testnet(30).partition_size(10));
     h.run_expect(0);
-    assert_eq!(logged_paths(&h).len(), 3);
+    let ranges = h.ranges();
+    let old_paths = expected_paths(&ranges);
+    let old_manifests = h.manifests();
     h.era_lines = "  allow_overwrite: true\n".into();
     h.ingested_at = "2025-06-01T00:00:00Z".into();
     h.run_expect(0);
-    // Versions 4..=6 add the replaced files (same paths, new manifests).
-    let paths = expected_paths(&h.ranges());
-    let twice: Vec<String> = paths.iter().chain(paths.iter()).cloned().collect();
-    assert_eq!(logged_paths(&h), twice);
+    let new_paths = committed_paths(&h);
+    let manifests = h.manifests();
+    for (i, version) in (4..=6).enumerate() {
+        let (s, e) = ranges[i];
+        let name = new_paths[i].rsplit('/').next().unwrap();
+        assert!(
+            name.starts_with(&format!("part-{s}-{e}.")) && name != format!("part-{s}-{e}.parquet"),
+            "{name}"
+        );
+        let actions = actions_of(&h, version);
+        let removes: Vec<&Value> = actions.iter().filter_map(|a| a.get("remove")).collect();
+        let adds: Vec<&Value> = actions.iter().filter_map(|a| a.get("add")).collect();
+        assert_eq!(removes.len(), 1, "version {version}: {actions:?}");
+        assert_eq!(adds.len(), 1, "version {version}: {actions:?}");
+        assert_eq!(removes[0]["path"], old_paths[i].as_str());
+        assert_eq!(removes[0]["dataChange"], true);
+        assert!(removes[0]["deletionTimestamp"].as_i64().unwrap() > 0);
+        assert_eq!(adds[0]["path"], new_paths[i].as_str());
+        let table = manifests[i].primary().unwrap();
+        assert_eq!(adds[0]["size"], table.byte_size);
+        let file = h.dataset().join(&new_paths[i]);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), table.byte_size);
+        // The replaced file is still there, byte for byte what version 3 adds.
+        let old = old_manifests[i].primary().unwrap();
+        assert_ne!(old.checksum, table.checksum);
+        assert_eq!(sha256_of(&h.dataset().join(&old_paths[i])), old.checksum);
+    }
+    assert!(!commit_path(&h, 7).exists());
     let read = delta_read(h.dataset(), None);
     assert_eq!(read["version"], 6, "{read}");
     assert_every_reader_reads_the_table(&read, &h);
+    // Time travel to the version before the overwrite: the old files, every ledger once.
+    let before = delta_read(h.dataset(), Some(3));
+    assert_eq!(before["version"], 3, "{before}");
+    assert_eq!(before["files"], serde_json::json!(old_paths), "{before}");
+    assert_eq!(before["errors"], serde_json::json!({}), "{before}");
+    for reader in ["deltalake", "polars", "datafusion", "duckdb"] {
+        assert_eq!(before[format!("rows_{reader}")], 30, "{reader}: {before}");
+        assert_eq!(
+            before[format!("equal_{reader}")],
+            true,
+            "{reader}: {before}"
+        );
+    }
+    // Half-way (version 4): the first partition new, the others old; still each ledger once.
+    let mid = delta_read(h.dataset(), Some(4));
+    let mut mixed = old_paths.clone();
+    mixed[0] = new_paths[0].clone();
+    assert_eq!(mid["files"], serde_json::json!(mixed), "{mid}");
+    assert_eq!(mid["rows_deltalake"], 30, "{mid}");
     h.assert_verifies();
     // A rerun of the same overwrite changes nothing: the files come out identical.
     h.run_expect(0);
-    assert_eq!(logged_paths(&h), twice);
+    assert!(!commit_path(&h, 7).exists());
+    assert_eq!(committed_paths(&h), new_paths);
+}
+
+/// The log cleanup a month on (the library's `DeltaTable::clean_up` with an injected clock) of a
+/// table whose every partition was replaced: the commits and checkpoint before the last
+/// checkpoint and the replaced files are deleted, `_last_checkpoint` still names the last
+/// checkpoint, every reader opens the table and reads every ledger once, `verify` is clean,
+/// and the next run goes on from the cleaned log.
+#[test]
+fn after_the_log_cleanup_every_reader_still_opens_the_table() {
+    let mut h = with_delta(Harness::testnet(120).partition_size(10));
+    h.run_expect(0);
+    let old_paths = expected_paths(&h.ranges());
+    h.era_lines = "  allow_overwrite: true\n".into();
+    h.ingested_at = "2025-06-01T00:00:00Z".into();
+    h.run_expect(0);
+    // Versions 1..=12 the partitions, 13..=24 their replacements; checkpoints at 10 and 20.
+    assert!(commit_path(&h, 24).exists() && !commit_path(&h, 25).exists());
+    let location =
+        bronze::store::local("storage.local_dir", h.out_dir().to_str().unwrap(), false).unwrap();
+    let layout = bronze::publish::DatasetLayout {
+        prefix: "bronze/".into(),
+        network: "testnet".into(),
+        era_id: "pre_p23".into(),
+        version_label: "v1".into(),
+    };
+    let table = bronze::delta::DeltaTable::new(&location, &layout);
+    let month_on = chrono::Utc::now().timestamp_millis() + 31 * 24 * 3600 * 1000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cleaned = rt.block_on(table.clean_up(month_on)).unwrap();
+    assert_eq!((cleaned.log_files, cleaned.data_files), (20 + 1, 12));
+    for v in 0..20 {
+        assert!(!commit_path(&h, v).exists(), "{v}");
+    }
+    assert!(
+        !log_dir(&h)
+            .join("00000000000000000010.checkpoint.parquet")
+            .exists()
+    );
+    assert!(
+        log_dir(&h)
+            .join("00000000000000000020.checkpoint.parquet")
+            .exists()
+    );
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(log_dir(&h).join("_last_checkpoint")).unwrap())
+            .unwrap();
+    assert_eq!(last["version"], 20);
+    for old in &old_paths {
+        assert!(!h.dataset().join(old).exists(), "{old}");
+    }
+    let read = delta_read(h.dataset(), None);
+    assert_eq!(read["version"], 24, "{read}");
+    assert_every_reader_reads_the_table(&read, &h);
+    h.assert_verifies();
+    // The next run (no overwrite) finds everything committed and logged.
+    h.era_lines = String::new();
+    h.run_expect(0);
+    assert!(!commit_path(&h, 25).exists());
+    h.assert_verifies();
+}
+
+/// Every file of the dataset folder but the Parquet data (the log, the manifests), path → bytes.
+fn log_and_manifests(h: &Harness) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_none_or(|e| e != "parquet")
+                || path.to_string_lossy().contains("_delta_log")
+            {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(&h.dataset(), &mut out);
+    out
+}
+
+/// A table of 12 partitions (versions 0..=12, a checkpoint at 10).
+fn table_to_damage() -> Harness {
+    let h = with_delta(Harness::testnet(120).partition_size(10));
+    h.run_expect(0);
+    h.assert_verifies();
+    h
+}
+
+/// The copier meets the damaged log of `h`: it exits as a conflict (4) with a message naming
+/// `damage` and `repair`, and nothing of the log or the manifests changed.
+fn assert_refused(h: &Harness, damage: &str, repair: &str) {
+    let before = log_and_manifests(h);
+    let log = h.run_expect(4);
+    assert!(log.contains("the Delta log is damaged"), "{log}");
+    assert!(log.contains(damage), "{log}");
+    assert!(log.contains(repair), "{log}");
+    assert!(
+        log_and_manifests(h) == before,
+        "the refused run changed the log or a manifest"
+    );
+}
+
+/// A missing version (issue 22, bad input): the copier refuses to append, naming the version and
+/// the repair command; `verify` names the versions; `repair-delta-log` moves the damaged log aside
+/// and rebuilds it from the manifests; then runs go on, `verify` is clean, every reader reads
+/// every ledger once.
+#[test]
+fn a_log_missing_a_version_is_refused_reported_and_repaired() {
+    let h = table_to_damage();
+    std::fs::remove_file(commit_path(&h, 11)).unwrap();
+    assert_refused(
+        &h,
+        "commit version 11 is missing",
+        "bronze-copier repair-delta-log",
+    );
+    let stdout = text(&h.verify());
+    assert!(has_problem(&stdout, "-", "delta.gap"), "{stdout}");
+    assert!(stdout.contains("versions 11 to 11 are missing"), "{stdout}");
+
+    let out = crate::binary::exec(&mut h.command(&["repair-delta-log"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("commit version 11 is missing"), "{said}");
+    let moved: Vec<PathBuf> = std::fs::read_dir(h.dataset())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("_delta_log.damaged-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{said}");
+    assert!(moved[0].join("00000000000000000012.json").exists());
+    // The rebuilt log: version 0, then the 12 partitions in one commit.
+    assert_eq!(adds_of(&commit_path(&h, 1)).len(), 12);
+    assert!(!commit_path(&h, 2).exists());
+    // Not damaged any more: a second repair changes nothing.
+    let again = crate::binary::exec(&mut h.command(&["repair-delta-log"]));
+    assert_eq!(again.status.code(), Some(4), "{}", text(&again));
+    h.run_expect(0);
+    let read = delta_read(h.dataset(), None);
+    assert_every_reader_reads_the_table(&read, &h);
+    let out = h.assert_verifies();
+    assert!(
+        text(&out).contains("_delta_log.damaged-"),
+        "the moved log is shown"
+    );
+}
+
+/// A checkpoint that does not read: refused, naming the checkpoint; `verify` reports it.
+#[test]
+fn a_bad_checkpoint_is_refused_and_reported() {
+    let h = table_to_damage();
+    let checkpoint = log_dir(&h).join("00000000000000000010.checkpoint.parquet");
+    std::fs::write(&checkpoint, b"not a parquet file").unwrap();
+    assert_refused(
+        &h,
+        "00000000000000000010.checkpoint.parquet",
+        "bronze-copier repair-delta-log",
+    );
+    let stdout = text(&h.verify());
+    assert!(has_problem(&stdout, "-", "delta.checkpoint"), "{stdout}");
+    let out = crate::binary::exec(&mut h.command(&["repair-delta-log"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    h.run_expect(0);
+    h.assert_verifies();
+}
+
+/// An add whose file is gone: refused, naming the version and the partition; the partition's own
+/// committed file cannot come from a log, so the message says to restore it; `verify` names the
+/// version and partition. With the file back, the run goes on.
+#[test]
+fn an_add_whose_file_is_gone_is_refused_and_reported_by_version_and_partition() {
+    let h = table_to_damage();
+    let file = h.parquet_path(22, 31);
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_refused(
+        &h,
+        "adds range=22-31/part-22-31.parquet (partition 22-31), which is not in storage",
+        "restore it from a copy",
+    );
+    let stdout = text(&h.verify());
+    assert!(
+        has_problem(&stdout, "22-31", "delta.missing_file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("version 3 adds range=22-31/part-22-31.parquet"),
+        "{stdout}"
+    );
+    std::fs::write(&file, bytes).unwrap();
+    h.run_expect(0);
+    h.assert_verifies();
 }
 
 /// On S3 (moto on loopback): the commits are conditional creates on the bucket, and delta-rs

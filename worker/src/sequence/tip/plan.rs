@@ -153,46 +153,17 @@ pub fn publish(view: &TipView, first_ledger: u32, tip: TipFile, add: &Add) -> Op
     })
 }
 
-/// What sealing `partition` commits, given the table's files: the sealed file's `add` (unless
-/// the log already adds it with the same size, and, for a replacement, the same
-/// modificationTime) and a `remove` of every provisional file of the partition, in one commit;
-/// `None` when there is nothing to do. `Err(logged)`: the log adds the sealed path with another
-/// size and this is no replacement (a conflict; the logged file is returned).
-pub fn seal(
+/// The provisional files of `partition` among the table's files: what the commit sealing it
+/// removes ([`crate::sequence::tip::seal_partition`]).
+pub fn provisional_of(
     files: &BTreeMap<String, (LoggedFile, Add)>,
     partition: LedgerRange,
-    sealed_path: &str,
-    add: &Add,
-    replace: bool,
-) -> Result<Option<Changes>, LoggedFile> {
-    let removes: Vec<String> = files
+) -> Vec<String> {
+    files
         .keys()
         .filter(|p| TipFile::parse(p).is_some_and(|t| t.partition == partition))
         .cloned()
-        .collect();
-    let logged = files.get(sealed_path).map(|(f, _)| f);
-    let adds = match logged {
-        Some(f)
-            if f.size == add.size && (f.modification_time == add.modification_time || !replace) =>
-        {
-            Vec::new()
-        }
-        Some(f) if !replace && f.size != add.size => return Err(f.clone()),
-        _ => vec![add.clone()],
-    };
-    if adds.is_empty() && removes.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Changes {
-        parameters: json!({
-            "mode": "Append",
-            "partition": partition.to_string(),
-            "provisionalRemoved": removes.len().to_string(),
-        }),
-        removes,
-        adds,
-        operation: "WRITE",
-    }))
+        .collect()
 }
 
 /// The provisional files storage may drop: under `_tip/`, not in the table any more (`live`:
@@ -332,51 +303,21 @@ mod tests {
     }
 
     #[test]
-    fn a_seal_removes_exactly_its_partitions_provisional_files_with_the_add() {
+    fn a_seal_removes_exactly_its_partitions_provisional_files() {
         let table = files(&[
             ("range=2-11/part-2-11.parquet", 10, 1),
             ("_tip/range=12-21/tip-12-14.parquet", 3, 1),
             ("_tip/range=12-21/tip-15-21.parquet", 3, 1),
             ("_tip/range=22-31/tip-22-22.parquet", 3, 1),
         ]);
-        let sealed = add("range=12-21/part-12-21.parquet", 10, 7);
-        let c = seal(&table, r(12, 21), &sealed.path, &sealed, false)
-            .unwrap()
-            .unwrap();
         assert_eq!(
-            c.removes,
+            provisional_of(&table, r(12, 21)),
             vec![
                 "_tip/range=12-21/tip-12-14.parquet".to_string(),
                 "_tip/range=12-21/tip-15-21.parquet".to_string()
             ]
         );
-        assert_eq!(c.adds, vec![sealed.clone()]);
-        // Already sealed, no provisional file left: nothing.
-        let done = files(&[("range=12-21/part-12-21.parquet", 10, 7)]);
-        assert_eq!(
-            seal(&done, r(12, 21), &sealed.path, &sealed, false),
-            Ok(None)
-        );
-        // Sealed but a provisional file still there (a crash between two writers): removed alone.
-        let mut left = done.clone();
-        left.extend(files(&[("_tip/range=12-21/tip-12-12.parquet", 3, 1)]));
-        let c = seal(&left, r(12, 21), &sealed.path, &sealed, false)
-            .unwrap()
-            .unwrap();
-        assert!(c.adds.is_empty());
-        assert_eq!(c.removes.len(), 1);
-        // Another size: a conflict, unless it is a replacement.
-        let other = add("range=12-21/part-12-21.parquet", 11, 8);
-        assert_eq!(
-            seal(&done, r(12, 21), &other.path, &other, false)
-                .unwrap_err()
-                .size,
-            10
-        );
-        let c = seal(&done, r(12, 21), &other.path, &other, true)
-            .unwrap()
-            .unwrap();
-        assert_eq!(c.adds, vec![other]);
+        assert!(provisional_of(&table, r(2, 11)).is_empty());
     }
 
     #[test]

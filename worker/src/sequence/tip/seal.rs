@@ -6,9 +6,9 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
 use super::plan::{self, TIP_DIR, TipView};
-use crate::delta::table::{PreparedAdd, relative_path};
+use crate::delta::Appended;
+use crate::delta::table::PreparedAdd;
 use crate::delta::{DeltaError, DeltaTable};
-use crate::parquet::IntegerTypes;
 use crate::publish::Manifest;
 
 /// What [`seal_partition`] did.
@@ -31,34 +31,15 @@ pub async fn seal_partition(
     replace: bool,
 ) -> Result<Sealed, DeltaError> {
     let range = prepared.range;
-    let path = relative_path(range);
-    if let (Some(file), Some(types)) = (prepared.integers, table.integer_types().await?)
-        && file != types
-    {
-        return Err(DeltaError::Types {
-            key: table.uri(),
-            path,
-            file,
-            table: types,
-        });
-    }
-    let mut removed = 0;
-    let version = table
-        .commit_changes(prepared.integers.unwrap_or(IntegerTypes::Signed), |files| {
-            let changes =
-                plan::seal(files, range, &path, &prepared.add, replace).map_err(|logged| {
-                    DeltaError::Conflict {
-                        key: table.uri(),
-                        version: logged.version,
-                        path: path.clone(),
-                        logged: logged.size,
-                        size: prepared.add.size as u64,
-                    }
-                })?;
-            removed = changes.as_ref().map_or(0, |c| c.removes.len());
-            Ok(changes)
+    let (appended, removed) = table
+        .commit_partition(prepared, replace, |files| {
+            plan::provisional_of(files, range)
         })
         .await?;
+    let version = match appended {
+        Appended::Added { version } => Some(version),
+        Appended::AlreadyThere { .. } => None,
+    };
     if let Some(version) = version {
         tracing::info!(partition = %range, version, provisional_removed = removed, "delta: partition sealed in the log");
     }
@@ -188,7 +169,7 @@ mod tests {
             data_change: true,
             stats: None,
         };
-        t.commit_changes(IntegerTypes::Signed, |files| {
+        t.commit_changes(crate::parquet::IntegerTypes::Signed, |files| {
             Ok(plan::publish(&TipView::of_files(files), 12, tip, &add))
         })
         .await
