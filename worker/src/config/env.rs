@@ -210,6 +210,26 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
         "archive.allow_unanchored",
         |c, v| set_bool(&mut c.archive.allow_unanchored, v),
     ),
+    (
+        "ARCHIVE_TRUSTED_LEDGER_SEQUENCE",
+        "archive.trusted_ledger.sequence",
+        |c, v| {
+            set_num(
+                &mut c.archive.trusted_ledger.get_or_insert_default().sequence,
+                v,
+            )
+        },
+    ),
+    (
+        "ARCHIVE_TRUSTED_LEDGER_HASH",
+        "archive.trusted_ledger.hash",
+        |c, v| {
+            set_str(
+                &mut c.archive.trusted_ledger.get_or_insert_default().hash,
+                v,
+            )
+        },
+    ),
 ];
 
 /// The variables that were applied, for the log line that says where each value came from.
