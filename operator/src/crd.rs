@@ -172,6 +172,11 @@ pub struct ArchiveSpec {
     /// credentials, or unsigned requests for a public bucket).
     #[schemars(regex(pattern = r"^(https?|s3|gs)://[^\s]+$"))]
     pub url: String,
+    /// More archives, of the same forms: a ledger passes when the archives that can be reached
+    /// agree and at least one has it; two that disagree are named (the worker's `archive.urls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^(https?|s3|gs)://[^\s,]+$")))]
+    pub urls: Vec<String>,
     /// Commit ledgers beyond the archive's newest checkpoint unchecked (recorded as unanchored
     /// in the manifest) instead of failing the worker Job.
     #[serde(default)]

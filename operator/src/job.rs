@@ -166,6 +166,13 @@ pub fn worker_env(
         ),
         ("archive.url", spec.archive.as_ref().map(|a| a.url.clone())),
         (
+            "archive.urls",
+            spec.archive
+                .as_ref()
+                .filter(|a| !a.urls.is_empty())
+                .map(|a| a.urls.join(",")),
+        ),
+        (
             "archive.allow_unanchored",
             spec.archive
                 .as_ref()
@@ -681,6 +688,7 @@ mod tests {
         s.archive = Some(crate::crd::ArchiveSpec {
             url: "s3://mirror/core_live_001".into(),
             allow_unanchored: false,
+            urls: Vec::new(),
             trusted_ledger: None,
         });
         let c = worker_config(&s, "2025-01-15T10:00:00Z").unwrap();
@@ -725,6 +733,10 @@ mod tests {
                     s.archive = Some(crate::crd::ArchiveSpec {
                         url: "https://history.example/core_001".into(),
                         allow_unanchored: true,
+                        urls: vec![
+                            "s3://mirror-a/core_001".into(),
+                            "gs://mirror-b/core_001".into(),
+                        ],
                         trusted_ledger: Some(crate::crd::TrustedLedgerSpec {
                             sequence: 1_410_111,
                             hash: "ab".repeat(32),
@@ -743,6 +755,14 @@ mod tests {
                     assert_eq!(c.storage.compression, compression);
                     assert_eq!(c.storage.table_format, s.storage.table_format);
                     assert_eq!(c.logging.level, bronze::config::LogLevel::Debug);
+                    assert_eq!(
+                        c.archive.all_urls(),
+                        [
+                            "https://history.example/core_001",
+                            "s3://mirror-a/core_001",
+                            "gs://mirror-b/core_001"
+                        ]
+                    );
                     let trusted = c.archive.trusted_ledger.as_ref().unwrap().parse().unwrap();
                     assert_eq!((trusted.sequence, trusted.hash), (1_410_111, [0xab; 32]));
                     let bucket = match backend {
@@ -763,7 +783,7 @@ mod tests {
             }
         }
         // Every variable of the mapping was emitted by some spec above.
-        assert_eq!(seen.len(), 42, "{seen:?}");
+        assert_eq!(seen.len(), 43, "{seen:?}");
     }
 
     #[test]

@@ -205,6 +205,10 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ("ARCHIVE_URL", "archive.url", |c, v| {
         set_str(&mut c.archive.url, v)
     }),
+    ("ARCHIVE_URLS", "archive.urls", |c, v| {
+        c.archive.urls = split_list(v);
+        Ok(())
+    }),
     (
         "ARCHIVE_ALLOW_UNANCHORED",
         "archive.allow_unanchored",
@@ -288,6 +292,16 @@ fn choose<T: Choice>(
         }
     }
     Ok(())
+}
+
+/// A comma-separated list, each entry trimmed, empty entries left out.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn set_str(slot: &mut String, value: &str) -> Result<(), String> {

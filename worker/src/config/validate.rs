@@ -625,6 +625,16 @@ mod tests {
             c.archive.all_urls(),
             vec!["file:///srv/archive".to_string()]
         );
+        // More archives, comma-separated (the operator's spec.archive.urls).
+        crate::config::env::apply_env(&mut c, |k| {
+            (k == "ARCHIVE_URLS").then(|| " s3://a/core , ,gs://b/core".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.archive.all_urls(),
+            ["file:///srv/archive", "s3://a/core", "gs://b/core"]
+        );
+        c.archive.urls.clear();
         c.archive.url.clear();
         c.archive.allow_unanchored = true;
         assert!(

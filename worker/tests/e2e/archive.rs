@@ -532,3 +532,69 @@ fn a_break_in_the_archives_chain_to_the_trusted_ledger_stops_the_partition_needi
     );
     assert!(h.committed().is_empty(), "{log}");
 }
+
+#[test]
+fn the_catalog_records_each_partitions_archive_anchor() {
+    let pg = bronze_testkit::Postgres::start();
+    let dsn = pg.create_database("anchored");
+    let h = harness();
+    let (dir, _) = build_archive(&h);
+    let server = FileServer::start(&dir);
+    let hash = hex::encode(ledger_hash(&h, 127));
+    let h =
+        with_trusted(h, &server.url(), 127, &hash).yaml(&crate::catalog::catalog_yaml(&dsn, true));
+    let log = h.run_expect(0);
+    let rows = pg.psql_in(
+        "anchored",
+        "SELECT q.ledger_start, q.details->'archive'->'archives'->>0,
+                q.details->'archive'->'trusted_ledger'->>'sequence',
+                q.details->'archive'->'trusted_ledger'->>'hash',
+                q.details->'archive'->'files'->0->>'path',
+                q.details->'archive'->'files'->0->>'sha256',
+                q.details->'checks' ? 'history_archive', q.details->'checks' ? 'archive_trusted_ledger'
+         FROM _meta_quality q JOIN _meta_lineage l USING (dataset_id, ledger_start, ledger_end)
+         ORDER BY q.ledger_start",
+    );
+    let manifests = h.manifests();
+    let rows: Vec<&str> = rows.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), manifests.len(), "{rows:?}\n{log}");
+    for (row, manifest) in rows.iter().zip(&manifests) {
+        let first = &manifest.archive.as_ref().unwrap().files[0];
+        let want = format!(
+            "{}|{}|127|{hash}|{}|{}|t|t",
+            manifest.range().start,
+            server.url(),
+            first.path,
+            first.sha256
+        );
+        assert_eq!(*row, want);
+    }
+}
+
+#[test]
+fn validate_online_reads_the_archives_state_and_checks_its_network() {
+    let h = harness();
+    let (dir, _) = build_archive(&h);
+    let server = FileServer::start(&dir);
+    let h = with_archive(h, &server.url());
+    let out = exec(&mut h.command(&["-validate", "--online"]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        server.requests().iter().any(|r| r == HAS_PATH),
+        "read the HAS"
+    );
+
+    // Another network's archive: refused online, naming both networks; offline it is only the
+    // URL's form that is checked.
+    let has = std::fs::read_to_string(dir.join(HAS_PATH)).unwrap();
+    std::fs::write(dir.join(HAS_PATH), has.replace(TESTNET, PUBNET)).unwrap();
+    let out = exec(&mut h.command(&["-validate", "-online"]));
+    let log = describe(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains(PUBNET) && log.contains(TESTNET), "{log}");
+    let before = server.requests().len();
+    let out = exec(&mut h.command(&["-validate"]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(server.requests().len(), before, "offline: no request");
+    assert!(h.committed().is_empty());
+}
