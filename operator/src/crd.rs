@@ -486,7 +486,9 @@ pub struct WorkerSpec {
     #[serde(default = "default_ttl")]
     #[schemars(range(min = 0, max = 2592000))]
     pub ttl_seconds_after_harvest: i32,
-    /// Partitions built concurrently inside one Pod.
+    /// Partitions built concurrently inside one Pod (at most `partitionsPerJob`). Unset: one per
+    /// core of `resources.requests.cpu`, else 4. Each needs about one core and 384 MiB: a
+    /// memory limit below that times the partitions in flight (plus 128 MiB) is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 256))]
     pub max_in_flight_partitions: Option<u32>,

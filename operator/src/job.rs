@@ -13,15 +13,16 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
     SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 
 use crate::crd::{BronzeBackfill, BronzeBackfillSpec, SourceMode, StorageBackend, TableFormat};
 use crate::plan::{JobFailure, JobRequest, JobState, ObservedJob, backfill_label};
+use crate::worker_shape;
 
 pub const CONTAINER: &str = "worker";
 pub const LABEL_BACKFILL: &str = "bronze.obsrvr.io/backfill";
@@ -50,6 +51,11 @@ pub const WORKER_UID: i64 = 65532;
 /// `/dev/termination-log`, which Kubernetes mounts.
 pub const TMP_DIR: &str = "/tmp";
 
+/// The worker Pod's metrics port (`metrics.address`), named [`WORKER_METRICS_PORT_NAME`] for
+/// the chart's PodMonitor.
+pub const WORKER_METRICS_PORT: u16 = 9090;
+pub const WORKER_METRICS_PORT_NAME: &str = "metrics";
+
 /// Operator-wide defaults of `spec.worker` (`--default-worker-image`,
 /// `--default-worker-service-account`), used when a backfill leaves them empty.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -59,8 +65,9 @@ pub struct WorkerDefaults {
 }
 
 impl WorkerDefaults {
-    /// `backfill` with its worker image and ServiceAccount filled in from the defaults, or why
-    /// it cannot run (no image anywhere).
+    /// `backfill` with its worker image and ServiceAccount filled in from the defaults and the
+    /// partitions each Pod builds at once settled ([`worker_shape::in_flight`]), or why it cannot
+    /// run (no image anywhere, a memory limit too small for the partitions in flight).
     pub fn apply(&self, backfill: &BronzeBackfill) -> Result<BronzeBackfill, String> {
         let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let mut resolved = backfill.clone();
@@ -75,6 +82,12 @@ impl WorkerDefaults {
         }
         w.service_account_name =
             nonempty(&w.service_account_name).or_else(|| nonempty(&self.service_account));
+        // The partitions a Pod builds at once go with its resources (worker_shape).
+        if let Some(warning) = worker_shape::check_resources(&resolved.spec)? {
+            tracing::warn!(backfill = %backfill.name_any(), "{warning}");
+        }
+        let shape = worker_shape::in_flight(&resolved.spec);
+        resolved.spec.worker.max_in_flight_partitions = Some(shape.configured);
         Ok(resolved)
     }
 }
@@ -192,6 +205,10 @@ pub fn worker_env(
         ("pas.enabled", text(&false)),
         ("logging.format", text(&LogFormat::Json)),
         ("logging.level", w.log_level.clone()),
+        // The dashboard's worker panels: /metrics on the Pod's `metrics` port (a PodMonitor in
+        // the chart scrapes it). A worker that cannot bind it goes on without it.
+        ("metrics.enabled", text(&true)),
+        ("metrics.address", Some(format!(":{WORKER_METRICS_PORT}"))),
         (
             "perf.max_in_flight_partitions",
             w.max_in_flight_partitions.map(|n| n.to_string()),
@@ -266,6 +283,12 @@ pub fn build_job(backfill: &BronzeBackfill, request: &JobRequest, ingested_at: &
         resources: w.resources.clone(),
         volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ports: Some(vec![ContainerPort {
+            name: Some(WORKER_METRICS_PORT_NAME.into()),
+            container_port: i32::from(WORKER_METRICS_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
         security_context: Some(container_security()),
         ..Default::default()
     };
@@ -765,6 +788,8 @@ mod tests {
                     );
                     let trusted = c.archive.trusted_ledger.as_ref().unwrap().parse().unwrap();
                     assert_eq!((trusted.sequence, trusted.hash), (1_410_111, [0xab; 32]));
+                    assert!(c.metrics.enabled);
+                    assert_eq!(c.metrics.address, format!(":{WORKER_METRICS_PORT}"));
                     let bucket = match backend {
                         StorageBackend::Local => &c.storage.local_dir,
                         StorageBackend::Gcs => &c.storage.gcs_bucket,
@@ -783,7 +808,7 @@ mod tests {
             }
         }
         // Every variable of the mapping was emitted by some spec above.
-        assert_eq!(seen.len(), 43, "{seen:?}");
+        assert_eq!(seen.len(), 45, "{seen:?}");
     }
 
     #[test]
@@ -884,7 +909,10 @@ mod tests {
         let mut own = backfill("b", spec());
         own.spec.worker.service_account_name = Some("mine".into());
         let resolved = defaults.apply(&own).unwrap();
-        assert_eq!(resolved.spec.worker, own.spec.worker);
+        let mut expected = own.spec.worker.clone();
+        // ... and the partitions in flight are settled (no CPU request: the worker's default).
+        expected.max_in_flight_partitions = Some(worker_shape::WORKER_DEFAULT_IN_FLIGHT);
+        assert_eq!(resolved.spec.worker, expected);
         let request = JobRequest {
             name: "b-2-1001".into(),
             range: LedgerRange::new(2, 1001),

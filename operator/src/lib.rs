@@ -4,7 +4,7 @@
 //! One module per job: [`crd`] (the resource), [`plan`] (pure decisions), [`chain`] (reading and
 //! verifying committed partitions in ledger order), [`PAS`] (the PAS chain, written with the
 //! worker's PAS module), [`catalog`] (the PostgreSQL catalog, written with the worker's catalog
-//! module), [`delta`] (the Delta log, written with the worker's Delta module), [`job`] (the worker Job),
+//! module), [`delta`] (the Delta log, written with the worker's Delta module), [`job`] (the worker Job), [`worker_shape`] (partitions in flight vs. the Pod's resources),
 //! [`reconcile`] (Kubernetes I/O), [`controller`] (the watches), [`storage`] (object stores, via the worker library),
 //! [`leader`] (optional Lease), [`metrics`] and [`http`] (health, readiness, metrics endpoint).
 
@@ -21,6 +21,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod sequencer;
 pub mod storage;
+pub mod worker_shape;
 
 #[cfg(test)]
 mod fixtures;

@@ -85,9 +85,12 @@ fn copier_command(cli: &Cli) -> u8 {
     let options = RunOptions {
         show_progress_bar: !cli.no_progress,
     };
-    run_to_exit_code("backfill", None, Some(&config), |cancel, records| {
-        run(&config, records, cancel, options)
-    })
+    run_to_exit_code(
+        "backfill",
+        None,
+        Beside::Everything(&config),
+        |cancel, records| run(&config, records, cancel, options),
+    )
 }
 
 /// Worker mode: one Kubernetes Job copies one range; the operator does everything else.
@@ -130,9 +133,13 @@ fn worker_command(cli: &Cli, args: &WorkerArgs) -> u8 {
     };
     let termination_log = args.termination_log.clone();
     let rebuild = args.rebuild.clone();
-    run_to_exit_code("range", Some(&termination_log), None, |cancel, _records| {
-        run_range(&config, range, rebuild.as_deref(), cancel, options)
-    })
+    let beside = Beside::MetricsOnly(&config);
+    run_to_exit_code(
+        "range",
+        Some(&termination_log),
+        beside,
+        |cancel, _records| run_range(&config, range, rebuild.as_deref(), cancel, options),
+    )
 }
 
 /// What worker mode ignores from a shared config file: the operator keeps the checkpoint, the
@@ -162,14 +169,23 @@ fn worker_settings(config: &mut Config) -> Vec<String> {
     notes
 }
 
+/// What runs beside the pipeline, from the run's config.
+enum Beside<'a> {
+    /// Standalone mode: the metrics endpoint and the commit records (PAS, catalog, Delta).
+    Everything(&'a Config),
+    /// Worker mode: only the metrics endpoint (`metrics.enabled`; the operator sets it so the
+    /// dashboard's worker panels are scraped on Kubernetes); the operator keeps the records.
+    MetricsOnly(&'a Config),
+}
+
 /// Runs `start` on a fresh runtime with SIGINT/SIGTERM handling and maps the outcome to the
-/// documented exit code. With `services` (standalone mode) the metrics endpoint and the commit
-/// records (PAS, catalog) of that config run beside it and `start` gets them. A failure's message also goes to `termination_log` when that file
-/// exists (Kubernetes creates it in every container).
+/// documented exit code. What `beside` names runs beside it, and `start` gets the records. A
+/// failure's message also goes to `termination_log` when that file exists (Kubernetes creates
+/// it in every container).
 fn run_to_exit_code<F, Fut>(
     what: &str,
     termination_log: Option<&std::path::Path>,
-    services: Option<&Config>,
+    beside: Beside<'_>,
     start: F,
 ) -> u8
 where
@@ -183,12 +199,17 @@ where
     let code = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let signal = tokio::spawn(wait_for_signal(cancel.clone()));
-        let services = match services {
-            Some(config) => match start_services(config).await {
-                Ok(s) => s,
-                Err(code) => return code,
-            },
-            None => Services::default(),
+        let started = match beside {
+            Beside::Everything(config) => start_services(config).await,
+            Beside::MetricsOnly(config) => start_metrics(config, true).await.map(|(m, rate)| Services {
+                _metrics: m,
+                _rate: rate,
+                ..Services::default()
+            }),
+        };
+        let services = match started {
+            Ok(s) => s,
+            Err(code) => return code,
         };
         let result = start(cancel.clone(), services.records()).await;
         services.finish(&result, &cancel).await;
@@ -355,20 +376,37 @@ impl Services {
     }
 }
 
-async fn start_services(config: &Config) -> Result<Services, u8> {
+/// The metrics endpoint (when `metrics.enabled`) and its rate tracker. An address that cannot
+/// be bound stops a standalone run (its operator asked for the endpoint); with `optional` (worker
+/// mode, where the operator turns it on for the dashboard) the range is copied without it.
+async fn start_metrics(
+    config: &Config,
+    optional: bool,
+) -> Result<(Option<metrics::MetricsServer>, Option<metrics::RateTracker>), u8> {
     metrics::init(config);
-    let metrics_server = if config.metrics.enabled {
-        match metrics::serve(&config.metrics.address).await {
-            Ok(server) => Some(server),
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("bronze-copier: {e}");
-                return Err(exit::FAILURE);
-            }
+    if !config.metrics.enabled {
+        return Ok((None, None));
+    }
+    let server = match metrics::serve(&config.metrics.address).await {
+        Ok(server) => server,
+        Err(e) if optional => {
+            tracing::warn!("worker mode: no /metrics endpoint ({e}); copying the range without it");
+            return Ok((None, None));
         }
-    } else {
-        None
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("bronze-copier: {e}");
+            return Err(exit::FAILURE);
+        }
     };
+    let rate = metrics::RateTracker::start(std::time::Duration::from_secs(
+        config.metrics.rate_window_seconds.max(1),
+    ));
+    Ok((Some(server), Some(rate)))
+}
+
+async fn start_services(config: &Config) -> Result<Services, u8> {
+    let (metrics_server, rate) = start_metrics(config, false).await?;
     let pas = match crate::pas::open_from_config(config).await {
         Ok(p) => p,
         Err(e) => {
@@ -406,11 +444,6 @@ async fn start_services(config: &Config) -> Result<Services, u8> {
             return Err(code);
         }
     };
-    let rate = metrics_server.as_ref().map(|_| {
-        metrics::RateTracker::start(std::time::Duration::from_secs(
-            config.metrics.rate_window_seconds.max(1),
-        ))
-    });
     Ok(Services {
         _metrics: metrics_server,
         _rate: rate,

@@ -250,3 +250,74 @@ fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
         );
     }
 }
+
+/// The chart's PodMonitor scrapes what the operator creates: its selector matches the labels of
+/// a worker Pod `build_job` makes from a shipped sample, in the namespace the Pods live, and its
+/// port is the worker container's metrics port (on which the worker serves the copier's metrics:
+/// worker/tests/e2e/worker_mode.rs).
+#[test]
+fn the_pod_monitor_scrapes_the_worker_pods_the_operator_creates() {
+    use bronze_operator::crd::BronzeBackfill;
+    use bronze_operator::job::{WORKER_METRICS_PORT, WORKER_METRICS_PORT_NAME, build_job};
+    use bronze_operator::plan::JobRequest;
+
+    assert!(
+        of_kind(rendered("defaults"), "PodMonitor").is_empty(),
+        "no PodMonitor by default"
+    );
+    let monitors = of_kind(rendered("monitoring"), "PodMonitor");
+    assert_eq!(monitors.len(), 1);
+    let monitor = &monitors[0]["spec"];
+
+    let mut backfill: BronzeBackfill =
+        serde_yaml_ng::from_str(&read("examples/bronzebackfill-minio.yaml")).unwrap();
+    backfill.metadata.namespace = Some(NAMESPACE.into());
+    let request = JobRequest {
+        name: "minio-2-10001".into(),
+        range: bronze::partition::LedgerRange::new(2, 10001),
+        attempt: 1,
+        rebuild: None,
+    };
+    let job = build_job(&backfill, &request, "2026-01-01T00:00:00.000Z");
+    let template = job.spec.unwrap().template;
+    let pod_labels = template.metadata.unwrap().labels.unwrap();
+    let selector = monitor["selector"]["matchLabels"].as_object().unwrap();
+    assert!(!selector.is_empty());
+    for (key, value) in selector {
+        assert_eq!(
+            pod_labels.get(key).map(String::as_str),
+            value.as_str(),
+            "the PodMonitor selects {key}={value}, the worker Pod has {pod_labels:?}"
+        );
+    }
+    let ns = &monitor["namespaceSelector"];
+    assert!(
+        ns["any"] == true || strings(&ns["matchNames"]).contains(&NAMESPACE.to_string()),
+        "the PodMonitor does not look in the workers' namespace: {ns}"
+    );
+    let container = &template.spec.unwrap().containers[0];
+    let port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(WORKER_METRICS_PORT_NAME))
+        .expect("the worker container has no metrics port");
+    assert_eq!(port.container_port, i32::from(WORKER_METRICS_PORT));
+    let endpoint = &monitor["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], WORKER_METRICS_PORT_NAME);
+    assert_eq!(endpoint["path"], "/metrics");
+    let env: Vec<(String, String)> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    assert!(
+        env.contains(&("METRICS_ENABLED".into(), "true".into())),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&("METRICS_ADDRESS".into(), format!(":{WORKER_METRICS_PORT}"))),
+        "{env:?}"
+    );
+}

@@ -345,3 +345,88 @@ fn commits_to_s3() {
     .unwrap();
     assert_eq!(m2, m);
 }
+
+fn scrape_metrics(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.contains("200 OK").then_some(out)
+}
+
+/// The operator turns the worker's metrics endpoint on (`METRICS_ENABLED`, `METRICS_ADDRESS`,
+/// the Pod's `metrics` port that the chart's PodMonitor scrapes): a worker serves the copier's
+/// metrics while it copies its range.
+#[test]
+fn a_worker_serves_its_metrics_while_it_copies() {
+    let tmp = Harness::testnet(2000);
+    let output = tmp.dir().join("out");
+    let mut env = worker_env(&tmp.datastore, &output);
+    let port = bronze_testkit::free_port();
+    env.insert("LEDGER_END".into(), "2001".into());
+    env.insert("METRICS_ENABLED".into(), "true".into());
+    env.insert("METRICS_ADDRESS".into(), format!("127.0.0.1:{port}"));
+    let mut child = copier()
+        .envs(&env)
+        .args(["worker", "--range", "2-2001"])
+        .stdout(std::fs::File::create(tmp.dir().join("worker.log")).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut served = None;
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(120) {
+        if let Some(text) = scrape_metrics(port) {
+            let counted = text.lines().any(|l| {
+                l.starts_with("bronze_copier_ledgers_processed_total{") && !l.ends_with(" 0")
+            });
+            served = Some(text);
+            if counted {
+                break; // a partition's ledgers are counted: the copy is under way
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(tmp.dir().join("worker.log")).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let text = served.expect("the worker never served /metrics while it ran");
+    assert!(
+        text.contains("bronze_copier_build_info{"),
+        "no build info in the worker's /metrics:\n{text}"
+    );
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("bronze_copier_ledgers_processed_total{network=\"testnet\"")
+            && !l.ends_with(" 0")),
+        "the worker's /metrics never counted a ledger while it ran:\n{text}\n{log}"
+    );
+}
+
+/// Two workers on one node with host networking, or a port taken by something else: the
+/// metrics endpoint is optional in worker mode, the range is still copied.
+#[test]
+fn a_worker_whose_metrics_port_is_taken_still_copies_its_range() {
+    let tmp = workdir();
+    let output = tmp.dir().join("out");
+    let mut env = worker_env(&tmp.datastore, &output);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    env.insert("METRICS_ENABLED".into(), "true".into());
+    env.insert("METRICS_ADDRESS".into(), format!("127.0.0.1:{port}"));
+    let out = run_worker(&env, &["--range", "2-21"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(committed_ranges(&output), ["2-11", "12-21"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no /metrics endpoint")
+            || String::from_utf8_lossy(&out.stderr).contains("no /metrics endpoint"),
+        "{}",
+        describe(&out)
+    );
+}
