@@ -47,10 +47,11 @@ demo: ## Back-fill the bundled real testnet ledgers (local disk, no cloud) into 
 	@echo; echo "== verify (manifests, checksums, rows, hash links, checkpoint)"
 	$(CARGO) run --release -q -p bronze --bin bronze-copier -- -config examples/demo-testnet.yaml verify
 
-bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-sized, 50,000 small ledgers), then through a 50 ms S3 latency vs without, then through 50 ms plus injected cloud faults vs without the faults
+bench: ## Throughput on one core vs the zstd+sha256+codec floor (10,000 pubnet-sized, 50,000 small ledgers), then through a 50 ms S3 latency vs without, then through 50 ms plus injected cloud faults vs without the faults, then with the history archive check (local, trusted ledger, 50 ms) vs without
 	bash scripts/bench.sh
 	BENCH_SHAPE=small BENCH_LEDGERS=$${BENCH_SMALL_LEDGERS:-50000} bash scripts/bench.sh
 	bash scripts/bench-cloud.sh
+	bash scripts/bench-archive.sh
 
 bench-tip: ## Provisional tip (docs/tip.md): landing-to-readable latency p50/p95/max at Galexie pace (an object every 5-6 s) and catch-up pace (4/s) with the default 2 s poll, and the write cost (Delta versions, provisional files, checkpoints per hour) (BENCH_TIP_GALEXIE_OBJECTS, BENCH_TIP_CATCHUP_OBJECTS, BENCH_TIP_PARTITION)
 	$(CARGO) test --workspace --test e2e -- --ignored --nocapture tip_bench
@@ -66,6 +67,7 @@ bench-smoke: ## `make bench` end to end on a few hundred ledgers, one round, uno
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_LEDGERS=300 BENCH_PARTITION=100 BENCH_ROUNDS=1 bash scripts/bench.sh; \
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_LEDGERS=300 BENCH_PARTITION=100 BENCH_ROUNDS=1 BENCH_SHAPE=small bash scripts/bench.sh; \
 	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_CLOUD_PUBNET=100 BENCH_CLOUD_SMALL=300 BENCH_ROUNDS=1 bash scripts/bench-cloud.sh; \
+	BENCH_DIR=$$d BENCH_PROFILE=dev BENCH_ARCHIVE_LEDGERS=318 BENCH_ROUNDS=1 bash scripts/bench-archive.sh; \
 	rm -rf $$d
 	BRONZE_BENCH_PARTITIONS=300 BRONZE_BENCH_RECONCILES=20 $(MAKE) bench-operator
 	BENCH_TIP_GALEXIE_OBJECTS=3 BENCH_TIP_CATCHUP_OBJECTS=20 BENCH_TIP_PARTITION=10 $(MAKE) bench-tip

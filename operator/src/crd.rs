@@ -172,10 +172,32 @@ pub struct ArchiveSpec {
     /// credentials, or unsigned requests for a public bucket).
     #[schemars(regex(pattern = r"^(https?|s3|gs)://[^\s]+$"))]
     pub url: String,
+    /// More archives, of the same forms: a ledger passes when the archives that can be reached
+    /// agree and at least one has it; two that disagree are named (the worker's `archive.urls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^(https?|s3|gs)://[^\s,]+$")))]
+    pub urls: Vec<String>,
     /// Commit ledgers beyond the archive's newest checkpoint unchecked (recorded as unanchored
     /// in the manifest) instead of failing the worker Job.
     #[serde(default)]
     pub allow_unanchored: bool,
+    /// A ledger whose hash you trust (from a block explorer or your own stellar-core): the
+    /// archive's header for it must hash to it, and every checked ledger must hash-link to it
+    /// through the archive's headers (the worker's `archive.trusted_ledger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_ledger: Option<TrustedLedgerSpec>,
+}
+
+/// `spec.archive.trustedLedger`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedLedgerSpec {
+    /// The ledger's sequence number.
+    #[schemars(range(min = 1))]
+    pub sequence: u32,
+    /// Its ledger hash: 64 hex digits.
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
+    pub hash: String,
 }
 
 fn default_partition_size() -> u32 {

@@ -119,6 +119,10 @@ pub fn worker_env(
     } else {
         st.prefix.clone()
     };
+    let trusted = spec
+        .archive
+        .as_ref()
+        .and_then(|a| a.trusted_ledger.as_ref());
     let by_key: Vec<(&str, Option<String>)> = vec![
         ("copier_id", text(&copier_id)),
         ("era.network", text(&spec.network)),
@@ -175,11 +179,26 @@ pub fn worker_env(
         ),
         ("archive.url", spec.archive.as_ref().map(|a| a.url.clone())),
         (
+            "archive.urls",
+            spec.archive
+                .as_ref()
+                .filter(|a| !a.urls.is_empty())
+                .map(|a| a.urls.join(",")),
+        ),
+        (
             "archive.allow_unanchored",
             spec.archive
                 .as_ref()
                 .filter(|a| a.allow_unanchored)
                 .map(|_| "true".to_string()),
+        ),
+        (
+            "archive.trusted_ledger.sequence",
+            trusted.map(|t| t.sequence.to_string()),
+        ),
+        (
+            "archive.trusted_ledger.hash",
+            trusted.map(|t| t.hash.clone()),
         ),
         // The operator keeps the checkpoint, the PAS chain and the catalog.
         ("checkpoint.enabled", text(&false)),
@@ -692,10 +711,13 @@ mod tests {
         s.archive = Some(crate::crd::ArchiveSpec {
             url: "s3://mirror/core_live_001".into(),
             allow_unanchored: false,
+            urls: Vec::new(),
+            trusted_ledger: None,
         });
         let c = worker_config(&s, "2025-01-15T10:00:00Z").unwrap();
         assert_eq!(c.archive.url, "s3://mirror/core_live_001");
         assert!(!c.archive.allow_unanchored);
+        assert_eq!(c.archive.trusted_ledger, None);
     }
 
     /// Every value of every closed set the CRD shares with the worker survives CRD spec -> env
@@ -734,6 +756,14 @@ mod tests {
                     s.archive = Some(crate::crd::ArchiveSpec {
                         url: "https://history.example/core_001".into(),
                         allow_unanchored: true,
+                        urls: vec![
+                            "s3://mirror-a/core_001".into(),
+                            "gs://mirror-b/core_001".into(),
+                        ],
+                        trusted_ledger: Some(crate::crd::TrustedLedgerSpec {
+                            sequence: 1_410_111,
+                            hash: "ab".repeat(32),
+                        }),
                     });
                     seen.extend(
                         worker_env(&s, "2025-01-15T10:00:00Z", "c")
@@ -748,6 +778,16 @@ mod tests {
                     assert_eq!(c.storage.compression, compression);
                     assert_eq!(c.storage.table_format, s.storage.table_format);
                     assert_eq!(c.logging.level, bronze::config::LogLevel::Debug);
+                    assert_eq!(
+                        c.archive.all_urls(),
+                        [
+                            "https://history.example/core_001",
+                            "s3://mirror-a/core_001",
+                            "gs://mirror-b/core_001"
+                        ]
+                    );
+                    let trusted = c.archive.trusted_ledger.as_ref().unwrap().parse().unwrap();
+                    assert_eq!((trusted.sequence, trusted.hash), (1_410_111, [0xab; 32]));
                     assert!(c.metrics.enabled);
                     assert_eq!(c.metrics.address, format!(":{WORKER_METRICS_PORT}"));
                     let bucket = match backend {
@@ -768,7 +808,7 @@ mod tests {
             }
         }
         // Every variable of the mapping was emitted by some spec above.
-        assert_eq!(seen.len(), 42, "{seen:?}");
+        assert_eq!(seen.len(), 45, "{seen:?}");
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub struct Cli {
     /// Check the configuration offline and exit.
     #[arg(long)]
     pub validate: bool,
+    /// With -validate: also read each history archive's state (`archive.url`) and check its
+    /// network against the era's, and the archive against `archive.trusted_ledger`.
+    #[arg(long, requires = "validate")]
+    pub online: bool,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,

@@ -71,9 +71,14 @@ fn copier_command(cli: &Cli) -> u8 {
         Err(code) => return code,
     };
     if cli.validate {
+        if cli.online
+            && let Err(code) = validate_online(&loaded.config)
+        {
+            return code;
+        }
         // Only the log line: stdout is the log, in `logging.format` (a plain line would break
         // a JSON log); failures also print a plain summary on stderr.
-        tracing::info!(file = ?loaded.file, "configuration is valid");
+        tracing::info!(file = ?loaded.file, online = cli.online, "configuration is valid");
         return exit::OK;
     }
     let config = loaded.config;
@@ -262,6 +267,26 @@ fn write_termination_log(path: &std::path::Path, message: &str) {
     }
     if let Err(e) = std::fs::write(path, &message[..end]) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
+    }
+}
+
+/// `-validate --online`: opens the history archives as a run does (each one's state read and
+/// its `networkPassphrase` checked against the era's network; the trusted ledger checked),
+/// copying nothing. Without an archive there is nothing online to check.
+fn validate_online(config: &Config) -> Result<(), u8> {
+    let Some(mut settings) = crate::archive::ArchiveSettings::from_config(config) else {
+        tracing::info!("-validate --online: no archive.url, nothing to check online");
+        return Ok(());
+    };
+    settings.follow = false;
+    let runtime = runtime()?;
+    match runtime.block_on(crate::archive::ArchiveCheck::open(settings)) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, "history archive check failed");
+            eprintln!("config: {e}");
+            Err(exit::code_for(&crate::pipeline::RunError::Archive(e)))
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | 0 | finished (bounded range done, `-validate` passed, `-version`) | – |
 //! | 1 | runtime failure: storage, network, database (transient) | yes |
-//! | 2 | configuration or usage error | no: fix the config |
+//! | 2 | configuration or usage error (incl. a history archive of another network, or one that does not match `archive.trusted_ledger`) | no: fix the config |
 //! | 3 | bad input data: corrupt zstd, invalid XDR, missing ledger, broken hash chain, wrong network, a ledger the history archive disagrees with (or a bad or missing archive file) | no: fix the datastore |
 //! | 4 | conflict with existing output (a different committed partition, a foreign dataset, a PAS chain that disagrees with itself) | no |
 //! | 5 | `verify` found problems in the output (each printed as a `PROBLEM` line) | no: inspect the output |

@@ -15,6 +15,18 @@ pub struct ArchiveAnchor {
     /// ledger from it to the partition's end is unanchored. Absent when all were checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unanchored_from: Option<u32>,
+    /// The trusted ledger (`archive.trusted_ledger`) the archive was checked against and the
+    /// partition's ledgers proven to hash-link to through the archive's headers. Absent when
+    /// none was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_ledger: Option<TrustedAnchor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedAnchor {
+    pub sequence: u32,
+    /// The trusted ledger hash, 64 lowercase hex digits.
+    pub hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,14 +9,15 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::anchor::{AnchorFile, ArchiveAnchor};
+use super::anchor::{AnchorFile, ArchiveAnchor, TrustedAnchor};
 use super::compare::{Difference, archives_agree, compare};
 use super::error::ArchiveError;
 use super::file::{CheckpointFile, HeaderEntry, decode_checkpoint_file};
 use super::has::{HistoryArchiveState, check_network, parse_has};
 use super::layout::{HAS_PATH, checkpoint_of, checkpoints_covering, ledger_file_path};
 use super::reader::{ArchiveReader, ReadError, ReaderSettings};
-use crate::config::Config;
+use super::trust::{TrustError, TrustedChain, TrustedLedger};
+use crate::config::{Config, TrustedLedgerConfig};
 use crate::hash::checksum_string;
 use crate::partition::LedgerRange;
 
@@ -35,6 +36,8 @@ pub struct ArchiveSettings {
     pub poll_interval: Duration,
     /// The era's network passphrase, which each archive's HAS must name.
     pub passphrase: Option<String>,
+    /// `archive.trusted_ledger`, checked (and parsed) when the archives are opened.
+    pub trusted_ledger: Option<TrustedLedgerConfig>,
     pub reader: ReaderSettings,
 }
 
@@ -59,6 +62,7 @@ impl ArchiveSettings {
             poll_interval: Duration::from_millis(config.source.poll_interval_ms)
                 .max(Duration::from_secs(1)),
             passphrase: crate::network::expected_passphrase(config),
+            trusted_ledger: a.trusted_ledger.clone(),
             reader: ReaderSettings {
                 s3_endpoint: or(&a.s3_endpoint, &config.source.s3_endpoint),
                 s3_region: or(&a.s3_region, &config.source.s3_region),
@@ -85,6 +89,8 @@ pub struct PartitionFiles {
     pub range: LedgerRange,
     pub files: Vec<Arc<AgreedFile>>,
     pub unanchored_from: Option<u32>,
+    /// The trusted ledger the checked ledgers were proven to hash-link to, if one is set.
+    pub trusted: Option<TrustedLedger>,
 }
 
 type Slot = Arc<OnceCell<Arc<AgreedFile>>>;
@@ -125,6 +131,8 @@ pub struct ArchiveCheck {
     cache: Mutex<Cache>,
     /// The newest checkpoint any reachable archive has published.
     newest: tokio::sync::Mutex<u32>,
+    /// The ledgers proven to hash-link to `archive.trusted_ledger` (one walk at a time).
+    trusted: Option<tokio::sync::Mutex<TrustedChain>>,
 }
 
 impl std::fmt::Debug for ArchiveCheck {
@@ -144,16 +152,130 @@ impl ArchiveCheck {
             .iter()
             .map(|url| ArchiveReader::open(url, &settings.reader))
             .collect::<Result<Vec<_>, _>>()?;
-        let check = Self {
+        let trusted = settings
+            .trusted_ledger
+            .as_ref()
+            .map(|t| {
+                t.parse()
+                    .map_err(|why| ArchiveError::TrustedInvalid { why })
+            })
+            .transpose()?;
+        let mut check = Self {
             readers,
             settings,
             cache: Mutex::new(Cache::default()),
             newest: tokio::sync::Mutex::new(0),
+            trusted: None,
         };
         let newest = check.read_newest().await?;
         *check.newest.lock().await = newest;
+        if let Some(trusted) = trusted {
+            let chain = check.start_trusted_chain(trusted, newest).await?;
+            check.trusted = Some(tokio::sync::Mutex::new(chain));
+        }
         tracing::info!(archives = %check.urls(), newest_checkpoint = newest, "history archives open: every ledger is checked against them before its partition is committed");
         Ok(check)
+    }
+
+    /// Checks the archive against the trusted ledger before anything is taken from it: its
+    /// header for that ledger must hash to the trusted hash.
+    async fn start_trusted_chain(
+        &self,
+        trusted: TrustedLedger,
+        newest: u32,
+    ) -> Result<TrustedChain, ArchiveError> {
+        let checkpoint = checkpoint_of(trusted.sequence);
+        let outside = |why: String| ArchiveError::TrustedOutside {
+            ledger: trusted.sequence,
+            urls: self.urls(),
+            why,
+        };
+        if checkpoint > newest {
+            return Err(outside(format!(
+                "it is beyond the newest checkpoint the archive has published ({newest})"
+            )));
+        }
+        let file = match self.file(checkpoint, newest).await {
+            Err(ArchiveError::Missing { path, .. }) => {
+                return Err(outside(format!("the archive has no {path}")));
+            }
+            other => other?,
+        };
+        let chain = match TrustedChain::start(trusted, file.file.as_ref().expect("present")) {
+            Err(TrustError::NotInArchive { path, .. }) => {
+                return Err(outside(format!(
+                    "the archive has no entry for it in {path}"
+                )));
+            }
+            other => other.map_err(|source| self.trust_error(source))?,
+        };
+        tracing::info!(trusted_ledger = trusted.sequence, hash = %hex::encode(trusted.hash), archives = %self.urls(), "the archive's header for the trusted ledger hashes to the trusted hash: every checked ledger must hash-link to it");
+        Ok(chain)
+    }
+
+    fn trust_error(&self, source: TrustError) -> ArchiveError {
+        ArchiveError::Trust {
+            urls: self.urls(),
+            source,
+        }
+    }
+
+    /// Proves that every ledger of `first..=last` hash-links to the trusted ledger through the
+    /// archive's headers, walking the checkpoint files between (read ahead, through the
+    /// cache) from what is proven already; nothing to do without a trusted ledger.
+    async fn link_to_trusted(
+        &self,
+        first: u32,
+        last: u32,
+        newest: u32,
+    ) -> Result<Option<TrustedLedger>, ArchiveError> {
+        let Some(chain) = &self.trusted else {
+            return Ok(None);
+        };
+        let mut chain = chain.lock().await;
+        // The genesis ledger is in no datastore; an archive built from one may lack it.
+        let first = first.max(2);
+        if chain.covers(first, last) {
+            return Ok(Some(chain.trusted));
+        }
+        let forward: Vec<u32> = if chain.high < last {
+            checkpoints_covering(LedgerRange::new(chain.high + 1, last)).collect()
+        } else {
+            Vec::new()
+        };
+        let mut back: Vec<u32> = if first < chain.low {
+            checkpoints_covering(LedgerRange::new(first, chain.low - 1)).collect()
+        } else {
+            Vec::new()
+        };
+        back.reverse();
+        tracing::info!(
+            from = first,
+            to = last,
+            trusted_ledger = chain.trusted.sequence,
+            files = forward.len() + back.len(),
+            "linking ledgers to the trusted ledger through the archive's headers"
+        );
+        let mut files = futures::stream::iter(forward)
+            .map(|c| self.file(c, newest))
+            .buffered(FILES_AHEAD);
+        while let Some(file) = files.next().await {
+            let file = file?;
+            chain
+                .extend_forward(file.file.as_ref().expect("present"))
+                .map_err(|e| self.trust_error(e))?;
+        }
+        let mut files = futures::stream::iter(back)
+            .map(|c| self.file(c, newest))
+            .buffered(FILES_AHEAD);
+        while let Some(file) = files.next().await {
+            let file = file?;
+            chain
+                .extend_back(file.file.as_ref().expect("present"))
+                .map_err(|e| self.trust_error(e))?;
+        }
+        debug_assert!(chain.covers(first, last));
+        Ok(Some(chain.trusted))
     }
 
     /// The archives, comma-separated (for messages).
@@ -242,20 +364,25 @@ impl ArchiveCheck {
             Some(from) => Some(LedgerRange::new(range.start, from - 1)),
             None => Some(range),
         };
-        let files = match checked {
+        let (files, trusted) = match checked {
             Some(checked) => {
-                futures::stream::iter(checkpoints_covering(checked))
+                let files = futures::stream::iter(checkpoints_covering(checked))
                     .map(|c| self.file(c, newest))
                     .buffered(FILES_AHEAD)
                     .try_collect::<Vec<_>>()
-                    .await?
+                    .await?;
+                let trusted = self
+                    .link_to_trusted(checked.start, checked.end, newest)
+                    .await?;
+                (files, trusted)
             }
-            None => Vec::new(),
+            None => (Vec::new(), None),
         };
         Ok(PartitionFiles {
             range,
             files,
             unanchored_from,
+            trusted,
         })
     }
 
@@ -409,5 +536,9 @@ pub fn anchor_of(files: &PartitionFiles, urls: &[String]) -> ArchiveAnchor {
             })
             .collect(),
         unanchored_from: files.unanchored_from,
+        trusted_ledger: files.trusted.map(|t| TrustedAnchor {
+            sequence: t.sequence,
+            hash: hex::encode(t.hash),
+        }),
     }
 }

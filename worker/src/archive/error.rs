@@ -5,6 +5,7 @@ use super::compare::Difference;
 use super::file::FileError;
 use super::has::HasError;
 use super::reader::ReadError;
+use super::trust::TrustError;
 use crate::partition::LedgerRange;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,6 +53,18 @@ pub enum ArchiveError {
         first: String,
         second: String,
     },
+    #[error("archive.trusted_ledger: {why}")]
+    TrustedInvalid { why: String },
+    #[error(
+        "archive.trusted_ledger {ledger} is outside the range of the archive ({urls}): {why}; choose a ledger the archive has published"
+    )]
+    TrustedOutside {
+        ledger: u32,
+        urls: String,
+        why: String,
+    },
+    #[error("archive {urls}: {source}")]
+    Trust { urls: String, source: TrustError },
     #[error(
         "partition {range}: ledger {ledger} disagrees with the history archive {url} ({path}): {difference}"
     )]
@@ -72,6 +85,12 @@ impl ArchiveError {
             self,
             ArchiveError::Read(ReadError::Open { .. } | ReadError::Redirect { .. })
                 | ArchiveError::NoHas { .. }
+                | ArchiveError::TrustedInvalid { .. }
+                | ArchiveError::TrustedOutside { .. }
+                | ArchiveError::Trust {
+                    source: TrustError::Mismatch { .. } | TrustError::NotInArchive { .. },
+                    ..
+                }
                 | ArchiveError::Has {
                     source: HasError::WrongNetwork { .. } | HasError::Html { .. },
                     ..

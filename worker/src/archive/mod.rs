@@ -12,6 +12,7 @@
 //! | `reader.rs` | I/O: one archive over HTTP(S), a local directory, S3 or GCS, with the source's read policy |
 //! | `check.rs` | the files a partition needs, fetched once per process and cached; the partition's check |
 //! | `write.rs` | an archive written from `LedgerCloseMeta`s as stellar-core lays it out (tests, benchmarks) |
+//! | `trust.rs` | pure: the archive's own headers hash-linked to a trusted ledger (`archive.trusted_ledger`) |
 //! | `anchor.rs` | what a manifest records: the files (path, sha256) and any unanchored ledgers |
 
 mod anchor;
@@ -22,9 +23,10 @@ mod file;
 mod has;
 mod layout;
 mod reader;
+mod trust;
 mod write;
 
-pub use anchor::{AnchorFile, ArchiveAnchor};
+pub use anchor::{AnchorFile, ArchiveAnchor, TrustedAnchor};
 pub use check::{
     AgreedFile, ArchiveCheck, ArchiveSettings, CACHE_FILES, PartitionFiles, anchor_of,
     check_partition, disagreements,
@@ -41,6 +43,7 @@ pub use layout::{
     ledgers_of,
 };
 pub use reader::{ArchiveReader, ArchiveUrl, ReadError, ReaderSettings, parse_archive_url};
+pub use trust::{TrustError, TrustedChain, TrustedLedger, header_hash};
 pub use write::{WriteError, WrittenArchive, write_archive};
 
 #[cfg(test)]

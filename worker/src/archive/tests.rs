@@ -171,6 +171,7 @@ fn a_partition_is_checked_ledger_by_ledger_and_its_files_recorded() {
             agreed(127, Some(f127.clone())),
         ],
         unanchored_from: None,
+        trusted: None,
     };
     let urls = vec!["https://a".to_string()];
     let anchor = check_partition(&files, &ours, &urls, "https://a").unwrap();
@@ -204,6 +205,7 @@ fn a_partition_is_checked_ledger_by_ledger_and_its_files_recorded() {
         range,
         files: vec![agreed(63, Some(f63))],
         unanchored_from: Some(64),
+        trusted: None,
     };
     let anchor = check_partition(&files, &changed, &urls, "https://a").unwrap();
     assert_eq!(anchor.unanchored_from, Some(64));
@@ -250,5 +252,126 @@ fn a_written_archive_has_complete_checkpoints_only_and_a_has() {
         file.entries.len(),
         62,
         "ledgers 2-63: no datastore holds the genesis ledger"
+    );
+}
+
+/// Checkpoint files 63, 127, 191 of the ledgers `lcms` (2..=191).
+fn files_of(lcms: &[Vec<u8>]) -> Vec<CheckpointFile> {
+    [(63, 0..62), (127, 62..126), (191, 126..190)]
+        .into_iter()
+        .map(|(c, r)| {
+            let bytes = encode_checkpoint_file(&entries(&lcms[r]));
+            decode_checkpoint_file(c, &ledger_file_path(c), &bytes).unwrap()
+        })
+        .collect()
+}
+
+fn trusted_at(lcms: &[Vec<u8>], ledger: u32) -> TrustedLedger {
+    let hash = entry_of_lcm(&lcms[ledger as usize - 2]).unwrap().0.hash;
+    TrustedLedger {
+        sequence: ledger,
+        hash,
+    }
+}
+
+#[test]
+fn the_archives_headers_hash_link_both_ways_to_the_trusted_ledger() {
+    let lcms = chain(2, 191);
+    let files = files_of(&lcms);
+    // Trusted in the middle checkpoint: its whole file is linked at once...
+    let mut chain = TrustedChain::start(trusted_at(&lcms, 100), &files[1]).unwrap();
+    assert!(chain.covers(64, 127) && !chain.covers(63, 127) && !chain.covers(64, 128));
+    // ...then forward and back, a file at a time.
+    chain.extend_forward(&files[2]).unwrap();
+    chain.extend_back(&files[0]).unwrap();
+    assert!(chain.covers(2, 191));
+    assert_eq!((chain.low, chain.high), (2, 191));
+}
+
+#[test]
+fn a_trusted_hash_the_archive_does_not_have_is_refused_naming_both_hashes() {
+    let lcms = chain(2, 191);
+    let files = files_of(&lcms);
+    let mut trusted = trusted_at(&lcms, 100);
+    trusted.hash[31] ^= 1;
+    let err = TrustedChain::start(trusted, &files[1]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, TrustError::Mismatch { ledger: 100, .. }),
+        "{text}"
+    );
+    let archive_hash = hex::encode(trusted_at(&lcms, 100).hash);
+    assert!(
+        text.contains(&ledger_file_path(127))
+            && text.contains(&hex::encode(trusted.hash))
+            && text.contains(&archive_hash),
+        "{text}"
+    );
+    // A ledger the file has no entry for.
+    let err = TrustedChain::start(trusted_at(&lcms, 100), &files[0]).unwrap_err();
+    assert!(
+        matches!(err, TrustError::NotInArchive { ledger: 100, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_archive_whose_headers_do_not_link_is_refused_at_the_break() {
+    let lcms = chain(2, 191);
+    let files = files_of(&lcms);
+    // Checkpoint 191 from another chain: every header is self-consistent, but ledger 128 does
+    // not name ledger 127 as its previous ledger.
+    let other = chain(128, 191);
+    let foreign = decode_checkpoint_file(
+        191,
+        &ledger_file_path(191),
+        &encode_checkpoint_file(&entries(&other)),
+    )
+    .unwrap();
+    let mut chain_ = TrustedChain::start(trusted_at(&lcms, 100), &files[1]).unwrap();
+    let err = chain_.extend_forward(&foreign).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrustError::Broken {
+                ledger: 128,
+                trusted: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("previousLedgerHash"), "{err}");
+    // Backwards: checkpoint 127 of the other chain does not end in the ledger that ledger
+    // 128 of the trusted file names.
+    let mut chain_ = TrustedChain::start(trusted_at(&lcms, 150), &files[2]).unwrap();
+    let foreign = decode_checkpoint_file(
+        127,
+        &ledger_file_path(127),
+        &encode_checkpoint_file(&entries(&chain(64, 127))),
+    )
+    .unwrap();
+    let mut changed = foreign.clone();
+    changed.entries = files[1].entries.clone();
+    changed.entries[63].header[60] ^= 1; // ledger 127's header no longer hashes to its hash
+    let err = chain_.extend_back(&changed).unwrap_err();
+    assert!(
+        matches!(err, TrustError::EntryHash { ledger: 127, .. }),
+        "{err}"
+    );
+    let err = chain_.extend_back(&foreign).unwrap_err();
+    assert!(
+        matches!(err, TrustError::Broken { ledger: 127, .. }),
+        "{err}"
+    );
+    // A file with a ledger missing breaks the chain there.
+    let mut gap = files[2].clone();
+    gap.entries.remove(10); // ledger 138
+    let mut chain_ = TrustedChain::start(trusted_at(&lcms, 100), &files[1]).unwrap();
+    let err = chain_.extend_forward(&gap).unwrap_err();
+    assert!(
+        matches!(err, TrustError::Broken { ledger: 138, .. })
+            && err.to_string().contains("no entry"),
+        "{err}"
     );
 }

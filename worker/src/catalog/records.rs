@@ -173,6 +173,15 @@ fn quality_for(event: &CommitEvent, linked_in_this_run: bool) -> Option<QualityR
         // partition's last hash, which it always does when it published it itself.
         checks.push("link_to_previous_partition");
     }
+    if let Some(anchor) = &m.archive {
+        // The ledgers before `unanchored_from` were compared with the history archive.
+        if anchor.unanchored_from != Some(event.range.start) {
+            checks.push("history_archive");
+        }
+        if anchor.trusted_ledger.is_some() {
+            checks.push("archive_trusted_ledger");
+        }
+    }
     checks.push("row_count_matches_range");
     let (passed, error_message) = if rows == expected_rows {
         (true, None)
@@ -184,10 +193,7 @@ fn quality_for(event: &CommitEvent, linked_in_this_run: bool) -> Option<QualityR
             )),
         )
     };
-    Some(QualityRecord {
-        passed,
-        error_message,
-        details: serde_json::json!({
+    let mut details = serde_json::json!({
             "checks": checks,
             "validated_by": format!("{}@{}", m.producer.name, m.producer.version),
             "adopted_from_storage": event.adopted,
@@ -197,7 +203,15 @@ fn quality_for(event: &CommitEvent, linked_in_this_run: bool) -> Option<QualityR
             "first_ledger_hash": chain.first_ledger_hash,
             "last_ledger_hash": chain.last_ledger_hash,
             "network_passphrase": m.network_passphrase,
-        }),
+    });
+    if let Some(anchor) = &m.archive {
+        // The manifest's `archive` as it is (docs/formats.md): archives, files, trusted ledger.
+        details["archive"] = serde_json::to_value(anchor).expect("plain data");
+    }
+    Some(QualityRecord {
+        passed,
+        error_message,
+        details,
     })
 }
 
@@ -348,6 +362,48 @@ mod tests {
             .quality
             .unwrap();
         assert!(!q.details["checks"].to_string().contains("link_to_previous"));
+    }
+
+    #[test]
+    fn the_archive_anchor_is_recorded_with_the_checks() {
+        use crate::archive::{AnchorFile, ArchiveAnchor, TrustedAnchor};
+        let mut e = event(12, 21, 10, true, false);
+        let details = |e: &CommitEvent| {
+            LineageRecord::from_event(e, &ctx(None))
+                .quality
+                .unwrap()
+                .details
+        };
+        assert!(details(&e).get("archive").is_none(), "no archive, no key");
+        e.manifest.archive = Some(ArchiveAnchor {
+            archives: vec!["https://history.example/core".into()],
+            files: vec![AnchorFile {
+                path: "ledger/00/00/00/ledger-0000003f.xdr.gz".into(),
+                sha256: "sha256:cd".into(),
+            }],
+            unanchored_from: None,
+            trusted_ledger: Some(TrustedAnchor {
+                sequence: 63,
+                hash: "ef".repeat(32),
+            }),
+        });
+        let d = details(&e);
+        assert_eq!(d["archive"]["archives"][0], "https://history.example/core");
+        assert_eq!(d["archive"]["files"][0]["sha256"], "sha256:cd");
+        assert_eq!(d["archive"]["trusted_ledger"]["sequence"], 63);
+        let checks = d["checks"].to_string();
+        assert!(
+            checks.contains("\"history_archive\"") && checks.contains("archive_trusted_ledger"),
+            "{checks}"
+        );
+        // Wholly unanchored: recorded, but no archive check claimed.
+        let anchor = e.manifest.archive.as_mut().unwrap();
+        anchor.unanchored_from = Some(12);
+        anchor.trusted_ledger = None;
+        anchor.files.clear();
+        let d = details(&e);
+        assert_eq!(d["archive"]["unanchored_from"], 12);
+        assert!(!d["checks"].to_string().contains("archive"), "{d}");
     }
 
     #[test]

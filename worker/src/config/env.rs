@@ -215,10 +215,34 @@ pub const ENV_VARS: &[(&str, &str, Apply)] = &[
     ("ARCHIVE_URL", "archive.url", |c, v| {
         set_str(&mut c.archive.url, v)
     }),
+    ("ARCHIVE_URLS", "archive.urls", |c, v| {
+        c.archive.urls = split_list(v);
+        Ok(())
+    }),
     (
         "ARCHIVE_ALLOW_UNANCHORED",
         "archive.allow_unanchored",
         |c, v| set_bool(&mut c.archive.allow_unanchored, v),
+    ),
+    (
+        "ARCHIVE_TRUSTED_LEDGER_SEQUENCE",
+        "archive.trusted_ledger.sequence",
+        |c, v| {
+            set_num(
+                &mut c.archive.trusted_ledger.get_or_insert_default().sequence,
+                v,
+            )
+        },
+    ),
+    (
+        "ARCHIVE_TRUSTED_LEDGER_HASH",
+        "archive.trusted_ledger.hash",
+        |c, v| {
+            set_str(
+                &mut c.archive.trusted_ledger.get_or_insert_default().hash,
+                v,
+            )
+        },
     ),
 ];
 
@@ -278,6 +302,16 @@ fn choose<T: Choice>(
         }
     }
     Ok(())
+}
+
+/// A comma-separated list, each entry trimmed, empty entries left out.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn set_str(slot: &mut String, value: &str) -> Result<(), String> {

@@ -349,6 +349,25 @@ pub struct ArchiveConfig {
     /// For `s3://` archives; the source's `s3_endpoint` / `s3_region` when empty.
     pub s3_endpoint: String,
     pub s3_region: String,
+    /// A ledger whose hash the user trusts: the archive's header for it must hash to it and
+    /// every checked ledger must hash-link to it through the archive's headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_ledger: Option<TrustedLedgerConfig>,
+}
+
+/// `archive.trusted_ledger: {sequence, hash}` (the hash as 64 hex digits).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TrustedLedgerConfig {
+    pub sequence: u32,
+    pub hash: String,
+}
+
+impl TrustedLedgerConfig {
+    /// The trusted ledger, or why the values are not one.
+    pub fn parse(&self) -> Result<crate::archive::TrustedLedger, String> {
+        crate::archive::TrustedLedger::parse(self.sequence, &self.hash)
+    }
 }
 
 impl ArchiveConfig {

@@ -106,6 +106,26 @@ fn check_archive(c: &Config, r: &mut Report) {
             "means nothing without archive.url",
         );
     }
+    if let Some(trusted) = &a.trusted_ledger {
+        if a.all_urls().is_empty() {
+            r.fail(
+                "archive.trusted_ledger",
+                trusted.sequence,
+                "means nothing without archive.url",
+            );
+        }
+        if let Err(why) = trusted.parse() {
+            let shown = format!(
+                "{{sequence: {}, hash: {:?}}}",
+                trusted.sequence, trusted.hash
+            );
+            r.fail(
+                "archive.trusted_ledger",
+                shown,
+                format!("is not a trusted ledger: {why} (sequence: a ledger number; hash: its 64 hex digits)"),
+            );
+        }
+    }
 }
 
 fn check_era(c: &Config, r: &mut Report) {
@@ -527,6 +547,59 @@ mod tests {
     }
 
     #[test]
+    fn a_trusted_ledger_needs_a_number_a_32_byte_hex_hash_and_an_archive() {
+        use crate::config::TrustedLedgerConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = valid_config(dir.path());
+        c.archive.url = "https://history.stellar.org/prd/core-testnet/core_testnet_001".into();
+        let hash = "AB".repeat(32);
+        c.archive.trusted_ledger = Some(TrustedLedgerConfig {
+            sequence: 1_410_111,
+            hash: hash.clone(),
+        });
+        assert_eq!(errors_of(&c), vec![]);
+        let parsed = c.archive.trusted_ledger.as_ref().unwrap().parse().unwrap();
+        assert_eq!((parsed.sequence, parsed.hash), (1_410_111, [0xab; 32]));
+        for (sequence, bad, why) in [
+            (0, hash.as_str(), "ledger number"),
+            (5, "ab12", "2 bytes, not 32"),
+            (5, "zz", "not hex"),
+            (5, "", "0 bytes"),
+        ] {
+            c.archive.trusted_ledger = Some(TrustedLedgerConfig {
+                sequence,
+                hash: bad.into(),
+            });
+            let errors: Vec<String> = errors_of(&c).iter().map(|e| e.to_string()).collect();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].contains("archive.trusted_ledger") && errors[0].contains(why),
+                "{errors:?}"
+            );
+        }
+        // Both variables set it (the operator's Jobs); without an archive it is refused.
+        let mut c = valid_config(dir.path());
+        crate::config::env::apply_env(&mut c, |k| match k {
+            "ARCHIVE_TRUSTED_LEDGER_SEQUENCE" => Some("127".into()),
+            "ARCHIVE_TRUSTED_LEDGER_HASH" => Some(hash.clone()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.archive.trusted_ledger,
+            Some(TrustedLedgerConfig {
+                sequence: 127,
+                hash: hash.clone()
+            })
+        );
+        let errors: Vec<String> = errors_of(&c).iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors.len() == 1 && errors[0].contains("without archive.url"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn archive_urls_are_checked_for_their_form() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = valid_config(dir.path());
@@ -552,6 +625,16 @@ mod tests {
             c.archive.all_urls(),
             vec!["file:///srv/archive".to_string()]
         );
+        // More archives, comma-separated (the operator's spec.archive.urls).
+        crate::config::env::apply_env(&mut c, |k| {
+            (k == "ARCHIVE_URLS").then(|| " s3://a/core , ,gs://b/core".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.archive.all_urls(),
+            ["file:///srv/archive", "s3://a/core", "gs://b/core"]
+        );
+        c.archive.urls.clear();
         c.archive.url.clear();
         c.archive.allow_unanchored = true;
         assert!(

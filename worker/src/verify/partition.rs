@@ -341,7 +341,11 @@ async fn check_archive(
     let files = match archive.partition_files(range).await {
         Ok(files) => files,
         Err(e) => {
-            report.problem(Some(range), object, "archive.read", e.to_string());
+            let code = match e {
+                crate::archive::ArchiveError::Trust { .. } => "archive.trusted",
+                _ => "archive.read",
+            };
+            report.problem(Some(range), object, code, e.to_string());
             return;
         }
     };

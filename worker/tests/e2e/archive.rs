@@ -392,3 +392,209 @@ fn two_archives_must_agree_and_an_unreachable_one_is_passed_over() {
     );
     assert!(h.committed().is_empty(), "{log}");
 }
+
+/// The hash of ledger `ledger` as the datastore of `h` has it (what a user would copy from a
+/// block explorer for a real network).
+fn ledger_hash(h: &Harness, ledger: u32) -> [u8; 32] {
+    datastore_ledgers(&h.datastore)
+        .iter()
+        .map(|lcm| entry_of_lcm(lcm).unwrap().0)
+        .find(|e| e.ledger == ledger)
+        .unwrap()
+        .hash
+}
+
+fn with_trusted(h: Harness, url: &str, sequence: u32, hash: &str) -> Harness {
+    h.yaml(&format!(
+        "archive:\n  url: \"{url}\"\n  trusted_ledger:\n    sequence: {sequence}\n    hash: \"{hash}\"\n"
+    ))
+}
+
+#[test]
+fn a_trusted_ledger_the_archive_agrees_with_anchors_every_partition_to_it() {
+    let h = harness();
+    let (dir, written) = build_archive(&h);
+    let server = FileServer::start(&dir);
+    let hash = hex::encode(ledger_hash(&h, 100));
+    // Upper case, as some explorers show it.
+    let h = with_trusted(h, &server.url(), 100, &hash.to_uppercase());
+    let log = h.run_expect(0);
+    assert_eq!(h.committed().len(), 6, "{log}");
+    assert!(log.contains("hashes to the trusted hash"), "{log}");
+    for manifest in h.manifests() {
+        let trusted = manifest
+            .archive
+            .as_ref()
+            .and_then(|a| a.trusted_ledger.as_ref())
+            .expect("the trusted ledger recorded");
+        assert_eq!(
+            (trusted.sequence, trusted.hash.as_str()),
+            (100, hash.as_str())
+        );
+    }
+    // The walk to the trusted ledger goes through the same cache: each file fetched once.
+    let requests = server.requests();
+    for file in &written.files {
+        assert_eq!(
+            requests.iter().filter(|r| *r == file).count(),
+            1,
+            "{file}: {requests:?}"
+        );
+    }
+    h.assert_verifies();
+}
+
+#[test]
+fn a_trusted_hash_the_archive_does_not_match_is_refused_before_anything_is_copied() {
+    let h = harness();
+    let (dir, _) = build_archive(&h);
+    let server = FileServer::start(&dir);
+    let good = hex::encode(ledger_hash(&h, 100));
+    let mut wrong = ledger_hash(&h, 100);
+    wrong[0] ^= 0xff;
+    let wrong = hex::encode(wrong);
+    let bad = with_trusted(h, &server.url(), 100, &wrong);
+    let log = bad.run_expect(2);
+    assert!(
+        log.contains("ledger 100")
+            && log.contains(&ledger_file_path(127))
+            && log.contains(&server.url())
+            && log.contains(&wrong)
+            && log.contains(&good)
+            && log.contains("trusted hash"),
+        "{log}"
+    );
+    assert!(bad.committed().is_empty(), "{log}");
+
+    // verify with that trusted ledger: the archive is a problem, named the same way.
+    let clean = with_archive(harness().datastore(bad.datastore.clone()), &server.url());
+    clean.run_expect(0);
+    let out = exec(
+        clean
+            .command(&["verify"])
+            .env("ARCHIVE_TRUSTED_LEDGER_SEQUENCE", "100")
+            .env("ARCHIVE_TRUSTED_LEDGER_HASH", &wrong),
+    );
+    let stdout = text(&out);
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    assert!(
+        stdout.contains("archive.open") && stdout.contains(&good),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_trusted_ledger_outside_the_archives_range_is_refused_clearly() {
+    let h = harness();
+    let (dir, written) = build_archive(&h);
+    assert_eq!(written.newest, 127);
+    let server = FileServer::start(&dir);
+    let hash = hex::encode([0x11u8; 32]);
+    // Beyond the newest checkpoint the archive has published.
+    let beyond = with_trusted(
+        harness().datastore(h.datastore.clone()),
+        &server.url(),
+        5_000,
+        &hash,
+    );
+    let log = beyond.run_expect(2);
+    assert!(
+        log.contains("archive.trusted_ledger 5000 is outside the range")
+            && log.contains("newest checkpoint the archive has published (127)"),
+        "{log}"
+    );
+    assert!(beyond.committed().is_empty(), "{log}");
+    // Before the archive's first ledger (this archive, built from a datastore, starts at 2).
+    let before = with_trusted(h, &server.url(), 1, &hash);
+    let log = before.run_expect(2);
+    assert!(
+        log.contains("archive.trusted_ledger 1 is outside the range")
+            && log.contains(&format!("no entry for it in {}", ledger_file_path(63))),
+        "{log}"
+    );
+    assert!(before.committed().is_empty(), "{log}");
+}
+
+#[test]
+fn a_break_in_the_archives_chain_to_the_trusted_ledger_stops_the_partition_needing_it() {
+    let h = harness();
+    let (dir, _) = build_archive(&h);
+    // Ledger 60's recorded hash no longer matches its header: the archive's chain from the
+    // trusted ledger (100) back to the first partition (2-22) breaks there.
+    let path = falsify(&dir, 60);
+    let server = FileServer::start(&dir);
+    let hash = hex::encode(ledger_hash(&h, 100));
+    let h = with_trusted(h, &server.url(), 100, &hash);
+    let log = h.run_expect(3);
+    assert!(
+        log.contains("ledger 60") && log.contains(&path) && log.contains("corrupt"),
+        "{log}"
+    );
+    assert!(h.committed().is_empty(), "{log}");
+}
+
+#[test]
+fn the_catalog_records_each_partitions_archive_anchor() {
+    let pg = bronze_testkit::Postgres::start();
+    let dsn = pg.create_database("anchored");
+    let h = harness();
+    let (dir, _) = build_archive(&h);
+    let server = FileServer::start(&dir);
+    let hash = hex::encode(ledger_hash(&h, 127));
+    let h =
+        with_trusted(h, &server.url(), 127, &hash).yaml(&crate::catalog::catalog_yaml(&dsn, true));
+    let log = h.run_expect(0);
+    let rows = pg.psql_in(
+        "anchored",
+        "SELECT q.ledger_start, q.details->'archive'->'archives'->>0,
+                q.details->'archive'->'trusted_ledger'->>'sequence',
+                q.details->'archive'->'trusted_ledger'->>'hash',
+                q.details->'archive'->'files'->0->>'path',
+                q.details->'archive'->'files'->0->>'sha256',
+                q.details->'checks' ? 'history_archive', q.details->'checks' ? 'archive_trusted_ledger'
+         FROM _meta_quality q JOIN _meta_lineage l USING (dataset_id, ledger_start, ledger_end)
+         ORDER BY q.ledger_start",
+    );
+    let manifests = h.manifests();
+    let rows: Vec<&str> = rows.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), manifests.len(), "{rows:?}\n{log}");
+    for (row, manifest) in rows.iter().zip(&manifests) {
+        let first = &manifest.archive.as_ref().unwrap().files[0];
+        let want = format!(
+            "{}|{}|127|{hash}|{}|{}|t|t",
+            manifest.range().start,
+            server.url(),
+            first.path,
+            first.sha256
+        );
+        assert_eq!(*row, want);
+    }
+}
+
+#[test]
+fn validate_online_reads_the_archives_state_and_checks_its_network() {
+    let h = harness();
+    let (dir, _) = build_archive(&h);
+    let server = FileServer::start(&dir);
+    let h = with_archive(h, &server.url());
+    let out = exec(&mut h.command(&["-validate", "--online"]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        server.requests().iter().any(|r| r == HAS_PATH),
+        "read the HAS"
+    );
+
+    // Another network's archive: refused online, naming both networks; offline it is only the
+    // URL's form that is checked.
+    let has = std::fs::read_to_string(dir.join(HAS_PATH)).unwrap();
+    std::fs::write(dir.join(HAS_PATH), has.replace(TESTNET, PUBNET)).unwrap();
+    let out = exec(&mut h.command(&["-validate", "-online"]));
+    let log = describe(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains(PUBNET) && log.contains(TESTNET), "{log}");
+    let before = server.requests().len();
+    let out = exec(&mut h.command(&["-validate"]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(server.requests().len(), before, "offline: no request");
+    assert!(h.committed().is_empty());
+}
