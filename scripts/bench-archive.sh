@@ -39,7 +39,12 @@ case $PROFILE in
 esac
 BIN=$OUT/bronze-copier
 # The copier with bench.sh's selection (examples built with it), so the binary is not rebuilt.
-cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier --example bench_floor --example bench_archive
+if [ "$PROFILE" = dev ]; then
+    # The workspace's test build (as `make test` builds it: same features, nothing rebuilt).
+    cargo test -q --workspace --no-run
+else
+    cargo build --profile "$PROFILE" -q -p bronze --bin bronze-copier --example bench_floor --example bench_archive
+fi
 cargo build --profile "$PROFILE" -q -p bronze-testkit --bin bronze-s3dir
 
 DATASTORE="$WORK/datastore-pubnet-$LEDGERS"
