@@ -84,6 +84,8 @@ impl DeltaSink {
     /// (the operator: those its checkpoint has passed; later ones are not verified yet).
     pub async fn catch_up_before(&self, before: Option<u32>) -> Result<usize, DeltaError> {
         let mut done = self.caught_up.lock().await;
+        // A damaged log is refused before anything is committed to it (the seal included).
+        self.table.check_damage().await?;
         // A seal a crash left half done (manifest written, provisional files still in the
         // log) is completed first: the catch-up below only adds.
         let sealed = crate::sequence::tip::seal_committed(&self.table).await?;

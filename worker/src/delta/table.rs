@@ -469,7 +469,8 @@ impl DeltaTable {
         Ok(())
     }
 
-    /// The partition files in the table folder, relative to the table root.
+    /// The data files in the table folder (partitions and provisional tip files; not the log),
+    /// relative to the table root.
     pub(super) async fn data_files(
         &self,
     ) -> Result<std::collections::BTreeSet<String>, DeltaError> {
@@ -488,7 +489,9 @@ impl DeltaTable {
             .filter_map(|m| {
                 let rel = m.location.as_ref().strip_prefix(prefix.as_ref())?;
                 let rel = rel.trim_start_matches('/');
-                range_of_path(rel).map(|_| rel.to_string())
+                // Partition files and the provisional tip's (`_tip/`): every file an add may
+                // name; the log's own folder (and a damaged log moved aside) is not data.
+                (!rel.starts_with("_delta_log")).then(|| rel.to_string())
             })
             .collect())
     }
