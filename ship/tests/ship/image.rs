@@ -70,7 +70,8 @@ fn builds_one_stripped_binary_in_a_separate_stage_with_locked_dependencies() {
         .1
         .clone();
     for want in [
-        "--release",
+        // The image profile (fat LTO, one codegen unit: the image under 60 MB).
+        "--profile image",
         "--locked",
         "--bin bronze-operator",
         // The debug info goes to its own stage, the image gets the binary without it.
