@@ -67,22 +67,49 @@ fn nulls_where(valid: impl Iterator<Item = bool>) -> Option<arrow_buffer::NullBu
 /// of other actions (masked by the action's own null).
 pub fn encode(state: &CheckpointState) -> Result<Vec<u8>, String> {
     let n = 2 + state.adds.len();
-    let is = |row: usize, which: usize| -> bool {
-        match which {
-            0 => row == 0,
-            1 => row == 1,
-            _ => row >= 2,
-        }
-    };
-    let add_at = |row: usize| (row >= 2).then(|| &state.adds[row - 2]);
+    let protocol = protocol_column(state, n)?;
+    let metadata = metadata_column(state, n)?;
+    let add = add_column(state, n)?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("protocol", protocol.data_type().clone(), true),
+        Field::new("metaData", metadata.data_type().clone(), true),
+        Field::new("add", add.data_type().clone(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(protocol), Arc::new(metadata), Arc::new(add)],
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    // Snappy, as Spark writes checkpoints: every reader has it, and the stats strings of
+    // thousands of adds shrink several times.
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(|e| e.to_string())?;
+    writer.write(&batch).map_err(|e| e.to_string())?;
+    writer.close().map_err(|e| e.to_string())?;
+    Ok(out)
+}
 
-    // protocol
+/// Whether checkpoint row `row` holds action `which` (0 protocol, 1 metaData, 2 add).
+fn row_is(row: usize, which: usize) -> bool {
+    match which {
+        0 => row == 0,
+        1 => row == 1,
+        _ => row >= 2,
+    }
+}
+
+/// The `protocol` column: the protocol in row 0, null elsewhere.
+fn protocol_column(state: &CheckpointState, n: usize) -> Result<StructArray, String> {
     let protocol_fields = Fields::from(vec![
         Field::new("minReaderVersion", DataType::Int32, false),
         Field::new("minWriterVersion", DataType::Int32, false),
     ]);
-    let protocol = StructArray::try_new(
-        protocol_fields.clone(),
+    StructArray::try_new(
+        protocol_fields,
         vec![
             Arc::new(Int32Array::from_iter_values(
                 (0..n).map(|_| state.protocol.min_reader_version),
@@ -91,11 +118,13 @@ pub fn encode(state: &CheckpointState) -> Result<Vec<u8>, String> {
                 (0..n).map(|_| state.protocol.min_writer_version),
             )),
         ],
-        nulls_where((0..n).map(|r| is(r, 0))),
+        nulls_where((0..n).map(|r| row_is(r, 0))),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
 
-    // metaData
+/// The `metaData` column: the metadata in row 1, null elsewhere.
+fn metadata_column(state: &CheckpointState, n: usize) -> Result<StructArray, String> {
     let m = &state.metadata;
     let format_fields = Fields::from(vec![
         Field::new("provider", DataType::Utf8, false),
@@ -146,7 +175,7 @@ pub fn encode(state: &CheckpointState) -> Result<Vec<u8>, String> {
         Field::new("configuration", configuration.data_type().clone(), false),
         Field::new("createdTime", DataType::Int64, true),
     ]);
-    let metadata = StructArray::try_new(
+    StructArray::try_new(
         metadata_fields,
         vec![
             Arc::new(StringArray::from_iter_values((0..n).map(|_| m.id.as_str()))) as ArrayRef,
@@ -160,11 +189,15 @@ pub fn encode(state: &CheckpointState) -> Result<Vec<u8>, String> {
             Arc::new(configuration),
             Arc::new(Int64Array::from_iter((0..n).map(|_| m.created_time))),
         ],
-        nulls_where((0..n).map(|r| is(r, 1))),
+        nulls_where((0..n).map(|r| row_is(r, 1))),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
 
-    // add (no partition columns: partitionValues is always an empty map)
+/// The `add` column: one add per row from row 2 (no partition columns: partitionValues is
+/// always an empty map).
+fn add_column(state: &CheckpointState, n: usize) -> Result<StructArray, String> {
+    let add_at = |row: usize| (row >= 2).then(|| &state.adds[row - 2]);
     let add_fields = Fields::from(vec![
         Field::new("path", DataType::Utf8, false),
         Field::new("partitionValues", map_type(), false),
@@ -173,7 +206,7 @@ pub fn encode(state: &CheckpointState) -> Result<Vec<u8>, String> {
         Field::new("dataChange", DataType::Boolean, false),
         Field::new("stats", DataType::Utf8, true),
     ]);
-    let add = StructArray::try_new(
+    StructArray::try_new(
         add_fields,
         vec![
             Arc::new(StringArray::from_iter_values(
@@ -193,31 +226,9 @@ pub fn encode(state: &CheckpointState) -> Result<Vec<u8>, String> {
                 (0..n).map(|r| add_at(r).and_then(|a| a.stats.as_deref())),
             )),
         ],
-        nulls_where((0..n).map(|r| is(r, 2))),
+        nulls_where((0..n).map(|r| row_is(r, 2))),
     )
-    .map_err(|e| e.to_string())?;
-
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("protocol", protocol.data_type().clone(), true),
-        Field::new("metaData", metadata.data_type().clone(), true),
-        Field::new("add", add.data_type().clone(), true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![Arc::new(protocol), Arc::new(metadata), Arc::new(add)],
-    )
-    .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    // Snappy, as Spark writes checkpoints: every reader has it, and the stats strings of
-    // thousands of adds shrink several times.
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(|e| e.to_string())?;
-    writer.write(&batch).map_err(|e| e.to_string())?;
-    writer.close().map_err(|e| e.to_string())?;
-    Ok(out)
+    .map_err(|e| e.to_string())
 }
 
 fn child<'a>(s: &'a StructArray, name: &str) -> Result<&'a ArrayRef, String> {
