@@ -8,7 +8,9 @@ use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType, UInt32Type, UInt64Type};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{
+    Array, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
 
@@ -159,6 +161,77 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a dyn Array {
         .as_ref()
 }
 
+/// The columns of one batch, typed (unsigned integers in the plain layout and signed ones in a
+/// Delta table are both read as `i64`).
+struct Columns<'a> {
+    seq: Vec<i64>,
+    hash: &'a StringArray,
+    prev: &'a StringArray,
+    close_time: &'a TimestampMillisecondArray,
+    protocol: Vec<i64>,
+    total_coins: &'a Int64Array,
+    fee_pool: &'a Int64Array,
+    tx_set_hash: &'a StringArray,
+    tx_count: &'a Int32Array,
+    op_count: &'a Int32Array,
+    xdr: &'a BinaryArray,
+    xdr_len: &'a Int32Array,
+    xdr_sha: &'a StringArray,
+    version: &'a StringArray,
+    era: &'a StringArray,
+    network: &'a StringArray,
+    ingested: &'a TimestampMillisecondArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Columns<'a>, String> {
+        let wrong_type = |name: &str| format!("column {name} has an unexpected type");
+        let string = |name: &'static str| {
+            column(batch, name)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| wrong_type(name))
+        };
+        let ts = |name: &'static str| {
+            column(batch, name)
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| wrong_type(name))
+        };
+        let i64s = |name: &'static str| {
+            column(batch, name)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| wrong_type(name))
+        };
+        let i32s = |name: &'static str| {
+            column(batch, name)
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(|| wrong_type(name))
+        };
+        let ints =
+            |name: &'static str| integers(column(batch, name)).ok_or_else(|| wrong_type(name));
+        Ok(Columns {
+            seq: ints("ledger_sequence")?,
+            hash: string("ledger_hash")?,
+            prev: string("previous_ledger_hash")?,
+            close_time: ts("close_time")?,
+            protocol: ints("protocol_version")?,
+            total_coins: i64s("total_coins")?,
+            fee_pool: i64s("fee_pool")?,
+            tx_set_hash: string("tx_set_hash")?,
+            tx_count: i32s("tx_count")?,
+            op_count: i32s("operation_count")?,
+            xdr: column(batch, "xdr_bytes")
+                .as_binary_opt::<i32>()
+                .ok_or_else(|| wrong_type("xdr_bytes"))?,
+            xdr_len: i32s("xdr_byte_length")?,
+            xdr_sha: string("xdr_sha256")?,
+            version: string("bronze_version")?,
+            era: string("era_id")?,
+            network: string("network")?,
+            ingested: ts("ingested_at")?,
+        })
+    }
+}
+
 fn check_batch(
     batch: &RecordBatch,
     expected: &Expected,
@@ -166,55 +239,24 @@ fn check_batch(
     previous_hash: &mut Option<String>,
     f: &mut Findings,
 ) -> Result<(), String> {
-    let wrong_type = |name: &str| format!("column {name} has an unexpected type");
-    // Unsigned in the plain layout, signed in a Delta table (both read here).
-    let seq =
-        integers(column(batch, "ledger_sequence")).ok_or_else(|| wrong_type("ledger_sequence"))?;
-    let string = |name: &'static str| {
-        column(batch, name)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| wrong_type(name))
-    };
-    let ts = |name: &'static str| {
-        column(batch, name)
-            .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| wrong_type(name))
-    };
-    let i64s = |name: &'static str| {
-        column(batch, name)
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| wrong_type(name))
-    };
-    let i32s = |name: &'static str| {
-        column(batch, name)
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| wrong_type(name))
-    };
-    let hash = string("ledger_hash")?;
-    let prev = string("previous_ledger_hash")?;
-    let close_time = ts("close_time")?;
-    let protocol = integers(column(batch, "protocol_version"))
-        .ok_or_else(|| wrong_type("protocol_version"))?;
-    let total_coins = i64s("total_coins")?;
-    let fee_pool = i64s("fee_pool")?;
-    let tx_set_hash = string("tx_set_hash")?;
-    let tx_count = i32s("tx_count")?;
-    let op_count = i32s("operation_count")?;
-    let xdr = column(batch, "xdr_bytes")
-        .as_binary_opt::<i32>()
-        .ok_or_else(|| wrong_type("xdr_bytes"))?;
-    let xdr_len = i32s("xdr_byte_length")?;
-    let xdr_sha = string("xdr_sha256")?;
-    let version = string("bronze_version")?;
-    let era = string("era_id")?;
-    let network = string("network")?;
-    let ingested = ts("ingested_at")?;
-
+    let c = Columns::of(batch)?;
+    let Columns {
+        hash,
+        prev,
+        xdr,
+        xdr_len,
+        xdr_sha,
+        version,
+        era,
+        network,
+        ingested,
+        ..
+    } = &c;
     for i in 0..batch.num_rows() {
         let row_index = out.rows;
         out.rows += 1;
         let expected_seq = i64::from(expected.range.start) + row_index as i64;
-        let s = seq[i];
+        let s = c.seq[i];
         let at = format!("row {row_index} (ledger {s})");
         if s != expected_seq {
             f.add("rows.sequence", || {
@@ -299,68 +341,79 @@ fn check_batch(
                 format!("{at}: the ledger hash in xdr_bytes is not the sha256 of its ledger header")
             });
         }
-        let close_millis = i64::try_from(row.close_time)
-            .ok()
-            .and_then(|c| c.checked_mul(1000));
-        let compare: [(&'static str, String, String); 10] = [
-            (
-                "rows.ledger_sequence",
-                row.ledger_sequence.to_string(),
-                s.to_string(),
-            ),
-            (
-                "rows.ledger_hash",
-                hex32(&row.ledger_hash).as_str().to_string(),
-                h.to_string(),
-            ),
-            (
-                "rows.previous_ledger_hash",
-                hex32(&row.previous_ledger_hash).as_str().to_string(),
-                p.to_string(),
-            ),
-            (
-                "rows.close_time",
-                close_millis.map_or("overflow".into(), |c| c.to_string()),
-                close_time.value(i).to_string(),
-            ),
-            (
-                "rows.protocol_version",
-                row.protocol_version.to_string(),
-                protocol[i].to_string(),
-            ),
-            (
-                "rows.total_coins",
-                row.total_coins.to_string(),
-                total_coins.value(i).to_string(),
-            ),
-            (
-                "rows.fee_pool",
-                row.fee_pool.to_string(),
-                fee_pool.value(i).to_string(),
-            ),
-            (
-                "rows.tx_set_hash",
-                hex32(&row.tx_set_hash).as_str().to_string(),
-                tx_set_hash.value(i).to_string(),
-            ),
-            (
-                "rows.tx_count",
-                row.tx_count.to_string(),
-                tx_count.value(i).to_string(),
-            ),
-            (
-                "rows.operation_count",
-                row.operation_count.to_string(),
-                op_count.value(i).to_string(),
-            ),
-        ];
-        for (check, want, found) in compare {
-            if want != found {
-                f.add(check, || {
-                    format!("{at}: expected {want} (re-extracted from xdr_bytes), found {found}")
-                });
-            }
-        }
+        compare_extracted(&c, i, &row, &at, f);
     }
     Ok(())
+}
+
+/// Each column of row `i` against the same field re-extracted from its `xdr_bytes` (`row`).
+fn compare_extracted(
+    c: &Columns<'_>,
+    i: usize,
+    row: &bronze_ledger::LedgerRow,
+    at: &str,
+    f: &mut Findings,
+) {
+    let close_millis = i64::try_from(row.close_time)
+        .ok()
+        .and_then(|t| t.checked_mul(1000));
+    let compare: [(&'static str, String, String); 10] = [
+        (
+            "rows.ledger_sequence",
+            row.ledger_sequence.to_string(),
+            c.seq[i].to_string(),
+        ),
+        (
+            "rows.ledger_hash",
+            hex32(&row.ledger_hash).as_str().to_string(),
+            c.hash.value(i).to_string(),
+        ),
+        (
+            "rows.previous_ledger_hash",
+            hex32(&row.previous_ledger_hash).as_str().to_string(),
+            c.prev.value(i).to_string(),
+        ),
+        (
+            "rows.close_time",
+            close_millis.map_or("overflow".into(), |t| t.to_string()),
+            c.close_time.value(i).to_string(),
+        ),
+        (
+            "rows.protocol_version",
+            row.protocol_version.to_string(),
+            c.protocol[i].to_string(),
+        ),
+        (
+            "rows.total_coins",
+            row.total_coins.to_string(),
+            c.total_coins.value(i).to_string(),
+        ),
+        (
+            "rows.fee_pool",
+            row.fee_pool.to_string(),
+            c.fee_pool.value(i).to_string(),
+        ),
+        (
+            "rows.tx_set_hash",
+            hex32(&row.tx_set_hash).as_str().to_string(),
+            c.tx_set_hash.value(i).to_string(),
+        ),
+        (
+            "rows.tx_count",
+            row.tx_count.to_string(),
+            c.tx_count.value(i).to_string(),
+        ),
+        (
+            "rows.operation_count",
+            row.operation_count.to_string(),
+            c.op_count.value(i).to_string(),
+        ),
+    ];
+    for (check, want, found) in compare {
+        if want != found {
+            f.add(check, || {
+                format!("{at}: expected {want} (re-extracted from xdr_bytes), found {found}")
+            });
+        }
+    }
 }
